@@ -1,0 +1,60 @@
+//! `llmfs logits --model M --ids 1,2,3 --out F.safetensors`
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use gpt::burn::prelude::*;
+use gpt::weights::{load_model, write_safetensors};
+
+use crate::runtime::RuntimeArgs;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// A preset/hub id (gpt2), a local HF-format directory, a run directory, or random:<preset>
+    #[arg(long)]
+    pub model: String,
+    /// Comma-separated token ids, e.g. 6109,3626,6100,345
+    #[arg(long, value_delimiter = ',', required_unless_present = "prompt", conflicts_with = "prompt")]
+    pub ids: Vec<u32>,
+    /// Text to tokenise instead of --ids
+    #[arg(long)]
+    pub prompt: Option<String>,
+    /// Output safetensors file; holds `logits` [1, T, vocab] f32
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Print a one-line JSON summary on stdout
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let device = args.runtime.device()?;
+    let model = load_model(&args.model, &device, args.runtime.seed)?;
+    let ids = match &args.prompt {
+        Some(text) => gpt::Tokenizer::gpt2().encode(text),
+        None => args.ids.clone(),
+    };
+    let config = model.config();
+    anyhow::ensure!(!ids.is_empty(), "no token ids given");
+    anyhow::ensure!(ids.len() <= config.n_positions, "{} ids exceed the context window of {}", ids.len(), config.n_positions);
+    if let Some(bad) = ids.iter().find(|&&id| id as usize >= config.vocab_size) {
+        anyhow::bail!("token id {bad} is outside the vocabulary (size {})", config.vocab_size);
+    }
+    let t = ids.len();
+    let input = Tensor::<2, Int>::from_data(TensorData::new(ids.iter().map(|&i| i as i64).collect(), [1, t]), &device);
+    let logits = model.forward(input).into_data().convert::<f32>();
+    let vocab = config.vocab_size;
+    let values = logits.as_slice::<f32>().map_err(|e| anyhow::anyhow!("reading logits: {e:?}"))?;
+    let argmax_last = gpt::sampling::argmax(&values[(t - 1) * vocab..]);
+    write_safetensors(&args.out, &[("logits".to_string(), logits)], "").with_context(|| format!("writing {}", args.out.display()))?;
+    eprintln!("wrote logits [1, {t}, {vocab}] to {}", args.out.display());
+    if args.json {
+        let summary = serde_json::json!({
+            "out": args.out, "shape": [1, t, vocab], "ids": ids, "argmax_last": argmax_last,
+        });
+        println!("{summary}");
+    }
+    Ok(())
+}

@@ -1,0 +1,3 @@
+pub mod download;
+pub mod generate;
+pub mod logits;

@@ -1,0 +1,31 @@
+//! Flags every model-running command shares: which device, how many CPU threads, which seed.
+
+use anyhow::Result;
+use gpt::DeviceSpec;
+use gpt::burn::prelude::Device;
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct RuntimeArgs {
+    /// auto, cpu, cuda, cuda:N, wgpu, vulkan or metal (a backend must be compiled in: see --help of cargo features)
+    #[arg(long, default_value = "auto")]
+    pub device: DeviceSpec,
+    /// CPU threads for the CPU backend (default: all cores)
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Seed for sampling and for random (`random:<preset>`) models
+    #[arg(long, default_value_t = 123)]
+    pub seed: u64,
+}
+
+impl RuntimeArgs {
+    /// Applies the thread count and returns the device (without autodiff: inference).
+    pub fn device(&self) -> Result<Device> {
+        if let Some(threads) = self.threads {
+            anyhow::ensure!(threads > 0, "--threads must be at least 1");
+            gpt::device::set_cpu_threads(threads)?;
+        }
+        let device = self.device.resolve()?;
+        device.seed(self.seed);
+        Ok(device)
+    }
+}

@@ -1,0 +1,90 @@
+//! Generation speed of the GPT-2 124M shape (seeded random weights, fp32, batch 1, 16-token prompt,
+//! 128 greedy new tokens), the workload of `../shared/bench/torch_baseline` (`infer` case).
+//!
+//!     cargo bench --bench generate -- --threads 1 [--reps 3] [--no-cache] [--out FILE.json]
+//!
+//! Compare with PyTorch through `scripts/bench-generate.sh`, which runs both in one go and prints
+//! the ratios: this VM's speed drifts, so only ratios measured together mean anything.
+
+use std::time::Instant;
+
+use gpt::burn::prelude::*;
+use gpt::generate::{GenerateConfig, generate};
+use gpt::{Gpt, GptConfig};
+
+/// The first 16 tokens of the baseline's prompt ("I HAD always thought Jack Gisburn rather a cheap genius--though a").
+const PROMPT: [u32; 16] = [40, 367, 2885, 1464, 1807, 3619, 402, 271, 10899, 2138, 257, 7026, 15632, 438, 2016, 257];
+const NEW_TOKENS: usize = 128;
+
+fn arg_value(args: &[String], name: &str) -> Option<String> {
+    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1).cloned())
+}
+
+/// GFLOP/s of a 1024×768 @ 768×3072 matmul (the baseline's calibration, to see machine drift).
+fn calibrate(device: &Device) -> f64 {
+    let a = Tensor::<2>::random([1024, 768], gpt::burn::tensor::Distribution::Normal(0.0, 1.0), device);
+    let b = Tensor::<2>::random([768, 3072], gpt::burn::tensor::Distribution::Normal(0.0, 1.0), device);
+    let mut times = Vec::new();
+    for i in 0..12 {
+        let start = Instant::now();
+        let _ = a.clone().matmul(b.clone()).into_data();
+        if i >= 2 {
+            times.push(start.elapsed().as_secs_f64());
+        }
+    }
+    times.sort_by(f64::total_cmp);
+    2.0 * 1024.0 * 768.0 * 3072.0 / times[times.len() / 2] / 1e9
+}
+
+fn timed_generation(model: &Gpt, new_tokens: usize, use_cache: bool) -> (f64, Vec<u32>) {
+    let config = GenerateConfig { eos_token: None, use_cache, ..GenerateConfig::greedy(new_tokens) };
+    let start = Instant::now();
+    let out = generate(model, &[PROMPT.to_vec()], &config).expect("generation runs");
+    (start.elapsed().as_secs_f64(), out[0].token_ids.clone())
+}
+
+fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    xs[xs.len() / 2]
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let threads: usize = arg_value(&args, "--threads").and_then(|t| t.parse().ok()).unwrap_or(2);
+    let reps: usize = arg_value(&args, "--reps").and_then(|t| t.parse().ok()).unwrap_or(3);
+    let no_cache = args.iter().any(|a| a == "--no-cache");
+    gpt::device::set_cpu_threads(threads).expect("thread pool");
+
+    let device = Device::flex();
+    let config = GptConfig::preset("gpt2").expect("preset");
+    let model = Gpt::init(&config, 0, &device).expect("init");
+    let calib_before = calibrate(&device);
+
+    timed_generation(&model, 8, true); // warm-up
+    let prefill = median((0..5).map(|_| timed_generation(&model, 1, true).0).collect());
+    let runs: Vec<(f64, Vec<u32>)> = (0..reps).map(|_| timed_generation(&model, NEW_TOKENS, true)).collect();
+    let cached_s = median(runs.iter().map(|r| r.0).collect());
+    let uncached = no_cache.then(|| timed_generation(&model, NEW_TOKENS, false));
+    if let Some((_, tokens)) = &uncached {
+        assert_eq!(tokens, &runs[0].1, "cached and uncached greedy tokens differ");
+    }
+    let calib_after = calibrate(&device);
+
+    let result = serde_json::json!({
+        "bench": "llmfs_generate_gpt2_124m",
+        "backend": "flex",
+        "threads": threads,
+        "batch": 1, "prompt_len": PROMPT.len(), "new_tokens": NEW_TOKENS,
+        "prefill_16_tokens_plus_1_s": prefill,
+        "kv_cache": { "median_s": cached_s, "all_s": runs.iter().map(|r| r.0).collect::<Vec<_>>(),
+                      "tokens_per_s": NEW_TOKENS as f64 / cached_s },
+        "no_cache": uncached.as_ref().map(|(s, _)| serde_json::json!({ "s": s, "tokens_per_s": NEW_TOKENS as f64 / s })),
+        "first_new_tokens": &runs[0].1[..8],
+        "calib_gflops_before": calib_before,
+        "calib_gflops_after": calib_after,
+    });
+    println!("{result}");
+    if let Some(path) = arg_value(&args, "--out") {
+        std::fs::write(&path, result.to_string() + "\n").expect("writing --out");
+    }
+}

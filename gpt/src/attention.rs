@@ -1,0 +1,65 @@
+//! Causal multi-head self-attention with a fused q/k/v projection (HF `c_attn`, with bias).
+
+use burn::module::Module;
+use burn::nn::{Dropout, Linear};
+use burn::prelude::*;
+use burn::tensor::activation::softmax;
+use burn::tensor::module::attention;
+use burn::tensor::ops::AttentionModuleOptions;
+
+use crate::kv_cache::LayerKvCache;
+
+#[derive(Module, Debug)]
+pub struct CausalSelfAttention {
+    /// `[n_embd, 3 * n_embd]`: the outputs are `[q | k | v]`; head `h` is columns `h*hd .. (h+1)*hd` of each.
+    pub c_attn: Linear,
+    /// Output projection `[n_embd, n_embd]` (a residual projection: its init is scaled down).
+    pub c_proj: Linear,
+    pub attn_dropout: Dropout,
+    pub resid_dropout: Dropout,
+    pub n_head: usize,
+}
+
+/// Whether a dropout layer would change its input (training mode, on an autodiff device, p > 0).
+pub fn dropout_active<const D: usize>(dropout: &Dropout, x: &Tensor<D>) -> bool {
+    dropout.prob > 0.0 && dropout.training.is_enabled() && x.device().is_autodiff()
+}
+
+impl CausalSelfAttention {
+    /// `x`: `[B, T, C]`. With a cache, the T new positions attend to everything cached before them
+    /// and the cache grows by T. `mask` (`[B, 1, T, S]`, true = may not attend) excludes padding keys;
+    /// causality is always applied on top of it.
+    pub fn forward(&self, x: Tensor<3>, cache: Option<&mut LayerKvCache>, mask: Option<Tensor<4, Bool>>) -> Tensor<3> {
+        let [b, t, c] = x.dims();
+        let (h, hd) = (self.n_head, c / self.n_head);
+        let qkv = self.c_attn.forward(x);
+        let split_heads = |z: Tensor<3>| z.reshape([b, t, h, hd]).swap_dims(1, 2); // [B, H, T, hd]
+        let q = split_heads(qkv.clone().narrow(2, 0, c));
+        let mut k = split_heads(qkv.clone().narrow(2, c, c));
+        let mut v = split_heads(qkv.narrow(2, 2 * c, c));
+        if let Some(cache) = cache {
+            (k, v) = cache.append(k, v);
+        }
+        let s = k.dims()[2];
+        // Not every backend broadcasts a mask over heads: give it the full shape.
+        let mask = mask.map(|m| m.expand([b, h, t, s]));
+
+        let y = if dropout_active(&self.attn_dropout, &q) {
+            // Dropout on the attention weights needs them materialised; Burn's fused kernel has none.
+            let scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(1.0 / (hd as f64).sqrt());
+            // Query i sits at absolute position s - t + i; keys after it are the future.
+            let future = Tensor::<2, Bool>::tril_mask([t, s], (s - t) as i64, &scores.device()).unsqueeze::<4>();
+            let blocked = match mask {
+                Some(mask) => mask.bool_or(future.expand([b, h, t, s])),
+                None => future,
+            };
+            let weights = softmax(scores.mask_fill(blocked, f32::NEG_INFINITY), 3);
+            self.attn_dropout.forward(weights).matmul(v)
+        } else {
+            let options = AttentionModuleOptions { scale: None, softcap: None, is_causal: true };
+            attention(q, k, v, mask, None, options)
+        };
+        let y = y.swap_dims(1, 2).reshape([b, t, c]);
+        self.resid_dropout.forward(self.c_proj.forward(y))
+    }
+}

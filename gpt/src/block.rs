@@ -1,0 +1,24 @@
+//! One pre-LayerNorm transformer block: x + attn(ln_1(x)), then x + mlp(ln_2(x)).
+
+use burn::module::Module;
+use burn::nn::LayerNorm;
+use burn::prelude::*;
+
+use crate::attention::CausalSelfAttention;
+use crate::kv_cache::LayerKvCache;
+use crate::mlp::Mlp;
+
+#[derive(Module, Debug)]
+pub struct TransformerBlock {
+    pub ln_1: LayerNorm,
+    pub attn: CausalSelfAttention,
+    pub ln_2: LayerNorm,
+    pub mlp: Mlp,
+}
+
+impl TransformerBlock {
+    pub fn forward(&self, x: Tensor<3>, cache: Option<&mut LayerKvCache>, mask: Option<Tensor<4, Bool>>) -> Tensor<3> {
+        let x = x.clone() + self.attn.forward(self.ln_1.forward(x), cache, mask);
+        x.clone() + self.mlp.forward(self.ln_2.forward(x))
+    }
+}

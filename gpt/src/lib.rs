@@ -1,0 +1,38 @@
+//! GPT-2 on Burn: the model, its Hugging Face weights, the tokenizer and generation.
+//!
+//! ```no_run
+//! use gpt::{DeviceSpec, Tokenizer, generate::{GenerateConfig, generate}, weights::load_model};
+//! # fn main() -> gpt::Result<()> {
+//! let device = DeviceSpec::Auto.resolve()?;
+//! let model = load_model("gpt2", &device, 0)?;          // HF cache, downloads when missing
+//! let tokenizer = Tokenizer::gpt2();
+//! let out = generate(&model, &[tokenizer.encode("Hello, I'm a language model,")], &GenerateConfig::greedy(30))?;
+//! println!("{}", out[0].text);
+//! # Ok(()) }
+//! ```
+//!
+//! Train/eval mode is Burn's: a model built on an autodiff device (`device.autodiff()`) trains
+//! (dropout on); `model.valid()` is the inference copy (dropout off), `model.train()` goes back.
+
+pub mod attention;
+pub mod block;
+pub mod config;
+pub mod device;
+pub mod error;
+pub mod fsutil;
+pub mod generate;
+pub mod kv_cache;
+pub mod mlp;
+pub mod model;
+pub mod sampling;
+pub mod tokenizer;
+pub mod weights;
+
+pub use config::{EOT_TOKEN, GPT2_VOCAB_SIZE, GptConfig};
+pub use device::DeviceSpec;
+pub use error::{GptError, Result};
+pub use model::Gpt;
+pub use tokenizer::Tokenizer;
+
+/// Burn, re-exported so that downstream crates use the exact same version.
+pub use burn;

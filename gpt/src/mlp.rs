@@ -1,0 +1,21 @@
+//! The position-wise feed-forward network: Linear(C, 4C) → tanh-GELU → Linear(4C, C) → dropout.
+
+use burn::module::Module;
+use burn::nn::{Dropout, Gelu, Linear};
+use burn::prelude::*;
+
+#[derive(Module, Debug)]
+pub struct Mlp {
+    pub c_fc: Linear,
+    /// A residual projection: its init is scaled down by 1/sqrt(2·n_layer).
+    pub c_proj: Linear,
+    /// `gelu_new`: the tanh approximation GPT-2 was trained with.
+    pub act: Gelu,
+    pub dropout: Dropout,
+}
+
+impl Mlp {
+    pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        self.dropout.forward(self.c_proj.forward(self.act.forward(self.c_fc.forward(x))))
+    }
+}

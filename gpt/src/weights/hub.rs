@@ -1,0 +1,171 @@
+//! Fetching models from the Hugging Face hub into the standard HF cache (through the `hf-hub`
+//! crate), honouring `HF_HOME`, `HF_ENDPOINT`, `HF_TOKEN` and `HF_HUB_OFFLINE`.
+
+use std::path::{Path, PathBuf};
+
+use hf_hub::api::sync::{ApiBuilder, ApiError};
+use hf_hub::{Cache, Repo, RepoType};
+
+use crate::error::{GptError, Result};
+use crate::weights::safetensors_io::{SHARD_INDEX, SINGLE_FILE};
+
+/// How to reach the hub; [`HubOptions::from_env`] reads the usual HF variables.
+#[derive(Debug, Clone)]
+pub struct HubOptions {
+    /// `https://huggingface.co`, or a mirror (`HF_ENDPOINT`).
+    pub endpoint: Option<String>,
+    /// The cache root (`$HF_HOME/hub`, default `~/.cache/huggingface/hub`).
+    pub cache_dir: PathBuf,
+    pub token: Option<String>,
+    /// Never touch the network (`HF_HUB_OFFLINE=1`).
+    pub offline: bool,
+    pub progress: bool,
+    pub revision: String,
+}
+
+fn env_flag(name: &str) -> bool {
+    std::env::var(name).is_ok_and(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on"))
+}
+
+impl HubOptions {
+    pub fn from_env() -> Self {
+        let cache = Cache::from_env();
+        Self {
+            endpoint: std::env::var("HF_ENDPOINT").ok().filter(|e| !e.is_empty()),
+            cache_dir: cache.path().clone(),
+            token: std::env::var("HF_TOKEN").ok().filter(|t| !t.is_empty()).or_else(|| cache.token()),
+            offline: env_flag("HF_HUB_OFFLINE"),
+            progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
+            revision: "main".to_string(),
+        }
+    }
+
+    fn endpoint(&self) -> &str {
+        self.endpoint.as_deref().unwrap_or("https://huggingface.co").trim_end_matches('/')
+    }
+
+    fn repo(&self, repo_id: &str) -> Repo {
+        Repo::with_revision(repo_id.to_string(), RepoType::Model, self.revision.clone())
+    }
+}
+
+/// Whether `text` is shaped like a hub repo id (`gpt2`, `openai-community/gpt2`).
+pub fn is_repo_id(text: &str) -> bool {
+    let part_ok = |p: &str| !p.is_empty() && p.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) && !p.starts_with('.');
+    let parts: Vec<&str> = text.split('/').collect();
+    matches!(parts.len(), 1 | 2) && parts.iter().all(|p| part_ok(p))
+}
+
+/// The files of a GPT-2 checkpoint we need (weights may be one file or shards).
+enum Weights {
+    Single,
+    Sharded(Vec<String>),
+}
+
+/// Returns the local directory (an HF cache snapshot) holding `config.json` and the weights of
+/// `repo_id`, downloading what is missing unless offline.
+pub fn fetch_model(repo_id: &str, options: &HubOptions) -> Result<PathBuf> {
+    if !is_repo_id(repo_id) {
+        return Err(GptError::Hub(format!("{repo_id:?} is not a local directory or a Hugging Face repo id")));
+    }
+    if options.offline {
+        return cached_model(repo_id, options);
+    }
+    let api = ApiBuilder::from_cache(Cache::new(options.cache_dir.clone()))
+        .with_endpoint(options.endpoint().to_string())
+        .with_token(options.token.clone())
+        .with_progress(options.progress)
+        .with_retries(3)
+        .build()
+        .map_err(|e| hub_error(repo_id, "", options, e))?;
+    let repo = api.repo(options.repo(repo_id));
+    let get = |file: &str| repo.get(file).map_err(|e| hub_error(repo_id, file, options, e));
+    let config = get("config.json")?;
+    match repo.get(SINGLE_FILE) {
+        Ok(_) => {}
+        Err(e) if is_not_found(&e) => {
+            let index = repo.get(SHARD_INDEX).map_err(|e| {
+                if is_not_found(&e) {
+                    GptError::Hub(format!(
+                        "{repo_id}: the repo has neither {SINGLE_FILE} nor {SHARD_INDEX} (llmfs reads safetensors weights only)"
+                    ))
+                } else {
+                    hub_error(repo_id, SHARD_INDEX, options, e)
+                }
+            })?;
+            for shard in shard_files(&index)? {
+                get(&shard)?;
+            }
+        }
+        Err(e) => return Err(hub_error(repo_id, SINGLE_FILE, options, e)),
+    }
+    // Optional: sampling defaults some repos carry.
+    let _ = repo.get("generation_config.json");
+    Ok(config.parent().map(Path::to_path_buf).unwrap_or_default())
+}
+
+fn is_not_found(error: &ApiError) -> bool {
+    matches!(error, ApiError::RequestError(inner) if matches!(inner.as_ref(), ureq::Error::Status(404, _)))
+}
+
+/// The snapshot directory of a model already in the cache, or one clear message saying how to
+/// get it there.
+fn cached_model(repo_id: &str, options: &HubOptions) -> Result<PathBuf> {
+    let cache = Cache::new(options.cache_dir.clone()).repo(options.repo(repo_id));
+    let found = cache.get("config.json").and_then(|config| {
+        let dir = config.parent()?.to_path_buf();
+        let weights = if dir.join(SINGLE_FILE).is_file() {
+            Weights::Single
+        } else {
+            Weights::Sharded(shard_files(&dir.join(SHARD_INDEX)).ok()?)
+        };
+        match weights {
+            Weights::Single => Some(dir),
+            Weights::Sharded(shards) => shards.iter().all(|s| dir.join(s).is_file()).then_some(dir),
+        }
+    });
+    found.ok_or_else(|| {
+        GptError::Hub(format!(
+            "model `{repo_id}` is not in the Hugging Face cache at {cache_dir} and HF_HUB_OFFLINE is set, so it \
+             cannot be downloaded. Run `llmfs download {repo_id}` where there is network (with the same HF_HOME), \
+             or copy a cache that has it to {cache_dir}, or pass `--model DIR` for a local directory with \
+             config.json and {SINGLE_FILE}.",
+            cache_dir = options.cache_dir.display(),
+        ))
+    })
+}
+
+/// The shard file names listed by a `model.safetensors.index.json`.
+fn shard_files(index: &Path) -> Result<Vec<String>> {
+    #[derive(serde::Deserialize)]
+    struct ShardIndex {
+        weight_map: std::collections::HashMap<String, String>,
+    }
+    let text = std::fs::read_to_string(index).map_err(|e| GptError::io(index, e))?;
+    let parsed: ShardIndex = serde_json::from_str(&text).map_err(|e| GptError::Json { path: index.to_path_buf(), source: e })?;
+    let mut files: Vec<String> = parsed.weight_map.into_values().collect();
+    files.sort();
+    files.dedup();
+    Ok(files)
+}
+
+fn hub_error(repo_id: &str, file: &str, options: &HubOptions, error: ApiError) -> GptError {
+    let endpoint = options.endpoint();
+    let what = if file.is_empty() { repo_id.to_string() } else { format!("{repo_id}/{file}") };
+    let detail = match &error {
+        ApiError::RequestError(inner) => match inner.as_ref() {
+            ureq::Error::Status(404, _) => format!("not found on {endpoint} (is the repo id right?)"),
+            ureq::Error::Status(401 | 403, _) => format!(
+                "access denied by {endpoint}: the repo is private or gated; set HF_TOKEN to a token that may read it"
+            ),
+            ureq::Error::Status(code, _) => format!("{endpoint} answered HTTP {code}"),
+            ureq::Error::Transport(t) => format!(
+                "cannot reach {endpoint} ({t}). Check the network, set HF_ENDPOINT to a mirror, or set \
+                 HF_HUB_OFFLINE=1 to use only the local cache ({})",
+                options.cache_dir.display()
+            ),
+        },
+        other => other.to_string(),
+    };
+    GptError::Hub(format!("cannot download {what}: {detail}"))
+}

@@ -1,0 +1,143 @@
+//! Walking a module's parameters by their Hugging Face names, to fill them (loading, seeded init)
+//! or to read them out (saving). The name map lives here and only here.
+
+use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
+use burn::prelude::*;
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use rand_distr::{Distribution, Normal};
+
+use crate::config::GptConfig;
+use crate::error::{GptError, Result};
+
+/// The HF tensor name of a parameter from its Burn path: the module fields already carry HF's
+/// names; only LayerNorm's parameters differ (`gamma`/`beta` = `weight`/`bias`).
+pub fn hf_name(burn_path: &str) -> String {
+    if let Some(prefix) = burn_path.strip_suffix(".gamma") {
+        format!("{prefix}.weight")
+    } else if let Some(prefix) = burn_path.strip_suffix(".beta") {
+        format!("{prefix}.bias")
+    } else {
+        burn_path.to_string()
+    }
+}
+
+/// Where parameter values come from, by HF tensor name.
+pub trait TensorSource {
+    /// The values of tensor `name`, which must have exactly `shape`.
+    fn tensor(&mut self, name: &str, shape: &[usize]) -> Result<TensorData>;
+}
+
+/// Replaces every float parameter of `module` with the source's tensor of the same HF name.
+/// The parameters of the skeleton are never initialised, so nothing is allocated twice.
+pub fn fill_params<M: Module>(module: M, source: &mut dyn TensorSource) -> Result<M> {
+    let mut filler = Filler { source, path: Vec::new(), error: None };
+    let module = module.map(&mut filler);
+    match filler.error {
+        Some(error) => Err(error),
+        None => Ok(module),
+    }
+}
+
+struct Filler<'a> {
+    source: &'a mut dyn TensorSource,
+    path: Vec<String>,
+    error: Option<GptError>,
+}
+
+impl ModuleMapper for Filler<'_> {
+    fn enter_module(&mut self, name: &str, _container_type: &str) {
+        self.path.push(name.to_string());
+    }
+
+    fn exit_module(&mut self, _name: &str, _container_type: &str) {
+        self.path.pop();
+    }
+
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        if self.error.is_some() {
+            return param;
+        }
+        let name = hf_name(&self.path.join("."));
+        let shape = param.lazy_shape().to_vec();
+        match self.source.tensor(&name, &shape) {
+            Ok(data) => {
+                let device = param.lazy_device();
+                let tensor = Tensor::<D>::from_data(data, &device);
+                Param::from_tensor(tensor)
+            }
+            Err(error) => {
+                self.error = Some(error);
+                param
+            }
+        }
+    }
+}
+
+/// Every float parameter of `module` as (HF name, f32 values), in module order.
+pub fn named_params<M: Module>(module: &M) -> Vec<(String, TensorData)> {
+    let mut collector = Collector { path: Vec::new(), out: Vec::new() };
+    module.visit(&mut collector);
+    collector.out
+}
+
+struct Collector {
+    path: Vec<String>,
+    out: Vec<(String, TensorData)>,
+}
+
+impl ModuleVisitor for Collector {
+    fn enter_module(&mut self, name: &str, _container_type: &str) {
+        self.path.push(name.to_string());
+    }
+
+    fn exit_module(&mut self, _name: &str, _container_type: &str) {
+        self.path.pop();
+    }
+
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        let data = param.val().into_data().convert::<f32>();
+        self.out.push((hf_name(&self.path.join(".")), data));
+    }
+}
+
+/// GPT-2's initialisation, drawn on the host with one generator per tensor (seeded from the
+/// run seed and the tensor's name), so the weights do not depend on the backend or on the order
+/// in which parameters are visited.
+pub struct RandomInit {
+    seed: u64,
+    std: f64,
+    residual_std: f64,
+}
+
+impl RandomInit {
+    pub fn new(config: &GptConfig, seed: u64) -> Self {
+        let std = config.initializer_range;
+        Self { seed, std, residual_std: std / (2.0 * config.n_layer as f64).sqrt() }
+    }
+}
+
+/// FNV-1a: a stable hash of a tensor name (std's hasher may change between releases).
+fn stable_hash(text: &str) -> u64 {
+    text.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3))
+}
+
+impl TensorSource for RandomInit {
+    fn tensor(&mut self, name: &str, shape: &[usize]) -> Result<TensorData> {
+        let n: usize = shape.iter().product();
+        let is_layer_norm = name.starts_with("ln_f.") || name.contains(".ln_1.") || name.contains(".ln_2.");
+        let values = if is_layer_norm {
+            vec![if name.ends_with(".weight") { 1.0 } else { 0.0 }; n]
+        } else if name.ends_with(".bias") {
+            vec![0.0; n]
+        } else {
+            // Projections into the residual stream are scaled so the stream's variance does not
+            // grow with depth (GPT-2 paper, section 2.3).
+            let std = if name.ends_with("c_proj.weight") { self.residual_std } else { self.std };
+            let normal = Normal::new(0.0, std as f32).map_err(|e| GptError::Config(format!("initializer_range: {e}")))?;
+            let mut rng = StdRng::seed_from_u64(self.seed ^ stable_hash(name));
+            (0..n).map(|_| normal.sample(&mut rng)).collect()
+        };
+        Ok(TensorData::new(values, shape.to_vec()))
+    }
+}
