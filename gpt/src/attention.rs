@@ -7,6 +7,7 @@ use burn::tensor::activation::softmax;
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
 
+use crate::flex_kernels;
 use crate::kv_cache::LayerKvCache;
 
 #[derive(Module, Debug)]
@@ -32,7 +33,7 @@ impl CausalSelfAttention {
     pub fn forward(&self, x: Tensor<3>, cache: Option<&mut LayerKvCache>, mask: Option<Tensor<4, Bool>>) -> Tensor<3> {
         let [b, t, c] = x.dims();
         let (h, hd) = (self.n_head, c / self.n_head);
-        let qkv = self.c_attn.forward(x);
+        let qkv = flex_kernels::linear(&self.c_attn, x);
         let split_heads = |z: Tensor<3>| z.reshape([b, t, h, hd]).swap_dims(1, 2); // [B, H, T, hd]
         let q = split_heads(qkv.clone().narrow(2, 0, c));
         let mut k = split_heads(qkv.clone().narrow(2, c, c));
@@ -60,6 +61,6 @@ impl CausalSelfAttention {
             attention(q, k, v, mask, None, options)
         };
         let y = y.swap_dims(1, 2).reshape([b, t, c]);
-        self.resid_dropout.forward(self.c_proj.forward(y))
+        self.resid_dropout.forward(flex_kernels::linear(&self.c_proj, y))
     }
 }

@@ -19,8 +19,29 @@ pub mod block;
 pub mod config;
 pub mod device;
 pub mod error;
+#[cfg(feature = "flex")]
+pub mod flex_kernels;
+#[cfg(not(feature = "flex"))]
+pub mod flex_kernels {
+    //! Without the Flex backend there is nothing to specialise: Burn's ops everywhere.
+    use burn::nn::{Gelu, Linear};
+    use burn::prelude::*;
+
+    pub fn linear(layer: &Linear, x: Tensor<3>) -> Tensor<3> {
+        layer.forward(x)
+    }
+
+    pub fn gelu(act: &Gelu, x: Tensor<3>) -> Tensor<3> {
+        act.forward(x)
+    }
+
+    pub fn tied_head(x: Tensor<2>, embedding: Tensor<2>) -> Tensor<2> {
+        x.matmul(embedding.transpose())
+    }
+}
 pub mod fsutil;
 pub mod generate;
+pub mod host_memory;
 pub mod kv_cache;
 pub mod mlp;
 pub mod model;

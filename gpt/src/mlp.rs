@@ -4,6 +4,8 @@ use burn::module::Module;
 use burn::nn::{Dropout, Gelu, Linear};
 use burn::prelude::*;
 
+use crate::flex_kernels;
+
 #[derive(Module, Debug)]
 pub struct Mlp {
     pub c_fc: Linear,
@@ -16,6 +18,7 @@ pub struct Mlp {
 
 impl Mlp {
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        self.dropout.forward(self.c_proj.forward(self.act.forward(self.c_fc.forward(x))))
+        let h = flex_kernels::gelu(&self.act, flex_kernels::linear(&self.c_fc, x));
+        self.dropout.forward(flex_kernels::linear(&self.c_proj, h))
     }
 }

@@ -7,12 +7,12 @@
 use burn::module::Module;
 use burn::nn::{Dropout, DropoutConfig, Embedding, EmbeddingConfig, Gelu, LayerNorm, LayerNormConfig, LinearConfig};
 use burn::prelude::*;
-use burn::tensor::module::linear;
 
 use crate::attention::CausalSelfAttention;
 use crate::block::TransformerBlock;
 use crate::config::GptConfig;
 use crate::error::{GptError, Result};
+use crate::flex_kernels;
 use crate::kv_cache::KvCache;
 use crate::mlp::Mlp;
 use crate::weights::{RandomInit, fill_params};
@@ -121,7 +121,11 @@ impl Gpt {
 
     /// The output head, tied to the token embedding: `[B, T, C] → [B, T, vocab]`.
     pub fn head(&self, hidden: Tensor<3>) -> Tensor<3> {
-        linear(hidden, self.wte.weight.val().transpose(), None)
+        // As a 2-D product against the embedding: Burn's 3-D `linear` would broadcast the weight
+        // over the batch and copy all of it (150 MB for GPT-2) on every call.
+        let [b, t, c] = hidden.dims();
+        let logits = flex_kernels::tied_head(hidden.reshape([b * t, c]), self.wte.weight.val());
+        logits.reshape([b, t, self.config.vocab_size])
     }
 
     /// Logits `[B, T, vocab]` for token ids `[B, T]`.

@@ -9,6 +9,7 @@ use rand_distr::{Distribution, Normal};
 
 use crate::config::GptConfig;
 use crate::error::{GptError, Result};
+use crate::host_memory::f32_buffer;
 
 /// The HF tensor name of a parameter from its Burn path: the module fields already carry HF's
 /// names; only LayerNorm's parameters differ (`gamma`/`beta` = `weight`/`bias`).
@@ -136,7 +137,9 @@ impl TensorSource for RandomInit {
             let std = if name.ends_with("c_proj.weight") { self.residual_std } else { self.std };
             let normal = Normal::new(0.0, std as f32).map_err(|e| GptError::Config(format!("initializer_range: {e}")))?;
             let mut rng = StdRng::seed_from_u64(self.seed ^ stable_hash(name));
-            (0..n).map(|_| normal.sample(&mut rng)).collect()
+            let mut values = f32_buffer(n);
+            values.extend((0..n).map(|_| normal.sample(&mut rng)));
+            values
         };
         Ok(TensorData::new(values, shape.to_vec()))
     }

@@ -10,6 +10,7 @@ use safetensors::tensor::{Dtype, SafeTensors, TensorInfo, TensorView};
 
 use crate::error::{GptError, Result};
 use crate::fsutil::write_atomic_with;
+use crate::host_memory::f32_buffer;
 use crate::weights::params::TensorSource;
 
 pub const SINGLE_FILE: &str = "model.safetensors";
@@ -149,10 +150,11 @@ impl SafetensorsSource {
             expected: Vec::new(),
         })?;
         let bytes = self.bytes(entry);
-        let values = match entry.info.dtype {
-            Dtype::F32 => bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
-            Dtype::F16 => bytes.chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
-            Dtype::BF16 => bytes.chunks_exact(2).map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
+        let mut values = f32_buffer(entry.info.shape.iter().product());
+        match entry.info.dtype {
+            Dtype::F32 => values.extend(bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))),
+            Dtype::F16 => values.extend(bytes.chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())),
+            Dtype::BF16 => values.extend(bytes.chunks_exact(2).map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())),
             other => {
                 return Err(GptError::UnsupportedDtype {
                     path: self.path_of(name),
@@ -160,7 +162,7 @@ impl SafetensorsSource {
                     dtype: format!("{other:?}"),
                 });
             }
-        };
+        }
         Ok((entry.info.shape.clone(), values))
     }
 
