@@ -152,6 +152,9 @@ impl<'m> TokenStream<'m> {
         if prompts.is_empty() {
             return Err(GptError::Generation("no prompts given".into()));
         }
+        if config.stop.iter().any(String::is_empty) {
+            return Err(GptError::Generation("stop strings must not be empty".into()));
+        }
         if config.max_new_tokens >= n_positions {
             return Err(GptError::Generation(format!(
                 "max_new_tokens {} must be smaller than the context window ({n_positions})",

@@ -135,6 +135,7 @@ fn invalid_requests_are_errors() {
     assert!(err(no_eos(128), &prompts()).contains("max_new_tokens"));
     assert!(err(no_eos(4), &[vec![60000]]).contains("60000"));
     assert!(err(no_eos(4), &[]).contains("no prompts"));
+    assert!(err(GenerateConfig { stop: vec![String::new()], ..no_eos(4) }, &prompts()).contains("stop strings"));
     let hot = GenerateConfig { sampling: Sampling { temperature: -0.5, top_k: None, top_p: None }, ..no_eos(4) };
     assert!(err(hot, &prompts()).contains("temperature"));
     // An empty prompt starts from <|endoftext|>.

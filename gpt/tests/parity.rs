@@ -82,3 +82,36 @@ fn cached_step_logits_match_the_reference_values() {
         input = vec![best as u32];
     }
 }
+
+#[test]
+fn training_mode_applies_dropout_and_eval_mode_matches_transformers() {
+    use gpt::burn::prelude::*;
+    let train_device = Device::flex().autodiff();
+    // The fixture's config keeps GPT-2's dropout of 0.1.
+    let model = gpt::weights::load_model_dir(&fixture_dir(), &train_device).unwrap();
+    let ids = || Tensor::<2, Int>::from_data(input_ids().into_data(), &train_device);
+    let (_, expected) = expected_f32("logits");
+    let a = to_vec(model.forward(ids()).inner());
+    let b = to_vec(model.forward(ids()).inner());
+    assert_ne!(a, b, "two training passes draw different dropout masks");
+    assert!(max_abs_diff(&a, &expected) > 1e-2, "dropout changes the logits");
+
+    let eval = model.valid();
+    let diff = max_abs_diff(&to_vec(eval.forward(input_ids())), &expected);
+    assert!(diff <= 1e-4, "eval mode: {diff}");
+}
+
+#[test]
+fn the_attention_path_with_dropout_computes_the_same_attention() {
+    // Attention dropout needs the attention weights materialised (Burn's fused kernel has no
+    // dropout). With a vanishing probability that path must reproduce transformers' logits.
+    let train_device = gpt::burn::prelude::Device::flex().autodiff();
+    let mut model = gpt::weights::load_model_dir(&fixture_dir(), &train_device).unwrap().with_dropout(0.0);
+    for block in &mut model.h {
+        block.attn.attn_dropout.prob = 1e-12;
+    }
+    let ids = gpt::burn::prelude::Tensor::<2, gpt::burn::prelude::Int>::from_data(input_ids().into_data(), &train_device);
+    let logits = to_vec(model.forward(ids).inner());
+    let diff = max_abs_diff(&logits, &expected_f32("logits").1);
+    assert!(diff <= 1e-4, "materialised attention: {diff}");
+}

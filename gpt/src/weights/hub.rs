@@ -1,5 +1,5 @@
 //! Fetching models from the Hugging Face hub into the standard HF cache (through the `hf-hub`
-//! crate), honouring `HF_HOME`, `HF_ENDPOINT`, `HF_TOKEN` and `HF_HUB_OFFLINE`.
+//! crate), honouring `HF_HOME`, `HF_HUB_CACHE`, `HF_ENDPOINT`, `HF_TOKEN` and `HF_HUB_OFFLINE`.
 
 use std::path::{Path, PathBuf};
 
@@ -7,7 +7,7 @@ use hf_hub::api::sync::{ApiBuilder, ApiError};
 use hf_hub::{Cache, Repo, RepoType};
 
 use crate::error::{GptError, Result};
-use crate::weights::safetensors_io::{SHARD_INDEX, SINGLE_FILE};
+use crate::weights::safetensors_io::{SHARD_INDEX, SINGLE_FILE, read_shard_index};
 
 /// How to reach the hub; [`HubOptions::from_env`] reads the usual HF variables.
 #[derive(Debug, Clone)]
@@ -29,7 +29,11 @@ fn env_flag(name: &str) -> bool {
 
 impl HubOptions {
     pub fn from_env() -> Self {
-        let cache = Cache::from_env();
+        // HF_HUB_CACHE names the cache itself; otherwise it is $HF_HOME/hub (or the default).
+        let cache = match std::env::var_os("HF_HUB_CACHE").filter(|v| !v.is_empty()) {
+            Some(dir) => Cache::new(PathBuf::from(dir)),
+            None => Cache::from_env(),
+        };
         Self {
             endpoint: std::env::var("HF_ENDPOINT").ok().filter(|e| !e.is_empty()),
             cache_dir: cache.path().clone(),
@@ -54,12 +58,6 @@ pub fn is_repo_id(text: &str) -> bool {
     let part_ok = |p: &str| !p.is_empty() && p.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) && !p.starts_with('.');
     let parts: Vec<&str> = text.split('/').collect();
     matches!(parts.len(), 1 | 2) && parts.iter().all(|p| part_ok(p))
-}
-
-/// The files of a GPT-2 checkpoint we need (weights may be one file or shards).
-enum Weights {
-    Single,
-    Sharded(Vec<String>),
 }
 
 /// Returns the local directory (an HF cache snapshot) holding `config.json` and the weights of
@@ -112,18 +110,11 @@ fn is_not_found(error: &ApiError) -> bool {
 /// get it there.
 fn cached_model(repo_id: &str, options: &HubOptions) -> Result<PathBuf> {
     let cache = Cache::new(options.cache_dir.clone()).repo(options.repo(repo_id));
-    let found = cache.get("config.json").and_then(|config| {
-        let dir = config.parent()?.to_path_buf();
-        let weights = if dir.join(SINGLE_FILE).is_file() {
-            Weights::Single
-        } else {
-            Weights::Sharded(shard_files(&dir.join(SHARD_INDEX)).ok()?)
-        };
-        match weights {
-            Weights::Single => Some(dir),
-            Weights::Sharded(shards) => shards.iter().all(|s| dir.join(s).is_file()).then_some(dir),
-        }
-    });
+    let complete = |dir: &Path| {
+        dir.join(SINGLE_FILE).is_file()
+            || shard_files(&dir.join(SHARD_INDEX)).is_ok_and(|shards| shards.iter().all(|s| dir.join(s).is_file()))
+    };
+    let found = cache.get("config.json").and_then(|config| config.parent().map(Path::to_path_buf)).filter(|dir| complete(dir));
     found.ok_or_else(|| {
         GptError::Hub(format!(
             "model `{repo_id}` is not in the Hugging Face cache at {cache_dir} and HF_HUB_OFFLINE is set, so it \
@@ -137,13 +128,7 @@ fn cached_model(repo_id: &str, options: &HubOptions) -> Result<PathBuf> {
 
 /// The shard file names listed by a `model.safetensors.index.json`.
 fn shard_files(index: &Path) -> Result<Vec<String>> {
-    #[derive(serde::Deserialize)]
-    struct ShardIndex {
-        weight_map: std::collections::HashMap<String, String>,
-    }
-    let text = std::fs::read_to_string(index).map_err(|e| GptError::io(index, e))?;
-    let parsed: ShardIndex = serde_json::from_str(&text).map_err(|e| GptError::Json { path: index.to_path_buf(), source: e })?;
-    let mut files: Vec<String> = parsed.weight_map.into_values().collect();
+    let mut files: Vec<String> = read_shard_index(index)?.into_values().collect();
     files.sort();
     files.dedup();
     Ok(files)

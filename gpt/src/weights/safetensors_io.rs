@@ -1,7 +1,7 @@
 //! Reading and writing HF `model.safetensors` (single file or sharded with
 //! `model.safetensors.index.json`), memory-mapped, with errors that name the file and tensor.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use burn::prelude::*;
@@ -15,6 +15,17 @@ use crate::weights::params::TensorSource;
 
 pub const SINGLE_FILE: &str = "model.safetensors";
 pub const SHARD_INDEX: &str = "model.safetensors.index.json";
+
+/// The `weight_map` (tensor name → shard file) of a `model.safetensors.index.json`.
+pub(crate) fn read_shard_index(path: &Path) -> Result<HashMap<String, String>> {
+    #[derive(serde::Deserialize)]
+    struct ShardIndex {
+        weight_map: HashMap<String, String>,
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| GptError::io(path, e))?;
+    let index: ShardIndex = serde_json::from_str(&text).map_err(|e| GptError::Json { path: path.to_path_buf(), source: e })?;
+    Ok(index.weight_map)
+}
 
 /// Some checkpoints (`transformers`' `save_pretrained` of a `GPT2LMHeadModel`) prefix every
 /// trunk tensor with this; OpenAI's `gpt2` on the hub does not.
@@ -42,7 +53,7 @@ struct Entry {
 pub struct SafetensorsSource {
     files: Vec<MappedFile>,
     entries: BTreeMap<String, Entry>,
-    used: Vec<String>,
+    used: HashSet<String>,
 }
 
 impl SafetensorsSource {
@@ -69,21 +80,15 @@ impl SafetensorsSource {
     }
 
     fn open_sharded(index_path: &Path) -> Result<Self> {
-        #[derive(serde::Deserialize)]
-        struct ShardIndex {
-            weight_map: HashMap<String, String>,
-        }
-        let text = std::fs::read_to_string(index_path).map_err(|e| GptError::io(index_path, e))?;
-        let index: ShardIndex =
-            serde_json::from_str(&text).map_err(|e| GptError::Json { path: index_path.to_path_buf(), source: e })?;
+        let weight_map = read_shard_index(index_path)?;
         let dir = index_path.parent().unwrap_or(Path::new("."));
-        let mut shard_names: Vec<&String> = index.weight_map.values().collect();
+        let mut shard_names: Vec<&String> = weight_map.values().collect();
         shard_names.sort();
         shard_names.dedup();
         let shards: Vec<PathBuf> = shard_names.iter().map(|name| dir.join(name)).collect();
         let source = Self::open_files(&shards)?;
         // Every tensor the index promises must be in the shard it names.
-        for (name, shard) in &index.weight_map {
+        for (name, shard) in &weight_map {
             let key = name.strip_prefix(TRANSFORMER_PREFIX).unwrap_or(name);
             let found = source.entries.get(key).map(|e| &source.files[e.file].path);
             if found != Some(&dir.join(shard)) && !is_buffer(key) {
@@ -121,7 +126,7 @@ impl SafetensorsSource {
             }
             files.push(MappedFile { path: path.clone(), mmap, data_start: 8 + header_len });
         }
-        Ok(Self { files, entries, used: Vec::new() })
+        Ok(Self { files, entries, used: HashSet::new() })
     }
 
     /// Names of the tensors (prefix removed, buffers skipped).
@@ -170,7 +175,7 @@ impl SafetensorsSource {
     /// the model the config describes. A stored `lm_head.weight` is accepted when it is the tied
     /// embedding (some exporters write it out).
     pub fn finish(self) -> Result<()> {
-        let mut unused: Vec<String> = self.entries.keys().filter(|name| !self.used.contains(name)).cloned().collect();
+        let mut unused: Vec<String> = self.entries.keys().filter(|name| !self.used.contains(name.as_str())).cloned().collect();
         if let Some(pos) = unused.iter().position(|n| n == "lm_head.weight") {
             let (_, head) = self.read_f32("lm_head.weight")?;
             let (_, wte) = self.read_f32("wte.weight")?;
@@ -205,7 +210,7 @@ impl TensorSource for SafetensorsSource {
             });
         }
         let (shape, values) = self.read_f32(name)?;
-        self.used.push(name.to_string());
+        self.used.insert(name.to_string());
         Ok(TensorData::new(values, shape))
     }
 }
