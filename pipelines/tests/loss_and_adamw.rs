@@ -1,38 +1,22 @@
 //! The masked cross-entropy and an AdamW run against the fixture's PyTorch numbers.
 
-use std::path::PathBuf;
+#[path = "../../gpt/tests/common/mod.rs"]
+mod common;
 
+use common::{expected_f32, expected_i64, fixture_dir, tolerance};
 use gpt::burn::module::Module;
 use gpt::burn::optim::{AdamWConfig, GradientsParams};
 use gpt::burn::prelude::*;
 use pipelines::train::{cross_entropy_masked, cross_entropy_per_token};
-use safetensors::SafeTensors;
 
-fn fixture_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/gpt2-tiny")
-}
-
-fn expected(name: &str) -> (Vec<usize>, Vec<f64>) {
-    let bytes = std::fs::read(fixture_dir().join("expected.safetensors")).unwrap();
-    let st = SafeTensors::deserialize(&bytes).unwrap();
-    let view = st.tensor(name).unwrap();
-    let values = match view.dtype() {
-        safetensors::Dtype::F32 => view.data().chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap()) as f64).collect(),
-        safetensors::Dtype::I64 => view.data().chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().unwrap()) as f64).collect(),
-        other => panic!("{name}: {other:?}"),
-    };
-    (view.shape().to_vec(), values)
-}
-
-fn tolerance(group: &str, kind: &str) -> f64 {
-    let json: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(fixture_dir().join("expected.json")).unwrap()).unwrap();
-    json["tolerances_suggested"][group][kind].as_f64().unwrap()
+/// An expected float tensor's values as f64.
+fn expected(name: &str) -> Vec<f64> {
+    expected_f32(name).1.into_iter().map(f64::from).collect()
 }
 
 fn int_tensor(name: &str, device: &Device) -> Tensor<2, Int> {
-    let (shape, values) = expected(name);
-    Tensor::from_data(TensorData::new(values.iter().map(|&v| v as i64).collect::<Vec<_>>(), shape), device)
+    let (shape, values) = expected_i64(name);
+    Tensor::from_data(TensorData::new(values, shape), device)
 }
 
 /// Logits for the first 7 positions (those that have a next-token target).
@@ -54,14 +38,14 @@ fn cross_entropy_matches_pytorch_with_and_without_ignored_targets() {
     let rel = tolerance("loss_and_loss_masked", "rel");
 
     let loss = cross_entropy_masked(logits.clone(), int_tensor("targets", &device)).into_scalar::<f32>() as f64;
-    assert_rel(loss, expected("loss").1[0], rel, "loss");
+    assert_rel(loss, expected("loss")[0], rel, "loss");
 
     let masked = cross_entropy_masked(logits.clone(), int_tensor("targets_masked", &device)).into_scalar::<f32>() as f64;
-    assert_rel(masked, expected("loss_masked").1[0], rel, "loss_masked");
+    assert_rel(masked, expected("loss_masked")[0], rel, "loss_masked");
 
     let per_token = cross_entropy_per_token(logits.clone(), int_tensor("targets_masked", &device));
     let per_token: Vec<f32> = per_token.into_data().try_into_vec().unwrap();
-    let (_, want) = expected("loss_per_token_masked");
+    let want = expected("loss_per_token_masked");
     for (i, (g, w)) in per_token.iter().zip(&want).enumerate() {
         assert!((*g as f64 - w).abs() <= 1e-4, "position {i}: {g} vs {w}");
     }
@@ -95,8 +79,8 @@ fn three_adamw_steps_match_pytorch() {
     let mut model = gpt::weights::load_model_dir(&fixture_dir(), &device).unwrap().with_dropout(0.0);
     let mut optimizer = AdamWConfig::new().with_beta_1(0.9).with_beta_2(0.999).with_epsilon(1e-8).with_weight_decay(0.1).init();
     let targets = int_tensor("targets", &device);
-    let (_, want_losses) = expected("adamw_losses");
-    let (_, want_norms) = expected("adamw_grad_global_l2");
+    let want_losses = expected("adamw_losses");
+    let want_norms = expected("adamw_grad_global_l2");
     let loss_rel = tolerance("adamw_losses", "rel");
     let norm_rel = tolerance("adamw_grad_global_l2", "rel");
     for step in 0..4 {
@@ -111,12 +95,12 @@ fn three_adamw_steps_match_pytorch() {
         if step == 0 {
             let abs = tolerance("adamw_ln_f_weight_after_step1_and_adamw_wte_rows_after_step1", "abs");
             let ln_f: Vec<f32> = model.ln_f.gamma.val().into_data().try_into_vec().unwrap();
-            let (_, want) = expected("adamw_ln_f_weight_after_step1");
+            let want = expected("adamw_ln_f_weight_after_step1");
             for (g, w) in ln_f.iter().zip(&want) {
                 assert!((*g as f64 - w).abs() <= abs, "ln_f.weight after step 1: {g} vs {w}");
             }
             let wte = model.valid().wte.weight.val();
-            let (_, want) = expected("adamw_wte_rows_after_step1");
+            let want = expected("adamw_wte_rows_after_step1");
             for (r, row) in [6109usize, 50256].into_iter().enumerate() {
                 let got: Vec<f32> = wte.clone().slice(s![row..row + 1, ..]).into_data().try_into_vec().unwrap();
                 for (g, w) in got.iter().zip(&want[r * 64..(r + 1) * 64]) {
