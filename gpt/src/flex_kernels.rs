@@ -111,7 +111,7 @@ fn par_map<T: Send>(tasks: usize, f: impl Fn(usize) -> T + Sync + Send) -> Vec<T
 /// `out[m, :] = x[m, :] @ w + bias` with `w` `[k, n]` row-major. The weight rows are split into
 /// one contiguous range per thread, so that every thread streams memory strictly in order (the
 /// hardware prefetcher's best case); the per-thread partial sums are added at the end.
-pub fn rows_times_matrix(x: &[f32], w: &[f32], bias: Option<&[f32]>, k: usize, n: usize) -> Vec<f32> {
+fn rows_times_matrix(x: &[f32], w: &[f32], bias: Option<&[f32]>, k: usize, n: usize) -> Vec<f32> {
     let m = x.len() / k;
     let tasks = rayon::current_num_threads().clamp(1, k.div_ceil(ROWS_PER_TASK_MIN));
     let rows_per_task = k.div_ceil(tasks).next_multiple_of(4);
@@ -121,11 +121,11 @@ pub fn rows_times_matrix(x: &[f32], w: &[f32], bias: Option<&[f32]>, k: usize, n
         accumulate_rows(x, w, &mut acc, k, n, k0, k1);
         acc
     });
-    let mut out = partials.into_iter().reduce(|mut a, b| {
+    let sum = partials.into_iter().reduce(|mut a, b| {
         a.iter_mut().zip(&b).for_each(|(x, y)| *x += y);
         a
     });
-    let mut out = out.take().unwrap_or_else(|| vec![0.0; m * n]);
+    let mut out = sum.unwrap_or_else(|| vec![0.0; m * n]);
     if let Some(bias) = bias {
         for row in out.chunks_exact_mut(n) {
             row.iter_mut().zip(bias).for_each(|(y, b)| *y += b);
@@ -205,7 +205,7 @@ fn accumulate_rows_portable(x: &[f32], w: &[f32], acc: &mut [f32], k: usize, n: 
 }
 
 /// `out[m, v] = x[m, :] · e[v, :]` with `e` `[vocab, c]` row-major: one pass over `e`.
-pub fn rows_times_transposed(x: &[f32], e: &[f32], c: usize, vocab: usize) -> Vec<f32> {
+fn rows_times_transposed(x: &[f32], e: &[f32], c: usize, vocab: usize) -> Vec<f32> {
     let m = x.len() / c;
     let blocks: Vec<Vec<f32>> = par_map(vocab.div_ceil(VOCAB_ROWS_PER_TASK), |block| {
         let v0 = block * VOCAB_ROWS_PER_TASK;
