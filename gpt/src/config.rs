@@ -19,8 +19,8 @@ pub const GPT2_VOCAB_SIZE: usize = 50257;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct GptConfig {
     pub vocab_size: usize,
-    /// Context window (HF: `n_positions`; very old configs call it `n_ctx`).
-    #[serde(alias = "n_ctx")]
+    /// Context window. OpenAI's configs also carry the same number as `n_ctx` (kept in `extra`);
+    /// a config with only `n_ctx` gets it from there (see [`GptConfig::from_hf_json`]).
     pub n_positions: usize,
     pub n_embd: usize,
     pub n_layer: usize,
@@ -162,10 +162,22 @@ impl GptConfig {
         Ok(())
     }
 
+    /// Parses the text of an HF `config.json` (not validated).
+    pub fn from_hf_json(text: &str) -> serde_json::Result<Self> {
+        let mut value: serde_json::Value = serde_json::from_str(text)?;
+        if let Some(map) = value.as_object_mut()
+            && !map.contains_key("n_positions")
+            && let Some(n_ctx) = map.get("n_ctx").cloned()
+        {
+            map.insert("n_positions".to_string(), n_ctx);
+        }
+        serde_json::from_value(value)
+    }
+
     /// Reads and validates an HF `config.json`.
     pub fn load(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| GptError::io(path, e))?;
-        let config: Self = serde_json::from_str(&text).map_err(|e| GptError::Json { path: path.to_path_buf(), source: e })?;
+        let config = Self::from_hf_json(&text).map_err(|e| GptError::Json { path: path.to_path_buf(), source: e })?;
         config.validate().map_err(|e| GptError::Config(format!("{}: {e}", path.display())))?;
         Ok(config)
     }
@@ -223,14 +235,50 @@ mod tests {
         assert!(c.validate().unwrap_err().to_string().contains("tie_word_embeddings"));
     }
 
+    /// `config.json` of `openai-community/gpt2` on the hub, as it is there.
+    const OPENAI_GPT2_CONFIG: &str = r#"{
+  "activation_function": "gelu_new",
+  "architectures": ["GPT2LMHeadModel"],
+  "attn_pdrop": 0.1,
+  "bos_token_id": 50256,
+  "embd_pdrop": 0.1,
+  "eos_token_id": 50256,
+  "initializer_range": 0.02,
+  "layer_norm_epsilon": 1e-05,
+  "model_type": "gpt2",
+  "n_ctx": 1024,
+  "n_embd": 768,
+  "n_head": 12,
+  "n_layer": 12,
+  "n_positions": 1024,
+  "resid_pdrop": 0.1,
+  "summary_activation": null,
+  "summary_first_dropout": 0.1,
+  "summary_proj_to_labels": true,
+  "summary_type": "cls_index",
+  "summary_use_proj": true,
+  "task_specific_params": {"text-generation": {"do_sample": true, "max_length": 50}},
+  "vocab_size": 50257
+}"#;
+
+    #[test]
+    fn reads_openai_configs_with_both_n_ctx_and_n_positions() {
+        let c = GptConfig::from_hf_json(OPENAI_GPT2_CONFIG).unwrap();
+        c.validate().unwrap();
+        assert_eq!(c, GptConfig { extra: c.extra.clone(), ..GptConfig::preset("gpt2").unwrap() });
+        assert_eq!(c.extra["n_ctx"], 1024);
+        assert_eq!(c.extra["task_specific_params"]["text-generation"]["max_length"], 50);
+    }
+
     #[test]
     fn hf_json_round_trip_keeps_unknown_keys() {
+        // Only `n_ctx`, as in some old exports.
         let text = r#"{"vocab_size": 50257, "n_ctx": 1024, "n_embd": 768, "n_layer": 12, "n_head": 12,
                        "summary_type": "cls_index", "labels": ["ham", "spam"]}"#;
-        let c: GptConfig = serde_json::from_str(text).unwrap();
+        let c = GptConfig::from_hf_json(text).unwrap();
         assert_eq!(c.n_positions, 1024);
         assert_eq!(c, GptConfig { extra: c.extra.clone(), ..GptConfig::preset("gpt2").unwrap() });
-        let back: GptConfig = serde_json::from_value(c.to_hf_json()).unwrap();
+        let back = GptConfig::from_hf_json(&c.to_hf_json().to_string()).unwrap();
         assert_eq!(back.extra["labels"], serde_json::json!(["ham", "spam"]));
         assert_eq!(back.extra["model_type"], "gpt2");
         assert_eq!(back.n_positions, 1024);

@@ -51,8 +51,10 @@ pub fn last_json(out: &Output) -> serde_json::Value {
 }
 
 /// A fake hub on 127.0.0.1: `GET/HEAD /{repo}/resolve/{revision}/{file}` serves `files[repo][file]`
-/// with the headers hf-hub reads (etag, x-repo-commit, content-range for Range requests); anything
-/// else is a 404. Stops when dropped.
+/// with the headers hf-hub reads (etag, x-repo-commit, content-range for Range requests). Like the
+/// real hub for LFS files, `*.safetensors` are answered with a 302 to a "CDN" URL (absolute, on
+/// the same server, `x-linked-etag` on the redirect) that serves the bytes. Anything else is a
+/// 404. Stops when dropped.
 pub struct FakeHub {
     pub url: String,
     pub requests: Arc<Mutex<Vec<String>>>,
@@ -71,7 +73,7 @@ impl FakeHub {
         let requests = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
         let served = Arc::new(AtomicUsize::new(0));
-        let (req, stop2, served2) = (requests.clone(), stop.clone(), served.clone());
+        let (req, stop2, served2, base) = (requests.clone(), stop.clone(), served.clone(), url.clone());
         std::thread::spawn(move || {
             // Bounded: at most 10 minutes and 10,000 connections, whatever the test does.
             let deadline = std::time::Instant::now() + Duration::from_secs(600);
@@ -79,7 +81,7 @@ impl FakeHub {
                 match listener.accept() {
                     Ok((stream, _)) => {
                         served2.fetch_add(1, Ordering::SeqCst);
-                        let _ = handle(stream, &repos, &req);
+                        let _ = handle(stream, &repos, &req, &base);
                     }
                     Err(_) => std::thread::sleep(Duration::from_millis(5)),
                 }
@@ -104,7 +106,7 @@ fn etag(bytes: &[u8]) -> String {
     format!("{hash:016x}{:08x}", bytes.len())
 }
 
-fn handle(stream: TcpStream, repos: &HashMap<String, HashMap<String, PathBuf>>, log: &Mutex<Vec<String>>) -> std::io::Result<()> {
+fn handle(stream: TcpStream, repos: &HashMap<String, HashMap<String, PathBuf>>, log: &Mutex<Vec<String>>, base: &str) -> std::io::Result<()> {
     stream.set_nonblocking(false)?;
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
     let mut reader = BufReader::new(stream.try_clone()?);
@@ -124,12 +126,29 @@ fn handle(stream: TcpStream, repos: &HashMap<String, HashMap<String, PathBuf>>, 
     let mut parts = request_line.split_whitespace();
     let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
     log.lock().unwrap().push(format!("{method} {path}"));
-    let file = path.split_once("/resolve/").and_then(|(repo, rest)| {
-        let repo = repo.trim_start_matches('/');
-        let (_revision, name) = rest.split_once('/')?;
+    let mut stream = stream;
+    // The "CDN": /cdn/{repo}/{file}, bytes only.
+    let cdn_file = path.strip_prefix("/cdn/").and_then(|rest| {
+        let (repo, name) = rest.rsplit_once('/')?;
         repos.get(repo)?.get(name).cloned()
     });
-    let mut stream = stream;
+    let resolved = path.split_once("/resolve/").and_then(|(repo, rest)| {
+        let repo = repo.trim_start_matches('/');
+        let (_revision, name) = rest.split_once('/')?;
+        Some((repo.to_string(), name.to_string(), repos.get(repo)?.get(name).cloned()?))
+    });
+    if let Some((repo, name, file)) = &resolved
+        && name.ends_with(".safetensors")
+    {
+        let bytes = std::fs::read(file)?;
+        return write!(
+            stream,
+            "HTTP/1.1 302 Found\r\nLocation: {base}/cdn/{repo}/{name}\r\nX-Repo-Commit: {COMMIT}\r\nX-Linked-Etag: \"{}\"\r\nX-Linked-Size: {}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            etag(&bytes),
+            bytes.len()
+        );
+    }
+    let file = cdn_file.or(resolved.map(|r| r.2));
     let Some(file) = file else {
         let body = b"Entry not found";
         write!(stream, "HTTP/1.1 404 Not Found\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len())?;
