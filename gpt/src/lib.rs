@@ -16,6 +16,7 @@
 
 pub mod attention;
 pub mod block;
+pub mod classifier;
 pub mod config;
 pub mod device;
 pub mod error;
@@ -49,6 +50,7 @@ pub mod sampling;
 pub mod tokenizer;
 pub mod weights;
 
+pub use classifier::{GptClassifier, Trainable};
 pub use config::{EOT_TOKEN, GPT2_VOCAB_SIZE, GptConfig};
 pub use device::DeviceSpec;
 pub use error::{GptError, Result};

@@ -107,16 +107,31 @@ impl Gpt {
         );
     }
 
-    /// Final hidden states `[B, T, C]` (after `ln_f`) for token ids `[B, T]`, causal, no padding.
-    pub fn hidden(&self, ids: Tensor<2, Int>) -> Tensor<3> {
+    /// Token + position embeddings of ids `[B, T]` at positions 0..T: the input of block 0.
+    pub fn embed_tokens(&self, ids: Tensor<2, Int>) -> Tensor<3> {
         let [_, t] = ids.dims();
         self.check_length(t);
         let positions = Tensor::<1, Int>::arange(0..t as i64, &ids.device()).unsqueeze::<2>();
-        let mut x = self.embed(ids, positions);
-        for block in &self.h {
+        self.embed(ids, positions)
+    }
+
+    /// Runs the residual stream `x` `[B, T, C]` through blocks `range` (causal, no padding).
+    /// Splitting the trunk lets a fine-tuning run compute a frozen prefix once.
+    pub fn run_blocks(&self, mut x: Tensor<3>, range: std::ops::Range<usize>) -> Tensor<3> {
+        for block in &self.h[range] {
             x = block.forward(x, None, None);
         }
+        x
+    }
+
+    /// The final LayerNorm.
+    pub fn final_norm(&self, x: Tensor<3>) -> Tensor<3> {
         self.ln_f.forward(x)
+    }
+
+    /// Final hidden states `[B, T, C]` (after `ln_f`) for token ids `[B, T]`, causal, no padding.
+    pub fn hidden(&self, ids: Tensor<2, Int>) -> Tensor<3> {
+        self.final_norm(self.run_blocks(self.embed_tokens(ids), 0..self.h.len()))
     }
 
     /// The output head, tied to the token embedding: `[B, T, C] → [B, T, vocab]`.
@@ -136,12 +151,9 @@ impl Gpt {
     /// HF's `output_hidden_states` plus the raw output of the last block: `[embeddings, output of
     /// block 0, ..., output of block n-1, ln_f(output of block n-1)]` (n + 2 tensors, `[B, T, C]`).
     pub fn hidden_states(&self, ids: Tensor<2, Int>) -> Vec<Tensor<3>> {
-        let [_, t] = ids.dims();
-        self.check_length(t);
-        let positions = Tensor::<1, Int>::arange(0..t as i64, &ids.device()).unsqueeze::<2>();
-        let mut states = vec![self.embed(ids, positions)];
-        for block in &self.h {
-            let x = block.forward(states[states.len() - 1].clone(), None, None);
+        let mut states = vec![self.embed_tokens(ids)];
+        for i in 0..self.h.len() {
+            let x = self.run_blocks(states[i].clone(), i..i + 1);
             states.push(x);
         }
         let last = states[states.len() - 1].clone();

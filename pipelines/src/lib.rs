@@ -1,6 +1,10 @@
-//! llmfs pipelines: data → training → evaluation. So far: the training losses shared by every
-//! task (the data sets, the burn-train learner and the evaluations build on them).
+//! llmfs pipelines: data → training → evaluation.
 
+pub mod data;
+pub mod download;
+pub mod finetune;
+pub mod plots;
+pub mod runs;
 pub mod train;
 
 /// The model crate, re-exported so that users of the pipelines need one dependency.

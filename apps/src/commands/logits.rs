@@ -48,7 +48,7 @@ pub fn run(args: Args) -> Result<()> {
     let vocab = config.vocab_size;
     let values = logits.as_slice::<f32>().map_err(|e| anyhow::anyhow!("reading logits: {e:?}"))?;
     let argmax_last = gpt::sampling::argmax(&values[(t - 1) * vocab..]);
-    write_safetensors(&args.out, &[("logits".to_string(), logits)], "").with_context(|| format!("writing {}", args.out.display()))?;
+    write_safetensors(&args.out, &[("logits".to_string(), logits)]).with_context(|| format!("writing {}", args.out.display()))?;
     eprintln!("wrote logits [1, {t}, {vocab}] to {}", args.out.display());
     if args.json {
         let summary = serde_json::json!({

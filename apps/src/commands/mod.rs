@@ -1,3 +1,7 @@
+pub mod classify;
 pub mod download;
+pub mod finetune;
 pub mod generate;
 pub mod logits;
+pub mod plot;
+pub mod prepare;

@@ -16,7 +16,11 @@ pub use safetensors_io::{SafetensorsSource, write_safetensors};
 use crate::config::GptConfig;
 use crate::error::{GptError, Result};
 use crate::fsutil::write_atomic;
+use crate::classifier::GptClassifier;
 use crate::model::Gpt;
+
+/// The `config.json` key of a classifier's training length (not an HF key; HF ignores it).
+const MAX_LENGTH_KEY: &str = "llmfs_max_length";
 
 /// `transformers`' `save_pretrained` writes the trunk of a `GPT2LMHeadModel` under this prefix.
 const SAVE_PREFIX: &str = "transformer.";
@@ -25,28 +29,108 @@ const SAVE_PREFIX: &str = "transformer.";
 /// is an error naming the tensor (and both shapes).
 pub fn load_model_dir(dir: &Path, device: &Device) -> Result<Gpt> {
     let config = GptConfig::load(&dir.join("config.json"))?;
+    if classifier_labels(&config).is_some() {
+        return Err(GptError::Model(format!(
+            "{} holds a classifier (GPT2ForSequenceClassification), not a language model: use `llmfs classify`",
+            dir.display()
+        )));
+    }
     let mut source = SafetensorsSource::open_dir(dir)?;
-    let model = fill_params(Gpt::skeleton(&config, device), &mut source).map_err(|e| match e {
+    let model = load_trunk(dir, &config, &mut source, device)?;
+    source.finish()?;
+    Ok(model)
+}
+
+/// The GPT-2 trunk of a checkpoint, with a shape mismatch reported against `config.json`.
+fn load_trunk(dir: &Path, config: &GptConfig, source: &mut SafetensorsSource, device: &Device) -> Result<Gpt> {
+    fill_params(Gpt::skeleton(config, device), source).map_err(|e| match e {
         GptError::ShapeMismatch { path, name, expected, found } => GptError::Model(format!(
             "{}: tensor `{name}` has shape {found:?}, but {} expects {expected:?} (does config.json describe these weights?)",
             path.display(),
             dir.join("config.json").display()
         )),
         other => other,
-    })?;
-    source.finish()?;
-    Ok(model)
+    })
 }
 
 /// Writes `model` as an HF-format directory (`config.json`, `model.safetensors`,
 /// `generation_config.json`) that `transformers` loads. Each file is written atomically, the
 /// weights first, so an interrupted save never leaves a config next to half the weights.
 pub fn save_model_dir(model: &Gpt, dir: &Path) -> Result<()> {
+    write_model_files(dir, trunk_tensors(model), model.config().clone())
+}
+
+/// The trunk's tensors under `transformers`' names.
+fn trunk_tensors(model: &Gpt) -> Vec<(String, TensorData)> {
+    named_params(model).into_iter().map(|(name, data)| (format!("{SAVE_PREFIX}{name}"), data)).collect()
+}
+
+fn write_model_files(dir: &Path, tensors: Vec<(String, TensorData)>, config: GptConfig) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| GptError::io(dir, e))?;
-    write_safetensors(&dir.join(safetensors_io::SINGLE_FILE), &named_params(model), SAVE_PREFIX)?;
-    model.config().save(&dir.join("config.json"))?;
+    write_safetensors(&dir.join(safetensors_io::SINGLE_FILE), &tensors)?;
+    config.save(&dir.join("config.json"))?;
     let generation = serde_json::json!({ "bos_token_id": crate::EOT_TOKEN, "eos_token_id": crate::EOT_TOKEN });
     write_atomic(&dir.join("generation_config.json"), serde_json::to_string_pretty(&generation).unwrap_or_default().as_bytes())
+}
+
+/// The class names of a classifier's config (`labels`, else `id2label`), `None` for a language model.
+pub fn classifier_labels(config: &GptConfig) -> Option<Vec<String>> {
+    if let Some(labels) = config.extra.get("labels").and_then(|v| v.as_array()) {
+        return labels.iter().map(|l| l.as_str().map(str::to_string)).collect();
+    }
+    let id2label = config.extra.get("id2label")?.as_object()?;
+    let is_classifier = config.extra.get("architectures").and_then(|a| a.as_array()).is_some_and(|a| {
+        a.iter().any(|name| name.as_str() == Some("GPT2ForSequenceClassification"))
+    });
+    if !is_classifier {
+        return None;
+    }
+    let mut labels: Vec<(usize, String)> =
+        id2label.iter().filter_map(|(id, name)| Some((id.parse().ok()?, name.as_str()?.to_string()))).collect();
+    labels.sort();
+    Some(labels.into_iter().map(|(_, name)| name).collect())
+}
+
+/// Writes a classifier: the trunk, `score.weight` `[n_classes, n_embd]` (PyTorch's layout),
+/// `score.bias`, and a config `transformers` reads as a `GPT2ForSequenceClassification`.
+pub fn save_classifier_dir(classifier: &GptClassifier, dir: &Path) -> Result<()> {
+    let mut tensors = trunk_tensors(&classifier.gpt);
+    tensors.push(("score.weight".to_string(), classifier.score.weight.val().transpose().into_data().convert::<f32>()));
+    if let Some(bias) = &classifier.score.bias {
+        tensors.push(("score.bias".to_string(), bias.val().into_data().convert::<f32>()));
+    }
+    let labels = classifier.labels();
+    let mut config = classifier.config().clone();
+    let extra = &mut config.extra;
+    extra.insert("architectures".into(), serde_json::json!(["GPT2ForSequenceClassification"]));
+    extra.insert("labels".into(), serde_json::json!(labels));
+    extra.insert("id2label".into(), labels.iter().enumerate().map(|(i, l)| (i.to_string(), serde_json::json!(l))).collect());
+    extra.insert("label2id".into(), labels.iter().enumerate().map(|(i, l)| (l.clone(), serde_json::json!(i))).collect());
+    extra.insert("pad_token_id".into(), serde_json::json!(crate::EOT_TOKEN));
+    if let Some(length) = classifier.max_length() {
+        extra.insert(MAX_LENGTH_KEY.into(), serde_json::json!(length));
+    }
+    write_model_files(dir, tensors, config)
+}
+
+/// Loads a classifier written by [`save_classifier_dir`].
+pub fn load_classifier_dir(dir: &Path, device: &Device) -> Result<GptClassifier> {
+    let config = GptConfig::load(&dir.join("config.json"))?;
+    let labels = classifier_labels(&config).ok_or_else(|| {
+        GptError::Model(format!("{}: config.json names no classes (`labels`): not a classifier", dir.display()))
+    })?;
+    let mut source = SafetensorsSource::open_dir(dir)?;
+    let gpt = load_trunk(dir, &config, &mut source, device)?;
+    let (n, c) = (labels.len(), config.n_embd);
+    let weight = source.tensor("score.weight", &[n, c])?;
+    let bias = source.tensor("score.bias", &[n])?;
+    source.finish()?;
+    let max_length = config.extra.get(MAX_LENGTH_KEY).and_then(|v| v.as_u64());
+    let mut classifier = GptClassifier::with_head(gpt, labels, Tensor::from_data(weight, device), Tensor::from_data(bias, device))?;
+    if let Some(length) = max_length {
+        classifier.set_max_length(length as usize);
+    }
+    Ok(classifier)
 }
 
 /// What `--model M` names.

@@ -216,13 +216,13 @@ impl TensorSource for SafetensorsSource {
 }
 
 /// Writes f32 tensors to one safetensors file, atomically, with `format: pt` metadata (what
-/// `transformers` expects), each name prefixed with `prefix`.
-pub fn write_safetensors(path: &Path, tensors: &[(String, TensorData)], prefix: &str) -> Result<()> {
+/// `transformers` expects).
+pub fn write_safetensors(path: &Path, tensors: &[(String, TensorData)]) -> Result<()> {
     let mut views = Vec::with_capacity(tensors.len());
     for (name, data) in tensors {
         let view = TensorView::new(Dtype::F32, data.shape().to_vec(), data.as_bytes())
             .map_err(|e| GptError::Model(format!("tensor `{name}`: {e}")))?;
-        views.push((format!("{prefix}{name}"), view));
+        views.push((name.clone(), view));
     }
     let metadata = Some(HashMap::from([("format".to_string(), "pt".to_string())]));
     write_atomic_with(path, |tmp| {

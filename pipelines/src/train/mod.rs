@@ -1,5 +1,13 @@
-//! Training pieces shared by every task.
+//! Training pieces shared by every task: losses, the optimizer set-up, the two step kinds and
+//! the one training loop (on burn-train).
 
+pub mod checkpoint;
 pub mod loss;
+pub mod optim;
+pub mod steps;
+pub mod trainer;
 
 pub use loss::{IGNORE_INDEX, cross_entropy_masked, cross_entropy_per_token};
+pub use optim::{LrSchedule, OptimConfig};
+pub use steps::{ClassificationBatch, ClassifierInput, ClassifierTraining, LanguageModelTraining, LmBatch, StepReport};
+pub use trainer::{BatchSource, TrainConfig, TrainJob, TrainOutcome, epoch_order, train};

@@ -1,0 +1,48 @@
+//! `llmfs classify --model RUN_DIR --text "..."`: label new texts with a fine-tuned classifier.
+
+use std::io::BufRead;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use gpt::GptClassifier;
+use pipelines::finetune::classify_texts;
+
+use crate::runtime::RuntimeArgs;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// A run directory (its model/) or a classifier directory in the HF layout
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Text to classify (repeatable); without it, one text per line is read from stdin
+    #[arg(long)]
+    pub text: Vec<String>,
+    #[arg(long, default_value_t = 8)]
+    pub batch_size: usize,
+    /// One JSON object per text on stdout ({"text","label","probability","probabilities"})
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let device = args.runtime.device()?;
+    let dir = if args.model.join("model/config.json").is_file() { args.model.join("model") } else { args.model.clone() };
+    let classifier = GptClassifier::load_dir(&dir, &device).with_context(|| format!("loading the classifier in {}", dir.display()))?;
+    let texts = if args.text.is_empty() {
+        std::io::stdin().lock().lines().collect::<std::io::Result<Vec<String>>>().context("reading texts from stdin")?
+    } else {
+        args.text.clone()
+    };
+    let texts: Vec<String> = texts.into_iter().filter(|t| !t.trim().is_empty()).collect();
+    anyhow::ensure!(!texts.is_empty(), "no text to classify: pass --text or lines on stdin");
+    for prediction in classify_texts(&classifier, &texts, args.batch_size)? {
+        if args.json {
+            println!("{}", serde_json::to_string(&prediction)?);
+        } else {
+            println!("{}\t{:.3}\t{}", prediction.label, prediction.probability, prediction.text);
+        }
+    }
+    Ok(())
+}

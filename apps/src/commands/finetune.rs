@@ -1,0 +1,176 @@
+//! `llmfs finetune spam|...`: fine-tune a pretrained model on a task.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use gpt::Trainable;
+use pipelines::data::spam;
+use pipelines::finetune::{ClassifierFinetune, finetune_classifier};
+use pipelines::train::{LrSchedule, OptimConfig, TrainConfig};
+
+use crate::runtime::RuntimeArgs;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    #[command(subcommand)]
+    pub task: Task,
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub enum Task {
+    /// SMS spam classification (Build a LLM From Scratch, ch. 6): a 2-class head on the last
+    /// token, the last block + final norm + head trained by default.
+    Spam(SpamArgs),
+}
+
+/// Training flags every fine-tuning task shares.
+#[derive(clap::Args, Debug, Clone)]
+pub struct TrainArgs {
+    #[arg(long, default_value_t = 5)]
+    pub epochs: usize,
+    #[arg(long, default_value_t = 8)]
+    pub batch_size: usize,
+    /// Peak learning rate (AdamW)
+    #[arg(long, default_value_t = 5e-5)]
+    pub lr: f64,
+    #[arg(long, default_value_t = 0.1)]
+    pub weight_decay: f64,
+    /// Decay every parameter, biases/LayerNorm/embeddings too (PyTorch's AdamW over model.parameters())
+    #[arg(long)]
+    pub decay_all: bool,
+    /// Linear warmup over this many steps, then cosine decay to --min-lr-ratio · lr (default: constant LR)
+    #[arg(long)]
+    pub warmup_steps: Option<usize>,
+    #[arg(long, default_value_t = 0.1)]
+    pub min_lr_ratio: f64,
+    /// Clip the global gradient norm to this
+    #[arg(long)]
+    pub grad_clip: Option<f64>,
+    /// Optimizer step every N batches
+    #[arg(long, default_value_t = 1)]
+    pub grad_accumulation: usize,
+    /// Evaluate every N optimizer steps on --eval-batches batches
+    #[arg(long, default_value_t = 50)]
+    pub eval_every: usize,
+    #[arg(long, default_value_t = 5)]
+    pub eval_batches: usize,
+    /// Also checkpoint every N steps (always at the end of each epoch)
+    #[arg(long)]
+    pub checkpoint_every: Option<usize>,
+    /// Stop after N optimizer steps (with a checkpoint; --resume continues)
+    #[arg(long)]
+    pub max_steps: Option<usize>,
+    /// Continue the run in --run-dir from its last checkpoint
+    #[arg(long)]
+    pub resume: bool,
+    /// Plain one-line progress even in a terminal (no dashboard)
+    #[arg(long)]
+    pub plain: bool,
+    /// Print the final report as one JSON object on stdout
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl TrainArgs {
+    pub fn config(&self, seed: u64) -> TrainConfig {
+        TrainConfig {
+            epochs: self.epochs,
+            batch_size: self.batch_size,
+            seed,
+            optim: OptimConfig {
+                lr: self.lr,
+                weight_decay: self.weight_decay,
+                decay_all: self.decay_all,
+                schedule: match self.warmup_steps {
+                    Some(warmup_steps) => LrSchedule::WarmupCosine { warmup_steps, min_lr_ratio: self.min_lr_ratio },
+                    None => LrSchedule::Constant,
+                },
+                grad_clip: self.grad_clip,
+                ..OptimConfig::default()
+            },
+            grad_accumulation: self.grad_accumulation,
+            eval_every: Some(self.eval_every),
+            eval_batches: self.eval_batches,
+            checkpoint_every: self.checkpoint_every,
+            drop_last: true,
+            stop_after_steps: self.max_steps,
+        }
+    }
+
+    /// The dashboard in a terminal, plain lines otherwise (CI, pipes) or with --plain.
+    pub fn dashboard(&self) -> bool {
+        !self.plain && std::io::IsTerminal::is_terminal(&std::io::stdout()) && std::env::var_os("CI").is_none()
+    }
+}
+
+#[derive(clap::Args, Debug)]
+pub struct SpamArgs {
+    /// A preset/hub id (gpt2, gpt2-medium, ...), an HF-format directory, a run directory or random:<preset>
+    #[arg(long, default_value = "gpt2")]
+    pub model: String,
+    /// Directory with train.csv, validation.csv, test.csv; prepared there from --url when missing
+    #[arg(long, default_value = "data/spam")]
+    pub data: PathBuf,
+    /// Where to get the collection when --data has no splits yet
+    #[arg(long, default_value = spam::DEFAULT_URL)]
+    pub url: String,
+    #[arg(long, default_value = "runs/spam")]
+    pub run_dir: PathBuf,
+    /// What trains: last-block (+ final norm + head), head, last-n:K, all
+    #[arg(long, default_value = "last-block")]
+    pub trainable: Trainable,
+    /// Cut/pad texts to this many tokens (default: the longest training text)
+    #[arg(long)]
+    pub max_length: Option<usize>,
+    #[arg(long, default_value_t = 0.0)]
+    pub dropout: f64,
+    /// Recompute the frozen blocks at every step instead of caching their output once
+    #[arg(long)]
+    pub no_prefix_cache: bool,
+    #[command(flatten)]
+    pub train: TrainArgs,
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
+}
+
+pub fn run(args: Args) -> Result<()> {
+    match args.task {
+        Task::Spam(args) => run_spam(args),
+    }
+}
+
+fn run_spam(args: SpamArgs) -> Result<()> {
+    let device = args.runtime.device()?;
+    if !spam::SPLIT_FILES.iter().all(|f| args.data.join(f).is_file()) {
+        eprintln!("no prepared splits in {}: preparing them from {}", args.data.display(), args.url);
+        spam::prepare_spam(&args.url, &args.data, spam::DEFAULT_SEED)
+            .with_context(|| format!("preparing the SMS spam data in {}", args.data.display()))?;
+    }
+    let job = ClassifierFinetune {
+        model: args.model.clone(),
+        data: args.data.clone(),
+        run_dir: args.run_dir.clone(),
+        trainable: args.trainable,
+        max_length: args.max_length,
+        dropout: args.dropout,
+        prefix_cache: !args.no_prefix_cache,
+        train: args.train.config(args.runtime.seed),
+        resume: args.train.resume,
+        dashboard: args.train.dashboard(),
+        device,
+    };
+    let report = finetune_classifier(&job)?;
+    eprintln!(
+        "accuracy: train {:.2}%, validation {:.2}%, test {:.2}% after {} steps in {:.1}s; model in {}",
+        100.0 * report.train_accuracy,
+        100.0 * report.validation_accuracy,
+        100.0 * report.test_accuracy,
+        report.steps,
+        report.seconds,
+        report.model_dir.display()
+    );
+    if args.train.json {
+        println!("{}", serde_json::to_string(&report)?);
+    }
+    Ok(())
+}

@@ -1,0 +1,3 @@
+//! Data sets: download, parse, split, tokenise.
+
+pub mod spam;

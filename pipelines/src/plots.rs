@@ -1,0 +1,270 @@
+//! Plots of a training run: read `RUN_DIR/metrics.jsonl` and draw `RUN_DIR/plots/loss.png` (and
+//! `accuracy.png` when the run logs accuracy), train and val against the optimizer step, like
+//! `plot_values` in *Build a LLM From Scratch* ch. 6/7.
+//!
+//! `metrics.jsonl` holds one event a line, `{"time","step","epoch","split","loss",…}`, appended
+//! while training runs; [`read_metrics`] reads it (also while it grows) for the plots and the monitor.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use anyhow::{Context, Result, bail};
+use plotters::prelude::*;
+use serde::{Deserialize, Serialize};
+
+/// The metrics file of a run directory.
+pub const METRICS_FILE: &str = "metrics.jsonl";
+/// The folder of a run directory that the plots go to.
+pub const PLOTS_DIR: &str = "plots";
+/// Width and height of every plot, in pixels.
+pub const PLOT_SIZE: (u32, u32) = (1000, 600);
+
+/// One line of `metrics.jsonl`: the metrics of one split at one optimizer step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MetricEvent {
+    /// Unix time in seconds.
+    pub time: f64,
+    /// Global optimizer step.
+    pub step: u64,
+    /// Epoch, from 1.
+    pub epoch: u64,
+    /// `train`, `val` or `test`.
+    pub split: String,
+    pub loss: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accuracy: Option<f64>,
+    /// Learning rate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lr: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub perplexity: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens_per_s: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub examples_seen: Option<u64>,
+    /// Any other keys, as written.
+    #[serde(flatten)]
+    pub extra: BTreeMap<String, serde_json::Value>,
+}
+
+/// `run_dir/metrics.jsonl`.
+pub fn metrics_path(run_dir: &Path) -> PathBuf {
+    run_dir.join(METRICS_FILE)
+}
+
+/// Reads a `metrics.jsonl` file, in file order. Blank lines are skipped. The file may be growing
+/// while we read it, so an unparsable last line (half written) is ignored; an unparsable line
+/// elsewhere is an error naming the file and the line. Non-finite numbers (`null`, which is what
+/// serde_json writes for NaN, or Python's `NaN`/`Infinity`) count as absent: such an optional
+/// field is `None`, and an event whose `time` or `loss` is non-finite is left out.
+pub fn read_metrics(path: &Path) -> Result<Vec<MetricEvent>> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let lines: Vec<(usize, &[u8])> = bytes
+        .split(|&byte| byte == b'\n')
+        .enumerate()
+        .map(|(index, line)| (index + 1, line.trim_ascii()))
+        .filter(|(_, line)| !line.is_empty())
+        .collect();
+    let mut events = Vec::with_capacity(lines.len());
+    for (position, &(line_number, line)) in lines.iter().enumerate() {
+        match parse_event(line) {
+            Ok(Some(event)) => events.push(event),
+            Ok(None) => {}
+            Err(_) if position + 1 == lines.len() => {} // still being written
+            Err(error) => bail!("{}, line {line_number}: {error}", path.display()),
+        }
+    }
+    Ok(events)
+}
+
+/// One event, or `None` when its `time` or `loss` is not a finite number.
+fn parse_event(line: &[u8]) -> Result<Option<MetricEvent>> {
+    let text = std::str::from_utf8(line).context("not UTF-8")?;
+    let value: serde_json::Value = serde_json::from_str(&non_finite_to_null(text))?;
+    let non_finite = |key: &str| value.get(key).is_some_and(serde_json::Value::is_null);
+    if non_finite("time") || non_finite("loss") {
+        return Ok(None);
+    }
+    Ok(Some(serde_json::from_value(value)?))
+}
+
+/// Replaces Python's JSON extensions `NaN`, `Infinity` and `-Infinity` outside strings by `null`.
+fn non_finite_to_null(text: &str) -> Cow<'_, str> {
+    if !text.contains("NaN") && !text.contains("Infinity") {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    let (mut in_string, mut escaped) = (false, false);
+    while let Some(c) = rest.chars().next() {
+        if !in_string
+            && let Some(token) = ["-Infinity", "Infinity", "NaN"].into_iter().find(|t| rest.starts_with(t))
+        {
+            out.push_str("null");
+            rest = &rest[token.len()..];
+            continue;
+        }
+        match c {
+            _ if escaped => escaped = false,
+            '\\' if in_string => escaped = true,
+            '"' => in_string = !in_string,
+            _ => {}
+        }
+        out.push(c);
+        rest = &rest[c.len_utf8()..];
+    }
+    Cow::Owned(out)
+}
+
+/// Draws the plots of a run from its `metrics.jsonl` into `run_dir/plots/`: `loss.png` always,
+/// `accuracy.png` when some event has an accuracy. Returns the paths written. Each PNG is rendered
+/// to a temporary file next to it and renamed, so a reader never sees half a picture.
+pub fn plot_run(run_dir: &Path) -> Result<Vec<PathBuf>> {
+    if !run_dir.is_dir() {
+        bail!("{} is not a run directory", run_dir.display());
+    }
+    let metrics = metrics_path(run_dir);
+    if !metrics.exists() {
+        bail!("no metrics yet in {}: there is no {METRICS_FILE}", run_dir.display());
+    }
+    let events = read_metrics(&metrics)?;
+    if events.is_empty() {
+        bail!("no metrics yet in {}", metrics.display());
+    }
+    register_font()?;
+    let plots_dir = run_dir.join(PLOTS_DIR);
+    std::fs::create_dir_all(&plots_dir).with_context(|| format!("cannot create {}", plots_dir.display()))?;
+    let run_name = run_name(run_dir);
+
+    let mut written = Vec::new();
+    let loss = series_by_split(&events, |event| Some(event.loss));
+    written.push(write_plot(&plots_dir, &run_name, "loss", SeriesLabelPosition::UpperRight, &loss)?);
+    let accuracy = series_by_split(&events, |event| event.accuracy);
+    if !accuracy.is_empty() {
+        written.push(write_plot(&plots_dir, &run_name, "accuracy", SeriesLabelPosition::LowerRight, &accuracy)?);
+    }
+    Ok(written)
+}
+
+/// The name of the run directory, also for paths such as `.` or `runs/x/`.
+fn run_name(run_dir: &Path) -> String {
+    let absolute = run_dir.canonicalize().unwrap_or_else(|_| run_dir.to_path_buf());
+    absolute.file_name().map_or_else(|| run_dir.display().to_string(), |name| name.to_string_lossy().into_owned())
+}
+
+/// Plotters draws text only with registered fonts (no system fonts: no fontconfig needed), so we
+/// ship DejaVu Sans and register it once as the family every chart uses.
+const FONT: &str = "sans-serif";
+
+fn register_font() -> Result<()> {
+    static REGISTERED: OnceLock<bool> = OnceLock::new();
+    let ok = REGISTERED.get_or_init(|| {
+        plotters::style::register_font(FONT, FontStyle::Normal, include_bytes!("../assets/DejaVuSans.ttf")).is_ok()
+    });
+    if !ok {
+        bail!("the embedded font DejaVuSans.ttf is not a valid font");
+    }
+    Ok(())
+}
+
+/// (split, [(step, value)]) for the events where `value` is a finite number, train first, then
+/// val, test and any other split by name; points sorted by step.
+type Series = Vec<(String, Vec<(u64, f64)>)>;
+
+fn series_by_split(events: &[MetricEvent], value: impl Fn(&MetricEvent) -> Option<f64>) -> Series {
+    let mut by_split: BTreeMap<(usize, &str), Vec<(u64, f64)>> = BTreeMap::new();
+    for event in events {
+        if let Some(y) = value(event).filter(|y| y.is_finite()) {
+            let order = ["train", "val", "test"].iter().position(|s| *s == event.split).unwrap_or(3);
+            by_split.entry((order, &event.split)).or_default().push((event.step, y));
+        }
+    }
+    by_split
+        .into_iter()
+        .map(|((_, split), mut points)| {
+            points.sort_by_key(|&(step, _)| step); // stable: events of one step keep their order
+            (split.to_string(), points)
+        })
+        .collect()
+}
+
+/// Renders the chart of one metric (`plots_dir/{metric}.png`) to a temporary file in the same folder
+/// and renames it into place.
+fn write_plot(
+    plots_dir: &Path,
+    run_name: &str,
+    metric: &str,
+    legend: SeriesLabelPosition,
+    series: &Series,
+) -> Result<PathBuf> {
+    let path = plots_dir.join(format!("{metric}.png"));
+    // Ends in .png: plotters picks the image format from the extension.
+    let temporary = plots_dir.join(format!(".{metric}.{}.tmp.png", std::process::id()));
+    let title = format!("{run_name}: {metric}");
+    let result = draw_chart(&temporary, &title, metric, legend, series).and_then(|()| {
+        std::fs::rename(&temporary, &path).with_context(|| format!("cannot write {}", path.display()))
+    });
+    if result.is_err() {
+        let _ = std::fs::remove_file(&temporary);
+    }
+    result.map(|()| path)
+}
+
+/// One colour per split in every plot: matplotlib's first colours, as in the book's plots.
+fn split_color(split: &str) -> RGBColor {
+    match split {
+        "train" => RGBColor(31, 119, 180),
+        "val" => RGBColor(255, 127, 14),
+        "test" => RGBColor(44, 160, 44),
+        _ => RGBColor(214, 39, 40),
+    }
+}
+
+/// Draws the lines of `series` (value against step, one line per split) with a legend into `path`.
+fn draw_chart(path: &Path, title: &str, y_label: &str, legend: SeriesLabelPosition, series: &Series) -> Result<()> {
+    let points = || series.iter().flat_map(|(_, points)| points);
+    let min_step = points().map(|&(step, _)| step).min().unwrap_or(0);
+    let max_step = points().map(|&(step, _)| step).max().unwrap_or(0);
+    let min_y = points().map(|&(_, y)| y).fold(f64::INFINITY, f64::min);
+    let max_y = points().map(|&(_, y)| y).fold(f64::NEG_INFINITY, f64::max);
+    // A little room above and below; a constant series still gets a visible range.
+    let margin = if max_y > min_y { (max_y - min_y) * 0.05 } else { min_y.abs().max(1.0) * 0.1 };
+    let steps = if max_step > min_step { min_step..max_step } else { min_step.saturating_sub(1)..max_step + 1 };
+
+    let root = BitMapBackend::new(path, PLOT_SIZE).into_drawing_area();
+    root.fill(&WHITE)?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, (FONT, 28))
+        .margin(20)
+        .x_label_area_size(50)
+        .y_label_area_size(70)
+        .build_cartesian_2d(steps, (min_y - margin)..(max_y + margin))?;
+    chart
+        .configure_mesh()
+        .x_desc("step")
+        .y_desc(y_label)
+        .axis_desc_style((FONT, 20))
+        .label_style((FONT, 16))
+        .light_line_style(TRANSPARENT) // the major grid lines are enough
+        .draw()?;
+    for (split, points) in series {
+        let color = split_color(split);
+        // Evaluation points are sparse: mark each one; train points are dense: a plain line.
+        let point_size = if split == "train" && points.len() > 1 { 0 } else { 3 };
+        chart
+            .draw_series(LineSeries::new(points.iter().copied(), color.stroke_width(2)).point_size(point_size))?
+            .label(split.as_str())
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 24, y)], color.stroke_width(2)));
+    }
+    chart
+        .configure_series_labels()
+        .position(legend)
+        .label_font((FONT, 18))
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .draw()?;
+    root.present()?;
+    Ok(())
+}

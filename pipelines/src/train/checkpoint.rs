@@ -1,0 +1,109 @@
+//! Checkpoints keyed by optimizer step: Burn's model / optimizer / scheduler records, each written
+//! atomically, plus a small `state.json` saying where in the data the run was.
+
+use std::path::{Path, PathBuf};
+
+use gpt::burn::train::checkpoint::{Checkpoint, Checkpointer, CheckpointerError, CheckpointingAction, CheckpointingStrategy};
+use gpt::burn::train::metric::store::EventStoreClient;
+use gpt::fsutil::write_atomic;
+use serde::{Deserialize, Serialize};
+
+/// Where a checkpoint stands: the next batch to train is batch `batch` of epoch `epoch`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrainState {
+    /// Optimizer steps done (also the key of the checkpoint files).
+    pub step: usize,
+    /// 1-based epoch to continue in.
+    pub epoch: usize,
+    /// Index of the next batch of that epoch.
+    pub batch: usize,
+}
+
+const STATE_FILE: &str = "state.json";
+/// How many checkpoint states `state.json` remembers (the records of older ones are deleted).
+const STATES_KEPT: usize = 4;
+
+impl TrainState {
+    /// The checkpoint states recorded in `dir/state.json`, oldest first (`None`: no checkpoint yet).
+    pub fn load_all(dir: &Path) -> anyhow::Result<Option<Vec<Self>>> {
+        let path = dir.join(STATE_FILE);
+        if !path.exists() {
+            return Ok(None);
+        }
+        let text = std::fs::read_to_string(&path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        let states = serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        Ok(Some(states))
+    }
+
+    /// Records this checkpoint in `dir/state.json` (after its record files were handed to the
+    /// checkpointer: resuming checks that they are all there).
+    pub fn append_to(&self, dir: &Path) -> anyhow::Result<()> {
+        std::fs::create_dir_all(dir).map_err(|e| anyhow::anyhow!("creating {}: {e}", dir.display()))?;
+        let mut states = Self::load_all(dir)?.unwrap_or_default();
+        states.retain(|s| s.step != self.step);
+        states.push(*self);
+        let excess = states.len().saturating_sub(STATES_KEPT);
+        states.drain(..excess);
+        let text = serde_json::to_string_pretty(&states)?;
+        Ok(write_atomic(&dir.join(STATE_FILE), text.as_bytes())?)
+    }
+}
+
+/// Burn records as `{name}-{step}.bpk`, written to a temporary file and renamed.
+pub struct AtomicFileCheckpointer {
+    dir: PathBuf,
+    name: &'static str,
+}
+
+impl AtomicFileCheckpointer {
+    pub fn new(dir: &Path, name: &'static str) -> Self {
+        Self { dir: dir.to_path_buf(), name }
+    }
+
+    fn path(&self, key: usize) -> PathBuf {
+        self.dir.join(format!("{}-{key}.bpk", self.name))
+    }
+}
+
+impl<R: Checkpoint> Checkpointer<R> for AtomicFileCheckpointer {
+    fn save(&self, key: usize, record: R) -> Result<(), CheckpointerError> {
+        let bytes = record.checkpoint_into_bytes().map_err(CheckpointerError::Record)?;
+        std::fs::create_dir_all(&self.dir).map_err(CheckpointerError::IOError)?;
+        write_atomic(&self.path(key), &bytes).map_err(|e| CheckpointerError::Unknown(e.to_string()))
+    }
+
+    fn delete(&self, key: usize) -> Result<(), CheckpointerError> {
+        match std::fs::remove_file(self.path(key)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(CheckpointerError::IOError(e)),
+            _ => Ok(()),
+        }
+    }
+
+    fn restore(&self, key: usize) -> Result<R, CheckpointerError> {
+        let bytes = std::fs::read(self.path(key)).map_err(CheckpointerError::IOError)?;
+        R::checkpoint_from_bytes(gpt::burn::tensor::Bytes::from_bytes_vec(bytes)).map_err(CheckpointerError::Record)
+    }
+}
+
+/// Saves at every call and keeps the last `keep` checkpoints.
+pub struct KeepLast {
+    keep: usize,
+    saved: Vec<usize>,
+}
+
+impl KeepLast {
+    pub fn new(keep: usize) -> Self {
+        Self { keep: keep.max(1), saved: Vec::new() }
+    }
+}
+
+impl CheckpointingStrategy for KeepLast {
+    fn checkpointing(&mut self, key: usize, _store: &EventStoreClient) -> Vec<CheckpointingAction> {
+        let mut actions = vec![CheckpointingAction::Save];
+        self.saved.push(key);
+        while self.saved.len() > self.keep {
+            actions.push(CheckpointingAction::Delete(self.saved.remove(0)));
+        }
+        actions
+    }
+}

@@ -1,0 +1,207 @@
+//! The two kinds of training step every task uses, as burn-train `TrainStep`/`InferenceStep`
+//! models: classification (logits of the last position, cross-entropy over classes) and causal
+//! language modelling (next-token cross-entropy with ignore index -100).
+
+use gpt::burn::module::Module;
+use gpt::burn::optim::{GradientsParams, ModuleOptimizer};
+use gpt::burn::prelude::*;
+use gpt::burn::tensor::ExecutionError;
+use gpt::burn::train::metric::{Adaptor, ItemLazy, LossInput};
+use gpt::burn::train::{ClassificationOutput, InferenceStep, TrainOutput, TrainStep};
+use gpt::burn::lr_scheduler::module_lr_scheduler::ModuleLearningRate;
+use gpt::{Gpt, GptClassifier};
+
+use crate::train::loss::cross_entropy_masked;
+use crate::train::optim::clip_global_norm;
+
+/// What the training loop reads from a step's output for metrics.jsonl.
+pub trait StepReport {
+    /// Mean loss of the batch.
+    fn loss(&self) -> f64;
+    /// (correct, counted) predictions, where accuracy means something.
+    fn correct(&self) -> Option<(usize, usize)>;
+}
+
+/// A classification batch: token ids `[B, T]`, or the residual stream after the frozen blocks
+/// (`[B, T, C]`, see [`ClassifierTraining::first_block`]); labels `[B]`.
+#[derive(Clone, Debug)]
+pub struct ClassificationBatch {
+    pub inputs: ClassifierInput,
+    pub labels: Tensor<1, Int>,
+}
+
+#[derive(Clone, Debug)]
+pub enum ClassifierInput {
+    Tokens(Tensor<2, Int>),
+    /// Output of the frozen prefix (blocks `0..first_block`), computed once per example.
+    Prefix(Tensor<3>),
+}
+
+/// Cross-entropy over classes: `[B, K]` logits against `[B]` labels.
+pub fn class_cross_entropy(logits: Tensor<2>, labels: Tensor<1, Int>) -> Tensor<1> {
+    cross_entropy_masked(logits.unsqueeze_dim(1), labels.unsqueeze_dim(1))
+}
+
+#[derive(Module, Debug)]
+pub struct ClassifierTraining {
+    pub classifier: GptClassifier,
+    /// The embeddings and the blocks before this one are frozen and deterministic (no dropout):
+    /// they run without gradient tracking, or come precomputed as [`ClassifierInput::Prefix`].
+    /// 0 when everything goes through autodiff.
+    pub first_block: usize,
+    /// Global gradient-norm clipping.
+    #[module(skip)]
+    pub grad_clip: Option<f64>,
+}
+
+impl ClassifierTraining {
+    pub fn forward_batch(&self, batch: ClassificationBatch) -> ClassificationOutput {
+        let gpt = &self.classifier.gpt;
+        let prefix = match batch.inputs {
+            ClassifierInput::Tokens(ids) if self.first_block == 0 => return self.finish(self.classifier.forward(ids), batch.labels),
+            ClassifierInput::Tokens(ids) => self.frozen_prefix(ids),
+            ClassifierInput::Prefix(x) => x,
+        };
+        let hidden = gpt.final_norm(gpt.run_blocks(prefix, self.first_block..gpt.h.len()));
+        self.finish(self.classifier.head(hidden), batch.labels)
+    }
+
+    /// The frozen blocks' output, computed on the inference copy: no gradient bookkeeping, and
+    /// the fused CPU kernels apply. The result enters the autodiff graph as a constant.
+    fn frozen_prefix(&self, ids: Tensor<2, Int>) -> Tensor<3> {
+        let device = ids.device();
+        if !device.is_autodiff() {
+            let gpt = &self.classifier.gpt;
+            return gpt.run_blocks(gpt.embed_tokens(ids), 0..self.first_block);
+        }
+        let plain = self.classifier.gpt.valid();
+        let x = plain.run_blocks(plain.embed_tokens(ids.inner()), 0..self.first_block);
+        Tensor::from_data(x.into_data(), &device)
+    }
+
+    fn finish(&self, logits: Tensor<2>, labels: Tensor<1, Int>) -> ClassificationOutput {
+        let loss = class_cross_entropy(logits.clone(), labels.clone());
+        ClassificationOutput::new(loss, logits, labels)
+    }
+}
+
+/// `optimize` with the global-norm clipping of the model, shared by both step kinds.
+fn clipped_step<M: Module>(model: M, optim: &mut ModuleOptimizer, lr: ModuleLearningRate, grads: GradientsParams, clip: Option<f64>) -> M {
+    let grads = match clip {
+        Some(max_norm) => clip_global_norm(&model, grads, max_norm).0,
+        None => grads,
+    };
+    optim.step(lr, model, grads)
+}
+
+impl TrainStep for ClassifierTraining {
+    type Input = ClassificationBatch;
+    type Output = ClassificationOutput;
+
+    fn step(&self, batch: ClassificationBatch) -> TrainOutput<ClassificationOutput> {
+        let out = self.forward_batch(batch);
+        TrainOutput::new(self, out.loss.backward(), out)
+    }
+
+    fn optimize(self, optim: &mut ModuleOptimizer, lr: ModuleLearningRate, grads: GradientsParams) -> Self {
+        let clip = self.grad_clip;
+        clipped_step(self, optim, lr, grads, clip)
+    }
+}
+
+impl InferenceStep for ClassifierTraining {
+    type Input = ClassificationBatch;
+    type Output = ClassificationOutput;
+
+    fn step(&self, batch: ClassificationBatch) -> ClassificationOutput {
+        self.forward_batch(batch)
+    }
+}
+
+impl StepReport for ClassificationOutput {
+    fn loss(&self) -> f64 {
+        self.loss.clone().into_scalar::<f32>() as f64
+    }
+
+    fn correct(&self) -> Option<(usize, usize)> {
+        let predicted = self.output.clone().argmax(1).squeeze_dim::<1>(1);
+        let correct = predicted.equal(self.targets.clone()).int().sum().into_scalar::<i64>();
+        Some((correct as usize, self.targets.dims()[0]))
+    }
+}
+
+/// A language-modelling batch: inputs `[B, T]` and next-token targets `[B, T]` (-100 = ignored).
+#[derive(Clone, Debug)]
+pub struct LmBatch {
+    pub inputs: Tensor<2, Int>,
+    pub targets: Tensor<2, Int>,
+}
+
+/// The output of a language-modelling step: the mean loss over the counted targets.
+#[derive(Debug)]
+pub struct LmOutput {
+    pub loss: Tensor<1>,
+    /// Number of targets that count (not -100).
+    pub tokens: usize,
+}
+
+impl ItemLazy for LmOutput {
+    fn sync(self) -> Result<Self, ExecutionError> {
+        Ok(Self { loss: self.loss.without_autodiff(), tokens: self.tokens })
+    }
+}
+
+impl Adaptor<LossInput> for LmOutput {
+    fn adapt(&self) -> LossInput {
+        LossInput::new(self.loss.clone())
+    }
+}
+
+impl StepReport for LmOutput {
+    fn loss(&self) -> f64 {
+        self.loss.clone().into_scalar::<f32>() as f64
+    }
+
+    fn correct(&self) -> Option<(usize, usize)> {
+        None
+    }
+}
+
+#[derive(Module, Debug)]
+pub struct LanguageModelTraining {
+    pub gpt: Gpt,
+    #[module(skip)]
+    pub grad_clip: Option<f64>,
+}
+
+impl LanguageModelTraining {
+    pub fn forward_batch(&self, batch: LmBatch) -> LmOutput {
+        let tokens = batch.targets.clone().not_equal_elem(crate::train::IGNORE_INDEX).int().sum().into_scalar::<i64>() as usize;
+        let loss = cross_entropy_masked(self.gpt.forward(batch.inputs), batch.targets);
+        LmOutput { loss, tokens }
+    }
+}
+
+impl TrainStep for LanguageModelTraining {
+    type Input = LmBatch;
+    type Output = LmOutput;
+
+    fn step(&self, batch: LmBatch) -> TrainOutput<LmOutput> {
+        let out = self.forward_batch(batch);
+        TrainOutput::new(self, out.loss.backward(), out)
+    }
+
+    fn optimize(self, optim: &mut ModuleOptimizer, lr: ModuleLearningRate, grads: GradientsParams) -> Self {
+        let clip = self.grad_clip;
+        clipped_step(self, optim, lr, grads, clip)
+    }
+}
+
+impl InferenceStep for LanguageModelTraining {
+    type Input = LmBatch;
+    type Output = LmOutput;
+
+    fn step(&self, batch: LmBatch) -> LmOutput {
+        self.forward_batch(batch)
+    }
+}

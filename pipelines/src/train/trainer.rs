@@ -1,0 +1,510 @@
+//! The one training loop of llmfs, as a burn-train learning strategy: burn-train supplies the
+//! learner (model, AdamW, LR schedule), the TUI dashboard and its metrics; this loop adds what
+//! fine-tuning and pretraining need on top: a data order that is a function of (seed, epoch), so
+//! a run resumes mid-epoch exactly; evaluation every N steps on K batches; checkpoints every N
+//! steps and every epoch; dropout seeded per step; every event in `metrics.jsonl`.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use gpt::burn::data::dataloader::{DataLoaderBuilder, Progress, batcher::Batcher};
+use gpt::burn::data::dataset::InMemDataset;
+use gpt::burn::optim::GradientsAccumulator;
+use gpt::burn::prelude::*;
+use gpt::burn::train::renderer::{EvaluationName, MetricState, MetricsRenderer, MetricsRendererEvaluation, MetricsRendererTraining};
+use gpt::burn::train::{
+    EventProcessorTraining, InferenceStep, Learner, LearnerEvent, LearnerModel, LearningResult, SupervisedLearningStrategy,
+    SupervisedTraining, SupervisedTrainingEventProcessor, TrainLoader, TrainStep, TrainingComponents, TrainingItem,
+    TrainingStrategy, ValidLoader,
+};
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::runs::{MetricsLog, RunDir};
+use crate::train::checkpoint::{AtomicFileCheckpointer, KeepLast, TrainState};
+use crate::train::optim::{OptimConfig, Scheduler};
+use crate::train::steps::StepReport;
+
+/// What every training run is configured with.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainConfig {
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub seed: u64,
+    pub optim: OptimConfig,
+    /// Optimizer step every this many batches (gradients summed in between).
+    pub grad_accumulation: usize,
+    /// Evaluate every this many optimizer steps on `eval_batches` batches of each split.
+    pub eval_every: Option<usize>,
+    pub eval_batches: usize,
+    /// Checkpoint every this many optimizer steps (and always at the end of an epoch).
+    pub checkpoint_every: Option<usize>,
+    /// Drop the last, smaller training batch of each epoch (the book does).
+    pub drop_last: bool,
+    /// Stop (with a checkpoint) after this many optimizer steps; `--resume` continues the run as
+    /// if it had not stopped (the LR schedule still spans all epochs).
+    #[serde(default)]
+    pub stop_after_steps: Option<usize>,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self {
+            epochs: 1,
+            batch_size: 8,
+            seed: 123,
+            optim: OptimConfig::default(),
+            grad_accumulation: 1,
+            eval_every: None,
+            eval_batches: 5,
+            checkpoint_every: None,
+            drop_last: true,
+            stop_after_steps: None,
+        }
+    }
+}
+
+impl TrainConfig {
+    pub fn validate(&self) -> Result<()> {
+        if self.epochs == 0 || self.batch_size == 0 || self.grad_accumulation == 0 {
+            bail!("epochs, batch size and gradient accumulation must be at least 1");
+        }
+        if !(self.optim.lr > 0.0 && self.optim.lr <= 1.0) {
+            bail!("the learning rate must be in (0, 1], got {}", self.optim.lr);
+        }
+        if self.eval_every == Some(0) || self.checkpoint_every == Some(0) {
+            bail!("--eval-every and --checkpoint-every must be at least 1");
+        }
+        Ok(())
+    }
+
+    /// Training batches per epoch for `n` examples.
+    pub fn batches_per_epoch(&self, n: usize) -> usize {
+        if self.drop_last { n / self.batch_size } else { n.div_ceil(self.batch_size) }
+    }
+
+    /// Optimizer steps of the whole run.
+    pub fn total_steps(&self, n: usize) -> usize {
+        self.epochs * self.batches_per_epoch(n).div_ceil(self.grad_accumulation)
+    }
+}
+
+/// A data split the loop can batch by example index.
+pub trait BatchSource<B>: Send + Sync {
+    fn len(&self) -> usize;
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// The batch of these examples, on `device`.
+    fn batch(&self, indices: &[usize], device: &Device) -> B;
+    /// Tokens in these examples (for tokens/s).
+    fn tokens(&self, indices: &[usize]) -> usize;
+}
+
+/// The order of the training examples in `epoch`: a pure function of (seed, epoch), so a resumed
+/// run sees exactly the batches the interrupted one would have.
+pub fn epoch_order(n: usize, seed: u64, epoch: usize) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..n).collect();
+    order.shuffle(&mut StdRng::seed_from_u64(seed ^ (epoch as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)));
+    order
+}
+
+/// Everything a run needs besides the model.
+pub struct TrainJob<B> {
+    pub config: TrainConfig,
+    pub run: RunDir,
+    /// The training device (autodiff).
+    pub device: Device,
+    pub train: Arc<dyn BatchSource<B>>,
+    pub valid: Arc<dyn BatchSource<B>>,
+    /// Continue from the last checkpoint of `run`.
+    pub resume: bool,
+    /// Show burn-train's TUI (else plain lines on stderr).
+    pub dashboard: bool,
+}
+
+/// The trained model (in eval mode) and where the run stopped.
+pub struct TrainOutcome<M> {
+    pub model: M,
+    pub steps: usize,
+    pub interrupted: bool,
+}
+
+/// Runs the job. `metrics` registers the dashboard's metrics on burn-train's builder (they
+/// depend on the model's output type).
+pub fn train<M, B>(
+    model: M,
+    job: TrainJob<B>,
+    metrics: impl FnOnce(SupervisedTraining<M>) -> SupervisedTraining<M>,
+) -> Result<TrainOutcome<M>>
+where
+    M: LearnerModel + TrainStep<Input = B> + InferenceStep<Input = B>,
+    <M as TrainStep>::Output: StepReport,
+    <M as InferenceStep>::Output: StepReport,
+    B: Clone + std::fmt::Debug + Send + Sync + 'static,
+{
+    job.config.validate()?;
+    if job.train.len() < job.config.batch_size && job.config.drop_last {
+        bail!("{} training examples make no batch of {}", job.train.len(), job.config.batch_size);
+    }
+    let checkpoints = job.run.checkpoints();
+    let state = if job.resume { latest_complete_checkpoint(&checkpoints)? } else { None };
+    if job.resume && state.is_none() {
+        bail!("--resume: no complete checkpoint in {}", checkpoints.display());
+    }
+    let total_steps = job.config.total_steps(job.train.len());
+    let optimizer = job.config.optim.optimizer();
+    let scheduler = Scheduler::new(job.config.optim.schedule, job.config.optim.lr, total_steps);
+    let learner = Learner::new(model, optimizer, scheduler);
+
+    let metrics_log = MetricsLog::open(&job.run.metrics(), state.map(|s| s.step))?;
+    let strategy = LoopStrategy {
+        config: job.config.clone(),
+        device: job.device.clone(),
+        train: job.train.clone(),
+        valid: job.valid.clone(),
+        checkpoints: checkpoints.clone(),
+        resume_from: state,
+        log: Mutex::new(metrics_log),
+        outcome: Mutex::new(None),
+        plain_progress: !job.dashboard,
+    };
+    let strategy = Arc::new(strategy);
+
+    // burn-train wants data loaders; the loop batches by index itself (see `epoch_order`), so
+    // these only describe the splits.
+    let index_loader = |source: Arc<dyn BatchSource<B>>| {
+        DataLoaderBuilder::new(IndexBatcher(source.clone())).batch_size(job.config.batch_size).build(InMemDataset::new((0..source.len()).collect::<Vec<_>>()))
+    };
+    let mut training = SupervisedTraining::new(job.run.root(), index_loader(job.train.clone()), index_loader(job.valid.clone()))
+        .with_training_strategy(TrainingStrategy::Custom(strategy.clone()))
+        .with_custom_checkpointers(
+            AtomicFileCheckpointer::new(&checkpoints, "model"),
+            AtomicFileCheckpointer::new(&checkpoints, "optim"),
+            AtomicFileCheckpointer::new(&checkpoints, "scheduler"),
+        )
+        .with_checkpointing_strategy(KeepLast::new(2))
+        .with_application_logger(None)
+        .num_epochs(job.config.epochs);
+    if !job.dashboard {
+        training = training.renderer(Box::new(QuietRenderer));
+    }
+    let result: LearningResult<M> = metrics(training).launch(learner);
+    let interrupted = result.interrupted.is_some();
+    if let Some(error) = result.error {
+        bail!("training failed: {error}");
+    }
+    let outcome = strategy.outcome.lock().map_err(|_| anyhow::anyhow!("the training loop panicked"))?.take();
+    let steps = match outcome {
+        Some(Ok(steps)) => steps,
+        Some(Err(error)) => bail!("training stopped: {error}"),
+        None => bail!("the training loop did not run"),
+    };
+    let model = result.model;
+    // Drop the renderer (the TUI leaves the alternate screen) before anything else prints.
+    drop(result.renderer);
+    Ok(TrainOutcome { model, steps, interrupted })
+}
+
+/// The newest checkpoint whose three record files are all on disk.
+fn latest_complete_checkpoint(dir: &std::path::Path) -> Result<Option<TrainState>> {
+    let Some(states) = TrainState::load_all(dir)? else {
+        return Ok(None);
+    };
+    Ok(states.into_iter().rev().find(|s| {
+        ["model", "optim", "scheduler"].iter().all(|name| dir.join(format!("{name}-{}.bpk", s.step)).is_file())
+    }))
+}
+
+#[derive(Clone)]
+struct IndexBatcher<B>(Arc<dyn BatchSource<B>>);
+
+impl<B: Send + Sync> Batcher<usize, B> for IndexBatcher<B> {
+    fn batch(&self, items: Vec<usize>, device: &Device) -> B {
+        self.0.batch(&items, device)
+    }
+}
+
+/// A renderer that draws nothing: without a terminal the loop prints its own one-line events.
+struct QuietRenderer;
+
+impl MetricsRendererTraining for QuietRenderer {
+    fn update_train(&mut self, _state: MetricState) {}
+    fn update_valid(&mut self, _state: MetricState) {}
+}
+
+impl MetricsRendererEvaluation for QuietRenderer {
+    fn update_test(&mut self, _name: EvaluationName, _state: MetricState) {}
+}
+
+impl gpt::burn::train::logger::TrainingProgressLogger for QuietRenderer {
+    fn start(&mut self, _: usize, _: usize, _: Option<usize>, _: Option<&str>) {}
+    fn update_epoch(&mut self, _: usize) {}
+    fn start_split(&mut self, _: &str, _: usize) {}
+    fn update_split(&mut self, _: usize) {}
+    fn end_split(&mut self) {}
+    fn end(&mut self) {}
+    fn log_event_training(&mut self, _: String) {}
+}
+
+impl gpt::burn::train::logger::EvaluationProgressLogger for QuietRenderer {
+    fn start_global_progress(&mut self, _: usize) {}
+    fn start_test(&mut self, _: &str, _: usize) {}
+    fn update_test_progress(&mut self, _: usize) {}
+    fn end_test(&mut self) {}
+    fn end_global_progress(&mut self) {}
+    fn log_event_evaluation(&mut self, _: String) {}
+}
+
+impl MetricsRenderer for QuietRenderer {
+    fn manual_close(&mut self) {}
+    fn register_metric(&mut self, _definition: gpt::burn::train::metric::MetricDefinition) {}
+}
+
+struct LoopStrategy<B> {
+    config: TrainConfig,
+    device: Device,
+    train: Arc<dyn BatchSource<B>>,
+    valid: Arc<dyn BatchSource<B>>,
+    checkpoints: PathBuf,
+    resume_from: Option<TrainState>,
+    log: Mutex<MetricsLog>,
+    /// Optimizer steps done, or the error that stopped the loop, handed back to `train`.
+    outcome: Mutex<Option<std::result::Result<usize, String>>>,
+    plain_progress: bool,
+}
+
+/// Mean loss and accuracy over batches.
+#[derive(Default)]
+struct Tally {
+    loss_sum: f64,
+    batches: usize,
+    correct: usize,
+    counted: usize,
+}
+
+impl Tally {
+    fn add(&mut self, report: &impl StepReport) {
+        self.loss_sum += report.loss();
+        self.batches += 1;
+        if let Some((correct, counted)) = report.correct() {
+            self.correct += correct;
+            self.counted += counted;
+        }
+    }
+
+    fn json(&self) -> serde_json::Value {
+        let mut event = json!({ "loss": self.loss_sum / self.batches.max(1) as f64, "batches": self.batches });
+        if self.counted > 0 {
+            event["accuracy"] = json!(self.correct as f64 / self.counted as f64);
+        }
+        event
+    }
+}
+
+impl<B> LoopStrategy<B>
+where
+    B: Clone + std::fmt::Debug + Send + Sync + 'static,
+{
+    fn log(&self, event: serde_json::Value) -> Result<()> {
+        if self.plain_progress {
+            eprintln!("{}", plain_line(&event));
+        }
+        self.log.lock().map_err(|_| anyhow::anyhow!("metrics log poisoned"))?.log(event)
+    }
+
+    /// Mean loss/accuracy of `model` (eval mode) on the first `max_batches` batches of `source`
+    /// (all with `None`), in file order.
+    fn evaluate<M>(&self, model: &M, source: &dyn BatchSource<B>, max_batches: Option<usize>) -> Tally
+    where
+        M: InferenceStep<Input = B>,
+        <M as InferenceStep>::Output: StepReport,
+    {
+        let device = self.device.clone().without_autodiff();
+        let indices: Vec<usize> = (0..source.len()).collect();
+        let mut tally = Tally::default();
+        for chunk in indices.chunks(self.config.batch_size).take(max_batches.unwrap_or(usize::MAX)) {
+            tally.add(&InferenceStep::step(model, source.batch(chunk, &device)));
+        }
+        tally
+    }
+
+    fn checkpoint<M: LearnerModel>(&self, components: &mut TrainingComponents<M>, learner: &Learner<M>, state: TrainState) -> Result<()> {
+        if let Some(checkpointer) = &mut components.checkpointer {
+            checkpointer.checkpoint(learner, state.step, &components.event_store);
+            state.append_to(&self.checkpoints)?;
+        }
+        Ok(())
+    }
+}
+
+/// One human line for an event, for logs and pipes.
+fn plain_line(event: &serde_json::Value) -> String {
+    let mut line = format!("epoch {} step {} {}", event["epoch"], event["step"], event["split"].as_str().unwrap_or("?"));
+    let number = |key: &str| event.get(key).and_then(|v| v.as_f64());
+    if let Some(loss) = number("loss") {
+        line.push_str(&format!(" loss {loss:.4}"));
+    }
+    if let Some(accuracy) = number("accuracy") {
+        line.push_str(&format!(" accuracy {:.1}%", 100.0 * accuracy));
+    }
+    if let Some(lr) = number("lr") {
+        line.push_str(&format!(" lr {lr:.2e}"));
+    }
+    if let Some(speed) = number("tokens_per_s") {
+        line.push_str(&format!(" {speed:.0} tok/s"));
+    }
+    line
+}
+
+impl<M, B> SupervisedLearningStrategy<M> for LoopStrategy<B>
+where
+    M: LearnerModel + TrainStep<Input = B> + InferenceStep<Input = B>,
+    <M as TrainStep>::Output: StepReport,
+    <M as InferenceStep>::Output: StepReport,
+    B: Clone + std::fmt::Debug + Send + Sync + 'static,
+{
+    fn fit(
+        &self,
+        mut components: TrainingComponents<M>,
+        mut learner: Learner<M>,
+        _train: TrainLoader<M>,
+        _valid: ValidLoader<M>,
+        _starting_epoch: usize,
+    ) -> (M, SupervisedTrainingEventProcessor<M>) {
+        let result = self.run(&mut components, &mut learner).map_err(|e| format!("{e:#}"));
+        if let Ok(mut outcome) = self.outcome.lock() {
+            *outcome = Some(result);
+        }
+        (learner.model(), components.event_processor)
+    }
+}
+
+impl<B> LoopStrategy<B>
+where
+    B: Clone + std::fmt::Debug + Send + Sync + 'static,
+{
+    fn run<M>(&self, components: &mut TrainingComponents<M>, learner: &mut Learner<M>) -> Result<usize>
+    where
+        M: LearnerModel + TrainStep<Input = B> + InferenceStep<Input = B>,
+        <M as TrainStep>::Output: StepReport,
+        <M as InferenceStep>::Output: StepReport,
+    {
+        learner.fork(&self.device);
+        let config = &self.config;
+        let mut state = TrainState { step: 0, epoch: 1, batch: 0 };
+        if let Some(resume) = self.resume_from {
+            let checkpointer = components.checkpointer.as_ref().context("resuming needs the checkpointer")?;
+            *learner = checkpointer.load_checkpoint(learner.clone(), resume.step);
+            state = resume;
+        }
+        let n_train = self.train.len();
+        let batches = config.batches_per_epoch(n_train);
+        let interrupter = components.interrupter.clone();
+        let mut accumulator = GradientsAccumulator::new();
+        let mut accumulated = 0;
+
+        while state.epoch <= config.epochs {
+            let epoch = state.epoch;
+            let order = epoch_order(n_train, config.seed, epoch);
+            components.event_processor.process_train(LearnerEvent::StartSplit { epoch_number: epoch, total_items: batches })?;
+            for batch_index in state.batch..batches {
+                let started = Instant::now();
+                let indices = &order[batch_index * config.batch_size..((batch_index + 1) * config.batch_size).min(n_train)];
+                // Dropout masks depend only on (seed, step, batch): a resumed run draws the same.
+                self.device.seed(config.seed ^ ((epoch * batches + batch_index) as u64).wrapping_mul(0x2545_f491_4f6c_dd1d));
+                let output = learner.train_step(self.train.batch(indices, &self.device));
+                accumulator.accumulate(&learner.model(), output.grads);
+                accumulated += 1;
+                let last_of_epoch = batch_index + 1 == batches;
+                let stepped = accumulated == config.grad_accumulation || last_of_epoch;
+                if stepped {
+                    learner.lr_step();
+                    learner.optimizer_step(accumulator.grads());
+                    accumulated = 0;
+                    state.step += 1;
+                }
+                let mut event = json!({ "step": state.step, "epoch": epoch, "split": "train",
+                    "batch": batch_index + 1, "examples_seen": (epoch - 1) * n_train + (batch_index + 1) * config.batch_size,
+                    "lr": learner.lr_current().base(),
+                    "tokens_per_s": self.train.tokens(indices) as f64 / started.elapsed().as_secs_f64().max(1e-9) });
+                let mut tally = Tally::default();
+                tally.add(&output.item);
+                merge(&mut event, tally.json());
+                self.log(event)?;
+                let progress = Progress::new(batch_index + 1, batches, Some("batches".to_string()));
+                let item = TrainingItem::new(output.item, progress, Some(batch_index + 1), Some(learner.lr_current()));
+                components.event_processor.process_train(LearnerEvent::ProcessedItem(item))?;
+
+                if stepped && config.eval_every.is_some_and(|every| state.step % every == 0) {
+                    let model = learner.model().valid();
+                    for (split, source) in [("train_eval", &self.train), ("val", &self.valid)] {
+                        let mut event = json!({ "step": state.step, "epoch": epoch, "split": split });
+                        merge(&mut event, self.evaluate(&model, source.as_ref(), Some(config.eval_batches)).json());
+                        self.log(event)?;
+                    }
+                }
+                // The end of an epoch always checkpoints, below.
+                let stop_here = stepped && !last_of_epoch && config.stop_after_steps == Some(state.step);
+                let periodic = stepped && !last_of_epoch && config.checkpoint_every.is_some_and(|every| state.step % every == 0);
+                if periodic || stop_here {
+                    self.checkpoint(components, learner, TrainState { step: state.step, epoch, batch: batch_index + 1 })?;
+                }
+                if stop_here {
+                    interrupter.stop(Some(&format!("stopped after {} steps (--max-steps)", state.step)));
+                }
+                if interrupter.should_stop() {
+                    break;
+                }
+            }
+            components.event_processor.process_train(LearnerEvent::EndSplit(epoch))?;
+            if interrupter.should_stop() {
+                break;
+            }
+
+            // A full validation pass at the end of every epoch, shown on the dashboard too.
+            let model = learner.model().valid();
+            let valid_indices: Vec<usize> = (0..self.valid.len()).collect();
+            let valid_batches = valid_indices.chunks(config.batch_size).count();
+            components.event_processor.process_valid(LearnerEvent::StartSplit { epoch_number: epoch, total_items: valid_batches })?;
+            let mut tally = Tally::default();
+            let plain_device = self.device.clone().without_autodiff();
+            for (i, chunk) in valid_indices.chunks(config.batch_size).enumerate() {
+                let output = InferenceStep::step(&model, self.valid.batch(chunk, &plain_device));
+                tally.add(&output);
+                let progress = Progress::new(i + 1, valid_batches, Some("batches".to_string()));
+                components.event_processor.process_valid(LearnerEvent::ProcessedItem(TrainingItem::new(output, progress, Some(i + 1), None)))?;
+            }
+            components.event_processor.process_valid(LearnerEvent::EndSplit(epoch))?;
+            let mut event = json!({ "step": state.step, "epoch": epoch, "split": "val", "full": true });
+            merge(&mut event, tally.json());
+            self.log(event)?;
+            components.event_processor.process_train(LearnerEvent::EndEpoch(epoch))?;
+
+            state = TrainState { step: state.step, epoch: epoch + 1, batch: 0 };
+            self.checkpoint(components, learner, state)?;
+            if config.stop_after_steps.is_some_and(|stop| state.step >= stop) && state.epoch <= config.epochs {
+                interrupter.stop(Some(&format!("stopped after {} steps (--max-steps)", state.step)));
+            }
+            if interrupter.should_stop() {
+                break;
+            }
+        }
+        Ok(state.step)
+    }
+}
+
+fn merge(event: &mut serde_json::Value, extra: serde_json::Value) {
+    if let (Some(event), Some(extra)) = (event.as_object_mut(), extra.as_object()) {
+        for (k, v) in extra {
+            if k != "batches" {
+                event.insert(k.clone(), v.clone());
+            }
+        }
+    }
+}

@@ -1,0 +1,117 @@
+//! A loopback HTTP/1.1 server for download tests: `GET /path` answers from a table of routes.
+//! Each route is a list of responses served in turn (the last one repeats), so a test can make the
+//! first tries fail. Unknown paths get a 404. Bounded: it stops when dropped, after 60 s, or after
+//! 1,000 connections, whatever the test does.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// One canned answer.
+#[derive(Clone, Debug)]
+pub enum Reply {
+    /// 200 with this body.
+    Ok(Vec<u8>),
+    /// This status and a short text body.
+    Status(u16, &'static str),
+    /// 200 announcing `Content-Length` of the full body, then only `sent` bytes and a closed connection.
+    CutShort { body: Vec<u8>, sent: usize },
+}
+
+pub struct Server {
+    pub base: String,
+    /// Every request's path, in order.
+    pub requests: Arc<Mutex<Vec<String>>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Server {
+    /// Serves `routes`: path (e.g. `/data.zip`) → replies in turn.
+    pub fn start(routes: Vec<(&str, Vec<Reply>)>) -> Self {
+        let routes: HashMap<String, Vec<Reply>> = routes.into_iter().map(|(p, r)| (p.to_string(), r)).collect();
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1");
+        listener.set_nonblocking(true).expect("nonblocking listener");
+        let base = format!("http://{}", listener.local_addr().expect("local addr"));
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (log, stop_flag) = (requests.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            let mut served: HashMap<String, usize> = HashMap::new();
+            let mut connections = 0;
+            while !stop_flag.load(Ordering::SeqCst) && Instant::now() < deadline && connections < 1000 {
+                match listener.accept() {
+                    Ok((stream, _)) => {
+                        connections += 1;
+                        let _ = handle(stream, &routes, &mut served, &log);
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        Self { base, requests, stop }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub fn request_count(&self) -> usize {
+        self.requests.lock().unwrap().len()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+fn handle(
+    stream: TcpStream,
+    routes: &HashMap<String, Vec<Reply>>,
+    served: &mut HashMap<String, usize>,
+    log: &Mutex<Vec<String>>,
+) -> std::io::Result<()> {
+    stream.set_nonblocking(false)?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let mut reader = BufReader::new(stream.try_clone()?);
+    let mut request_line = String::new();
+    reader.read_line(&mut request_line)?;
+    loop {
+        let mut header = String::new();
+        if reader.read_line(&mut header)? == 0 || header == "\r\n" {
+            break;
+        }
+    }
+    let path = request_line.split_whitespace().nth(1).unwrap_or("").to_string();
+    log.lock().unwrap().push(path.clone());
+    let reply = match routes.get(&path) {
+        Some(replies) => {
+            let count = served.entry(path).or_insert(0);
+            let reply = replies[(*count).min(replies.len() - 1)].clone();
+            *count += 1;
+            reply
+        }
+        None => Reply::Status(404, "Not Found"),
+    };
+    let mut stream = stream;
+    let (status, body, sent) = match reply {
+        Reply::Ok(body) => ("200 OK".to_string(), body.clone(), body.len()),
+        Reply::Status(code, text) => (format!("{code} {text}"), text.as_bytes().to_vec(), text.len()),
+        Reply::CutShort { body, sent } => ("200 OK".to_string(), body, sent),
+    };
+    write!(stream, "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len())?;
+    stream.write_all(&body[..sent])?;
+    stream.flush()
+}
+
+/// The repository's test fixtures.
+pub fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures")
+}

@@ -1,0 +1,126 @@
+//! The training core on the spam task with the tiny fixture model: metrics, checkpoints, the
+//! final model and plots, the frozen-prefix cache, and exact resume.
+
+use std::path::{Path, PathBuf};
+
+use gpt::burn::prelude::*;
+use gpt::{GptClassifier, Trainable};
+use pipelines::finetune::{ClassifierFinetune, classify_texts, finetune_classifier};
+use pipelines::plots::read_metrics;
+use pipelines::train::TrainConfig;
+
+fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures")
+}
+
+/// The 300-message fixture, prepared as the book does (160 balanced: 112 / 16 / 32).
+fn spam_data(dir: &Path) -> PathBuf {
+    let data = dir.join("data");
+    let zip = fixtures().join("data/sms_spam_collection.zip");
+    pipelines::data::spam::prepare_spam(zip.to_str().unwrap(), &data, 123).unwrap();
+    data
+}
+
+fn job(data: &Path, run_dir: &Path) -> ClassifierFinetune {
+    ClassifierFinetune {
+        model: fixtures().join("gpt2-tiny").display().to_string(),
+        data: data.to_path_buf(),
+        run_dir: run_dir.to_path_buf(),
+        trainable: Trainable::LastBlock,
+        max_length: Some(24),
+        dropout: 0.0,
+        prefix_cache: false,
+        train: TrainConfig { epochs: 2, batch_size: 8, eval_every: Some(5), eval_batches: 2, checkpoint_every: Some(4), ..TrainConfig::default() },
+        resume: false,
+        dashboard: false,
+        device: Device::flex(),
+    }
+}
+
+fn weights(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let bytes = std::fs::read(dir.join("model/model.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut tensors: Vec<(String, Vec<u8>)> = st.tensors().into_iter().map(|(n, v)| (n, v.data().to_vec())).collect();
+    tensors.sort();
+    tensors
+}
+
+#[test]
+fn a_run_logs_checkpoints_saves_and_plots() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = spam_data(tmp.path());
+    let run = tmp.path().join("run");
+    let report = finetune_classifier(&job(&data, &run)).unwrap();
+    // 112 training texts, batches of 8, last partial dropped: 14 steps an epoch.
+    assert_eq!(report.steps, 28);
+    assert_eq!(report.length, 24);
+    for accuracy in [report.train_accuracy, report.validation_accuracy, report.test_accuracy] {
+        assert!((0.0..=1.0).contains(&accuracy));
+    }
+
+    let events = read_metrics(&run.join("metrics.jsonl")).unwrap();
+    let train: Vec<_> = events.iter().filter(|e| e.split == "train" && e.extra.get("final").is_none()).collect();
+    assert_eq!(train.len(), 28, "one event per training batch");
+    assert!(train.iter().all(|e| e.loss.is_finite() && e.accuracy.is_some()));
+    assert_eq!(train.last().unwrap().step, 28);
+    let periodic: Vec<_> = events.iter().filter(|e| e.split == "val" && e.extra.get("full").is_none()).map(|e| e.step).collect();
+    assert_eq!(periodic, [5, 10, 15, 20, 25]);
+    let full_val = events.iter().filter(|e| e.split == "val" && e.extra.get("full").is_some()).count();
+    assert_eq!(full_val, 3, "one per epoch and the final one");
+    assert!(events.iter().any(|e| e.split == "test"));
+
+    let classifier = GptClassifier::load_dir(&run.join("model"), &Device::flex()).unwrap();
+    assert_eq!(classifier.labels(), ["ham", "spam"]);
+    assert_eq!(classifier.max_length(), Some(24));
+    let predictions = classify_texts(&classifier, &["WINNER! Claim your free prize now".to_string(), "See you at lunch".into()], 8).unwrap();
+    assert_eq!(predictions.len(), 2);
+    for p in &predictions {
+        assert!(p.label == "ham" || p.label == "spam");
+        assert!((p.probabilities.iter().sum::<f64>() - 1.0).abs() < 1e-5);
+    }
+    for file in ["run.json", "plots/loss.png", "plots/accuracy.png", "eval/accuracy.json", "checkpoints/state.json"] {
+        assert!(run.join(file).is_file(), "{file} missing");
+    }
+    // A second run into the same directory is refused rather than mixed in.
+    let err = finetune_classifier(&job(&data, &run)).unwrap_err().to_string();
+    assert!(err.contains("--resume"), "{err}");
+}
+
+#[test]
+fn the_frozen_prefix_cache_gives_the_same_losses() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = spam_data(tmp.path());
+    let plain = job(&data, &tmp.path().join("plain"));
+    let cached = ClassifierFinetune { prefix_cache: true, run_dir: tmp.path().join("cached"), ..plain.clone() };
+    let a = finetune_classifier(&plain).unwrap();
+    let b = finetune_classifier(&cached).unwrap();
+    let losses = |dir: &Path| -> Vec<f64> { read_metrics(&dir.join("metrics.jsonl")).unwrap().iter().map(|e| e.loss).collect() };
+    let (la, lb) = (losses(&tmp.path().join("plain")), losses(&tmp.path().join("cached")));
+    assert_eq!(la.len(), lb.len());
+    for (i, (x, y)) in la.iter().zip(&lb).enumerate() {
+        assert!((x - y).abs() <= 1e-4 * x.abs().max(1.0), "event {i}: {x} vs {y}");
+    }
+    assert!((a.test_accuracy - b.test_accuracy).abs() < 1e-9);
+}
+
+#[test]
+fn a_run_stopped_mid_epoch_resumes_to_the_same_weights() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = spam_data(tmp.path());
+    let whole = job(&data, &tmp.path().join("whole"));
+    finetune_classifier(&whole).unwrap();
+
+    let split = tmp.path().join("split");
+    let mut first = job(&data, &split);
+    first.train.stop_after_steps = Some(9);
+    let err = finetune_classifier(&first).unwrap_err().to_string();
+    assert!(err.contains("--resume"), "{err}");
+    let resumed = ClassifierFinetune { resume: true, ..job(&data, &split) };
+    finetune_classifier(&resumed).unwrap();
+
+    assert_eq!(weights(&split), weights(&tmp.path().join("whole")), "resumed weights differ");
+    let losses = |dir: &Path| -> Vec<(u64, String, f64)> {
+        read_metrics(&dir.join("metrics.jsonl")).unwrap().into_iter().map(|e| (e.step, e.split, e.loss)).collect()
+    };
+    assert_eq!(losses(&split), losses(&tmp.path().join("whole")), "the loss curve continues exactly");
+}
