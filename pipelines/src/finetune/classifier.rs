@@ -215,7 +215,11 @@ pub fn finetune_classifier(job: &ClassifierFinetune) -> Result<ClassifierReport>
         },
         |training| {
             use gpt::burn::train::metric::{AccuracyMetric, LossMetric};
-            training.metrics((LossMetric::new(), AccuracyMetric::new())).summary()
+            use crate::train::metrics::LearningRate;
+            training
+                .metrics((LossMetric::new(), AccuracyMetric::new()))
+                .metric_train_numeric(LearningRate::new())
+                .summary()
         },
     )?;
     if outcome.interrupted {

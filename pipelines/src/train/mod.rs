@@ -3,6 +3,7 @@
 
 pub mod checkpoint;
 pub mod loss;
+pub mod metrics;
 pub mod optim;
 pub mod steps;
 pub mod trainer;

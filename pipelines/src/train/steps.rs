@@ -12,6 +12,7 @@ use gpt::burn::lr_scheduler::module_lr_scheduler::ModuleLearningRate;
 use gpt::{Gpt, GptClassifier};
 
 use crate::train::loss::cross_entropy_masked;
+use crate::train::metrics::StepStats;
 use crate::train::optim::clip_global_norm;
 
 /// What the training loop reads from a step's output for metrics.jsonl.
@@ -154,6 +155,12 @@ impl ItemLazy for LmOutput {
 impl Adaptor<LossInput> for LmOutput {
     fn adapt(&self) -> LossInput {
         LossInput::new(self.loss.clone())
+    }
+}
+
+impl Adaptor<StepStats> for LmOutput {
+    fn adapt(&self) -> StepStats {
+        StepStats { loss: StepReport::loss(self), tokens: self.tokens }
     }
 }
 

@@ -195,13 +195,12 @@ where
         training = training.renderer(Box::new(QuietRenderer));
     }
     let result: LearningResult<M> = metrics(training).launch(learner);
-    let interrupted = result.interrupted.is_some();
     if let Some(error) = result.error {
         bail!("training failed: {error}");
     }
     let outcome = strategy.outcome.lock().map_err(|_| anyhow::anyhow!("the training loop panicked"))?.take();
-    let steps = match outcome {
-        Some(Ok(steps)) => steps,
+    let (steps, interrupted) = match outcome {
+        Some(Ok(done)) => done,
         Some(Err(error)) => bail!("training stopped: {error}"),
         None => bail!("the training loop did not run"),
     };
@@ -274,8 +273,10 @@ struct LoopStrategy<B> {
     checkpoints: PathBuf,
     resume_from: Option<TrainState>,
     log: Mutex<MetricsLog>,
-    /// Optimizer steps done, or the error that stopped the loop, handed back to `train`.
-    outcome: Mutex<Option<std::result::Result<usize, String>>>,
+    /// (optimizer steps done, stopped before the last epoch), or the error that stopped the loop,
+    /// handed back to `train`. (burn-train's own `interrupted` flag is unreliable: its dashboard
+    /// resets the interrupter when training ends.)
+    outcome: Mutex<Option<std::result::Result<(usize, bool), String>>>,
     plain_progress: bool,
 }
 
@@ -389,7 +390,7 @@ impl<B> LoopStrategy<B>
 where
     B: Clone + std::fmt::Debug + Send + Sync + 'static,
 {
-    fn run<M>(&self, components: &mut TrainingComponents<M>, learner: &mut Learner<M>) -> Result<usize>
+    fn run<M>(&self, components: &mut TrainingComponents<M>, learner: &mut Learner<M>) -> Result<(usize, bool)>
     where
         M: LearnerModel + TrainStep<Input = B> + InferenceStep<Input = B>,
         <M as TrainStep>::Output: StepReport,
@@ -413,6 +414,7 @@ where
             let epoch = state.epoch;
             let order = epoch_order(n_train, config.seed, epoch);
             components.event_processor.process_train(LearnerEvent::StartSplit { epoch_number: epoch, total_items: batches })?;
+            let mut stopped_mid_epoch = false;
             for batch_index in state.batch..batches {
                 let started = Instant::now();
                 let indices = &order[batch_index * config.batch_size..((batch_index + 1) * config.batch_size).min(n_train)];
@@ -452,18 +454,22 @@ where
                 // The end of an epoch always checkpoints, below.
                 let stop_here = stepped && !last_of_epoch && config.stop_after_steps == Some(state.step);
                 let periodic = stepped && !last_of_epoch && config.checkpoint_every.is_some_and(|every| state.step % every == 0);
-                if periodic || stop_here {
-                    self.checkpoint(components, learner, TrainState { step: state.step, epoch, batch: batch_index + 1 })?;
-                }
                 if stop_here {
                     interrupter.stop(Some(&format!("stopped after {} steps (--max-steps)", state.step)));
                 }
-                if interrupter.should_stop() {
+                // A stop (--max-steps, or the dashboard's stop key) takes effect after an optimizer
+                // step, with a checkpoint there so that --resume goes on from this very batch.
+                let stopping = stepped && !last_of_epoch && interrupter.should_stop();
+                if periodic || stopping {
+                    self.checkpoint(components, learner, TrainState { step: state.step, epoch, batch: batch_index + 1 })?;
+                }
+                if stopping {
+                    stopped_mid_epoch = true;
                     break;
                 }
             }
             components.event_processor.process_train(LearnerEvent::EndSplit(epoch))?;
-            if interrupter.should_stop() {
+            if stopped_mid_epoch {
                 break;
             }
 
@@ -495,7 +501,7 @@ where
                 break;
             }
         }
-        Ok(state.step)
+        Ok((state.step, state.epoch <= config.epochs))
     }
 }
 
