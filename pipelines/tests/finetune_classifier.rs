@@ -124,3 +124,40 @@ fn a_run_stopped_mid_epoch_resumes_to_the_same_weights() {
     };
     assert_eq!(losses(&split), losses(&tmp.path().join("whole")), "the loss curve continues exactly");
 }
+
+/// Accumulating 2 batches of 4 is one step on their 8 examples: the mean of the two batch means,
+/// not their sum (which would double the step's gradient and change what --grad-clip sees).
+#[test]
+fn gradient_accumulation_averages_like_one_large_batch() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = spam_data(tmp.path());
+    let run = |name: &str, batch_size: usize, grad_accumulation: usize| {
+        let mut job = job(&data, &tmp.path().join(name));
+        job.train = TrainConfig { epochs: 1, batch_size, grad_accumulation, eval_every: None, checkpoint_every: None, ..job.train };
+        // Clipping at 5 bites on the summed gradients (without the averaging this test fails) but
+        // not on their mean; Adam itself hardly sees a constant factor.
+        job.train.optim.grad_clip = Some(5.0);
+        let report = finetune_classifier(&job).unwrap();
+        (report.steps, weights(&job.run_dir))
+    };
+    // Batch i of size 8 holds the same examples as batches 2i and 2i+1 of size 4 (same order).
+    let (large_steps, large) = run("large", 8, 1);
+    let (accumulated_steps, accumulated) = run("accumulated", 4, 2);
+    let (small_steps, small) = run("small", 4, 1);
+    assert_eq!((large_steps, accumulated_steps, small_steps), (14, 14, 28));
+    assert!(max_abs_diff(&large, &accumulated) < 1e-5, "{}", max_abs_diff(&large, &accumulated));
+    // The comparison can fail: 28 small steps end elsewhere.
+    assert!(max_abs_diff(&large, &small) > 1e-4, "{}", max_abs_diff(&large, &small));
+}
+
+fn max_abs_diff(a: &[(String, Vec<u8>)], b: &[(String, Vec<u8>)]) -> f32 {
+    let floats = |bytes: &[u8]| bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect::<Vec<_>>();
+    let mut max = 0f32;
+    for ((name_a, x), (name_b, y)) in a.iter().zip(b) {
+        assert_eq!(name_a, name_b);
+        for (p, q) in floats(x).iter().zip(floats(y)) {
+            max = max.max((p - q).abs());
+        }
+    }
+    max
+}

@@ -130,18 +130,23 @@ impl OptimConfig {
 pub fn clip_global_norm<M: Module>(model: &M, mut grads: GradientsParams, max_norm: f64) -> (GradientsParams, f64) {
     let norm = global_norm(model, &grads);
     if norm > max_norm {
-        let scale = max_norm / (norm + 1e-6);
-        struct Scale<'a>(&'a mut GradientsParams, f64);
-        impl ModuleVisitor for Scale<'_> {
-            fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-                if let Some(g) = self.0.remove::<D>(param.id) {
-                    self.0.register(param.id, g.mul_scalar(self.1));
-                }
-            }
-        }
-        model.visit(&mut Scale(&mut grads, scale));
+        grads = scale_gradients(model, grads, max_norm / (norm + 1e-6));
     }
     (grads, norm)
+}
+
+/// Every gradient times `factor` (gradient accumulation averages its micro-batches with this).
+pub fn scale_gradients<M: Module>(model: &M, mut grads: GradientsParams, factor: f64) -> GradientsParams {
+    struct Scale<'a>(&'a mut GradientsParams, f64);
+    impl ModuleVisitor for Scale<'_> {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            if let Some(g) = self.0.remove::<D>(param.id) {
+                self.0.register(param.id, g.mul_scalar(self.1));
+            }
+        }
+    }
+    model.visit(&mut Scale(&mut grads, factor));
+    grads
 }
 
 /// The global L2 norm of the gradients (each parameter once).

@@ -27,7 +27,7 @@ use serde_json::json;
 
 use crate::runs::{MetricsLog, RunDir};
 use crate::train::checkpoint::{AtomicFileCheckpointer, KeepLast, TrainState};
-use crate::train::optim::{OptimConfig, Scheduler};
+use crate::train::optim::{OptimConfig, Scheduler, scale_gradients};
 use crate::train::steps::StepReport;
 
 /// What every training run is configured with.
@@ -427,7 +427,11 @@ where
                 let stepped = accumulated == config.grad_accumulation || last_of_epoch;
                 if stepped {
                     learner.lr_step();
-                    learner.optimizer_step(accumulator.grads());
+                    // The mean over the accumulated batches, as one large batch would give (and
+                    // what --grad-clip should see), not their sum.
+                    let grads = accumulator.grads();
+                    let grads = if accumulated > 1 { scale_gradients(&learner.model(), grads, 1.0 / accumulated as f64) } else { grads };
+                    learner.optimizer_step(grads);
                     accumulated = 0;
                     state.step += 1;
                 }
