@@ -94,6 +94,7 @@ impl TrainArgs {
             checkpoint_every: self.checkpoint_every,
             drop_last: true,
             stop_after_steps: self.max_steps,
+            ..TrainConfig::default()
         }
     }
 

@@ -221,6 +221,7 @@ pub fn finetune_classifier(job: &ClassifierFinetune) -> Result<ClassifierReport>
                 .metric_train_numeric(LearningRate::new())
                 .summary()
         },
+        crate::train::trainer::NoHooks,
     )?;
     if outcome.interrupted {
         anyhow::bail!("training was interrupted at step {}; continue with --resume", outcome.steps);

@@ -1,5 +1,7 @@
 //! Fine-tuning tasks built on the one training loop.
 
 pub mod classifier;
+pub mod language_model;
 
 pub use classifier::{ClassifierFinetune, ClassifierReport, Prediction, classify_texts, finetune_classifier};
+pub use language_model::{LanguageModelJob, LanguageModelReport, SampleHook, load_for_training, train_language_model};

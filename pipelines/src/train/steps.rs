@@ -21,6 +21,10 @@ pub trait StepReport {
     fn loss(&self) -> f64;
     /// (correct, counted) predictions, where accuracy means something.
     fn correct(&self) -> Option<(usize, usize)>;
+    /// Whether the loss is a per-token language-modelling loss (then perplexity = exp(loss) is logged).
+    fn is_language_modelling(&self) -> bool {
+        false
+    }
 }
 
 /// A classification batch: token ids `[B, T]`, or the residual stream after the frozen blocks
@@ -171,6 +175,10 @@ impl StepReport for LmOutput {
 
     fn correct(&self) -> Option<(usize, usize)> {
         None
+    }
+
+    fn is_language_modelling(&self) -> bool {
+        true
     }
 }
 

@@ -50,6 +50,22 @@ pub struct TrainConfig {
     /// if it had not stopped (the LR schedule still spans all epochs).
     #[serde(default)]
     pub stop_after_steps: Option<usize>,
+    /// The run is at most this many optimizer steps long (pretraining counts steps, not epochs):
+    /// the LR schedule spans them and the run ends there, complete.
+    #[serde(default)]
+    pub run_steps: Option<usize>,
+    /// Visit the training examples in a seeded random order each epoch (else in order, as
+    /// pretraining on token shards does).
+    #[serde(default = "yes")]
+    pub shuffle: bool,
+    /// A full pass over the validation split at the end of every epoch (else only the
+    /// `eval_batches` evaluations, for validation sets too large to go through).
+    #[serde(default = "yes")]
+    pub full_validation: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 impl Default for TrainConfig {
@@ -65,6 +81,9 @@ impl Default for TrainConfig {
             checkpoint_every: None,
             drop_last: true,
             stop_after_steps: None,
+            run_steps: None,
+            shuffle: true,
+            full_validation: true,
         }
     }
 }
@@ -77,7 +96,7 @@ impl TrainConfig {
         if !(self.optim.lr > 0.0 && self.optim.lr <= 1.0) {
             bail!("the learning rate must be in (0, 1], got {}", self.optim.lr);
         }
-        if self.eval_every == Some(0) || self.checkpoint_every == Some(0) {
+        if self.eval_every == Some(0) || self.checkpoint_every == Some(0) || self.run_steps == Some(0) {
             bail!("--eval-every and --checkpoint-every must be at least 1");
         }
         Ok(())
@@ -90,7 +109,13 @@ impl TrainConfig {
 
     /// Optimizer steps of the whole run.
     pub fn total_steps(&self, n: usize) -> usize {
-        self.epochs * self.batches_per_epoch(n).div_ceil(self.grad_accumulation)
+        let steps = self.epochs * self.batches_per_epoch(n).div_ceil(self.grad_accumulation);
+        self.run_steps.map_or(steps, |limit| steps.min(limit))
+    }
+
+    /// The order of the training examples in `epoch` (see [`epoch_order`]).
+    pub fn order(&self, n: usize, epoch: usize) -> Vec<usize> {
+        if self.shuffle { epoch_order(n, self.seed, epoch) } else { (0..n).collect() }
     }
 }
 
@@ -128,6 +153,36 @@ pub struct TrainJob<B> {
     pub dashboard: bool,
 }
 
+/// What a task adds to the loop at fixed points, with the model in eval mode (e.g. the
+/// instruction task generates a sample response after every epoch).
+pub trait TrainHooks<M>: Send + Sync {
+    /// Before the first step; `resume_step` is the checkpoint the run continues from.
+    fn start(&self, _resume_step: Option<usize>) -> Result<()> {
+        Ok(())
+    }
+
+    /// After the end-of-epoch validation; events returned go to `metrics.jsonl` (and the plain log).
+    fn epoch_end(&self, _model: &M, _epoch: usize, _step: usize) -> Result<Vec<serde_json::Value>> {
+        Ok(Vec::new())
+    }
+
+    /// Whether [`TrainHooks::step_end`] wants the model after optimizer step `step` (an eval-mode
+    /// copy is made only then).
+    fn wants_step(&self, _step: usize) -> bool {
+        false
+    }
+
+    /// After optimizer step `step` (and its periodic evaluation), when [`TrainHooks::wants_step`].
+    fn step_end(&self, _model: &M, _epoch: usize, _step: usize) -> Result<Vec<serde_json::Value>> {
+        Ok(Vec::new())
+    }
+}
+
+/// No hooks.
+pub struct NoHooks;
+
+impl<M> TrainHooks<M> for NoHooks {}
+
 /// The trained model (in eval mode) and where the run stopped.
 pub struct TrainOutcome<M> {
     pub model: M,
@@ -141,6 +196,7 @@ pub fn train<M, B>(
     model: M,
     job: TrainJob<B>,
     metrics: impl FnOnce(SupervisedTraining<M>) -> SupervisedTraining<M>,
+    hooks: impl TrainHooks<M> + 'static,
 ) -> Result<TrainOutcome<M>>
 where
     M: LearnerModel + TrainStep<Input = B> + InferenceStep<Input = B>,
@@ -163,6 +219,7 @@ where
     let learner = Learner::new(model, optimizer, scheduler);
 
     let metrics_log = MetricsLog::open(&job.run.metrics(), state.map(|s| s.step))?;
+    hooks.start(state.map(|s| s.step))?;
     let strategy = LoopStrategy {
         config: job.config.clone(),
         device: job.device.clone(),
@@ -173,6 +230,7 @@ where
         log: Mutex::new(metrics_log),
         outcome: Mutex::new(None),
         plain_progress: !job.dashboard,
+        hooks,
     };
     let strategy = Arc::new(strategy);
 
@@ -265,7 +323,7 @@ impl MetricsRenderer for QuietRenderer {
     fn register_metric(&mut self, _definition: gpt::burn::train::metric::MetricDefinition) {}
 }
 
-struct LoopStrategy<B> {
+struct LoopStrategy<B, H> {
     config: TrainConfig,
     device: Device,
     train: Arc<dyn BatchSource<B>>,
@@ -278,6 +336,7 @@ struct LoopStrategy<B> {
     /// resets the interrupter when training ends.)
     outcome: Mutex<Option<std::result::Result<(usize, bool), String>>>,
     plain_progress: bool,
+    hooks: H,
 }
 
 /// Mean loss and accuracy over batches.
@@ -287,12 +346,14 @@ struct Tally {
     batches: usize,
     correct: usize,
     counted: usize,
+    language_modelling: bool,
 }
 
 impl Tally {
     fn add(&mut self, report: &impl StepReport) {
         self.loss_sum += report.loss();
         self.batches += 1;
+        self.language_modelling |= report.is_language_modelling();
         if let Some((correct, counted)) = report.correct() {
             self.correct += correct;
             self.counted += counted;
@@ -304,11 +365,14 @@ impl Tally {
         if self.counted > 0 {
             event["accuracy"] = json!(self.correct as f64 / self.counted as f64);
         }
+        if self.language_modelling {
+            event["perplexity"] = json!((self.loss_sum / self.batches.max(1) as f64).exp());
+        }
         event
     }
 }
 
-impl<B> LoopStrategy<B>
+impl<B, H> LoopStrategy<B, H>
 where
     B: Clone + std::fmt::Debug + Send + Sync + 'static,
 {
@@ -354,6 +418,9 @@ fn plain_line(event: &serde_json::Value) -> String {
     if let Some(accuracy) = number("accuracy") {
         line.push_str(&format!(" accuracy {:.1}%", 100.0 * accuracy));
     }
+    if let Some(perplexity) = number("perplexity") {
+        line.push_str(&format!(" perplexity {perplexity:.2}"));
+    }
     if let Some(lr) = number("lr") {
         line.push_str(&format!(" lr {lr:.2e}"));
     }
@@ -363,8 +430,9 @@ fn plain_line(event: &serde_json::Value) -> String {
     line
 }
 
-impl<M, B> SupervisedLearningStrategy<M> for LoopStrategy<B>
+impl<M, B, H> SupervisedLearningStrategy<M> for LoopStrategy<B, H>
 where
+    H: TrainHooks<M> + 'static,
     M: LearnerModel + TrainStep<Input = B> + InferenceStep<Input = B>,
     <M as TrainStep>::Output: StepReport,
     <M as InferenceStep>::Output: StepReport,
@@ -386,7 +454,7 @@ where
     }
 }
 
-impl<B> LoopStrategy<B>
+impl<B, H> LoopStrategy<B, H>
 where
     B: Clone + std::fmt::Debug + Send + Sync + 'static,
 {
@@ -395,6 +463,7 @@ where
         M: LearnerModel + TrainStep<Input = B> + InferenceStep<Input = B>,
         <M as TrainStep>::Output: StepReport,
         <M as InferenceStep>::Output: StepReport,
+        H: TrainHooks<M>,
     {
         learner.fork(&self.device);
         let config = &self.config;
@@ -409,10 +478,11 @@ where
         let interrupter = components.interrupter.clone();
         let mut accumulator = GradientsAccumulator::new();
         let mut accumulated = 0;
+        let mut finished = false;
 
         while state.epoch <= config.epochs {
             let epoch = state.epoch;
-            let order = epoch_order(n_train, config.seed, epoch);
+            let order = config.order(n_train, epoch);
             components.event_processor.process_train(LearnerEvent::StartSplit { epoch_number: epoch, total_items: batches })?;
             let mut stopped_mid_epoch = false;
             for batch_index in state.batch..batches {
@@ -455,6 +525,11 @@ where
                         self.log(event)?;
                     }
                 }
+                if stepped && self.hooks.wants_step(state.step) {
+                    for event in self.hooks.step_end(&learner.model().valid(), epoch, state.step)? {
+                        self.log(event)?;
+                    }
+                }
                 // The end of an epoch always checkpoints, below.
                 let stop_here = stepped && !last_of_epoch && config.stop_after_steps == Some(state.step);
                 let periodic = stepped && !last_of_epoch && config.checkpoint_every.is_some_and(|every| state.step % every == 0);
@@ -464,40 +539,40 @@ where
                 // A stop (--max-steps, or the dashboard's stop key) takes effect after an optimizer
                 // step, with a checkpoint there so that --resume goes on from this very batch.
                 let stopping = stepped && !last_of_epoch && interrupter.should_stop();
-                if periodic || stopping {
+                // The run's length in steps reached: the end of the run, not an interruption.
+                let run_done = stepped && !last_of_epoch && config.run_steps == Some(state.step);
+                if periodic || stopping || run_done {
                     self.checkpoint(components, learner, TrainState { step: state.step, epoch, batch: batch_index + 1 })?;
                 }
-                if stopping {
+                if run_done {
+                    finished = true;
+                }
+                if stopping || run_done {
                     stopped_mid_epoch = true;
                     break;
                 }
             }
             components.event_processor.process_train(LearnerEvent::EndSplit(epoch))?;
+            if finished {
+                self.run_hooks(&learner.model().valid(), epoch, state.step)?;
+            }
             if stopped_mid_epoch {
                 break;
             }
 
-            // A full validation pass at the end of every epoch, shown on the dashboard too.
             let model = learner.model().valid();
-            let valid_indices: Vec<usize> = (0..self.valid.len()).collect();
-            let valid_batches = valid_indices.chunks(config.batch_size).count();
-            components.event_processor.process_valid(LearnerEvent::StartSplit { epoch_number: epoch, total_items: valid_batches })?;
-            let mut tally = Tally::default();
-            let plain_device = self.device.clone().without_autodiff();
-            for (i, chunk) in valid_indices.chunks(config.batch_size).enumerate() {
-                let output = InferenceStep::step(&model, self.valid.batch(chunk, &plain_device));
-                tally.add(&output);
-                let progress = Progress::new(i + 1, valid_batches, Some("batches".to_string()));
-                components.event_processor.process_valid(LearnerEvent::ProcessedItem(TrainingItem::new(output, progress, Some(i + 1), None)))?;
+            if config.full_validation {
+                self.full_validation(components, &model, epoch, state.step)?;
             }
-            components.event_processor.process_valid(LearnerEvent::EndSplit(epoch))?;
-            let mut event = json!({ "step": state.step, "epoch": epoch, "split": "val", "full": true });
-            merge(&mut event, tally.json());
-            self.log(event)?;
+            self.run_hooks(&model, epoch, state.step)?;
             components.event_processor.process_train(LearnerEvent::EndEpoch(epoch))?;
 
             state = TrainState { step: state.step, epoch: epoch + 1, batch: 0 };
             self.checkpoint(components, learner, state)?;
+            if config.run_steps.is_some_and(|steps| state.step >= steps) {
+                finished = true;
+                break;
+            }
             if config.stop_after_steps.is_some_and(|stop| state.step >= stop) && state.epoch <= config.epochs {
                 interrupter.stop(Some(&format!("stopped after {} steps (--max-steps)", state.step)));
             }
@@ -505,7 +580,41 @@ where
                 break;
             }
         }
-        Ok((state.step, state.epoch <= config.epochs))
+        Ok((state.step, !finished && state.epoch <= config.epochs))
+    }
+
+    /// Events from the task's hooks, logged.
+    fn run_hooks<M>(&self, model: &M, epoch: usize, step: usize) -> Result<()>
+    where
+        H: TrainHooks<M>,
+    {
+        for event in self.hooks.epoch_end(model, epoch, step)? {
+            self.log(event)?;
+        }
+        Ok(())
+    }
+
+    /// A pass over the whole validation split, shown on the dashboard too.
+    fn full_validation<M>(&self, components: &mut TrainingComponents<M>, model: &M, epoch: usize, step: usize) -> Result<()>
+    where
+        M: LearnerModel + TrainStep<Input = B> + InferenceStep<Input = B>,
+        <M as InferenceStep>::Output: StepReport,
+    {
+        let valid_indices: Vec<usize> = (0..self.valid.len()).collect();
+        let valid_batches = valid_indices.chunks(self.config.batch_size).count();
+        components.event_processor.process_valid(LearnerEvent::StartSplit { epoch_number: epoch, total_items: valid_batches })?;
+        let mut tally = Tally::default();
+        let plain_device = self.device.clone().without_autodiff();
+        for (i, chunk) in valid_indices.chunks(self.config.batch_size).enumerate() {
+            let output = InferenceStep::step(model, self.valid.batch(chunk, &plain_device));
+            tally.add(&output);
+            let progress = Progress::new(i + 1, valid_batches, Some("batches".to_string()));
+            components.event_processor.process_valid(LearnerEvent::ProcessedItem(TrainingItem::new(output, progress, Some(i + 1), None)))?;
+        }
+        components.event_processor.process_valid(LearnerEvent::EndSplit(epoch))?;
+        let mut event = json!({ "step": step, "epoch": epoch, "split": "val", "full": true });
+        merge(&mut event, tally.json());
+        self.log(event)
     }
 }
 

@@ -1,0 +1,214 @@
+//! Training a GPT-2 language model on the one training loop. Instruction fine-tuning and
+//! pretraining on token shards differ only in their batches and in what they do after an epoch;
+//! the run directory, the dashboard's metrics, the final model and the plots are the same, and
+//! live here.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use anyhow::{Context, Result};
+use gpt::burn::prelude::*;
+use gpt::generate::{GenerateConfig, generate};
+use gpt::weights::{HubOptions, ModelSpec};
+use gpt::{Gpt, Tokenizer};
+use serde::Serialize;
+use serde_json::json;
+
+use crate::plots::plot_run;
+use crate::runs::{MetricsLog, RunDir};
+use crate::train::steps::{LanguageModelTraining, LmBatch, StepReport};
+use crate::train::trainer::{BatchSource, TrainConfig, TrainHooks, TrainJob, train};
+
+/// A language-model training run.
+#[derive(Debug, Clone)]
+pub struct LanguageModelJob {
+    /// What run.json calls the task (`instruction`, `pretrain`).
+    pub task: String,
+    /// `--model`: preset/hub id, HF directory, run directory or `random:<preset>` (from scratch).
+    pub model: String,
+    pub run_dir: PathBuf,
+    /// Dropout while training (`None`: the model's own config).
+    pub dropout: Option<f64>,
+    pub train: TrainConfig,
+    pub resume: bool,
+    pub dashboard: bool,
+    pub device: Device,
+    /// Task-specific entries for run.json (data, prompt format, ...).
+    pub details: serde_json::Value,
+}
+
+/// How the run ended.
+#[derive(Debug, Clone, Serialize)]
+pub struct LanguageModelReport {
+    pub steps: usize,
+    /// Mean loss over the validation batches the loop evaluates at the end (all of them when
+    /// `full_validation`, else `eval_batches`).
+    pub validation_loss: f64,
+    pub validation_perplexity: f64,
+    pub parameters: usize,
+    pub seconds: f64,
+    pub model_dir: PathBuf,
+}
+
+/// The model `job.model` names, on the training (autodiff) device, with the job's dropout.
+pub fn load_for_training(job: &LanguageModelJob) -> Result<Gpt> {
+    let device = job.device.clone().autodiff();
+    device.seed(job.train.seed);
+    let gpt = ModelSpec::parse(&job.model)?.load(&device, &HubOptions::from_env(), job.train.seed)?;
+    Ok(match job.dropout {
+        Some(p) => gpt.with_dropout(p),
+        None => gpt,
+    })
+}
+
+/// Trains `gpt` (from [`load_for_training`]) on `train`, validating on `valid`, and saves the
+/// result in the HF layout under `RUN_DIR/model`, with plots.
+pub fn train_language_model(
+    job: &LanguageModelJob,
+    gpt: Gpt,
+    train_data: Arc<dyn BatchSource<LmBatch>>,
+    valid_data: Arc<dyn BatchSource<LmBatch>>,
+    hooks: impl TrainHooks<LanguageModelTraining> + 'static,
+) -> Result<LanguageModelReport> {
+    let started = std::time::Instant::now();
+    let run = RunDir::open(&job.run_dir, job.resume)?;
+    let parameters = gpt.num_params();
+    let config = gpt.config().clone();
+    if !job.resume {
+        run.write_run_json(json!({
+            "task": job.task, "model": job.model, "dropout": job.dropout, "train": job.train,
+            "device": format!("{:?}", job.device), "parameters": parameters, "config": config,
+            "examples": { "train": train_data.len(), "validation": valid_data.len() },
+            "details": job.details,
+        }))?;
+    }
+    let model = LanguageModelTraining { gpt, grad_clip: job.train.optim.grad_clip };
+    let outcome = train(
+        model,
+        TrainJob {
+            config: job.train.clone(),
+            run: run.clone(),
+            device: job.device.clone().autodiff(),
+            train: train_data,
+            valid: valid_data.clone(),
+            resume: job.resume,
+            dashboard: job.dashboard,
+        },
+        |training| {
+            use crate::train::metrics::{LearningRate, Perplexity, TokensPerSecond};
+            use gpt::burn::train::metric::LossMetric;
+            training
+                .metric_train_numeric(LossMetric::new())
+                .metric_valid_numeric(LossMetric::new())
+                .metric_train_numeric(Perplexity::new())
+                .metric_valid_numeric(Perplexity::new())
+                .metric_train_numeric(TokensPerSecond::new())
+                .metric_train_numeric(LearningRate::new())
+                .summary()
+        },
+        hooks,
+    )?;
+    if outcome.interrupted {
+        anyhow::bail!("training was interrupted at step {}; continue with --resume", outcome.steps);
+    }
+
+    let model = outcome.model.valid();
+    let plain = job.device.clone();
+    let batches = if job.train.full_validation { None } else { Some(job.train.eval_batches) };
+    let validation_loss = mean_loss(&model, valid_data.as_ref(), job.train.batch_size, batches, &plain);
+    let mut log = MetricsLog::open(&run.metrics(), None)?;
+    log.log(json!({ "step": outcome.steps, "epoch": job.train.epochs, "split": "val", "loss": validation_loss,
+        "perplexity": validation_loss.exp(), "full": job.train.full_validation, "final": true }))?;
+    gpt::weights::save_model_dir(&model.gpt, &run.model()).context("saving the trained model")?;
+    if let Err(e) = plot_run(run.root()) {
+        eprintln!("warning: could not draw the plots: {e:#}");
+    }
+    let report = LanguageModelReport {
+        steps: outcome.steps,
+        validation_loss,
+        validation_perplexity: validation_loss.exp(),
+        parameters,
+        seconds: started.elapsed().as_secs_f64(),
+        model_dir: run.model(),
+    };
+    std::fs::create_dir_all(run.eval()).with_context(|| format!("creating {}", run.eval().display()))?;
+    gpt::fsutil::write_atomic(&run.eval().join("validation.json"), serde_json::to_string_pretty(&report)?.as_bytes())?;
+    Ok(report)
+}
+
+/// Mean batch loss of `model` on the first `max_batches` batches of `source` (all with `None`).
+pub fn mean_loss(
+    model: &LanguageModelTraining,
+    source: &dyn BatchSource<LmBatch>,
+    batch_size: usize,
+    max_batches: Option<usize>,
+    device: &Device,
+) -> f64 {
+    let indices: Vec<usize> = (0..source.len()).collect();
+    let (mut sum, mut batches) = (0.0, 0usize);
+    for chunk in indices.chunks(batch_size.max(1)).take(max_batches.unwrap_or(usize::MAX)) {
+        sum += model.forward_batch(source.batch(chunk, device)).loss();
+        batches += 1;
+    }
+    sum / batches.max(1) as f64
+}
+
+/// After every epoch (and every `every_steps` steps, if set): a greedy continuation of a fixed
+/// prompt, appended to `samples.jsonl` (`{"time","step","epoch","prompt","text"}`), so that one
+/// sees what the model learns, not only its loss.
+pub struct SampleHook {
+    prompt: String,
+    prompt_ids: Vec<u32>,
+    max_new_tokens: usize,
+    /// What of the continuation to keep (the instruction task strips its `### Response:` header).
+    clean: fn(&str) -> String,
+    samples: PathBuf,
+    log: Mutex<Option<MetricsLog>>,
+    print: bool,
+    /// Also sample after every this many optimizer steps.
+    pub every_steps: Option<usize>,
+}
+
+impl SampleHook {
+    /// Samples go to `samples` (a run's `samples.jsonl`); `print` also shows them on stderr.
+    pub fn new(samples: PathBuf, prompt: &str, max_new_tokens: usize, clean: fn(&str) -> String, print: bool) -> Self {
+        let prompt_ids = Tokenizer::gpt2().encode(prompt);
+        Self { prompt: prompt.to_string(), prompt_ids, max_new_tokens, clean, samples, log: Mutex::new(None), print, every_steps: None }
+    }
+}
+
+impl TrainHooks<LanguageModelTraining> for SampleHook {
+    fn start(&self, resume_step: Option<usize>) -> Result<()> {
+        // Samples the interrupted run logged after its checkpoint are about to be redone.
+        *self.log.lock().map_err(|_| anyhow::anyhow!("samples log poisoned"))? = Some(MetricsLog::open(&self.samples, resume_step)?);
+        Ok(())
+    }
+
+    fn epoch_end(&self, model: &LanguageModelTraining, epoch: usize, step: usize) -> Result<Vec<serde_json::Value>> {
+        self.sample(model, epoch, step)
+    }
+
+    fn wants_step(&self, step: usize) -> bool {
+        self.every_steps.is_some_and(|every| step % every == 0)
+    }
+
+    fn step_end(&self, model: &LanguageModelTraining, epoch: usize, step: usize) -> Result<Vec<serde_json::Value>> {
+        self.sample(model, epoch, step)
+    }
+}
+
+impl SampleHook {
+    fn sample(&self, model: &LanguageModelTraining, epoch: usize, step: usize) -> Result<Vec<serde_json::Value>> {
+        let context = model.gpt.config().n_positions;
+        let config = GenerateConfig::greedy(self.max_new_tokens.min(context.saturating_sub(1)));
+        let completion = generate(&model.gpt, std::slice::from_ref(&self.prompt_ids), &config)?;
+        let text = (self.clean)(&completion[0].text);
+        if self.print {
+            eprintln!("epoch {epoch} step {step} sample: {text:?}");
+        }
+        let event = json!({ "step": step, "epoch": epoch, "split": "sample", "prompt": self.prompt, "text": text });
+        let mut log = self.log.lock().map_err(|_| anyhow::anyhow!("samples log poisoned"))?;
+        log.as_mut().context("the sample hook was not started")?.log(event)?;
+        Ok(Vec::new())
+    }
+}
