@@ -30,9 +30,11 @@ pub struct MetricEvent {
     pub step: u64,
     /// Epoch, from 1.
     pub epoch: u64,
-    /// `train`, `val` or `test`.
+    /// `train`, `train_eval`, `val`, `test`, or a task's own (`hellaswag`).
     pub split: String,
-    pub loss: f64,
+    /// Absent for events that measure something else (a HellaSwag score).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loss: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub accuracy: Option<f64>,
     /// Learning rate.
@@ -79,7 +81,8 @@ pub fn read_metrics(path: &Path) -> Result<Vec<MetricEvent>> {
     Ok(events)
 }
 
-/// One event, or `None` when its `time` or `loss` is not a finite number.
+/// One event, or `None` when its `time` or `loss` is not a finite number (an event without a
+/// loss is kept: it measures something else).
 fn parse_event(line: &[u8]) -> Result<Option<MetricEvent>> {
     let text = std::str::from_utf8(line).context("not UTF-8")?;
     let value: serde_json::Value = serde_json::from_str(&non_finite_to_null(text))?;
@@ -139,7 +142,7 @@ pub fn plot_run(run_dir: &Path) -> Result<Vec<PathBuf>> {
     let run_name = run_name(run_dir);
 
     let mut written = Vec::new();
-    let loss = series_by_split(&events, |event| Some(event.loss));
+    let loss = series_by_split(&events, |event| event.loss);
     written.push(write_plot(&plots_dir, &run_name, "loss", SeriesLabelPosition::UpperRight, &loss)?);
     let accuracy = series_by_split(&events, |event| event.accuracy);
     if !accuracy.is_empty() {

@@ -61,7 +61,7 @@ fn a_run_logs_checkpoints_saves_and_plots() {
     let events = read_metrics(&run.join("metrics.jsonl")).unwrap();
     let train: Vec<_> = events.iter().filter(|e| e.split == "train" && e.extra.get("final").is_none()).collect();
     assert_eq!(train.len(), 28, "one event per training batch");
-    assert!(train.iter().all(|e| e.loss.is_finite() && e.accuracy.is_some()));
+    assert!(train.iter().all(|e| e.loss.is_some_and(f64::is_finite) && e.accuracy.is_some()));
     assert_eq!(train.last().unwrap().step, 28);
     let periodic: Vec<_> = events.iter().filter(|e| e.split == "val" && e.extra.get("full").is_none()).map(|e| e.step).collect();
     assert_eq!(periodic, [5, 10, 15, 20, 25]);
@@ -94,7 +94,7 @@ fn the_frozen_prefix_cache_gives_the_same_losses() {
     let cached = ClassifierFinetune { prefix_cache: true, run_dir: tmp.path().join("cached"), ..plain.clone() };
     let a = finetune_classifier(&plain).unwrap();
     let b = finetune_classifier(&cached).unwrap();
-    let losses = |dir: &Path| -> Vec<f64> { read_metrics(&dir.join("metrics.jsonl")).unwrap().iter().map(|e| e.loss).collect() };
+    let losses = |dir: &Path| -> Vec<f64> { read_metrics(&dir.join("metrics.jsonl")).unwrap().iter().filter_map(|e| e.loss).collect() };
     let (la, lb) = (losses(&tmp.path().join("plain")), losses(&tmp.path().join("cached")));
     assert_eq!(la.len(), lb.len());
     for (i, (x, y)) in la.iter().zip(&lb).enumerate() {
@@ -119,7 +119,7 @@ fn a_run_stopped_mid_epoch_resumes_to_the_same_weights() {
     finetune_classifier(&resumed).unwrap();
 
     assert_eq!(weights(&split), weights(&tmp.path().join("whole")), "resumed weights differ");
-    let losses = |dir: &Path| -> Vec<(u64, String, f64)> {
+    let losses = |dir: &Path| -> Vec<(u64, String, Option<f64>)> {
         read_metrics(&dir.join("metrics.jsonl")).unwrap().into_iter().map(|e| (e.step, e.split, e.loss)).collect()
     };
     assert_eq!(losses(&split), losses(&tmp.path().join("whole")), "the loss curve continues exactly");

@@ -62,16 +62,19 @@ pub fn load_for_training(job: &LanguageModelJob) -> Result<Gpt> {
 }
 
 /// Trains `gpt` (from [`load_for_training`]) on `train`, validating on `valid`, and saves the
-/// result in the HF layout under `RUN_DIR/model`, with plots.
+/// result in the HF layout under `RUN_DIR/model`, with plots. `prepare_run` gets the run
+/// directory once it is open (checked, created), before training: e.g. to keep the data splits.
 pub fn train_language_model(
     job: &LanguageModelJob,
     gpt: Gpt,
     train_data: Arc<dyn BatchSource<LmBatch>>,
     valid_data: Arc<dyn BatchSource<LmBatch>>,
     hooks: impl TrainHooks<LanguageModelTraining> + 'static,
+    prepare_run: impl FnOnce(&std::path::Path) -> Result<()>,
 ) -> Result<LanguageModelReport> {
     let started = std::time::Instant::now();
     let run = RunDir::open(&job.run_dir, job.resume)?;
+    prepare_run(run.root())?;
     let parameters = gpt.num_params();
     let config = gpt.config().clone();
     if !job.resume {

@@ -129,6 +129,12 @@ pub trait BatchSource<B>: Send + Sync {
     fn batch(&self, indices: &[usize], device: &Device) -> B;
     /// Tokens in these examples (for tokens/s).
     fn tokens(&self, indices: &[usize]) -> usize;
+    /// The training order of `epoch`, a permutation of `0..len()` that the loop cuts into
+    /// consecutive batches: [`TrainConfig::order`] unless the source groups examples (e.g. by
+    /// length, to cut padding). It must be a function of (config, epoch) for exact resumes.
+    fn epoch_order(&self, config: &TrainConfig, epoch: usize) -> Vec<usize> {
+        config.order(self.len(), epoch)
+    }
 }
 
 /// The order of the training examples in `epoch`: a pure function of (seed, epoch), so a resumed
@@ -482,7 +488,10 @@ where
 
         while state.epoch <= config.epochs {
             let epoch = state.epoch;
-            let order = config.order(n_train, epoch);
+            let order = self.train.epoch_order(config, epoch);
+            if order.len() != n_train {
+                bail!("the training order of epoch {epoch} has {} examples, not {n_train}", order.len());
+            }
             components.event_processor.process_train(LearnerEvent::StartSplit { epoch_number: epoch, total_items: batches })?;
             let mut stopped_mid_epoch = false;
             for batch_index in state.batch..batches {
