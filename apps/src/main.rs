@@ -2,6 +2,7 @@
 //! `--json` objects, one per line) to stdout.
 
 mod commands;
+mod monitor;
 mod runtime;
 
 // mimalloc keeps freed pages for reuse: with the system allocator every large tensor costs fresh,
@@ -35,6 +36,8 @@ enum Command {
     Finetune(commands::finetune::Args),
     /// Label new texts with a fine-tuned classifier.
     Classify(commands::classify::Args),
+    /// A terminal dashboard over run directories, live or finished (q quits).
+    Monitor(monitor::Args),
 }
 
 fn main() {
@@ -47,6 +50,7 @@ fn main() {
         Command::Plot(args) => commands::plot::run(args),
         Command::Finetune(args) => commands::finetune::run(args),
         Command::Classify(args) => commands::classify::run(args),
+        Command::Monitor(args) => monitor::run(args),
     };
     if let Err(error) = result {
         eprintln!("error: {error:#}");
