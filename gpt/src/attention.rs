@@ -63,4 +63,35 @@ impl CausalSelfAttention {
         let y = y.swap_dims(1, 2).reshape([b, t, c]);
         self.resid_dropout.forward(flex_kernels::linear(&self.c_proj, y))
     }
+
+    /// The output at the last position only, `[B, 1, C]`, of `x` `[B, T, C]` (no cache, no
+    /// padding): what a classifier reading the last token needs. Keys and values still come from
+    /// every position, but the query, the attention row and the output projection are one
+    /// position's, and the query third of `c_attn` is applied to one row instead of T.
+    pub fn forward_last(&self, x: Tensor<3>) -> Tensor<3> {
+        let [b, t, c] = x.dims();
+        let (h, hd) = (self.n_head, c / self.n_head);
+        let weight = self.c_attn.weight.val(); // [C, 3C]: q | k | v
+        let bias = self.c_attn.bias.as_ref().map(|bias| bias.val());
+        let project = |x: Tensor<3>, from: usize, width: usize| {
+            let rows = x.dims()[1];
+            let y = x.reshape([b * rows, c]).matmul(weight.clone().narrow(1, from, width));
+            let y = match &bias {
+                Some(bias) => y + bias.clone().narrow(0, from, width).unsqueeze::<2>(),
+                None => y,
+            };
+            y.reshape([b, rows, width])
+        };
+        let last = x.clone().narrow(1, t - 1, 1);
+        let q = project(last, 0, c).reshape([b, 1, h, hd]).swap_dims(1, 2); // [B, H, 1, hd]
+        let kv = project(x, c, 2 * c);
+        let split_heads = |z: Tensor<3>| z.reshape([b, t, h, hd]).swap_dims(1, 2); // [B, H, T, hd]
+        let k = split_heads(kv.clone().narrow(2, 0, c));
+        let v = split_heads(kv.narrow(2, c, c));
+        // The last position may attend to every position: no mask.
+        let scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(1.0 / (hd as f64).sqrt()); // [B, H, 1, T]
+        let weights = self.attn_dropout.forward(softmax(scores, 3));
+        let y = weights.matmul(v).swap_dims(1, 2).reshape([b, 1, c]);
+        self.resid_dropout.forward(flex_kernels::linear(&self.c_proj, y))
+    }
 }

@@ -144,7 +144,13 @@ impl GptClassifier {
 
     /// Class logits `[B, n_classes]` from the hidden state of the last position of each row.
     pub fn forward(&self, ids: Tensor<2, Int>) -> Tensor<2> {
-        self.head(self.gpt.hidden(ids))
+        self.forward_from(self.gpt.embed_tokens(ids), 0)
+    }
+
+    /// Class logits from the residual stream `x` entering block `first` (`[B, T, C]`): the
+    /// remaining blocks, the last of them at the last position only, `ln_f` and the head.
+    pub fn forward_from(&self, x: Tensor<3>, first: usize) -> Tensor<2> {
+        self.head(self.gpt.final_norm(self.gpt.run_blocks_to_last(x, first)))
     }
 
     /// The head on the last position of final hidden states `[B, T, C]`.

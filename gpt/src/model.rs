@@ -124,6 +124,17 @@ impl Gpt {
         x
     }
 
+    /// Like [`Gpt::run_blocks`] over `first..n_layer` followed by taking the last position, but
+    /// the last block computes that position only: `[B, 1, C]`, for readers of the last token.
+    pub fn run_blocks_to_last(&self, x: Tensor<3>, first: usize) -> Tensor<3> {
+        let n = self.h.len();
+        if first >= n {
+            let t = x.dims()[1];
+            return x.narrow(1, t - 1, 1);
+        }
+        self.h[n - 1].forward_last(self.run_blocks(x, first..n - 1))
+    }
+
     /// The final LayerNorm.
     pub fn final_norm(&self, x: Tensor<3>) -> Tensor<3> {
         self.ln_f.forward(x)

@@ -93,3 +93,29 @@ fn freezing_policies_train_what_they_say() {
     assert!("last-n:0".parse::<Trainable>().is_err());
     assert!("some".parse::<Trainable>().is_err());
 }
+
+/// The last block computed at the last position only gives that position's full output, with
+/// gradients for the same parameters (the classifier's training path).
+#[test]
+fn the_last_position_shortcut_equals_the_full_blocks() {
+    let device = Device::flex().autodiff();
+    let classifier = fixture_classifier(&device).set_trainable(Trainable::LastBlock);
+    // Dropout off: both paths must see the same (deterministic) blocks.
+    let gpt = &classifier.gpt.clone().with_dropout(0.0);
+    let ids = Tensor::<2, Int>::from_data(input_ids().into_data(), &device);
+    let x = gpt.embed_tokens(ids);
+    let [b, t, c] = x.dims();
+    let full = gpt.run_blocks(x.clone(), 0..2).narrow(1, t - 1, 1);
+    let last = gpt.run_blocks_to_last(x, 0);
+    assert_eq!(last.dims(), [b, 1, c]);
+    let values = |x: Tensor<3>| x.clone().into_data().try_into_vec_as::<f32>().unwrap();
+    let diff = max_abs_diff(&values(full.clone()), &values(last.clone()));
+    assert!(diff < 1e-5, "{diff}");
+    let grad = |y: Tensor<3>| {
+        let grads = y.sum().backward();
+        let g = gpt.h[1].attn.c_attn.weight.val().grad(&grads).unwrap();
+        g.into_data().try_into_vec_as::<f32>().unwrap()
+    };
+    let diff = max_abs_diff(&grad(full), &grad(last));
+    assert!(diff < 1e-4, "c_attn gradients differ by {diff}");
+}

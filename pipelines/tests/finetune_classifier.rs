@@ -145,7 +145,9 @@ fn gradient_accumulation_averages_like_one_large_batch() {
     let (accumulated_steps, accumulated) = run("accumulated", 4, 2);
     let (small_steps, small) = run("small", 4, 1);
     assert_eq!((large_steps, accumulated_steps, small_steps), (14, 14, 28));
-    assert!(max_abs_diff(&large, &accumulated) < 1e-5, "{}", max_abs_diff(&large, &accumulated));
+    // Float rounding differs between one batch of 8 and two of 4 (~2e-5 after 14 AdamW steps);
+    // summing instead of averaging moves the weights by ~1.2e-4.
+    assert!(max_abs_diff(&large, &accumulated) < 5e-5, "{}", max_abs_diff(&large, &accumulated));
     // The comparison can fail: 28 small steps end elsewhere.
     assert!(max_abs_diff(&large, &small) > 1e-4, "{}", max_abs_diff(&large, &small));
 }

@@ -61,14 +61,12 @@ pub struct ClassifierTraining {
 
 impl ClassifierTraining {
     pub fn forward_batch(&self, batch: ClassificationBatch) -> ClassificationOutput {
-        let gpt = &self.classifier.gpt;
         let prefix = match batch.inputs {
             ClassifierInput::Tokens(ids) if self.first_block == 0 => return self.finish(self.classifier.forward(ids), batch.labels),
             ClassifierInput::Tokens(ids) => self.frozen_prefix(ids),
             ClassifierInput::Prefix(x) => x,
         };
-        let hidden = gpt.final_norm(gpt.run_blocks(prefix, self.first_block..gpt.h.len()));
-        self.finish(self.classifier.head(hidden), batch.labels)
+        self.finish(self.classifier.forward_from(prefix, self.first_block), batch.labels)
     }
 
     /// The frozen blocks' output, computed on the inference copy: no gradient bookkeeping, and
