@@ -61,7 +61,7 @@ fn default_activation() -> String {
 }
 
 /// The OpenAI GPT-2 sizes on the Hugging Face hub, plus a tiny one for tests.
-pub const PRESETS: [&str; 5] = ["gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl", "tiny"];
+pub const PRESETS: [&str; 6] = ["gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl", "tiny", "mini"];
 
 impl GptConfig {
     /// A GPT-2 shaped config with the usual defaults (vocab 50257, dropout 0.1, eps 1e-5).
@@ -92,6 +92,8 @@ impl GptConfig {
             "gpt2-large" => (36, 20, 1280, 1024),
             "gpt2-xl" => (48, 25, 1600, 1024),
             "tiny" => (2, 4, 64, 128),
+            // Small enough to pretrain on a CPU in minutes (the offline demo, examples/pretrain.rs).
+            "mini" => (4, 4, 128, 256),
             _ => return None,
         };
         Some(Self::new(n_layer, n_head, n_embd, n_positions))

@@ -72,6 +72,13 @@ fn a_run_logs_checkpoints_saves_and_plots() {
     let classifier = GptClassifier::load_dir(&run.join("model"), &Device::flex()).unwrap();
     assert_eq!(classifier.labels(), ["ham", "spam"]);
     assert_eq!(classifier.max_length(), Some(24));
+    // `llmfs eval spam`'s evaluation agrees with the run's own final test accuracy and loss.
+    let test = pipelines::data::spam::read_split_csv(&data.join("test.csv")).unwrap();
+    let evaluation = pipelines::finetune::evaluate_messages(&classifier, &test, 5).unwrap();
+    assert_eq!(evaluation.n, 32);
+    assert_eq!(evaluation.confusion.iter().flatten().sum::<usize>(), 32);
+    assert!((evaluation.accuracy - report.test_accuracy).abs() < 1e-9, "{} vs {}", evaluation.accuracy, report.test_accuracy);
+    assert!((evaluation.loss - report.test_loss).abs() < 1e-3, "{} vs {}", evaluation.loss, report.test_loss);
     let predictions = classify_texts(&classifier, &["WINNER! Claim your free prize now".to_string(), "See you at lunch".into()], 8).unwrap();
     assert_eq!(predictions.len(), 2);
     for p in &predictions {

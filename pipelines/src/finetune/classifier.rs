@@ -304,3 +304,34 @@ pub fn classify_texts(classifier: &GptClassifier, texts: &[String], batch_size: 
     }
     Ok(predictions)
 }
+
+/// Accuracy, mean cross-entropy and the confusion matrix of a classifier on labelled messages.
+#[derive(Debug, Clone, Serialize)]
+pub struct SplitEvaluation {
+    pub n: usize,
+    pub accuracy: f64,
+    pub loss: f64,
+    /// `confusion[true label][predicted label]`.
+    pub confusion: Vec<Vec<usize>>,
+}
+
+/// Evaluates `classifier` on `messages` (e.g. a split read with `read_split_csv`), as
+/// [`classify_texts`] classifies them.
+pub fn evaluate_messages(classifier: &GptClassifier, messages: &[Message], batch_size: usize) -> Result<SplitEvaluation> {
+    let n_labels = classifier.labels().len();
+    if let Some(bad) = messages.iter().find(|m| m.label as usize >= n_labels) {
+        anyhow::bail!("label {} is not one of the classifier's {n_labels} labels ({:?})", bad.label, bad.text);
+    }
+    let texts: Vec<String> = messages.iter().map(|m| m.text.clone()).collect();
+    let predictions = classify_texts(classifier, &texts, batch_size)?;
+    let mut confusion = vec![vec![0; n_labels]; n_labels];
+    let mut loss = 0.0;
+    for (message, prediction) in messages.iter().zip(&predictions) {
+        let predicted = classifier.labels().iter().position(|l| *l == prediction.label).unwrap_or(0);
+        confusion[message.label as usize][predicted] += 1;
+        loss -= prediction.probabilities[message.label as usize].max(1e-30).ln();
+    }
+    let n = messages.len();
+    let correct: usize = (0..n_labels).map(|i| confusion[i][i]).sum();
+    Ok(SplitEvaluation { n, accuracy: correct as f64 / n.max(1) as f64, loss: loss / n.max(1) as f64, confusion })
+}

@@ -3,5 +3,5 @@
 pub mod classifier;
 pub mod language_model;
 
-pub use classifier::{ClassifierFinetune, ClassifierReport, Prediction, classify_texts, finetune_classifier};
+pub use classifier::{ClassifierFinetune, ClassifierReport, Prediction, SplitEvaluation, classify_texts, evaluate_messages, finetune_classifier};
 pub use language_model::{LanguageModelJob, LanguageModelReport, SampleHook, load_for_training, train_language_model};
