@@ -1,0 +1,3 @@
+//! Evaluation of models on benchmarks and tasks.
+
+pub mod hellaswag;
