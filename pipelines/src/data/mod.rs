@@ -1,3 +1,5 @@
 //! Data sets: download, parse, split, tokenise.
 
 pub mod spam;
+pub mod shards;
+pub mod fineweb;
