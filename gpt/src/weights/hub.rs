@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use hf_hub::api::sync::{ApiBuilder, ApiError};
+use hf_hub::api::sync::{Api, ApiBuilder, ApiError};
 use hf_hub::{Cache, Repo, RepoType};
 
 use crate::error::{GptError, Result};
@@ -44,8 +44,20 @@ impl HubOptions {
         }
     }
 
-    fn endpoint(&self) -> &str {
+    /// The hub's base URL, without a trailing slash.
+    pub fn endpoint(&self) -> &str {
         self.endpoint.as_deref().unwrap_or("https://huggingface.co").trim_end_matches('/')
+    }
+
+    /// An hf-hub client with these settings (endpoint, cache, token, progress bars, retries): the
+    /// one way every download from the hub (models, data sets) is set up.
+    pub fn api(&self) -> std::result::Result<Api, ApiError> {
+        ApiBuilder::from_cache(Cache::new(self.cache_dir.clone()))
+            .with_endpoint(self.endpoint().to_string())
+            .with_token(self.token.clone())
+            .with_progress(self.progress)
+            .with_retries(3)
+            .build()
     }
 
     fn repo(&self, repo_id: &str) -> Repo {
@@ -69,13 +81,7 @@ pub fn fetch_model(repo_id: &str, options: &HubOptions) -> Result<PathBuf> {
     if options.offline {
         return cached_model(repo_id, options);
     }
-    let api = ApiBuilder::from_cache(Cache::new(options.cache_dir.clone()))
-        .with_endpoint(options.endpoint().to_string())
-        .with_token(options.token.clone())
-        .with_progress(options.progress)
-        .with_retries(3)
-        .build()
-        .map_err(|e| hub_error(repo_id, "", options, e))?;
+    let api = options.api().map_err(|e| hub_error(repo_id, "", options, e))?;
     let repo = api.repo(options.repo(repo_id));
     let get = |file: &str| repo.get(file).map_err(|e| hub_error(repo_id, file, options, e));
     let config = get("config.json")?;
@@ -102,7 +108,8 @@ pub fn fetch_model(repo_id: &str, options: &HubOptions) -> Result<PathBuf> {
     Ok(config.parent().map(Path::to_path_buf).unwrap_or_default())
 }
 
-fn is_not_found(error: &ApiError) -> bool {
+/// Whether the hub answered 404.
+pub fn is_not_found(error: &ApiError) -> bool {
     matches!(error, ApiError::RequestError(inner) if matches!(inner.as_ref(), ureq::Error::Status(404, _)))
 }
 
@@ -134,7 +141,9 @@ fn shard_files(index: &Path) -> Result<Vec<String>> {
     Ok(files)
 }
 
-fn hub_error(repo_id: &str, file: &str, options: &HubOptions, error: ApiError) -> GptError {
+/// One clear message for a failed hub request about `repo_id` (and `file`, when not empty): not
+/// found, access denied, unreachable (with what to do), or hf-hub's own words.
+pub fn hub_error(repo_id: &str, file: &str, options: &HubOptions, error: ApiError) -> GptError {
     let endpoint = options.endpoint();
     let what = if file.is_empty() { repo_id.to_string() } else { format!("{repo_id}/{file}") };
     let detail = match &error {

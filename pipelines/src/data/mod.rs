@@ -2,3 +2,5 @@
 
 pub mod hellaswag;
 pub mod spam;
+pub mod shards;
+pub mod fineweb;
