@@ -35,6 +35,10 @@ enum Command {
     Finetune(commands::finetune::Args),
     /// Label new texts with a fine-tuned classifier.
     Classify(commands::classify::Args),
+    /// Evaluate a model or a run (judge: score instruction responses with an LLM judge).
+    Eval(commands::eval::Args),
+    /// Generate a model's responses to instruction records (a test split) for `eval judge`.
+    GenerateResponses(commands::generate_responses::Args),
 }
 
 fn main() {
@@ -47,6 +51,8 @@ fn main() {
         Command::Plot(args) => commands::plot::run(args),
         Command::Finetune(args) => commands::finetune::run(args),
         Command::Classify(args) => commands::classify::run(args),
+        Command::Eval(args) => commands::eval::run(args),
+        Command::GenerateResponses(args) => commands::generate_responses::run(args),
     };
     if let Err(error) = result {
         eprintln!("error: {error:#}");

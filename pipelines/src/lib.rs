@@ -2,6 +2,7 @@
 
 pub mod data;
 pub mod download;
+pub mod eval;
 pub mod finetune;
 pub mod plots;
 pub mod runs;

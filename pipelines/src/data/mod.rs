@@ -1,3 +1,4 @@
 //! Data sets: download, parse, split, tokenise.
 
 pub mod spam;
+pub mod instruction;

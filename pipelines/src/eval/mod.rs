@@ -1,0 +1,4 @@
+//! Evaluation: model responses to instruction data and an LLM judge that scores them.
+
+pub mod judge;
+pub mod responses;
