@@ -38,6 +38,10 @@ enum Command {
     Classify(commands::classify::Args),
     /// A terminal dashboard over run directories, live or finished (q quits).
     Monitor(monitor::Args),
+    /// Evaluate a model or a run (judge: score instruction responses with an LLM judge).
+    Eval(commands::eval::Args),
+    /// Generate a model's responses to instruction records (a test split) for `eval judge`.
+    GenerateResponses(commands::generate_responses::Args),
 }
 
 fn main() {
@@ -51,6 +55,8 @@ fn main() {
         Command::Finetune(args) => commands::finetune::run(args),
         Command::Classify(args) => commands::classify::run(args),
         Command::Monitor(args) => monitor::run(args),
+        Command::Eval(args) => commands::eval::run(args),
+        Command::GenerateResponses(args) => commands::generate_responses::run(args),
     };
     if let Err(error) = result {
         eprintln!("error: {error:#}");

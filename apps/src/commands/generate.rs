@@ -22,18 +22,8 @@ pub struct Args {
     pub prompt: Vec<String>,
     #[arg(long, default_value_t = 50)]
     pub max_new_tokens: usize,
-    /// Always take the most likely token (the default unless a sampling flag is given)
-    #[arg(long, conflicts_with_all = ["temperature", "top_k", "top_p"])]
-    pub greedy: bool,
-    /// Sample with this temperature (default 1.0 when --top-k or --top-p is given)
-    #[arg(long)]
-    pub temperature: Option<f64>,
-    /// Sample among the k most likely tokens
-    #[arg(long)]
-    pub top_k: Option<usize>,
-    /// Sample among the most likely tokens whose probabilities add up to p
-    #[arg(long)]
-    pub top_p: Option<f64>,
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
     /// Stop when the text contains this string (repeatable)
     #[arg(long)]
     pub stop: Vec<String>,
@@ -62,19 +52,38 @@ pub enum PaddingArg {
     Right,
 }
 
-impl Args {
-    fn sampling(&self) -> Sampling {
+/// Greedy or sampled decoding: the flags `generate` and `generate-responses` share.
+#[derive(clap::Args, Debug, Clone)]
+pub struct SamplingArgs {
+    /// Always take the most likely token (the default unless a sampling flag is given)
+    #[arg(long, conflicts_with_all = ["temperature", "top_k", "top_p"])]
+    pub greedy: bool,
+    /// Sample with this temperature (default 1.0 when --top-k or --top-p is given)
+    #[arg(long)]
+    pub temperature: Option<f64>,
+    /// Sample among the k most likely tokens
+    #[arg(long)]
+    pub top_k: Option<usize>,
+    /// Sample among the most likely tokens whose probabilities add up to p
+    #[arg(long)]
+    pub top_p: Option<f64>,
+}
+
+impl SamplingArgs {
+    pub fn sampling(&self) -> Sampling {
         let sampled = self.temperature.is_some() || self.top_k.is_some() || self.top_p.is_some();
         if self.greedy || !sampled {
             return Sampling::GREEDY;
         }
         Sampling { temperature: self.temperature.unwrap_or(1.0), top_k: self.top_k, top_p: self.top_p }
     }
+}
 
+impl Args {
     fn config(&self) -> GenerateConfig {
         GenerateConfig {
             max_new_tokens: self.max_new_tokens,
-            sampling: self.sampling(),
+            sampling: self.sampling.sampling(),
             seed: self.runtime.seed,
             eos_token: (!self.ignore_eos).then_some(gpt::EOT_TOKEN),
             stop: self.stop.clone(),

@@ -5,3 +5,5 @@ pub mod generate;
 pub mod logits;
 pub mod plot;
 pub mod prepare;
+pub mod eval;
+pub mod generate_responses;

@@ -1,6 +1,7 @@
 //! Data sets: download, parse, split, tokenise.
 
-pub mod hellaswag;
-pub mod spam;
-pub mod shards;
 pub mod fineweb;
+pub mod hellaswag;
+pub mod instruction;
+pub mod shards;
+pub mod spam;

@@ -1,3 +1,5 @@
-//! Evaluation of models on benchmarks and tasks.
+//! Evaluation: HellaSwag, model responses to instruction data, and an LLM judge that scores them.
 
 pub mod hellaswag;
+pub mod judge;
+pub mod responses;

@@ -2,10 +2,13 @@
 //! Each route is a list of responses served in turn (the last one repeats), so a test can make the
 //! first tries fail. Unknown paths get a 404. Bounded: it stops when dropped, after 60 s, or after
 //! 1,000 connections, whatever the test does.
+//!
+//! [`Server::start_fn`] answers every request (method, path, body) with a function instead, each
+//! connection on its own thread: API clients (the LLM judge) are tested against it.
 #![allow(dead_code)]
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -21,12 +24,34 @@ pub enum Reply {
     Status(u16, &'static str),
     /// 200 announcing `Content-Length` of the full body, then only `sent` bytes and a closed connection.
     CutShort { body: Vec<u8>, sent: usize },
+    /// This status and this body (e.g. a JSON error).
+    StatusBody(u16, Vec<u8>),
+    /// Wait, then answer (to make a client time out).
+    Delayed(Duration, Box<Reply>),
+}
+
+/// A request as [`Server::start_fn`] sees it.
+#[derive(Clone, Debug)]
+pub struct Request {
+    pub method: String,
+    pub path: String,
+    /// Header names in lower case.
+    pub headers: HashMap<String, String>,
+    pub body: Vec<u8>,
+}
+
+impl Request {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).expect("the request body is JSON")
+    }
 }
 
 pub struct Server {
     pub base: String,
     /// Every request's path, in order.
     pub requests: Arc<Mutex<Vec<String>>>,
+    /// Every request in full, in order (only with [`Server::start_fn`]).
+    pub full_requests: Arc<Mutex<Vec<Request>>>,
     stop: Arc<AtomicBool>,
 }
 
@@ -54,7 +79,40 @@ impl Server {
                 }
             }
         });
-        Self { base, requests, stop }
+        Self { base, requests, full_requests: Arc::default(), stop }
+    }
+
+    /// Answers every request with `answer`, each connection on its own thread.
+    pub fn start_fn(answer: impl Fn(&Request) -> Reply + Send + Sync + 'static) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1");
+        listener.set_nonblocking(true).expect("nonblocking listener");
+        let base = format!("http://{}", listener.local_addr().expect("local addr"));
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let full_requests = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (log, full_log, stop_flag, answer) = (requests.clone(), full_requests.clone(), stop.clone(), Arc::new(answer));
+        std::thread::spawn(move || {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            let mut connections = 0;
+            while !stop_flag.load(Ordering::SeqCst) && Instant::now() < deadline && connections < 1000 {
+                match listener.accept() {
+                    Ok((stream, _)) => {
+                        connections += 1;
+                        let (log, full_log, answer) = (log.clone(), full_log.clone(), answer.clone());
+                        std::thread::spawn(move || {
+                            let _ = (|| {
+                                let request = read_request(&stream)?;
+                                log.lock().unwrap().push(request.path.clone());
+                                full_log.lock().unwrap().push(request.clone());
+                                write_reply(stream, answer(&request))
+                            })();
+                        });
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        Self { base, requests, full_requests, stop }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -100,11 +158,45 @@ fn handle(
         }
         None => Reply::Status(404, "Not Found"),
     };
-    let mut stream = stream;
+    write_reply(stream, reply)
+}
+
+/// Reads a request line, headers and a `Content-Length` body.
+fn read_request(stream: &TcpStream) -> std::io::Result<Request> {
+    stream.set_nonblocking(false)?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let mut reader = BufReader::new(stream.try_clone()?);
+    let mut request_line = String::new();
+    reader.read_line(&mut request_line)?;
+    let mut headers = HashMap::new();
+    loop {
+        let mut header = String::new();
+        if reader.read_line(&mut header)? == 0 || header == "\r\n" {
+            break;
+        }
+        if let Some((name, value)) = header.split_once(':') {
+            headers.insert(name.trim().to_ascii_lowercase(), value.trim().to_string());
+        }
+    }
+    let length = headers.get("content-length").and_then(|v| v.parse::<usize>().ok()).unwrap_or(0);
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body)?;
+    let mut parts = request_line.split_whitespace();
+    let method = parts.next().unwrap_or("").to_string();
+    let path = parts.next().unwrap_or("").to_string();
+    Ok(Request { method, path, headers, body })
+}
+
+fn write_reply(mut stream: TcpStream, reply: Reply) -> std::io::Result<()> {
     let (status, body, sent) = match reply {
         Reply::Ok(body) => ("200 OK".to_string(), body.clone(), body.len()),
         Reply::Status(code, text) => (format!("{code} {text}"), text.as_bytes().to_vec(), text.len()),
         Reply::CutShort { body, sent } => ("200 OK".to_string(), body, sent),
+        Reply::StatusBody(code, body) => (format!("{code} Status"), body.clone(), body.len()),
+        Reply::Delayed(wait, reply) => {
+            std::thread::sleep(wait);
+            return write_reply(stream, *reply);
+        }
     };
     write!(stream, "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len())?;
     stream.write_all(&body[..sent])?;

@@ -1,0 +1,105 @@
+//! `llmfs generate-responses --model M --data test.json --out test_responses.json`: a model's
+//! responses to instruction records (the book's chapter 7 test-set responses), for `llmfs eval judge`.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Result, ensure};
+use gpt::generate::GenerateConfig;
+use gpt::weights::load_model;
+use indicatif::{ProgressBar, ProgressStyle};
+use pipelines::data::instruction::DEFAULT_CACHE_DIR;
+use pipelines::eval::responses::{DEFAULT_MAX_NEW_TOKENS, RESPONSES_FILE, generate_completions, load_test_records, with_responses, write_responses};
+use serde_json::json;
+
+use crate::commands::generate::SamplingArgs;
+use crate::runtime::RuntimeArgs;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// A preset/hub id (gpt2), a local HF-format directory, a run directory, or random:<preset>
+    #[arg(long)]
+    pub model: String,
+    /// Alpaca JSON records (a file or URL), or a directory holding test.json (or data/test.json)
+    #[arg(long)]
+    pub data: String,
+    /// Where to write the records plus `model_response` (default: test_responses.json, inside
+    /// --model when that is a run directory)
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    #[arg(long, default_value_t = DEFAULT_MAX_NEW_TOKENS)]
+    pub max_new_tokens: usize,
+    /// Prompts generated together (one batch through the KV cache)
+    #[arg(long, default_value_t = 8)]
+    pub batch_size: usize,
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
+    /// Only the first N records
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// Where a --data URL is downloaded to
+    #[arg(long, default_value = DEFAULT_CACHE_DIR)]
+    pub cache_dir: PathBuf,
+    /// Print a JSON summary on stdout
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
+}
+
+pub fn run(args: Args) -> Result<()> {
+    ensure!(args.batch_size > 0, "--batch-size must be at least 1");
+    // Stops at <|endoftext|>; left padding (the default) batches prompts of any length.
+    let config =
+        GenerateConfig { sampling: args.sampling.sampling(), seed: args.runtime.seed, ..GenerateConfig::greedy(args.max_new_tokens) };
+    config.sampling.validate()?;
+    let (data_file, mut records) = load_test_records(&args.data, &args.cache_dir)?;
+    if let Some(limit) = args.limit {
+        records.truncate(limit);
+    }
+    ensure!(!records.is_empty(), "{} has no records", data_file.display());
+    let out = args.out.clone().unwrap_or_else(|| default_out(&args.model));
+
+    let device = args.runtime.device()?;
+    let model = load_model(&args.model, &device, args.runtime.seed)?;
+    eprintln!("{}: {} records from {}, {} at a time", args.model, records.len(), data_file.display(), args.batch_size);
+
+    let progress = progress_bar(records.len());
+    let start = Instant::now();
+    let completions = generate_completions(&model, &records, &config, args.batch_size, |done, _| progress.set_position(done as u64))?;
+    progress.finish_and_clear();
+    let seconds = start.elapsed().as_secs_f64();
+    let new_tokens: usize = completions.iter().map(|c| c.token_ids.len()).sum();
+    write_responses(&out, &with_responses(&records, &completions))?;
+
+    let tokens_per_s = new_tokens as f64 / seconds.max(1e-9);
+    eprintln!("generated {new_tokens} tokens in {seconds:.1}s ({tokens_per_s:.1} tokens/s)");
+    if args.json {
+        println!(
+            "{}",
+            json!({ "out": out, "records": records.len(), "new_tokens": new_tokens, "seconds": seconds, "tokens_per_s": tokens_per_s })
+        );
+    } else {
+        println!("wrote {} responses to {}", records.len(), out.display());
+    }
+    Ok(())
+}
+
+/// `RUN_DIR/test_responses.json` for a run directory (so that `eval judge` writes
+/// `RUN_DIR/eval/judge.json` next to it), else `test_responses.json` here.
+fn default_out(model: &str) -> PathBuf {
+    let model = Path::new(model);
+    if model.join("run.json").is_file() { model.join(RESPONSES_FILE) } else { PathBuf::from(RESPONSES_FILE) }
+}
+
+fn progress_bar(len: usize) -> ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(len as u64);
+    if let Ok(style) = ProgressStyle::with_template("responses {pos}/{len} [{wide_bar}] eta {eta}") {
+        bar.set_style(style);
+    }
+    bar
+}
