@@ -35,6 +35,8 @@ enum Command {
     Finetune(commands::finetune::Args),
     /// Label new texts with a fine-tuned classifier.
     Classify(commands::classify::Args),
+    /// Evaluate a model on a benchmark or task (hellaswag, ...).
+    Eval(commands::eval::Args),
 }
 
 fn main() {
@@ -47,6 +49,7 @@ fn main() {
         Command::Plot(args) => commands::plot::run(args),
         Command::Finetune(args) => commands::finetune::run(args),
         Command::Classify(args) => commands::classify::run(args),
+        Command::Eval(args) => commands::eval::run(args),
     };
     if let Err(error) = result {
         eprintln!("error: {error:#}");

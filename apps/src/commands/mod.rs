@@ -1,5 +1,6 @@
 pub mod classify;
 pub mod download;
+pub mod eval;
 pub mod finetune;
 pub mod generate;
 pub mod logits;

@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
+use pipelines::data::hellaswag;
 use pipelines::data::spam::{self, SpamReport};
 
 #[derive(clap::Args, Debug)]
@@ -18,6 +19,8 @@ pub enum Dataset {
     /// SMS Spam Collection → balanced train.csv, validation.csv, test.csv (Label,Text; 0 = ham,
     /// 1 = spam) for classification fine-tuning.
     Spam(SpamArgs),
+    /// HellaSwag → hellaswag_{train,val,test}.jsonl in a data directory, each line checked.
+    Hellaswag(HellaswagArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -36,10 +39,54 @@ pub struct SpamArgs {
     pub json: bool,
 }
 
+#[derive(clap::Args, Debug)]
+pub struct HellaswagArgs {
+    /// Data directory (files already there are kept, not downloaded again)
+    #[arg(long, default_value = hellaswag::DEFAULT_DATA_DIR)]
+    pub out: PathBuf,
+    /// Which split: val, train, test (no labels) or all
+    #[arg(long, default_value = "val")]
+    pub split: HellaswagSplits,
+    /// Where the hellaswag_<split>.jsonl files are: an http(s) URL, a file:// URL or a local directory
+    #[arg(long, default_value = hellaswag::DEFAULT_URL)]
+    pub url: String,
+    /// Also print the result as one JSON object on stdout
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// One HellaSwag split, or all three.
+#[derive(Clone, Debug)]
+pub struct HellaswagSplits(Vec<hellaswag::Split>);
+
+impl std::str::FromStr for HellaswagSplits {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text {
+            "all" => Ok(Self(hellaswag::Split::ALL.to_vec())),
+            one => Ok(Self(vec![one.parse().map_err(|e: String| format!("{e} (or all)"))?])),
+        }
+    }
+}
+
 pub fn run(args: Args) -> Result<()> {
     match args.dataset {
         Dataset::Spam(args) => run_spam(args),
+        Dataset::Hellaswag(args) => run_hellaswag(args),
     }
+}
+
+fn run_hellaswag(args: HellaswagArgs) -> Result<()> {
+    let prepared = hellaswag::prepare(&args.url, &args.out, &args.split.0)?;
+    for split in &prepared {
+        let origin = if split.reused { " (already there)" } else { "" };
+        eprintln!("{} split: {} examples in {}{origin}", split.split, split.examples, split.path.display());
+    }
+    if args.json {
+        println!("{}", serde_json::json!({ "out": args.out, "splits": prepared }));
+    }
+    Ok(())
 }
 
 fn run_spam(args: SpamArgs) -> Result<()> {

@@ -126,6 +126,8 @@ pub fn score_batch(model: &Gpt, batch: &[RenderedExample]) -> Result<Vec<EndingL
     let Some(width) = batch.iter().map(RenderedExample::width).max() else {
         return Ok(Vec::new());
     };
+    let context = model.config().n_positions;
+    ensure!(width <= context, "a batch row has {width} tokens, more than the model's context of {context}");
     let rows = NUM_ENDINGS * batch.len();
     let mut ids = vec![0i64; rows * width];
     // Flat index (row * width + t - 1) of every position that predicts an ending token t, its
