@@ -15,7 +15,7 @@ use std::path::Path;
 
 use llmfs::gpt::{DeviceSpec, weights::load_model};
 use llmfs::pipelines::data::hellaswag::{DEFAULT_DATA_DIR, DEFAULT_URL, Split, download_split, read_examples};
-use llmfs::pipelines::eval::hellaswag::evaluate;
+use llmfs::pipelines::eval::hellaswag::{default_batch_size, evaluate};
 
 fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
@@ -29,7 +29,7 @@ fn main() -> anyhow::Result<()> {
     examples.truncate(limit);
 
     let start = std::time::Instant::now();
-    let scores = evaluate(&model, &examples, 8, |done| eprint!("\r{done}/{}", examples.len()))?;
+    let scores = evaluate(&model, &examples, default_batch_size(&device), |done| eprint!("\r{done}/{}", examples.len()))?;
     eprintln!();
     println!(
         "{model_name} on {} HellaSwag val examples: acc {:.4}, acc_norm {:.4} ({:.1} s)",

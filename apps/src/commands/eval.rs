@@ -9,7 +9,7 @@ use anyhow::{Context, Result, ensure};
 use gpt::weights::load_model;
 use indicatif::{ProgressBar, ProgressStyle};
 use pipelines::data::hellaswag::{self, Split};
-use pipelines::eval::hellaswag::{DEFAULT_BATCH_SIZE, HellaswagScores, evaluate};
+use pipelines::eval::hellaswag::{HellaswagScores, default_batch_size, evaluate};
 use serde_json::json;
 
 use crate::runtime::RuntimeArgs;
@@ -48,9 +48,9 @@ pub struct HellaswagArgs {
     /// Evaluate only the first N examples
     #[arg(long)]
     pub limit: Option<usize>,
-    /// Examples per forward pass (4 rows each)
-    #[arg(long, default_value_t = DEFAULT_BATCH_SIZE)]
-    pub batch_size: usize,
+    /// Examples per forward pass, 4 rows each (default: 1 on the CPU, 8 on a GPU); the scores do not depend on it
+    #[arg(long)]
+    pub batch_size: Option<usize>,
     /// Write one JSON line per example ({"ind","label","pred","pred_norm"}) to this file
     #[arg(long)]
     pub predictions: Option<PathBuf>,
@@ -68,7 +68,7 @@ pub fn run(args: Args) -> Result<()> {
 }
 
 fn run_hellaswag(args: HellaswagArgs) -> Result<()> {
-    ensure!(args.batch_size > 0, "--batch-size must be at least 1");
+    ensure!(args.batch_size != Some(0), "--batch-size must be at least 1");
     ensure!(args.limit != Some(0), "--limit must be at least 1");
     let path = match &args.data {
         Some(path) => path.clone(),
@@ -90,7 +90,8 @@ fn run_hellaswag(args: HellaswagArgs) -> Result<()> {
 
     let progress = progress_bar(examples.len());
     let start = Instant::now();
-    let scores = evaluate(&model, &examples, args.batch_size, |done| progress.set_position(done as u64))
+    let batch_size = args.batch_size.unwrap_or_else(|| default_batch_size(&device));
+    let scores = evaluate(&model, &examples, batch_size, |done| progress.set_position(done as u64))
         .with_context(|| format!("evaluating {} on {}", args.model, path.display()))?;
     progress.finish_and_clear();
     let seconds = start.elapsed().as_secs_f64();
