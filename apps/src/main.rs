@@ -38,8 +38,10 @@ enum Command {
     Classify(commands::classify::Args),
     /// A terminal dashboard over run directories, live or finished (q quits).
     Monitor(monitor::Args),
-    /// Evaluate a model or a run (judge: score instruction responses with an LLM judge).
+    /// Evaluate a model or a run: hellaswag, spam (a classifier on a CSV split), judge (LLM-scored responses).
     Eval(commands::eval::Args),
+    /// Pretrain on token shards (`llmfs prepare fineweb`): from scratch or from weights, build-nanogpt's recipe.
+    Pretrain(commands::pretrain::Args),
     /// Generate a model's responses to instruction records (a test split) for `eval judge`.
     GenerateResponses(commands::generate_responses::Args),
 }
@@ -56,6 +58,7 @@ fn main() {
         Command::Classify(args) => commands::classify::run(args),
         Command::Monitor(args) => monitor::run(args),
         Command::Eval(args) => commands::eval::run(args),
+        Command::Pretrain(args) => commands::pretrain::run(args),
         Command::GenerateResponses(args) => commands::generate_responses::run(args),
     };
     if let Err(error) = result {

@@ -46,6 +46,14 @@ fn finetune_spam_then_classify_and_plot() {
     assert_eq!(lines.len(), 2);
     assert!(lines.iter().all(|l| l["label"] == "ham" || l["label"] == "spam"));
 
+    // `eval spam` on the test split agrees with the run's own test accuracy.
+    let out = run(llmfs(home.path()).args(["eval", "spam", "--json", "--model"]).arg(&run_dir).arg("--data").arg(&data));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let eval = last_json(&out);
+    assert_eq!(eval["n"], 32);
+    assert!((eval["accuracy"].as_f64().unwrap() - report["test_accuracy"].as_f64().unwrap()).abs() < 1e-9, "{eval} vs {report}");
+    assert!(stderr(&out).contains("confusion"));
+
     let out = run(llmfs(home.path()).arg("plot").arg(&run_dir));
     assert!(out.status.success());
     assert!(stdout(&out).contains("loss.png"));

@@ -5,6 +5,7 @@ pub mod download;
 pub mod eval;
 pub mod finetune;
 pub mod plots;
+pub mod pretrain;
 pub mod runs;
 pub mod train;
 

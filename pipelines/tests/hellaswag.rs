@@ -10,9 +10,9 @@ use common_http::{Reply, Server, fixtures};
 use gpt::burn::prelude::*;
 use gpt::{Gpt, Tokenizer};
 use pipelines::data::hellaswag::{
-    self, Example, Split, prepare, read_examples, read_unlabelled_examples, render_example, split_url,
+    self, Example, RenderedExample, Split, prepare, read_examples, read_unlabelled_examples, render_example, split_url,
 };
-use pipelines::eval::hellaswag::{HellaswagScores, evaluate, score_batch};
+use pipelines::eval::hellaswag::{HellaswagScores, default_batch_size, evaluate, score_batch};
 use serde_json::Value;
 
 fn data_file() -> PathBuf {
@@ -149,6 +149,11 @@ fn scores_match_transformers_at_every_batch_size() {
 }
 
 #[test]
+fn one_example_per_pass_on_the_cpu() {
+    assert_eq!(default_batch_size(&Device::flex()), 1);
+}
+
+#[test]
 fn a_limit_scores_the_first_examples() {
     let examples = read_examples(&data_file()).unwrap();
     let scores = evaluate(&tiny_model(), &examples[..7], 3, |_| {}).unwrap();
@@ -162,8 +167,24 @@ fn a_limit_scores_the_first_examples() {
 }
 
 #[test]
-fn score_batch_of_nothing_is_empty() {
-    assert!(score_batch(&tiny_model(), &[]).unwrap().is_empty());
+fn score_batch_scores_rendered_examples() {
+    let model = tiny_model();
+    assert!(score_batch::<RenderedExample>(&model, &[]).unwrap().is_empty());
+    // Two examples of different widths in one pass, in either order: the reference losses.
+    let examples = read_examples(&data_file()).unwrap();
+    let rendered: Vec<RenderedExample> = [2, 0].iter().map(|&i| render_example(&Tokenizer::gpt2(), &examples[i])).collect();
+    assert_ne!(rendered[0].width(), rendered[1].width());
+    let reference = reference_examples();
+    for (order, batch) in [([2, 0], vec![&rendered[0], &rendered[1]]), ([0, 2], vec![&rendered[1], &rendered[0]])] {
+        let losses = score_batch(&model, &batch).unwrap();
+        for (i, scored) in order.iter().zip(&losses) {
+            for (ours, theirs) in scored.sum.iter().zip(floats(&reference[*i]["sum_loss"])) {
+                assert!(rel(*ours, theirs) < 1e-5, "example {i}: {ours} vs {theirs}");
+            }
+            assert_eq!(scored.pred() as u64, reference[*i]["pred"].as_u64().unwrap());
+            assert_eq!(scored.pred_norm() as u64, reference[*i]["pred_norm"].as_u64().unwrap());
+        }
+    }
     let scores = evaluate(&tiny_model(), &[], 4, |_| panic!("no batch")).unwrap();
     assert_eq!((scores.n, scores.acc, scores.acc_norm), (0, 0.0, 0.0));
 }

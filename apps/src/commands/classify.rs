@@ -28,7 +28,7 @@ pub struct Args {
 
 pub fn run(args: Args) -> Result<()> {
     let device = args.runtime.device()?;
-    let dir = if args.model.join("model/config.json").is_file() { args.model.join("model") } else { args.model.clone() };
+    let dir = classifier_dir(&args.model);
     let classifier = GptClassifier::load_dir(&dir, &device).with_context(|| format!("loading the classifier in {}", dir.display()))?;
     let texts = if args.text.is_empty() {
         std::io::stdin().lock().lines().collect::<std::io::Result<Vec<String>>>().context("reading texts from stdin")?
@@ -45,4 +45,9 @@ pub fn run(args: Args) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// A run directory's `model/`, or the directory itself (a classifier in the HF layout).
+pub fn classifier_dir(model: &std::path::Path) -> PathBuf {
+    if model.join("model/config.json").is_file() { model.join("model") } else { model.to_path_buf() }
 }

@@ -4,8 +4,9 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use gpt::Trainable;
+use pipelines::data::instruction::{self, CollateConfig};
 use pipelines::data::spam;
-use pipelines::finetune::{ClassifierFinetune, finetune_classifier};
+use pipelines::finetune::{ClassifierFinetune, InstructionFinetune, LanguageModelJob, finetune_classifier, finetune_instruction};
 use pipelines::train::{LrSchedule, OptimConfig, TrainConfig};
 
 use crate::runtime::RuntimeArgs;
@@ -21,13 +22,24 @@ pub enum Task {
     /// SMS spam classification (Build a LLM From Scratch, ch. 6): a 2-class head on the last
     /// token, the last block + final norm + head trained by default.
     Spam(SpamArgs),
+    /// Instruction following (Build a LLM From Scratch, ch. 7): Alpaca-style records, the whole
+    /// model trained on prompt + response; after each epoch a sample response in samples.jsonl.
+    Instruct(InstructArgs),
+}
+
+/// Defaults that differ between tasks (the book's chapters 6 and 7).
+#[derive(Clone, Copy, Debug)]
+pub struct TaskDefaults {
+    pub epochs: usize,
+    pub eval_every: usize,
 }
 
 /// Training flags every fine-tuning task shares.
 #[derive(clap::Args, Debug, Clone)]
 pub struct TrainArgs {
-    #[arg(long, default_value_t = 5)]
-    pub epochs: usize,
+    /// Passes over the training data (default: 5 for spam, 2 for instruct, as in the book)
+    #[arg(long)]
+    pub epochs: Option<usize>,
     #[arg(long, default_value_t = 8)]
     pub batch_size: usize,
     /// Peak learning rate (AdamW)
@@ -49,9 +61,9 @@ pub struct TrainArgs {
     /// Optimizer step every N batches
     #[arg(long, default_value_t = 1)]
     pub grad_accumulation: usize,
-    /// Evaluate every N optimizer steps on --eval-batches batches
-    #[arg(long, default_value_t = 50)]
-    pub eval_every: usize,
+    /// Evaluate every N optimizer steps on --eval-batches batches (default: 50 for spam, 5 for instruct)
+    #[arg(long)]
+    pub eval_every: Option<usize>,
     #[arg(long, default_value_t = 5)]
     pub eval_batches: usize,
     /// Also checkpoint every N steps (always at the end of each epoch)
@@ -72,9 +84,10 @@ pub struct TrainArgs {
 }
 
 impl TrainArgs {
-    pub fn config(&self, seed: u64) -> TrainConfig {
+    /// The training configuration, with the task's defaults for what was not given.
+    pub fn config(&self, seed: u64, defaults: TaskDefaults) -> TrainConfig {
         TrainConfig {
-            epochs: self.epochs,
+            epochs: self.epochs.unwrap_or(defaults.epochs),
             batch_size: self.batch_size,
             seed,
             optim: OptimConfig {
@@ -89,7 +102,7 @@ impl TrainArgs {
                 ..OptimConfig::default()
             },
             grad_accumulation: self.grad_accumulation,
-            eval_every: Some(self.eval_every),
+            eval_every: Some(self.eval_every.unwrap_or(defaults.eval_every)),
             eval_batches: self.eval_batches,
             checkpoint_every: self.checkpoint_every,
             drop_last: true,
@@ -134,10 +147,83 @@ pub struct SpamArgs {
     pub runtime: RuntimeArgs,
 }
 
+#[derive(clap::Args, Debug)]
+pub struct InstructArgs {
+    /// A preset/hub id (the book uses gpt2-medium), an HF-format directory or a run directory
+    #[arg(long, default_value = "gpt2-medium")]
+    pub model: String,
+    /// Alpaca-style JSON list of {instruction, input, output}: a file or an http(s) URL
+    #[arg(long, default_value = instruction::DEFAULT_URL)]
+    pub data: String,
+    /// Where a downloaded --data is kept
+    #[arg(long, default_value = instruction::DEFAULT_CACHE_DIR)]
+    pub cache_dir: PathBuf,
+    #[arg(long, default_value = "runs/instruct")]
+    pub run_dir: PathBuf,
+    /// Shuffle the records (seeded) before the 85/10/5 split instead of keeping file order
+    #[arg(long)]
+    pub shuffle: bool,
+    /// Leave the prompt out of the loss (only the response is learned)
+    #[arg(long)]
+    pub mask_prompt: bool,
+    /// Cut examples to this many tokens (and never past the model's context)
+    #[arg(long, default_value_t = instruction::DEFAULT_ALLOWED_MAX_LENGTH)]
+    pub allowed_max_length: usize,
+    /// Batch examples of similar length together (less padding)
+    #[arg(long)]
+    pub group_by_length: bool,
+    #[arg(long, default_value_t = 0.0)]
+    pub dropout: f64,
+    /// New tokens of the per-epoch sample response
+    #[arg(long, default_value_t = 256)]
+    pub sample_tokens: usize,
+    #[command(flatten)]
+    pub train: TrainArgs,
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
+}
+
 pub fn run(args: Args) -> Result<()> {
     match args.task {
         Task::Spam(args) => run_spam(args),
+        Task::Instruct(args) => run_instruct(args),
     }
+}
+
+fn run_instruct(args: InstructArgs) -> Result<()> {
+    let device = args.runtime.device()?;
+    let job = InstructionFinetune {
+        lm: LanguageModelJob {
+            task: "instruction".into(),
+            model: args.model.clone(),
+            run_dir: args.run_dir.clone(),
+            dropout: Some(args.dropout),
+            train: args.train.config(args.runtime.seed, TaskDefaults { epochs: 2, eval_every: 5 }),
+            resume: args.train.resume,
+            dashboard: args.train.dashboard(),
+            device,
+            details: serde_json::Value::Null,
+        },
+        data: args.data.clone(),
+        cache_dir: args.cache_dir.clone(),
+        shuffle: args.shuffle,
+        collate: CollateConfig { mask_prompt: args.mask_prompt, allowed_max_length: Some(args.allowed_max_length) },
+        group_by_length: args.group_by_length,
+        sample_tokens: args.sample_tokens,
+    };
+    let report = finetune_instruction(&job)?;
+    eprintln!(
+        "validation loss {:.4} after {} steps in {:.1}s; model in {} (test split in {})",
+        report.validation_loss,
+        report.steps,
+        report.seconds,
+        report.model_dir.display(),
+        args.run_dir.join("data/test.json").display()
+    );
+    if args.train.json {
+        println!("{}", serde_json::to_string(&report)?);
+    }
+    Ok(())
 }
 
 fn run_spam(args: SpamArgs) -> Result<()> {
@@ -155,7 +241,7 @@ fn run_spam(args: SpamArgs) -> Result<()> {
         max_length: args.max_length,
         dropout: args.dropout,
         prefix_cache: !args.no_prefix_cache,
-        train: args.train.config(args.runtime.seed),
+        train: args.train.config(args.runtime.seed, TaskDefaults { epochs: 5, eval_every: 50 }),
         resume: args.train.resume,
         dashboard: args.train.dashboard(),
         device,

@@ -1,9 +1,10 @@
 pub mod classify;
 pub mod download;
+pub mod eval;
 pub mod finetune;
 pub mod generate;
+pub mod generate_responses;
 pub mod logits;
 pub mod plot;
 pub mod prepare;
-pub mod eval;
-pub mod generate_responses;
+pub mod pretrain;

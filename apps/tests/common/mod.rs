@@ -53,8 +53,9 @@ pub fn last_json(out: &Output) -> serde_json::Value {
 /// A fake hub on 127.0.0.1: `GET/HEAD /{repo}/resolve/{revision}/{file}` serves `files[repo][file]`
 /// with the headers hf-hub reads (etag, x-repo-commit, content-range for Range requests). Like the
 /// real hub for LFS files, `*.safetensors` are answered with a 302 to a "CDN" URL (absolute, on
-/// the same server, `x-linked-etag` on the redirect) that serves the bytes. Anything else is a
-/// 404. Stops when dropped.
+/// the same server, `x-linked-etag` on the redirect) that serves the bytes.
+/// `GET /api/{models|datasets}/{repo}/revision/{revision}` lists a repo's files (a data set repo's
+/// key in `files` is `datasets/{repo}`). Anything else is a 404. Stops when dropped.
 pub struct FakeHub {
     pub url: String,
     pub requests: Arc<Mutex<Vec<String>>>,
@@ -127,6 +128,11 @@ fn handle(stream: TcpStream, repos: &HashMap<String, HashMap<String, PathBuf>>, 
     let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
     log.lock().unwrap().push(format!("{method} {path}"));
     let mut stream = stream;
+    // The repo-info API: /api/{models|datasets}/{repo}/revision/{revision} lists the files.
+    if let Some(info) = repo_info(path, repos) {
+        write!(stream, "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", info.len())?;
+        return stream.write_all(info.as_bytes());
+    }
     // The "CDN": /cdn/{repo}/{file}, bytes only.
     let cdn_file = path.strip_prefix("/cdn/").and_then(|rest| {
         let (repo, name) = rest.rsplit_once('/')?;
@@ -175,6 +181,24 @@ fn handle(stream: TcpStream, repos: &HashMap<String, HashMap<String, PathBuf>>, 
     }
     let _ = stream.read(&mut [0u8; 0]);
     stream.flush()
+}
+
+/// The JSON of `GET /api/models/{repo}/revision/{rev}` (repo key `{repo}`) or
+/// `/api/datasets/{repo}/revision/{rev}` (repo key `datasets/{repo}`), as the hub answers it:
+/// the commit and the files (`siblings`).
+fn repo_info(path: &str, repos: &HashMap<String, HashMap<String, PathBuf>>) -> Option<String> {
+    let rest = path.strip_prefix("/api/")?;
+    let (kind, rest) = rest.split_once('/')?;
+    let (repo, _revision) = rest.rsplit_once("/revision/")?;
+    let key = match kind {
+        "models" => repo.to_string(),
+        "datasets" | "spaces" => format!("{kind}/{repo}"),
+        _ => return None,
+    };
+    let mut names: Vec<&String> = repos.get(&key)?.keys().collect();
+    names.sort();
+    let siblings: Vec<serde_json::Value> = names.iter().map(|n| serde_json::json!({ "rfilename": n })).collect();
+    Some(serde_json::json!({ "id": repo, "sha": COMMIT, "siblings": siblings }).to_string())
 }
 
 /// The fixture model served as one repo.

@@ -167,6 +167,8 @@ pub struct SampleHook {
     clean: fn(&str) -> String,
     samples: PathBuf,
     log: Mutex<Option<MetricsLog>>,
+    /// The step of the last sample: the end of a run can be both a sampling step and an epoch end.
+    last_step: Mutex<Option<usize>>,
     print: bool,
     /// Also sample after every this many optimizer steps.
     pub every_steps: Option<usize>,
@@ -176,7 +178,7 @@ impl SampleHook {
     /// Samples go to `samples` (a run's `samples.jsonl`); `print` also shows them on stderr.
     pub fn new(samples: PathBuf, prompt: &str, max_new_tokens: usize, clean: fn(&str) -> String, print: bool) -> Self {
         let prompt_ids = Tokenizer::gpt2().encode(prompt);
-        Self { prompt: prompt.to_string(), prompt_ids, max_new_tokens, clean, samples, log: Mutex::new(None), print, every_steps: None }
+        Self { prompt: prompt.to_string(), prompt_ids, max_new_tokens, clean, samples, log: Mutex::new(None), last_step: Mutex::new(None), print, every_steps: None }
     }
 }
 
@@ -202,6 +204,13 @@ impl TrainHooks<LanguageModelTraining> for SampleHook {
 
 impl SampleHook {
     fn sample(&self, model: &LanguageModelTraining, epoch: usize, step: usize) -> Result<Vec<serde_json::Value>> {
+        {
+            let mut last = self.last_step.lock().map_err(|_| anyhow::anyhow!("samples state poisoned"))?;
+            if *last == Some(step) {
+                return Ok(Vec::new());
+            }
+            *last = Some(step);
+        }
         let context = model.gpt.config().n_positions;
         let config = GenerateConfig::greedy(self.max_new_tokens.min(context.saturating_sub(1)));
         let completion = generate(&model.gpt, std::slice::from_ref(&self.prompt_ids), &config)?;

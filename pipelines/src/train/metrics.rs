@@ -100,7 +100,7 @@ pub struct TokensPerSecond {
 
 impl TokensPerSecond {
     pub fn new() -> Self {
-        Self { name: Arc::new("Tokens/s".into()), state: NumericMetricState::new(), last: None }
+        Self { name: Arc::new("Tokens per second".into()), state: NumericMetricState::new(), last: None }
     }
 }
 
@@ -260,5 +260,15 @@ mod tests {
         // 1000 tokens in ≥ 20 ms: at most 50,000 tokens/s, and a sane lower bound for a busy machine.
         assert_eq!(count, 1);
         assert!(aggregated_value <= 50_000.0 && aggregated_value > 100.0, "{aggregated_value}");
+    }
+
+    /// burn-train's file logger makes a file per metric name (`epoch-1/<name>.log`): a `/` in a
+    /// name is a directory that does not exist, and the run panics inside burn-train.
+    #[test]
+    fn metric_names_are_file_names() {
+        let names = [LearningRate::new().name(), TokensPerSecond::new().name(), Perplexity::new().name()];
+        for name in names {
+            assert!(!name.contains(['/', '\\']) && !name.is_empty(), "{name}");
+        }
     }
 }

@@ -1,4 +1,4 @@
-//! `llmfs eval judge|...`: evaluate a model or a run.
+//! `llmfs eval judge`: score instruction responses 0-100 with an LLM judge.
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -8,19 +8,6 @@ use anyhow::{Result, ensure};
 use indicatif::{ProgressBar, ProgressStyle};
 use pipelines::eval::judge::{self, JudgeConfig, JudgeKind, default_report_path, judge_responses, write_report};
 use pipelines::eval::responses::read_responses;
-
-#[derive(clap::Args, Debug)]
-pub struct Args {
-    #[command(subcommand)]
-    pub task: Task,
-}
-
-#[derive(clap::Subcommand, Debug)]
-pub enum Task {
-    /// Score model responses (from `llmfs generate-responses`) 0-100 with an LLM judge: Ollama
-    /// (llama3.1 by default) or any OpenAI-compatible server.
-    Judge(JudgeArgs),
-}
 
 #[derive(clap::ValueEnum, Debug, Clone, Copy)]
 pub enum JudgeArg {
@@ -67,13 +54,7 @@ pub struct JudgeArgs {
     pub json: bool,
 }
 
-pub fn run(args: Args) -> Result<()> {
-    match args.task {
-        Task::Judge(args) => run_judge(args),
-    }
-}
-
-fn run_judge(args: JudgeArgs) -> Result<()> {
+pub fn run(args: JudgeArgs) -> Result<()> {
     ensure!(args.concurrency > 0, "--concurrency must be at least 1");
     ensure!(args.timeout > 0.0 && args.timeout.is_finite(), "--timeout must be a positive number of seconds");
     let kind = match args.judge {

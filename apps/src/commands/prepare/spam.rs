@@ -1,24 +1,9 @@
-//! `llmfs prepare <dataset>`: download and preprocess a data set. One subcommand per data set;
-//! each prints its counts on stderr and, with `--json`, one JSON object on stdout.
+//! `llmfs prepare spam`: the UCI SMS Spam Collection → balanced train / validation / test CSVs.
 
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use pipelines::data::spam::{self, SpamReport};
-
-#[derive(clap::Args, Debug)]
-pub struct Args {
-    #[command(subcommand)]
-    pub dataset: Dataset,
-}
-
-/// The data sets `prepare` knows.
-#[derive(clap::Subcommand, Debug)]
-pub enum Dataset {
-    /// SMS Spam Collection → balanced train.csv, validation.csv, test.csv (Label,Text; 0 = ham,
-    /// 1 = spam) for classification fine-tuning.
-    Spam(SpamArgs),
-}
 
 #[derive(clap::Args, Debug)]
 pub struct SpamArgs {
@@ -36,13 +21,7 @@ pub struct SpamArgs {
     pub json: bool,
 }
 
-pub fn run(args: Args) -> Result<()> {
-    match args.dataset {
-        Dataset::Spam(args) => run_spam(args),
-    }
-}
-
-fn run_spam(args: SpamArgs) -> Result<()> {
+pub fn run(args: SpamArgs) -> Result<()> {
     let report = spam::prepare_spam(&args.url, &args.out, args.seed)
         .with_context(|| format!("cannot prepare the SMS spam data in {}", args.out.display()))?;
     print_spam_report(&report, args.seed);

@@ -1,0 +1,35 @@
+//! `llmfs eval <task>`: evaluate a model or a run. One subcommand per task, one file each; each
+//! prints a summary on stderr and, with `--json`, its result as the last line of stdout.
+
+mod hellaswag;
+mod judge;
+mod spam;
+
+use anyhow::Result;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    #[command(subcommand)]
+    pub task: Task,
+}
+
+/// The evaluations `eval` knows.
+#[derive(clap::Subcommand, Debug)]
+pub enum Task {
+    /// HellaSwag as build-nanogpt scores it: acc (lowest summed ending loss) and acc_norm (lowest
+    /// mean loss per token).
+    Hellaswag(hellaswag::HellaswagArgs),
+    /// A fine-tuned classifier on a labelled split (Label,Text CSV): accuracy, loss, confusion matrix.
+    Spam(spam::SpamArgs),
+    /// Score model responses (from `llmfs generate-responses`) 0-100 with an LLM judge: Ollama
+    /// (llama3.1 by default) or any OpenAI-compatible server.
+    Judge(judge::JudgeArgs),
+}
+
+pub fn run(args: Args) -> Result<()> {
+    match args.task {
+        Task::Hellaswag(args) => hellaswag::run(args),
+        Task::Spam(args) => spam::run(args),
+        Task::Judge(args) => judge::run(args),
+    }
+}

@@ -1,0 +1,53 @@
+//! `llmfs eval spam --model RUN_DIR --data test.csv`: a fine-tuned classifier on a labelled split.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, ensure};
+use gpt::GptClassifier;
+use pipelines::data::spam::read_split_csv;
+use pipelines::finetune::evaluate_messages;
+use serde_json::json;
+
+use crate::commands::classify::classifier_dir;
+use crate::runtime::RuntimeArgs;
+
+#[derive(clap::Args, Debug)]
+pub struct SpamArgs {
+    /// A classifier run directory (its model/) or a classifier directory in the HF layout
+    #[arg(long)]
+    pub model: PathBuf,
+    /// A split as `llmfs prepare spam` writes it (header Label,Text), or a directory holding test.csv
+    #[arg(long)]
+    pub data: PathBuf,
+    #[arg(long, default_value_t = 8)]
+    pub batch_size: usize,
+    /// Print {"n","accuracy","loss","confusion"} as the last line of stdout
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
+}
+
+pub fn run(args: SpamArgs) -> Result<()> {
+    ensure!(args.batch_size > 0, "--batch-size must be at least 1");
+    let data = if args.data.is_dir() { args.data.join("test.csv") } else { args.data.clone() };
+    let messages = read_split_csv(&data)?;
+    ensure!(!messages.is_empty(), "{} holds no messages", data.display());
+
+    let device = args.runtime.device()?;
+    let dir = classifier_dir(&args.model);
+    let classifier = GptClassifier::load_dir(&dir, &device).with_context(|| format!("loading the classifier in {}", dir.display()))?;
+    let result = evaluate_messages(&classifier, &messages, args.batch_size).with_context(|| format!("evaluating on {}", data.display()))?;
+
+    let labels = classifier.labels();
+    eprintln!("{}: {} messages, accuracy {:.4}, loss {:.4}", data.display(), result.n, result.accuracy, result.loss);
+    eprintln!("confusion (rows: true label, columns: predicted): {}", labels.join(" / "));
+    for (label, row) in labels.iter().zip(&result.confusion) {
+        eprintln!("  {label:>8}: {row:?}");
+    }
+    if args.json {
+        println!("{}", json!({ "n": result.n, "accuracy": result.accuracy, "loss": result.loss, "confusion": result.confusion }));
+    }
+    Ok(())
+}
+

@@ -1,0 +1,237 @@
+//! Pretraining GPT-2 on token shards (build-nanogpt's `train_gpt2.py` on the one training loop):
+//! batches of `B` windows of `T + 1` tokens read in shard order exactly as its `DataLoaderLite`
+//! reads them (one process), a total batch in tokens reached with gradient accumulation, AdamW
+//! (0.9, 0.95) with decay on 2-D weights, global-norm clipping, warmup + cosine, validation loss
+//! and HellaSwag every N steps, sample generations, checkpoints and `--resume`.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use anyhow::{Context, Result, bail};
+use gpt::burn::prelude::*;
+use serde_json::json;
+
+use crate::data::hellaswag::Example;
+use crate::data::shards::{Split, TokenFile, find_shards};
+use crate::eval::hellaswag;
+use crate::finetune::language_model::{LanguageModelJob, LanguageModelReport, SampleHook, load_for_training, train_language_model};
+use crate::train::steps::{LanguageModelTraining, LmBatch};
+use crate::train::trainer::{BatchSource, TrainHooks};
+
+/// What `llmfs pretrain` takes besides the shared training settings in `lm`.
+#[derive(Debug, Clone)]
+pub struct PretrainJob {
+    pub lm: LanguageModelJob,
+    /// Directory with `*_val_*.npy` and `*_train_*.npy` shards (`llmfs prepare fineweb`).
+    pub data: PathBuf,
+    /// Tokens per row (T).
+    pub seq_len: usize,
+    /// Prompt of the sample generations (`None`: no samples).
+    pub sample_prompt: Option<String>,
+    pub sample_tokens: usize,
+    /// Generate a sample and score HellaSwag every this many steps.
+    pub sample_every: Option<usize>,
+    pub hellaswag_every: Option<usize>,
+    /// HellaSwag examples scored each time (the first N of `hellaswag`).
+    pub hellaswag: Vec<Example>,
+}
+
+/// The windows `DataLoaderLite` reads, as examples the loop can batch by index: in shard `s` of
+/// `len` tokens, batch `j` of `B` rows starts at token `j·B·T`, for every `j` with
+/// `j·B·T + B·T + 1 <= len`; row `r` of it is tokens `[j·B·T + r·T, … + T + 1)`. Visited in order
+/// with batches of `B`, these are exactly its batches.
+pub struct ShardWindows {
+    files: Vec<TokenFile>,
+    /// Index of the first window of each shard, and the total at the end.
+    starts: Vec<usize>,
+    seq_len: usize,
+}
+
+impl ShardWindows {
+    pub fn open(shards: &[PathBuf], batch_size: usize, seq_len: usize) -> Result<Self> {
+        let mut files = Vec::with_capacity(shards.len());
+        let mut starts = vec![0];
+        for path in shards {
+            let file = TokenFile::open(path)?;
+            let batches = file.len().saturating_sub(1) / (batch_size * seq_len);
+            if batches == 0 {
+                bail!(
+                    "{} has {} tokens: fewer than one batch of {batch_size} × {seq_len} (+1) needs",
+                    path.display(),
+                    file.len()
+                );
+            }
+            starts.push(starts[starts.len() - 1] + batches * batch_size);
+            files.push(file);
+        }
+        if files.is_empty() {
+            bail!("no shards given");
+        }
+        Ok(Self { files, starts, seq_len })
+    }
+
+    /// (shard, first token) of window `index`.
+    fn locate(&self, index: usize) -> (usize, usize) {
+        let shard = self.starts.partition_point(|&start| start <= index) - 1;
+        (shard, (index - self.starts[shard]) * self.seq_len)
+    }
+
+    /// Tokens in all windows (each counted once, without the extra target token).
+    pub fn tokens_total(&self) -> usize {
+        self.len() * self.seq_len
+    }
+}
+
+impl BatchSource<LmBatch> for ShardWindows {
+    fn len(&self) -> usize {
+        self.starts[self.starts.len() - 1]
+    }
+
+    fn batch(&self, indices: &[usize], device: &Device) -> LmBatch {
+        let t = self.seq_len;
+        let mut inputs = Vec::with_capacity(indices.len() * t);
+        let mut targets = Vec::with_capacity(indices.len() * t);
+        for &index in indices {
+            let (shard, start) = self.locate(index);
+            let window: Vec<i64> = self.files[shard].tokens(start..start + t + 1).map(i64::from).collect();
+            inputs.extend_from_slice(&window[..t]);
+            targets.extend_from_slice(&window[1..]);
+        }
+        let shape = [indices.len(), t];
+        LmBatch {
+            inputs: Tensor::from_data(TensorData::new(inputs, shape), device),
+            targets: Tensor::from_data(TensorData::new(targets, shape), device),
+        }
+    }
+
+    fn tokens(&self, indices: &[usize]) -> usize {
+        indices.len() * self.seq_len
+    }
+}
+
+/// Samples and HellaSwag every N steps and at the end of the run. Passes over the shards are
+/// not an event in pretraining (build-nanogpt counts steps only): nothing happens at an epoch's end.
+struct PretrainHooks {
+    final_step: usize,
+    samples: Option<SampleHook>,
+    hellaswag: Vec<Example>,
+    hellaswag_every: Option<usize>,
+    batch_size: usize,
+    print: bool,
+    last_scored: Mutex<Option<usize>>,
+}
+
+impl PretrainHooks {
+    fn score(&self, model: &LanguageModelTraining, epoch: usize, step: usize) -> Result<Vec<serde_json::Value>> {
+        if self.hellaswag.is_empty() || self.last_scored.lock().map_or(false, |last| *last == Some(step)) {
+            return Ok(Vec::new());
+        }
+        let scores = hellaswag::evaluate(&model.gpt, &self.hellaswag, self.batch_size, |_| {})?;
+        if let Ok(mut last) = self.last_scored.lock() {
+            *last = Some(step);
+        }
+        if self.print {
+            eprintln!("epoch {epoch} step {step} hellaswag acc {:.4} acc_norm {:.4} (n={})", scores.acc, scores.acc_norm, scores.n);
+        }
+        Ok(vec![json!({ "step": step, "epoch": epoch, "split": "hellaswag", "accuracy": scores.acc_norm,
+            "acc": scores.acc, "acc_norm": scores.acc_norm, "n": scores.n })])
+    }
+}
+
+impl TrainHooks<LanguageModelTraining> for PretrainHooks {
+    fn start(&self, resume_step: Option<usize>) -> Result<()> {
+        match &self.samples {
+            Some(samples) => samples.start(resume_step),
+            None => Ok(()),
+        }
+    }
+
+    fn epoch_end(&self, model: &LanguageModelTraining, epoch: usize, step: usize) -> Result<Vec<serde_json::Value>> {
+        if step != self.final_step {
+            return Ok(Vec::new());
+        }
+        let mut events = self.score(model, epoch, step)?;
+        if let Some(samples) = &self.samples {
+            events.extend(samples.epoch_end(model, epoch, step)?);
+        }
+        Ok(events)
+    }
+
+    fn wants_step(&self, step: usize) -> bool {
+        self.hellaswag_every.is_some_and(|every| step % every == 0) || self.samples.as_ref().is_some_and(|s| s.wants_step(step))
+    }
+
+    fn step_end(&self, model: &LanguageModelTraining, epoch: usize, step: usize) -> Result<Vec<serde_json::Value>> {
+        let mut events = Vec::new();
+        if self.hellaswag_every.is_some_and(|every| step % every == 0) {
+            events.extend(self.score(model, epoch, step)?);
+        }
+        if let Some(samples) = self.samples.as_ref().filter(|s| s.wants_step(step)) {
+            events.extend(samples.step_end(model, epoch, step)?);
+        }
+        Ok(events)
+    }
+}
+
+/// Pretrains `job.lm.model` (a `random:<preset>` model from scratch, or weights to continue).
+pub fn pretrain(job: &PretrainJob) -> Result<LanguageModelReport> {
+    let gpt = load_for_training(&job.lm)?;
+    let context = gpt.config().n_positions;
+    if job.seq_len == 0 || job.seq_len > context {
+        bail!("--seq-len {} must be in 1..={context} (the model's context)", job.seq_len);
+    }
+    let batch_size = job.lm.train.batch_size;
+    let train_data = ShardWindows::open(&find_shards(&job.data, Split::Train)?, batch_size, job.seq_len)
+        .with_context(|| format!("reading the training shards in {}", job.data.display()))?;
+    let valid_data = ShardWindows::open(&find_shards(&job.data, Split::Val)?, batch_size, job.seq_len)
+        .with_context(|| format!("reading the validation shard in {}", job.data.display()))?;
+    let mut lm = job.lm.clone();
+    lm.train.shuffle = false;
+    lm.train.full_validation = false;
+    lm.train.drop_last = true;
+    if let Some(steps) = lm.train.run_steps {
+        // As many passes over the shards as the steps need (the run ends at the step count).
+        let per_epoch = lm.train.batches_per_epoch(train_data.len()).div_ceil(lm.train.grad_accumulation).max(1);
+        lm.train.epochs = steps.div_ceil(per_epoch).max(1);
+    }
+    eprintln!(
+        "{}: {} parameters; {} training tokens in {} windows of {}, {} tokens a step ({} × {} × {} accumulated)",
+        job.lm.model,
+        gpt.num_params(),
+        train_data.tokens_total(),
+        train_data.len(),
+        job.seq_len,
+        batch_size * job.seq_len * lm.train.grad_accumulation,
+        batch_size,
+        job.seq_len,
+        lm.train.grad_accumulation
+    );
+    let print = !lm.dashboard;
+    let samples = job.sample_prompt.as_ref().map(|prompt| {
+        let mut hook = SampleHook::new(lm.run_dir.join("samples.jsonl"), prompt, job.sample_tokens, |text| text.to_string(), print);
+        hook.every_steps = job.sample_every;
+        hook
+    });
+    let hooks = PretrainHooks {
+        final_step: lm.train.total_steps(train_data.len()),
+        samples,
+        hellaswag: job.hellaswag.clone(),
+        hellaswag_every: job.hellaswag_every,
+        batch_size: hellaswag::default_batch_size(&job.lm.device),
+        print,
+        last_scored: Mutex::new(None),
+    };
+    lm.details = json!({ "data": job.data, "seq_len": job.seq_len, "hellaswag_examples": job.hellaswag.len(),
+        "tokens_per_step": batch_size * job.seq_len * lm.train.grad_accumulation, "extra": lm.details });
+    train_language_model(&lm, gpt, Arc::new(train_data), Arc::new(valid_data), hooks, |_| Ok(()))
+}
+
+/// Gradient-accumulation steps that make a total batch of `total_tokens` from micro-batches of
+/// `batch_size × seq_len` tokens (build-nanogpt's `grad_accum_steps`); it must divide evenly.
+pub fn accumulation_for(total_tokens: usize, batch_size: usize, seq_len: usize) -> Result<usize> {
+    let micro = batch_size * seq_len;
+    if micro == 0 || total_tokens == 0 || total_tokens % micro != 0 {
+        bail!("--total-batch {total_tokens} must be a positive multiple of batch size × sequence length ({batch_size} × {seq_len} = {micro})");
+    }
+    Ok(total_tokens / micro)
+}
