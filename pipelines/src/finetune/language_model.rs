@@ -212,7 +212,10 @@ impl SampleHook {
             *last = Some(step);
         }
         let context = model.gpt.config().n_positions;
-        let config = GenerateConfig::greedy(self.max_new_tokens.min(context.saturating_sub(1)));
+        // As many new tokens as fit after the whole prompt (a prompt cut to fit would not be the
+        // sample's prompt any more); at least one, with the prompt's start dropped if it must be.
+        let room = context.saturating_sub(self.prompt_ids.len());
+        let config = GenerateConfig::greedy(self.max_new_tokens.min(room).clamp(1, context.saturating_sub(1).max(1)));
         let completion = generate(&model.gpt, std::slice::from_ref(&self.prompt_ids), &config)?;
         let text = (self.clean)(&completion[0].text);
         if self.print {
