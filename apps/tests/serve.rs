@@ -314,6 +314,16 @@ fn refuses_a_non_loopback_host_without_a_key() {
     assert!(stderr.contains("refusing to serve on 0.0.0.0") && stderr.contains("--api-key"), "{stderr}");
 }
 
+#[test]
+fn help_lists_the_flags() {
+    let home = tempfile::tempdir().unwrap();
+    let out = run(llmfs(home.path()).args(["serve", "--help"]));
+    assert!(out.status.success());
+    for flag in ["--model", "--host", "--port", "--api-key", "--max-concurrency", "--insecure", "--device", "--seed"] {
+        assert!(stdout(&out).contains(flag), "{flag}");
+    }
+}
+
 fn wait_exit_with_stderr(mut child: Child) -> (std::process::ExitStatus, String) {
     let mut stderr = child.stderr.take().unwrap();
     let reader = std::thread::spawn(move || {
