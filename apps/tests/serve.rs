@@ -335,6 +335,36 @@ fn wait_exit_with_stderr(mut child: Child) -> (std::process::ExitStatus, String)
     (status, reader.join().unwrap())
 }
 
+/// A run directory of the instruction task: chat turns become the Alpaca prompt it was trained on.
+#[test]
+fn chat_with_an_instruction_run_uses_the_alpaca_prompt() {
+    let dir = tempfile::tempdir().unwrap();
+    let run_dir = dir.path().join("instruct");
+    std::fs::create_dir_all(run_dir.join("model")).unwrap();
+    for file in ["config.json", "model.safetensors"] {
+        std::fs::copy(tiny_model_dir().join(file), run_dir.join("model").join(file)).unwrap();
+    }
+    std::fs::write(run_dir.join("run.json"), r#"{"task": "instruction", "model": "tiny"}"#).unwrap();
+    let name = run_dir.display().to_string();
+    let server = Server::start(&name, &[]);
+
+    let record = pipelines::data::instruction::InstructionRecord {
+        instruction: "Name a colour.".into(),
+        input: String::new(),
+        output: String::new(),
+    };
+    let prompt = format!("{}\n\n### Response:\n", pipelines::data::instruction::format_input(&record));
+    let tiny = gpt::weights::load_model(&name, &Device::flex(), 0).unwrap();
+    let expected = generate(&tiny, &[Tokenizer::gpt2().encode(&prompt)], &GenerateConfig::greedy(12)).unwrap().remove(0);
+
+    let messages = json!([{ "role": "system", "content": "Be brief." }, { "role": "user", "content": "Name a colour." }]);
+    let (status, body) = server.post("/v1/chat/completions", &json!({ "model": name, "messages": messages, "max_tokens": 12, "temperature": 0 }));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["choices"][0]["message"]["content"], expected.text);
+    assert_eq!(body["usage"]["prompt_tokens"], expected.prompt_ids.len());
+    assert!(server.log().contains("alpaca"), "{}", server.log());
+}
+
 /// A full queue is a 429; a client that hangs up stops its generation (and frees its place).
 #[test]
 fn full_queue_is_429_and_a_disconnect_stops_generation() {
