@@ -4,6 +4,7 @@
 mod commands;
 mod monitor;
 mod runtime;
+mod serve;
 
 // mimalloc keeps freed pages for reuse: with the system allocator every large tensor costs fresh,
 // zeroed pages (~10 % of a GPT-2 forward pass on Flex).
@@ -44,6 +45,9 @@ enum Command {
     Pretrain(commands::pretrain::Args),
     /// Generate a model's responses to instruction records (a test split) for `eval judge`.
     GenerateResponses(commands::generate_responses::Args),
+    /// Serve a model over HTTP with OpenAI's API (/v1/completions, /v1/chat/completions, /v1/models;
+    /// /v1/classify for a classifier run).
+    Serve(serve::Args),
 }
 
 fn main() {
@@ -60,6 +64,7 @@ fn main() {
         Command::Eval(args) => commands::eval::run(args),
         Command::Pretrain(args) => commands::pretrain::run(args),
         Command::GenerateResponses(args) => commands::generate_responses::run(args),
+        Command::Serve(args) => serve::run(args),
     };
     if let Err(error) = result {
         eprintln!("error: {error:#}");

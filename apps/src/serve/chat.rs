@@ -1,0 +1,131 @@
+//! A chat turn → the prompt the model continues. An instruction-tuned run (its `run.json` says
+//! `"task": "instruction"`) gets the Alpaca prompt it was trained on, with the last user message as
+//! the instruction; any other model gets the message contents joined by newlines.
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use pipelines::data::instruction::{InstructionRecord, format_input};
+
+use super::openai::{ApiError, ChatMessage, Content};
+
+/// How chat messages become a prompt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChatFormat {
+    /// `format_input` with the last user message as the instruction, then `\n\n### Response:\n`.
+    Alpaca,
+    /// The contents of all messages, joined by `\n`.
+    Plain,
+}
+
+impl ChatFormat {
+    /// [`ChatFormat::Alpaca`] when `model` is a run directory (or a run's `model/`) whose
+    /// `run.json` has `"task": "instruction"`; otherwise [`ChatFormat::Plain`].
+    pub fn detect(model: &str) -> Result<Self> {
+        let path = Path::new(model);
+        if !path.is_dir() {
+            return Ok(Self::Plain);
+        }
+        let mut candidates = vec![path.join("run.json")];
+        if path.file_name().is_some_and(|name| name == "model")
+            && let Some(parent) = path.parent()
+        {
+            candidates.push(parent.join("run.json"));
+        }
+        for run_json in candidates.iter().filter(|p| p.is_file()) {
+            let text = std::fs::read_to_string(run_json).with_context(|| format!("reading {}", run_json.display()))?;
+            let run: serde_json::Value =
+                serde_json::from_str(&text).with_context(|| format!("parsing {}", run_json.display()))?;
+            if run.get("task").and_then(|t| t.as_str()) == Some("instruction") {
+                return Ok(Self::Alpaca);
+            }
+        }
+        Ok(Self::Plain)
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Alpaca => "alpaca (instruction-tuned run)",
+            Self::Plain => "plain (message contents joined by newlines)",
+        }
+    }
+
+    /// The prompt for `messages` (400 when there is nothing to answer).
+    pub fn render(self, messages: &[ChatMessage]) -> Result<String, ApiError> {
+        if messages.is_empty() {
+            return Err(ApiError::invalid("messages must hold at least one message", Some("messages")));
+        }
+        let mut texts = Vec::with_capacity(messages.len());
+        for (i, message) in messages.iter().enumerate() {
+            if !matches!(message.role.as_str(), "system" | "developer" | "user" | "assistant" | "tool") {
+                return Err(ApiError::invalid(
+                    format!("messages[{i}].role must be system, developer, user, assistant or tool, got {:?}", message.role),
+                    Some("messages"),
+                ));
+            }
+            texts.push(content_text(message.content.as_ref()));
+        }
+        match self {
+            Self::Plain => Ok(texts.join("\n")),
+            Self::Alpaca => {
+                let instruction = messages
+                    .iter()
+                    .zip(&texts)
+                    .rev()
+                    .find(|(m, _)| m.role == "user")
+                    .map(|(_, text)| text.clone())
+                    .ok_or_else(|| ApiError::invalid("messages must hold a user message (the instruction)", Some("messages")))?;
+                let record = InstructionRecord { instruction, input: String::new(), output: String::new() };
+                Ok(format!("{}\n\n### Response:\n", format_input(&record)))
+            }
+        }
+    }
+}
+
+/// A message's text: the string, or its text parts joined.
+fn content_text(content: Option<&Content>) -> String {
+    match content {
+        None => String::new(),
+        Some(Content::Text(text)) => text.clone(),
+        Some(Content::Parts(parts)) => {
+            parts.iter().filter(|p| p.kind == "text").filter_map(|p| p.text.as_deref()).collect::<Vec<_>>().join("")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(role: &str, text: &str) -> ChatMessage {
+        ChatMessage { role: role.into(), content: Some(Content::Text(text.into())) }
+    }
+
+    #[test]
+    fn alpaca_uses_the_last_user_message_as_the_instruction() {
+        let messages = [message("system", "Be brief."), message("user", "Name a colour.")];
+        let prompt = ChatFormat::Alpaca.render(&messages).unwrap();
+        assert!(prompt.starts_with("Below is an instruction that describes a task."), "{prompt}");
+        assert!(prompt.ends_with("### Instruction:\nName a colour.\n\n### Response:\n"), "{prompt}");
+        assert_eq!(ChatFormat::Plain.render(&messages).unwrap(), "Be brief.\nName a colour.");
+    }
+
+    #[test]
+    fn bad_messages_are_400s() {
+        assert_eq!(ChatFormat::Plain.render(&[]).unwrap_err().status, 400);
+        assert_eq!(ChatFormat::Plain.render(&[message("robot", "x")]).unwrap_err().status, 400);
+        assert_eq!(ChatFormat::Alpaca.render(&[message("system", "x")]).unwrap_err().status, 400);
+    }
+
+    #[test]
+    fn detects_instruction_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("model")).unwrap();
+        let path = dir.path().display().to_string();
+        assert_eq!(ChatFormat::detect(&path).unwrap(), ChatFormat::Plain);
+        std::fs::write(dir.path().join("run.json"), r#"{"task": "instruction"}"#).unwrap();
+        assert_eq!(ChatFormat::detect(&path).unwrap(), ChatFormat::Alpaca);
+        assert_eq!(ChatFormat::detect(&dir.path().join("model").display().to_string()).unwrap(), ChatFormat::Alpaca);
+        assert_eq!(ChatFormat::detect("gpt2").unwrap(), ChatFormat::Plain);
+    }
+}

@@ -1,0 +1,172 @@
+//! `llmfs serve --model M`: an OpenAI-compatible HTTP server (axum on tokio).
+//!
+//! - `GET /health`, `GET /v1/models`, `POST /v1/completions`, `POST /v1/chat/completions`
+//!   (`stream: true` answers with server-sent events in OpenAI's chunk format), and
+//!   `POST /v1/classify` when the model is a classifier run.
+//! - The model lives on one thread of its own ([`worker`]); requests wait in a bounded queue and
+//!   a full queue is a 429. A client that disconnects stops its generation.
+//! - Every error is OpenAI's JSON error object ([`openai::ApiError`]); bad input is a 4xx.
+
+mod auth;
+mod chat;
+mod handlers;
+mod openai;
+mod params;
+mod worker;
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result};
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use gpt::{GptClassifier, GptConfig, Tokenizer};
+
+use crate::commands::classify::classifier_dir;
+use crate::runtime::RuntimeArgs;
+use chat::ChatFormat;
+use worker::{Model, ModelInfo, Worker};
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// A preset/hub id (gpt2), a local HF-format directory, a run directory (a language model or a
+    /// classifier), or random:<preset>
+    #[arg(long)]
+    pub model: String,
+    /// The address to listen on; anything but a loopback address needs --api-key (or --insecure)
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
+    #[arg(long, default_value_t = 8000)]
+    pub port: u16,
+    /// Require `Authorization: Bearer KEY` on every /v1 request
+    #[arg(long, env = "LLMFS_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+    /// Requests the server holds at once, running or waiting for the model; more get a 429
+    #[arg(long, default_value_t = 16)]
+    pub max_concurrency: usize,
+    /// Serve on a non-loopback address without an API key
+    #[arg(long)]
+    pub insecure: bool,
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
+}
+
+/// What every handler shares.
+pub struct AppState {
+    /// The name clients use in `model` (the --model argument as given).
+    pub model_id: String,
+    pub created: u64,
+    pub api_key: Option<String>,
+    pub chat_format: ChatFormat,
+    pub tokenizer: Tokenizer,
+    /// The sampling seed of requests that give none (--seed).
+    pub seed: u64,
+    pub worker: Worker,
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let addrs: Vec<SocketAddr> = (args.host.as_str(), args.port)
+        .to_socket_addrs()
+        .with_context(|| format!("resolving --host {}", args.host))?
+        .collect();
+    anyhow::ensure!(!addrs.is_empty(), "--host {} resolves to no address", args.host);
+    if args.api_key.as_deref().is_some_and(|k| k.trim().is_empty()) {
+        anyhow::bail!("--api-key must not be empty");
+    }
+    auth::check_exposure(&args.host, &addrs, args.api_key.as_deref(), args.insecure)?;
+    anyhow::ensure!(args.max_concurrency > 0, "--max-concurrency must be at least 1");
+    let chat_format = ChatFormat::detect(&args.model)?;
+
+    let load_start = Instant::now();
+    let (spec, runtime) = (args.model.clone(), args.runtime.clone());
+    let worker = Worker::start(move || load(&spec, &runtime), args.max_concurrency)?;
+    let description = match &worker.info {
+        ModelInfo::Language { parameters, .. } => format!("language model, {parameters} parameters, chat format {}", chat_format.name()),
+        ModelInfo::Classifier { labels, parameters } => format!("classifier ({}), {parameters} parameters", labels.join(", ")),
+    };
+    eprintln!("loaded {} ({description}) in {:.1}s", args.model, load_start.elapsed().as_secs_f64());
+
+    let state = Arc::new(AppState {
+        model_id: args.model.clone(),
+        created: SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
+        api_key: args.api_key.clone(),
+        chat_format,
+        tokenizer: Tokenizer::gpt2(),
+        seed: args.runtime.seed,
+        worker,
+    });
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;
+    runtime.block_on(serve(state, &addrs, args.max_concurrency))
+}
+
+/// Loads the model on the model thread: a classifier when the directory holds one, else a
+/// language model.
+fn load(spec: &str, runtime: &RuntimeArgs) -> Result<Model> {
+    let device = runtime.device()?;
+    let path = Path::new(spec);
+    if path.is_dir() {
+        let dir = classifier_dir(path);
+        let config = GptConfig::load(&dir.join("config.json")).with_context(|| format!("reading {}", dir.join("config.json").display()))?;
+        if gpt::weights::classifier_labels(&config).is_some() {
+            let classifier =
+                GptClassifier::load_dir(&dir, &device).with_context(|| format!("loading the classifier in {}", dir.display()))?;
+            return Ok(Model::Classifier(classifier));
+        }
+    }
+    let model = gpt::weights::load_model(spec, &device, runtime.seed).with_context(|| format!("loading {spec}"))?;
+    Ok(Model::Language(model))
+}
+
+pub fn router(state: Arc<AppState>) -> Router {
+    let v1 = Router::new()
+        .route("/v1/models", get(handlers::models))
+        .route("/v1/models/{*model}", get(handlers::model))
+        .route("/v1/completions", post(handlers::completions))
+        .route("/v1/chat/completions", post(handlers::chat_completions))
+        .route("/v1/classify", post(handlers::classify))
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_api_key));
+    Router::new()
+        .route("/health", get(handlers::health))
+        .merge(v1)
+        .fallback(handlers::unknown_url)
+        .method_not_allowed_fallback(handlers::method_not_allowed)
+        .layer(DefaultBodyLimit::max(openai::MAX_BODY_BYTES))
+        .with_state(state)
+}
+
+async fn serve(state: Arc<AppState>, addrs: &[SocketAddr], capacity: usize) -> Result<()> {
+    let listener = std::net::TcpListener::bind(addrs).with_context(|| format!("listening on {addrs:?}"))?;
+    listener.set_nonblocking(true)?;
+    let listener = tokio::net::TcpListener::from_std(listener)?;
+    let local = listener.local_addr()?;
+    let auth = if state.api_key.is_some() { "bearer key required" } else { "no API key" };
+    eprintln!("serving {} on http://{local}/v1 ({auth}; at most {capacity} requests at once; Ctrl-C stops)", state.model_id);
+    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown_signal()).await.context("serving HTTP")?;
+    eprintln!("stopped");
+    Ok(())
+}
+
+/// Ctrl-C, or SIGTERM on Unix.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+}
