@@ -6,24 +6,9 @@
 #   bash scripts/bench-generate.sh [--baseline DIR] [--threads "1 2"] [--out DIR]
 #
 # DIR defaults to ../shared/bench/torch_baseline (its setup.sh makes a ~5.6 GB PyTorch venv once).
-set -euo pipefail
-cd "$(dirname "$0")/.."
-baseline="../shared/bench/torch_baseline"
-threads="1 2"
 out="target/bench-generate"
-while [ $# -gt 0 ]; do
-    case "$1" in
-        --baseline) baseline="$2"; shift 2 ;;
-        --threads) threads="$2"; shift 2 ;;
-        --out) out="$2"; shift 2 ;;
-        *) echo "unknown argument $1" >&2; exit 2 ;;
-    esac
-done
-[ -f "$baseline/bench_torch_cpu.py" ] || { echo "no PyTorch baseline in $baseline (use --baseline DIR)" >&2; exit 1; }
-venv="${VENV:-$HOME/.cache/llmfs-torch-venv}"
-VENV="$venv" bash "$baseline/setup.sh"
+source "$(dirname "$0")/bench-common.sh" "$@"
 cargo bench --bench generate --no-run
-mkdir -p "$out"
 
 # A private copy of the baseline, completed with the prompt module its `infer` case imports when the
 # copy we were given lacks it (the first 16 GPT-2 tokens of this paragraph are the prompt).

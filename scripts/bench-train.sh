@@ -8,24 +8,9 @@
 #   bash scripts/bench-train.sh [--baseline DIR] [--threads "1 2"] [--out DIR]
 #
 # DIR defaults to ../shared/bench/torch_baseline (its setup.sh makes a ~5.6 GB PyTorch venv once).
-set -euo pipefail
-cd "$(dirname "$0")/.."
-baseline="../shared/bench/torch_baseline"
-threads="1 2"
 out="target/bench-train"
-while [ $# -gt 0 ]; do
-    case "$1" in
-        --baseline) baseline="$2"; shift 2 ;;
-        --threads) threads="$2"; shift 2 ;;
-        --out) out="$2"; shift 2 ;;
-        *) echo "unknown argument $1" >&2; exit 2 ;;
-    esac
-done
-[ -f "$baseline/bench_torch_cpu.py" ] || { echo "no PyTorch baseline in $baseline (use --baseline DIR)" >&2; exit 1; }
-venv="${VENV:-$HOME/.cache/llmfs-torch-venv}"
-VENV="$venv" bash "$baseline/setup.sh"
+source "$(dirname "$0")/bench-common.sh" "$@"
 cargo bench --bench train_step --no-run
-mkdir -p "$out"
 
 for t in $threads; do
     echo "== $t thread(s): PyTorch" >&2

@@ -1,17 +1,17 @@
 //! The training core on the spam task with the tiny fixture model: metrics, checkpoints, the
 //! final model and plots, the frozen-prefix cache, and exact resume.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
+use common::{fixtures, model_weights};
 use gpt::burn::prelude::*;
 use gpt::{GptClassifier, Trainable};
 use pipelines::finetune::{ClassifierFinetune, classify_texts, finetune_classifier};
 use pipelines::plots::read_metrics;
 use pipelines::train::TrainConfig;
 
-fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures")
-}
 
 /// The 300-message fixture, prepared as the book does (160 balanced: 112 / 16 / 32).
 fn spam_data(dir: &Path) -> PathBuf {
@@ -37,13 +37,6 @@ fn job(data: &Path, run_dir: &Path) -> ClassifierFinetune {
     }
 }
 
-fn weights(dir: &Path) -> Vec<(String, Vec<u8>)> {
-    let bytes = std::fs::read(dir.join("model/model.safetensors")).unwrap();
-    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    let mut tensors: Vec<(String, Vec<u8>)> = st.tensors().into_iter().map(|(n, v)| (n, v.data().to_vec())).collect();
-    tensors.sort();
-    tensors
-}
 
 #[test]
 fn a_run_logs_checkpoints_saves_and_plots() {
@@ -125,7 +118,7 @@ fn a_run_stopped_mid_epoch_resumes_to_the_same_weights() {
     let resumed = ClassifierFinetune { resume: true, ..job(&data, &split) };
     finetune_classifier(&resumed).unwrap();
 
-    assert_eq!(weights(&split), weights(&tmp.path().join("whole")), "resumed weights differ");
+    assert_eq!(model_weights(&split), model_weights(&tmp.path().join("whole")), "resumed weights differ");
     let losses = |dir: &Path| -> Vec<(u64, String, Option<f64>)> {
         read_metrics(&dir.join("metrics.jsonl")).unwrap().into_iter().map(|e| (e.step, e.split, e.loss)).collect()
     };
@@ -145,7 +138,7 @@ fn gradient_accumulation_averages_like_one_large_batch() {
         // not on their mean; Adam itself hardly sees a constant factor.
         job.train.optim.grad_clip = Some(5.0);
         let report = finetune_classifier(&job).unwrap();
-        (report.steps, weights(&job.run_dir))
+        (report.steps, model_weights(&job.run_dir))
     };
     // Batch i of size 8 holds the same examples as batches 2i and 2i+1 of size 4 (same order).
     let (large_steps, large) = run("large", 8, 1);

@@ -2,17 +2,17 @@
 //! the loop trains on the right batches, logs samples, keeps the splits, saves a loadable model,
 //! and resumes exactly.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
+use common::{fixtures, model_weights};
 use gpt::burn::prelude::*;
 use pipelines::data::instruction::{CollateConfig, InstructionDataset, format_input, read_records, split_records};
 use pipelines::finetune::{InstructionFinetune, LanguageModelJob, finetune_instruction};
 use pipelines::plots::read_metrics;
 use pipelines::train::{OptimConfig, TrainConfig};
 
-fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures")
-}
 
 fn records_file() -> PathBuf {
     fixtures().join("data/instruction_data_60.json")
@@ -49,13 +49,6 @@ fn job(run_dir: &Path) -> InstructionFinetune {
     }
 }
 
-fn weights(run: &Path) -> Vec<(String, Vec<u8>)> {
-    let bytes = std::fs::read(run.join("model/model.safetensors")).unwrap();
-    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    let mut tensors: Vec<(String, Vec<u8>)> = st.tensors().into_iter().map(|(n, v)| (n, v.data().to_vec())).collect();
-    tensors.sort();
-    tensors
-}
 
 /// Mean cross-entropy over the targets that are not -100, computed from the logits by hand.
 fn masked_mean_ce(logits: &[f32], targets: &[i64], vocab: usize) -> f64 {
@@ -160,7 +153,7 @@ fn a_run_stopped_mid_epoch_resumes_to_the_same_weights_and_samples() {
     resumed.lm.resume = true;
     finetune_instruction(&resumed).unwrap();
 
-    assert_eq!(weights(&split), weights(&whole), "resumed weights differ");
+    assert_eq!(model_weights(&split), model_weights(&whole), "resumed weights differ");
     let curve = |dir: &Path| -> Vec<(u64, String, Option<f64>)> {
         read_metrics(&dir.join("metrics.jsonl")).unwrap().into_iter().map(|e| (e.step, e.split, e.loss)).collect()
     };

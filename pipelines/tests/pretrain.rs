@@ -2,8 +2,11 @@
 //! total batch maps to gradient accumulation, and a short run on learnable shards learns, scores
 //! HellaSwag, samples, and resumes exactly.
 
-use std::path::{Path, PathBuf};
+mod common;
 
+use std::path::Path;
+
+use common::{fixtures, model_weights};
 use gpt::burn::prelude::*;
 use pipelines::data::hellaswag::read_examples;
 use pipelines::data::shards::{ShardLoader, Split, find_shards, shard_file_name, write_tokens};
@@ -12,9 +15,6 @@ use pipelines::plots::read_metrics;
 use pipelines::pretrain::{PretrainJob, ShardWindows, accumulation_for, pretrain};
 use pipelines::train::{BatchSource, LrSchedule, OptimConfig, TrainConfig};
 
-fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures")
-}
 
 /// Shards of a text that repeats a 17-token cycle (a model can learn it in a few dozen steps),
 /// each shard starting at a different place of the cycle.
@@ -110,13 +110,6 @@ fn job(data: &Path, run_dir: &Path) -> PretrainJob {
     }
 }
 
-fn weights(run: &Path) -> Vec<(String, Vec<u8>)> {
-    let bytes = std::fs::read(run.join("model/model.safetensors")).unwrap();
-    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    let mut tensors: Vec<(String, Vec<u8>)> = st.tensors().into_iter().map(|(n, v)| (n, v.data().to_vec())).collect();
-    tensors.sort();
-    tensors
-}
 
 #[test]
 fn a_short_run_learns_scores_hellaswag_samples_and_resumes_exactly() {
@@ -158,7 +151,7 @@ fn a_short_run_learns_scores_hellaswag_samples_and_resumes_exactly() {
     let mut rest = job(&data, &split);
     rest.lm.resume = true;
     pretrain(&rest).unwrap();
-    assert_eq!(weights(&split), weights(&whole), "resumed weights differ");
+    assert_eq!(model_weights(&split), model_weights(&whole), "resumed weights differ");
     let curve = |dir: &Path| -> Vec<(u64, String, Option<f64>)> {
         read_metrics(&dir.join("metrics.jsonl")).unwrap().into_iter().map(|e| (e.step, e.split, e.loss)).collect()
     };
