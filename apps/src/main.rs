@@ -41,6 +41,8 @@ enum Command {
     Monitor(monitor::Args),
     /// Evaluate a model or a run: hellaswag, spam (a classifier on a CSV split), judge (LLM-scored responses).
     Eval(commands::eval::Args),
+    /// Write a model (a run, any --model) as a Hugging Face directory with its tokenizer files.
+    Export(commands::export::Args),
     /// Pretrain on token shards (`llmfs prepare fineweb`): from scratch or from weights, build-nanogpt's recipe.
     Pretrain(commands::pretrain::Args),
     /// Generate a model's responses to instruction records (a test split) for `eval judge`.
@@ -62,6 +64,7 @@ fn main() {
         Command::Classify(args) => commands::classify::run(args),
         Command::Monitor(args) => monitor::run(args),
         Command::Eval(args) => commands::eval::run(args),
+        Command::Export(args) => commands::export::run(args),
         Command::Pretrain(args) => commands::pretrain::run(args),
         Command::GenerateResponses(args) => commands::generate_responses::run(args),
         Command::Serve(args) => serve::run(args),

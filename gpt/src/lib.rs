@@ -48,6 +48,7 @@ pub mod mlp;
 pub mod model;
 pub mod sampling;
 pub mod tokenizer;
+pub mod tokenizer_files;
 pub mod weights;
 
 pub use classifier::{GptClassifier, Trainable};

@@ -1,6 +1,7 @@
 pub mod classify;
 pub mod download;
 pub mod eval;
+pub mod export;
 pub mod finetune;
 pub mod generate;
 pub mod generate_responses;

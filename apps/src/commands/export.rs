@@ -1,0 +1,99 @@
+//! `llmfs export --model M --out DIR`: a language model (a run, a checkpoint directory, any model
+//! `--model` takes) as a Hugging Face directory that `GPT2LMHeadModel.from_pretrained(DIR)` and
+//! `AutoTokenizer.from_pretrained(DIR)` load: config.json, model.safetensors,
+//! generation_config.json and the GPT-2 tokenizer files.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use gpt::tokenizer_files::HfTokenizerFiles;
+use gpt::weights::{load_model, save_model_dir};
+
+use crate::runtime::RuntimeArgs;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// A run directory, an HF-format directory, a preset/hub id or random:<preset>
+    #[arg(long)]
+    pub model: String,
+    /// The directory to write (it must not exist, or be empty, unless --force)
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Replace what is in --out
+    #[arg(long)]
+    pub force: bool,
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
+}
+
+pub fn run(args: Args) -> Result<()> {
+    check_out_dir(&args.out, args.force)?;
+    refuse_classifier(&args.model)?;
+    let device = args.runtime.device()?;
+    let model = load_model(&args.model, &device, args.runtime.seed).with_context(|| format!("loading {}", args.model))?;
+    let tokenizer = HfTokenizerFiles::gpt2().context("building the tokenizer files")?;
+
+    // Everything goes to a sibling directory first and is renamed into place at the end: an
+    // interrupted export leaves no directory that looks complete.
+    let staging = sibling(&args.out, ".partial");
+    if staging.exists() {
+        std::fs::remove_dir_all(&staging).with_context(|| format!("removing {}", staging.display()))?;
+    }
+    save_model_dir(&model, &staging).with_context(|| format!("writing the model to {}", staging.display()))?;
+    tokenizer.write(&staging, model.config().n_positions).with_context(|| format!("writing the tokenizer to {}", staging.display()))?;
+    if args.out.exists() {
+        std::fs::remove_dir_all(&args.out).with_context(|| format!("replacing {}", args.out.display()))?;
+    }
+    std::fs::rename(&staging, &args.out).with_context(|| format!("moving {} to {}", staging.display(), args.out.display()))?;
+    eprintln!(
+        "exported {} ({} parameters) to {}: config.json, model.safetensors, generation_config.json, vocab.json, merges.txt, tokenizer_config.json, special_tokens_map.json",
+        args.model,
+        model.config().num_params(),
+        args.out.display()
+    );
+    println!("{}", args.out.display());
+    Ok(())
+}
+
+fn check_out_dir(out: &Path, force: bool) -> Result<()> {
+    if force || !out.exists() {
+        return Ok(());
+    }
+    if !out.is_dir() {
+        bail!("{} exists and is not a directory", out.display());
+    }
+    let mut entries = std::fs::read_dir(out).with_context(|| format!("reading {}", out.display()))?;
+    if entries.next().is_some() {
+        bail!("{} is not empty: choose another --out, or --force to replace it", out.display());
+    }
+    Ok(())
+}
+
+/// A classifier's head has a bias that `GPT2ForSequenceClassification` (a bias-free `score` layer
+/// that reads the last non-padding token) cannot hold, so its export would not give the same
+/// labels: say so instead of writing something subtly different.
+fn refuse_classifier(model: &str) -> Result<()> {
+    let dir = Path::new(model);
+    for config in [dir.join("model/config.json"), dir.join("config.json")] {
+        let Ok(text) = std::fs::read_to_string(&config) else { continue };
+        let json: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("{} is not valid JSON", config.display()))?;
+        let architectures = json["architectures"].as_array().map(|a| a.iter().filter_map(|v| v.as_str()).collect::<Vec<_>>()).unwrap_or_default();
+        if json.get("labels").is_some() || architectures.contains(&"GPT2ForSequenceClassification") {
+            bail!(
+                "{} holds a classifier: its head has a bias and reads the last (padded) position, which transformers' \
+                 GPT2ForSequenceClassification cannot reproduce; its model/ directory (HF layout + score.weight/score.bias) \
+                 is what llmfs classify and llmfs serve load",
+                model
+            );
+        }
+        return Ok(());
+    }
+    Ok(())
+}
+
+/// `dir` with `suffix` added to its last component.
+fn sibling(dir: &Path, suffix: &str) -> PathBuf {
+    let mut name = dir.file_name().map(|n| n.to_os_string()).unwrap_or_else(|| "export".into());
+    name.push(suffix);
+    dir.with_file_name(name)
+}
