@@ -344,7 +344,7 @@ fn chat_with_an_instruction_run_uses_the_alpaca_prompt() {
     for file in ["config.json", "model.safetensors"] {
         std::fs::copy(tiny_model_dir().join(file), run_dir.join("model").join(file)).unwrap();
     }
-    std::fs::write(run_dir.join("run.json"), r#"{"task": "instruction", "model": "tiny"}"#).unwrap();
+    std::fs::write(run_dir.join("run.json"), r#"{"config": {"task": "instruction", "model": "tiny"}, "llmfs_version": "0.1.0"}"#).unwrap();
     let name = run_dir.display().to_string();
     let server = Server::start(&name, &[]);
 

@@ -1,5 +1,5 @@
 //! A chat turn → the prompt the model continues. An instruction-tuned run (its `run.json` says
-//! `"task": "instruction"`) gets the Alpaca prompt it was trained on, with the last user message as
+//! `"config": {"task": "instruction"}`, as `llmfs finetune instruct` writes it) gets the Alpaca prompt it was trained on, with the last user message as
 //! the instruction; any other model gets the message contents joined by newlines.
 
 use std::path::Path;
@@ -20,7 +20,7 @@ pub enum ChatFormat {
 
 impl ChatFormat {
     /// [`ChatFormat::Alpaca`] when `model` is a run directory (or a run's `model/`) whose
-    /// `run.json` has `"task": "instruction"`; otherwise [`ChatFormat::Plain`].
+    /// `run.json` has `config.task == "instruction"`; otherwise [`ChatFormat::Plain`].
     pub fn detect(model: &str) -> Result<Self> {
         let path = Path::new(model);
         if !path.is_dir() {
@@ -36,7 +36,9 @@ impl ChatFormat {
             let text = std::fs::read_to_string(run_json).with_context(|| format!("reading {}", run_json.display()))?;
             let run: serde_json::Value =
                 serde_json::from_str(&text).with_context(|| format!("parsing {}", run_json.display()))?;
-            if run.get("task").and_then(|t| t.as_str()) == Some("instruction") {
+            // `RunDir::write_run_json` keeps the job under "config".
+            let task = run.pointer("/config/task").or_else(|| run.get("task")).and_then(|t| t.as_str());
+            if task == Some("instruction") {
                 return Ok(Self::Alpaca);
             }
         }
@@ -123,7 +125,7 @@ mod tests {
         std::fs::create_dir(dir.path().join("model")).unwrap();
         let path = dir.path().display().to_string();
         assert_eq!(ChatFormat::detect(&path).unwrap(), ChatFormat::Plain);
-        std::fs::write(dir.path().join("run.json"), r#"{"task": "instruction"}"#).unwrap();
+        std::fs::write(dir.path().join("run.json"), r#"{"config": {"task": "instruction"}, "llmfs_version": "0.1.0"}"#).unwrap();
         assert_eq!(ChatFormat::detect(&path).unwrap(), ChatFormat::Alpaca);
         assert_eq!(ChatFormat::detect(&dir.path().join("model").display().to_string()).unwrap(), ChatFormat::Alpaca);
         assert_eq!(ChatFormat::detect("gpt2").unwrap(), ChatFormat::Plain);
