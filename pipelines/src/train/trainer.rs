@@ -162,7 +162,8 @@ pub struct TrainJob<B> {
 /// What a task adds to the loop at fixed points, with the model in eval mode (e.g. the
 /// instruction task generates a sample response after every epoch).
 pub trait TrainHooks<M>: Send + Sync {
-    /// Before the first step; `resume_step` is the checkpoint the run continues from.
+    /// Before the first step; `resume_step` is the step a resumed run continues from (its
+    /// checkpoint's, 0 when it was stopped before its first checkpoint).
     fn start(&self, _resume_step: Option<usize>) -> Result<()> {
         Ok(())
     }
@@ -217,15 +218,19 @@ where
     let checkpoints = job.run.checkpoints();
     let state = if job.resume { latest_complete_checkpoint(&checkpoints)? } else { None };
     if job.resume && state.is_none() {
-        bail!("--resume: no complete checkpoint in {}", checkpoints.display());
+        // Killed before its first checkpoint: nothing was kept, so resuming is starting over (and
+        // dropping whatever the killed run logged).
+        eprintln!("--resume: no complete checkpoint in {} yet: the run starts from the beginning", checkpoints.display());
     }
+    // What the logs keep on resume: events up to the checkpoint's step (none before the first).
+    let keep_through_step = job.resume.then(|| state.map_or(0, |s| s.step));
     let total_steps = job.config.total_steps(job.train.len());
     let optimizer = job.config.optim.optimizer();
     let scheduler = Scheduler::new(job.config.optim.schedule, job.config.optim.lr, total_steps);
     let learner = Learner::new(model, optimizer, scheduler);
 
-    let metrics_log = MetricsLog::open(&job.run.metrics(), state.map(|s| s.step))?;
-    hooks.start(state.map(|s| s.step))?;
+    let metrics_log = MetricsLog::open(&job.run.metrics(), keep_through_step)?;
+    hooks.start(keep_through_step)?;
     let strategy = LoopStrategy {
         config: job.config.clone(),
         device: job.device.clone(),
