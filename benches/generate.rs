@@ -2,6 +2,7 @@
 //! 128 greedy new tokens), the workload of `../shared/bench/torch_baseline` (`infer` case).
 //!
 //!     cargo bench --bench generate -- --threads 1 [--reps 3] [--no-cache] [--out FILE.json]
+//!     cargo bench --bench generate -- --threads 1 --batch 8     # batched vs one prompt at a time
 //!
 //! Compare with PyTorch through `scripts/bench-generate.sh`, which runs both in one go and prints
 //! the ratios: this VM's speed drifts, so only ratios measured together mean anything.
@@ -48,6 +49,38 @@ fn timed_generation(model: &Gpt, new_tokens: usize, use_cache: bool) -> (f64, Ve
     (start.elapsed().as_secs_f64(), out[0].token_ids.clone())
 }
 
+/// `batch` prompts (the baseline's, each with another last token) generated as one batch through
+/// the KV cache and then one at a time: the speed-up of batching (`generate-responses`, `serve`),
+/// measured in this process, with the tokens checked to be the same.
+fn batched_against_solo(model: &Gpt, batch: usize, threads: usize) -> serde_json::Value {
+    let prompts: Vec<Vec<u32>> = (0..batch)
+        .map(|row| {
+            let mut prompt = PROMPT.to_vec();
+            prompt[PROMPT.len() - 1] = 257 + 13 * row as u32;
+            prompt
+        })
+        .collect();
+    let config = GenerateConfig { eos_token: None, ..GenerateConfig::greedy(NEW_TOKENS) };
+    generate(model, &prompts[..1], &GenerateConfig { max_new_tokens: 8, ..config.clone() }).expect("warm-up");
+    let start = Instant::now();
+    let batched = generate(model, &prompts, &config).expect("batched generation");
+    let batched_s = start.elapsed().as_secs_f64();
+    let start = Instant::now();
+    let solo: Vec<Vec<u32>> = prompts.iter().map(|p| generate(model, std::slice::from_ref(p), &config).expect("generation")[0].token_ids.clone()).collect();
+    let solo_s = start.elapsed().as_secs_f64();
+    for (row, (b, s)) in batched.iter().zip(&solo).enumerate() {
+        assert_eq!(&b.token_ids, s, "row {row}: batched and solo tokens differ");
+    }
+    let tokens = (batch * NEW_TOKENS) as f64;
+    serde_json::json!({
+        "bench": "llmfs_generate_batched_gpt2_124m", "backend": "flex", "threads": threads,
+        "batch": batch, "prompt_len": PROMPT.len(), "new_tokens": NEW_TOKENS,
+        "batched": { "s": batched_s, "tokens_per_s": tokens / batched_s },
+        "one_at_a_time": { "s": solo_s, "tokens_per_s": tokens / solo_s },
+        "speedup": solo_s / batched_s, "same_tokens": true,
+    })
+}
+
 fn median(mut xs: Vec<f64>) -> f64 {
     xs.sort_by(f64::total_cmp);
     xs[xs.len() / 2]
@@ -63,6 +96,14 @@ fn main() {
     let device = Device::flex();
     let config = GptConfig::preset("gpt2").expect("preset");
     let model = Gpt::init(&config, 0, &device).expect("init");
+    if let Some(batch) = arg_value(&args, "--batch").and_then(|b| b.parse::<usize>().ok()).filter(|&b| b > 1) {
+        let result = batched_against_solo(&model, batch, threads);
+        println!("{result}");
+        if let Some(path) = arg_value(&args, "--out") {
+            std::fs::write(&path, result.to_string() + "\n").expect("writing --out");
+        }
+        return;
+    }
     let calib_before = calibrate(&device);
 
     timed_generation(&model, 8, true); // warm-up
