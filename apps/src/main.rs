@@ -3,6 +3,7 @@
 
 mod commands;
 mod monitor;
+mod progress;
 mod runtime;
 mod serve;
 

@@ -113,8 +113,14 @@ impl TrainArgs {
 
     /// The dashboard in a terminal, plain lines otherwise (CI, pipes) or with --plain.
     pub fn dashboard(&self) -> bool {
-        !self.plain && std::io::IsTerminal::is_terminal(&std::io::stdout()) && std::env::var_os("CI").is_none()
+        wants_dashboard(self.plain)
     }
+}
+
+/// burn-train's dashboard when stdout is a terminal outside CI and `--plain` was not given; plain
+/// lines otherwise (what every training command does).
+pub fn wants_dashboard(plain: bool) -> bool {
+    !plain && std::io::IsTerminal::is_terminal(&std::io::stdout()) && std::env::var_os("CI").is_none()
 }
 
 #[derive(clap::Args, Debug)]

@@ -1,19 +1,18 @@
 //! `llmfs generate-responses --model M --data test.json --out test_responses.json`: a model's
 //! responses to instruction records (the book's chapter 7 test-set responses), for `llmfs eval judge`.
 
-use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Result, ensure};
 use gpt::generate::GenerateConfig;
 use gpt::weights::load_model;
-use indicatif::{ProgressBar, ProgressStyle};
 use pipelines::data::instruction::DEFAULT_CACHE_DIR;
 use pipelines::eval::responses::{DEFAULT_MAX_NEW_TOKENS, RESPONSES_FILE, generate_completions, load_test_records, with_responses, write_responses};
 use serde_json::json;
 
 use crate::commands::generate::SamplingArgs;
+use crate::progress::counting_bar;
 use crate::runtime::RuntimeArgs;
 
 #[derive(clap::Args, Debug)]
@@ -65,7 +64,7 @@ pub fn run(args: Args) -> Result<()> {
     let model = load_model(&args.model, &device, args.runtime.seed)?;
     eprintln!("{}: {} records from {}, {} at a time", args.model, records.len(), data_file.display(), args.batch_size);
 
-    let progress = progress_bar(records.len());
+    let progress = counting_bar(records.len(), "responses {pos}/{len} [{wide_bar}] eta {eta}");
     let start = Instant::now();
     let completions = generate_completions(&model, &records, &config, args.batch_size, |done, _| progress.set_position(done as u64))?;
     progress.finish_and_clear();
@@ -91,15 +90,4 @@ pub fn run(args: Args) -> Result<()> {
 fn default_out(model: &str) -> PathBuf {
     let model = Path::new(model);
     if model.join("run.json").is_file() { model.join(RESPONSES_FILE) } else { PathBuf::from(RESPONSES_FILE) }
-}
-
-fn progress_bar(len: usize) -> ProgressBar {
-    if !std::io::stderr().is_terminal() {
-        return ProgressBar::hidden();
-    }
-    let bar = ProgressBar::new(len as u64);
-    if let Ok(style) = ProgressStyle::with_template("responses {pos}/{len} [{wide_bar}] eta {eta}") {
-        bar.set_style(style);
-    }
-    bar
 }

@@ -9,6 +9,7 @@ use pipelines::finetune::LanguageModelJob;
 use pipelines::pretrain::{PretrainJob, accumulation_for, pretrain};
 use pipelines::train::{LrSchedule, OptimConfig, TrainConfig};
 
+use crate::commands::finetune::wants_dashboard;
 use crate::runtime::RuntimeArgs;
 
 #[derive(clap::Args, Debug)]
@@ -136,7 +137,7 @@ pub fn run(args: Args) -> Result<()> {
         }
         None => Vec::new(),
     };
-    let dashboard = !args.plain && std::io::IsTerminal::is_terminal(&std::io::stdout()) && std::env::var_os("CI").is_none();
+    let dashboard = wants_dashboard(args.plain);
     let job = PretrainJob {
         lm: LanguageModelJob {
             task: "pretrain".into(),

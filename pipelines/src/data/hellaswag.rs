@@ -17,6 +17,7 @@ use gpt::Tokenizer;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
+use crate::data::json_kind;
 use crate::download;
 
 /// Where the HellaSwag repository keeps its data files (`hellaswag_val.jsonl`, ...).
@@ -146,22 +147,22 @@ fn read_jsonl(path: &Path, labelled: bool) -> Result<Vec<Example>> {
 fn parse_example(text: &str, line: usize, position: u64, labelled: bool) -> Result<Example, String> {
     let value: Value = serde_json::from_str(text).map_err(|e| format!("not valid JSON: {e}"))?;
     let Value::Object(object) = value else {
-        return Err(format!("expected a JSON object, found {}", kind(&value)));
+        return Err(format!("expected a JSON object, found {}", json_kind(&value)));
     };
     let ctx = match get(&object, "ctx")? {
         Value::String(ctx) => ctx.clone(),
-        other => return Err(format!("\"ctx\" must be a string, found {}", kind(other))),
+        other => return Err(format!("\"ctx\" must be a string, found {}", json_kind(other))),
     };
     let endings = match get(&object, "endings")? {
         Value::Array(items) if items.len() == NUM_ENDINGS => {
             let mut endings: [String; NUM_ENDINGS] = Default::default();
             for (i, (slot, item)) in endings.iter_mut().zip(items).enumerate() {
-                *slot = item.as_str().ok_or_else(|| format!("ending {i} must be a string, found {}", kind(item)))?.to_string();
+                *slot = item.as_str().ok_or_else(|| format!("ending {i} must be a string, found {}", json_kind(item)))?.to_string();
             }
             endings
         }
         Value::Array(items) => return Err(format!("\"endings\" has {} entries, expected {NUM_ENDINGS}", items.len())),
-        other => return Err(format!("\"endings\" must be a list of {NUM_ENDINGS} strings, found {}", kind(other))),
+        other => return Err(format!("\"endings\" must be a list of {NUM_ENDINGS} strings, found {}", json_kind(other))),
     };
     let label = match object.get("label") {
         None if !labelled => None,
@@ -180,17 +181,6 @@ fn parse_example(text: &str, line: usize, position: u64, labelled: bool) -> Resu
 
 fn get<'a>(object: &'a Map<String, Value>, key: &str) -> Result<&'a Value, String> {
     object.get(key).ok_or_else(|| format!("missing key \"{key}\""))
-}
-
-fn kind(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "a list",
-        Value::Object(_) => "an object",
-    }
 }
 
 /// An example as the model sees it: 4 rows of context + ending, zero-padded to the longest.

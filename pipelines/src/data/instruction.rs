@@ -25,6 +25,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 pub use super::spam::Splits;
+use crate::data::json_kind;
 use crate::download;
 use crate::train::{IGNORE_INDEX, LmBatch, epoch_order};
 
@@ -75,7 +76,7 @@ pub fn full_text(record: &InstructionRecord) -> String {
 
 /// The `index`-th element of a JSON list from `file` as an object, or an error naming both.
 pub(crate) fn record_object<'a>(value: &'a Value, index: usize, file: &Path) -> Result<&'a serde_json::Map<String, Value>> {
-    value.as_object().with_context(|| format!("{}: record {index} is {}, expected an object", file.display(), kind_of(value)))
+    value.as_object().with_context(|| format!("{}: record {index} is {}, expected an object", file.display(), json_kind(value)))
 }
 
 /// Field `name` of record `index`: `Ok(None)` when absent, an error naming the record, the field
@@ -90,7 +91,7 @@ pub(crate) fn string_field(
         None => Ok(None),
         Some(Value::String(text)) => Ok(Some(text.clone())),
         Some(other) => {
-            bail!("{}: record {index}: \"{name}\" is {}, expected a string", file.display(), kind_of(other))
+            bail!("{}: record {index}: \"{name}\" is {}, expected a string", file.display(), json_kind(other))
         }
     }
 }
@@ -106,21 +107,10 @@ pub(crate) fn parse_json_list(text: &str, file: &Path) -> Result<Vec<Value>> {
     let value: Value = serde_json::from_str(text).with_context(|| format!("{} is not valid JSON", file.display()))?;
     match value {
         Value::Array(items) => Ok(items),
-        other => bail!("{}: expected a JSON list of records, found {}", file.display(), kind_of(&other)),
+        other => bail!("{}: expected a JSON list of records, found {}", file.display(), json_kind(&other)),
     }
 }
 
-/// "a number", "an object", ... for error messages.
-pub(crate) fn kind_of(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "a list",
-        Value::Object(_) => "an object",
-    }
-}
 
 /// Parses an Alpaca JSON list. `instruction` and `output` are required strings; `input` is an
 /// optional string (missing = empty). Other keys are ignored. A record that is not an object, lacks

@@ -5,3 +5,16 @@ pub mod hellaswag;
 pub mod instruction;
 pub mod shards;
 pub mod spam;
+
+/// "a number", "an object", ...: what a JSON value is, for the error messages of the parsers here.
+pub(crate) fn json_kind(value: &serde_json::Value) -> &'static str {
+    use serde_json::Value;
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "an object",
+    }
+}

@@ -1,16 +1,16 @@
 //! `llmfs eval hellaswag`: acc and acc_norm as build-nanogpt scores them.
 
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context, Result, ensure};
 use gpt::weights::load_model;
-use indicatif::{ProgressBar, ProgressStyle};
 use pipelines::data::hellaswag::{self, Split};
 use pipelines::eval::hellaswag::{HellaswagScores, default_batch_size, evaluate};
 use serde_json::json;
 
+use crate::progress::counting_bar;
 use crate::runtime::RuntimeArgs;
 
 #[derive(clap::Args, Debug)]
@@ -67,7 +67,7 @@ pub fn run(args: HellaswagArgs) -> Result<()> {
     let model = load_model(&args.model, &device, args.runtime.seed)?;
     eprintln!("loaded {} ({} parameters) on {device:?} in {:.1}s", args.model, model.config().num_params(), load_start.elapsed().as_secs_f64());
 
-    let progress = progress_bar(examples.len());
+    let progress = counting_bar(examples.len(), "hellaswag {pos}/{len} [{wide_bar}] {per_sec} eta {eta}");
     let start = Instant::now();
     let batch_size = args.batch_size.unwrap_or_else(|| default_batch_size(&device));
     let scores = evaluate(&model, &examples, batch_size, |done| progress.set_position(done as u64))
@@ -96,17 +96,6 @@ pub fn run(args: HellaswagArgs) -> Result<()> {
     Ok(())
 }
 
-/// An examples bar on stderr when it is a terminal, else a hidden one.
-fn progress_bar(len: usize) -> ProgressBar {
-    if !std::io::stderr().is_terminal() {
-        return ProgressBar::hidden();
-    }
-    let bar = ProgressBar::new(len as u64);
-    if let Ok(style) = ProgressStyle::with_template("hellaswag {pos}/{len} [{wide_bar}] {per_sec} eta {eta}") {
-        bar.set_style(style);
-    }
-    bar
-}
 
 /// One line per example, written to a temporary file and renamed into place.
 fn write_predictions(path: &std::path::Path, scores: &HellaswagScores) -> Result<()> {

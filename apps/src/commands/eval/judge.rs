@@ -1,13 +1,13 @@
 //! `llmfs eval judge`: score instruction responses 0-100 with an LLM judge.
 
-use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Result, ensure};
-use indicatif::{ProgressBar, ProgressStyle};
 use pipelines::eval::judge::{self, JudgeConfig, JudgeKind, default_report_path, judge_responses, write_report};
 use pipelines::eval::responses::read_responses;
+
+use crate::progress::counting_bar;
 
 #[derive(clap::ValueEnum, Debug, Clone, Copy)]
 pub enum JudgeArg {
@@ -78,7 +78,7 @@ pub fn run(args: JudgeArgs) -> Result<()> {
     let out = args.out.clone().unwrap_or_else(|| default_report_path(&args.responses, args.run_dir.as_deref()));
     eprintln!("judging {} responses with {} ({kind} at {}), {} at a time", records.len(), config.model, config.url, config.concurrency);
 
-    let progress = progress_bar(records.len());
+    let progress = counting_bar(records.len(), "judging {pos}/{len} [{wide_bar}] eta {eta}");
     let mut report = judge_responses(&records, &config, |done, _| progress.set_position(done as u64))?;
     progress.finish_and_clear();
     report.responses = Some(args.responses.clone());
@@ -94,15 +94,4 @@ pub fn run(args: JudgeArgs) -> Result<()> {
         println!("{line}");
     }
     Ok(())
-}
-
-fn progress_bar(len: usize) -> ProgressBar {
-    if !std::io::stderr().is_terminal() {
-        return ProgressBar::hidden();
-    }
-    let bar = ProgressBar::new(len as u64);
-    if let Ok(style) = ProgressStyle::with_template("judging {pos}/{len} [{wide_bar}] eta {eta}") {
-        bar.set_style(style);
-    }
-    bar
 }
