@@ -1,101 +1,22 @@
 //! Classification fine-tuning speed on the GPT-2 124M shape (random fp32 weights): batch 8 × 120
 //! tokens, last block + final norm + 2-class head trainable, AdamW — the `cls` case of
-//! `../shared/bench/torch_baseline` — with and without the frozen-prefix cache.
+//! `../shared/bench/torch_baseline` — with and without the frozen-prefix cache. The benchmark
+//! itself is `pipelines::bench::finetune_cls` (also `llmfs bench finetune-cls`).
 //!
-//!     cargo bench --bench finetune_cls -- --threads 1 [--steps 5] [--out FILE.json]
+//!     cargo bench --bench finetune_cls -- --threads 1 [--steps 5] [--device cuda] [--out FILE.json]
 //!
-//! Also reports the cost of caching one example's prefix, from which `scripts/bench-finetune.sh`
-//! estimates a 5-epoch run on the book's split sizes (1045 / 149 / 300 texts).
+//! `scripts/bench-finetune.sh` runs it next to PyTorch and estimates a 5-epoch run on the book's
+//! split sizes (1045 / 149 / 300 texts) from the reported cost of caching one example's prefix.
 
 // mimalloc keeps freed pages for reuse: with the system allocator every large tensor costs fresh,
 // zeroed pages (~10 % of a GPT-2 forward pass on Flex).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-use std::time::Instant;
+use llmfs::pipelines::bench::{self, arg, finetune_cls};
 
-use llmfs::gpt::burn::optim::GradientsParams;
-use llmfs::gpt::burn::prelude::*;
-use llmfs::gpt::{Gpt, GptClassifier, GptConfig, Trainable};
-use llmfs::pipelines::train::steps::{ClassificationBatch, ClassifierInput, ClassifierTraining};
-use llmfs::pipelines::train::OptimConfig;
-
-const BATCH: usize = 8;
-const LENGTH: usize = 120;
-
-fn arg<T: std::str::FromStr>(args: &[String], name: &str) -> Option<T> {
-    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok())
-}
-
-fn median(mut xs: Vec<f64>) -> f64 {
-    xs.sort_by(f64::total_cmp);
-    xs[xs.len() / 2]
-}
-
-/// Seconds per optimizer step (forward, backward, AdamW) of `model` on `batch`.
-fn time_steps(mut model: ClassifierTraining, batch: &ClassificationBatch, steps: usize) -> (Vec<f64>, Vec<f64>) {
-    let mut optimizer = OptimConfig { decay_all: true, ..OptimConfig::default() }.optimizer();
-    let mut times = Vec::new();
-    let mut losses = Vec::new();
-    for i in 0..steps + 2 {
-        let start = Instant::now();
-        let out = model.forward_batch(batch.clone());
-        let loss = out.loss.clone();
-        let grads = GradientsParams::from_grads(loss.backward(), &model);
-        model = optimizer.step(5e-5, model, grads);
-        losses.push(out.loss.into_scalar::<f32>() as f64);
-        if i >= 2 {
-            times.push(start.elapsed().as_secs_f64());
-        }
-    }
-    (times, losses)
-}
-
-fn main() {
+fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
-    let threads: usize = arg(&args, "--threads").unwrap_or(2);
-    let steps: usize = arg(&args, "--steps").unwrap_or(5);
-    llmfs::gpt::device::set_cpu_threads(threads).expect("thread pool");
-    let device = Device::flex().autodiff();
-    let gpt = Gpt::init(&GptConfig::preset("gpt2").expect("preset").with_dropout(0.0), 0, &device).expect("init");
-    let classifier = GptClassifier::new(gpt, vec!["ham".into(), "spam".into()], 0).expect("head").set_trainable(Trainable::LastBlock);
-    let (trainable, _) = classifier.parameter_counts();
-    device.seed(1);
-    let ids = Tensor::<2, Int>::random([BATCH, LENGTH], llmfs::gpt::burn::tensor::Distribution::Uniform(0.0, 50256.0), &device);
-    let labels = Tensor::<1, Int>::from_data(TensorData::new((0..BATCH as i64).map(|i| i % 2).collect::<Vec<_>>(), [BATCH]), &device);
-
-    // Plain: every step runs all 12 blocks, the 11 frozen ones outside autodiff.
-    let first_block = 11;
-    let plain_batch = ClassificationBatch { inputs: ClassifierInput::Tokens(ids.clone()), labels: labels.clone() };
-    let plain = ClassifierTraining { classifier: classifier.clone(), first_block, grad_clip: None };
-    let (plain_times, plain_losses) = time_steps(plain, &plain_batch, steps);
-    // The same through autodiff all the way (what a straightforward port does).
-    let autodiff = ClassifierTraining { classifier: classifier.clone(), first_block: 0, grad_clip: None };
-    let (autodiff_times, _) = time_steps(autodiff, &plain_batch, steps.min(2));
-
-    // The prefix cache: blocks 0..11 once per example (inference), then steps on block 11 only.
-    let inference = classifier.gpt.valid();
-    let plain_ids = Tensor::<2, Int>::from_data(ids.clone().into_data(), &inference.device());
-    let start = Instant::now();
-    let prefix = inference.run_blocks(inference.embed_tokens(plain_ids), 0..first_block);
-    let prefix = prefix.into_data();
-    let cache_per_example = start.elapsed().as_secs_f64() / BATCH as f64;
-    let cached_batch = ClassificationBatch { inputs: ClassifierInput::Prefix(Tensor::from_data(prefix, &device)), labels };
-    let cached = ClassifierTraining { classifier, first_block, grad_clip: None };
-    let (cached_times, cached_losses) = time_steps(cached, &cached_batch, steps);
-    let max_rel = plain_losses.iter().zip(&cached_losses).map(|(a, b)| (a - b).abs() / a.abs()).fold(0.0, f64::max);
-
-    let result = serde_json::json!({
-        "bench": "llmfs_cls_gpt2_124m", "backend": "flex", "threads": threads, "batch": BATCH, "seq_len": LENGTH,
-        "trainable_params": trainable,
-        "plain_step": { "median_s": median(plain_times.clone()), "all_s": plain_times },
-        "autodiff_everywhere_step": { "median_s": median(autodiff_times.clone()), "all_s": autodiff_times },
-        "cached_step": { "median_s": median(cached_times.clone()), "all_s": cached_times },
-        "cache_s_per_example": cache_per_example,
-        "losses_plain": plain_losses, "losses_cached": cached_losses, "losses_max_rel_diff": max_rel,
-    });
-    println!("{result}");
-    if let Some(path) = arg::<String>(&args, "--out") {
-        std::fs::write(&path, result.to_string() + "\n").expect("writing --out");
-    }
+    let device = bench::setup(&args)?;
+    bench::report(&args, &finetune_cls::run(device, arg(&args, "--steps").unwrap_or(5))?)
 }

@@ -51,12 +51,15 @@ enum Command {
     /// Serve a model over HTTP with OpenAI's API (/v1/completions, /v1/chat/completions, /v1/models;
     /// /v1/classify for a classifier run).
     Serve(serve::Args),
+    /// Speed benchmarks on the GPT-2 124M shape (as `cargo bench`), on any compiled backend.
+    Bench(commands::bench::Args),
 }
 
 fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Download(args) => commands::download::run(args),
+        Command::Bench(args) => commands::bench::run(args),
         Command::Generate(args) => commands::generate::run(args),
         Command::Logits(args) => commands::logits::run(args),
         Command::Prepare(args) => commands::prepare::run(args),

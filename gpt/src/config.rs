@@ -61,6 +61,10 @@ fn default_activation() -> String {
 }
 
 /// The OpenAI GPT-2 sizes on the Hugging Face hub, plus a tiny one for tests.
+/// Sanity bounds of [`GptConfig::validate`] (GPT-2 XL has 48 layers and 1.6 B parameters).
+const MAX_LAYERS: usize = 4096;
+const MAX_PARAMS: usize = 1 << 40;
+
 pub const PRESETS: [&str; 6] = ["gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl", "tiny", "mini"];
 
 impl GptConfig {
@@ -117,9 +121,22 @@ impl GptConfig {
 
     /// Number of parameters (the tied output head counted once).
     pub fn num_params(&self) -> usize {
-        let (c, v, p, f) = (self.n_embd, self.vocab_size, self.n_positions, self.mlp_width());
-        let block = 2 * 2 * c + (c * 3 * c + 3 * c) + (c * c + c) + (c * f + f) + (f * c + c);
-        v * c + p * c + self.n_layer * block + 2 * c
+        self.checked_num_params().unwrap_or(usize::MAX)
+    }
+
+    /// [`Self::num_params`], `None` when it does not fit a `usize` (a corrupt config).
+    fn checked_num_params(&self) -> Option<usize> {
+        let (c, v, p) = (self.n_embd, self.vocab_size, self.n_positions);
+        let f = match self.n_inner {
+            Some(f) => f,
+            None => c.checked_mul(4)?,
+        };
+        // c·c fits, so the small multiples of c below do too.
+        let square = c.checked_mul(c)?;
+        let block = [4 * c, square.checked_mul(3)?, 3 * c, square, c, c.checked_mul(f)?, f, f.checked_mul(c)?, c]
+            .into_iter()
+            .try_fold(0usize, usize::checked_add)?;
+        [v.checked_mul(c)?, p.checked_mul(c)?, self.n_layer.checked_mul(block)?, 2 * c].into_iter().try_fold(0usize, usize::checked_add)
     }
 
     /// Checks that the architecture is one this implementation computes exactly.
@@ -133,6 +150,21 @@ impl GptConfig {
         }
         if self.n_embd % self.n_head != 0 {
             return bad(format!("n_embd {} is not divisible by n_head {}", self.n_embd, self.n_head));
+        }
+        // A corrupt or hostile config.json must not make the loader ask for absurd memory before a
+        // weight is read: bounds far above GPT-2 XL (48 layers, 1600 wide, 1.6 B parameters).
+        if self.n_layer > MAX_LAYERS {
+            return bad(format!("n_layer {} is more than {MAX_LAYERS}: is this config.json corrupt?", self.n_layer));
+        }
+        match self.checked_num_params() {
+            Some(params) if params <= MAX_PARAMS => {}
+            _ => {
+                return bad(format!(
+                    "n_embd {}, n_layer {}, vocab_size {}, n_positions {} and n_inner {:?} make more than 2^40 parameters: \
+                     is this config.json corrupt?",
+                    self.n_embd, self.n_layer, self.vocab_size, self.n_positions, self.n_inner
+                ));
+            }
         }
         // HF calls the tanh approximation `gelu_new`; `gelu_pytorch_tanh` is the same function.
         if !matches!(self.activation_function.as_str(), "gelu_new" | "gelu_pytorch_tanh") {

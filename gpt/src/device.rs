@@ -91,6 +91,25 @@ pub fn compiled_backends() -> Vec<&'static str> {
 }
 
 impl DeviceSpec {
+    /// The device named by the environment variable `var` (any `--device` name), the CPU when it is
+    /// unset or empty. The test suites read `LLMFS_TEST_DEVICE` through this, so every compiled
+    /// backend runs the same parity tests: `LLMFS_TEST_DEVICE=cuda cargo test --features cuda`.
+    pub fn from_env(var: &str) -> Result<Self> {
+        match std::env::var(var) {
+            Ok(name) if !name.trim().is_empty() => {
+                name.parse().map_err(|e: GptError| GptError::Device(format!("${var}: {e}")))
+            }
+            _ => Ok(Self::Cpu),
+        }
+    }
+
+    /// Whether this names a GPU backend (`Auto` does not: it may end on the CPU). GPU f32 matmuls run in TF32 on tensor cores where the
+    /// hardware has them (cubek-matmul picks it for f32 inputs), ~1e-3 relative error per product
+    /// instead of ~1e-7 on the CPU: numerical comparisons need wider tolerances there.
+    pub fn is_gpu(self) -> bool {
+        matches!(self, Self::Cuda(_) | Self::Wgpu | Self::Vulkan | Self::Metal)
+    }
+
     /// The Burn device for this spec (without autodiff). `Auto` probes the GPUs it was built with.
     pub fn resolve(self) -> Result<Device> {
         match self {
@@ -191,6 +210,24 @@ mod tests {
         let err = "tpu".parse::<DeviceSpec>().unwrap_err().to_string();
         assert!(err.contains("unknown device \"tpu\""), "{err}");
         assert!("cuda:x".parse::<DeviceSpec>().is_err());
+    }
+
+    #[test]
+    fn reads_the_device_from_the_environment() {
+        // Variables only this test uses: no other test sees them change.
+        // SAFETY: set before any thread of this test reads the environment.
+        unsafe {
+            std::env::set_var("LLMFS_UNIT_DEVICE_A", "cuda:1");
+            std::env::set_var("LLMFS_UNIT_DEVICE_B", "tpu");
+            std::env::set_var("LLMFS_UNIT_DEVICE_C", " ");
+        }
+        assert_eq!(DeviceSpec::from_env("LLMFS_UNIT_DEVICE_A").unwrap(), DeviceSpec::Cuda(1));
+        let err = DeviceSpec::from_env("LLMFS_UNIT_DEVICE_B").unwrap_err().to_string();
+        assert!(err.contains("$LLMFS_UNIT_DEVICE_B") && err.contains("tpu"), "{err}");
+        assert_eq!(DeviceSpec::from_env("LLMFS_UNIT_DEVICE_C").unwrap(), DeviceSpec::Cpu);
+        assert_eq!(DeviceSpec::from_env("LLMFS_UNIT_DEVICE_UNSET").unwrap(), DeviceSpec::Cpu);
+        assert!(DeviceSpec::Cuda(0).is_gpu() && DeviceSpec::Wgpu.is_gpu());
+        assert!(!DeviceSpec::Cpu.is_gpu() && !DeviceSpec::Auto.is_gpu());
     }
 
     #[cfg(not(feature = "cuda"))]

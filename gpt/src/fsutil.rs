@@ -36,3 +36,56 @@ pub fn write_atomic_with(path: &Path, write: impl FnOnce(&Path) -> std::io::Resu
         GptError::io(path, e)
     })
 }
+
+/// Bytes this user may still write on the file system that holds `path` (which must exist), or
+/// `None` where that cannot be told.
+pub fn available_space(path: &Path) -> Option<u64> {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::ffi::OsStrExt;
+        let c_path = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+        let mut stat = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+        // SAFETY: a valid NUL-terminated path and a buffer of the right type, filled on success.
+        if unsafe { libc::statvfs(c_path.as_ptr(), stat.as_mut_ptr()) } != 0 {
+            return None;
+        }
+        // SAFETY: statvfs returned 0, so it filled the struct.
+        let stat = unsafe { stat.assume_init() };
+        Some((stat.f_bavail as u64).saturating_mul(stat.f_frsize as u64))
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = path;
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn available_space_is_reported_for_an_existing_directory() {
+        let dir = std::env::temp_dir();
+        #[cfg(target_os = "linux")]
+        assert!(available_space(&dir).is_some_and(|bytes| bytes > 0));
+        assert_eq!(available_space(Path::new("/no/such/dir/llmfs")), None);
+    }
+
+    #[test]
+    fn a_failed_write_leaves_the_old_file_and_no_temporary() {
+        let dir = std::env::temp_dir().join(format!("llmfs-fsutil-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("a.txt");
+        write_atomic(&path, b"old").unwrap();
+        let error = write_atomic_with(&path, |tmp| {
+            std::fs::write(tmp, b"half")?;
+            Err(std::io::Error::other("disk full"))
+        })
+        .unwrap_err();
+        assert!(error.to_string().contains("a.txt"), "{error}");
+        assert_eq!(std::fs::read(&path).unwrap(), b"old");
+        assert!(!temp_path_for(&path).exists());
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}

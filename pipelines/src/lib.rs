@@ -1,5 +1,6 @@
 //! llmfs pipelines: data → training → evaluation.
 
+pub mod bench;
 pub mod data;
 pub mod download;
 pub mod eval;

@@ -37,6 +37,44 @@ impl RunDir {
         &self.root
     }
 
+    /// Checks, before training, that the disk holding the run can take what the run writes for a
+    /// model of `params` f32 parameters. A checkpoint is the weights plus AdamW's two moments (at
+    /// most 3 × 4 bytes a parameter); the run keeps two and writes a third before dropping the
+    /// oldest, then the final model. Less room than one checkpoint and the final model is an
+    /// error (the run could not finish); less than the peak is a warning (it may stop at a later
+    /// checkpoint; `--resume` continues once there is room).
+    pub fn check_space(&self, params: usize) -> Result<()> {
+        let Some(free) = gpt::fsutil::available_space(&self.root) else {
+            return Ok(());
+        };
+        let checkpoint = 12 * params as u64;
+        let model = 4 * params as u64;
+        let (needed, peak) = (checkpoint + model, 3 * checkpoint + model);
+        let mb = |bytes: u64| format!("{:.0} MB", bytes as f64 / 1e6);
+        if free < needed {
+            bail!(
+                "{}: only {} free on this disk, and a run of this model ({params} parameters) needs at least {} \
+                 (a checkpoint of {} and the final model of {}): free some space or choose another --run-dir",
+                self.root.display(),
+                mb(free),
+                mb(needed),
+                mb(checkpoint),
+                mb(model)
+            );
+        }
+        if free < peak {
+            eprintln!(
+                "warning: {}: {} free, and the run may use up to {} (two checkpoints kept while a third is written, \
+                 then the final model): if the disk fills, the run stops with its last complete checkpoint and \
+                 --resume continues it once there is room",
+                self.root.display(),
+                mb(free),
+                mb(peak)
+            );
+        }
+        Ok(())
+    }
+
     pub fn run_json(&self) -> PathBuf {
         self.root.join("run.json")
     }

@@ -13,11 +13,13 @@ use axum::http::{Method, Uri};
 use axum::response::sse::{Event as SseEvent, Sse};
 use axum::response::{IntoResponse, Response};
 use futures_util::stream::{self, Stream};
+use gpt::Tokenizer;
 use gpt::generate::GenerateConfig;
 use serde_json::{Value, json};
 use tokio::sync::mpsc::UnboundedReceiver;
 
 use super::AppState;
+use super::chat::ChatFormat;
 use super::openai::{
     ApiError, ChatRequest, ClassifyInput, ClassifyRequest, CompletionRequest, Endpoint, OpenAiJson, Prompt, ResponseMeta,
 };
@@ -84,18 +86,32 @@ fn now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
-pub async fn completions(
-    State(state): State<Arc<AppState>>,
-    OpenAiJson(request): OpenAiJson<CompletionRequest>,
-) -> Result<Response, ApiError> {
-    state.check_model(request.model.as_deref())?;
-    let (n_positions, vocab_size) = state.language_model()?;
+/// A request checked and turned into work for the model thread: the prompt's token ids, how to
+/// generate, and how to answer.
+pub struct Job {
+    pub prompt: Vec<u32>,
+    pub config: GenerateConfig,
+    pub stream: bool,
+    pub include_usage: bool,
+}
+
+/// What the request checks need to know of the served language model.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub n_positions: usize,
+    pub vocab_size: usize,
+    /// The server's `--seed`, for requests that give none.
+    pub seed: u64,
+}
+
+/// `/v1/completions`' body → a [`Job`], or the 400 that names the field at fault.
+pub fn completion_job(request: &CompletionRequest, limits: Limits, tokenizer: &Tokenizer) -> Result<Job, ApiError> {
     let one_prompt = || ApiError::invalid("only one prompt per request is supported (n = 1)", Some("prompt"));
     let prompt = match &request.prompt {
         None => return Err(ApiError::invalid("you must provide a prompt", Some("prompt"))),
-        Some(Prompt::Text(text)) => state.tokenizer.encode(text),
+        Some(Prompt::Text(text)) => tokenizer.encode(text),
         Some(Prompt::Texts(texts)) => match texts.as_slice() {
-            [text] => state.tokenizer.encode(text),
+            [text] => tokenizer.encode(text),
             _ => return Err(one_prompt()),
         },
         Some(Prompt::Tokens(ids)) => ids.clone(),
@@ -104,13 +120,40 @@ pub async fn completions(
             _ => return Err(one_prompt()),
         },
     };
+    let vocab_size = limits.vocab_size;
     if let Some(bad) = prompt.iter().find(|&&id| id as usize >= vocab_size) {
         return Err(ApiError::invalid(format!("token id {bad} is outside the vocabulary ({vocab_size})"), Some("prompt")));
     }
     let params = request.params();
-    let config = params.config(prompt.len(), "prompt", n_positions, DefaultMaxTokens::Fixed(COMPLETIONS_DEFAULT_MAX_TOKENS), state.seed)?;
+    let default_max = DefaultMaxTokens::Fixed(COMPLETIONS_DEFAULT_MAX_TOKENS);
+    let config = params.config(prompt.len(), "prompt", limits.n_positions, default_max, limits.seed)?;
+    Ok(Job { prompt, config, stream: params.stream, include_usage: params.include_usage })
+}
+
+/// `/v1/chat/completions`' body → a [`Job`] (the messages rendered in `format`), or a 400.
+pub fn chat_job(request: &ChatRequest, format: ChatFormat, limits: Limits, tokenizer: &Tokenizer) -> Result<Job, ApiError> {
+    let messages = request.messages.as_deref().ok_or_else(|| ApiError::invalid("you must provide messages", Some("messages")))?;
+    let prompt = tokenizer.encode(&format.render(messages)?);
+    let params = request.params();
+    let config = params.config(prompt.len(), "messages", limits.n_positions, DefaultMaxTokens::RestOfContext, limits.seed)?;
+    Ok(Job { prompt, config, stream: params.stream, include_usage: params.include_usage })
+}
+
+impl AppState {
+    fn limits(&self) -> Result<Limits, ApiError> {
+        let (n_positions, vocab_size) = self.language_model()?;
+        Ok(Limits { n_positions, vocab_size, seed: self.seed })
+    }
+}
+
+pub async fn completions(
+    State(state): State<Arc<AppState>>,
+    OpenAiJson(request): OpenAiJson<CompletionRequest>,
+) -> Result<Response, ApiError> {
+    state.check_model(request.model.as_deref())?;
+    let job = completion_job(&request, state.limits()?, &state.tokenizer)?;
     let meta = ResponseMeta { endpoint: Endpoint::Completions, id: response_id("cmpl"), created: now(), model: state.model_id.clone() };
-    respond(&state, prompt, config, meta, params.stream, params.include_usage).await
+    respond(&state, job, meta).await
 }
 
 pub async fn chat_completions(
@@ -118,27 +161,16 @@ pub async fn chat_completions(
     OpenAiJson(request): OpenAiJson<ChatRequest>,
 ) -> Result<Response, ApiError> {
     state.check_model(request.model.as_deref())?;
-    let (n_positions, _) = state.language_model()?;
-    let messages = request.messages.as_deref().ok_or_else(|| ApiError::invalid("you must provide messages", Some("messages")))?;
-    let prompt = state.tokenizer.encode(&state.chat_format.render(messages)?);
-    let params = request.params();
-    let config = params.config(prompt.len(), "messages", n_positions, DefaultMaxTokens::RestOfContext, state.seed)?;
+    let job = chat_job(&request, state.chat_format, state.limits()?, &state.tokenizer)?;
     let meta = ResponseMeta { endpoint: Endpoint::Chat, id: response_id("chatcmpl"), created: now(), model: state.model_id.clone() };
-    respond(&state, prompt, config, meta, params.stream, params.include_usage).await
+    respond(&state, job, meta).await
 }
 
 /// Queues the generation and answers: the whole response, or an event stream.
-async fn respond(
-    state: &AppState,
-    prompt: Vec<u32>,
-    config: GenerateConfig,
-    meta: ResponseMeta,
-    streamed: bool,
-    include_usage: bool,
-) -> Result<Response, ApiError> {
-    let mut events = state.worker.generate(prompt, config)?;
-    if streamed {
-        return Ok(Sse::new(event_stream(events, meta, include_usage)).into_response());
+async fn respond(state: &AppState, job: Job, meta: ResponseMeta) -> Result<Response, ApiError> {
+    let mut events = state.worker.generate(job.prompt, job.config)?;
+    if job.stream {
+        return Ok(Sse::new(event_stream(events, meta, job.include_usage)).into_response());
     }
     // Not streamed: wait for the end. If the client goes away, axum drops this future and with it
     // the receiver, which stops the generation.
@@ -202,6 +234,18 @@ fn event_stream(
     })
 }
 
+/// `/v1/classify`'s texts, or a 400.
+pub fn classify_texts(request: ClassifyRequest) -> Result<Vec<String>, ApiError> {
+    match request.input {
+        None => Err(ApiError::invalid("you must provide input: a string or a list of strings", Some("input"))),
+        Some(ClassifyInput::One(text)) => Ok(vec![text]),
+        Some(ClassifyInput::Many(texts)) if texts.is_empty() => {
+            Err(ApiError::invalid("input must hold at least one text", Some("input")))
+        }
+        Some(ClassifyInput::Many(texts)) => Ok(texts),
+    }
+}
+
 pub async fn classify(
     State(state): State<Arc<AppState>>,
     OpenAiJson(request): OpenAiJson<ClassifyRequest>,
@@ -213,14 +257,7 @@ pub async fn classify(
             Some("model"),
         ));
     };
-    let texts = match request.input {
-        None => return Err(ApiError::invalid("you must provide input: a string or a list of strings", Some("input"))),
-        Some(ClassifyInput::One(text)) => vec![text],
-        Some(ClassifyInput::Many(texts)) if texts.is_empty() => {
-            return Err(ApiError::invalid("input must hold at least one text", Some("input")));
-        }
-        Some(ClassifyInput::Many(texts)) => texts,
-    };
+    let texts = classify_texts(request)?;
     let predictions = state.worker.classify(texts).await?;
     Ok(Json(super::openai::classify_response(&response_id("clf"), &state.model_id, labels, &predictions)))
 }

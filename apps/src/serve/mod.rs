@@ -14,6 +14,9 @@ mod openai;
 mod params;
 mod worker;
 
+#[cfg(test)]
+mod fuzz_tests;
+
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::Path;
 use std::sync::Arc;

@@ -76,7 +76,7 @@ impl GenerationParams {
                 format!(
                     "This model's maximum context length is {n_positions} tokens. However, you requested {} tokens \
                      ({prompt_len} in the prompt, {max_tokens} for the completion). Please reduce the prompt or max_tokens.",
-                    prompt_len + max_tokens
+                    prompt_len.saturating_add(max_tokens)
                 ),
                 Some("max_tokens"),
             ));

@@ -2,6 +2,8 @@
 //! transformers, see tests/fixtures/gpt2-tiny/README.md).
 #![allow(dead_code)]
 
+pub mod fuzz;
+
 use std::path::PathBuf;
 
 use gpt::burn::prelude::*;
@@ -12,8 +14,23 @@ pub fn fixture_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/gpt2-tiny")
 }
 
+/// The backend under test: `LLMFS_TEST_DEVICE` (cpu, cuda, wgpu, vulkan, metal), the CPU when unset.
+pub fn device_spec() -> gpt::device::DeviceSpec {
+    gpt::device::DeviceSpec::from_env("LLMFS_TEST_DEVICE").expect("LLMFS_TEST_DEVICE names a device")
+}
+
 pub fn device() -> Device {
-    Device::flex()
+    device_spec().resolve().expect("the device under test is compiled in")
+}
+
+/// How much wider than the fixture's CPU tolerances the comparisons are on this backend: 1 on the
+/// CPU; on a GPU, whose f32 matmuls run in TF32 (10-bit mantissa), 100 unless
+/// `LLMFS_TEST_TOLERANCE_SCALE` says otherwise. Exact checks (token ids) are never widened.
+pub fn tolerance_scale() -> f64 {
+    if !device_spec().is_gpu() {
+        return 1.0;
+    }
+    std::env::var("LLMFS_TEST_TOLERANCE_SCALE").ok().and_then(|v| v.parse().ok()).unwrap_or(100.0)
 }
 
 pub fn tiny_model() -> gpt::Gpt {
@@ -40,8 +57,13 @@ pub fn expected_i64(name: &str) -> (Vec<usize>, Vec<i64>) {
     (view.shape().to_vec(), values)
 }
 
-/// The fixture's tolerance for a group, from expected.json's `tolerances_suggested`.
+/// The fixture's tolerance for a group, from expected.json's `tolerances_suggested`, times
+/// [`tolerance_scale`] for the backend under test.
 pub fn tolerance(group: &str, kind: &str) -> f64 {
+    fixture_tolerance(group, kind) * tolerance_scale()
+}
+
+fn fixture_tolerance(group: &str, kind: &str) -> f64 {
     let json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(fixture_dir().join("expected.json")).unwrap()).unwrap();
     json["tolerances_suggested"][group][kind].as_f64().unwrap_or_else(|| panic!("tolerance {group}.{kind}"))

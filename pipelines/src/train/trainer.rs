@@ -215,6 +215,7 @@ where
     if job.train.len() < job.config.batch_size && job.config.drop_last {
         bail!("{} training examples make no batch of {}", job.train.len(), job.config.batch_size);
     }
+    job.run.check_space(model.num_params())?;
     let checkpoints = job.run.checkpoints();
     let state = if job.resume { latest_complete_checkpoint(&checkpoints)? } else { None };
     if job.resume && state.is_none() {

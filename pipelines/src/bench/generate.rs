@@ -1,0 +1,120 @@
+//! Generation speed: seeded random weights, fp32, a 16-token prompt, 128 greedy new tokens — the
+//! workload of `../shared/bench/torch_baseline` (`infer` case) — one prompt at a time, or a batch
+//! of prompts against the same prompts one at a time (the speed-up of batching, with the tokens
+//! checked to be the same).
+
+use std::time::Instant;
+
+use anyhow::{Context, Result, ensure};
+use gpt::burn::prelude::*;
+use gpt::device::DeviceSpec;
+use gpt::generate::{GenerateConfig, generate};
+use gpt::{Gpt, GptConfig};
+use serde_json::{Value, json};
+
+use super::median;
+
+/// The first 16 tokens of the baseline's prompt ("I HAD always thought Jack Gisburn rather a cheap genius--though a").
+pub const PROMPT: [u32; 16] = [40, 367, 2885, 1464, 1807, 3619, 402, 271, 10899, 2138, 257, 7026, 15632, 438, 2016, 257];
+pub const NEW_TOKENS: usize = 128;
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Timed repetitions (the median is reported).
+    pub reps: usize,
+    /// Also time generation without the KV cache (and check it gives the same tokens).
+    pub no_cache: bool,
+    /// More than 1: batched against one at a time instead.
+    pub batch: usize,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self { reps: 3, no_cache: false, batch: 1 }
+    }
+}
+
+pub fn run(spec: DeviceSpec, options: &Options) -> Result<Value> {
+    let device = spec.resolve()?;
+    let model = Gpt::init(&GptConfig::preset("gpt2").context("the gpt2 preset")?, 0, &device)?;
+    if options.batch > 1 {
+        return batched_against_solo(&model, options.batch, spec);
+    }
+    let calib_before = calibrate(&device);
+    timed_generation(&model, 8, true)?; // warm-up
+    let prefill = median((0..5).map(|_| timed_generation(&model, 1, true).map(|r| r.0)).collect::<Result<_>>()?);
+    let runs: Vec<(f64, Vec<u32>)> = (0..options.reps.max(1)).map(|_| timed_generation(&model, NEW_TOKENS, true)).collect::<Result<_>>()?;
+    let cached_s = median(runs.iter().map(|r| r.0).collect());
+    let uncached = if options.no_cache { Some(timed_generation(&model, NEW_TOKENS, false)?) } else { None };
+    if let Some((_, tokens)) = &uncached {
+        ensure!(tokens == &runs[0].1, "cached and uncached greedy tokens differ");
+    }
+    let calib_after = calibrate(&device);
+    Ok(json!({
+        "bench": "llmfs_generate_gpt2_124m", "backend": spec.to_string(), "threads": rayon::current_num_threads(),
+        "batch": 1, "prompt_len": PROMPT.len(), "new_tokens": NEW_TOKENS,
+        "prefill_16_tokens_plus_1_s": prefill,
+        "kv_cache": { "median_s": cached_s, "all_s": runs.iter().map(|r| r.0).collect::<Vec<_>>(),
+                      "tokens_per_s": NEW_TOKENS as f64 / cached_s },
+        "no_cache": uncached.as_ref().map(|(s, _)| json!({ "s": s, "tokens_per_s": NEW_TOKENS as f64 / s })),
+        "first_new_tokens": &runs[0].1[..8],
+        "calib_gflops_before": calib_before,
+        "calib_gflops_after": calib_after,
+    }))
+}
+
+/// GFLOP/s of a 1024×768 @ 768×3072 matmul (the baseline's calibration, to see machine drift).
+fn calibrate(device: &Device) -> f64 {
+    let a = Tensor::<2>::random([1024, 768], gpt::burn::tensor::Distribution::Normal(0.0, 1.0), device);
+    let b = Tensor::<2>::random([768, 3072], gpt::burn::tensor::Distribution::Normal(0.0, 1.0), device);
+    let mut times = Vec::new();
+    for i in 0..12 {
+        let start = Instant::now();
+        let _ = a.clone().matmul(b.clone()).into_data();
+        if i >= 2 {
+            times.push(start.elapsed().as_secs_f64());
+        }
+    }
+    2.0 * 1024.0 * 768.0 * 3072.0 / median(times) / 1e9
+}
+
+fn timed_generation(model: &Gpt, new_tokens: usize, use_cache: bool) -> Result<(f64, Vec<u32>)> {
+    let config = GenerateConfig { eos_token: None, use_cache, ..GenerateConfig::greedy(new_tokens) };
+    let start = Instant::now();
+    let out = generate(model, &[PROMPT.to_vec()], &config)?;
+    Ok((start.elapsed().as_secs_f64(), out[0].token_ids.clone()))
+}
+
+/// `batch` prompts (the baseline's, each with another last token) generated as one batch through
+/// the KV cache and then one at a time (`generate-responses` and `serve` batch their prompts).
+fn batched_against_solo(model: &Gpt, batch: usize, spec: DeviceSpec) -> Result<Value> {
+    let prompts: Vec<Vec<u32>> = (0..batch)
+        .map(|row| {
+            let mut prompt = PROMPT.to_vec();
+            prompt[PROMPT.len() - 1] = 257 + 13 * row as u32;
+            prompt
+        })
+        .collect();
+    let config = GenerateConfig { eos_token: None, ..GenerateConfig::greedy(NEW_TOKENS) };
+    generate(model, &prompts[..1], &GenerateConfig { max_new_tokens: 8, ..config.clone() })?; // warm-up
+    let start = Instant::now();
+    let batched = generate(model, &prompts, &config)?;
+    let batched_s = start.elapsed().as_secs_f64();
+    let start = Instant::now();
+    let mut solo = Vec::new();
+    for prompt in &prompts {
+        solo.push(generate(model, std::slice::from_ref(prompt), &config)?[0].token_ids.clone());
+    }
+    let solo_s = start.elapsed().as_secs_f64();
+    for (row, (b, s)) in batched.iter().zip(&solo).enumerate() {
+        ensure!(&b.token_ids == s, "row {row}: batched and solo tokens differ");
+    }
+    let tokens = (batch * NEW_TOKENS) as f64;
+    Ok(json!({
+        "bench": "llmfs_generate_batched_gpt2_124m", "backend": spec.to_string(), "threads": rayon::current_num_threads(),
+        "batch": batch, "prompt_len": PROMPT.len(), "new_tokens": NEW_TOKENS,
+        "batched": { "s": batched_s, "tokens_per_s": tokens / batched_s },
+        "one_at_a_time": { "s": solo_s, "tokens_per_s": tokens / solo_s },
+        "speedup": solo_s / batched_s, "same_tokens": true,
+    }))
+}

@@ -1,0 +1,68 @@
+//! Full training-step speed: forward, masked cross-entropy, backward and AdamW on every parameter
+//! (random fp32 weights, dropout 0.1 unless told) on batches of `batch` rows of `seq_len` tokens —
+//! by default B4×T256, the `train` case of `../shared/bench/torch_baseline` (what `llmfs pretrain`
+//! and `llmfs finetune instruct` run each step). With dropout 0 attention runs Burn's fused kernel;
+//! with attention dropout it materialises the T×T weights.
+
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use gpt::burn::optim::GradientsParams;
+use gpt::burn::prelude::*;
+use gpt::device::DeviceSpec;
+use gpt::{Gpt, GptConfig};
+use serde_json::{Value, json};
+
+use super::{median, peak_rss_mib};
+use crate::train::OptimConfig;
+use crate::train::steps::{LanguageModelTraining, LmBatch};
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub batch: usize,
+    pub seq_len: usize,
+    /// Timed steps (after 2 untimed warm-up steps).
+    pub steps: usize,
+    /// Embedding, attention and residual dropout.
+    pub dropout: f64,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self { batch: 4, seq_len: 256, steps: 5, dropout: 0.1 }
+    }
+}
+
+pub fn run(spec: DeviceSpec, options: &Options) -> Result<Value> {
+    let Options { batch, seq_len, steps, dropout } = options.clone();
+    let device = spec.resolve()?.autodiff();
+    device.seed(0);
+    let gpt = Gpt::init(&GptConfig::preset("gpt2").context("the gpt2 preset")?.with_dropout(dropout), 0, &device)?;
+    let params = gpt.num_params();
+    let mut model = LanguageModelTraining { gpt, grad_clip: None };
+    // torch.optim.AdamW(model.parameters(), lr=5e-5, weight_decay=0.1), as the baseline.
+    let mut optimizer = OptimConfig { decay_all: true, ..OptimConfig::default() }.optimizer();
+    let tokens = Tensor::<2, Int>::random([batch, seq_len + 1], gpt::burn::tensor::Distribution::Uniform(0.0, 50256.0), &device);
+    let lm_batch = LmBatch { inputs: tokens.clone().slice([0..batch, 0..seq_len]), targets: tokens.slice([0..batch, 1..seq_len + 1]) };
+
+    let (mut times, mut losses) = (Vec::new(), Vec::new());
+    for i in 0..steps + 2 {
+        let start = Instant::now();
+        let out = model.forward_batch(lm_batch.clone());
+        let grads = GradientsParams::from_grads(out.loss.clone().backward(), &model);
+        model = optimizer.step(5e-5, model, grads);
+        // Reading the loss waits for the step to finish (GPU backends run asynchronously).
+        losses.push(out.loss.into_scalar::<f32>() as f64);
+        if i >= 2 {
+            times.push(start.elapsed().as_secs_f64());
+        }
+    }
+    let step = median(times.clone());
+    Ok(json!({
+        "bench": "llmfs_train_gpt2_124m", "backend": spec.to_string(), "threads": rayon::current_num_threads(),
+        "batch": batch, "seq_len": seq_len, "n_params": params, "dropout": dropout,
+        "step": { "median_s": step, "all_s": times },
+        "tokens_per_s": (batch * seq_len) as f64 / step,
+        "losses": losses, "peak_rss_mib": peak_rss_mib(),
+    }))
+}

@@ -1,0 +1,183 @@
+#!/usr/bin/env bash
+# The CUDA checks in one go: backend parity tests, a CPU-vs-CUDA comparison of two whole CLI jobs,
+# and the GPU benchmarks next to PyTorch on the same card. Two halves, because a GPU machine often
+# has no Rust toolchain and no network:
+#
+#   bash scripts/gpu-check.sh build    # here: the CUDA builds of the parity tests and the CLI, in .cuda-bin/
+#   bash scripts/gpu-check.sh tests    # on the GPU machine, in the repository root: parity tests on cuda
+#   bash scripts/gpu-check.sh cli      # there too: CLI jobs on cpu vs cuda, then benchmarks vs PyTorch
+#
+# The halves on the GPU machine need only their own archive (.cuda-bin/tests.tar.xz, cli.tar.xz:
+# ~27 MB each, as each binary links LLVM's NVPTX back end), so each can travel on its own.
+# `build` needs the offline LLVM of scripts/setup-cuda-build.sh; it pins the CUDA API version that
+# cudarc binds to CUDARC_CUDA_VERSION (default 13000 = CUDA 13.0: no nvcc is needed here, and the
+# driver on the GPU machine must be at least that version). `run` writes its logs and JSON results to
+# $OUT (default target/gpu-check): summary.txt, and tests.log or cli.log, benches.jsonl, torch_gpu.json.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+bins=.cuda-bin
+
+build() {
+    set -e
+    bash scripts/setup-cuda-build.sh
+    export CUDARC_CUDA_VERSION="${CUDARC_CUDA_VERSION:-13000}"
+    # Without debug info: the binaries travel to the GPU machine (LLVM's NVPTX back end is linked in).
+    export CARGO_PROFILE_DEV_DEBUG=0 CARGO_TARGET_DIR="${CUDA_TARGET_DIR:-target/cuda}"
+    # Two binaries (each links LLVM's NVPTX back end, ~130 MB; ~17 MB compressed): every parity
+    # test in one, and the CLI, whose `llmfs bench` runs the benchmarks.
+    local targets=(--test backends --bin llmfs)
+    rm -rf "$bins" && mkdir -p "$bins/bin"
+    cargo build --features cuda -p llmfs-pipelines -p llmfs-apps "${targets[@]}" \
+        --message-format=json-render-diagnostics |
+        python3 -c '
+import json, shutil, sys
+for line in sys.stdin:
+    msg = json.loads(line)
+    exe = msg.get("executable") if msg.get("reason") == "compiler-artifact" else None
+    if exe:
+        name = msg["target"]["name"]
+        shutil.copy(exe, sys.argv[1] + "/" + name)
+        print(name, file=sys.stderr)
+' "$bins/bin"
+    strip "$bins"/bin/*
+    pwd >"$bins/bin/built_at"
+    tar -C "$bins/bin" -cf - backends built_at | xz -6 >"$bins/tests.tar.xz" &
+    tar -C "$bins/bin" -cf - llmfs built_at | xz -6 >"$bins/cli.tar.xz"
+    wait
+    rm -rf "$bins/bin"
+    ls -la "$bins"
+}
+
+# The CLI jobs compared across devices: HellaSwag scoring and a short instruction fine-tune.
+cli_jobs() {
+    local dev=$1 limit=$2 fx=tests/fixtures b=/tmp/llmfs-cuda/bin
+    timeout "$limit" "$b/llmfs" eval hellaswag --device "$dev" --model "$fx/gpt2-tiny" \
+        --data "$fx/data/hellaswag_val_40.jsonl" --predictions "/tmp/hs_$dev.jsonl" --json
+    echo "llmfs eval hellaswag --device $dev: rc=$?"
+    rm -rf "/tmp/run_$dev"
+    timeout "$limit" "$b/llmfs" finetune instruct --device "$dev" --model "$fx/gpt2-tiny" \
+        --data "$fx/data/instruction_data_60.json" --epochs 2 --batch-size 4 --sample-tokens 8 \
+        --run-dir "/tmp/run_$dev" --plain --json
+    echo "llmfs finetune instruct --device $dev: rc=$?"
+}
+
+# One `llmfs bench` on the GPU with a time limit; its JSON line goes to benches.jsonl.
+bench() {
+    local limit=$1 name=$2
+    shift 2
+    local start=$SECONDS
+    timeout "$limit" /tmp/llmfs-cuda/bin/llmfs bench "$name" --device cuda "$@" >>"$out/benches.jsonl" 2>>"$out/cli.log"
+    echo "llmfs bench $name $*: rc=$? ($((SECONDS - start)) s)" | tee -a "$out/summary.txt"
+}
+
+# Unpacks one archive and makes the GPU machine ready for it.
+setup() {
+    out="${OUT:-target/gpu-check}"
+    b=/tmp/llmfs-cuda/bin
+    mkdir -p "$out" "$b"
+    tar -C "$b" -xJf "$bins/$1.tar.xz" || { echo "no $bins/$1.tar.xz: run \`$0 build\` first" >&2; exit 1; }
+    local built_at
+    built_at="$(cat "$b/built_at")"
+    # The tests' fixtures are found through the absolute path the binary was built at.
+    if [ -n "$built_at" ] && [ ! -e "$built_at" ]; then mkdir -p "$(dirname "$built_at")" && ln -s "$PWD" "$built_at"; fi
+    # cudarc loads libcuda and NVRTC at run time; cubecl-cuda compiles kernels against the CUDA headers
+    # of $CUDA_PATH (default /usr/local/cuda).
+    if [ -z "${CUDA_PATH:-}" ] && [ ! -e /usr/local/cuda ] && command -v nvcc >/dev/null; then
+        export CUDA_PATH="$(dirname "$(dirname "$(readlink -f "$(command -v nvcc)")")")"
+    fi
+    local cuda_home="${CUDA_PATH:-/usr/local/cuda}" nvrtc
+    nvrtc="$(ls "$cuda_home"/lib64/libnvrtc.so* "$cuda_home"/targets/x86_64-linux/lib/libnvrtc.so* 2>/dev/null | head -1)"
+    [ -n "$nvrtc" ] || nvrtc="$(timeout 30 find /usr /opt -name 'libnvrtc.so*' 2>/dev/null | head -1)"
+    [ -n "$nvrtc" ] && export LD_LIBRARY_PATH="$(dirname "$nvrtc"):${LD_LIBRARY_PATH:-}"
+    {
+        nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
+        echo "cuda: $cuda_home; nvrtc: ${nvrtc:-not found}; fixtures via: ${built_at:-?}; cpu: $(nproc) cores"
+    } | tee "$out/summary.txt"
+}
+
+# On the GPU: every parity test with LLMFS_TEST_DEVICE=cuda.
+tests() {
+    setup tests
+    echo "== parity tests on cuda (LLMFS_TEST_DEVICE=cuda)" | tee -a "$out/summary.txt"
+    local start=$SECONDS
+    LLMFS_TEST_DEVICE=cuda timeout 240 "$b/backends" --test-threads 1 --nocapture >"$out/tests.log" 2>&1
+    echo "backends (parity, generation, classifier, loss_and_adamw): rc=$? ($((SECONDS - start)) s) $(grep -h '^test result' "$out/tests.log" | tail -1)" |
+        tee -a "$out/summary.txt"
+    grep -h "FAILED\|panicked" "$out/tests.log" | head -20 >>"$out/summary.txt"
+    grep -h "max abs diff\|rel err\|tolerance" "$out/tests.log" | sort | uniq | head -40 >>"$out/summary.txt"
+}
+
+# On the GPU: the CLI jobs on cpu and cuda, compared; then the benchmarks next to PyTorch.
+cli() {
+    setup cli
+    local fx=tests/fixtures
+    echo "== CLI: the same jobs on cpu and cuda" | tee -a "$out/summary.txt"
+    cli_jobs cpu 120 >/tmp/cli_cpu.log 2>&1 &
+    cli_jobs cuda 120 >/tmp/cli_cuda.log 2>&1
+    wait
+    cat /tmp/cli_cpu.log /tmp/cli_cuda.log >>"$out/cli.log"
+    grep -h "^llmfs " /tmp/cli_cpu.log /tmp/cli_cuda.log | tee -a "$out/summary.txt"
+    python3 - "$fx/hellaswag_tiny_reference.json" <<'PY' 2>&1 | tee -a "$out/summary.txt"
+import json, sys
+ref = {e["ind"]: e for e in json.load(open(sys.argv[1]))["examples"]}
+for d in ("cpu", "cuda"):
+    rows = [json.loads(l) for l in open(f"/tmp/hs_{d}.jsonl")]
+    same = sum(r["pred"] == ref[r["ind"]]["pred"] and r["pred_norm"] == ref[r["ind"]]["pred_norm"] for r in rows)
+    print(f"hellaswag {d}: predictions equal transformers' on {same}/{len(rows)} examples")
+curves = {}
+for d in ("cpu", "cuda"):
+    events = [json.loads(l) for l in open(f"/tmp/run_{d}/metrics.jsonl") if l.strip()]
+    curves[d] = [e for e in events if e.get("split") == "train" and "loss" in e]
+pairs = list(zip(curves["cpu"], curves["cuda"]))
+worst = max((abs(a["loss"] - b["loss"]) / abs(a["loss"]) for a, b in pairs), default=float("nan"))
+print(f"finetune instruct: {len(pairs)} train events; losses cpu {[round(a['loss'], 4) for a, _ in pairs[:4]]} "
+      f"cuda {[round(b['loss'], 4) for _, b in pairs[:4]]}; worst relative difference {worst:.2e}")
+PY
+
+    # Then the benchmarks, one at a time on the GPU.
+    echo "== benchmarks (llmfs on cuda, then PyTorch on the same card)" | tee -a "$out/summary.txt"
+    bench 90 train-step --batch 16 --seq-len 1024 --steps 10
+    bench 50 generate
+    bench 70 generate --batch 8
+    PYTHONUNBUFFERED=1 timeout 120 python3 scripts/reference/bench_torch_gpu.py --batch 16 --seq-len 1024 \
+        --out "$out/torch_gpu.json" >/dev/null 2>>"$out/cli.log"
+    echo "torch: rc=$?" >>"$out/summary.txt"
+    bench 50 finetune-cls --steps 10
+    python3 - "$out" <<'PY' 2>&1 | tee -a "$out/summary.txt"
+import json, sys
+out = sys.argv[1]
+ours = {}
+for line in open(f"{out}/benches.jsonl"):
+    if line.startswith("{"):
+        r = json.loads(line)
+        ours[r["bench"]] = r
+torch = json.load(open(f"{out}/torch_gpu.json"))
+print(f"PyTorch {torch['torch']} on {torch['device']}; llmfs on cuda (f32 matmuls in TF32)")
+def row(what, ours_v, key, unit):
+    fp32, tf32 = torch["fp32"], torch["tf32"]
+    t32, ttf = key(fp32), key(tf32)
+    print(f"{what:<34} llmfs {ours_v:>9.1f}  torch fp32 {t32:>9.1f} ({ours_v / t32:.2f}x)  torch tf32 {ttf:>9.1f} ({ours_v / ttf:.2f}x) {unit}")
+t = ours.get("llmfs_train_gpt2_124m")
+if t:
+    row(f"train step B{t['batch']}xT{t['seq_len']}", t["tokens_per_s"], lambda c: c["train"]["tokens_per_s"], "tok/s")
+    print(f"{'':<34} losses llmfs {[round(x, 3) for x in t['losses'][:3]]} torch {[round(x, 3) for x in torch['fp32']['train']['losses']]}")
+c = ours.get("llmfs_cls_gpt2_124m")
+if c:
+    row("cls step B8xT120 (last block)", c["batch"] / c["plain_step"]["median_s"], lambda x: x["cls"]["examples_per_s"], "ex/s")
+    row("cls step, prefix cache", c["batch"] / c["cached_step"]["median_s"], lambda x: x["cls"]["examples_per_s"], "ex/s")
+g = ours.get("llmfs_generate_gpt2_124m")
+if g:
+    row("greedy 128 tokens, batch 1", g["kv_cache"]["tokens_per_s"], lambda x: x["infer"]["batch_1"]["tokens_per_s"], "tok/s")
+g8 = ours.get("llmfs_generate_batched_gpt2_124m")
+if g8:
+    row(f"greedy 128 tokens, batch {g8['batch']}", g8["batched"]["tokens_per_s"], lambda x: x["infer"][f"batch_{g8['batch']}"]["tokens_per_s"], "tok/s")
+    print(f"{'':<34} llmfs batched vs one at a time: {g8['speedup']:.2f}x")
+PY
+}
+
+case "${1:-}" in
+    build) build ;;
+    tests) tests ;;
+    cli) cli ;;
+    *) echo "usage: $0 build|tests|cli" >&2; exit 2 ;;
+esac
