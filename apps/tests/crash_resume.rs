@@ -14,18 +14,8 @@ use common::*;
 const KILLS: usize = 20;
 
 fn finetune(home: &Path, run_dir: &Path, resume: bool) -> Command {
-    let mut cmd = llmfs(home);
-    cmd.args(["finetune", "instruct", "--epochs", "4", "--batch-size", "4", "--checkpoint-every", "1", "--eval-every", "4"])
-        .args(["--eval-batches", "1", "--sample-tokens", "4", "--plain", "--device", "cpu", "--threads", "1", "--model"])
-        .arg(tiny_model_dir())
-        .arg("--data")
-        .arg(fixtures().join("data/instruction_data_60.json"))
-        .arg("--run-dir")
-        .arg(run_dir);
-    if resume {
-        cmd.arg("--resume");
-    }
-    cmd
+    let flags = ["--epochs", "4", "--batch-size", "4", "--checkpoint-every", "1", "--eval-every", "4", "--eval-batches", "1"];
+    finetune_instruct(home, run_dir, resume, &[&flags[..], &["--sample-tokens", "4"]].concat())
 }
 
 /// (step, split, loss) of every event, and the sample texts: what must not change.

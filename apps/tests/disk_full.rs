@@ -50,18 +50,8 @@ impl Drop for Tmpfs {
 }
 
 fn finetune(home: &Path, run_dir: &Path, resume: bool) -> Command {
-    let mut cmd = llmfs(home);
-    cmd.args(["finetune", "instruct", "--epochs", "2", "--batch-size", "4", "--eval-every", "100", "--eval-batches", "1"])
-        .args(["--sample-tokens", "2", "--plain", "--device", "cpu", "--threads", "1", "--model"])
-        .arg(tiny_model_dir())
-        .arg("--data")
-        .arg(fixtures().join("data/instruction_data_60.json"))
-        .arg("--run-dir")
-        .arg(run_dir);
-    if resume {
-        cmd.arg("--resume");
-    }
-    cmd
+    let flags = ["--epochs", "2", "--batch-size", "4", "--eval-every", "100", "--eval-batches", "1", "--sample-tokens", "2"];
+    finetune_instruct(home, run_dir, resume, &flags)
 }
 
 fn files_under(dir: &Path) -> Vec<PathBuf> {

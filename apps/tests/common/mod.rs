@@ -29,6 +29,24 @@ pub fn llmfs(hf_home: &Path) -> Command {
     cmd
 }
 
+/// `llmfs finetune instruct` of the fixture model on the 60 fixture records, on one CPU thread,
+/// into `run_dir` (continuing it with `resume`), with the test's own `flags` (epochs, batch size…).
+pub fn finetune_instruct(home: &Path, run_dir: &Path, resume: bool, flags: &[&str]) -> Command {
+    let mut cmd = llmfs(home);
+    cmd.args(["finetune", "instruct"])
+        .args(flags)
+        .args(["--plain", "--device", "cpu", "--threads", "1", "--model"])
+        .arg(tiny_model_dir())
+        .arg("--data")
+        .arg(fixtures().join("data/instruction_data_60.json"))
+        .arg("--run-dir")
+        .arg(run_dir);
+    if resume {
+        cmd.arg("--resume");
+    }
+    cmd
+}
+
 pub fn run(cmd: &mut Command) -> Output {
     let out = cmd.output().expect("llmfs runs");
     eprintln!("stderr: {}", String::from_utf8_lossy(&out.stderr));
