@@ -18,5 +18,5 @@ use llmfs::pipelines::bench::{self, arg, finetune_cls};
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
     let device = bench::setup(&args)?;
-    bench::report(&args, &finetune_cls::run(device, arg(&args, "--steps").unwrap_or(5))?)
+    bench::report(&finetune_cls::run(device, arg(&args, "--steps").unwrap_or(5))?, arg::<std::path::PathBuf>(&args, "--out").as_deref())
 }

@@ -25,5 +25,5 @@ fn main() -> anyhow::Result<()> {
         no_cache: args.iter().any(|a| a == "--no-cache"),
         batch: arg(&args, "--batch").unwrap_or(defaults.batch),
     };
-    bench::report(&args, &generate::run(device, &options)?)
+    bench::report(&generate::run(device, &options)?, arg::<std::path::PathBuf>(&args, "--out").as_deref())
 }

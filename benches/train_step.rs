@@ -25,5 +25,5 @@ fn main() -> anyhow::Result<()> {
         steps: arg(&args, "--steps").unwrap_or(defaults.steps),
         dropout: arg(&args, "--dropout").unwrap_or(defaults.dropout),
     };
-    bench::report(&args, &train_step::run(device, &options)?)
+    bench::report(&train_step::run(device, &options)?, arg::<std::path::PathBuf>(&args, "--out").as_deref())
 }

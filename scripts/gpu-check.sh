@@ -8,14 +8,15 @@
 #   bash scripts/gpu-check.sh cli      # there too: CLI jobs on cpu vs cuda, then benchmarks vs PyTorch
 #
 # The halves on the GPU machine need only their own archive (.cuda-bin/tests.tar.xz, cli.tar.xz:
-# ~27 MB each, as each binary links LLVM's NVPTX back end), so each can travel on its own.
+# 30-35 MB each, as each binary links LLVM's NVPTX back end), so each can travel on its own.
 # `build` needs the offline LLVM of scripts/setup-cuda-build.sh; it pins the CUDA API version that
 # cudarc binds to CUDARC_CUDA_VERSION (default 13000 = CUDA 13.0: no nvcc is needed here, and the
-# driver on the GPU machine must be at least that version). `run` writes its logs and JSON results to
+# driver on the GPU machine must be at least that version). `tests` and `cli` write their logs and results to
 # $OUT (default target/gpu-check): summary.txt, and tests.log or cli.log, benches.jsonl, torch_gpu.json.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 bins=.cuda-bin
+b=/tmp/llmfs-cuda/bin  # where the GPU machine unpacks the archives
 
 build() {
     set -e
@@ -23,8 +24,8 @@ build() {
     export CUDARC_CUDA_VERSION="${CUDARC_CUDA_VERSION:-13000}"
     # Without debug info: the binaries travel to the GPU machine (LLVM's NVPTX back end is linked in).
     export CARGO_PROFILE_DEV_DEBUG=0 CARGO_TARGET_DIR="${CUDA_TARGET_DIR:-target/cuda}"
-    # Two binaries (each links LLVM's NVPTX back end, ~130 MB; ~17 MB compressed): every parity
-    # test in one, and the CLI, whose `llmfs bench` runs the benchmarks.
+    # Two binaries (each ~130 MB with LLVM's NVPTX back end): every parity test in one, and the
+    # CLI, whose `llmfs bench` runs the benchmarks.
     local targets=(--test backends --bin llmfs)
     rm -rf "$bins" && mkdir -p "$bins/bin"
     cargo build --features cuda -p llmfs-pipelines -p llmfs-apps "${targets[@]}" \
@@ -50,7 +51,7 @@ for line in sys.stdin:
 
 # The CLI jobs compared across devices: HellaSwag scoring and a short instruction fine-tune.
 cli_jobs() {
-    local dev=$1 limit=$2 fx=tests/fixtures b=/tmp/llmfs-cuda/bin
+    local dev=$1 limit=$2 fx=tests/fixtures
     timeout "$limit" "$b/llmfs" eval hellaswag --device "$dev" --model "$fx/gpt2-tiny" \
         --data "$fx/data/hellaswag_val_40.jsonl" --predictions "/tmp/hs_$dev.jsonl" --json
     echo "llmfs eval hellaswag --device $dev: rc=$?"
@@ -66,14 +67,13 @@ bench() {
     local limit=$1 name=$2
     shift 2
     local start=$SECONDS
-    timeout "$limit" /tmp/llmfs-cuda/bin/llmfs bench "$name" --device cuda "$@" >>"$out/benches.jsonl" 2>>"$out/cli.log"
+    timeout "$limit" "$b/llmfs" bench "$name" --device cuda "$@" >>"$out/benches.jsonl" 2>>"$out/cli.log"
     echo "llmfs bench $name $*: rc=$? ($((SECONDS - start)) s)" | tee -a "$out/summary.txt"
 }
 
 # Unpacks one archive and makes the GPU machine ready for it.
 setup() {
     out="${OUT:-target/gpu-check}"
-    b=/tmp/llmfs-cuda/bin
     mkdir -p "$out" "$b"
     tar -C "$b" -xJf "$bins/$1.tar.xz" || { echo "no $bins/$1.tar.xz: run \`$0 build\` first" >&2; exit 1; }
     local built_at

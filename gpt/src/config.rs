@@ -60,11 +60,11 @@ fn default_activation() -> String {
     "gelu_new".to_string()
 }
 
-/// The OpenAI GPT-2 sizes on the Hugging Face hub, plus a tiny one for tests.
 /// Sanity bounds of [`GptConfig::validate`] (GPT-2 XL has 48 layers and 1.6 B parameters).
 const MAX_LAYERS: usize = 4096;
 const MAX_PARAMS: usize = 1 << 40;
 
+/// The OpenAI GPT-2 sizes on the Hugging Face hub, plus a tiny one for tests.
 pub const PRESETS: [&str; 6] = ["gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl", "tiny", "mini"];
 
 impl GptConfig {

@@ -103,9 +103,10 @@ impl DeviceSpec {
         }
     }
 
-    /// Whether this names a GPU backend (`Auto` does not: it may end on the CPU). GPU f32 matmuls run in TF32 on tensor cores where the
-    /// hardware has them (cubek-matmul picks it for f32 inputs), ~1e-3 relative error per product
-    /// instead of ~1e-7 on the CPU: numerical comparisons need wider tolerances there.
+    /// Whether this names a GPU backend (`Auto` does not: it may end on the CPU). GPU f32 matmuls
+    /// run in TF32 on tensor cores where the hardware has them (cubek-matmul picks it for f32
+    /// inputs), ~1e-3 relative error per product instead of ~1e-7 on the CPU: numerical
+    /// comparisons need wider tolerances there.
     pub fn is_gpu(self) -> bool {
         matches!(self, Self::Cuda(_) | Self::Wgpu | Self::Vulkan | Self::Metal)
     }

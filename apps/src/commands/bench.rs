@@ -55,10 +55,7 @@ pub enum Which {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    if let Some(threads) = args.threads {
-        anyhow::ensure!(threads > 0, "--threads must be at least 1");
-        gpt::device::set_cpu_threads(threads)?;
-    }
+    crate::runtime::set_threads(args.threads)?;
     let result = match args.which {
         Which::TrainStep { batch, seq_len, steps, dropout } => {
             train_step::run(args.device, &train_step::Options { batch, seq_len, steps, dropout })?
@@ -66,9 +63,5 @@ pub fn run(args: Args) -> Result<()> {
         Which::Generate { reps, no_cache, batch } => generate::run(args.device, &generate::Options { reps, no_cache, batch })?,
         Which::FinetuneCls { steps } => finetune_cls::run(args.device, steps)?,
     };
-    println!("{result}");
-    if let Some(path) = &args.out {
-        gpt::fsutil::write_atomic(path, (result.to_string() + "\n").as_bytes())?;
-    }
-    Ok(())
+    pipelines::bench::report(&result, args.out.as_deref())
 }

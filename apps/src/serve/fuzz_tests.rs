@@ -3,15 +3,12 @@
 //! vocabulary. 10,000 cases per target (bytes, arbitrary JSON, and valid requests with one value
 //! replaced).
 
-use std::sync::OnceLock;
-
-use gpt::Tokenizer;
 use proptest::prelude::*;
 use serde_json::{Value, json};
 
 #[path = "../../../gpt/tests/common/fuzz.rs"]
 mod fuzz;
-use fuzz::{json_value, mutated, number, object_with};
+use fuzz::{gpt2_tokenizer, json_value, mutated, number, object_with};
 
 use super::chat::ChatFormat;
 use super::handlers::{Job, Limits, chat_job, classify_texts, completion_job};
@@ -27,10 +24,6 @@ const CHAT_FIELDS: &[&str] = &[
     "stream", "stream_options",
 ];
 
-fn tokenizer() -> &'static Tokenizer {
-    static TOKENIZER: OnceLock<Tokenizer> = OnceLock::new();
-    TOKENIZER.get_or_init(Tokenizer::gpt2)
-}
 
 fn assert_bad_request(error: &ApiError) {
     assert!(error.status == 400, "status {} for a bad body ({})", error.status, error.message);
@@ -45,14 +38,14 @@ fn assert_job_fits(job: &Job) {
 }
 
 fn check_completion(body: &[u8]) {
-    match parse_body::<CompletionRequest>(body).and_then(|r| completion_job(&r, LIMITS, tokenizer())) {
+    match parse_body::<CompletionRequest>(body).and_then(|r| completion_job(&r, LIMITS, gpt2_tokenizer())) {
         Ok(job) => assert_job_fits(&job),
         Err(error) => assert_bad_request(&error),
     }
 }
 
 fn check_chat(body: &[u8], format: ChatFormat) {
-    match parse_body::<ChatRequest>(body).and_then(|r| chat_job(&r, format, LIMITS, tokenizer())) {
+    match parse_body::<ChatRequest>(body).and_then(|r| chat_job(&r, format, LIMITS, gpt2_tokenizer())) {
         Ok(job) => assert_job_fits(&job),
         Err(error) => assert_bad_request(&error),
     }
@@ -145,9 +138,9 @@ proptest! {
 
 #[test]
 fn the_valid_requests_are_accepted() {
-    let job = completion_job(&parse_body(valid_completion().to_string().as_bytes()).unwrap(), LIMITS, tokenizer()).unwrap();
+    let job = completion_job(&parse_body(valid_completion().to_string().as_bytes()).unwrap(), LIMITS, gpt2_tokenizer()).unwrap();
     assert_eq!(job.config.max_new_tokens, 8);
     assert!(job.stream && job.include_usage);
-    let job = chat_job(&parse_body(valid_chat().to_string().as_bytes()).unwrap(), ChatFormat::Alpaca, LIMITS, tokenizer()).unwrap();
+    let job = chat_job(&parse_body(valid_chat().to_string().as_bytes()).unwrap(), ChatFormat::Alpaca, LIMITS, gpt2_tokenizer()).unwrap();
     assert_eq!(job.config.max_new_tokens, 8);
 }

@@ -5,8 +5,17 @@
 //! the syntax errors.
 #![allow(dead_code)]
 
+use std::sync::OnceLock;
+
+use gpt::Tokenizer;
 use proptest::prelude::*;
 use serde_json::{Map, Number, Value};
+
+/// The GPT-2 tokenizer, built once for all the cases of a test binary.
+pub fn gpt2_tokenizer() -> &'static Tokenizer {
+    static TOKENIZER: OnceLock<Tokenizer> = OnceLock::new();
+    TOKENIZER.get_or_init(Tokenizer::gpt2)
+}
 
 /// Names the project's JSON readers look for, and a few they do not.
 pub const FIELDS: &[&str] = &[

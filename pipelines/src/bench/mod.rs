@@ -34,11 +34,11 @@ pub fn setup(args: &[String]) -> anyhow::Result<gpt::device::DeviceSpec> {
     Ok(device.map(|d| d.parse()).transpose()?.unwrap_or(gpt::device::DeviceSpec::Cpu))
 }
 
-/// Prints the result as one JSON line, and writes it to `--out FILE` when given.
-pub fn report(args: &[String], result: &serde_json::Value) -> anyhow::Result<()> {
+/// Prints the result as one JSON line, and also writes it to `out` when given.
+pub fn report(result: &serde_json::Value, out: Option<&std::path::Path>) -> anyhow::Result<()> {
     println!("{result}");
-    if let Some(path) = arg::<String>(args, "--out") {
-        gpt::fsutil::write_atomic(std::path::Path::new(&path), (result.to_string() + "\n").as_bytes())?;
+    if let Some(path) = out {
+        gpt::fsutil::write_atomic(path, (result.to_string() + "\n").as_bytes())?;
     }
     Ok(())
 }

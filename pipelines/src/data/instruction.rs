@@ -111,7 +111,6 @@ pub(crate) fn parse_json_list(text: &str, file: &Path) -> Result<Vec<Value>> {
     }
 }
 
-
 /// Parses an Alpaca JSON list. `instruction` and `output` are required strings; `input` is an
 /// optional string (missing = empty). Other keys are ignored. A record that is not an object, lacks
 /// a required field or has a non-string field is an error naming its (0-based) index and `file`.

@@ -96,7 +96,6 @@ pub fn run(args: HellaswagArgs) -> Result<()> {
     Ok(())
 }
 
-
 /// One line per example, written to a temporary file and renamed into place.
 fn write_predictions(path: &std::path::Path, scores: &HellaswagScores) -> Result<()> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
