@@ -24,6 +24,7 @@ fn main() -> anyhow::Result<()> {
         seq_len: arg(&args, "--seq-len").unwrap_or(defaults.seq_len),
         steps: arg(&args, "--steps").unwrap_or(defaults.steps),
         dropout: arg(&args, "--dropout").unwrap_or(defaults.dropout),
+        trains: arg(&args, "--trains").unwrap_or(defaults.trains),
     };
     bench::report(&train_step::run(device, &options)?, arg::<std::path::PathBuf>(&args, "--out").as_deref())
 }

@@ -46,6 +46,7 @@ fn main() -> anyhow::Result<()> {
             model,
             run_dir: run_dir.clone(),
             dropout: Some(0.0),
+            lora: None,
             train: TrainConfig {
                 epochs,
                 batch_size: 8,

@@ -37,6 +37,7 @@ fn main() -> anyhow::Result<()> {
         data,
         run_dir: PathBuf::from(format!("runs/spam-{stamp}")),
         trainable: Trainable::LastBlock,
+        lora: None,
         max_length: None,
         dropout: 0.0,
         prefix_cache: true,

@@ -53,6 +53,7 @@ fn main() -> Result<()> {
             model: "random:mini".into(),
             run_dir: run_dir.join("run"),
             dropout: Some(0.0),
+            lora: None,
             train: TrainConfig {
                 epochs: 1,
                 batch_size: 8,

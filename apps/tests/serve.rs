@@ -437,3 +437,35 @@ fn classify_labels_texts_like_classify_texts() {
     let (status, body) = server.post("/v1/completions", &json!({ "prompt": "hi" }));
     error_of(status, &body, 400);
 }
+
+/// Concurrent requests are decoded together (continuous batching), and each still gets exactly
+/// the answer it gets alone, whatever its sampling settings.
+#[test]
+fn concurrent_requests_share_decode_steps_and_get_their_solo_answers() {
+    let server = Server::start(&model(), &["--max-concurrency", "8"]);
+    let requests: Vec<Value> = (0..8)
+        .map(|i| {
+            let prompt = format!("Request {i} says{}", " hello".repeat(i));
+            match i % 3 {
+                0 => json!({ "prompt": prompt, "max_tokens": 40 + i, "temperature": 0 }),
+                1 => json!({ "prompt": prompt, "max_tokens": 30, "temperature": 0.9, "top_p": 0.9, "seed": i }),
+                _ => json!({ "prompt": prompt, "max_tokens": 50, "temperature": 1.2, "seed": 100 + i, "stop": ["\n"] }),
+            }
+        })
+        .collect();
+    let together: Vec<Value> = std::thread::scope(|scope| {
+        let handles: Vec<_> = requests.iter().map(|r| scope.spawn(|| server.post("/v1/completions", r))).collect();
+        handles.into_iter().map(|h| h.join().unwrap()).map(|(status, body)| {
+            assert_eq!(status, 200, "{body}");
+            body
+        }).collect()
+    });
+    for (i, (request, batched)) in requests.iter().zip(&together).enumerate() {
+        let (_, alone) = server.post("/v1/completions", request);
+        assert_eq!(batched["choices"][0]["text"], alone["choices"][0]["text"], "request {i}");
+        assert_eq!(batched["usage"], alone["usage"], "request {i}");
+    }
+    let log = server.log();
+    let shared = log.lines().filter_map(|l| l.split("; ").nth(1)?.split(' ').next()?.parse::<usize>().ok()).max();
+    assert!(shared.is_some_and(|n| n >= 1), "no request finished while others were running: {log}");
+}

@@ -177,21 +177,17 @@ impl GptClassifier {
         self
     }
 
+    /// LoRA instead of a trainable set: adapters on the trunk's targeted projections and the
+    /// head train, everything else is frozen.
+    pub fn with_lora(self, lora: &crate::lora::LoraConfig) -> Self {
+        let mut adapted = lora.apply(self);
+        adapted.score = adapted.score.clone().set_require_grad(true);
+        adapted
+    }
+
     /// (trainable, total) parameter counts.
     pub fn parameter_counts(&self) -> (usize, usize) {
-        struct Count(usize, usize);
-        impl burn::module::ModuleVisitor for Count {
-            fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-                let n = param.lazy_shape().num_elements();
-                self.1 += n;
-                if param.val().is_require_grad() {
-                    self.0 += n;
-                }
-            }
-        }
-        let mut count = Count(0, 0);
-        self.visit(&mut count);
-        (count.0, count.1)
+        crate::weights::parameter_counts(self)
     }
 
     /// Writes an HF-format directory (see the module docs).
@@ -199,7 +195,12 @@ impl GptClassifier {
         crate::weights::save_classifier_dir(self, dir)
     }
 
-    /// Loads a classifier saved by [`GptClassifier::save_dir`].
+    /// Writes a LoRA'd classifier's adapters and head (PEFT's layout; see [`crate::lora`]).
+    pub fn save_adapter_dir(&self, dir: &Path, config: &crate::lora::AdapterConfig) -> Result<()> {
+        crate::weights::save_classifier_adapter_dir(self, dir, config)
+    }
+
+    /// Loads a classifier saved by [`GptClassifier::save_dir`] or [`GptClassifier::save_adapter_dir`].
     pub fn load_dir(dir: &Path, device: &Device) -> Result<Self> {
         crate::weights::load_classifier_dir(dir, device)
     }

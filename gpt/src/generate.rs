@@ -103,14 +103,70 @@ pub struct StepToken {
     pub text: String,
 }
 
-struct Row {
-    prompt: Vec<u32>,
+/// One sequence being generated: its tokens, its text so far and how much of it was streamed.
+pub(crate) struct Row {
+    pub(crate) prompt: Vec<u32>,
     tokens: Vec<u32>,
     decoder: StreamDecoder,
     text: String,
     emitted: usize,
     rng: StdRng,
-    finish: Option<FinishReason>,
+    pub(crate) finish: Option<FinishReason>,
+}
+
+impl Row {
+    pub(crate) fn new(prompt: Vec<u32>, seed: u64) -> Self {
+        Self {
+            prompt,
+            tokens: Vec::new(),
+            decoder: StreamDecoder::new(),
+            text: String::new(),
+            emitted: 0,
+            rng: StdRng::seed_from_u64(seed),
+            finish: None,
+        }
+    }
+
+    /// Picks the next token from `logits` (`[vocab]`) with `config`'s sampling, records it, and
+    /// returns it with the text that became final (stop strings and end-of-text end the row).
+    pub(crate) fn take_token(&mut self, logits: &[f32], config: &GenerateConfig, tokenizer: &Tokenizer) -> Result<(u32, String)> {
+        let token = config.sampling.pick(logits, &mut self.rng);
+        let last_step = self.tokens.len() + 1 == config.max_new_tokens;
+        if Some(token) == config.eos_token {
+            self.finish = Some(FinishReason::Eos);
+        } else {
+            self.tokens.push(token);
+            self.text.push_str(&self.decoder.push(tokenizer, token)?);
+            if let Some(cut) = config.stop.iter().filter_map(|s| self.text.find(s.as_str())).min() {
+                self.text.truncate(cut);
+                self.finish = Some(FinishReason::Stop);
+            } else if last_step {
+                self.finish = Some(FinishReason::Length);
+            }
+        }
+        if matches!(self.finish, Some(FinishReason::Eos | FinishReason::Length)) {
+            self.text.push_str(&self.decoder.finish());
+        }
+        // While the row runs, hold back a tail that could still grow into a stop string.
+        let safe = if self.finish.is_some() { self.text.len() } else { stop_safe_len(&self.text, &config.stop) };
+        let text = self.text[self.emitted.min(safe)..safe].to_string();
+        self.emitted = self.emitted.max(safe);
+        Ok((token, text))
+    }
+
+    /// New tokens so far.
+    pub(crate) fn tokens_len(&self) -> usize {
+        self.tokens.len()
+    }
+
+    pub(crate) fn into_completion(self) -> Completion {
+        Completion {
+            prompt_ids: self.prompt,
+            token_ids: self.tokens,
+            text: self.text,
+            finish_reason: self.finish.unwrap_or(FinishReason::Length),
+        }
+    }
 }
 
 /// A running generation: an iterator that yields, at each step, the token of every row still
@@ -124,6 +180,26 @@ pub struct TokenStream<'m> {
     /// Logits `[B * vocab]` for the next token of every row.
     logits: Option<Vec<f32>>,
     steps: usize,
+}
+
+/// Checks `config` and prompt number `i` against the model, and returns the prompt cut to fit.
+pub(crate) fn checked_prompt(model: &Gpt, i: usize, prompt: &[u32], config: &GenerateConfig) -> Result<Vec<u32>> {
+    config.sampling.validate()?;
+    let n_positions = model.config().n_positions;
+    if config.stop.iter().any(String::is_empty) {
+        return Err(GptError::Generation("stop strings must not be empty".into()));
+    }
+    if config.max_new_tokens >= n_positions {
+        return Err(GptError::Generation(format!(
+            "max_new_tokens {} must be smaller than the context window ({n_positions})",
+            config.max_new_tokens
+        )));
+    }
+    let vocab = model.config().vocab_size;
+    if let Some(&bad) = prompt.iter().find(|&&t| t as usize >= vocab) {
+        return Err(GptError::Generation(format!("prompt {i}: token id {bad} is outside the vocabulary ({vocab})")));
+    }
+    Ok(fit_prompt(prompt, config.max_new_tokens, n_positions))
 }
 
 /// Cuts `prompt` so that it and `max_new_tokens` fit the context window, keeping its end.
@@ -147,38 +223,13 @@ fn fit_prompt(prompt: &[u32], max_new_tokens: usize, n_positions: usize) -> Vec<
 
 impl<'m> TokenStream<'m> {
     pub fn new(model: &'m Gpt, prompts: &[Vec<u32>], config: &GenerateConfig) -> Result<Self> {
-        config.sampling.validate()?;
-        let n_positions = model.config().n_positions;
         if prompts.is_empty() {
             return Err(GptError::Generation("no prompts given".into()));
         }
-        if config.stop.iter().any(String::is_empty) {
-            return Err(GptError::Generation("stop strings must not be empty".into()));
-        }
-        if config.max_new_tokens >= n_positions {
-            return Err(GptError::Generation(format!(
-                "max_new_tokens {} must be smaller than the context window ({n_positions})",
-                config.max_new_tokens
-            )));
-        }
-        let vocab = model.config().vocab_size;
         let rows = prompts
             .iter()
             .enumerate()
-            .map(|(i, prompt)| {
-                if let Some(&bad) = prompt.iter().find(|&&t| t as usize >= vocab) {
-                    return Err(GptError::Generation(format!("prompt {i}: token id {bad} is outside the vocabulary ({vocab})")));
-                }
-                Ok(Row {
-                    prompt: fit_prompt(prompt, config.max_new_tokens, n_positions),
-                    tokens: Vec::new(),
-                    decoder: StreamDecoder::new(),
-                    text: String::new(),
-                    emitted: 0,
-                    rng: StdRng::seed_from_u64(config.seed.wrapping_add(i as u64)),
-                    finish: None,
-                })
-            })
+            .map(|(i, prompt)| Ok(Row::new(checked_prompt(model, i, prompt, config)?, config.seed.wrapping_add(i as u64))))
             .collect::<Result<Vec<_>>>()?;
         let mut stream = Self {
             model,
@@ -223,17 +274,8 @@ impl<'m> TokenStream<'m> {
         self.logits_at(hidden, &last_real)
     }
 
-    /// Logits `[B * vocab]` of position `positions[b]` of each row of `hidden` `[B, T, C]`.
     fn logits_at(&self, hidden: Tensor<3>, positions: &[usize]) -> Result<Vec<f32>> {
-        let [b, t, c] = hidden.dims();
-        let index: Vec<i64> = positions.iter().enumerate().map(|(row, &p)| (row * t + p) as i64).collect();
-        let index = Tensor::<1, Int>::from_data(TensorData::new(index, [b]), &hidden.device());
-        let last = hidden.reshape([b * t, c]).select(0, index).reshape([b, 1, c]);
-        self.model
-            .head(last)
-            .into_data()
-            .try_into_vec_as::<f32>()
-            .map_err(|e| GptError::Tensor(format!("reading logits: {e:?}")))
+        logits_at(self.model, hidden, positions)
     }
 
     /// The reference path: every unfinished row's whole sequence through the plain forward pass.
@@ -256,29 +298,9 @@ impl<'m> TokenStream<'m> {
     /// Samples, records and streams one token per unfinished row.
     fn take_step(&mut self, logits: &[f32]) -> Result<Vec<StepToken>> {
         let vocab = self.model.config().vocab_size;
-        let last_step = self.steps + 1 == self.config.max_new_tokens;
         let mut produced = Vec::new();
         for (i, row) in self.rows.iter_mut().enumerate().filter(|(_, r)| r.finish.is_none()) {
-            let token = self.config.sampling.pick(&logits[i * vocab..(i + 1) * vocab], &mut row.rng);
-            if Some(token) == self.config.eos_token {
-                row.finish = Some(FinishReason::Eos);
-            } else {
-                row.tokens.push(token);
-                row.text.push_str(&row.decoder.push(&self.tokenizer, token)?);
-                if let Some(cut) = self.config.stop.iter().filter_map(|s| row.text.find(s.as_str())).min() {
-                    row.text.truncate(cut);
-                    row.finish = Some(FinishReason::Stop);
-                } else if last_step {
-                    row.finish = Some(FinishReason::Length);
-                }
-            }
-            if matches!(row.finish, Some(FinishReason::Eos | FinishReason::Length)) {
-                row.text.push_str(&row.decoder.finish());
-            }
-            // While the row runs, hold back a tail that could still grow into a stop string.
-            let safe = if row.finish.is_some() { row.text.len() } else { stop_safe_len(&row.text, &self.config.stop) };
-            let text = row.text[row.emitted.min(safe)..safe].to_string();
-            row.emitted = row.emitted.max(safe);
+            let (token, text) = row.take_token(&logits[i * vocab..(i + 1) * vocab], &self.config, &self.tokenizer)?;
             produced.push(StepToken { row: i, token, text });
         }
         self.steps += 1;
@@ -311,17 +333,17 @@ impl<'m> TokenStream<'m> {
         for step in self.by_ref() {
             step?;
         }
-        Ok(self
-            .rows
-            .into_iter()
-            .map(|row| Completion {
-                prompt_ids: row.prompt,
-                token_ids: row.tokens,
-                text: row.text,
-                finish_reason: row.finish.unwrap_or(FinishReason::Length),
-            })
-            .collect())
+        Ok(self.rows.into_iter().map(Row::into_completion).collect())
     }
+}
+
+/// Logits `[B * vocab]` of position `positions[b]` of each row of `hidden` `[B, T, C]`.
+pub(crate) fn logits_at(model: &Gpt, hidden: Tensor<3>, positions: &[usize]) -> Result<Vec<f32>> {
+    let [b, t, c] = hidden.dims();
+    let index: Vec<i64> = positions.iter().enumerate().map(|(row, &p)| (row * t + p) as i64).collect();
+    let index = Tensor::<1, Int>::from_data(TensorData::new(index, [b]), &hidden.device());
+    let last = hidden.reshape([b * t, c]).select(0, index).reshape([b, 1, c]);
+    model.head(last).into_data().try_into_vec_as::<f32>().map_err(|e| GptError::Tensor(format!("reading logits: {e:?}")))
 }
 
 /// Length of the prefix of `text` that no stop string can still claim: the text minus its

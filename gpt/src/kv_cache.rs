@@ -105,3 +105,90 @@ impl KvCache {
         StepInputs { positions, mask, past }
     }
 }
+
+/// Rows joining and leaving a running batch (continuous batching): the cached keys and values
+/// are indexed by row along dimension 0, and a row's padding mask and position counter travel
+/// with it, so a row decodes the same whichever rows it shares the batch with.
+impl KvCache {
+    /// Keeps only the rows `keep` (in that order), e.g. to drop finished ones.
+    pub fn retain_rows(&mut self, keep: &[usize]) {
+        if keep.is_empty() {
+            *self = Self::new(self.layers.len(), 0);
+            return;
+        }
+        for layer in &mut self.layers {
+            let select = |t: Tensor<4>| {
+                let index = Tensor::<1, Int>::from_data(TensorData::new(keep.iter().map(|&r| r as i64).collect(), [keep.len()]), &t.device());
+                t.select(0, index)
+            };
+            layer.k = layer.k.take().map(select);
+            layer.v = layer.v.take().map(select);
+        }
+        self.padding = keep.iter().map(|&r| self.padding[r].clone()).collect();
+        self.next_position = keep.iter().map(|&r| self.next_position[r]).collect();
+        self.batch = keep.len();
+        self.trim_leading_padding();
+    }
+
+    /// Appends the rows of `other` after this cache's rows; the shorter side is padded on the
+    /// left (padding is masked out and takes no position id, so no row's output changes).
+    pub fn append_rows(&mut self, mut other: KvCache) {
+        if self.batch == 0 {
+            *self = other;
+            return;
+        }
+        let len = self.len().max(other.len());
+        self.pad_front(len - self.len());
+        other.pad_front(len - other.len());
+        for (layer, extra) in self.layers.iter_mut().zip(other.layers) {
+            layer.k = cat_rows(layer.k.take(), extra.k);
+            layer.v = cat_rows(layer.v.take(), extra.v);
+        }
+        self.padding.extend(other.padding);
+        self.next_position.extend(other.next_position);
+        self.batch += other.batch;
+    }
+
+    /// `n` padding positions in front of every row.
+    fn pad_front(&mut self, n: usize) {
+        if n == 0 {
+            return;
+        }
+        for layer in &mut self.layers {
+            let pad = |t: Tensor<4>| {
+                let [b, h, _, d] = t.dims();
+                Tensor::cat(vec![Tensor::zeros([b, h, n, d], &t.device()), t], 2)
+            };
+            layer.k = layer.k.take().map(pad);
+            layer.v = layer.v.take().map(pad);
+        }
+        for row in &mut self.padding {
+            row.splice(0..0, std::iter::repeat_n(true, n));
+        }
+    }
+
+    /// Drops leading positions that are padding in every row (left when rows leave), so the
+    /// cache does not grow past what its rows need.
+    fn trim_leading_padding(&mut self) {
+        let len = self.len();
+        let n = (0..len).take_while(|&j| self.padding.iter().all(|row| row[j])).count();
+        if n == 0 || n == len {
+            return;
+        }
+        for layer in &mut self.layers {
+            let trim = |t: Tensor<4>| t.narrow(2, n, len - n);
+            layer.k = layer.k.take().map(trim);
+            layer.v = layer.v.take().map(trim);
+        }
+        for row in &mut self.padding {
+            row.drain(..n);
+        }
+    }
+}
+
+fn cat_rows(a: Option<Tensor<4>>, b: Option<Tensor<4>>) -> Option<Tensor<4>> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(Tensor::cat(vec![a, b], 0)),
+        (a, b) => a.or(b),
+    }
+}

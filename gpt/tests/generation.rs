@@ -142,3 +142,75 @@ fn invalid_requests_are_errors() {
     let out = generate(&model, &[vec![]], &no_eos(3)).unwrap().remove(0);
     assert_eq!(out.prompt_ids, [gpt::EOT_TOKEN]);
 }
+
+/// Continuous batching: requests with their own settings join a running batch at different
+/// steps, some leave early (stop string, length, cancel), and each gets exactly what it gets alone.
+#[test]
+fn requests_joining_a_running_batch_generate_what_they_generate_alone() {
+    use gpt::continuous::ContinuousBatch;
+    let model = tiny_model();
+    let sampled = Sampling { temperature: 0.9, top_k: Some(40), top_p: Some(0.9) };
+    let requests: Vec<(Vec<u32>, GenerateConfig)> = vec![
+        (prompts()[0].clone(), no_eos(20)),
+        (prompts()[1].clone(), GenerateConfig { sampling: sampled.clone(), seed: 7, ..no_eos(9) }),
+        (prompts()[2].clone(), GenerateConfig { sampling: sampled, seed: 3, ..no_eos(14) }),
+        (prompts()[1].clone(), no_eos(3)),
+        (prompts()[2].clone(), GenerateConfig { stop: vec!["\n".into(), " the".into()], ..no_eos(25) }),
+        (vec![], no_eos(5)),
+    ];
+    let solo: Vec<_> = requests.iter().map(|(p, c)| generate(&model, &[p.clone()], c).unwrap().remove(0)).collect();
+
+    // Request i joins before step JOIN[i]; request 6 (a copy of 0) is cancelled at step 4.
+    const JOIN: [usize; 6] = [0, 0, 2, 3, 3, 10];
+    let mut batch = ContinuousBatch::new(&model, 8);
+    let mut streamed = vec![String::new(); requests.len()];
+    let mut done = vec![None; requests.len()];
+    for step in 0..40 {
+        for (i, (prompt, config)) in requests.iter().enumerate().filter(|(i, _)| JOIN[*i] == step) {
+            assert!(batch.can_admit(prompt.len(), config.max_new_tokens));
+            assert!(batch.admit(i as u64, prompt, config).unwrap());
+        }
+        if step == 1 {
+            assert!(batch.admit(6, &requests[0].0, &requests[0].1).unwrap());
+        }
+        if step == 4 {
+            batch.cancel(6);
+        }
+        if batch.is_empty() {
+            continue;
+        }
+        for token in batch.step().unwrap() {
+            if token.id < 6 {
+                streamed[token.id as usize].push_str(&token.text);
+            }
+        }
+        for (id, completion) in batch.take_finished() {
+            assert!(id < 6, "the cancelled request does not finish");
+            done[id as usize] = Some(completion);
+        }
+    }
+    for (i, (got, want)) in done.into_iter().zip(&solo).enumerate() {
+        let got = got.unwrap_or_else(|| panic!("request {i} did not finish"));
+        assert_eq!(&got, want, "request {i}");
+        assert_eq!(streamed[i], want.text, "request {i}: the streamed pieces add up to the text");
+    }
+    assert!(batch.is_empty());
+}
+
+#[test]
+fn a_full_batch_or_a_full_context_makes_requests_wait() {
+    use gpt::continuous::ContinuousBatch;
+    let model = tiny_model();
+    let n_positions = model.config().n_positions;
+    let mut batch = ContinuousBatch::new(&model, 2);
+    assert!(batch.can_admit(n_positions - 10, 10), "an empty batch takes any request that fits the context");
+    assert!(batch.admit(0, &prompts()[0], &no_eos(100)).unwrap());
+    // A few cached positions + 100 to go: a 30-token prompt would need 30 + 100 > 128 positions.
+    assert!(!batch.can_admit(30, 5));
+    assert!(batch.can_admit(20, 5));
+    assert!(batch.admit(1, &prompts()[2], &no_eos(5)).unwrap());
+    assert!(!batch.can_admit(1, 1), "two rows at most");
+    assert!(!batch.admit(2, &prompts()[2], &no_eos(5)).unwrap(), "no room: the request waits");
+    let err = batch.admit(3, &[60_000], &no_eos(5)).unwrap_err().to_string();
+    assert!(err.contains("60000") && err.contains("vocabulary"), "{err}");
+}

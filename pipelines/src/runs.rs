@@ -92,6 +92,11 @@ impl RunDir {
         self.root.join("model")
     }
 
+    /// A LoRA run's adapters (PEFT's layout).
+    pub fn adapter(&self) -> PathBuf {
+        self.root.join("adapter")
+    }
+
     pub fn plots(&self) -> PathBuf {
         self.root.join("plots")
     }

@@ -5,13 +5,12 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{fixtures, model_weights};
+use common::{fixtures, model_weights, safetensors_weights};
 use gpt::burn::prelude::*;
 use gpt::{GptClassifier, Trainable};
-use pipelines::finetune::{ClassifierFinetune, classify_texts, finetune_classifier};
+use pipelines::finetune::{ClassifierFinetune, LoraFinetune, classify_texts, finetune_classifier};
 use pipelines::plots::read_metrics;
 use pipelines::train::TrainConfig;
-
 
 /// The 300-message fixture, prepared as the book does (160 balanced: 112 / 16 / 32).
 fn spam_data(dir: &Path) -> PathBuf {
@@ -27,6 +26,7 @@ fn job(data: &Path, run_dir: &Path) -> ClassifierFinetune {
         data: data.to_path_buf(),
         run_dir: run_dir.to_path_buf(),
         trainable: Trainable::LastBlock,
+        lora: None,
         max_length: Some(24),
         dropout: 0.0,
         prefix_cache: false,
@@ -36,7 +36,6 @@ fn job(data: &Path, run_dir: &Path) -> ClassifierFinetune {
         device: Device::flex(),
     }
 }
-
 
 #[test]
 fn a_run_logs_checkpoints_saves_and_plots() {
@@ -123,6 +122,66 @@ fn a_run_stopped_mid_epoch_resumes_to_the_same_weights() {
         read_metrics(&dir.join("metrics.jsonl")).unwrap().into_iter().map(|e| (e.step, e.split, e.loss)).collect()
     };
     assert_eq!(losses(&split), losses(&tmp.path().join("whole")), "the loss curve continues exactly");
+}
+
+fn lora_job(data: &Path, run_dir: &Path) -> ClassifierFinetune {
+    let mut job = job(data, run_dir);
+    let config = gpt::LoraConfig::new(4, 8.0, "attn,mlp".parse().unwrap()).unwrap();
+    job.lora = Some(LoraFinetune { config, merge: true });
+    job.train.epochs = 1;
+    job.train.optim.lr = 1e-3;
+    job
+}
+
+/// With LoRA only the adapters and the head move: the merged model differs from the base in
+/// the targeted weights alone, the adapter directory classifies like the merged model, and a
+/// stopped run resumes to the same adapters.
+#[test]
+fn lora_trains_only_the_adapters_and_the_head() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = spam_data(tmp.path());
+    let run = tmp.path().join("lora");
+    let report = finetune_classifier(&lora_job(&data, &run)).unwrap();
+    assert_eq!(report.steps, 14);
+    // 2 blocks × r·(64+192 + 64+64 + 64+256 + 256+64) + the head 64·2 + 2.
+    assert_eq!(report.trainable_parameters, 8_192 + 130);
+    assert_eq!(report.model_dir, run.join("model"));
+
+    let base: std::collections::HashMap<_, _> = safetensors_weights(&fixtures().join("gpt2-tiny/model.safetensors")).into_iter().collect();
+    let mut targeted_changed = 0;
+    for (name, merged) in model_weights(&run) {
+        if name.starts_with("score.") {
+            continue;
+        }
+        let is_target = ["attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight"].iter().any(|t| name.ends_with(t));
+        let original = &base[&name];
+        if is_target {
+            targeted_changed += usize::from(merged != *original);
+        } else {
+            assert!(merged == *original, "{name} is frozen but changed");
+        }
+    }
+    assert_eq!(targeted_changed, 8, "every adapted weight moved");
+
+    let texts = ["WINNER! Claim your free prize now".to_string(), "See you at lunch".into()];
+    let merged = GptClassifier::load_dir(&run.join("model"), &Device::flex()).unwrap();
+    let adapter = GptClassifier::load_dir(&run.join("adapter"), &Device::flex()).unwrap();
+    let (p, q) = (classify_texts(&merged, &texts, 8).unwrap(), classify_texts(&adapter, &texts, 8).unwrap());
+    for (a, b) in p.iter().zip(&q) {
+        assert_eq!(a.label, b.label);
+        assert!((a.probability - b.probability).abs() < 1e-5, "{} vs {}", a.probability, b.probability);
+    }
+
+    let split = tmp.path().join("split");
+    let mut first = lora_job(&data, &split);
+    first.train.stop_after_steps = Some(6);
+    assert!(finetune_classifier(&first).is_err());
+    finetune_classifier(&ClassifierFinetune { resume: true, ..lora_job(&data, &split) }).unwrap();
+    assert_eq!(
+        safetensors_weights(&split.join("adapter/adapter_model.safetensors")),
+        safetensors_weights(&run.join("adapter/adapter_model.safetensors")),
+        "resumed adapters differ"
+    );
 }
 
 /// Accumulating 2 batches of 4 is one step on their 8 examples: the mean of the two batch means,

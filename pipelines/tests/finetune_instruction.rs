@@ -25,6 +25,7 @@ fn job(run_dir: &Path) -> InstructionFinetune {
             model: fixtures().join("gpt2-tiny").display().to_string(),
             run_dir: run_dir.to_path_buf(),
             dropout: Some(0.0),
+            lora: None,
             train: TrainConfig {
                 epochs: 2,
                 batch_size: 4,

@@ -75,6 +75,7 @@ fn job(data: &Path, run_dir: &Path) -> PretrainJob {
             model: fixtures().join("gpt2-tiny").display().to_string(),
             run_dir: run_dir.to_path_buf(),
             dropout: Some(0.0),
+            lora: None,
             train: TrainConfig {
                 batch_size: 4,
                 seed: 1337,

@@ -1,4 +1,4 @@
-//! `llmfs bench train-step | generate | finetune-cls`: the speed benchmarks of `cargo bench`
+//! `llmfs bench train-step | generate | finetune-cls | serve`: the speed benchmarks of `cargo bench`
 //! (`pipelines::bench`) in the shipped binary, so that a machine without a Rust toolchain (a GPU
 //! box) can run them on any compiled backend. Prints one JSON line.
 
@@ -36,6 +36,9 @@ pub enum Which {
         /// Dropout (0: attention runs the fused kernel)
         #[arg(long, default_value_t = 0.1)]
         dropout: f64,
+        /// What trains: all, last-block (+ final norm), lora:R (adapters on every projection)
+        #[arg(long, default_value = "all")]
+        trains: train_step::Trains,
     },
     /// 128 greedy tokens after a 16-token prompt with the KV cache; --batch N: batched vs one at a time
     Generate {
@@ -52,16 +55,36 @@ pub enum Which {
         #[arg(long, default_value_t = 5)]
         steps: usize,
     },
+    /// The HTTP server under load: concurrent streaming clients on loopback, one request at a
+    /// time vs continuous batching
+    Serve {
+        /// Any --model (the tiny test model: tests/fixtures/gpt2-tiny)
+        #[arg(long, default_value = "tests/fixtures/gpt2-tiny")]
+        model: String,
+        #[arg(long, default_value_t = 32)]
+        clients: usize,
+        /// Seconds of load per configuration
+        #[arg(long, default_value_t = 30.0)]
+        seconds: f64,
+        /// New tokens per request
+        #[arg(long, default_value_t = 32)]
+        max_tokens: usize,
+    },
 }
 
 pub fn run(args: Args) -> Result<()> {
     crate::runtime::set_threads(args.threads)?;
     let result = match args.which {
-        Which::TrainStep { batch, seq_len, steps, dropout } => {
-            train_step::run(args.device, &train_step::Options { batch, seq_len, steps, dropout })?
+        Which::TrainStep { batch, seq_len, steps, dropout, trains } => {
+            train_step::run(args.device, &train_step::Options { batch, seq_len, steps, dropout, trains })?
         }
         Which::Generate { reps, no_cache, batch } => generate::run(args.device, &generate::Options { reps, no_cache, batch })?,
         Which::FinetuneCls { steps } => finetune_cls::run(args.device, steps)?,
+        Which::Serve { model, clients, seconds, max_tokens } => {
+            // The thread count was set above, once for the process.
+            let runtime = crate::runtime::RuntimeArgs { device: args.device, threads: None, seed: 0 };
+            crate::serve::load_bench::run(&crate::serve::load_bench::Options { model, clients, seconds, max_tokens, threads: args.threads }, &runtime)?
+        }
     };
     pipelines::bench::report(&result, args.out.as_deref())
 }

@@ -11,7 +11,7 @@ use crate::runtime::RuntimeArgs;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// A run directory (its model/) or a classifier directory in the HF layout
+    /// A run directory (its model/ or adapter/), a classifier directory in the HF layout or a classifier's LoRA adapter
     #[arg(long)]
     pub model: PathBuf,
     /// Text to classify (repeatable); without it, one text per line is read from stdin
@@ -47,7 +47,14 @@ pub fn run(args: Args) -> Result<()> {
     Ok(())
 }
 
-/// A run directory's `model/`, or the directory itself (a classifier in the HF layout).
+/// A run directory's `model/` (or, for a LoRA run without `--merge`, its `adapter/`), or the
+/// directory itself (a classifier in the HF layout, or a classifier's adapter).
 pub fn classifier_dir(model: &std::path::Path) -> PathBuf {
-    if model.join("model/config.json").is_file() { model.join("model") } else { model.to_path_buf() }
+    if model.join("model/config.json").is_file() {
+        model.join("model")
+    } else if gpt::lora::is_adapter_dir(&model.join("adapter")) {
+        model.join("adapter")
+    } else {
+        model.to_path_buf()
+    }
 }

@@ -2,11 +2,13 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
-use gpt::Trainable;
+use anyhow::{Context, Result, bail};
+use gpt::{LoraConfig, LoraTargets, Trainable};
 use pipelines::data::instruction::{self, CollateConfig};
 use pipelines::data::spam;
-use pipelines::finetune::{ClassifierFinetune, InstructionFinetune, LanguageModelJob, finetune_classifier, finetune_instruction};
+use pipelines::finetune::{
+    ClassifierFinetune, InstructionFinetune, LanguageModelJob, LoraFinetune, finetune_classifier, finetune_instruction,
+};
 use pipelines::train::{LrSchedule, OptimConfig, TrainConfig};
 
 use crate::runtime::RuntimeArgs;
@@ -136,9 +138,10 @@ pub struct SpamArgs {
     pub url: String,
     #[arg(long, default_value = "runs/spam")]
     pub run_dir: PathBuf,
-    /// What trains: last-block (+ final norm + head), head, last-n:K, all
-    #[arg(long, default_value = "last-block")]
-    pub trainable: Trainable,
+    /// What trains: last-block (+ final norm + head), head, last-n:K, all [default: last-block;
+    /// with --lora-rank: the adapters and the head]
+    #[arg(long)]
+    pub trainable: Option<Trainable>,
     /// Cut/pad texts to this many tokens (default: the longest training text)
     #[arg(long)]
     pub max_length: Option<usize>,
@@ -147,6 +150,8 @@ pub struct SpamArgs {
     /// Recompute the frozen blocks at every step instead of caching their output once
     #[arg(long)]
     pub no_prefix_cache: bool,
+    #[command(flatten)]
+    pub lora: LoraArgs,
     #[command(flatten)]
     pub train: TrainArgs,
     #[command(flatten)]
@@ -184,9 +189,45 @@ pub struct InstructArgs {
     #[arg(long, default_value_t = 256)]
     pub sample_tokens: usize,
     #[command(flatten)]
+    pub lora: LoraArgs,
+    #[command(flatten)]
     pub train: TrainArgs,
     #[command(flatten)]
     pub runtime: RuntimeArgs,
+}
+
+/// LoRA flags of every fine-tuning task.
+#[derive(clap::Args, Debug, Clone)]
+pub struct LoraArgs {
+    /// Train LoRA adapters of this rank instead of the model's weights (the base stays frozen;
+    /// RUN_DIR/adapter gets PEFT-format adapters)
+    #[arg(long)]
+    pub lora_rank: Option<usize>,
+    /// LoRA updates are scaled by alpha / rank [default: the rank, i.e. scale 1]
+    #[arg(long)]
+    pub lora_alpha: Option<f64>,
+    /// Projections that get adapters: attn, mlp, all, or module names (c_attn, attn.c_proj,
+    /// c_fc, mlp.c_proj) [default: attn,mlp]
+    #[arg(long)]
+    pub lora_targets: Option<String>,
+    /// Also write the adapters merged into a plain HF-layout model under RUN_DIR/model
+    #[arg(long)]
+    pub merge: bool,
+}
+
+impl LoraArgs {
+    /// The LoRA settings, `None` without --lora-rank (the other LoRA flags then are an error).
+    pub fn finetune(&self) -> Result<Option<LoraFinetune>> {
+        let Some(rank) = self.lora_rank else {
+            if self.lora_alpha.is_some() || self.lora_targets.is_some() || self.merge {
+                bail!("--lora-alpha, --lora-targets and --merge need --lora-rank");
+            }
+            return Ok(None);
+        };
+        let targets: LoraTargets = self.lora_targets.as_deref().unwrap_or("attn,mlp").parse()?;
+        let config = LoraConfig::new(rank, self.lora_alpha.unwrap_or(rank as f64), targets)?;
+        Ok(Some(LoraFinetune { config, merge: self.merge }))
+    }
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -204,6 +245,7 @@ fn run_instruct(args: InstructArgs) -> Result<()> {
             model: args.model.clone(),
             run_dir: args.run_dir.clone(),
             dropout: Some(args.dropout),
+            lora: args.lora.finetune()?,
             train: args.train.config(args.runtime.seed, TaskDefaults { epochs: 2, eval_every: 5 }),
             resume: args.train.resume,
             dashboard: args.train.dashboard(),
@@ -239,11 +281,16 @@ fn run_spam(args: SpamArgs) -> Result<()> {
         spam::prepare_spam(&args.url, &args.data, spam::DEFAULT_SEED)
             .with_context(|| format!("preparing the SMS spam data in {}", args.data.display()))?;
     }
+    let lora = args.lora.finetune()?;
+    if lora.is_some() && args.trainable.is_some() {
+        bail!("--trainable and --lora-rank exclude each other: with LoRA the adapters and the head train");
+    }
     let job = ClassifierFinetune {
         model: args.model.clone(),
         data: args.data.clone(),
         run_dir: args.run_dir.clone(),
-        trainable: args.trainable,
+        trainable: args.trainable.unwrap_or_default(),
+        lora,
         max_length: args.max_length,
         dropout: args.dropout,
         prefix_cache: !args.no_prefix_cache,

@@ -144,6 +144,7 @@ pub fn run(args: Args) -> Result<()> {
             model,
             run_dir: args.run_dir.clone(),
             dropout: Some(args.dropout),
+            lora: None,
             train,
             resume: args.resume,
             dashboard,

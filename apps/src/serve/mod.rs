@@ -10,6 +10,7 @@
 mod auth;
 mod chat;
 mod handlers;
+pub mod load_bench;
 mod openai;
 mod params;
 mod worker;
@@ -26,7 +27,7 @@ use anyhow::{Context, Result};
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
-use gpt::{GptClassifier, GptConfig, Tokenizer};
+use gpt::{GptClassifier, Tokenizer};
 
 use crate::commands::classify::classifier_dir;
 use crate::runtime::RuntimeArgs;
@@ -50,6 +51,10 @@ pub struct Args {
     /// Requests the server holds at once, running or waiting for the model; more get a 429
     #[arg(long, default_value_t = 16)]
     pub max_concurrency: usize,
+    /// Requests decoded together in one forward pass per token [default: --max-concurrency;
+    /// 1 = one request at a time]
+    #[arg(long)]
+    pub max_batch: Option<usize>,
     /// Serve on a non-loopback address without an API key
     #[arg(long)]
     pub insecure: bool,
@@ -80,29 +85,70 @@ pub fn run(args: Args) -> Result<()> {
         anyhow::bail!("--api-key must not be empty");
     }
     auth::check_exposure(&args.host, &addrs, args.api_key.as_deref(), args.insecure)?;
-    anyhow::ensure!(args.max_concurrency > 0, "--max-concurrency must be at least 1");
-    let chat_format = ChatFormat::detect(&args.model)?;
+    let state = start_state(&args.model, &args.runtime, args.api_key.clone(), args.max_concurrency, args.max_batch)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;
+    runtime.block_on(serve(state, &addrs, args.max_concurrency))
+}
 
+/// Loads the model on its thread and builds what the handlers share.
+fn start_state(model: &str, runtime: &RuntimeArgs, api_key: Option<String>, capacity: usize, max_batch: Option<usize>) -> Result<Arc<AppState>> {
+    anyhow::ensure!(capacity > 0, "--max-concurrency must be at least 1");
+    anyhow::ensure!(max_batch != Some(0), "--max-batch must be at least 1");
+    let chat_format = ChatFormat::detect(model)?;
     let load_start = Instant::now();
-    let (spec, runtime) = (args.model.clone(), args.runtime.clone());
-    let worker = Worker::start(move || load(&spec, &runtime), args.max_concurrency)?;
+    let (spec, load_runtime) = (model.to_string(), runtime.clone());
+    let worker = Worker::start(move || load(&spec, &load_runtime), capacity, max_batch.unwrap_or(capacity))?;
     let description = match &worker.info {
         ModelInfo::Language { parameters, .. } => format!("language model, {parameters} parameters, chat format {}", chat_format.name()),
         ModelInfo::Classifier { labels, parameters } => format!("classifier ({}), {parameters} parameters", labels.join(", ")),
     };
-    eprintln!("loaded {} ({description}) in {:.1}s", args.model, load_start.elapsed().as_secs_f64());
-
-    let state = Arc::new(AppState {
-        model_id: args.model.clone(),
+    eprintln!("loaded {model} ({description}) in {:.1}s", load_start.elapsed().as_secs_f64());
+    Ok(Arc::new(AppState {
+        model_id: model.to_string(),
         created: SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
-        api_key: args.api_key.clone(),
+        api_key,
         chat_format,
         tokenizer: Tokenizer::gpt2(),
-        seed: args.runtime.seed,
+        seed: runtime.seed,
         worker,
-    });
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;
-    runtime.block_on(serve(state, &addrs, args.max_concurrency))
+    }))
+}
+
+/// A server in this process on a free loopback port (benchmarks): it runs until dropped.
+pub struct LocalServer {
+    pub addr: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<Result<()>>>,
+}
+
+impl LocalServer {
+    pub fn start(model: &str, runtime: &RuntimeArgs, capacity: usize, max_batch: usize) -> Result<Self> {
+        let state = start_state(model, runtime, None, capacity, Some(max_batch))?;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").context("binding a loopback port")?;
+        listener.set_nonblocking(true)?;
+        let addr = listener.local_addr()?;
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || -> Result<()> {
+            let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+            runtime.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener)?;
+                axum::serve(listener, router(state)).with_graceful_shutdown(async { stopped.await.unwrap_or(()) }).await?;
+                Ok(())
+            })
+        });
+        Ok(Self { addr, stop: Some(stop), thread: Some(thread) })
+    }
+}
+
+impl Drop for LocalServer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 /// Loads the model on the model thread: a classifier when the directory holds one, else a
@@ -112,8 +158,7 @@ fn load(spec: &str, runtime: &RuntimeArgs) -> Result<Model> {
     let path = Path::new(spec);
     if path.is_dir() {
         let dir = classifier_dir(path);
-        let config = GptConfig::load(&dir.join("config.json")).with_context(|| format!("reading {}", dir.join("config.json").display()))?;
-        if gpt::weights::classifier_labels(&config).is_some() {
+        if gpt::weights::is_classifier_dir(&dir).with_context(|| format!("reading {}", dir.display()))? {
             let classifier =
                 GptClassifier::load_dir(&dir, &device).with_context(|| format!("loading the classifier in {}", dir.display()))?;
             return Ok(Model::Classifier(classifier));

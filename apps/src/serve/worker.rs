@@ -11,20 +11,22 @@
 //! receiver is the HTTP response (streamed) or the waiting handler (not streamed). When the client
 //! goes away, axum drops that receiver; the thread checks before every decode step and stops.
 //!
-//! **Batching.** Today the thread runs one job at a time, each a batch of one row of
-//! [`TokenStream`]. The queue is shaped for batching: the loop would take every waiting job with
-//! `try_recv` between decode steps and decode all running rows in one forward pass, rows joining
-//! and leaving the batch as they arrive and finish. What that needs from `gpt::generate` is a
-//! stream whose rows carry their own sampling settings and stop strings, and a KV cache that rows
-//! can join after the prefill; the channels, permits and cancellation here stay as they are.
+//! **Batching.** A language model decodes every running request in one forward pass per step
+//! ([`ContinuousBatch`]): between steps the thread takes every job that arrived (`try_recv`) and
+//! lets it join after a prefill of its own; a request leaves the batch as soon as it is done or its
+//! client is gone. Each request keeps its own sampling settings and gets exactly the tokens it
+//! would get alone. Requests that do not fit yet (the batch is full, or the context window could
+//! not hold every row's remaining tokens) wait in arrival order.
 
+use std::collections::{HashMap, VecDeque};
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use gpt::generate::{Completion, GenerateConfig, TokenStream};
+use gpt::continuous::{ContinuousBatch, RequestId};
+use gpt::generate::{Completion, GenerateConfig};
 use gpt::{Gpt, GptClassifier};
 use pipelines::finetune::{Prediction, classify_texts};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
@@ -92,8 +94,9 @@ pub struct Worker {
 }
 
 impl Worker {
-    /// Starts the model thread, runs `load` on it and waits until the model is ready.
-    pub fn start<F>(load: F, capacity: usize) -> Result<Self>
+    /// Starts the model thread, runs `load` on it and waits until the model is ready. At most
+    /// `capacity` requests are admitted, at most `max_batch` of them decoded together.
+    pub fn start<F>(load: F, capacity: usize, max_batch: usize) -> Result<Self>
     where
         F: FnOnce() -> Result<Model> + Send + 'static,
     {
@@ -111,7 +114,7 @@ impl Worker {
                     }
                 };
                 let _ = ready_tx.send(Ok(model.info()));
-                serve_jobs(&model, jobs);
+                serve_jobs(&model, jobs, max_batch);
             })
             .context("starting the model thread")?;
         let info = ready_rx.recv().context("the model thread stopped while loading the model")??;
@@ -146,76 +149,143 @@ impl Worker {
     }
 }
 
-/// The thread's loop: one job at a time, until the server drops the queue.
-fn serve_jobs(model: &Model, jobs: Receiver<Queued>) {
-    for Queued { job, _permit } in jobs.iter() {
-        // A panic in one job (a bug, not bad input: requests are validated before they get here)
-        // fails that request (its channel is dropped) and leaves the server running.
-        if std::panic::catch_unwind(AssertUnwindSafe(|| run_job(model, job))).is_err() {
-            eprintln!("error: a request panicked on the model thread; the server keeps running");
-        }
-    }
-}
-
-fn run_job(model: &Model, job: Job) {
-    match (model, job) {
-        (Model::Language(gpt), Job::Generate { prompt, config, events }) => generate(gpt, prompt, config, &events),
-        (Model::Classifier(classifier), Job::Classify { texts, reply }) => {
-            let _ = reply.send(classify_texts(classifier, &texts, CLASSIFY_BATCH).map_err(|e| format!("{e:#}")));
-        }
-        (_, Job::Generate { events, .. }) => {
-            let _ = events.send(Event::Failed("this server runs a classifier, not a language model".into()));
-        }
-        (_, Job::Classify { reply, .. }) => {
-            let _ = reply.send(Err("this server runs a language model, not a classifier".into()));
-        }
-    }
-}
-
-/// Runs one generation token by token, sending text as it becomes final; stops early when the
-/// receiver is gone (the client disconnected).
-fn generate(model: &Gpt, prompt: Vec<u32>, config: GenerateConfig, events: &mpsc::UnboundedSender<Event>) {
-    let start = Instant::now();
-    let fail = |error: gpt::GptError| {
-        let _ = events.send(Event::Failed(error.to_string()));
-    };
-    let mut stream = match TokenStream::new(model, &[prompt], &config) {
-        Ok(stream) => stream,
-        Err(error) => return fail(error),
-    };
-    let mut steps = 0usize;
-    loop {
-        if events.is_closed() {
-            eprintln!("request cancelled after {steps} tokens: the client disconnected");
-            return;
-        }
-        match stream.next() {
-            None => break,
-            Some(Err(error)) => return fail(error),
-            Some(Ok(tokens)) => {
-                steps += 1;
-                for token in tokens.into_iter().filter(|t| !t.text.is_empty()) {
-                    let _ = events.send(Event::Text(token.text));
+/// The thread's loop, until the server drops the queue.
+fn serve_jobs(model: &Model, jobs: Receiver<Queued>, max_rows: usize) {
+    match model {
+        Model::Language(gpt) => serve_generations(gpt, &jobs, max_rows),
+        Model::Classifier(classifier) => {
+            for Queued { job, _permit } in jobs.iter() {
+                // A panic in one job (a bug, not bad input: requests are validated before they
+                // get here) fails that request (its channel is dropped); the server keeps running.
+                if std::panic::catch_unwind(AssertUnwindSafe(|| classify_job(classifier, job))).is_err() {
+                    eprintln!("error: a request panicked on the model thread; the server keeps running");
                 }
             }
         }
     }
-    match stream.finish() {
-        Ok(mut completions) if !completions.is_empty() => {
-            let completion = completions.swap_remove(0);
-            let seconds = start.elapsed().as_secs_f64();
-            eprintln!(
-                "completed {} prompt + {} new tokens in {seconds:.2}s ({:.1} tokens/s, finish: {})",
-                completion.prompt_ids.len(),
-                completion.token_ids.len(),
-                completion.token_ids.len() as f64 / seconds.max(1e-9),
-                completion.finish_reason.as_str()
-            );
-            let _ = events.send(Event::Done(completion));
+}
+
+fn classify_job(classifier: &GptClassifier, job: Job) {
+    match job {
+        Job::Classify { texts, reply } => {
+            let _ = reply.send(classify_texts(classifier, &texts, CLASSIFY_BATCH).map_err(|e| format!("{e:#}")));
         }
-        Ok(_) => {
-            let _ = events.send(Event::Failed("the generation returned no completion".into()));
+        Job::Generate { events, .. } => {
+            let _ = events.send(Event::Failed("this server runs a classifier, not a language model".into()));
         }
-        Err(error) => fail(error),
     }
+}
+
+/// A generation request on the model thread: waiting to join the batch, then running in it.
+struct Generation {
+    id: RequestId,
+    prompt: Vec<u32>,
+    config: GenerateConfig,
+    events: mpsc::UnboundedSender<Event>,
+    /// Held until the request is done: the admission count covers running requests too.
+    _permit: OwnedSemaphorePermit,
+    started: Instant,
+}
+
+/// Continuous batching over the queue (see the module docs).
+fn serve_generations(gpt: &Gpt, jobs: &Receiver<Queued>, max_rows: usize) {
+    let mut batch = ContinuousBatch::new(gpt, max_rows);
+    let mut waiting: VecDeque<Generation> = VecDeque::new();
+    let mut running: HashMap<RequestId, Generation> = HashMap::new();
+    let mut next_id: RequestId = 0;
+    loop {
+        // Block for work only when there is nothing to decode.
+        let first = if batch.is_empty() && waiting.is_empty() {
+            match jobs.recv() {
+                Ok(queued) => Some(queued),
+                Err(_) => return,
+            }
+        } else {
+            None
+        };
+        for Queued { job, _permit } in first.into_iter().chain(std::iter::from_fn(|| jobs.try_recv().ok())) {
+            match job {
+                Job::Generate { prompt, config, events } => {
+                    waiting.push_back(Generation { id: next_id, prompt, config, events, _permit, started: Instant::now() });
+                    next_id += 1;
+                }
+                Job::Classify { reply, .. } => {
+                    let _ = reply.send(Err("this server runs a language model, not a classifier".into()));
+                }
+            }
+        }
+        let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| decode_step(&mut batch, &mut waiting, &mut running)));
+        if outcome.is_err() {
+            // A bug, not bad input: fail what was running (dropping its channels) and go on.
+            eprintln!("error: the decode step panicked; {} running request(s) failed, the server keeps running", running.len());
+            running.clear();
+            batch = ContinuousBatch::new(gpt, max_rows);
+        }
+    }
+}
+
+/// Admits waiting requests in arrival order while they fit, drops the ones whose client left,
+/// decodes one token for every running request and sends out what became final.
+fn decode_step(batch: &mut ContinuousBatch, waiting: &mut VecDeque<Generation>, running: &mut HashMap<RequestId, Generation>) {
+    while let Some(next) = waiting.front() {
+        if next.events.is_closed() {
+            waiting.pop_front();
+            continue;
+        }
+        match batch.admit(next.id, &next.prompt, &next.config) {
+            Ok(false) => break,
+            Ok(true) => {
+                if let Some(generation) = waiting.pop_front() {
+                    running.insert(generation.id, generation);
+                }
+            }
+            Err(error) => {
+                if let Some(generation) = waiting.pop_front() {
+                    let _ = generation.events.send(Event::Failed(error.to_string()));
+                }
+            }
+        }
+    }
+    let gone: Vec<RequestId> = running.iter().filter(|(_, g)| g.events.is_closed()).map(|(&id, _)| id).collect();
+    for id in gone {
+        batch.cancel(id);
+        running.remove(&id);
+        eprintln!("request cancelled: the client disconnected");
+    }
+    if !batch.is_empty() {
+        match batch.step() {
+            Ok(tokens) => {
+                for token in tokens.into_iter().filter(|t| !t.text.is_empty()) {
+                    if let Some(generation) = running.get(&token.id) {
+                        let _ = generation.events.send(Event::Text(token.text));
+                    }
+                }
+            }
+            Err(error) => {
+                // Not a request's fault (those are caught at admission): fail every running one.
+                for (_, generation) in running.drain() {
+                    let _ = generation.events.send(Event::Failed(error.to_string()));
+                }
+                *batch = ContinuousBatch::new(batch.model(), batch.max_rows());
+                return;
+            }
+        }
+    }
+    for (id, completion) in batch.take_finished() {
+        if let Some(generation) = running.remove(&id) {
+            finish(generation, completion, batch.len());
+        }
+    }
+}
+
+fn finish(generation: Generation, completion: Completion, batch_rows: usize) {
+    let seconds = generation.started.elapsed().as_secs_f64();
+    eprintln!(
+        "completed {} prompt + {} new tokens in {seconds:.2}s ({:.1} tokens/s, finish: {}; {batch_rows} other request(s) running)",
+        completion.prompt_ids.len(),
+        completion.token_ids.len(),
+        completion.token_ids.len() as f64 / seconds.max(1e-9),
+        completion.finish_reason.as_str()
+    );
+    let _ = generation.events.send(Event::Done(completion));
 }

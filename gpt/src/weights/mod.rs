@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use burn::prelude::*;
 
 pub use hub::{HubOptions, fetch_model};
-pub use params::{RandomInit, TensorSource, fill_params, hf_name, named_params};
+pub use params::{RandomInit, TensorSource, fill_params, fill_params_matching, hf_name, named_params, parameter_counts};
 pub use safetensors_io::{SafetensorsSource, write_safetensors};
 
 use crate::config::GptConfig;
@@ -95,10 +95,7 @@ pub fn classifier_labels(config: &GptConfig) -> Option<Vec<String>> {
 /// `score.bias`, and a config `transformers` reads as a `GPT2ForSequenceClassification`.
 pub fn save_classifier_dir(classifier: &GptClassifier, dir: &Path) -> Result<()> {
     let mut tensors = trunk_tensors(&classifier.gpt);
-    tensors.push(("score.weight".to_string(), classifier.score.weight.val().transpose().into_data().convert::<f32>()));
-    if let Some(bias) = &classifier.score.bias {
-        tensors.push(("score.bias".to_string(), bias.val().into_data().convert::<f32>()));
-    }
+    tensors.extend(head_tensors(classifier));
     let labels = classifier.labels();
     let mut config = classifier.config().clone();
     let extra = &mut config.extra;
@@ -113,8 +110,69 @@ pub fn save_classifier_dir(classifier: &GptClassifier, dir: &Path) -> Result<()>
     write_model_files(dir, tensors, config)
 }
 
-/// Loads a classifier written by [`save_classifier_dir`].
+/// A classifier's head in PyTorch's layout: `score.weight` `[n_classes, n_embd]`, `score.bias`.
+fn head_tensors(classifier: &GptClassifier) -> Vec<(String, TensorData)> {
+    let mut tensors = vec![("score.weight".to_string(), classifier.score.weight.val().transpose().into_data().convert::<f32>())];
+    if let Some(bias) = &classifier.score.bias {
+        tensors.push(("score.bias".to_string(), bias.val().into_data().convert::<f32>()));
+    }
+    tensors
+}
+
+/// What a classifier adapter keeps besides PEFT's files: its classes and training length.
+const CLASSIFIER_FILE: &str = "llmfs_classifier.json";
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct ClassifierInfo {
+    labels: Vec<String>,
+    max_length: Option<usize>,
+}
+
+/// Writes a LoRA'd classifier as an adapter directory: the trunk's adapters and the head
+/// (PEFT's `modules_to_save`), with the classes in `llmfs_classifier.json`.
+pub fn save_classifier_adapter_dir(classifier: &GptClassifier, dir: &Path, config: &crate::lora::AdapterConfig) -> Result<()> {
+    crate::lora::save_adapter_dir(dir, &classifier.gpt, config, head_tensors(classifier))?;
+    let info = ClassifierInfo { labels: classifier.labels().to_vec(), max_length: classifier.max_length() };
+    write_atomic(&dir.join(CLASSIFIER_FILE), serde_json::to_string_pretty(&info).unwrap_or_default().as_bytes())
+}
+
+/// Whether `dir` holds a classifier: an HF directory whose config names classes, or a
+/// classifier's adapter.
+pub fn is_classifier_dir(dir: &Path) -> Result<bool> {
+    if crate::lora::is_adapter_dir(dir) {
+        let config = crate::lora::AdapterConfig::load(&dir.join(crate::lora::ADAPTER_CONFIG))?;
+        return Ok(config.task_type == crate::lora::AdapterTask::SequenceClassification);
+    }
+    Ok(classifier_labels(&GptConfig::load(&dir.join("config.json"))?).is_some())
+}
+
+/// Loads a classifier adapter: its base model, the adapters folded in, the head.
+fn load_classifier_adapter_dir(dir: &Path, device: &Device) -> Result<GptClassifier> {
+    let mut source = crate::lora::AdapterSource::open(dir)?;
+    if source.config.task_type != crate::lora::AdapterTask::SequenceClassification {
+        return Err(GptError::Model(format!("{}: a language model's adapter, not a classifier's", dir.display())));
+    }
+    let info_path = dir.join(CLASSIFIER_FILE);
+    let text = std::fs::read_to_string(&info_path).map_err(|e| GptError::io(&info_path, e))?;
+    let info: ClassifierInfo = serde_json::from_str(&text).map_err(|e| GptError::Json { path: info_path.clone(), source: e })?;
+    let base = crate::lora::load_base(&source, device, &HubOptions::from_env(), 0)?;
+    let gpt = source.attach(base)?.materialize();
+    let (n, c) = (info.labels.len(), gpt.config().n_embd);
+    let weight = source.extra_tensor("score.weight", &[n, c])?;
+    let bias = source.extra_tensor("score.bias", &[n])?;
+    source.finish()?;
+    let mut classifier = GptClassifier::with_head(gpt, info.labels, Tensor::from_data(weight, device), Tensor::from_data(bias, device))?;
+    if let Some(length) = info.max_length {
+        classifier.set_max_length(length);
+    }
+    Ok(classifier)
+}
+
+/// Loads a classifier written by [`save_classifier_dir`] or [`save_classifier_adapter_dir`].
 pub fn load_classifier_dir(dir: &Path, device: &Device) -> Result<GptClassifier> {
+    if crate::lora::is_adapter_dir(dir) {
+        return load_classifier_adapter_dir(dir, device);
+    }
     let config = GptConfig::load(&dir.join("config.json"))?;
     let labels = classifier_labels(&config).ok_or_else(|| {
         GptError::Model(format!("{}: config.json names no classes (`labels`): not a classifier", dir.display()))
@@ -142,11 +200,14 @@ pub enum ModelSpec {
     Hub(String),
     /// `random:<preset>`: a seeded random model of a preset's shape (benchmarks, smoke tests).
     Random(String),
+    /// A LoRA adapter directory (`adapter_config.json` naming its base model), loaded merged.
+    Adapter(PathBuf),
 }
 
 impl ModelSpec {
-    /// Interprets `--model`: an existing directory (an HF model directory, or a run directory
-    /// holding one under `model/`), `random:<preset>`, or else a hub repo id.
+    /// Interprets `--model`: an existing directory (an HF model directory, a LoRA adapter
+    /// directory, or a run directory holding one of them under `model/` or `adapter/`; the merged
+    /// `model/` first), `random:<preset>`, or else a hub repo id.
     pub fn parse(text: &str) -> Result<Self> {
         if let Some(preset) = text.strip_prefix("random:") {
             if GptConfig::preset(preset).is_none() {
@@ -162,14 +223,24 @@ impl ModelSpec {
             if path.join("config.json").is_file() {
                 return Ok(Self::Dir(path.to_path_buf()));
             }
+            if crate::lora::is_adapter_dir(path) {
+                return Ok(Self::Adapter(path.to_path_buf()));
+            }
             let run_model = path.join("model");
             if run_model.join("config.json").is_file() {
                 return Ok(Self::Dir(run_model));
             }
+            let run_adapter = path.join("adapter");
+            if crate::lora::is_adapter_dir(&run_adapter) {
+                return Ok(Self::Adapter(run_adapter));
+            }
             return Err(GptError::Model(format!(
-                "{}: neither a model directory (config.json + {}) nor a run directory (model/config.json)",
+                "{}: neither a model directory (config.json + {}), an adapter directory ({}) nor a run \
+                 directory (model/config.json or adapter/{})",
                 path.display(),
-                safetensors_io::SINGLE_FILE
+                safetensors_io::SINGLE_FILE,
+                crate::lora::ADAPTER_CONFIG,
+                crate::lora::ADAPTER_CONFIG
             )));
         }
         let looks_like_path = text.starts_with(['.', '/', '~']) || text.contains('\\') || path.exists();
@@ -184,6 +255,7 @@ impl ModelSpec {
         match self {
             Self::Dir(dir) => load_model_dir(dir, device),
             Self::Hub(repo) => load_model_dir(&fetch_model(repo, hub)?, device),
+            Self::Adapter(dir) => crate::lora::load_merged(dir, device, hub, seed),
             Self::Random(preset) => {
                 let config = GptConfig::preset(preset).ok_or_else(|| GptError::Model(format!("unknown preset {preset}")))?;
                 Gpt::init(&config, seed, device)

@@ -32,7 +32,13 @@ pub trait TensorSource {
 /// Replaces every float parameter of `module` with the source's tensor of the same HF name.
 /// The parameters of the skeleton are never initialised, so nothing is allocated twice.
 pub fn fill_params<M: Module>(module: M, source: &mut dyn TensorSource) -> Result<M> {
-    let mut filler = Filler { source, path: Vec::new(), error: None };
+    fill_params_matching(module, source, |_| true)
+}
+
+/// [`fill_params`] for the parameters whose HF name passes `wanted` (e.g. only the LoRA
+/// factors); the others keep their values.
+pub fn fill_params_matching<M: Module>(module: M, source: &mut dyn TensorSource, wanted: fn(&str) -> bool) -> Result<M> {
+    let mut filler = Filler { source, wanted, path: Vec::new(), error: None };
     let module = module.map(&mut filler);
     match filler.error {
         Some(error) => Err(error),
@@ -42,6 +48,7 @@ pub fn fill_params<M: Module>(module: M, source: &mut dyn TensorSource) -> Resul
 
 struct Filler<'a> {
     source: &'a mut dyn TensorSource,
+    wanted: fn(&str) -> bool,
     path: Vec<String>,
     error: Option<GptError>,
 }
@@ -60,6 +67,9 @@ impl ModuleMapper for Filler<'_> {
             return param;
         }
         let name = hf_name(&self.path.join("."));
+        if !(self.wanted)(&name) {
+            return param;
+        }
         let shape = param.lazy_shape().to_vec();
         match self.source.tensor(&name, &shape) {
             Ok(data) => {
@@ -100,6 +110,24 @@ impl ModuleVisitor for Collector {
         let data = param.val().into_data().convert::<f32>();
         self.out.push((hf_name(&self.path.join(".")), data));
     }
+}
+
+/// (trainable, total) parameter counts of `module`: trainable = gradients on, which needs a
+/// module on an autodiff device (without autodiff nothing trains).
+pub fn parameter_counts<M: Module>(module: &M) -> (usize, usize) {
+    struct Count(usize, usize);
+    impl ModuleVisitor for Count {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            let n = param.lazy_shape().num_elements();
+            self.1 += n;
+            if param.val().is_require_grad() {
+                self.0 += n;
+            }
+        }
+    }
+    let mut count = Count(0, 0);
+    module.visit(&mut count);
+    (count.0, count.1)
 }
 
 /// GPT-2's initialisation, drawn on the host with one generator per tensor (seeded from the

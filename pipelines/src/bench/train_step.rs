@@ -2,7 +2,9 @@
 //! (random fp32 weights, dropout 0.1 unless told) on batches of `batch` rows of `seq_len` tokens —
 //! by default B4×T256, the `train` case of `../shared/bench/torch_baseline` (what `llmfs pretrain`
 //! and `llmfs finetune instruct` run each step). With dropout 0 attention runs Burn's fused kernel;
-//! with attention dropout it materialises the T×T weights.
+//! with attention dropout it materialises the T×T weights. `--trains last-block|lora:R` compares
+//! partial and LoRA fine-tuning with full training (run each in its own process: the peak RSS
+//! is the process's).
 
 use std::time::Instant;
 
@@ -25,20 +27,76 @@ pub struct Options {
     pub steps: usize,
     /// Embedding, attention and residual dropout.
     pub dropout: f64,
+    /// What trains (full fine-tuning, the last block, or LoRA adapters).
+    pub trains: Trains,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Self { batch: 4, seq_len: 256, steps: 5, dropout: 0.1 }
+        Self { batch: 4, seq_len: 256, steps: 5, dropout: 0.1, trains: Trains::All }
+    }
+}
+
+/// What a benchmarked step trains: `all`, `last-block` (+ final norm), or `lora:R` (adapters of
+/// rank R, alpha R, on every projection).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trains {
+    All,
+    LastBlock,
+    Lora(usize),
+}
+
+impl std::str::FromStr for Trains {
+    type Err = anyhow::Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "all" => Ok(Self::All),
+            "last-block" => Ok(Self::LastBlock),
+            _ => match s.strip_prefix("lora:").map(str::parse::<usize>) {
+                Some(Ok(rank)) if rank > 0 => Ok(Self::Lora(rank)),
+                _ => anyhow::bail!("unknown --trains {s:?}: expected all, last-block or lora:R (R >= 1)"),
+            },
+        }
+    }
+}
+
+impl std::fmt::Display for Trains {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::All => write!(f, "all"),
+            Self::LastBlock => write!(f, "last-block"),
+            Self::Lora(rank) => write!(f, "lora:{rank}"),
+        }
+    }
+}
+
+impl Trains {
+    fn apply(self, mut gpt: Gpt) -> Result<Gpt> {
+        Ok(match self {
+            Self::All => gpt,
+            Self::LastBlock => {
+                let last = gpt.h.len() - 1;
+                gpt = gpt.no_grad();
+                gpt.h[last] = gpt.h[last].clone().set_require_grad(true);
+                gpt.ln_f = gpt.ln_f.clone().set_require_grad(true);
+                gpt
+            }
+            Self::Lora(rank) => gpt::LoraConfig::new(rank, rank as f64, gpt::LoraTargets::default())?.apply(gpt),
+        })
     }
 }
 
 pub fn run(spec: DeviceSpec, options: &Options) -> Result<Value> {
-    let Options { batch, seq_len, steps, dropout } = options.clone();
+    let Options { batch, seq_len, steps, dropout, trains } = options.clone();
     let device = spec.resolve()?.autodiff();
     device.seed(0);
     let gpt = Gpt::init(&GptConfig::preset("gpt2").context("the gpt2 preset")?.with_dropout(dropout), 0, &device)?;
-    let params = gpt.num_params();
+    let gpt = trains.apply(gpt)?;
+    // The same tokens and dropout masks whatever trains (LoRA's init draws from the generator):
+    // the first loss is then the same for every --trains (fresh adapters change nothing).
+    device.seed(1);
+    let (trainable, params) = gpt::weights::parameter_counts(&gpt);
     let mut model = LanguageModelTraining { gpt, grad_clip: None };
     // torch.optim.AdamW(model.parameters(), lr=5e-5, weight_decay=0.1), as the baseline.
     let mut optimizer = OptimConfig { decay_all: true, ..OptimConfig::default() }.optimizer();
@@ -60,7 +118,7 @@ pub fn run(spec: DeviceSpec, options: &Options) -> Result<Value> {
     let step = median(times.clone());
     Ok(json!({
         "bench": "llmfs_train_gpt2_124m", "backend": spec.to_string(), "threads": rayon::current_num_threads(),
-        "batch": batch, "seq_len": seq_len, "n_params": params, "dropout": dropout,
+        "batch": batch, "seq_len": seq_len, "n_params": params, "trainable_params": trainable, "trains": trains.to_string(), "dropout": dropout,
         "step": { "median_s": step, "all_s": times },
         "tokens_per_s": (batch * seq_len) as f64 / step,
         "losses": losses, "peak_rss_mib": peak_rss_mib(),

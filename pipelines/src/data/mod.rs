@@ -18,3 +18,11 @@ pub(crate) fn json_kind(value: &serde_json::Value) -> &'static str {
         Value::Object(_) => "an object",
     }
 }
+
+/// At most `max` characters of user data for an error message, with `…` when cut: a message must
+/// not repeat a 16 MB line back.
+pub(crate) fn excerpt(text: &str, max: usize) -> String {
+    let mut chars = text.chars();
+    let cut: String = chars.by_ref().take(max).collect();
+    if chars.next().is_some() { format!("{cut}…") } else { cut }
+}

@@ -280,7 +280,7 @@ pub fn read_split_csv(path: &Path) -> Result<Vec<Message>> {
         header.iter().eq(CSV_HEADER),
         "{}: line 1: the header is `{}`, expected `Label,Text`",
         path.display(),
-        header.iter().collect::<Vec<_>>().join(",")
+        super::excerpt(&header.iter().collect::<Vec<_>>().join(","), 80)
     );
     let mut messages = Vec::new();
     for record in reader.records() {
@@ -292,7 +292,7 @@ pub fn read_split_csv(path: &Path) -> Result<Vec<Message>> {
         let label = match &record[0] {
             "0" => HAM,
             "1" => SPAM,
-            other => bail!("{}: line {line}: the label is `{other}`, expected 0 (ham) or 1 (spam)", path.display()),
+            other => bail!("{}: line {line}: the label is `{}`, expected 0 (ham) or 1 (spam)", path.display(), super::excerpt(other, 80)),
         };
         messages.push(Message { label, text: record[1].to_string() });
     }

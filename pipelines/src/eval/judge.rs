@@ -163,11 +163,7 @@ fn protocol(kind: JudgeKind) -> &'static str {
 
 fn excerpt(body: &str) -> String {
     let body = body.trim();
-    if body.is_empty() {
-        return String::new();
-    }
-    let cut: String = body.chars().take(300).collect();
-    format!(": {cut}{}", if cut.len() < body.len() { "…" } else { "" })
+    if body.is_empty() { String::new() } else { format!(": {}", crate::data::excerpt(body, 300)) }
 }
 
 fn hint(kind: JudgeKind, status: u16, body: &str, model: &str) -> String {

@@ -26,6 +26,8 @@ pub struct ClassifierFinetune {
     pub data: PathBuf,
     pub run_dir: PathBuf,
     pub trainable: Trainable,
+    /// LoRA adapters (and the head) train instead of `trainable`.
+    pub lora: Option<super::LoraFinetune>,
     /// Cut/pad every text to this many tokens (default: the longest training text).
     pub max_length: Option<usize>,
     /// Dropout during fine-tuning (the book uses 0).
@@ -161,21 +163,24 @@ pub fn finetune_classifier(job: &ClassifierFinetune) -> Result<ClassifierReport>
     let context = gpt.config().n_positions;
     let data = Splits::<SpamDataset>::tokenize(&splits, job.max_length, context)?;
     let labels: Vec<String> = LABEL_NAMES.iter().map(|s| s.to_string()).collect();
-    let classifier = GptClassifier::new(gpt, labels, job.train.seed)?.set_trainable(job.trainable);
+    let classifier = GptClassifier::new(gpt, labels, job.train.seed)?;
+    let (classifier, what_trains) = match &job.lora {
+        Some(lora) => (classifier.with_lora(&lora.config), format!("{} + head", lora.summary())),
+        None => (classifier.set_trainable(job.trainable), job.trainable.to_string()),
+    };
     let (trainable_parameters, total_parameters) = classifier.parameter_counts();
     eprintln!(
-        "{}: {} train / {} validation / {} test texts of {} tokens; {trainable_parameters} of {total_parameters} parameters train ({})",
+        "{}: {} train / {} validation / {} test texts of {} tokens; {trainable_parameters} of {total_parameters} parameters train ({what_trains})",
         job.model,
         data.train.len(),
         data.validation.len(),
         data.test.len(),
         data.train.length,
-        job.trainable
     );
 
     // The frozen part runs outside autodiff (and may be cached) only when it is deterministic:
-    // no dropout, embeddings frozen.
-    let trainable_blocks = job.trainable.trainable_blocks(n_layer);
+    // no dropout, embeddings frozen. Adapters sit in every block, so with LoRA no block is.
+    let trainable_blocks = if job.lora.is_some() { n_layer } else { job.trainable.trainable_blocks(n_layer) };
     let frozen_prefix = job.dropout == 0.0 && trainable_blocks < n_layer;
     let first_block = if frozen_prefix { n_layer - trainable_blocks } else { 0 };
     let use_cache = job.prefix_cache && first_block > 0;
@@ -196,7 +201,7 @@ pub fn finetune_classifier(job: &ClassifierFinetune) -> Result<ClassifierReport>
     if !job.resume {
         run.write_run_json(json!({
             "task": "classification", "data": job.data, "model": job.model, "labels": LABEL_NAMES,
-            "trainable": job.trainable.to_string(), "max_length": data.train.length, "dropout": job.dropout,
+            "trainable": what_trains, "lora": job.lora.as_ref().map(|l| l.describe()), "max_length": data.train.length, "dropout": job.dropout,
             "prefix_cache": use_cache, "train": job.train, "device": format!("{:?}", job.device),
             "examples": { "train": data.train.len(), "validation": data.validation.len(), "test": data.test.len() },
         }))?;
@@ -242,7 +247,7 @@ pub fn finetune_classifier(job: &ClassifierFinetune) -> Result<ClassifierReport>
 
     let mut classifier = model.classifier;
     classifier.set_max_length(data.train.length);
-    classifier.save_dir(&run.model()).context("saving the fine-tuned classifier")?;
+    let model_dir = save_classifier(classifier, job, &run)?;
     if let Err(e) = plot_run(run.root()) {
         eprintln!("warning: could not draw the plots: {e:#}");
     }
@@ -258,11 +263,28 @@ pub fn finetune_classifier(job: &ClassifierFinetune) -> Result<ClassifierReport>
         total_parameters,
         length: data.train.length,
         seconds: started.elapsed().as_secs_f64(),
-        model_dir: run.model(),
+        model_dir,
     };
     std::fs::create_dir_all(run.eval()).with_context(|| format!("creating {}", run.eval().display()))?;
     gpt::fsutil::write_atomic(&run.eval().join("accuracy.json"), serde_json::to_string_pretty(&report)?.as_bytes())?;
     Ok(report)
+}
+
+/// Saves the trained classifier: in the HF layout under `RUN_DIR/model`, or with LoRA its
+/// adapters and head under `RUN_DIR/adapter` (and, with `--merge`, the merged model under
+/// `model/` too). Returns the directory `llmfs classify` should load.
+fn save_classifier(classifier: GptClassifier, job: &ClassifierFinetune, run: &RunDir) -> Result<PathBuf> {
+    let Some(lora) = &job.lora else {
+        classifier.save_dir(&run.model()).context("saving the fine-tuned classifier")?;
+        return Ok(run.model());
+    };
+    let config = gpt::lora::AdapterConfig::new(&lora.config, gpt::lora::AdapterTask::SequenceClassification, &job.model);
+    classifier.save_adapter_dir(&run.adapter(), &config).context("saving the classifier's LoRA adapters")?;
+    if !lora.merge {
+        return Ok(run.adapter());
+    }
+    classifier.materialize().save_dir(&run.model()).context("saving the merged classifier")?;
+    Ok(run.model())
 }
 
 /// One prediction of [`classify_texts`].

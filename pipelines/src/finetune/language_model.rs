@@ -29,6 +29,8 @@ pub struct LanguageModelJob {
     pub run_dir: PathBuf,
     /// Dropout while training (`None`: the model's own config).
     pub dropout: Option<f64>,
+    /// Train LoRA adapters instead of the whole model.
+    pub lora: Option<super::LoraFinetune>,
     pub train: TrainConfig,
     pub resume: bool,
     pub dashboard: bool,
@@ -46,17 +48,23 @@ pub struct LanguageModelReport {
     pub validation_loss: f64,
     pub validation_perplexity: f64,
     pub parameters: usize,
+    pub trainable_parameters: usize,
     pub seconds: f64,
     pub model_dir: PathBuf,
 }
 
-/// The model `job.model` names, on the training (autodiff) device, with the job's dropout.
+/// The model `job.model` names, on the training (autodiff) device, with the job's dropout and,
+/// with LoRA, its adapters attached (everything else frozen).
 pub fn load_for_training(job: &LanguageModelJob) -> Result<Gpt> {
     let device = job.device.clone().autodiff();
     device.seed(job.train.seed);
     let gpt = ModelSpec::parse(&job.model)?.load(&device, &HubOptions::from_env(), job.train.seed)?;
-    Ok(match job.dropout {
+    let gpt = match job.dropout {
         Some(p) => gpt.with_dropout(p),
+        None => gpt,
+    };
+    Ok(match &job.lora {
+        Some(lora) => lora.config.apply(gpt),
         None => gpt,
     })
 }
@@ -75,11 +83,15 @@ pub fn train_language_model(
     let started = std::time::Instant::now();
     let run = RunDir::open(&job.run_dir, job.resume)?;
     prepare_run(run.root())?;
-    let parameters = gpt.num_params();
+    let (trainable_parameters, parameters) = gpt::weights::parameter_counts(&gpt);
+    if let Some(lora) = &job.lora {
+        eprintln!("{}: {trainable_parameters} of {parameters} parameters train", lora.summary());
+    }
     let config = gpt.config().clone();
     if !job.resume {
         run.write_run_json(json!({
             "task": job.task, "model": job.model, "dropout": job.dropout, "train": job.train,
+            "lora": job.lora.as_ref().map(|l| l.describe()), "trainable_parameters": trainable_parameters,
             "device": format!("{:?}", job.device), "parameters": parameters, "config": config,
             "examples": { "train": train_data.len(), "validation": valid_data.len() },
             "details": job.details,
@@ -122,7 +134,7 @@ pub fn train_language_model(
     let mut log = MetricsLog::open(&run.metrics(), None)?;
     log.log(json!({ "step": outcome.steps, "epoch": job.train.epochs, "split": "val", "loss": validation_loss,
         "perplexity": validation_loss.exp(), "full": job.train.full_validation, "final": true }))?;
-    gpt::weights::save_model_dir(&model.gpt, &run.model()).context("saving the trained model")?;
+    let model_dir = save_language_model(model.gpt, job, &run)?;
     if let Err(e) = plot_run(run.root()) {
         eprintln!("warning: could not draw the plots: {e:#}");
     }
@@ -131,12 +143,30 @@ pub fn train_language_model(
         validation_loss,
         validation_perplexity: validation_loss.exp(),
         parameters,
+        trainable_parameters,
         seconds: started.elapsed().as_secs_f64(),
-        model_dir: run.model(),
+        model_dir,
     };
     std::fs::create_dir_all(run.eval()).with_context(|| format!("creating {}", run.eval().display()))?;
     gpt::fsutil::write_atomic(&run.eval().join("validation.json"), serde_json::to_string_pretty(&report)?.as_bytes())?;
     Ok(report)
+}
+
+/// Saves the trained model in the HF layout under `RUN_DIR/model`, or with LoRA its adapters
+/// under `RUN_DIR/adapter` (and, with `--merge`, the merged model under `model/` too). Returns
+/// the directory `--model` should name to use it (the run directory itself also works).
+fn save_language_model(gpt: Gpt, job: &LanguageModelJob, run: &RunDir) -> Result<PathBuf> {
+    let Some(lora) = &job.lora else {
+        gpt::weights::save_model_dir(&gpt, &run.model()).context("saving the trained model")?;
+        return Ok(run.model());
+    };
+    let config = gpt::lora::AdapterConfig::new(&lora.config, gpt::lora::AdapterTask::CausalLm, &job.model);
+    gpt::lora::save_adapter_dir(&run.adapter(), &gpt, &config, Vec::new()).context("saving the LoRA adapters")?;
+    if !lora.merge {
+        return Ok(run.adapter());
+    }
+    gpt::weights::save_model_dir(&gpt.materialize(), &run.model()).context("saving the merged model")?;
+    Ok(run.model())
 }
 
 /// Mean batch loss of `model` on the first `max_batches` batches of `source` (all with `None`).

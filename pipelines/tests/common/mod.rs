@@ -11,7 +11,12 @@ pub fn fixtures() -> PathBuf {
 /// Every tensor of a run's final `model/model.safetensors`, by name, as raw bytes: two runs have
 /// the same weights when these are equal.
 pub fn model_weights(run: &Path) -> Vec<(String, Vec<u8>)> {
-    let bytes = std::fs::read(run.join("model/model.safetensors")).unwrap();
+    safetensors_weights(&run.join("model/model.safetensors"))
+}
+
+/// Every tensor of a safetensors file, by name, as raw bytes.
+pub fn safetensors_weights(file: &Path) -> Vec<(String, Vec<u8>)> {
+    let bytes = std::fs::read(file).unwrap();
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
     let mut tensors: Vec<(String, Vec<u8>)> = st.tensors().into_iter().map(|(n, v)| (n, v.data().to_vec())).collect();
     tensors.sort();
