@@ -469,3 +469,39 @@ fn concurrent_requests_share_decode_steps_and_get_their_solo_answers() {
     let shared = log.lines().filter_map(|l| l.split("; ").nth(1)?.split(' ').next()?.parse::<usize>().ok()).max();
     assert!(shared.is_some_and(|n| n >= 1), "no request finished while others were running: {log}");
 }
+
+/// A Python with the official `openai` client: $LLMFS_OPENAI_PYTHON (scripts/test.sh sets up a
+/// venv), else `python3` when it has the package.
+fn openai_python() -> Option<PathBuf> {
+    let candidates = std::env::var_os("LLMFS_OPENAI_PYTHON").map(PathBuf::from).into_iter().chain([PathBuf::from("python3")]);
+    candidates.into_iter().find(|python| {
+        std::process::Command::new(python).args(["-c", "import openai"]).output().is_ok_and(|o| o.status.success())
+    })
+}
+
+/// The official client reads our answers as OpenAI's: the same text as our own HTTP client gets,
+/// streamed chat included, and a 400 it raises as `BadRequestError` with the parameter named.
+#[test]
+fn the_official_openai_client_works_against_the_server() {
+    let Some(python) = openai_python() else {
+        eprintln!("skipped the openai-client check: no Python with the `openai` package (scripts/test.sh installs one when it can; or set LLMFS_OPENAI_PYTHON)");
+        return;
+    };
+    let server = Server::start(&model(), &[]);
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/reference/openai_client_check.py");
+    let out = std::process::Command::new(python).arg(script).arg(format!("{}/v1", server.url)).arg(model()).output().unwrap();
+    assert!(out.status.success(), "{}\n{}", String::from_utf8_lossy(&out.stderr), server.log());
+    let result: Value = serde_json::from_slice(out.stdout.trim_ascii()).unwrap();
+
+    let (_, ours) = server.post("/v1/completions", &json!({ "prompt": "Every effort moves you", "max_tokens": 12, "temperature": 0 }));
+    assert_eq!(result["models"], json!([model()]));
+    assert_eq!(result["completion"], ours["choices"][0]["text"]);
+    assert_eq!(result["completion_finish"], ours["choices"][0]["finish_reason"]);
+    assert_eq!(result["completion_usage"]["total_tokens"], ours["usage"]["total_tokens"]);
+    let chat = json!({ "messages": [{ "role": "user", "content": "Every effort moves you" }], "max_tokens": 12, "temperature": 0 });
+    let (_, ours) = server.post("/v1/chat/completions", &chat);
+    assert_eq!(result["chat_stream"], ours["choices"][0]["message"]["content"]);
+    assert_eq!(result["chat_finish"], ours["choices"][0]["finish_reason"]);
+    assert_eq!(result["bad_request_status"], 400);
+    assert_eq!(result["bad_request_param"], "n");
+}
