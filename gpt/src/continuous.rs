@@ -20,7 +20,6 @@
 //! # Ok(()) }
 //! ```
 
-use crate::config::EOT_TOKEN;
 use crate::error::{GptError, Result};
 use crate::generate::{Completion, GenerateConfig, Row, checked_prompt, logits_at};
 use crate::kv_cache::KvCache;
@@ -136,16 +135,14 @@ impl<'m> ContinuousBatch<'m> {
             let (token, text) = running.row.take_token(&running.logits, &running.config, &self.tokenizer)?;
             produced.push(RequestToken { id: running.id, token, text });
         }
+        // The rows still going, in batch order, are fed the tokens they just produced.
+        let tokens: Vec<u32> =
+            self.running.iter().zip(&produced).filter(|(r, _)| r.row.finish.is_none()).map(|(_, p)| p.token).collect();
         let done: Vec<usize> = (0..self.running.len()).filter(|&i| self.running[i].row.finish.is_some()).collect();
         self.remove_rows(&done);
         if self.running.is_empty() {
             return Ok(produced);
         }
-        let tokens: Vec<u32> = self
-            .running
-            .iter()
-            .map(|r| produced.iter().find(|p| p.id == r.id).map_or(EOT_TOKEN, |p| p.token))
-            .collect();
         let cache = self.cache.as_mut().ok_or_else(|| GptError::Generation("the KV cache is missing".into()))?;
         let hidden = self.model.forward_cached(&tokens, &vec![false; tokens.len()], cache)?;
         let logits = logits_at(self.model, hidden, &vec![0; tokens.len()])?;
