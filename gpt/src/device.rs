@@ -113,6 +113,7 @@ impl DeviceSpec {
 
     /// The Burn device for this spec (without autodiff). `Auto` probes the GPUs it was built with.
     pub fn resolve(self) -> Result<Device> {
+        crate::allocator::keep_freed_memory();
         match self {
             Self::Auto => auto_device(),
             Self::Cpu => {

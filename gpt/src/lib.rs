@@ -14,6 +14,7 @@
 //! Train/eval mode is Burn's: a model built on an autodiff device (`device.autodiff()`) trains
 //! (dropout on); `model.valid()` is the inference copy (dropout off), `model.train()` goes back.
 
+pub mod allocator;
 pub mod attention;
 pub mod block;
 pub mod classifier;
