@@ -7,7 +7,7 @@ use burn::tensor::activation::softmax;
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
 
-use crate::flex_kernels;
+use crate::{dropout, flex_kernels};
 use crate::kv_cache::LayerKvCache;
 
 #[derive(Module, Debug)]
@@ -19,11 +19,6 @@ pub struct CausalSelfAttention {
     pub attn_dropout: Dropout,
     pub resid_dropout: Dropout,
     pub n_head: usize,
-}
-
-/// Whether a dropout layer would change its input (training mode, on an autodiff device, p > 0).
-pub fn dropout_active<const D: usize>(dropout: &Dropout, x: &Tensor<D>) -> bool {
-    dropout.prob > 0.0 && dropout.training.is_enabled() && x.device().is_autodiff()
 }
 
 impl CausalSelfAttention {
@@ -45,7 +40,7 @@ impl CausalSelfAttention {
         // Not every backend broadcasts a mask over heads: give it the full shape.
         let mask = mask.map(|m| m.expand([b, h, t, s]));
 
-        let y = if dropout_active(&self.attn_dropout, &q) {
+        let y = if dropout::active(&self.attn_dropout, &q) {
             // Dropout on the attention weights needs them materialised; Burn's fused kernel has none.
             let scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(1.0 / (hd as f64).sqrt());
             // Query i sits at absolute position s - t + i; keys after it are the future.
@@ -55,13 +50,13 @@ impl CausalSelfAttention {
                 None => future,
             };
             let weights = softmax(scores.mask_fill(blocked, f32::NEG_INFINITY), 3);
-            self.attn_dropout.forward(weights).matmul(v)
+            dropout::forward(&self.attn_dropout, weights).matmul(v)
         } else {
             let options = AttentionModuleOptions { scale: None, softcap: None, is_causal: true };
             attention(q, k, v, mask, None, options)
         };
         let y = y.swap_dims(1, 2).reshape([b, t, c]);
-        self.resid_dropout.forward(flex_kernels::linear(&self.c_proj, y))
+        dropout::forward(&self.resid_dropout, flex_kernels::linear(&self.c_proj, y))
     }
 
     /// The output at the last position only, `[B, 1, C]`, of `x` `[B, T, C]` (no cache, no
@@ -90,8 +85,8 @@ impl CausalSelfAttention {
         let v = split_heads(kv.narrow(2, c, c));
         // The last position may attend to every position: no mask.
         let scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(1.0 / (hd as f64).sqrt()); // [B, H, 1, T]
-        let weights = self.attn_dropout.forward(softmax(scores, 3));
+        let weights = dropout::forward(&self.attn_dropout, softmax(scores, 3));
         let y = weights.matmul(v).swap_dims(1, 2).reshape([b, 1, c]);
-        self.resid_dropout.forward(flex_kernels::linear(&self.c_proj, y))
+        dropout::forward(&self.resid_dropout, flex_kernels::linear(&self.c_proj, y))
     }
 }

@@ -21,6 +21,7 @@ pub mod classifier;
 pub mod config;
 pub mod continuous;
 pub mod device;
+pub mod dropout;
 pub mod error;
 #[cfg(feature = "flex")]
 pub mod flex_kernels;

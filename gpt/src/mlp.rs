@@ -4,7 +4,7 @@ use burn::module::Module;
 use burn::nn::{Dropout, Gelu, Linear};
 use burn::prelude::*;
 
-use crate::flex_kernels;
+use crate::{dropout, flex_kernels};
 
 #[derive(Module, Debug)]
 pub struct Mlp {
@@ -19,6 +19,6 @@ pub struct Mlp {
 impl Mlp {
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
         let h = flex_kernels::gelu(&self.act, flex_kernels::linear(&self.c_fc, x));
-        self.dropout.forward(flex_kernels::linear(&self.c_proj, h))
+        dropout::forward(&self.dropout, flex_kernels::linear(&self.c_proj, h))
     }
 }

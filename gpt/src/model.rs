@@ -12,7 +12,7 @@ use crate::attention::CausalSelfAttention;
 use crate::block::TransformerBlock;
 use crate::config::GptConfig;
 use crate::error::{GptError, Result};
-use crate::flex_kernels;
+use crate::{dropout, flex_kernels};
 use crate::kv_cache::KvCache;
 use crate::mlp::Mlp;
 use crate::weights::{RandomInit, fill_params};
@@ -96,7 +96,7 @@ impl Gpt {
 
     /// Token + position embeddings (with embedding dropout). `positions`: `[B, T]` or `[1, T]`.
     fn embed(&self, ids: Tensor<2, Int>, positions: Tensor<2, Int>) -> Tensor<3> {
-        self.drop.forward(self.wte.forward(ids) + self.wpe.forward(positions))
+        dropout::forward(&self.drop, self.wte.forward(ids) + self.wpe.forward(positions))
     }
 
     fn check_length(&self, t: usize) {
