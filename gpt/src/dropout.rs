@@ -123,8 +123,8 @@ mod tests {
         let x = Tensor::<2>::ones([64, 300], &device).require_grad();
         let y = forward(&layer, x.clone());
         let grads = y.clone().sum().backward();
-        let out: Vec<f32> = y.into_data().to_vec().unwrap();
-        let grad: Vec<f32> = x.grad(&grads).unwrap().into_data().to_vec().unwrap();
+        let out: Vec<f32> = y.into_data().try_to_vec::<f32>().unwrap();
+        let grad: Vec<f32> = x.grad(&grads).unwrap().into_data().try_to_vec::<f32>().unwrap();
         assert_eq!(out, grad, "d(sum(x·mask))/dx is the mask itself");
         let kept = out.iter().filter(|&&v| v != 0.0).count() as f64 / out.len() as f64;
         assert!((kept - 0.75).abs() < 0.03, "{kept}");
@@ -132,9 +132,9 @@ mod tests {
 
         // Reproducible from the device seed; a second call draws a new mask.
         device.seed(5);
-        let again: Vec<f32> = forward(&layer, Tensor::<2>::ones([64, 300], &device)).into_data().to_vec().unwrap();
+        let again: Vec<f32> = forward(&layer, Tensor::<2>::ones([64, 300], &device)).into_data().try_to_vec::<f32>().unwrap();
         assert_eq!(out, again);
-        let next: Vec<f32> = forward(&layer, Tensor::<2>::ones([64, 300], &device)).into_data().to_vec().unwrap();
+        let next: Vec<f32> = forward(&layer, Tensor::<2>::ones([64, 300], &device)).into_data().try_to_vec::<f32>().unwrap();
         assert_ne!(out, next);
 
         // Inactive: no autodiff, or evaluation mode, or p = 0.

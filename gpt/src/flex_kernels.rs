@@ -181,25 +181,36 @@ fn accumulate_rows(x: &[f32], w: &[f32], acc: &mut [f32], k: usize, n: usize, k0
 unsafe fn accumulate_rows_avx2(x: &[f32], w: &[f32], acc: &mut [f32], k: usize, n: usize, k0: usize, k1: usize) {
     use std::arch::x86_64::*;
     const STREAMS: usize = 8;
+    // 8 rows × 256 floats = 8 KB of weights, plus 1 KB of accumulators per batch row: L1.
+    const COLUMNS: usize = 256;
     let segment = (k1 - k0) / STREAMS;
     let vec_end = n / 8 * 8;
     for i in k0..k0 + segment {
         let row_index: [usize; STREAMS] = std::array::from_fn(|s| i + s * segment);
         let rows: [&[f32]; STREAMS] = std::array::from_fn(|s| &w[row_index[s] * n..(row_index[s] + 1) * n]);
-        for (mi, out) in acc.chunks_exact_mut(n).enumerate() {
-            let xs: [f32; STREAMS] = std::array::from_fn(|s| x[mi * k + row_index[s]]);
-            // SAFETY: every access covers j..j + 8 with j + 8 <= vec_end <= n, inside `out` and
-            // each of the rows (all of length n).
-            unsafe {
-                let a: [__m256; STREAMS] = std::array::from_fn(|s| _mm256_set1_ps(xs[s]));
-                for j in (0..vec_end).step_by(8) {
-                    let mut y = _mm256_loadu_ps(out.as_ptr().add(j));
-                    for (row, ar) in rows.iter().zip(&a) {
-                        y = _mm256_fmadd_ps(*ar, _mm256_loadu_ps(row.as_ptr().add(j)), y);
+        // Columns in blocks of COLUMNS: with several batch rows, the eight weight-row pieces are
+        // read from memory for the first batch row and from L1 for the others (whole rows, 72 KB
+        // for n = 2304, would only fit L2).
+        for j0 in (0..vec_end).step_by(COLUMNS) {
+            let j1 = (j0 + COLUMNS).min(vec_end);
+            for (mi, out) in acc.chunks_exact_mut(n).enumerate() {
+                let xs: [f32; STREAMS] = std::array::from_fn(|s| x[mi * k + row_index[s]]);
+                // SAFETY: every access covers j..j + 8 with j + 8 <= j1 <= vec_end <= n, inside
+                // `out` and each of the rows (all of length n).
+                unsafe {
+                    let a: [__m256; STREAMS] = std::array::from_fn(|s| _mm256_set1_ps(xs[s]));
+                    for j in (j0..j1).step_by(8) {
+                        let mut y = _mm256_loadu_ps(out.as_ptr().add(j));
+                        for (row, ar) in rows.iter().zip(&a) {
+                            y = _mm256_fmadd_ps(*ar, _mm256_loadu_ps(row.as_ptr().add(j)), y);
+                        }
+                        _mm256_storeu_ps(out.as_mut_ptr().add(j), y);
                     }
-                    _mm256_storeu_ps(out.as_mut_ptr().add(j), y);
                 }
             }
+        }
+        for (mi, out) in acc.chunks_exact_mut(n).enumerate() {
+            let xs: [f32; STREAMS] = std::array::from_fn(|s| x[mi * k + row_index[s]]);
             for j in vec_end..n {
                 out[j] += (0..STREAMS).map(|s| xs[s] * rows[s][j]).sum::<f32>();
             }
@@ -280,27 +291,38 @@ unsafe fn dot_rows_avx2(x: &[f32], e: &[f32], out: &mut [f32], c: usize) {
     for i in 0..segment {
         let row_index: [usize; STREAMS] = std::array::from_fn(|s| i + s * segment);
         let rows: [&[f32]; STREAMS] = std::array::from_fn(|s| &e[row_index[s] * c..(row_index[s] + 1) * c]);
-        for mi in 0..m {
-            let xs = &x[mi * c..(mi + 1) * c];
-            // SAFETY: every load covers b..b + 8 with b + 8 <= vec_end <= c, inside `xs` and each row.
-            let sums: [__m256; STREAMS] = unsafe {
-                let mut acc = [_mm256_setzero_ps(); STREAMS];
+        // Two rows of x at a time (8 accumulators): each loaded piece of the vocabulary rows
+        // serves both, 6 loads per 8 multiply-adds instead of 5 per 4. The sum of every dot
+        // product runs in the same order either way.
+        let mut mi = 0;
+        while mi < m {
+            let pair = if mi + 1 < m { 2 } else { 1 };
+            let xs: [&[f32]; 2] = std::array::from_fn(|p| &x[(mi + p.min(pair - 1)) * c..][..c]);
+            // SAFETY: every load covers b..b + 8 with b + 8 <= vec_end <= c, inside each x row and
+            // each vocabulary row.
+            let sums: [[__m256; STREAMS]; 2] = unsafe {
+                let mut acc = [[_mm256_setzero_ps(); STREAMS]; 2];
                 for b in (0..vec_end).step_by(8) {
-                    let xv = _mm256_loadu_ps(xs.as_ptr().add(b));
-                    for (a, row) in acc.iter_mut().zip(&rows) {
-                        *a = _mm256_fmadd_ps(xv, _mm256_loadu_ps(row.as_ptr().add(b)), *a);
+                    let xv = [_mm256_loadu_ps(xs[0].as_ptr().add(b)), _mm256_loadu_ps(xs[1].as_ptr().add(b))];
+                    for (s, row) in rows.iter().enumerate() {
+                        let ev = _mm256_loadu_ps(row.as_ptr().add(b));
+                        acc[0][s] = _mm256_fmadd_ps(xv[0], ev, acc[0][s]);
+                        acc[1][s] = _mm256_fmadd_ps(xv[1], ev, acc[1][s]);
                     }
                 }
                 acc
             };
-            for (s, sum) in sums.into_iter().enumerate() {
-                let mut lanes = [0.0f32; 8];
-                // SAFETY: `lanes` holds 8 floats.
-                unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), sum) };
-                let tail: f32 = xs[vec_end..].iter().zip(&rows[s][vec_end..]).map(|(a, b)| a * b).sum();
-                let total = ((lanes[0] + lanes[4]) + (lanes[1] + lanes[5])) + ((lanes[2] + lanes[6]) + (lanes[3] + lanes[7]));
-                out[row_index[s] * m + mi] = total + tail;
+            for (p, per_row) in sums.iter().take(pair).enumerate() {
+                for (s, sum) in per_row.iter().enumerate() {
+                    let mut lanes = [0.0f32; 8];
+                    // SAFETY: `lanes` holds 8 floats.
+                    unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), *sum) };
+                    let tail: f32 = xs[p][vec_end..].iter().zip(&rows[s][vec_end..]).map(|(a, b)| a * b).sum();
+                    let total = ((lanes[0] + lanes[4]) + (lanes[1] + lanes[5])) + ((lanes[2] + lanes[6]) + (lanes[3] + lanes[7]));
+                    out[row_index[s] * m + mi + p] = total + tail;
+                }
             }
+            mi += pair;
         }
     }
     // The rows left over when their number is not a multiple of the streams.
@@ -408,7 +430,7 @@ mod tests {
     #[test]
     fn streaming_head_matches_burn() {
         for (c, vocab) in [(64, 50257), (13, 4099)] {
-            for rows in [1, 3, MAX_ROWS] {
+            for rows in [1, 2, 3, 7, MAX_ROWS] {
                 let x = random([rows, c], 4);
                 let e = random([vocab, c], 5);
                 let diff = max_rel_diff(tied_head(x.clone(), e.clone()), x.matmul(e.transpose()));
