@@ -209,6 +209,19 @@ proptest! {
 }
 
 #[test]
+fn parquet_metadata_the_parquet_crate_panics_on_is_an_error_naming_the_file() {
+    // Found by the fuzz test above: a column chunk with a negative size, on which parquet 60
+    // asserts (panics) while reading instead of returning an error.
+    let input = fixtures().join("data/corrupt_negative_offset.parquet");
+    let dir = tempfile::tempdir().unwrap();
+    let options = fineweb::PrepareOptions { shard_size: 16, workers: Some(1), ..Default::default() };
+    let error = fineweb::prepare_fineweb(&fineweb::Source::Local(input.clone()), &dir.path().join("shards"), &options).unwrap_err();
+    let message = format!("{error:#}");
+    assert!(message.contains(&input.display().to_string()), "{message}");
+    assert!(message.contains("corrupt parquet metadata"), "{message}");
+}
+
+#[test]
 fn the_valid_inputs_parse() {
     assert_eq!(instruction::parse_records(&valid_instruction_records().to_string(), Path::new("x.json")).unwrap().len(), 2);
     assert_eq!(with_file("v.jsonl", valid_hellaswag_line().to_string().as_bytes(), hellaswag::read_examples).unwrap().len(), 1);

@@ -661,45 +661,89 @@ fn read_batches(inputs: &Inputs, start: Position, max_docs: Option<u64>, stop: &
         }
         let path = inputs.fetch(file)?;
         let skip = if file == start.file { start.row } else { 0 };
-        let context = || format!("cannot read {}", path.display());
-        let builder = ParquetRecordBatchReaderBuilder::try_new(File::open(&path).with_context(context)?).with_context(context)?;
-        let column = builder.schema().index_of(TEXT_COLUMN).map_err(|_| {
-            let columns: Vec<&str> = builder.schema().fields().iter().map(|f| f.name().as_str()).collect();
-            anyhow!("{}: no `{TEXT_COLUMN}` column (it has: {})", path.display(), columns.join(", "))
-        })?;
-        let mask = ProjectionMask::roots(builder.parquet_schema(), [column]);
-        // Skip whole row groups without decoding them, then rows within the first one read.
-        let mut groups = Vec::new();
-        let mut first_row = 0u64;
-        for (index, group) in builder.metadata().row_groups().iter().enumerate() {
-            let rows = group.num_rows() as u64;
-            if first_row + rows <= skip && groups.is_empty() {
-                first_row += rows;
-            } else {
-                groups.push(index);
+        // The parquet crate asserts (panics) on some corrupt metadata instead of returning an
+        // error: check what it asserts on first, and turn any other panic into an error too.
+        let read = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| read_file_batches(&path, file, skip, &mut document, max_docs, stop, &sender)));
+        match read {
+            Ok(Ok(ReadOutcome::Continue)) => {}
+            Ok(Ok(ReadOutcome::Stop)) => return Ok(()),
+            Ok(Err(error)) => return Err(error),
+            Err(panic) => {
+                let reason = panic.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| panic.downcast_ref::<String>().cloned()).unwrap_or_default();
+                bail!("{}: not a readable parquet file (the parquet reader failed: {reason})", path.display());
             }
         }
-        let within = (skip - first_row.min(skip)) as usize;
-        let mut row = skip.max(first_row);
-        let reader = builder.with_projection(mask).with_row_groups(groups).with_offset(within).with_batch_size(BATCH_ROWS).build().with_context(context)?;
-        for batch in reader {
-            let batch = batch.with_context(context)?;
-            let mut texts = batch.column(0).clone();
-            if let Some(max) = max_docs {
-                let room = max.saturating_sub(document) as usize;
-                if room < texts.len() {
-                    texts = texts.slice(0, room);
-                }
+    }
+    Ok(())
+}
+
+/// Whether [`read_batches`] goes on with the next file.
+enum ReadOutcome {
+    Continue,
+    Stop,
+}
+
+/// One file of [`read_batches`]: its `text` column from row `skip` on, counting `document`.
+fn read_file_batches(path: &Path, file: usize, skip: u64, document: &mut u64, max_docs: Option<u64>, stop: &AtomicBool, sender: &SyncSender<TextBatch>) -> Result<ReadOutcome> {
+    let context = || format!("cannot read {}", path.display());
+    let opened = File::open(path).with_context(context)?;
+    let file_len = opened.metadata().with_context(context)?.len();
+    let builder = ParquetRecordBatchReaderBuilder::try_new(opened).with_context(context)?;
+    check_column_chunks(path, builder.metadata(), file_len)?;
+    let column = builder.schema().index_of(TEXT_COLUMN).map_err(|_| {
+        let columns: Vec<&str> = builder.schema().fields().iter().map(|f| f.name().as_str()).collect();
+        anyhow!("{}: no `{TEXT_COLUMN}` column (it has: {})", path.display(), columns.join(", "))
+    })?;
+    let mask = ProjectionMask::roots(builder.parquet_schema(), [column]);
+    // Skip whole row groups without decoding them, then rows within the first one read.
+    let mut groups = Vec::new();
+    let mut first_row = 0u64;
+    for (index, group) in builder.metadata().row_groups().iter().enumerate() {
+        let rows = group.num_rows() as u64;
+        if first_row.saturating_add(rows) <= skip && groups.is_empty() {
+            first_row += rows;
+        } else {
+            groups.push(index);
+        }
+    }
+    let within = (skip - first_row.min(skip)) as usize;
+    let mut row = skip.max(first_row);
+    let reader = builder.with_projection(mask).with_row_groups(groups).with_offset(within).with_batch_size(BATCH_ROWS).build().with_context(context)?;
+    for batch in reader {
+        let batch = batch.with_context(context)?;
+        let mut texts = batch.column(0).clone();
+        if let Some(max) = max_docs {
+            let room = max.saturating_sub(*document) as usize;
+            if room < texts.len() {
+                texts = texts.slice(0, room);
             }
-            let rows = texts.len() as u64;
-            if rows > 0 && sender.send(TextBatch { file, first_row: row, first_document: document, texts }).is_err() {
-                return Ok(()); // the consumer stopped
-            }
-            row += rows;
-            document += rows;
-            if max_docs.is_some_and(|max| document >= max) || stop.load(Ordering::SeqCst) {
-                return Ok(());
-            }
+        }
+        let rows = texts.len() as u64;
+        if rows > 0 && sender.send(TextBatch { file, first_row: row, first_document: *document, texts }).is_err() {
+            return Ok(ReadOutcome::Stop); // the consumer stopped
+        }
+        row += rows;
+        *document += rows;
+        if max_docs.is_some_and(|max| *document >= max) || stop.load(Ordering::SeqCst) {
+            return Ok(ReadOutcome::Stop);
+        }
+    }
+    Ok(ReadOutcome::Continue)
+}
+
+/// Every column chunk must lie inside the file (the parquet crate asserts that offsets and sizes
+/// are not negative, and panics on a file where they are).
+fn check_column_chunks(path: &Path, metadata: &parquet::file::metadata::ParquetMetaData, file_len: u64) -> Result<()> {
+    for (g, group) in metadata.row_groups().iter().enumerate() {
+        for (c, column) in group.columns().iter().enumerate() {
+            let start = column.dictionary_page_offset().unwrap_or_else(|| column.data_page_offset());
+            let len = column.compressed_size();
+            let inside = start >= 0 && len >= 0 && (start as u64).checked_add(len as u64).is_some_and(|end| end <= file_len);
+            ensure!(
+                inside,
+                "{}: corrupt parquet metadata: row group {g}, column {c} claims bytes {start}..+{len} of a {file_len}-byte file",
+                path.display()
+            );
         }
     }
     Ok(())
