@@ -283,51 +283,66 @@ fn dot_rows(x: &[f32], e: &[f32], out: &mut [f32], c: usize) {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn dot_rows_avx2(x: &[f32], e: &[f32], out: &mut [f32], c: usize) {
-    use std::arch::x86_64::*;
     const STREAMS: usize = 4;
     let m = x.len() / c;
     let segment = e.len() / c / STREAMS;
-    let vec_end = c / 8 * 8;
     for i in 0..segment {
         let row_index: [usize; STREAMS] = std::array::from_fn(|s| i + s * segment);
         let rows: [&[f32]; STREAMS] = std::array::from_fn(|s| &e[row_index[s] * c..(row_index[s] + 1) * c]);
         // Two rows of x at a time (8 accumulators): each loaded piece of the vocabulary rows
-        // serves both, 6 loads per 8 multiply-adds instead of 5 per 4. The sum of every dot
-        // product runs in the same order either way.
+        // serves both, 6 loads per 8 multiply-adds instead of 5 per 4; an odd last row alone.
+        // The sum of every dot product runs in the same order either way.
         let mut mi = 0;
         while mi < m {
-            let pair = if mi + 1 < m { 2 } else { 1 };
-            let xs: [&[f32]; 2] = std::array::from_fn(|p| &x[(mi + p.min(pair - 1)) * c..][..c]);
-            // SAFETY: every load covers b..b + 8 with b + 8 <= vec_end <= c, inside each x row and
-            // each vocabulary row.
-            let sums: [[__m256; STREAMS]; 2] = unsafe {
-                let mut acc = [[_mm256_setzero_ps(); STREAMS]; 2];
-                for b in (0..vec_end).step_by(8) {
-                    let xv = [_mm256_loadu_ps(xs[0].as_ptr().add(b)), _mm256_loadu_ps(xs[1].as_ptr().add(b))];
-                    for (s, row) in rows.iter().enumerate() {
-                        let ev = _mm256_loadu_ps(row.as_ptr().add(b));
-                        acc[0][s] = _mm256_fmadd_ps(xv[0], ev, acc[0][s]);
-                        acc[1][s] = _mm256_fmadd_ps(xv[1], ev, acc[1][s]);
-                    }
-                }
-                acc
-            };
-            for (p, per_row) in sums.iter().take(pair).enumerate() {
-                for (s, sum) in per_row.iter().enumerate() {
-                    let mut lanes = [0.0f32; 8];
-                    // SAFETY: `lanes` holds 8 floats.
-                    unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), *sum) };
-                    let tail: f32 = xs[p][vec_end..].iter().zip(&rows[s][vec_end..]).map(|(a, b)| a * b).sum();
-                    let total = ((lanes[0] + lanes[4]) + (lanes[1] + lanes[5])) + ((lanes[2] + lanes[6]) + (lanes[3] + lanes[7]));
-                    out[row_index[s] * m + mi + p] = total + tail;
-                }
+            let x_row = |p: usize| &x[(mi + p) * c..][..c];
+            let store = |p: usize, s: usize, v: f32| out[row_index[s] * m + mi + p] = v;
+            // SAFETY: the CPU supports the features (this function's own); every row has length c.
+            if mi + 2 <= m {
+                unsafe { dot_block::<2, STREAMS>([x_row(0), x_row(1)], &rows, store) };
+                mi += 2;
+            } else {
+                unsafe { dot_block::<1, STREAMS>([x_row(0)], &rows, store) };
+                mi += 1;
             }
-            mi += pair;
         }
     }
     // The rows left over when their number is not a multiple of the streams.
     let done = STREAMS * segment;
     dot_rows_portable(x, &e[done * c..], &mut out[done * m..], c);
+}
+
+/// The dot products of `R` rows of x with `S` vocabulary rows (all of one length), each handed to
+/// `store(x row, vocabulary row, value)`: 8-lane partial sums, then the lanes in a fixed order.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+unsafe fn dot_block<const R: usize, const S: usize>(xs: [&[f32]; R], rows: &[&[f32]; S], mut store: impl FnMut(usize, usize, f32)) {
+    use std::arch::x86_64::*;
+    let c = xs[0].len();
+    let vec_end = c / 8 * 8;
+    let mut acc = [[_mm256_setzero_ps(); S]; R];
+    for b in (0..vec_end).step_by(8) {
+        // SAFETY: every load covers b..b + 8 with b + 8 <= vec_end <= c, inside each row.
+        unsafe {
+            let xv: [__m256; R] = std::array::from_fn(|p| _mm256_loadu_ps(xs[p].as_ptr().add(b)));
+            for (s, row) in rows.iter().enumerate() {
+                let ev = _mm256_loadu_ps(row.as_ptr().add(b));
+                for p in 0..R {
+                    acc[p][s] = _mm256_fmadd_ps(xv[p], ev, acc[p][s]);
+                }
+            }
+        }
+    }
+    for (p, per_row) in acc.iter().enumerate() {
+        for (s, sum) in per_row.iter().enumerate() {
+            let mut lanes = [0.0f32; 8];
+            // SAFETY: `lanes` holds 8 floats.
+            unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), *sum) };
+            let tail: f32 = xs[p][vec_end..].iter().zip(&rows[s][vec_end..]).map(|(a, b)| a * b).sum();
+            let total = ((lanes[0] + lanes[4]) + (lanes[1] + lanes[5])) + ((lanes[2] + lanes[6]) + (lanes[3] + lanes[7]));
+            store(p, s, total + tail);
+        }
+    }
 }
 
 /// For every row of `e`, its dot product with every row of `x` (`out`: `[rows of e, rows of x]`).
