@@ -50,6 +50,7 @@ pub mod kv_cache;
 pub mod lora;
 pub mod mlp;
 pub mod model;
+pub mod pretokenize;
 pub mod sampling;
 pub mod tokenizer;
 pub mod tokenizer_files;

@@ -1,10 +1,24 @@
 //! The GPT-2 byte-level BPE (tiktoken's `r50k_base`, identical to its `gpt2` encoding). The vocabulary
 //! is compiled into the binary, so it works offline.
+//!
+//! Encoding splits the text with [`crate::pretokenize`] and merges each piece with tiktoken's BPE
+//! (`byte_pair_encode`); tiktoken-rs's own `encode_ordinary` gives the same tokens (tested) but runs
+//! its pattern through fancy_regex, several times slower and contended between threads. Decoding is
+//! tiktoken-rs's.
 
+use std::sync::OnceLock;
+
+use rustc_hash::FxHashMap;
 use tiktoken_rs::CoreBPE;
 
 use crate::config::{EOT_TOKEN, GPT2_VOCAB_SIZE};
 use crate::error::{GptError, Result};
+
+/// From this length on tiktoken's BPE merges a piece with a heap rather than a quadratic scan.
+const LONG_PIECE: usize = 100;
+
+/// The one special token's text; [`Tokenizer::encode`] turns it into [`EOT_TOKEN`].
+const EOT_TEXT: &str = "<|endoftext|>";
 
 #[derive(Clone, Copy)]
 pub struct Tokenizer {
@@ -39,13 +53,55 @@ impl Tokenizer {
     /// Encodes text; the literal `<|endoftext|>` becomes token 50256 (as `allowed_special={"<|endoftext|>"}`
     /// in tiktoken, which *Build a LLM From Scratch* uses).
     pub fn encode(&self, text: &str) -> Vec<u32> {
-        self.bpe.encode_with_special_tokens(text)
+        let mut ids = Vec::with_capacity(text.len() / 4 + 1);
+        for (i, part) in text.split(EOT_TEXT).enumerate() {
+            if i > 0 {
+                ids.push(EOT_TOKEN);
+            }
+            self.encode_ordinary_into(part, &mut ids);
+        }
+        ids
     }
 
     /// Encodes text with every special-token string treated as plain text (tiktoken's
     /// `encode_ordinary`, what build-nanogpt's data preparation uses).
     pub fn encode_ordinary(&self, text: &str) -> Vec<u32> {
-        self.bpe.encode_ordinary(text)
+        let mut ids = Vec::with_capacity(text.len() / 4 + 1);
+        self.encode_ordinary_into(text, &mut ids);
+        ids
+    }
+
+    /// [`Self::encode_ordinary`], appending to `ids`.
+    pub fn encode_ordinary_into(&self, text: &str, ids: &mut Vec<u32>) {
+        let ranks = self.ranks();
+        for piece in crate::pretokenize::pieces(text) {
+            let bytes = piece.as_bytes();
+            if let Some(&id) = ranks.get(bytes) {
+                ids.push(id); // most pieces are whole tokens
+            } else if bytes.len() < LONG_PIECE {
+                // Single bytes are all tokens, so a piece here has at least two.
+                ids.extend(tiktoken_rs::byte_pair_split(bytes, ranks).into_iter().map(|part| ranks[part]));
+            } else {
+                // tiktoken merges long pieces with a heap (its split is quadratic); a piece alone
+                // is matched by the pattern as one piece, so this is the same encoding.
+                ids.extend(self.bpe.encode_ordinary(piece));
+            }
+        }
+    }
+
+    /// The ordinary tokens' byte strings and ids (tiktoken's `encoder`, private in tiktoken-rs: read
+    /// back through its decoder once).
+    fn ranks(&self) -> &'static FxHashMap<Vec<u8>, u32> {
+        static RANKS: OnceLock<FxHashMap<Vec<u8>, u32>> = OnceLock::new();
+        RANKS.get_or_init(|| {
+            (0..EOT_TOKEN)
+                .map(|id| {
+                    // Every id below <|endoftext|> is an ordinary token of r50k_base.
+                    let bytes = self.bpe.decode_bytes(&[id]).unwrap_or_else(|_| panic!("r50k_base has no token {id}"));
+                    (bytes, id)
+                })
+                .collect()
+        })
     }
 
     /// The raw bytes of `ids` (a token may hold part of a UTF-8 character).

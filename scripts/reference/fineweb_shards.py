@@ -14,7 +14,9 @@ never run Python. Regenerate it with
 
 Needs numpy, pyarrow and tiktoken. tiktoken downloads the GPT-2 vocabulary on first use; offline,
 `--bpe-dir DIR` takes OpenAI's `vocab.bpe` and `encoder.json` from DIR (tiktoken checks their
-sha256, so only the genuine files are accepted).
+sha256, so only the genuine files are accepted), or with `--encoding r50k_base` the file
+`r50k_base.tiktoken` (tiktoken-rs ships it in its crate sources): the same encoding as `gpt2`
+(same ranks, pattern and special token in tiktoken_ext/openai_public.py) under its other name.
 
 Also a benchmark of the Python pipeline: `--input FILE_OR_DIR --out DIR` prints tokens/s.
 """
@@ -36,6 +38,7 @@ import tiktoken
 BPE_URLS = {
     "vocab.bpe": "https://openaipublic.blob.core.windows.net/gpt-2/encodings/main/vocab.bpe",
     "encoder.json": "https://openaipublic.blob.core.windows.net/gpt-2/encodings/main/encoder.json",
+    "r50k_base.tiktoken": "https://openaipublic.blob.core.windows.net/encodings/r50k_base.tiktoken",
 }
 
 FIXTURE_PARQUET = "tests/fixtures/data/fineweb_edu_sample.parquet"
@@ -45,6 +48,8 @@ def seed_tiktoken_cache(bpe_dir):
     """Puts local copies of the GPT-2 vocabulary where tiktoken looks for its downloads."""
     cache = tempfile.mkdtemp(prefix="tiktoken-cache-")
     for name, url in BPE_URLS.items():
+        if not os.path.exists(os.path.join(bpe_dir, name)):
+            continue
         with open(os.path.join(bpe_dir, name), "rb") as f:
             data = f.read()
         with open(os.path.join(cache, hashlib.sha1(url.encode()).hexdigest()), "wb") as f:
@@ -73,11 +78,12 @@ def documents(files, max_docs=None):
 # ---- fineweb.py ---------------------------------------------------------------------------------
 enc = None
 eot = None
+ENCODING = "gpt2"
 
 
 def init_worker():
     global enc, eot
-    enc = tiktoken.get_encoding("gpt2")
+    enc = tiktoken.get_encoding(ENCODING)
     eot = enc._special_tokens['<|endoftext|>']  # end of text token
 
 
@@ -184,7 +190,11 @@ def main():
     parser.add_argument("--procs", type=int, default=max(1, os.cpu_count() // 2), help="default: half the cores, as fineweb.py")
     parser.add_argument("--bpe-dir", help="directory with OpenAI's vocab.bpe and encoder.json (offline)")
     parser.add_argument("--fixture", help="write the test fixture JSON here instead")
+    parser.add_argument("--encoding", choices=["gpt2", "r50k_base"], default="gpt2",
+                        help="tiktoken's name for the GPT-2 encoding to load (the same tokens either way)")
     args = parser.parse_args()
+    global ENCODING
+    ENCODING = args.encoding
     if args.bpe_dir:
         seed_tiktoken_cache(args.bpe_dir)
     if args.fixture:
@@ -192,6 +202,7 @@ def main():
         return
     if not (args.input and args.out):
         parser.error("--input and --out are required (or --fixture)")
+    init_worker()  # fails here, once, rather than in pool workers that would be restarted forever
     start = time.perf_counter()
     docs, tokens = make_shards(documents(parquet_files(args.input), args.max_docs), args.out, args.shard_size, args.procs)
     seconds = time.perf_counter() - start
