@@ -1,11 +1,11 @@
-//! `llmfs bench train-step | generate | finetune-cls | serve`: the speed benchmarks of `cargo bench`
+//! `llmfs bench train-step | generate | finetune-cls | hellaswag | serve`: the speed benchmarks of `cargo bench`
 //! (`pipelines::bench`) in the shipped binary, so that a machine without a Rust toolchain (a GPU
 //! box) can run them on any compiled backend. Prints one JSON line.
 
 use std::path::PathBuf;
 
 use anyhow::Result;
-use pipelines::bench::{finetune_cls, generate, train_step};
+use pipelines::bench::{finetune_cls, generate, hellaswag, train_step};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -55,6 +55,18 @@ pub enum Which {
         #[arg(long, default_value_t = 5)]
         steps: usize,
     },
+    /// HellaSwag scoring (examples/s): the context once for its 4 endings vs 4 whole rows per example
+    Hellaswag {
+        /// A HellaSwag jsonl file
+        #[arg(long, default_value = "tests/fixtures/data/hellaswag_val_40.jsonl")]
+        data: PathBuf,
+        /// Only the first N examples
+        #[arg(long)]
+        limit: Option<usize>,
+        /// Examples per forward pass
+        #[arg(long, default_value_t = 1)]
+        batch_size: usize,
+    },
     /// The HTTP server under load: concurrent streaming clients on loopback, one request at a
     /// time vs continuous batching
     Serve {
@@ -80,6 +92,7 @@ pub fn run(args: Args) -> Result<()> {
         }
         Which::Generate { reps, no_cache, batch } => generate::run(args.device, &generate::Options { reps, no_cache, batch })?,
         Which::FinetuneCls { steps } => finetune_cls::run(args.device, steps)?,
+        Which::Hellaswag { data, limit, batch_size } => hellaswag::run(args.device, &hellaswag::Options { data, limit, batch_size })?,
         Which::Serve { model, clients, seconds, max_tokens } => {
             // The thread count was set above, once for the process.
             let runtime = crate::runtime::RuntimeArgs { device: args.device, threads: None, seed: 0 };

@@ -5,6 +5,7 @@
 
 pub mod finetune_cls;
 pub mod generate;
+pub mod hellaswag;
 pub mod train_step;
 
 /// The median of `xs` (the upper one for an even count); 0 for none.

@@ -3,10 +3,11 @@
 //! summed loss, `pred_norm` the one with the lowest mean loss (per token); `acc` and `acc_norm`
 //! are their accuracies.
 //!
-//! Several examples share a forward pass (examples of similar length, to pad little): their 4 rows
-//! each are right-padded with token 0 to the longest row of the batch. Attention is causal, so padding after a row's tokens cannot change
-//! the hidden states of the tokens before it; only positions that predict an ending token are
-//! scored. The output head (the largest product of a small model) runs on those positions only.
+//! The 4 rows of an example share its context: the context runs through the model once and the 4
+//! endings attend to its cached keys and values ([`score_batch`]), instead of 4 whole rows
+//! ([`score_full_rows`], build-nanogpt's way, kept as the reference). Several examples can share a
+//! pass (examples of similar length, right-padded; padding is masked out and never scored), and the
+//! output head (the largest product of a small model) runs on the scored positions only.
 //!
 //! ```no_run
 //! # fn main() -> anyhow::Result<()> {
@@ -149,10 +150,130 @@ pub fn evaluate(model: &Gpt, examples: &[Example], batch_size: usize, mut progre
     Ok(HellaswagScores { n, num_correct, num_correct_norm, acc: fraction(num_correct), acc_norm: fraction(num_correct_norm), predictions })
 }
 
-/// The ending losses of a batch of rendered examples, in one forward pass of `4 × batch` rows
-/// zero-padded to the longest. As build-nanogpt (logits and targets shifted by one), the token at
-/// position `t` of an ending is scored by the logits at `t - 1`; a row's first token is never scored.
+/// The ending losses of a batch of rendered examples. The 4 rows of an example share its context,
+/// so the context runs through the model once, and its keys and values (the KV cache, copied to the
+/// 4 rows) are what the 4 endings attend to in a second pass: about half the positions of running
+/// every row whole (HellaSwag's contexts are longer than its endings), the same numbers up to float
+/// rounding. An example without context is scored by [`score_full_rows`].
 pub fn score_batch<R: Borrow<RenderedExample>>(model: &Gpt, batch: &[R]) -> Result<Vec<EndingLosses>> {
+    if batch.is_empty() {
+        return Ok(Vec::new());
+    }
+    if batch.iter().any(|r| r.borrow().ctx_tokens.is_empty()) {
+        return score_full_rows(model, batch);
+    }
+    let context = model.config().n_positions;
+    let examples = batch.len();
+    let ctx_width = batch.iter().map(|r| r.borrow().ctx_tokens.len()).max().unwrap_or(0);
+    let end_width = batch.iter().flat_map(|r| r.borrow().ending_tokens.iter().map(Vec::len)).max().unwrap_or(0);
+    ensure!(
+        ctx_width + end_width <= context,
+        "a batch row has {} tokens, more than the model's context of {context}",
+        ctx_width + end_width
+    );
+
+    // Pass 1: the contexts, right-padded (padding is masked out and takes no position id).
+    let (mut tokens, mut is_pad) = (Vec::with_capacity(examples * ctx_width), Vec::with_capacity(examples * ctx_width));
+    for example in batch.iter().map(Borrow::borrow) {
+        right_pad(&example.ctx_tokens, ctx_width, &mut tokens, &mut is_pad);
+    }
+    let mut cache = model.new_cache(examples);
+    let context_states = model.forward_cached(&tokens, &is_pad, &mut cache)?;
+    // Pass 2: row 4e + i is ending i of example e, after the context's cached positions.
+    let rows: Vec<usize> = (0..examples).flat_map(|e| [e; NUM_ENDINGS]).collect();
+    cache.retain_rows(&rows);
+    let (mut tokens, mut is_pad) = (Vec::with_capacity(rows.len() * end_width), Vec::with_capacity(rows.len() * end_width));
+    for example in batch.iter().map(Borrow::borrow) {
+        for ending in &example.ending_tokens {
+            right_pad(ending, end_width, &mut tokens, &mut is_pad);
+        }
+    }
+    let ending_states = model.forward_cached(&tokens, &is_pad, &mut cache)?;
+
+    // The states that predict each ending token, as rows of [context states; ending states]: the
+    // first token is predicted by the context's last position, token j by the ending's position j - 1.
+    let ending_offset = examples * ctx_width;
+    let mut scored = ScoredPositions::default();
+    for (e, example) in batch.iter().map(Borrow::borrow).enumerate() {
+        for (i, ending) in example.ending_tokens.iter().enumerate() {
+            let r = NUM_ENDINGS * e + i;
+            ensure!(!ending.is_empty(), "ending {i} of a batch example has no tokens");
+            let predictors = std::iter::once(e * ctx_width + example.ctx_tokens.len() - 1)
+                .chain((0..ending.len() - 1).map(|j| ending_offset + r * end_width + j));
+            scored.push_row(predictors, ending);
+        }
+    }
+    let c = context_states.dims()[2];
+    let states = Tensor::cat(vec![context_states.reshape([examples * ctx_width, c]), ending_states.reshape([rows.len() * end_width, c])], 0);
+    scored.losses(model, states, examples)
+}
+
+/// `row` then padding up to `width`, with the padding flags.
+fn right_pad(row: &[u32], width: usize, tokens: &mut Vec<u32>, is_pad: &mut Vec<bool>) {
+    tokens.extend(row.iter().copied().chain(std::iter::repeat(0).take(width - row.len())));
+    is_pad.extend((0..width).map(|t| t >= row.len()));
+}
+
+/// The scoring of a batch: the states that predict each ending token (indices into a `[N, C]`
+/// tensor of final hidden states) with their targets, ending by ending.
+#[derive(Default)]
+struct ScoredPositions {
+    positions: Vec<i64>,
+    targets: Vec<i64>,
+    /// Scored tokens per ending (4 per example, in order).
+    counts: Vec<usize>,
+}
+
+impl ScoredPositions {
+    fn push_row(&mut self, predictors: impl Iterator<Item = usize>, targets: &[u32]) {
+        let before = self.positions.len();
+        for (position, &target) in predictors.zip(targets) {
+            self.positions.push(position as i64);
+            self.targets.push(target as i64);
+        }
+        self.counts.push(self.positions.len() - before);
+    }
+
+    /// The output head (the largest product of a small model) on the scored states only, then each
+    /// ending's summed and mean cross-entropy.
+    fn losses(self, model: &Gpt, states: Tensor<2>, examples: usize) -> Result<Vec<EndingLosses>> {
+        let device = model.device();
+        let n = self.positions.len();
+        let c = states.dims()[1];
+        let picked = states.select(0, Tensor::<1, Int>::from_data(TensorData::new(self.positions, [n]), &device));
+        let log_probs = log_softmax(model.head(picked.reshape([1, n, c])), 2);
+        let targets = Tensor::<3, Int>::from_data(TensorData::new(self.targets, [1, n, 1]), &device);
+        let nll: Vec<f32> = log_probs
+            .gather(2, targets)
+            .neg()
+            .into_data()
+            .try_into_vec_as::<f32>()
+            .map_err(|e| anyhow::anyhow!("reading the HellaSwag losses: {e:?}"))?;
+
+        let mut row_losses = self.counts.iter().scan(0, |offset, &count| {
+            let row = &nll[*offset..*offset + count];
+            *offset += count;
+            Some((row.iter().map(|&l| l as f64).sum::<f64>(), count))
+        });
+        let mut losses = Vec::with_capacity(examples);
+        for _ in 0..examples {
+            let mut ending = EndingLosses { sum: [0.0; NUM_ENDINGS], mean: [0.0; NUM_ENDINGS] };
+            for i in 0..NUM_ENDINGS {
+                let (sum, count) = row_losses.next().context("one loss per row")?;
+                ending.sum[i] = sum;
+                ending.mean[i] = sum / count as f64;
+            }
+            losses.push(ending);
+        }
+        Ok(losses)
+    }
+}
+
+/// The ending losses of a batch as build-nanogpt computes them: one forward pass of `4 × batch`
+/// whole rows (context + ending) zero-padded to the longest. As there (logits and targets shifted
+/// by one), the token at position `t` of an ending is scored by the state at `t - 1`; a row's first
+/// token is never scored.
+pub fn score_full_rows<R: Borrow<RenderedExample>>(model: &Gpt, batch: &[R]) -> Result<Vec<EndingLosses>> {
     let Some(width) = batch.iter().map(|r| r.borrow().width()).max() else {
         return Ok(Vec::new());
     };
@@ -160,9 +281,7 @@ pub fn score_batch<R: Borrow<RenderedExample>>(model: &Gpt, batch: &[R]) -> Resu
     ensure!(width <= context, "a batch row has {width} tokens, more than the model's context of {context}");
     let rows = NUM_ENDINGS * batch.len();
     let mut ids = vec![0i64; rows * width];
-    // Flat index (row * width + t - 1) of every position that predicts an ending token t, its
-    // target, and how many such positions each row has (they are consecutive, row by row).
-    let (mut positions, mut targets, mut counts) = (Vec::new(), Vec::new(), Vec::with_capacity(rows));
+    let mut scored = ScoredPositions::default();
     for (e, example) in batch.iter().map(Borrow::borrow).enumerate() {
         let start = example.ctx_tokens.len();
         for (i, row) in example.tokens.iter().enumerate() {
@@ -170,44 +289,14 @@ pub fn score_batch<R: Borrow<RenderedExample>>(model: &Gpt, batch: &[R]) -> Resu
             for (slot, &token) in ids[r * width..].iter_mut().zip(row) {
                 *slot = token as i64;
             }
-            let scored = start.max(1)..start + example.ending_tokens[i].len();
-            ensure!(!scored.is_empty(), "ending {i} of a batch example has no token to score (empty context and a one-token ending)");
-            counts.push(scored.len());
-            for t in scored {
-                positions.push((r * width + t - 1) as i64);
-                targets.push(row[t] as i64);
-            }
+            let first = start.max(1);
+            let end = start + example.ending_tokens[i].len();
+            ensure!(first < end, "ending {i} of a batch example has no token to score (empty context and a one-token ending)");
+            scored.push_row((first..end).map(|t| r * width + t - 1), &row[first..end]);
         }
     }
-
     let device = model.device();
-    let n = positions.len();
     let hidden = model.hidden(Tensor::<2, Int>::from_data(TensorData::new(ids, [rows, width]), &device));
     let c = hidden.dims()[2];
-    let picked = hidden.reshape([rows * width, c]).select(0, Tensor::<1, Int>::from_data(TensorData::new(positions, [n]), &device));
-    let log_probs = log_softmax(model.head(picked.reshape([1, n, c])), 2);
-    let targets = Tensor::<3, Int>::from_data(TensorData::new(targets, [1, n, 1]), &device);
-    let nll: Vec<f32> = log_probs
-        .gather(2, targets)
-        .neg()
-        .into_data()
-        .try_into_vec_as::<f32>()
-        .map_err(|e| anyhow::anyhow!("reading the HellaSwag losses: {e:?}"))?;
-
-    let mut losses = Vec::with_capacity(batch.len());
-    let mut row_losses = counts.iter().scan(0, |offset, &count| {
-        let row = &nll[*offset..*offset + count];
-        *offset += count;
-        Some((row.iter().map(|&l| l as f64).sum::<f64>(), count))
-    });
-    for _ in batch {
-        let mut ending = EndingLosses { sum: [0.0; NUM_ENDINGS], mean: [0.0; NUM_ENDINGS] };
-        for i in 0..NUM_ENDINGS {
-            let (sum, count) = row_losses.next().context("one loss per row")?;
-            ending.sum[i] = sum;
-            ending.mean[i] = sum / count as f64;
-        }
-        losses.push(ending);
-    }
-    Ok(losses)
+    scored.losses(model, hidden.reshape([rows * width, c]), batch.len())
 }
