@@ -8,10 +8,7 @@
 //! `scripts/bench-finetune.sh` runs it next to PyTorch and estimates a 5-epoch run on the book's
 //! split sizes (1045 / 149 / 300 texts) from the reported cost of caching one example's prefix.
 
-// mimalloc keeps freed pages for reuse: with the system allocator every large tensor costs fresh,
-// zeroed pages (~10 % of a GPT-2 forward pass on Flex).
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+llmfs::gpt::use_mimalloc!();
 
 use llmfs::pipelines::bench::{self, arg, finetune_cls};
 

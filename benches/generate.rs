@@ -9,10 +9,7 @@
 //! Compare with PyTorch through `scripts/bench-generate.sh`, which runs both in one go and prints
 //! the ratios: this VM's speed drifts, so only ratios measured together mean anything.
 
-// mimalloc keeps freed pages for reuse: with the system allocator every large tensor costs fresh,
-// zeroed pages (~10 % of a GPT-2 forward pass on Flex).
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+llmfs::gpt::use_mimalloc!();
 
 use llmfs::pipelines::bench::{self, arg, generate};
 

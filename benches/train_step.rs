@@ -8,10 +8,7 @@
 //!
 //! `scripts/bench-train.sh` runs it back to back with PyTorch and prints the ratios.
 
-// mimalloc keeps freed pages for reuse: with the system allocator every large tensor costs fresh,
-// zeroed pages (~10 % of a GPT-2 forward pass on Flex).
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+llmfs::gpt::use_mimalloc!();
 
 use llmfs::pipelines::bench::{self, arg, train_step};
 

@@ -9,10 +9,7 @@
 //! Writes runs/instruct-<time>/ (metrics.jsonl, samples.jsonl, data/, model/, test_responses.json,
 //! eval/judge.json). The book reaches a validation loss of ~0.66 and a judge score of ~50/100.
 
-// mimalloc keeps freed pages for reuse: with the system allocator every large tensor costs fresh,
-// zeroed pages (~10 % of a GPT-2 forward pass on Flex).
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+llmfs::gpt::use_mimalloc!();
 
 use std::path::PathBuf;
 

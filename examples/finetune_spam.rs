@@ -8,10 +8,7 @@
 //! dashboard in a terminal), reports train/validation/test accuracy, writes runs/spam-<time>/
 //! (metrics.jsonl, plots/, model/ in the HF layout).
 
-// mimalloc keeps freed pages for reuse: with the system allocator every large tensor costs fresh,
-// zeroed pages (~10 % of a GPT-2 forward pass on Flex).
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+llmfs::gpt::use_mimalloc!();
 
 use std::path::PathBuf;
 

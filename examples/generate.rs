@@ -5,10 +5,7 @@
 //! MODEL is `gpt2` (downloaded into the Hugging Face cache on first use), another preset or hub id,
 //! a local HF-format directory, or `random:gpt2` for untrained weights without a download.
 
-// mimalloc keeps freed pages for reuse: with the system allocator every large tensor costs fresh,
-// zeroed pages (~10 % of a GPT-2 forward pass on Flex).
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+llmfs::gpt::use_mimalloc!();
 
 use std::io::Write;
 

@@ -6,10 +6,7 @@
 //! LIMIT the number of examples (default 1000 of the 10,042). The split is downloaded into
 //! data/hellaswag on first use.
 
-// mimalloc keeps freed pages for reuse: with the system allocator every large tensor costs fresh,
-// zeroed pages (~10 % of a GPT-2 forward pass on Flex).
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+llmfs::gpt::use_mimalloc!();
 
 use std::path::Path;
 

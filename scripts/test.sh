@@ -22,9 +22,40 @@ else
     echo "note: no Python venv with the openai client; the server's openai-client test will skip" >&2
 fi
 
+started=$(date +%s)
 # Two test binaries at a time: each runs Burn on rayon's pool, and more would only fight over cores.
 cargo test --workspace --locked -- --test-threads="${TEST_THREADS:-2}"
 
 # CUDA: type-check only. Linking needs LLVM (scripts/setup-cuda-build.sh) and running needs a GPU
 # (scripts/gpu-check.sh); under DOCS_RS the LLVM build scripts skip their download.
 DOCS_RS=1 cargo check --locked --features cuda -p llmfs-gpt -p llmfs-pipelines -p llmfs-apps
+
+# wgpu (Burn's WGSL shaders through Vulkan) on Mesa's lavapipe, a CPU Vulkan driver: the CPU
+# backend's parity tests (logits, hidden states, cached steps, greedy tokens, the masked loss,
+# AdamW) on another backend. Burn's wgpu stack takes ~40 minutes to build the first time on 2
+# cores, so a run whose tests above took longer than LLMFS_WGPU_AFTER seconds (a cold build cache)
+# leaves it for the next run rather than risk the time limit; LLMFS_WGPU=0 skips it, =1 forces it.
+wgpu_parity() {
+    if [ ! -e /usr/share/vulkan/icd.d/lvp_icd.x86_64.json ] && [ ! -e /usr/share/vulkan/icd.d/lvp_icd.aarch64.json ]; then
+        if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+            apt-get install -y -qq mesa-vulkan-drivers >/dev/null 2>&1 || { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq mesa-vulkan-drivers >/dev/null 2>&1; } || true
+        fi
+    fi
+    if ! ls /usr/share/vulkan/icd.d/lvp_icd.*.json >/dev/null 2>&1; then
+        echo "note: no lavapipe (apt-get install mesa-vulkan-drivers); the wgpu parity tests skip" >&2
+        return 0
+    fi
+    # Mesa wants a runtime directory (it only warns without one).
+    XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-$(mktemp -d)}" LLMFS_TEST_DEVICE=wgpu \
+        cargo test --locked --features wgpu -p llmfs-gpt --test parity -- --test-threads=1
+}
+elapsed=$(( $(date +%s) - started ))
+case "${LLMFS_WGPU:-auto}" in
+    0) echo "note: LLMFS_WGPU=0, the wgpu parity tests skip" >&2 ;;
+    1) wgpu_parity ;;
+    *) if [ "$elapsed" -le "${LLMFS_WGPU_AFTER:-1200}" ]; then
+           wgpu_parity
+       else
+           echo "note: the tests took ${elapsed}s (a cold build cache): the wgpu parity tests wait for the next run (LLMFS_WGPU=1 runs them now)" >&2
+       fi ;;
+esac

@@ -7,10 +7,7 @@ mod progress;
 mod runtime;
 mod serve;
 
-// mimalloc keeps freed pages for reuse: with the system allocator every large tensor costs fresh,
-// zeroed pages (~10 % of a GPT-2 forward pass on Flex).
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+gpt::use_mimalloc!();
 
 use clap::{Parser, Subcommand};
 

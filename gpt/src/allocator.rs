@@ -1,5 +1,5 @@
-//! Keeping freed memory for reuse. Every llmfs binary uses mimalloc as its global allocator
-//! (`#[global_allocator] static GLOBAL: mimalloc::MiMalloc`); this tunes it for tensor work.
+//! Keeping freed memory for reuse. Every llmfs binary makes mimalloc its global allocator with
+//! [`crate::use_mimalloc`], and [`keep_freed_memory`] tunes it for tensor work.
 //!
 //! A training step frees and reallocates the same few hundred large buffers (activations, their
 //! gradients, 200 MB of logits) every step. mimalloc by default returns freed memory to the OS
@@ -10,6 +10,22 @@
 //! idle after a burst still gives it back.
 
 use std::sync::Once;
+
+/// mimalloc's allocator type, for [`crate::use_mimalloc`].
+pub use mimalloc::MiMalloc;
+
+/// Makes mimalloc the program's global allocator: one line in every llmfs binary,
+/// `gpt::use_mimalloc!();` (`llmfs::gpt::use_mimalloc!();` in the examples and benches). mimalloc
+/// keeps freed pages for reuse: with the system allocator every large tensor costs fresh, zeroed
+/// pages (~10 % of a GPT-2 forward pass on Flex). A library cannot choose for its users, so this is
+/// a macro for the binaries rather than a declaration here.
+#[macro_export]
+macro_rules! use_mimalloc {
+    () => {
+        #[global_allocator]
+        static GLOBAL: $crate::allocator::MiMalloc = $crate::allocator::MiMalloc;
+    };
+}
 
 /// How long freed memory stays with the process before mimalloc returns it to the OS.
 const PURGE_DELAY_MS: std::ffi::c_long = 10 * 60 * 1000;
