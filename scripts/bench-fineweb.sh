@@ -11,14 +11,8 @@
 # setup.sh). Offline, tiktoken gets the GPT-2 vocabulary (`r50k_base.tiktoken`) from tiktoken-rs's crate sources.
 out="target/bench-fineweb"
 repeat=150
-args=()
-while [ $# -gt 0 ]; do
-    case "$1" in
-        --repeat) repeat="$2"; shift 2 ;;
-        *) args+=("$1"); shift ;;
-    esac
-done
-source "$(dirname "$0")/bench-common.sh" "${args[@]}"
+extra_flags="repeat"
+source "$(dirname "$0")/bench-common.sh" "$@"
 cargo build --release --locked -p llmfs-apps
 llmfs="${CARGO_TARGET_DIR:-target}/release/llmfs"
 bpe_dir=$(dirname "$(ls "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/tiktoken-rs-*/assets/r50k_base.tiktoken | tail -1)")

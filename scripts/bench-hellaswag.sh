@@ -6,81 +6,20 @@
 #
 #   bash scripts/bench-hellaswag.sh [--baseline DIR] [--threads "1 2"] [--out DIR] [--data FILE] [--limit N]
 #
-# The Python side runs in the PyTorch baseline's venv (made once by its setup.sh); offline, tiktoken
-# gets the GPT-2 vocabulary (`r50k_base.tiktoken`, the `gpt2` encoding's other name) from
-# tiktoken-rs's crate sources.
+# The Python side is scripts/reference/hellaswag_reference.py (build-nanogpt's code) in the PyTorch
+# baseline's venv (made once by its setup.sh).
 out="target/bench-hellaswag"
 data="tests/fixtures/data/hellaswag_val_40.jsonl"
 limit=100000
-args=()
-while [ $# -gt 0 ]; do
-    case "$1" in
-        --data) data="$2"; shift 2 ;;
-        --limit) limit="$2"; shift 2 ;;
-        *) args+=("$1"); shift ;;
-    esac
-done
-source "$(dirname "$0")/bench-common.sh" "${args[@]}"
+extra_flags="data limit"
+source "$(dirname "$0")/bench-common.sh" "$@"
 cargo build --release --locked -p llmfs-apps
 llmfs="${CARGO_TARGET_DIR:-target}/release/llmfs"
-bpe_file=$(ls "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/tiktoken-rs-*/assets/r50k_base.tiktoken | tail -1)
 
 for t in $threads; do
     echo "== $t thread(s): PyTorch" >&2
-    "$venv/bin/python" - "$data" "$limit" "$t" "$bpe_file" > "$out/torch_${t}thread.json" <<'PY'
-import hashlib, json, os, sys, tempfile, time
-data, limit, threads, bpe_file = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
-cache = tempfile.mkdtemp(prefix="tiktoken-cache-")
-url = "https://openaipublic.blob.core.windows.net/encodings/r50k_base.tiktoken"
-with open(bpe_file, "rb") as src, open(os.path.join(cache, hashlib.sha1(url.encode()).hexdigest()), "wb") as dst:
-    dst.write(src.read())
-os.environ["TIKTOKEN_CACHE_DIR"] = cache
-import tiktoken, torch
-from torch.nn import functional as F
-from transformers import GPT2Config, GPT2LMHeadModel
-
-torch.set_num_threads(threads)
-torch.manual_seed(0)
-model = GPT2LMHeadModel(GPT2Config()).eval()
-enc = tiktoken.get_encoding("r50k_base")
-examples = [json.loads(line) for line in open(data) if line.strip()][:limit]
-
-def render_example(example):  # build-nanogpt hellaswag.py
-    ctx_tokens = enc.encode(example["ctx"])
-    tok_rows, mask_rows = [], []
-    for end in example["endings"]:
-        end_tokens = enc.encode(" " + end)
-        tok_rows.append(ctx_tokens + end_tokens)
-        mask_rows.append([0] * len(ctx_tokens) + [1] * len(end_tokens))
-    max_len = max(len(row) for row in tok_rows)
-    tokens = torch.zeros((4, max_len), dtype=torch.long)
-    mask = torch.zeros((4, max_len), dtype=torch.long)
-    for i, (tok_row, mask_row) in enumerate(zip(tok_rows, mask_rows)):
-        tokens[i, :len(tok_row)] = torch.tensor(tok_row)
-        mask[i, :len(mask_row)] = torch.tensor(mask_row)
-    return tokens, mask, example["label"]
-
-def evaluate(example):  # build-nanogpt hellaswag.py's evaluate, for one example
-    tokens, mask, label = render_example(example)
-    logits = model(tokens).logits
-    shift_logits = (logits[..., :-1, :]).contiguous()
-    shift_tokens = (tokens[..., 1:]).contiguous()
-    shift_losses = F.cross_entropy(shift_logits.view(-1, shift_logits.size(-1)), shift_tokens.view(-1), reduction="none")
-    shift_losses = shift_losses.view(tokens.size(0), -1)
-    shift_mask = (mask[..., 1:]).contiguous()
-    sum_loss = (shift_losses * shift_mask).sum(dim=1)
-    avg_loss = sum_loss / shift_mask.sum(dim=1)
-    return int(sum_loss.argmin().item()) == label, int(avg_loss.argmin().item()) == label
-
-with torch.no_grad():
-    for example in examples[:2]:
-        evaluate(example)  # warm-up
-    start = time.perf_counter()
-    results = [evaluate(example) for example in examples]
-    seconds = time.perf_counter() - start
-print(json.dumps({"examples": len(examples), "threads": threads, "s": seconds, "examples_per_s": len(examples) / seconds,
-                  "torch": torch.__version__}))
-PY
+    "$venv/bin/python" scripts/reference/hellaswag_reference.py --random-gpt2 --time --threads "$t" --data "$data" \
+        --limit "$limit" > "$out/torch_${t}thread.json"
     echo "== $t thread(s): llmfs" >&2
     "$llmfs" bench hellaswag --threads "$t" --data "$data" --limit "$limit" --out "$out/llmfs_${t}thread.json" >/dev/null
 done

@@ -11,6 +11,9 @@ at build or run time needs Python.
         [--model tests/fixtures/gpt2-tiny] [--data tests/fixtures/data/hellaswag_val_40.jsonl] \
         [--out tests/fixtures/hellaswag_tiny_reference.json] [--bpe-dir DIR]
 
+Also the PyTorch side of `scripts/bench-hellaswag.sh`: `--random-gpt2 --time --threads N` scores with a
+randomly initialised GPT-2 124M and prints examples/s instead of writing the fixture.
+
 Needs torch, transformers and tiktoken. tiktoken downloads the GPT-2 BPE files (vocab.bpe,
 encoder.json) on first use; offline, `--bpe-dir DIR` (a directory holding both) seeds tiktoken's
 cache from local copies, which tiktoken checks against the official sha256 before use. Without the
@@ -24,6 +27,7 @@ import os
 import platform
 import sys
 import tempfile
+import time
 
 ROOT = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
 
@@ -61,6 +65,10 @@ def main():
     parser.add_argument("--data", default=os.path.join(ROOT, "tests/fixtures/data/hellaswag_val_40.jsonl"))
     parser.add_argument("--out", default=os.path.join(ROOT, "tests/fixtures/hellaswag_tiny_reference.json"))
     parser.add_argument("--bpe-dir", default=None, help="directory with the GPT-2 vocab.bpe and encoder.json")
+    parser.add_argument("--threads", type=int, default=1, help="PyTorch CPU threads")
+    parser.add_argument("--limit", type=int, default=None, help="only the first N examples")
+    parser.add_argument("--random-gpt2", action="store_true", help="a randomly initialised GPT-2 124M instead of --model")
+    parser.add_argument("--time", action="store_true", help="print the scoring speed as JSON instead of writing --out")
     args = parser.parse_args()
 
     bpe_dir = args.bpe_dir or default_bpe_dir()
@@ -73,7 +81,7 @@ def main():
     from torch.nn import functional as F
     from transformers import GPT2LMHeadModel
 
-    torch.set_num_threads(1)
+    torch.set_num_threads(args.threads)
     enc = tiktoken.get_encoding("gpt2")
 
     # --- build-nanogpt hellaswag.py, verbatim up to the returned values ---------------------------
@@ -99,44 +107,64 @@ def main():
             mask[i, : len(mask_row)] = torch.tensor(mask_row)
         return data, tokens, mask, label
 
-    model = GPT2LMHeadModel.from_pretrained(args.model, attn_implementation="eager", torch_dtype=torch.float32)
+    if args.random_gpt2:
+        torch.manual_seed(0)
+        model = GPT2LMHeadModel(transformers.GPT2Config())
+    else:
+        model = GPT2LMHeadModel.from_pretrained(args.model, attn_implementation="eager", torch_dtype=torch.float32)
     model.eval()
+
+    def evaluate(example):
+        data, tokens, mask, label = render_example(example)
+        logits = model(tokens).logits
+        shift_logits = (logits[..., :-1, :]).contiguous()
+        shift_tokens = (tokens[..., 1:]).contiguous()
+        flat_shift_logits = shift_logits.view(-1, shift_logits.size(-1))
+        flat_shift_tokens = shift_tokens.view(-1)
+        shift_losses = F.cross_entropy(flat_shift_logits, flat_shift_tokens, reduction="none")
+        shift_losses = shift_losses.view(tokens.size(0), -1)
+        shift_mask = (mask[..., 1:]).contiguous()
+        masked_shift_losses = shift_losses * shift_mask
+        sum_loss = masked_shift_losses.sum(dim=1)
+        avg_loss = sum_loss / shift_mask.sum(dim=1)
+        pred = sum_loss.argmin().item()
+        pred_norm = avg_loss.argmin().item()
+        # ------------------------------------------------------------------------------------------
+        return data, label, pred, pred_norm, sum_loss, avg_loss
+
+    with open(args.data, encoding="utf-8") as f:
+        lines = [json.loads(line) for line in f if line.strip()][: args.limit]
+
+    if args.time:
+        # Speed only (scripts/bench-hellaswag.sh): two untimed examples, then all of them.
+        with torch.no_grad():
+            for example in lines[:2]:
+                evaluate(example)
+            start = time.perf_counter()
+            for example in lines:
+                evaluate(example)
+            seconds = time.perf_counter() - start
+        print(json.dumps({"examples": len(lines), "threads": args.threads, "s": seconds,
+                          "examples_per_s": len(lines) / seconds, "torch": torch.__version__}))
+        return
 
     examples = []
     num_correct = num_correct_norm = 0
     with torch.no_grad():
-        with open(args.data, encoding="utf-8") as f:
-            for line in f:
-                if not line.strip():
-                    continue
-                example = json.loads(line)
-                data, tokens, mask, label = render_example(example)
-                logits = model(tokens).logits
-                shift_logits = (logits[..., :-1, :]).contiguous()
-                shift_tokens = (tokens[..., 1:]).contiguous()
-                flat_shift_logits = shift_logits.view(-1, shift_logits.size(-1))
-                flat_shift_tokens = shift_tokens.view(-1)
-                shift_losses = F.cross_entropy(flat_shift_logits, flat_shift_tokens, reduction="none")
-                shift_losses = shift_losses.view(tokens.size(0), -1)
-                shift_mask = (mask[..., 1:]).contiguous()
-                masked_shift_losses = shift_losses * shift_mask
-                sum_loss = masked_shift_losses.sum(dim=1)
-                avg_loss = sum_loss / shift_mask.sum(dim=1)
-                pred = sum_loss.argmin().item()
-                pred_norm = avg_loss.argmin().item()
-                # ----------------------------------------------------------------------------------
-                num_correct += int(pred == label)
-                num_correct_norm += int(pred_norm == label)
-                examples.append({
-                    "ind": example["ind"],
-                    "label": label,
-                    "pred": pred,
-                    "pred_norm": pred_norm,
-                    "sum_loss": sum_loss.tolist(),
-                    "mean_loss": avg_loss.tolist(),
-                    "ctx_tokens": data["ctx_tokens"],
-                    "ending_tokens": data["ending_tokens"],
-                })
+        for example in lines:
+            data, label, pred, pred_norm, sum_loss, avg_loss = evaluate(example)
+            num_correct += int(pred == label)
+            num_correct_norm += int(pred_norm == label)
+            examples.append({
+                "ind": example["ind"],
+                "label": label,
+                "pred": pred,
+                "pred_norm": pred_norm,
+                "sum_loss": sum_loss.tolist(),
+                "mean_loss": avg_loss.tolist(),
+                "ctx_tokens": data["ctx_tokens"],
+                "ending_tokens": data["ending_tokens"],
+            })
 
     def margin(values):
         best, second = sorted(values)[:2]
