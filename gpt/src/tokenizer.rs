@@ -2,7 +2,7 @@
 //! is compiled into the binary, so it works offline.
 //!
 //! Encoding splits the text with [`crate::pretokenize`] and merges each piece with tiktoken's BPE
-//! (`byte_pair_encode`); tiktoken-rs's own `encode_ordinary` gives the same tokens (tested) but runs
+//! (`byte_pair_split`, or tiktoken-rs's encoder for pieces of 100 bytes and more); tiktoken-rs's own `encode_ordinary` gives the same tokens (tested) but runs
 //! its pattern through fancy_regex, several times slower and contended between threads. Decoding is
 //! tiktoken-rs's.
 

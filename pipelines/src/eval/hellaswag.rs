@@ -26,11 +26,11 @@ use std::borrow::Borrow;
 
 use anyhow::{Context, Result, ensure};
 use gpt::burn::prelude::*;
-use gpt::burn::tensor::activation::log_softmax;
 use gpt::{Gpt, Tokenizer};
 use serde::Serialize;
 
 use crate::data::hellaswag::{Example, NUM_ENDINGS, RenderedExample, render_example};
+use crate::train::cross_entropy_per_token;
 
 /// Examples per forward pass (4 rows each) on a GPU.
 pub const GPU_BATCH_SIZE: usize = 8;
@@ -241,11 +241,8 @@ impl ScoredPositions {
         let n = self.positions.len();
         let c = states.dims()[1];
         let picked = states.select(0, Tensor::<1, Int>::from_data(TensorData::new(self.positions, [n]), &device));
-        let log_probs = log_softmax(model.head(picked.reshape([1, n, c])), 2);
-        let targets = Tensor::<3, Int>::from_data(TensorData::new(self.targets, [1, n, 1]), &device);
-        let nll: Vec<f32> = log_probs
-            .gather(2, targets)
-            .neg()
+        let targets = Tensor::<2, Int>::from_data(TensorData::new(self.targets, [1, n]), &device);
+        let nll: Vec<f32> = cross_entropy_per_token(model.head(picked.reshape([1, n, c])), targets)
             .into_data()
             .try_into_vec_as::<f32>()
             .map_err(|e| anyhow::anyhow!("reading the HellaSwag losses: {e:?}"))?;
