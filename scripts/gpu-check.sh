@@ -6,6 +6,7 @@
 #   bash scripts/gpu-check.sh build    # here: the CUDA builds of the parity tests and the CLI, in .cuda-bin/
 #   bash scripts/gpu-check.sh tests    # on the GPU machine, in the repository root: parity tests on cuda
 #   bash scripts/gpu-check.sh cli      # there too: CLI jobs on cpu vs cuda, then benchmarks vs PyTorch
+#   bash scripts/gpu-check.sh profile  # after cli: one training step's GPU time, kernel by kernel
 #
 # The halves on the GPU machine need only their own archive (.cuda-bin/tests.tar.xz, cli.tar.xz:
 # 30-35 MB each, as each binary links LLVM's NVPTX back end), so each can travel on its own.
@@ -142,7 +143,7 @@ PY
     PYTHONUNBUFFERED=1 timeout 120 python3 scripts/reference/bench_torch_gpu.py --batch 16 --seq-len 1024 \
         --out "$out/torch_gpu.json" >/dev/null 2>>"$out/cli.log"
     echo "torch: rc=$?" >>"$out/summary.txt"
-    bench 50 finetune-cls --steps 10
+    bench 100 finetune-cls --steps 10
     python3 - "$out" <<'PY' 2>&1 | tee -a "$out/summary.txt"
 import json, sys
 out = sys.argv[1]
@@ -175,9 +176,29 @@ if g8:
 PY
 }
 
+# On the GPU, after `cli` (its archive): where a training step's GPU time goes, kernel by kernel.
+# CubeCL times every kernel when its profiling logger is on (cubecl.toml in the working directory
+# or a parent); at each sync (reading the loss) it writes a table of that step's kernels, longest
+# first. The last step's table (after warm-up and autotuning) goes to summary.txt.
+profile() {
+    out="${OUT:-target/gpu-check}" && mkdir -p "$out"
+    [ -x "$b/llmfs" ] || setup cli
+    local dir=/tmp/llmfs-profile start=$SECONDS
+    rm -rf "$dir" && mkdir -p "$dir"
+    printf '[profiling.logger]\nlevel = "basic"\nfile = "%s/kernels.log"\n' "$dir" >"$dir/cubecl.toml"
+    (cd "$dir" && timeout "${1:-90}" "$b/llmfs" bench train-step --device cuda --batch 16 --seq-len 1024 --steps 2) \
+        >>"$out/benches.jsonl" 2>>"$out/cli.log"
+    echo "== kernel profile of one train step B16xT1024 (rc=$?, $((SECONDS - start)) s): the 30 longest" | tee -a "$out/summary.txt"
+    # The tables start with a line of ⎺; keep the last one.
+    awk '/⎺⎺⎺/ { table = "" } { table = table $0 "\n" } END { printf "%s", table }' "$dir/kernels.log" |
+        head -34 | cut -c1-220 | tee -a "$out/summary.txt"
+    xz -6 <"$dir/kernels.log" >"$out/kernels.log.xz"
+}
+
 case "${1:-}" in
     build) build ;;
     tests) tests ;;
     cli) cli ;;
-    *) echo "usage: $0 build|tests|cli" >&2; exit 2 ;;
+    profile) profile "${2:-90}" ;;
+    *) echo "usage: $0 build|tests|cli|profile" >&2; exit 2 ;;
 esac

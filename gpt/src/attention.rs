@@ -40,8 +40,13 @@ impl CausalSelfAttention {
         // Not every backend broadcasts a mask over heads: give it the full shape.
         let mask = mask.map(|m| m.expand([b, h, t, s]));
 
-        let y = if dropout::active(&self.attn_dropout, &q) {
-            // Dropout on the attention weights needs them materialised; Burn's fused kernel has none.
+        // Dropout on the attention weights needs them materialised (Burn's fused kernel has none).
+        // So do the GPU backends: there Burn 0.22.1's autotune may pick a flash-attention kernel
+        // that then fails to launch for the batch at hand ("No tile size is available for the
+        // problem", seen on CUDA with padded batches of the fixture model); the fused kernel was
+        // worth 2 % of a GPU training step before autotune. On the CPU (Flex) it is fused.
+        let on_cpu = q.device().without_autodiff() == Device::flex();
+        let y = if dropout::active(&self.attn_dropout, &q) || !on_cpu {
             let scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(1.0 / (hd as f64).sqrt());
             // Query i sits at absolute position s - t + i; keys after it are the future.
             let future = Tensor::<2, Bool>::tril_mask([t, s], (s - t) as i64, &scores.device()).unsqueeze::<4>();

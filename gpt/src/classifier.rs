@@ -178,11 +178,11 @@ impl GptClassifier {
     }
 
     /// LoRA instead of a trainable set: adapters on the trunk's targeted projections and the
-    /// head train, everything else is frozen.
-    pub fn with_lora(self, lora: &crate::lora::LoraConfig) -> Self {
-        let mut adapted = lora.apply(self);
+    /// head train, everything else is frozen. `seed` draws the adapters (see `LoraConfig::apply`).
+    pub fn with_lora(self, lora: &crate::lora::LoraConfig, seed: u64) -> Result<Self> {
+        let mut adapted = lora.apply(self, seed)?;
         adapted.score = adapted.score.clone().set_require_grad(true);
-        adapted
+        Ok(adapted)
     }
 
     /// (trainable, total) parameter counts.

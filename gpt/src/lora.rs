@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{GptError, Result};
 use crate::fsutil::write_atomic;
 use crate::model::Gpt;
-use crate::weights::{SafetensorsSource, TensorSource, fill_params_matching, named_params, write_safetensors};
+use crate::weights::{SafetensorsSource, TensorSource, fill_params_matching, named_params, seeded_normal, write_safetensors};
 
 pub const ADAPTER_CONFIG: &str = "adapter_config.json";
 pub const ADAPTER_WEIGHTS: &str = "adapter_model.safetensors";
@@ -158,9 +158,14 @@ impl LoraConfig {
 
     /// Attaches adapters to the targeted weights of `module` (a [`Gpt`], a classifier, ...) and
     /// freezes every other parameter: re-enable what else should train (a new head) afterwards.
-    /// The `A` factors are drawn from the device's generator (seed it first for repeatable runs).
-    pub fn apply<M: Module>(&self, module: M) -> M {
-        module.apply_lora(Lora::new(self.rank, self.alpha).set_param_group(self.param_group()))
+    /// `B` starts at zero (the model is unchanged) and `A` ~ N(0, 1/rank), Burn's LoRA init, but
+    /// drawn on the host from (`seed`, tensor name) rather than from the device's generator,
+    /// which every thread of the process shares: two jobs in one process then cannot change
+    /// each other's adapters, and a resumed run starts from the same ones.
+    pub fn apply<M: Module>(&self, module: M, seed: u64) -> Result<M> {
+        let adapted = module.apply_lora(Lora::new(self.rank, self.alpha).set_param_group(self.param_group()));
+        let mut init = AdapterInit { seed, std: 1.0 / self.rank as f64 };
+        fill_params_matching(adapted, &mut init, |name| matches!(peft_name(name), Some((_, true))))
     }
 
     /// Parameters the adapters add to a model of this shape.
@@ -291,6 +296,18 @@ fn peft_name(name: &str) -> Option<(String, bool)> {
     Some((format!("{PEFT_PREFIX}transformer.{module}.{matrix}.weight"), is_a))
 }
 
+/// The `A` factors of fresh adapters (see [`LoraConfig::apply`]).
+struct AdapterInit {
+    seed: u64,
+    std: f64,
+}
+
+impl TensorSource for AdapterInit {
+    fn tensor(&mut self, name: &str, shape: &[usize]) -> Result<TensorData> {
+        Ok(TensorData::new(seeded_normal(self.seed, name, self.std, shape.iter().product())?, shape.to_vec()))
+    }
+}
+
 /// A 2-D f32 tensor transposed on the host (`[r, c]` → `[c, r]`).
 fn transpose(data: &TensorData) -> Result<TensorData> {
     let shape = data.shape().to_vec();
@@ -351,7 +368,7 @@ impl AdapterSource {
     /// else keeps the base's values. A missing or wrong-shaped factor names the tensor.
     pub fn attach(&mut self, gpt: Gpt) -> Result<Gpt> {
         let lora = self.config.lora()?;
-        let adapted = lora.apply(gpt);
+        let adapted = lora.apply(gpt, 0)?;
         fill_params_matching(adapted, self, |name| peft_name(name).is_some())
     }
 

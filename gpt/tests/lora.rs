@@ -26,8 +26,31 @@ fn trained(model: Gpt, seed: u64) -> Gpt {
 #[test]
 fn fresh_adapters_leave_the_logits_unchanged() {
     let base = tiny_model();
-    let adapted = lora(4, "attn,mlp").apply(tiny_model());
+    let adapted = lora(4, "attn,mlp").apply(tiny_model(), 0).unwrap();
     assert_eq!(logits(&adapted), logits(&base), "B = 0 at init: W + A·0 = W exactly");
+}
+
+/// The adapters a seed draws, whatever the device's generator did before or does meanwhile
+/// (other threads of a process share it); `A` ~ N(0, 1/rank), `B` = 0.
+#[test]
+fn fresh_adapters_depend_on_the_seed_alone() {
+    let factors = |seed: u64, device_seed: u64| -> Vec<(String, Vec<f32>)> {
+        device().seed(device_seed);
+        let adapted = lora(4, "attn").apply(tiny_model(), seed).unwrap();
+        gpt::weights::named_params(&adapted)
+            .into_iter()
+            .filter(|(name, _)| name.contains(".lora."))
+            .map(|(name, data)| (name, data.try_to_vec::<f32>().unwrap()))
+            .collect()
+    };
+    let first = factors(7, 1);
+    assert_eq!(first.len(), 2 * 2 * 2, "A and B of c_attn and attn.c_proj in two blocks");
+    assert_eq!(first, factors(7, 2), "the device's generator must not matter");
+    assert_ne!(first, factors(8, 1), "another seed, other adapters");
+    let a: Vec<f32> = first.iter().filter(|(n, _)| n.ends_with(".lora.a")).flat_map(|(_, v)| v.clone()).collect();
+    assert!(first.iter().filter(|(n, _)| n.ends_with(".lora.b")).all(|(_, v)| v.iter().all(|&x| x == 0.0)));
+    let std = (a.iter().map(|x| x * x).sum::<f32>() / a.len() as f32).sqrt();
+    assert!((std - 0.25).abs() < 0.02, "A's standard deviation {std}, expected 1/rank = 0.25 ({} draws)", a.len());
 }
 
 /// The fixture model on the autodiff device (where parameters can train at all).
@@ -39,20 +62,20 @@ fn trainable_tiny_model() -> Gpt {
 fn only_the_adapters_train() {
     let base = trainable_tiny_model();
     let (_, base_total) = parameter_counts(&base);
-    let adapted = lora(4, "attn,mlp").apply(trainable_tiny_model());
+    let adapted = lora(4, "attn,mlp").apply(trainable_tiny_model(), 0).unwrap();
     let (trainable, total) = parameter_counts(&adapted);
     // Per block (C = 64, r = 4): c_attn 4·(64+192) + attn.c_proj 4·(64+64) + c_fc 4·(64+256)
     // + mlp.c_proj 4·(256+64) = 4,096; two blocks.
     assert_eq!(trainable, 8_192);
     assert_eq!(total, base_total + 8_192);
     assert_eq!(lora(4, "attn,mlp").num_params(base.config()), 8_192);
-    let (attn_only, _) = parameter_counts(&lora(4, "attn").apply(trainable_tiny_model()));
+    let (attn_only, _) = parameter_counts(&lora(4, "attn").apply(trainable_tiny_model(), 0).unwrap());
     assert_eq!(attn_only, 2 * (1_024 + 512));
 }
 
 #[test]
 fn merged_and_unmerged_models_give_the_same_logits() {
-    let adapted = trained(lora(4, "all").apply(tiny_model()), 7);
+    let adapted = trained(lora(4, "all").apply(tiny_model(), 0).unwrap(), 7);
     let unmerged = logits(&adapted);
     let merged = logits(&adapted.clone().materialize());
     let diff = max_abs_diff(&unmerged, &merged);
@@ -63,7 +86,7 @@ fn merged_and_unmerged_models_give_the_same_logits() {
 
 #[test]
 fn adapters_round_trip_in_the_peft_layout() {
-    let adapted = trained(lora(4, "attn,mlp").apply(tiny_model()), 11);
+    let adapted = trained(lora(4, "attn,mlp").apply(tiny_model(), 0).unwrap(), 11);
     let run = tempfile::tempdir().unwrap();
     let dir = run.path().join("adapter");
     let config = AdapterConfig::new(&lora(4, "attn,mlp"), AdapterTask::CausalLm, fixture_dir().to_str().unwrap());
@@ -97,7 +120,7 @@ fn adapters_round_trip_in_the_peft_layout() {
 
 #[test]
 fn bad_adapters_name_the_file_and_tensor() {
-    let adapted = trained(lora(4, "attn").apply(tiny_model()), 3);
+    let adapted = trained(lora(4, "attn").apply(tiny_model(), 0).unwrap(), 3);
     let dir = tempfile::tempdir().unwrap();
     let config = AdapterConfig::new(&lora(4, "attn"), AdapterTask::CausalLm, fixture_dir().to_str().unwrap());
     save_adapter_dir(dir.path(), &adapted, &config, Vec::new()).unwrap();
@@ -135,9 +158,9 @@ fn bad_adapters_name_the_file_and_tensor() {
 #[test]
 fn a_classifier_adapter_keeps_its_head() {
     let labels = vec!["ham".to_string(), "spam".to_string()];
-    let trainable = GptClassifier::new(trainable_tiny_model(), labels.clone(), 5).unwrap().with_lora(&lora(2, "attn"));
+    let trainable = GptClassifier::new(trainable_tiny_model(), labels.clone(), 5).unwrap().with_lora(&lora(2, "attn"), 0).unwrap();
     assert_eq!(trainable.parameter_counts().0, 2 * 2 * ((64 + 192) + (64 + 64)) + 64 * 2 + 2, "adapters + head");
-    let mut classifier = GptClassifier::new(tiny_model(), labels.clone(), 5).unwrap().with_lora(&lora(2, "attn"));
+    let mut classifier = GptClassifier::new(tiny_model(), labels.clone(), 5).unwrap().with_lora(&lora(2, "attn"), 0).unwrap();
     classifier.gpt = trained(classifier.gpt.clone(), 9);
     classifier.set_max_length(16);
     let dir = tempfile::tempdir().unwrap();

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use burn::prelude::*;
 
 pub use hub::{HubOptions, fetch_model};
-pub use params::{RandomInit, TensorSource, fill_params, fill_params_matching, hf_name, named_params, parameter_counts};
+pub use params::{RandomInit, TensorSource, fill_params, fill_params_matching, hf_name, named_params, parameter_counts, seeded_normal};
 pub use safetensors_io::{SafetensorsSource, write_safetensors};
 
 use crate::config::GptConfig;

@@ -146,6 +146,16 @@ impl RandomInit {
     }
 }
 
+/// `n` draws from N(0, `std`) by a generator of its own, seeded from `seed` and the tensor's name:
+/// the values do not depend on the backend, on other tensors or on other threads.
+pub fn seeded_normal(seed: u64, name: &str, std: f64, n: usize) -> Result<Vec<f32>> {
+    let normal = Normal::new(0.0, std as f32).map_err(|e| GptError::Config(format!("the standard deviation of {name}: {e}")))?;
+    let mut rng = StdRng::seed_from_u64(seed ^ stable_hash(name));
+    let mut values = f32_buffer(n);
+    values.extend((0..n).map(|_| normal.sample(&mut rng)));
+    Ok(values)
+}
+
 /// FNV-1a: a stable hash of a tensor name (std's hasher may change between releases).
 fn stable_hash(text: &str) -> u64 {
     text.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3))
@@ -163,11 +173,7 @@ impl TensorSource for RandomInit {
             // Projections into the residual stream are scaled so the stream's variance does not
             // grow with depth (GPT-2 paper, section 2.3).
             let std = if name.ends_with("c_proj.weight") { self.residual_std } else { self.std };
-            let normal = Normal::new(0.0, std as f32).map_err(|e| GptError::Config(format!("initializer_range: {e}")))?;
-            let mut rng = StdRng::seed_from_u64(self.seed ^ stable_hash(name));
-            let mut values = f32_buffer(n);
-            values.extend((0..n).map(|_| normal.sample(&mut rng)));
-            values
+            seeded_normal(self.seed, name, std, n)?
         };
         Ok(TensorData::new(values, shape.to_vec()))
     }

@@ -82,7 +82,7 @@ impl Trains {
                 gpt.ln_f = gpt.ln_f.clone().set_require_grad(true);
                 gpt
             }
-            Self::Lora(rank) => gpt::LoraConfig::new(rank, rank as f64, gpt::LoraTargets::default())?.apply(gpt),
+            Self::Lora(rank) => gpt::LoraConfig::new(rank, rank as f64, gpt::LoraTargets::default())?.apply(gpt, 0)?,
         })
     }
 }
@@ -93,8 +93,8 @@ pub fn run(spec: DeviceSpec, options: &Options) -> Result<Value> {
     device.seed(0);
     let gpt = Gpt::init(&GptConfig::preset("gpt2").context("the gpt2 preset")?.with_dropout(dropout), 0, &device)?;
     let gpt = trains.apply(gpt)?;
-    // The same tokens and dropout masks whatever trains (LoRA's init draws from the generator):
-    // the first loss is then the same for every --trains (fresh adapters change nothing).
+    // The same tokens and dropout masks whatever trains: the first loss is then the same for
+    // every --trains (fresh adapters change nothing).
     device.seed(1);
     let (trainable, params) = gpt::weights::parameter_counts(&gpt);
     let mut model = LanguageModelTraining { gpt, grad_clip: None };

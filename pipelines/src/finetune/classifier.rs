@@ -165,7 +165,7 @@ pub fn finetune_classifier(job: &ClassifierFinetune) -> Result<ClassifierReport>
     let labels: Vec<String> = LABEL_NAMES.iter().map(|s| s.to_string()).collect();
     let classifier = GptClassifier::new(gpt, labels, job.train.seed)?;
     let (classifier, what_trains) = match &job.lora {
-        Some(lora) => (classifier.with_lora(&lora.config), format!("{} + head", lora.summary())),
+        Some(lora) => (classifier.with_lora(&lora.config, job.train.seed)?, format!("{} + head", lora.summary())),
         None => (classifier.set_trainable(job.trainable), job.trainable.to_string()),
     };
     let (trainable_parameters, total_parameters) = classifier.parameter_counts();

@@ -64,7 +64,7 @@ pub fn load_for_training(job: &LanguageModelJob) -> Result<Gpt> {
         None => gpt,
     };
     Ok(match &job.lora {
-        Some(lora) => lora.config.apply(gpt),
+        Some(lora) => lora.config.apply(gpt, job.train.seed)?,
         None => gpt,
     })
 }
