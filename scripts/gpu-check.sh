@@ -6,7 +6,7 @@
 #   bash scripts/gpu-check.sh build    # here: the CUDA builds of the parity tests and the CLI, in .cuda-bin/
 #   bash scripts/gpu-check.sh tests    # on the GPU machine, in the repository root: parity tests on cuda
 #   bash scripts/gpu-check.sh cli      # there too: CLI jobs on cpu vs cuda, then benchmarks vs PyTorch
-#   bash scripts/gpu-check.sh profile  # after cli: one training step's GPU time, kernel by kernel
+#   bash scripts/gpu-check.sh profile  # after cli: the tuned training steps' GPU time, kernel by kernel
 #
 # The halves on the GPU machine need only their own archive (.cuda-bin/tests.tar.xz, cli.tar.xz:
 # 30-35 MB each, as each binary links LLVM's NVPTX back end), so each can travel on its own.
@@ -178,8 +178,10 @@ PY
 
 # On the GPU, after `cli` (its archive): where a training step's GPU time goes, kernel by kernel.
 # CubeCL times every kernel when its profiling logger is on (cubecl.toml in the working directory
-# or a parent); at each sync (reading the loss) it writes a table of that step's kernels, longest
-# first. The last step's table (after warm-up and autotuning) goes to summary.txt.
+# or a parent) and logs one `| duration | name` line per launch. Autotuning runs its own probe
+# kernels (…Throughput…, LaunchOverhead…) while it tunes; the launches after the last probe are the
+# tuned steps, summed per kernel into summary.txt (CubeCL's own per-sync tables can hold as little
+# as one probe).
 profile() {
     out="${OUT:-target/gpu-check}" && mkdir -p "$out"
     [ -x "$b/llmfs" ] || setup cli
@@ -188,10 +190,29 @@ profile() {
     printf '[profiling.logger]\nlevel = "basic"\nfile = "%s/kernels.log"\n' "$dir" >"$dir/cubecl.toml"
     (cd "$dir" && timeout "${1:-90}" "$b/llmfs" bench train-step --device cuda --batch 16 --seq-len 1024 --steps 2) \
         >>"$out/benches.jsonl" 2>>"$out/cli.log"
-    echo "== kernel profile of one train step B16xT1024 (rc=$?, $((SECONDS - start)) s): the 30 longest" | tee -a "$out/summary.txt"
-    # The tables start with a line of ⎺; keep the last one.
-    awk '/⎺⎺⎺/ { table = "" } { table = table $0 "\n" } END { printf "%s", table }' "$dir/kernels.log" |
-        head -34 | cut -c1-220 | tee -a "$out/summary.txt"
+    echo "== kernel profile of the tuned train steps B16xT1024 (rc=$?, $((SECONDS - start)) s): the 25 longest" | tee -a "$out/summary.txt"
+    python3 - "$dir/kernels.log" <<'PY' 2>&1 | tee -a "$out/summary.txt"
+import collections, re, sys
+units = {"ns": 1e-9, "µs": 1e-6, "ms": 1e-3, "s": 1.0}
+launches = []
+for line in open(sys.argv[1], encoding="utf-8", errors="replace"):
+    parts = line.rstrip("\n").split("|")
+    m = re.fullmatch(r"\s*([\d.]+)(ns|µs|ms|s)\s*", parts[1]) if len(parts) > 2 else None
+    if m:
+        launches.append((float(m[1]) * units[m[2]], "|".join(parts[2:]).strip()))
+probes = [i for i, (_, name) in enumerate(launches) if "Throughput" in name or "LaunchOverhead" in name]
+tuned = launches[probes[-1] + 1:] if probes else launches
+total = sum(d for d, _ in tuned) or float("nan")
+per_kernel = collections.defaultdict(lambda: [0.0, 0])
+for d, name in tuned:
+    # A matmul's name lists its launch arguments first and its kernel family last.
+    key = name.split("__AccSize |")[-1].strip() if name.startswith("MatmulEntry") else name
+    per_kernel[key[:110]][0] += d
+    per_kernel[key[:110]][1] += 1
+print(f"{len(tuned)} launches after autotuning, {total * 1e3:.1f} ms of GPU time")
+for key, (d, n) in sorted(per_kernel.items(), key=lambda kv: -kv[1][0])[:25]:
+    print(f"{d * 1e3:9.1f} ms {100 * d / total:5.1f} % {n:6d}x  {key}")
+PY
     xz -6 <"$dir/kernels.log" >"$out/kernels.log.xz"
 }
 

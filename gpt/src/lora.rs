@@ -163,9 +163,13 @@ impl LoraConfig {
     /// which every thread of the process shares: two jobs in one process then cannot change
     /// each other's adapters, and a resumed run starts from the same ones.
     pub fn apply<M: Module>(&self, module: M, seed: u64) -> Result<M> {
-        let adapted = module.apply_lora(Lora::new(self.rank, self.alpha).set_param_group(self.param_group()));
         let mut init = AdapterInit { seed, std: 1.0 / self.rank as f64 };
-        fill_params_matching(adapted, &mut init, |name| matches!(peft_name(name), Some((_, true))))
+        fill_params_matching(self.attach_unfilled(module), &mut init, |name| matches!(peft_name(name), Some((_, true))))
+    }
+
+    /// The adapters attached with Burn's values, for a caller that fills them next.
+    fn attach_unfilled<M: Module>(&self, module: M) -> M {
+        module.apply_lora(Lora::new(self.rank, self.alpha).set_param_group(self.param_group()))
     }
 
     /// Parameters the adapters add to a model of this shape.
@@ -368,8 +372,7 @@ impl AdapterSource {
     /// else keeps the base's values. A missing or wrong-shaped factor names the tensor.
     pub fn attach(&mut self, gpt: Gpt) -> Result<Gpt> {
         let lora = self.config.lora()?;
-        let adapted = lora.apply(gpt, 0)?;
-        fill_params_matching(adapted, self, |name| peft_name(name).is_some())
+        fill_params_matching(lora.attach_unfilled(gpt), self, |name| peft_name(name).is_some())
     }
 
     /// A non-adapter tensor stored next to the adapters (`score.weight`), by its HF name.
