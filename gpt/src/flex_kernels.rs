@@ -72,7 +72,8 @@ pub fn gelu(act: &Gelu, x: Tensor<3>) -> Tensor<3> {
         return act.forward(x);
     }
     let Some(xf) = flex_f32(&x) else {
-        return gelu_by_sigmoid(x);
+        // Training on the CPU: one fused op with its own backward; elsewhere Burn's ops.
+        return crate::flex_training::gelu_tanh(x).unwrap_or_else(gelu_by_sigmoid);
     };
     const SQRT_2_OVER_PI: f32 = 0.797_884_56;
     // 0.5·v·(1 + tanh(u)) = v · sigmoid(2u): one exponential, computed without a libm call so

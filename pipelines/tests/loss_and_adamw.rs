@@ -7,7 +7,7 @@ use common::{device, expected_f32, expected_i64, fixture_dir, tolerance, toleran
 use gpt::burn::module::Module;
 use gpt::burn::optim::{AdamWConfig, GradientsParams};
 use gpt::burn::prelude::*;
-use pipelines::train::{cross_entropy_masked, cross_entropy_per_token};
+use pipelines::train::{OptimConfig, cross_entropy_masked, cross_entropy_per_token};
 
 /// An expected float tensor's values as f64.
 fn expected(name: &str) -> Vec<f64> {
@@ -77,7 +77,10 @@ fn three_adamw_steps_match_pytorch() {
     // parameter), dropout 0, no clipping; the tied wte/head is one parameter.
     let device = device().autodiff();
     let mut model = gpt::weights::load_model_dir(&fixture_dir(), &device).unwrap().with_dropout(0.0);
-    let mut optimizer = AdamWConfig::new().with_beta_1(0.9).with_beta_2(0.999).with_epsilon(1e-8).with_weight_decay(0.1).init();
+    // The optimizer every llmfs task trains with (fused on the CPU), and Burn's AdamW beside it.
+    let mut optimizer = OptimConfig { weight_decay: 0.1, decay_all: true, ..OptimConfig::default() }.optimizer();
+    let mut burns = AdamWConfig::new().with_beta_1(0.9).with_beta_2(0.999).with_epsilon(1e-8).with_weight_decay(0.1).init();
+    let mut burns_model = model.clone();
     let targets = int_tensor("targets", &device);
     let want_losses = expected("adamw_losses");
     let want_norms = expected("adamw_grad_global_l2");
@@ -92,6 +95,11 @@ fn three_adamw_steps_match_pytorch() {
         let grads = GradientsParams::from_grads(loss.backward(), &model);
         assert_rel(global_grad_norm(&model, &grads), want_norms[step], norm_rel, &format!("grad norm {step}"));
         model = optimizer.step(1e-3, model, grads);
+        let burns_loss = cross_entropy_masked(shifted_logits(&burns_model, &device), targets.clone());
+        burns_model = burns.step(1e-3, burns_model.clone(), GradientsParams::from_grads(burns_loss.backward(), &burns_model));
+        let (ours, theirs) = (model.valid().wte.weight.val(), burns_model.valid().wte.weight.val());
+        let diff = (ours.clone() - theirs).abs().max().into_scalar::<f32>();
+        assert!(diff <= 1e-6, "step {step}: llmfs's AdamW and Burn's differ by {diff} on wte");
         if step == 0 {
             let abs = tolerance("adamw_ln_f_weight_after_step1_and_adamw_wte_rows_after_step1", "abs");
             let ln_f: Vec<f32> = model.ln_f.gamma.val().into_data().try_into_vec().unwrap();

@@ -1,6 +1,7 @@
 //! Training pieces shared by every task: losses, the optimizer set-up, the two step kinds and
 //! the one training loop (on burn-train).
 
+pub mod adamw;
 pub mod checkpoint;
 pub mod loss;
 pub mod metrics;

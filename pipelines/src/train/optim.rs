@@ -2,9 +2,11 @@
 
 use gpt::burn::lr_scheduler::{LrScheduler, LrSchedulerRecord};
 use gpt::burn::module::{Module, ModuleVisitor, Param, ParamGroup};
-use gpt::burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer};
+use gpt::burn::optim::{GradientsParams, ModuleOptimizer};
 use gpt::burn::prelude::*;
 use serde::{Deserialize, Serialize};
+
+use super::adamw::FusedAdamW;
 
 /// Parameters that get no weight decay unless `decay_all`: biases, LayerNorms and embeddings
 /// (matched on Burn parameter paths, e.g. `classifier.gpt.h.0.ln_1.gamma`).
@@ -105,22 +107,18 @@ impl LrScheduler for Scheduler {
 }
 
 impl OptimConfig {
-    fn adamw(&self, weight_decay: f64) -> AdamWConfig {
-        AdamWConfig::new()
-            .with_beta_1(self.beta1 as f32)
-            .with_beta_2(self.beta2 as f32)
-            .with_epsilon(self.eps as f32)
-            .with_weight_decay(weight_decay as f32)
+    fn adamw(&self, weight_decay: f64) -> FusedAdamW {
+        FusedAdamW::new(self.beta1 as f32, self.beta2 as f32, self.eps as f32, weight_decay as f32)
     }
 
     /// AdamW with decoupled weight decay on the 2-D weights only (everything with `decay_all`).
     pub fn optimizer(&self) -> ModuleOptimizer {
-        let optimizer = self.adamw(self.weight_decay).init();
+        let optimizer = ModuleOptimizer::from(self.adamw(self.weight_decay));
         if self.decay_all {
             return optimizer;
         }
         let no_decay = ParamGroup::from_any_regexes(NO_DECAY.to_vec()).expect("the no-decay patterns are valid regexes");
-        optimizer.with_group(no_decay, self.adamw(0.0).build(), None)
+        optimizer.with_group(no_decay, self.adamw(0.0), None)
     }
 }
 

@@ -1,0 +1,625 @@
+//! Training ops fused into single passes on the Flex (CPU) backend, each with its own backward.
+//!
+//! Burn's autodiff builds log-softmax, softmax and the tanh GELU out of several tensor ops, and
+//! every one of them is a full pass over its input, an allocation and (for `exp`) a scalar libm
+//! call per element, forward and again backward. On the 50,257-wide logits of a training step
+//! that is a dozen passes over 200 MB. Here each op is one pass forward and one backward, with a
+//! vectorised `exp`. The functions hand their input back (`Err`) when it is not an f32 Flex
+//! tensor, and the caller falls back to Burn's ops: the GPU backends fuse those themselves.
+
+use std::sync::Arc;
+
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind, unary};
+use burn::backend::flex::FlexTensor;
+use burn::backend::{Autodiff, Flex};
+use burn::prelude::*;
+use burn::tensor::DType;
+use rayon::prelude::*;
+
+use crate::flex_kernels::exp_approx;
+
+/// A Flex f32 tensor on either a plain or an autodiff device: the raw values, and the autodiff
+/// handle when there is one.
+enum FlexInput {
+    Plain(FlexTensor),
+    Tracked(<Autodiff<Flex> as burn::backend::BackendTypes>::FloatTensorPrimitive),
+}
+
+impl FlexInput {
+    fn of<const D: usize>(tensor: &Tensor<D>) -> Option<Self> {
+        if tensor.dtype() != DType::F32 || tensor.device().without_autodiff() != Device::flex() {
+            return None;
+        }
+        if tensor.device().is_autodiff() {
+            tensor.clone().try_into_primitive::<Autodiff<Flex>>().ok().map(Self::Tracked)
+        } else {
+            tensor.clone().try_into_primitive::<Flex>().ok().map(Self::Plain)
+        }
+    }
+
+    /// The values, made contiguous when they are a strided view.
+    fn values(&self) -> FlexTensor {
+        let flex = match self {
+            Self::Plain(flex) => flex.clone(),
+            Self::Tracked(tracked) => tracked.primitive().clone(),
+        };
+        if flex.layout().contiguous_offsets().is_some() { flex } else { flex.to_contiguous() }
+    }
+}
+
+fn slice(flex: &FlexTensor) -> &[f32] {
+    let (start, end) = flex.layout().contiguous_offsets().expect("made contiguous");
+    &flex.storage::<f32>()[start..end]
+}
+
+fn flex_from(values: Vec<f32>, shape: Vec<usize>) -> FlexTensor {
+    FlexTensor::from_data(TensorData::new(values, shape))
+}
+
+/// Runs `f(row_index, row)` over the rows of `out` (`width` values each) on rayon's threads.
+fn for_rows(out: &mut [f32], width: usize, f: impl Fn(usize, &mut [f32]) + Sync + Send) {
+    let rows_per_task = (1 << 15) / width.max(1) + 1;
+    out.par_chunks_mut(rows_per_task * width).enumerate().for_each(|(task, chunk)| {
+        for (i, row) in chunk.chunks_mut(width).enumerate() {
+            f(task * rows_per_task + i, row);
+        }
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Cross-entropy
+
+/// The negative log-likelihood of each row of `logits` (`[N, V]`) at its target (`targets`, N
+/// values), 0 where the target is `ignore`: `log Σ exp(x) − x[target]`, as Burn's
+/// `log_softmax` + `gather` compute it but in one pass (plus one pass backward:
+/// `softmax(x) − onehot(target)`, times the incoming gradient). `Err(logits)` when the logits are
+/// not an f32 Flex tensor or a target is out of range.
+pub fn cross_entropy_rows(logits: Tensor<2>, targets: &[i64], ignore: i64) -> Result<Tensor<1>, Tensor<2>> {
+    let [n, vocab] = logits.dims();
+    let in_range = targets.iter().all(|&t| t == ignore || (0..vocab as i64).contains(&t));
+    let Some(input) = FlexInput::of(&logits).filter(|_| targets.len() == n && in_range) else {
+        return Err(logits);
+    };
+    let values = input.values();
+    let x = slice(&values);
+    // Per row: the maximum and 1 / Σ exp(x − max), which is all the backward needs besides x.
+    let stats: Vec<(f32, f32)> = x.par_chunks(vocab).map(max_and_inverse_sum).collect();
+    let losses: Vec<f32> = (0..n)
+        .map(|i| {
+            let target = targets[i];
+            if target == ignore {
+                return 0.0;
+            }
+            let (max, inv_sum) = stats[i];
+            -(x[i * vocab + target as usize] - max) - inv_sum.ln()
+        })
+        .collect();
+    let out = flex_from(losses, vec![n]);
+    let device = logits.device();
+    drop(logits);
+    match input {
+        FlexInput::Plain(_) => Ok(Tensor::from_primitive::<Flex>(out)),
+        FlexInput::Tracked(tracked) => {
+            let state = CrossEntropyState { logits: values, stats: Arc::new(stats), targets: Arc::new(targets.to_vec()), ignore };
+            let output = match CrossEntropyBackward.prepare::<NoCheckpointing>([tracked.node()]).compute_bound().stateful() {
+                OpsKind::Tracked(prep) => prep.finish(state, out),
+                OpsKind::UnTracked(prep) => prep.finish(out),
+            };
+            debug_assert!(device.is_autodiff());
+            Ok(Tensor::from_primitive::<Autodiff<Flex>>(output))
+        }
+    }
+}
+
+#[derive(Debug)]
+struct CrossEntropyBackward;
+
+#[derive(Debug, Clone)]
+struct CrossEntropyState {
+    logits: FlexTensor,
+    stats: Arc<Vec<(f32, f32)>>,
+    targets: Arc<Vec<i64>>,
+    ignore: i64,
+}
+
+impl Backward<Flex, 1> for CrossEntropyBackward {
+    type State = CrossEntropyState;
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
+        let CrossEntropyState { logits, stats, targets, ignore } = ops.state;
+        unary::<Flex, _>(ops.parents, ops.node, grads, |grad| {
+            let grad = if grad.layout().contiguous_offsets().is_some() { grad } else { grad.to_contiguous() };
+            let upstream = slice(&grad);
+            let x = slice(&logits);
+            let shape = logits.layout().shape().to_vec();
+            let vocab = shape[1];
+            let mut out = vec![0.0f32; x.len()];
+            for_rows(&mut out, vocab, |i, row| {
+                let target = targets[i];
+                if target == ignore || upstream[i] == 0.0 {
+                    return; // stays 0
+                }
+                let (max, inv_sum) = stats[i];
+                softmax_times(&x[i * vocab..(i + 1) * vocab], max, inv_sum * upstream[i], row);
+                row[target as usize] -= upstream[i];
+            });
+            flex_from(out, shape)
+        });
+    }
+}
+
+/// `(max x, 1 / Σ exp(x − max))` of one row.
+fn max_and_inverse_sum(row: &[f32]) -> (f32, f32) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        // SAFETY: the CPU has the features the function is compiled for.
+        return unsafe { max_and_inverse_sum_avx2(row) };
+    }
+    max_and_inverse_sum_portable(row)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn max_and_inverse_sum_avx2(row: &[f32]) -> (f32, f32) {
+    max_and_inverse_sum_portable(row)
+}
+
+/// Sixteen independent lanes so that the loops vectorise (a single running max or sum is a chain
+/// the compiler may not reorder).
+#[inline(always)]
+fn max_and_inverse_sum_portable(row: &[f32]) -> (f32, f32) {
+    const LANES: usize = 16;
+    let mut lanes = [f32::NEG_INFINITY; LANES];
+    let chunks = row.chunks_exact(LANES);
+    let tail = chunks.remainder();
+    for chunk in chunks {
+        for k in 0..LANES {
+            lanes[k] = if chunk[k] > lanes[k] { chunk[k] } else { lanes[k] };
+        }
+    }
+    let max = tail.iter().chain(&lanes).fold(f32::NEG_INFINITY, |a, &b| if b > a { b } else { a });
+    let mut sums = [0.0f32; LANES];
+    let chunks = row.chunks_exact(LANES);
+    let tail = chunks.remainder();
+    for chunk in chunks {
+        for k in 0..LANES {
+            sums[k] += exp_approx(chunk[k] - max);
+        }
+    }
+    let sum = sums.iter().sum::<f32>() + tail.iter().map(|&v| exp_approx(v - max)).sum::<f32>();
+    (max, 1.0 / sum)
+}
+
+/// `out = exp(x − max) · scale`.
+fn softmax_times(x: &[f32], max: f32, scale: f32, out: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        // SAFETY: the CPU has the features the function is compiled for.
+        return unsafe { softmax_times_avx2(x, max, scale, out) };
+    }
+    softmax_times_portable(x, max, scale, out)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn softmax_times_avx2(x: &[f32], max: f32, scale: f32, out: &mut [f32]) {
+    softmax_times_portable(x, max, scale, out)
+}
+
+#[inline(always)]
+fn softmax_times_portable(x: &[f32], max: f32, scale: f32, out: &mut [f32]) {
+    out.iter_mut().zip(x).for_each(|(o, &v)| *o = exp_approx(v - max) * scale);
+}
+
+// ---------------------------------------------------------------------------------------------
+// GELU
+
+const SQRT_2_OVER_PI: f32 = 0.797_884_56;
+const GELU_CUBIC: f32 = 0.044715;
+
+/// GPT-2's `gelu_new` on a tensor that autodiff tracks, one pass forward and one backward
+/// (`gelu_by_sigmoid` is seven ops and their backwards). `Err(x)` when `x` is not an f32 Flex
+/// tensor on an autodiff device (plain tensors have `flex_kernels::gelu`).
+pub fn gelu_tanh<const D: usize>(x: Tensor<D>) -> Result<Tensor<D>, Tensor<D>> {
+    let Some(FlexInput::Tracked(tracked)) = FlexInput::of(&x) else {
+        return Err(x);
+    };
+    let input = FlexInput::Tracked(tracked.clone()).values();
+    let shape = input.layout().shape().to_vec();
+    let values = slice(&input);
+    let mut out = vec![0.0f32; values.len()];
+    map_chunks(&mut out, values, |o, i| gelu_forward(o, i));
+    let out = flex_from(out, shape);
+    drop(x);
+    let output = match GeluBackward.prepare::<NoCheckpointing>([tracked.node()]).compute_bound().stateful() {
+        OpsKind::Tracked(prep) => prep.finish(input, out),
+        OpsKind::UnTracked(prep) => prep.finish(out),
+    };
+    Ok(Tensor::from_primitive::<Autodiff<Flex>>(output))
+}
+
+#[derive(Debug)]
+struct GeluBackward;
+
+impl Backward<Flex, 1> for GeluBackward {
+    type State = FlexTensor;
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
+        let input = ops.state;
+        unary::<Flex, _>(ops.parents, ops.node, grads, |grad| {
+            let grad = if grad.layout().contiguous_offsets().is_some() { grad } else { grad.to_contiguous() };
+            let x = slice(&input);
+            let mut out = slice(&grad).to_vec();
+            map_chunks(&mut out, x, |o, x| gelu_backward(o, x));
+            flex_from(out, input.layout().shape().to_vec())
+        });
+    }
+}
+
+/// `f(out_chunk, in_chunk)` over matching chunks of `out` and `input`, on rayon's threads.
+fn map_chunks(out: &mut [f32], input: &[f32], f: impl Fn(&mut [f32], &[f32]) + Sync + Send) {
+    const CHUNK: usize = 1 << 14;
+    out.par_chunks_mut(CHUNK).zip(input.par_chunks(CHUNK)).for_each(|(o, i)| f(o, i));
+}
+
+fn gelu_forward(out: &mut [f32], x: &[f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        // SAFETY: the CPU has the features the function is compiled for.
+        return unsafe { gelu_forward_avx2(out, x) };
+    }
+    gelu_forward_portable(out, x)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn gelu_forward_avx2(out: &mut [f32], x: &[f32]) {
+    gelu_forward_portable(out, x)
+}
+
+/// `0.5·x·(1 + tanh(u)) = x·σ(2u)`, `u = √(2/π)·(x + 0.044715·x³)`.
+#[inline(always)]
+fn gelu_forward_portable(out: &mut [f32], x: &[f32]) {
+    out.iter_mut().zip(x).for_each(|(o, &v)| {
+        let two_u = 2.0 * SQRT_2_OVER_PI * (v + GELU_CUBIC * v * v * v);
+        *o = v / (1.0 + exp_approx(-two_u));
+    });
+}
+
+/// `grad ← grad · d/dx [x·σ(2u)] = grad · (σ + x·σ·(1 − σ)·2√(2/π)·(1 + 3·0.044715·x²))`.
+fn gelu_backward(grad: &mut [f32], x: &[f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        // SAFETY: the CPU has the features the function is compiled for.
+        return unsafe { gelu_backward_avx2(grad, x) };
+    }
+    gelu_backward_portable(grad, x)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn gelu_backward_avx2(grad: &mut [f32], x: &[f32]) {
+    gelu_backward_portable(grad, x)
+}
+
+#[inline(always)]
+fn gelu_backward_portable(grad: &mut [f32], x: &[f32]) {
+    grad.iter_mut().zip(x).for_each(|(g, &v)| {
+        let two_u = 2.0 * SQRT_2_OVER_PI * (v + GELU_CUBIC * v * v * v);
+        let s = 1.0 / (1.0 + exp_approx(-two_u));
+        let d_two_u = 2.0 * SQRT_2_OVER_PI * (1.0 + 3.0 * GELU_CUBIC * v * v);
+        *g *= s + v * s * (1.0 - s) * d_two_u;
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Causal softmax
+
+/// Attention weights `softmax(scale · scores)` over the last dimension of `scores`
+/// (`[B, H, T, S]`) with query `i` seeing keys `0..=i + S − T` (causal, after `S − T` cached
+/// positions): one pass forward, and backward `scale · y · (dy − Σ dy·y)` in one pass, where Burn
+/// spends a scaling, a mask, a masked fill and five softmax ops. `Err(scores)` when they are
+/// not an f32 Flex tensor on an autodiff device.
+pub fn causal_softmax(scores: Tensor<4>, scale: f32) -> Result<Tensor<4>, Tensor<4>> {
+    let [_, _, t, s] = scores.dims();
+    let Some(FlexInput::Tracked(tracked)) = FlexInput::of(&scores).filter(|_| s >= t) else {
+        return Err(scores);
+    };
+    let input = FlexInput::Tracked(tracked.clone()).values();
+    let shape = input.layout().shape().to_vec();
+    let x = slice(&input);
+    let mut out = vec![0.0f32; x.len()];
+    let offset = s - t;
+    for_rows(&mut out, s, |r, row| {
+        let visible = (r % t) + offset + 1;
+        let logits = &x[r * s..r * s + visible];
+        let (max, inv_sum) = scaled_max_and_inverse_sum(logits, scale);
+        scaled_softmax(logits, scale, max, inv_sum, &mut row[..visible]);
+    });
+    let out = flex_from(out, shape);
+    drop(scores);
+    let output = match CausalSoftmaxBackward.prepare::<NoCheckpointing>([tracked.node()]).compute_bound().stateful() {
+        OpsKind::Tracked(prep) => prep.finish((out.clone(), scale, t), out),
+        OpsKind::UnTracked(prep) => prep.finish(out),
+    };
+    Ok(Tensor::from_primitive::<Autodiff<Flex>>(output))
+}
+
+#[derive(Debug)]
+struct CausalSoftmaxBackward;
+
+impl Backward<Flex, 1> for CausalSoftmaxBackward {
+    /// The weights, the scale and T.
+    type State = (FlexTensor, f32, usize);
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
+        let (weights, scale, t) = ops.state;
+        unary::<Flex, _>(ops.parents, ops.node, grads, |grad| {
+            let grad = if grad.layout().contiguous_offsets().is_some() { grad } else { grad.to_contiguous() };
+            let shape = weights.layout().shape().to_vec();
+            let s = shape[3];
+            let (y, dy) = (slice(&weights), slice(&grad));
+            let mut out = vec![0.0f32; y.len()];
+            for_rows(&mut out, s, |r, row| {
+                let visible = (r % t) + (s - t) + 1;
+                let (y, dy) = (&y[r * s..r * s + visible], &dy[r * s..r * s + visible]);
+                let dot: f32 = y.iter().zip(dy).map(|(a, b)| a * b).sum();
+                row[..visible].iter_mut().zip(y.iter().zip(dy)).for_each(|(o, (&y, &dy))| *o = scale * y * (dy - dot));
+            });
+            flex_from(out, shape)
+        });
+    }
+}
+
+/// `(max(scale·x), 1 / Σ exp(scale·x − max))`.
+fn scaled_max_and_inverse_sum(x: &[f32], scale: f32) -> (f32, f32) {
+    let max = x.iter().fold(f32::NEG_INFINITY, |a, &b| if b * scale > a { b * scale } else { a });
+    let sum: f32 = x.iter().map(|&v| exp_approx(v * scale - max)).sum();
+    (max, 1.0 / sum)
+}
+
+fn scaled_softmax(x: &[f32], scale: f32, max: f32, inv_sum: f32, out: &mut [f32]) {
+    out.iter_mut().zip(x).for_each(|(o, &v)| *o = exp_approx(v * scale - max) * inv_sum);
+}
+
+// ---------------------------------------------------------------------------------------------
+// AdamW
+
+/// The scalars of one AdamW step (`time` counts from 1).
+#[derive(Debug, Clone, Copy)]
+pub struct AdamWStep {
+    pub lr: f64,
+    pub beta_1: f32,
+    pub beta_2: f32,
+    pub epsilon: f32,
+    pub weight_decay: f32,
+    pub time: i32,
+}
+
+/// The moments of one parameter, or the inputs handed back when the update cannot be fused.
+pub type Moments<const D: usize> = (Tensor<D>, Tensor<D>);
+type Unfused<const D: usize> = (Tensor<D>, Tensor<D>, Option<Moments<D>>);
+
+/// One AdamW step of `param` in a single pass over parameter, gradient and moments, updating
+/// them in place where nothing else holds them: the arithmetic of `burn::optim::AdamW` (first
+/// and second moments, bias correction, `p·(1 − lr·wd) − lr·m̂ / (√v̂ + ε)`), which spends
+/// fifteen tensor ops (passes over 500 MB for GPT-2 124M) on it. `moments` is `None` on the
+/// first step. Returns the new parameter and moments, or `Err` with the inputs when they are not
+/// plain f32 Flex tensors of one shape.
+pub fn adamw_update<const D: usize>(
+    param: Tensor<D>,
+    grad: Tensor<D>,
+    moments: Option<Moments<D>>,
+    step: AdamWStep,
+) -> Result<(Tensor<D>, Moments<D>), Unfused<D>> {
+    let plain = |t: &Tensor<D>| t.dtype() == DType::F32 && !t.device().is_autodiff() && t.device() == Device::flex();
+    let shape = param.dims();
+    let fits = plain(&param)
+        && plain(&grad)
+        && grad.dims() == shape
+        && moments.as_ref().is_none_or(|(m, v)| plain(m) && plain(v) && m.dims() == shape && v.dims() == shape);
+    if !fits {
+        return Err((param, grad, moments));
+    }
+    let into_flex = |t: Tensor<D>| {
+        let flex = t.try_into_primitive::<Flex>().expect("checked: a plain f32 Flex tensor");
+        if flex.layout().contiguous_offsets() == Some((0, flex.layout().shape().num_elements())) { flex } else { flex.to_contiguous() }
+    };
+    let elements = shape.iter().product::<usize>();
+    let grad = into_flex(grad);
+    let zeros = || FlexTensor::zeros(grad.layout().shape().clone(), DType::F32);
+    let (mut m, mut v) = match moments {
+        Some((m, v)) => (into_flex(m), into_flex(v)),
+        None => (zeros(), zeros()),
+    };
+    let mut param = into_flex(param);
+    let g = &slice(&grad)[..elements];
+
+    let lr = step.lr as f32;
+    let decay = 1.0 - (step.lr * step.weight_decay as f64) as f32;
+    let scalars = AdamWScalars {
+        beta_1: step.beta_1,
+        beta_2: step.beta_2,
+        factor_1: 1.0 - step.beta_1,
+        factor_2: 1.0 - step.beta_2,
+        correction_1: 1.0 - step.beta_1.powi(step.time),
+        correction_2: 1.0 - step.beta_2.powi(step.time),
+        epsilon: step.epsilon,
+        lr,
+        decay: if step.weight_decay == 0.0 || step.lr == 0.0 { None } else { Some(decay) },
+    };
+    const CHUNK: usize = 1 << 14;
+    let m_values = m.storage_mut::<f32>(); // unique: moved out of the optimizer state (or new)
+    let v_values = v.storage_mut::<f32>();
+    let p_values = param.storage_mut::<f32>(); // copies only if the model still shares it
+    p_values[..elements]
+        .par_chunks_mut(CHUNK)
+        .zip(m_values[..elements].par_chunks_mut(CHUNK))
+        .zip(v_values[..elements].par_chunks_mut(CHUNK))
+        .zip(g.par_chunks(CHUNK))
+        .for_each(|(((p, m), v), g)| scalars.apply(p, m, v, g));
+    let wrap = |flex: FlexTensor| Tensor::<D>::from_primitive::<Flex>(flex);
+    Ok((wrap(param), (wrap(m), wrap(v))))
+}
+
+#[derive(Debug, Clone, Copy)]
+struct AdamWScalars {
+    beta_1: f32,
+    beta_2: f32,
+    factor_1: f32,
+    factor_2: f32,
+    correction_1: f32,
+    correction_2: f32,
+    epsilon: f32,
+    lr: f32,
+    decay: Option<f32>,
+}
+
+impl AdamWScalars {
+    fn apply(&self, p: &mut [f32], m: &mut [f32], v: &mut [f32], g: &[f32]) {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+            // SAFETY: the CPU has the features the function is compiled for.
+            return unsafe { self.apply_avx2(p, m, v, g) };
+        }
+        self.apply_portable(p, m, v, g)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn apply_avx2(&self, p: &mut [f32], m: &mut [f32], v: &mut [f32], g: &[f32]) {
+        self.apply_portable(p, m, v, g)
+    }
+
+    /// Operation for operation what Burn's AdamW computes (same roundings, in the same order).
+    #[inline(always)]
+    fn apply_portable(&self, p: &mut [f32], m: &mut [f32], v: &mut [f32], g: &[f32]) {
+        let s = *self;
+        for (((p, m), v), &g) in p.iter_mut().zip(m.iter_mut()).zip(v.iter_mut()).zip(g) {
+            *m = *m * s.beta_1 + g * s.factor_1;
+            *v = *v * s.beta_2 + (g * g) * s.factor_2;
+            let delta = (*m / s.correction_1) / ((*v / s.correction_2).sqrt() + s.epsilon);
+            let decayed = match s.decay {
+                Some(decay) => *p * decay,
+                None => *p,
+            };
+            *p = decayed - delta * s.lr;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::activation::log_softmax;
+
+    fn random(shape: [usize; 2], seed: u64, device: &Device) -> Tensor<2> {
+        device.seed(seed);
+        Tensor::random(shape, burn::tensor::Distribution::Normal(0.0, 3.0), device)
+    }
+
+    fn composed(logits: Tensor<2>, targets: &[i64], ignore: i64) -> Tensor<1> {
+        let n = targets.len();
+        let ignored: Vec<bool> = targets.iter().map(|&t| t == ignore).collect();
+        let safe: Vec<i64> = targets.iter().map(|&t| if t == ignore { 0 } else { t }).collect();
+        let device = logits.device();
+        let idx = Tensor::<2, Int>::from_data(TensorData::new(safe, [n, 1]), &device);
+        let mask = Tensor::<1, Bool>::from_data(TensorData::new(ignored, [n]), &device);
+        log_softmax(logits, 1).gather(1, idx).reshape([n]).neg().mask_fill(mask, 0.0)
+    }
+
+    fn max_abs(a: Tensor<2>, b: Tensor<2>) -> f32 {
+        (a - b).abs().max().into_scalar::<f32>()
+    }
+
+    #[test]
+    fn fused_cross_entropy_matches_burn_forward_and_backward() {
+        let device = Device::flex().autodiff();
+        // Odd width (tail lanes), an ignored row, an upstream gradient that is not all ones.
+        let (n, vocab) = (7, 1003);
+        let targets = [3i64, -100, 1002, 0, 517, 77, 999];
+        let weights = Tensor::<1>::from_data(TensorData::new(vec![1.0f32, 2.0, -0.5, 0.25, 3.0, 1.0, 0.0], [n]), &device);
+        let x = random([n, vocab], 5, &device).require_grad();
+        let ours = cross_entropy_rows(x.clone(), &targets, -100).unwrap_or_else(|_| panic!("not fused"));
+        let reference = composed(x.clone(), &targets, -100);
+        let diff = (ours.clone() - reference.clone()).abs().max().into_scalar::<f32>();
+        assert!(diff < 2e-5, "loss differs by {diff}");
+        assert_eq!(ours.clone().slice(s![1..2]).into_scalar::<f32>(), 0.0, "ignored row");
+        let g_ours = x.grad(&(ours * weights.clone()).sum().backward()).expect("gradient");
+        let g_ref = x.grad(&(reference * weights).sum().backward()).expect("gradient");
+        let diff = max_abs(g_ours, g_ref);
+        assert!(diff < 1e-6, "gradient differs by {diff}");
+    }
+
+    #[test]
+    fn fused_gelu_matches_the_composed_one_with_gradients() {
+        let device = Device::flex().autodiff();
+        // Wide enough to span several parallel chunks, with values where the curve bends.
+        let x = random([3, 20_011], 11, &device).require_grad();
+        let weights = random([3, 20_011], 12, &device);
+        let ours = gelu_tanh(x.clone()).unwrap_or_else(|_| panic!("not fused"));
+        let reference = crate::flex_kernels::gelu_by_sigmoid(x.clone().unsqueeze::<3>()).squeeze_dim::<2>(0);
+        let diff = max_abs(ours.clone(), reference.clone());
+        assert!(diff < 1e-5, "forward differs by {diff}");
+        let g_ours = x.grad(&(ours * weights.clone()).sum().backward()).expect("gradient");
+        let g_ref = x.grad(&(reference * weights).sum().backward()).expect("gradient");
+        let diff = max_abs(g_ours, g_ref);
+        assert!(diff < 1e-4, "gradient differs by {diff}");
+        assert!(gelu_tanh(random([2, 3], 1, &Device::flex())).is_err(), "plain tensors have their own kernel");
+    }
+
+    #[test]
+    fn fused_causal_softmax_matches_burns_with_gradients() {
+        let device = Device::flex().autodiff();
+        for (t, s) in [(9, 9), (4, 11)] {
+            device.seed(t as u64);
+            let shape = [2, 3, t, s];
+            let x = Tensor::<4>::random(shape, burn::tensor::Distribution::Normal(0.0, 4.0), &device).require_grad();
+            let dy = Tensor::<4>::random(shape, burn::tensor::Distribution::Normal(0.0, 1.0), &device);
+            let scale = 0.125f32;
+            let ours = causal_softmax(x.clone(), scale).unwrap_or_else(|_| panic!("not fused"));
+            let future = Tensor::<2, Bool>::tril_mask([t, s], (s - t) as i64, &device).unsqueeze::<4>();
+            let reference = burn::tensor::activation::softmax(x.clone().mul_scalar(scale).mask_fill(future, f32::NEG_INFINITY), 3);
+            let diff = (ours.clone() - reference.clone()).abs().max().into_scalar::<f32>();
+            assert!(diff < 1e-6, "[{t}, {s}]: weights differ by {diff}");
+            let g_ours = x.grad(&(ours * dy.clone()).sum().backward()).expect("gradient");
+            let g_ref = x.grad(&(reference * dy).sum().backward()).expect("gradient");
+            let diff = (g_ours - g_ref).abs().max().into_scalar::<f32>();
+            assert!(diff < 1e-6, "[{t}, {s}]: gradients differ by {diff}");
+        }
+    }
+
+    #[test]
+    fn fused_adamw_keeps_going_from_its_state_and_hands_back_what_it_cannot_take() {
+        let device = Device::flex();
+        let p0 = random([4, 5], 1, &device);
+        let g = random([4, 5], 2, &device);
+        let step = |time| AdamWStep { lr: 0.1, beta_1: 0.9, beta_2: 0.99, epsilon: 1e-8, weight_decay: 0.5, time };
+        let (p1, moments) = adamw_update(p0.clone(), g.clone(), None, step(1)).unwrap_or_else(|_| panic!("not fused"));
+        // By hand: m = 0.1·g, v = 0.01·g², m̂ = g, v̂ = g², so p1 = p0·(1 − 0.05) − 0.1·g/(|g| + ε).
+        let expected = p0.clone().mul_scalar(0.95) - g.clone().div(g.clone().abs().add_scalar(1e-8)).mul_scalar(0.1);
+        assert!(max_abs(p1.clone(), expected) < 1e-6);
+        let (p2, _) = adamw_update(p1.clone(), g.clone(), Some(moments), step(2)).unwrap_or_else(|_| panic!("not fused"));
+        // The same gradient twice: m̂ = g and v̂ = g² again.
+        let expected = p1.mul_scalar(0.95) - g.clone().div(g.clone().abs().add_scalar(1e-8)).mul_scalar(0.1);
+        assert!(max_abs(p2, expected) < 1e-6);
+        let tracked = p0.clone().into_data();
+        let tracked = Tensor::<2>::from_data(tracked, &device.clone().autodiff());
+        assert!(adamw_update(tracked, g, None, step(1)).is_err(), "autodiff tensors go to Burn's AdamW");
+    }
+
+    #[test]
+    fn plain_tensors_get_the_forward_and_bad_targets_fall_back() {
+        let device = Device::flex();
+        let x = random([3, 40], 9, &device);
+        let targets = [1i64, 39, 0];
+        let ours = cross_entropy_rows(x.clone(), &targets, -100).unwrap_or_else(|_| panic!("not fused"));
+        let diff = (ours - composed(x.clone(), &targets, -100)).abs().max().into_scalar::<f32>();
+        assert!(diff < 1e-5, "{diff}");
+        assert!(cross_entropy_rows(x.clone(), &[1, 40, 0], -100).is_err(), "target 40 is out of range");
+        assert!(cross_entropy_rows(x, &[1, 2], -100).is_err(), "one target per row");
+    }
+}
