@@ -439,7 +439,7 @@ pub fn adamw_update<const D: usize>(
     let g = &slice(&grad)[..elements];
 
     let lr = step.lr as f32;
-    let decay = 1.0 - (step.lr * step.weight_decay as f64) as f32;
+    let decay = (1.0 - step.lr * step.weight_decay as f64) as f32; // as Burn rounds it
     let scalars = AdamWScalars {
         beta_1: step.beta_1,
         beta_2: step.beta_2,
