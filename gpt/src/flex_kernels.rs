@@ -20,8 +20,6 @@ pub const MAX_ROWS: usize = 16;
 
 /// Parallel tasks get at least this many weight rows (fewer is not worth a thread hop).
 const ROWS_PER_TASK_MIN: usize = 64;
-/// Element-wise work is split across threads from this size on.
-const PARALLEL_ELEMENTS: usize = 1 << 16;
 /// Vocabulary rows per parallel task of the output head.
 const VOCAB_ROWS_PER_TASK: usize = 2048;
 
@@ -64,31 +62,13 @@ pub fn linear(layer: &Linear, x: Tensor<3>) -> Tensor<3> {
     Tensor::from_data(TensorData::new(out, [b, t, d_out]), &x.device())
 }
 
-/// GPT-2's `gelu_new`, `0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))`, in one pass over plain Flex
-/// tensors (Burn composes it from seven tensor ops, each a pass and an allocation); the layer's
-/// own `forward` otherwise.
+/// GPT-2's `gelu_new`: on Flex tensors one fused pass (`flex_training::gelu_tanh`, with its own
+/// backward when training), elsewhere `gelu_by_sigmoid`; the layer's own `forward` for exact GELU.
 pub fn gelu(act: &Gelu, x: Tensor<3>) -> Tensor<3> {
     if !act.approximate {
         return act.forward(x);
     }
-    let Some(xf) = flex_f32(&x) else {
-        // Training on the CPU: one fused op with its own backward; elsewhere Burn's ops.
-        return crate::flex_training::gelu_tanh(x).unwrap_or_else(gelu_by_sigmoid);
-    };
-    const SQRT_2_OVER_PI: f32 = 0.797_884_56;
-    // 0.5·v·(1 + tanh(u)) = v · sigmoid(2u): one exponential, computed without a libm call so
-    // that the loop vectorises.
-    let gelu = |v: f32| v / (1.0 + exp_approx(-2.0 * SQRT_2_OVER_PI * (v + 0.044715 * v * v * v)));
-    let input = values(&xf);
-    let mut out = vec![0.0f32; input.len()];
-    if input.len() >= PARALLEL_ELEMENTS && rayon::current_num_threads() > 1 {
-        out.par_chunks_mut(PARALLEL_ELEMENTS / 4)
-            .zip(input.par_chunks(PARALLEL_ELEMENTS / 4))
-            .for_each(|(o, i)| o.iter_mut().zip(i).for_each(|(o, &v)| *o = gelu(v)));
-    } else {
-        out.iter_mut().zip(input).for_each(|(o, &v)| *o = gelu(v));
-    }
-    Tensor::from_data(TensorData::new(out, x.dims()), &x.device())
+    crate::flex_training::gelu_tanh(x).unwrap_or_else(gelu_by_sigmoid)
 }
 
 /// The same GELU from Burn ops that autodiff differentiates: `x · sigmoid(2u)` needs one fused

@@ -43,47 +43,7 @@ pub mod flex_kernels {
         x.matmul(embedding.transpose())
     }
 }
-#[cfg(feature = "flex")]
 pub mod flex_training;
-#[cfg(not(feature = "flex"))]
-pub mod flex_training {
-    //! Without the Flex backend every op takes Burn's path (see the Flex version's docs).
-    use burn::prelude::*;
-
-    pub fn cross_entropy_rows(logits: Tensor<2>, _targets: &[i64], _ignore: i64) -> Result<Tensor<1>, Tensor<2>> {
-        Err(logits)
-    }
-
-    pub fn gelu_tanh<const D: usize>(x: Tensor<D>) -> Result<Tensor<D>, Tensor<D>> {
-        Err(x)
-    }
-
-    pub fn causal_softmax(scores: Tensor<4>, _scale: f32) -> Result<Tensor<4>, Tensor<4>> {
-        Err(scores)
-    }
-
-    #[derive(Debug, Clone, Copy)]
-    pub struct AdamWStep {
-        pub lr: f64,
-        pub beta_1: f32,
-        pub beta_2: f32,
-        pub epsilon: f32,
-        pub weight_decay: f32,
-        pub time: i32,
-    }
-
-    pub type Moments<const D: usize> = (Tensor<D>, Tensor<D>);
-
-    #[allow(clippy::type_complexity)]
-    pub fn adamw_update<const D: usize>(
-        param: Tensor<D>,
-        grad: Tensor<D>,
-        moments: Option<Moments<D>>,
-        _step: AdamWStep,
-    ) -> Result<(Tensor<D>, Moments<D>), (Tensor<D>, Tensor<D>, Option<Moments<D>>)> {
-        Err((param, grad, moments))
-    }
-}
 pub mod fsutil;
 pub mod generate;
 pub mod host_memory;

@@ -13,15 +13,9 @@ pub const IGNORE_INDEX: i64 = -100;
 pub fn cross_entropy_per_token(logits: Tensor<3>, targets: Tensor<2, Int>) -> Tensor<2> {
     let [b, t, vocab] = logits.dims();
     // On the CPU one fused pass (and one backward) instead of log_softmax's half-dozen.
-    let logits = if logits.device().without_autodiff() == Device::flex()
-        && let Ok(host_targets) = targets.clone().into_data().convert::<i64>().try_into_vec::<i64>()
-    {
-        match gpt::flex_training::cross_entropy_rows(logits.reshape([b * t, vocab]), &host_targets, IGNORE_INDEX) {
-            Ok(nll) => return nll.reshape([b, t]),
-            Err(logits) => logits.reshape([b, t, vocab]),
-        }
-    } else {
-        logits
+    let logits = match gpt::flex_training::cross_entropy_rows(logits.reshape([b * t, vocab]), targets.clone().reshape([b * t]), IGNORE_INDEX) {
+        Ok(nll) => return nll.reshape([b, t]),
+        Err(logits) => logits.reshape([b, t, vocab]),
     };
     let ignored = targets.clone().equal_elem(IGNORE_INDEX);
     // Any valid index works for ignored positions: their loss is zeroed below.

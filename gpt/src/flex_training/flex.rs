@@ -1,11 +1,4 @@
-//! Training ops fused into single passes on the Flex (CPU) backend, each with its own backward.
-//!
-//! Burn's autodiff builds log-softmax, softmax and the tanh GELU out of several tensor ops, and
-//! every one of them is a full pass over its input, an allocation and (for `exp`) a scalar libm
-//! call per element, forward and again backward. On the 50,257-wide logits of a training step
-//! that is a dozen passes over 200 MB. Here each op is one pass forward and one backward, with a
-//! vectorised `exp`. The functions hand their input back (`Err`) when it is not an f32 Flex
-//! tensor, and the caller falls back to Burn's ops: the GPU backends fuse those themselves.
+//! The Flex implementation (see the module docs).
 
 use std::sync::Arc;
 
@@ -19,6 +12,7 @@ use burn::prelude::*;
 use burn::tensor::DType;
 use rayon::prelude::*;
 
+use super::{AdamWStep, Moments};
 use crate::flex_kernels::exp_approx;
 
 /// A Flex f32 tensor on either a plain or an autodiff device: the raw values, and the autodiff
@@ -42,12 +36,16 @@ impl FlexInput {
 
     /// The values, made contiguous when they are a strided view.
     fn values(&self) -> FlexTensor {
-        let flex = match self {
-            Self::Plain(flex) => flex.clone(),
-            Self::Tracked(tracked) => tracked.primitive().clone(),
-        };
-        if flex.layout().contiguous_offsets().is_some() { flex } else { flex.to_contiguous() }
+        match self {
+            Self::Plain(flex) => contiguous(flex.clone()),
+            Self::Tracked(tracked) => contiguous(tracked.primitive().clone()),
+        }
     }
+}
+
+/// `flex`, or a contiguous copy when it is a strided view.
+fn contiguous(flex: FlexTensor) -> FlexTensor {
+    if flex.layout().contiguous_offsets().is_some() { flex } else { flex.to_contiguous() }
 }
 
 fn slice(flex: &FlexTensor) -> &[f32] {
@@ -77,10 +75,13 @@ fn for_rows(out: &mut [f32], width: usize, f: impl Fn(usize, &mut [f32]) + Sync 
 /// `log_softmax` + `gather` compute it but in one pass (plus one pass backward:
 /// `softmax(x) − onehot(target)`, times the incoming gradient). `Err(logits)` when the logits are
 /// not an f32 Flex tensor or a target is out of range.
-pub fn cross_entropy_rows(logits: Tensor<2>, targets: &[i64], ignore: i64) -> Result<Tensor<1>, Tensor<2>> {
+pub fn cross_entropy_rows(logits: Tensor<2>, targets: Tensor<1, Int>, ignore: i64) -> Result<Tensor<1>, Tensor<2>> {
     let [n, vocab] = logits.dims();
-    let in_range = targets.iter().all(|&t| t == ignore || (0..vocab as i64).contains(&t));
-    let Some(input) = FlexInput::of(&logits).filter(|_| targets.len() == n && in_range) else {
+    // The targets are read on the host only once the logits are known to be on the CPU.
+    let Some((input, targets)) = FlexInput::of(&logits)
+        .and_then(|input| Some((input, targets.into_data().convert::<i64>().try_into_vec::<i64>().ok()?)))
+        .filter(|(_, targets)| targets.len() == n && targets.iter().all(|&t| t == ignore || (0..vocab as i64).contains(&t)))
+    else {
         return Err(logits);
     };
     let values = input.values();
@@ -98,17 +99,15 @@ pub fn cross_entropy_rows(logits: Tensor<2>, targets: &[i64], ignore: i64) -> Re
         })
         .collect();
     let out = flex_from(losses, vec![n]);
-    let device = logits.device();
     drop(logits);
     match input {
         FlexInput::Plain(_) => Ok(Tensor::from_primitive::<Flex>(out)),
         FlexInput::Tracked(tracked) => {
-            let state = CrossEntropyState { logits: values, stats: Arc::new(stats), targets: Arc::new(targets.to_vec()), ignore };
+            let state = CrossEntropyState { logits: values, stats: Arc::new(stats), targets: Arc::new(targets), ignore };
             let output = match CrossEntropyBackward.prepare::<NoCheckpointing>([tracked.node()]).compute_bound().stateful() {
                 OpsKind::Tracked(prep) => prep.finish(state, out),
                 OpsKind::UnTracked(prep) => prep.finish(out),
             };
-            debug_assert!(device.is_autodiff());
             Ok(Tensor::from_primitive::<Autodiff<Flex>>(output))
         }
     }
@@ -131,7 +130,7 @@ impl Backward<Flex, 1> for CrossEntropyBackward {
     fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
         let CrossEntropyState { logits, stats, targets, ignore } = ops.state;
         unary::<Flex, _>(ops.parents, ops.node, grads, |grad| {
-            let grad = if grad.layout().contiguous_offsets().is_some() { grad } else { grad.to_contiguous() };
+            let grad = contiguous(grad);
             let upstream = slice(&grad);
             let x = slice(&logits);
             let shape = logits.layout().shape().to_vec();
@@ -220,22 +219,25 @@ fn softmax_times_portable(x: &[f32], max: f32, scale: f32, out: &mut [f32]) {
 const SQRT_2_OVER_PI: f32 = 0.797_884_56;
 const GELU_CUBIC: f32 = 0.044715;
 
-/// GPT-2's `gelu_new` on a tensor that autodiff tracks, one pass forward and one backward
-/// (`gelu_by_sigmoid` is seven ops and their backwards). `Err(x)` when `x` is not an f32 Flex
-/// tensor on an autodiff device (plain tensors have `flex_kernels::gelu`).
+/// GPT-2's `gelu_new`, `0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))`, in one pass (Burn composes
+/// it from seven tensor ops, each a pass and an allocation); when autodiff tracks `x`, with a
+/// one-pass backward too (`gelu_by_sigmoid`'s seven ops have seven backwards). `Err(x)` when `x`
+/// is not an f32 Flex tensor.
 pub fn gelu_tanh<const D: usize>(x: Tensor<D>) -> Result<Tensor<D>, Tensor<D>> {
-    let Some(FlexInput::Tracked(tracked)) = FlexInput::of(&x) else {
+    let Some(input) = FlexInput::of(&x) else {
         return Err(x);
     };
-    let input = FlexInput::Tracked(tracked.clone()).values();
-    let shape = input.layout().shape().to_vec();
-    let values = slice(&input);
-    let mut out = vec![0.0f32; values.len()];
-    map_chunks(&mut out, values, |o, i| gelu_forward(o, i));
-    let out = flex_from(out, shape);
+    let values = input.values();
+    let mut out = vec![0.0f32; slice(&values).len()];
+    map_chunks(&mut out, slice(&values), |o, i| gelu_forward(o, i));
+    let out = flex_from(out, values.layout().shape().to_vec());
     drop(x);
+    let tracked = match input {
+        FlexInput::Plain(_) => return Ok(Tensor::from_primitive::<Flex>(out)),
+        FlexInput::Tracked(tracked) => tracked,
+    };
     let output = match GeluBackward.prepare::<NoCheckpointing>([tracked.node()]).compute_bound().stateful() {
-        OpsKind::Tracked(prep) => prep.finish(input, out),
+        OpsKind::Tracked(prep) => prep.finish(values, out),
         OpsKind::UnTracked(prep) => prep.finish(out),
     };
     Ok(Tensor::from_primitive::<Autodiff<Flex>>(output))
@@ -250,7 +252,7 @@ impl Backward<Flex, 1> for GeluBackward {
     fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
         let input = ops.state;
         unary::<Flex, _>(ops.parents, ops.node, grads, |grad| {
-            let grad = if grad.layout().contiguous_offsets().is_some() { grad } else { grad.to_contiguous() };
+            let grad = contiguous(grad);
             let x = slice(&input);
             let mut out = slice(&grad).to_vec();
             map_chunks(&mut out, x, |o, x| gelu_backward(o, x));
@@ -259,10 +261,16 @@ impl Backward<Flex, 1> for GeluBackward {
     }
 }
 
-/// `f(out_chunk, in_chunk)` over matching chunks of `out` and `input`, on rayon's threads.
+/// `f(out_chunk, in_chunk)` over matching chunks of `out` and `input`, on rayon's threads from
+/// 64 Ki elements on (below that, handing the work to a sleeping worker and back costs more than
+/// it saves: a decoding step's GELU is 3,072 values a row).
 fn map_chunks(out: &mut [f32], input: &[f32], f: impl Fn(&mut [f32], &[f32]) + Sync + Send) {
     const CHUNK: usize = 1 << 14;
-    out.par_chunks_mut(CHUNK).zip(input.par_chunks(CHUNK)).for_each(|(o, i)| f(o, i));
+    if input.len() >= 4 * CHUNK && rayon::current_num_threads() > 1 {
+        out.par_chunks_mut(CHUNK).zip(input.par_chunks(CHUNK)).for_each(|(o, i)| f(o, i));
+    } else {
+        f(out, input);
+    }
 }
 
 fn gelu_forward(out: &mut [f32], x: &[f32]) {
@@ -328,7 +336,7 @@ pub fn causal_softmax(scores: Tensor<4>, scale: f32) -> Result<Tensor<4>, Tensor
     let Some(FlexInput::Tracked(tracked)) = FlexInput::of(&scores).filter(|_| s >= t) else {
         return Err(scores);
     };
-    let input = FlexInput::Tracked(tracked.clone()).values();
+    let input = contiguous(tracked.primitive().clone());
     let shape = input.layout().shape().to_vec();
     let x = slice(&input);
     let mut out = vec![0.0f32; x.len()];
@@ -358,7 +366,7 @@ impl Backward<Flex, 1> for CausalSoftmaxBackward {
     fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
         let (weights, scale, t) = ops.state;
         unary::<Flex, _>(ops.parents, ops.node, grads, |grad| {
-            let grad = if grad.layout().contiguous_offsets().is_some() { grad } else { grad.to_contiguous() };
+            let grad = contiguous(grad);
             let shape = weights.layout().shape().to_vec();
             let s = shape[3];
             let (y, dy) = (slice(&weights), slice(&grad));
@@ -388,19 +396,6 @@ fn scaled_softmax(x: &[f32], scale: f32, max: f32, inv_sum: f32, out: &mut [f32]
 // ---------------------------------------------------------------------------------------------
 // AdamW
 
-/// The scalars of one AdamW step (`time` counts from 1).
-#[derive(Debug, Clone, Copy)]
-pub struct AdamWStep {
-    pub lr: f64,
-    pub beta_1: f32,
-    pub beta_2: f32,
-    pub epsilon: f32,
-    pub weight_decay: f32,
-    pub time: i32,
-}
-
-/// The moments of one parameter, or the inputs handed back when the update cannot be fused.
-pub type Moments<const D: usize> = (Tensor<D>, Tensor<D>);
 type Unfused<const D: usize> = (Tensor<D>, Tensor<D>, Option<Moments<D>>);
 
 /// One AdamW step of `param` in a single pass over parameter, gradient and moments, updating
@@ -531,6 +526,10 @@ mod tests {
         log_softmax(logits, 1).gather(1, idx).reshape([n]).neg().mask_fill(mask, 0.0)
     }
 
+    fn ids(values: &[i64], device: &Device) -> Tensor<1, Int> {
+        Tensor::from_data(TensorData::new(values.to_vec(), [values.len()]), device)
+    }
+
     fn max_abs(a: Tensor<2>, b: Tensor<2>) -> f32 {
         (a - b).abs().max().into_scalar::<f32>()
     }
@@ -543,7 +542,7 @@ mod tests {
         let targets = [3i64, -100, 1002, 0, 517, 77, 999];
         let weights = Tensor::<1>::from_data(TensorData::new(vec![1.0f32, 2.0, -0.5, 0.25, 3.0, 1.0, 0.0], [n]), &device);
         let x = random([n, vocab], 5, &device).require_grad();
-        let ours = cross_entropy_rows(x.clone(), &targets, -100).unwrap_or_else(|_| panic!("not fused"));
+        let ours = cross_entropy_rows(x.clone(), ids(&targets, &device), -100).unwrap_or_else(|_| panic!("not fused"));
         let reference = composed(x.clone(), &targets, -100);
         let diff = (ours.clone() - reference.clone()).abs().max().into_scalar::<f32>();
         assert!(diff < 2e-5, "loss differs by {diff}");
@@ -564,11 +563,14 @@ mod tests {
         let reference = crate::flex_kernels::gelu_by_sigmoid(x.clone().unsqueeze::<3>()).squeeze_dim::<2>(0);
         let diff = max_abs(ours.clone(), reference.clone());
         assert!(diff < 1e-5, "forward differs by {diff}");
+        // Plain tensors get the same forward (the decoding path).
+        let plain = Tensor::<2>::from_data(x.clone().into_data(), &Device::flex());
+        let forward = gelu_tanh(plain).unwrap_or_else(|_| panic!("not fused"));
+        assert_eq!(forward.into_data(), ours.clone().into_data(), "plain and tracked forward");
         let g_ours = x.grad(&(ours * weights.clone()).sum().backward()).expect("gradient");
         let g_ref = x.grad(&(reference * weights).sum().backward()).expect("gradient");
         let diff = max_abs(g_ours, g_ref);
         assert!(diff < 1e-4, "gradient differs by {diff}");
-        assert!(gelu_tanh(random([2, 3], 1, &Device::flex())).is_err(), "plain tensors have their own kernel");
     }
 
     #[test]
@@ -616,10 +618,10 @@ mod tests {
         let device = Device::flex();
         let x = random([3, 40], 9, &device);
         let targets = [1i64, 39, 0];
-        let ours = cross_entropy_rows(x.clone(), &targets, -100).unwrap_or_else(|_| panic!("not fused"));
+        let ours = cross_entropy_rows(x.clone(), ids(&targets, &device), -100).unwrap_or_else(|_| panic!("not fused"));
         let diff = (ours - composed(x.clone(), &targets, -100)).abs().max().into_scalar::<f32>();
         assert!(diff < 1e-5, "{diff}");
-        assert!(cross_entropy_rows(x.clone(), &[1, 40, 0], -100).is_err(), "target 40 is out of range");
-        assert!(cross_entropy_rows(x, &[1, 2], -100).is_err(), "one target per row");
+        assert!(cross_entropy_rows(x.clone(), ids(&[1, 40, 0], &device), -100).is_err(), "target 40 is out of range");
+        assert!(cross_entropy_rows(x, ids(&[1, 2], &device), -100).is_err(), "one target per row");
     }
 }
