@@ -40,7 +40,7 @@ fn values(flex: &FlexTensor) -> &[f32] {
 /// `x @ W + b` for a Linear layer (`x`: `[B, T, d_in]`): the streaming kernel when `B * T` is at
 /// most [`MAX_ROWS`] on plain Flex tensors, otherwise one 2-D matrix product over all `B·T` rows
 /// (Burn's 3-D `Linear::forward` runs one product per batch row, packing the weight each time:
-/// ~20 % slower for GPT-2 shapes on Flex).
+/// ~20 % slower for GPT-2 shapes on Flex), the fused `flex_training::linear` on Flex.
 pub fn linear(layer: &Linear, x: Tensor<3>) -> Tensor<3> {
     let [b, t, d_in] = x.dims();
     let weight = layer.weight.val();
@@ -49,11 +49,15 @@ pub fn linear(layer: &Linear, x: Tensor<3>) -> Tensor<3> {
     let bias_flex = bias.as_ref().map(flex_f32);
     let (Some((xf, wf)), false) = (streaming, matches!(bias_flex, Some(None))) else {
         let d_out = weight.dims()[1];
-        let y = x.reshape([b * t, d_in]).matmul(weight);
-        let y = match bias {
-            Some(bias) => y + bias.unsqueeze(),
-            None => y,
-        };
+        let x = x.reshape([b * t, d_in]);
+        // The fused product (training and prefill), or Burn's ops off Flex.
+        let y = crate::flex_training::linear(&x, &weight, bias.as_ref()).unwrap_or_else(|| {
+            let y = x.matmul(weight);
+            match bias {
+                Some(bias) => y + bias.unsqueeze(),
+                None => y,
+            }
+        });
         return y.reshape([b, t, d_out]);
     };
     let bias_flex = bias_flex.flatten();
@@ -105,7 +109,7 @@ pub fn tied_head(x: Tensor<2>, embedding: Tensor<2>) -> Tensor<2> {
         let out = rows_times_transposed(values(&xf), values(&ef), c, vocab);
         return Tensor::from_data(TensorData::new(out, [rows, vocab]), &x.device());
     }
-    x.matmul(embedding.transpose())
+    crate::flex_training::times_transposed(&x, &embedding).unwrap_or_else(|| x.matmul(embedding.transpose()))
 }
 
 /// `(0..tasks).map(f)` on rayon's pool, or on the calling thread when the pool has one thread:

@@ -17,13 +17,13 @@ use crate::flex_kernels::exp_approx;
 
 /// A Flex f32 tensor on either a plain or an autodiff device: the raw values, and the autodiff
 /// handle when there is one.
-enum FlexInput {
+pub(super) enum FlexInput {
     Plain(FlexTensor),
     Tracked(<Autodiff<Flex> as burn::backend::BackendTypes>::FloatTensorPrimitive),
 }
 
 impl FlexInput {
-    fn of<const D: usize>(tensor: &Tensor<D>) -> Option<Self> {
+    pub(super) fn of<const D: usize>(tensor: &Tensor<D>) -> Option<Self> {
         if tensor.dtype() != DType::F32 || tensor.device().without_autodiff() != Device::flex() {
             return None;
         }
@@ -36,24 +36,29 @@ impl FlexInput {
 
     /// The values, made contiguous when they are a strided view.
     fn values(&self) -> FlexTensor {
+        contiguous(self.raw())
+    }
+
+    /// The values as they are laid out.
+    pub(super) fn raw(&self) -> FlexTensor {
         match self {
-            Self::Plain(flex) => contiguous(flex.clone()),
-            Self::Tracked(tracked) => contiguous(tracked.primitive().clone()),
+            Self::Plain(flex) => flex.clone(),
+            Self::Tracked(tracked) => tracked.primitive().clone(),
         }
     }
 }
 
 /// `flex`, or a contiguous copy when it is a strided view.
-fn contiguous(flex: FlexTensor) -> FlexTensor {
+pub(super) fn contiguous(flex: FlexTensor) -> FlexTensor {
     if flex.layout().contiguous_offsets().is_some() { flex } else { flex.to_contiguous() }
 }
 
-fn slice(flex: &FlexTensor) -> &[f32] {
+pub(super) fn slice(flex: &FlexTensor) -> &[f32] {
     let (start, end) = flex.layout().contiguous_offsets().expect("made contiguous");
     &flex.storage::<f32>()[start..end]
 }
 
-fn flex_from(values: Vec<f32>, shape: Vec<usize>) -> FlexTensor {
+pub(super) fn flex_from(values: Vec<f32>, shape: Vec<usize>) -> FlexTensor {
     FlexTensor::from_data(TensorData::new(values, shape))
 }
 
@@ -87,7 +92,7 @@ pub fn cross_entropy_rows(logits: Tensor<2>, targets: Tensor<1, Int>, ignore: i6
     let values = input.values();
     let x = slice(&values);
     // Per row: the maximum and 1 / Σ exp(x − max), which is all the backward needs besides x.
-    let stats: Vec<(f32, f32)> = x.par_chunks(vocab).map(max_and_inverse_sum).collect();
+    let stats: Vec<(f32, f32)> = x.par_chunks(vocab).map(|row| max_and_inverse_sum(row, 1.0)).collect();
     let losses: Vec<f32> = (0..n)
         .map(|i| {
             let target = targets[i];
@@ -142,7 +147,7 @@ impl Backward<Flex, 1> for CrossEntropyBackward {
                     return; // stays 0
                 }
                 let (max, inv_sum) = stats[i];
-                softmax_times(&x[i * vocab..(i + 1) * vocab], max, inv_sum * upstream[i], row);
+                softmax_times(&x[i * vocab..(i + 1) * vocab], 1.0, max, inv_sum * upstream[i], row);
                 row[target as usize] -= upstream[i];
             });
             flex_from(out, shape)
@@ -150,27 +155,39 @@ impl Backward<Flex, 1> for CrossEntropyBackward {
     }
 }
 
-/// `(max x, 1 / Σ exp(x − max))` of one row.
-fn max_and_inverse_sum(row: &[f32]) -> (f32, f32) {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-        // SAFETY: the CPU has the features the function is compiled for.
-        return unsafe { max_and_inverse_sum_avx2(row) };
-    }
-    max_and_inverse_sum_portable(row)
+/// Defines `fn $name(args)` that runs the `#[inline(always)]` function `$portable` compiled for
+/// AVX2 + FMA where the CPU has them (a run-time check std caches), and as it is elsewhere: the
+/// portable loops are written so that the compiler vectorises them at either width.
+macro_rules! with_avx2 {
+    ($(#[$doc:meta])* fn $name:ident($($arg:ident: $ty:ty),*) $(-> $ret:ty)? => $portable:ident) => {
+        $(#[$doc])*
+        fn $name($($arg: $ty),*) $(-> $ret)? {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx2,fma")]
+                unsafe fn avx2($($arg: $ty),*) $(-> $ret)? {
+                    $portable($($arg),*)
+                }
+                if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+                    // SAFETY: the CPU has the features `avx2` is compiled for.
+                    return unsafe { avx2($($arg),*) };
+                }
+            }
+            $portable($($arg),*)
+        }
+    };
 }
+const LANES: usize = 16;
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn max_and_inverse_sum_avx2(row: &[f32]) -> (f32, f32) {
-    max_and_inverse_sum_portable(row)
+with_avx2! {
+    /// `(max(scale·x), 1 / Σ exp(scale·x − max))` of one row (`scale` > 0).
+    fn max_and_inverse_sum(row: &[f32], scale: f32) -> (f32, f32) => max_and_inverse_sum_portable
 }
 
 /// Sixteen independent lanes so that the loops vectorise (a single running max or sum is a chain
 /// the compiler may not reorder).
 #[inline(always)]
-fn max_and_inverse_sum_portable(row: &[f32]) -> (f32, f32) {
-    const LANES: usize = 16;
+fn max_and_inverse_sum_portable(row: &[f32], scale: f32) -> (f32, f32) {
     let mut lanes = [f32::NEG_INFINITY; LANES];
     let chunks = row.chunks_exact(LANES);
     let tail = chunks.remainder();
@@ -179,38 +196,46 @@ fn max_and_inverse_sum_portable(row: &[f32]) -> (f32, f32) {
             lanes[k] = if chunk[k] > lanes[k] { chunk[k] } else { lanes[k] };
         }
     }
-    let max = tail.iter().chain(&lanes).fold(f32::NEG_INFINITY, |a, &b| if b > a { b } else { a });
+    let max = scale * tail.iter().chain(&lanes).fold(f32::NEG_INFINITY, |a, &b| if b > a { b } else { a });
     let mut sums = [0.0f32; LANES];
     let chunks = row.chunks_exact(LANES);
     let tail = chunks.remainder();
     for chunk in chunks {
         for k in 0..LANES {
-            sums[k] += exp_approx(chunk[k] - max);
+            sums[k] += exp_approx(scale * chunk[k] - max);
         }
     }
-    let sum = sums.iter().sum::<f32>() + tail.iter().map(|&v| exp_approx(v - max)).sum::<f32>();
+    let sum = sums.iter().sum::<f32>() + tail.iter().map(|&v| exp_approx(scale * v - max)).sum::<f32>();
     (max, 1.0 / sum)
 }
 
-/// `out = exp(x − max) · scale`.
-fn softmax_times(x: &[f32], max: f32, scale: f32, out: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-        // SAFETY: the CPU has the features the function is compiled for.
-        return unsafe { softmax_times_avx2(x, max, scale, out) };
-    }
-    softmax_times_portable(x, max, scale, out)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn softmax_times_avx2(x: &[f32], max: f32, scale: f32, out: &mut [f32]) {
-    softmax_times_portable(x, max, scale, out)
+with_avx2! {
+    /// `out = exp(scale·x − max) · times`.
+    fn softmax_times(x: &[f32], scale: f32, max: f32, times: f32, out: &mut [f32]) => softmax_times_portable
 }
 
 #[inline(always)]
-fn softmax_times_portable(x: &[f32], max: f32, scale: f32, out: &mut [f32]) {
-    out.iter_mut().zip(x).for_each(|(o, &v)| *o = exp_approx(v - max) * scale);
+fn softmax_times_portable(x: &[f32], scale: f32, max: f32, times: f32, out: &mut [f32]) {
+    out.iter_mut().zip(x).for_each(|(o, &v)| *o = exp_approx(scale * v - max) * times);
+}
+
+with_avx2! {
+    /// The backward of a softmax row `y` (of `scale·x`): `out = scale · y · (dy − Σ dy·y)`.
+    fn softmax_backward(y: &[f32], dy: &[f32], scale: f32, out: &mut [f32]) => softmax_backward_portable
+}
+
+#[inline(always)]
+fn softmax_backward_portable(y: &[f32], dy: &[f32], scale: f32, out: &mut [f32]) {
+    let mut lanes = [0.0f32; LANES];
+    let (y_chunks, dy_chunks) = (y.chunks_exact(LANES), dy.chunks_exact(LANES));
+    let tail: f32 = y_chunks.remainder().iter().zip(dy_chunks.remainder()).map(|(a, b)| a * b).sum();
+    for (y, dy) in y_chunks.zip(dy_chunks) {
+        for k in 0..LANES {
+            lanes[k] += y[k] * dy[k];
+        }
+    }
+    let dot = lanes.iter().sum::<f32>() + tail;
+    out.iter_mut().zip(y.iter().zip(dy)).for_each(|(o, (&y, &dy))| *o = scale * y * (dy - dot));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -273,19 +298,8 @@ fn map_chunks(out: &mut [f32], input: &[f32], f: impl Fn(&mut [f32], &[f32]) + S
     }
 }
 
-fn gelu_forward(out: &mut [f32], x: &[f32]) {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-        // SAFETY: the CPU has the features the function is compiled for.
-        return unsafe { gelu_forward_avx2(out, x) };
-    }
-    gelu_forward_portable(out, x)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn gelu_forward_avx2(out: &mut [f32], x: &[f32]) {
-    gelu_forward_portable(out, x)
+with_avx2! {
+    fn gelu_forward(out: &mut [f32], x: &[f32]) => gelu_forward_portable
 }
 
 /// `0.5·x·(1 + tanh(u)) = x·σ(2u)`, `u = √(2/π)·(x + 0.044715·x³)`.
@@ -297,20 +311,9 @@ fn gelu_forward_portable(out: &mut [f32], x: &[f32]) {
     });
 }
 
-/// `grad ← grad · d/dx [x·σ(2u)] = grad · (σ + x·σ·(1 − σ)·2√(2/π)·(1 + 3·0.044715·x²))`.
-fn gelu_backward(grad: &mut [f32], x: &[f32]) {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-        // SAFETY: the CPU has the features the function is compiled for.
-        return unsafe { gelu_backward_avx2(grad, x) };
-    }
-    gelu_backward_portable(grad, x)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn gelu_backward_avx2(grad: &mut [f32], x: &[f32]) {
-    gelu_backward_portable(grad, x)
+with_avx2! {
+    /// `grad ← grad · d/dx [x·σ(2u)] = grad · (σ + x·σ·(1 − σ)·2√(2/π)·(1 + 3·0.044715·x²))`.
+    fn gelu_backward(grad: &mut [f32], x: &[f32]) => gelu_backward_portable
 }
 
 #[inline(always)]
@@ -344,8 +347,8 @@ pub fn causal_softmax(scores: Tensor<4>, scale: f32) -> Result<Tensor<4>, Tensor
     for_rows(&mut out, s, |r, row| {
         let visible = (r % t) + offset + 1;
         let logits = &x[r * s..r * s + visible];
-        let (max, inv_sum) = scaled_max_and_inverse_sum(logits, scale);
-        scaled_softmax(logits, scale, max, inv_sum, &mut row[..visible]);
+        let (max, inv_sum) = max_and_inverse_sum(logits, scale);
+        softmax_times(logits, scale, max, inv_sum, &mut row[..visible]);
     });
     let out = flex_from(out, shape);
     drop(scores);
@@ -373,24 +376,11 @@ impl Backward<Flex, 1> for CausalSoftmaxBackward {
             let mut out = vec![0.0f32; y.len()];
             for_rows(&mut out, s, |r, row| {
                 let visible = (r % t) + (s - t) + 1;
-                let (y, dy) = (&y[r * s..r * s + visible], &dy[r * s..r * s + visible]);
-                let dot: f32 = y.iter().zip(dy).map(|(a, b)| a * b).sum();
-                row[..visible].iter_mut().zip(y.iter().zip(dy)).for_each(|(o, (&y, &dy))| *o = scale * y * (dy - dot));
+                softmax_backward(&y[r * s..r * s + visible], &dy[r * s..r * s + visible], scale, &mut row[..visible]);
             });
             flex_from(out, shape)
         });
     }
-}
-
-/// `(max(scale·x), 1 / Σ exp(scale·x − max))`.
-fn scaled_max_and_inverse_sum(x: &[f32], scale: f32) -> (f32, f32) {
-    let max = x.iter().fold(f32::NEG_INFINITY, |a, &b| if b * scale > a { b * scale } else { a });
-    let sum: f32 = x.iter().map(|&v| exp_approx(v * scale - max)).sum();
-    (max, 1.0 / sum)
-}
-
-fn scaled_softmax(x: &[f32], scale: f32, max: f32, inv_sum: f32, out: &mut [f32]) {
-    out.iter_mut().zip(x).for_each(|(o, &v)| *o = exp_approx(v * scale - max) * inv_sum);
 }
 
 // ---------------------------------------------------------------------------------------------
