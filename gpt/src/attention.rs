@@ -29,6 +29,15 @@ impl CausalSelfAttention {
         let [b, t, c] = x.dims();
         let (h, hd) = (self.n_head, c / self.n_head);
         let qkv = flex_kernels::linear(&self.c_attn, x);
+        // Training on the CPU (no cache, no padding mask): one fused op from qkv to the merged heads.
+        #[cfg(feature = "flex")]
+        if cache.is_none() && mask.is_none() && qkv.device().is_autodiff() {
+            // The weights' dropout mask, drawn as `dropout::forward` would draw it for [B, H, T, T].
+            let keep_mask = dropout::flex_mask(&self.attn_dropout, b * h * t * t, &qkv.device());
+            if let Some(y) = flex_training::causal_attention(&qkv, h, keep_mask) {
+                return dropout::forward(&self.resid_dropout, flex_kernels::linear(&self.c_proj, y));
+            }
+        }
         let split_heads = |z: Tensor<3>| z.reshape([b, t, h, hd]).swap_dims(1, 2); // [B, H, T, hd]
         let q = split_heads(qkv.clone().narrow(2, 0, c));
         let mut k = split_heads(qkv.clone().narrow(2, c, c));

@@ -15,7 +15,11 @@ use burn::prelude::*;
 
 /// Whether a dropout layer would change its input (training mode, on an autodiff device, p > 0).
 pub fn active<const D: usize>(layer: &Dropout, x: &Tensor<D>) -> bool {
-    layer.prob > 0.0 && layer.training.is_enabled() && x.device().is_autodiff()
+    active_on(layer, &x.device())
+}
+
+fn active_on(layer: &Dropout, device: &Device) -> bool {
+    layer.prob > 0.0 && layer.training.is_enabled() && device.is_autodiff()
 }
 
 /// `layer.forward(x)`: zeroes each element with probability `layer.prob` and scales the rest by
@@ -25,13 +29,24 @@ pub fn forward<const D: usize>(layer: &Dropout, x: Tensor<D>) -> Tensor<D> {
         return x;
     }
     #[cfg(feature = "flex")]
-    if x.device().without_autodiff() == Device::flex() {
-        let seed = draw_seed(&x.device().without_autodiff());
-        let mask = scaled_keep_mask(x.shape().num_elements(), 1.0 - layer.prob, seed);
+    if let Some(mask) = flex_mask(layer, x.shape().num_elements(), &x.device()) {
         let mask = Tensor::<D>::from_data(TensorData::new(mask, x.shape()), &x.device());
         return x * mask;
     }
     layer.forward(x)
+}
+
+/// The scaled keep-mask (`0` or `1/keep` per element) `forward` multiplies a tensor of `n`
+/// values on `device` by, on Flex; also for ops that apply dropout inside themselves
+/// (`flex_training::causal_attention`). `None` when the layer is inactive or not on Flex.
+#[cfg(feature = "flex")]
+pub fn flex_mask(layer: &Dropout, n: usize, device: &Device) -> Option<Vec<f32>> {
+    let plain = device.clone().without_autodiff();
+    if !active_on(layer, device) || plain != Device::flex() {
+        return None;
+    }
+    let seed = draw_seed(&plain);
+    Some(scaled_keep_mask(n, 1.0 - layer.prob, seed))
 }
 
 /// A 64-bit seed from the device's random stream: two uniform floats' bits, mixed.

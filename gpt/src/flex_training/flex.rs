@@ -159,9 +159,9 @@ impl Backward<Flex, 1> for CrossEntropyBackward {
 /// AVX2 + FMA where the CPU has them (a run-time check std caches), and as it is elsewhere: the
 /// portable loops are written so that the compiler vectorises them at either width.
 macro_rules! with_avx2 {
-    ($(#[$doc:meta])* fn $name:ident($($arg:ident: $ty:ty),*) $(-> $ret:ty)? => $portable:ident) => {
+    ($(#[$doc:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),*) $(-> $ret:ty)? => $portable:ident) => {
         $(#[$doc])*
-        fn $name($($arg: $ty),*) $(-> $ret)? {
+        $vis fn $name($($arg: $ty),*) $(-> $ret)? {
             #[cfg(target_arch = "x86_64")]
             {
                 #[target_feature(enable = "avx2,fma")]
@@ -181,7 +181,7 @@ const LANES: usize = 16;
 
 with_avx2! {
     /// `(max(scale·x), 1 / Σ exp(scale·x − max))` of one row (`scale` > 0).
-    fn max_and_inverse_sum(row: &[f32], scale: f32) -> (f32, f32) => max_and_inverse_sum_portable
+    pub(super) fn max_and_inverse_sum(row: &[f32], scale: f32) -> (f32, f32) => max_and_inverse_sum_portable
 }
 
 /// Sixteen independent lanes so that the loops vectorise (a single running max or sum is a chain
@@ -211,7 +211,7 @@ fn max_and_inverse_sum_portable(row: &[f32], scale: f32) -> (f32, f32) {
 
 with_avx2! {
     /// `out = exp(scale·x − max) · times`.
-    fn softmax_times(x: &[f32], scale: f32, max: f32, times: f32, out: &mut [f32]) => softmax_times_portable
+    pub(super) fn softmax_times(x: &[f32], scale: f32, max: f32, times: f32, out: &mut [f32]) => softmax_times_portable
 }
 
 #[inline(always)]
@@ -221,7 +221,7 @@ fn softmax_times_portable(x: &[f32], scale: f32, max: f32, times: f32, out: &mut
 
 with_avx2! {
     /// The backward of a softmax row `y` (of `scale·x`): `out = scale · y · (dy − Σ dy·y)`.
-    fn softmax_backward(y: &[f32], dy: &[f32], scale: f32, out: &mut [f32]) => softmax_backward_portable
+    pub(super) fn softmax_backward(y: &[f32], dy: &[f32], scale: f32, out: &mut [f32]) => softmax_backward_portable
 }
 
 #[inline(always)]

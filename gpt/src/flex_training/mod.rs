@@ -20,6 +20,10 @@ pub use flex::*;
 mod linear;
 #[cfg(feature = "flex")]
 pub use linear::{linear, times_transposed};
+#[cfg(feature = "flex")]
+mod attention;
+#[cfg(feature = "flex")]
+pub use attention::causal_attention;
 
 #[cfg(not(feature = "flex"))]
 mod fallback;
