@@ -53,23 +53,18 @@ impl CausalSelfAttention {
         // So do the GPU backends: there Burn 0.22.1's autotune may pick a flash-attention kernel
         // that then fails to launch for the batch at hand ("No tile size is available for the
         // problem", seen on CUDA with padded batches of the fixture model); the fused kernel was
-        // worth 2 % of a GPU training step before autotune. On the CPU (Flex) it is fused.
+        // worth 2 % of a GPU training step before autotune. CPU training takes the fused op above.
         let on_cpu = q.device().without_autodiff() == Device::flex();
         let y = if dropout::active(&self.attn_dropout, &q) || !on_cpu {
             let scale = 1.0 / (hd as f64).sqrt();
-            let scores = q.matmul(k.swap_dims(2, 3));
-            // Training on the CPU without padding: scale, causal mask and softmax in one op.
-            let fused = if mask.is_none() { flex_training::causal_softmax(scores, scale as f32) } else { Err(scores) };
-            let weights = fused.unwrap_or_else(|scores| {
-                let scores = scores.mul_scalar(scale);
-                // Query i sits at absolute position s - t + i; keys after it are the future.
-                let future = Tensor::<2, Bool>::tril_mask([t, s], (s - t) as i64, &scores.device()).unsqueeze::<4>();
-                let blocked = match mask {
-                    Some(mask) => mask.bool_or(future.expand([b, h, t, s])),
-                    None => future,
-                };
-                softmax(scores.mask_fill(blocked, f32::NEG_INFINITY), 3)
-            });
+            let scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(scale);
+            // Query i sits at absolute position s - t + i; keys after it are the future.
+            let future = Tensor::<2, Bool>::tril_mask([t, s], (s - t) as i64, &scores.device()).unsqueeze::<4>();
+            let blocked = match mask {
+                Some(mask) => mask.bool_or(future.expand([b, h, t, s])),
+                None => future,
+            };
+            let weights = softmax(scores.mask_fill(blocked, f32::NEG_INFINITY), 3);
             dropout::forward(&self.attn_dropout, weights).matmul(v)
         } else {
             let options = AttentionModuleOptions { scale: None, softcap: None, is_causal: true };

@@ -12,10 +12,6 @@ pub fn gelu_tanh<const D: usize>(x: Tensor<D>) -> Result<Tensor<D>, Tensor<D>> {
     Err(x)
 }
 
-pub fn causal_softmax(scores: Tensor<4>, _scale: f32) -> Result<Tensor<4>, Tensor<4>> {
-    Err(scores)
-}
-
 #[allow(clippy::type_complexity)]
 pub fn adamw_update<const D: usize>(
     param: Tensor<D>,

@@ -58,6 +58,13 @@ pub(super) fn slice(flex: &FlexTensor) -> &[f32] {
     &flex.storage::<f32>()[start..end]
 }
 
+/// The values of a contiguous tensor, to overwrite: in place when nothing else holds its storage,
+/// in a private copy otherwise (Flex's copy-on-write).
+fn values_mut(flex: &mut FlexTensor) -> &mut [f32] {
+    let (start, end) = flex.layout().contiguous_offsets().expect("made contiguous");
+    &mut flex.storage_mut::<f32>()[start..end]
+}
+
 pub(super) fn flex_from(values: Vec<f32>, shape: Vec<usize>) -> FlexTensor {
     FlexTensor::from_data(TensorData::new(values, shape))
 }
@@ -137,20 +144,21 @@ impl Backward<Flex, 1> for CrossEntropyBackward {
         unary::<Flex, _>(ops.parents, ops.node, grads, |grad| {
             let grad = contiguous(grad);
             let upstream = slice(&grad);
-            let x = slice(&logits);
-            let shape = logits.layout().shape().to_vec();
-            let vocab = shape[1];
-            let mut out = vec![0.0f32; x.len()];
-            for_rows(&mut out, vocab, |i, row| {
+            let vocab = logits.layout().shape()[1];
+            // The gradient overwrites the logits, which nothing else holds by now (else
+            // `values_mut` copies them): no second 200 MB buffer for a 124M step.
+            let mut logits = logits;
+            for_rows(values_mut(&mut logits), vocab, |i, row| {
                 let target = targets[i];
                 if target == ignore || upstream[i] == 0.0 {
-                    return; // stays 0
+                    row.fill(0.0);
+                    return;
                 }
                 let (max, inv_sum) = stats[i];
-                softmax_times(&x[i * vocab..(i + 1) * vocab], 1.0, max, inv_sum * upstream[i], row);
+                softmax_times_in_place(row, max, inv_sum * upstream[i]);
                 row[target as usize] -= upstream[i];
             });
-            flex_from(out, shape)
+            logits
         });
     }
 }
@@ -220,6 +228,16 @@ fn softmax_times_portable(x: &[f32], scale: f32, max: f32, times: f32, out: &mut
 }
 
 with_avx2! {
+    /// `x ← exp(x − max) · times`.
+    fn softmax_times_in_place(x: &mut [f32], max: f32, times: f32) => softmax_times_in_place_portable
+}
+
+#[inline(always)]
+fn softmax_times_in_place_portable(x: &mut [f32], max: f32, times: f32) {
+    x.iter_mut().for_each(|v| *v = exp_approx(*v - max) * times);
+}
+
+with_avx2! {
     /// The backward of a softmax row `y` (of `scale·x`): `out = scale · y · (dy − Σ dy·y)`.
     pub(super) fn softmax_backward(y: &[f32], dy: &[f32], scale: f32, out: &mut [f32]) => softmax_backward_portable
 }
@@ -277,11 +295,9 @@ impl Backward<Flex, 1> for GeluBackward {
     fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
         let input = ops.state;
         unary::<Flex, _>(ops.parents, ops.node, grads, |grad| {
-            let grad = contiguous(grad);
-            let x = slice(&input);
-            let mut out = slice(&grad).to_vec();
-            map_chunks(&mut out, x, |o, x| gelu_backward(o, x));
-            flex_from(out, input.layout().shape().to_vec())
+            let mut grad = contiguous(grad);
+            map_chunks(values_mut(&mut grad), slice(&input), |o, x| gelu_backward(o, x));
+            grad
         });
     }
 }
@@ -324,63 +340,6 @@ fn gelu_backward_portable(grad: &mut [f32], x: &[f32]) {
         let d_two_u = 2.0 * SQRT_2_OVER_PI * (1.0 + 3.0 * GELU_CUBIC * v * v);
         *g *= s + v * s * (1.0 - s) * d_two_u;
     });
-}
-
-// ---------------------------------------------------------------------------------------------
-// Causal softmax
-
-/// Attention weights `softmax(scale · scores)` over the last dimension of `scores`
-/// (`[B, H, T, S]`) with query `i` seeing keys `0..=i + S − T` (causal, after `S − T` cached
-/// positions): one pass forward, and backward `scale · y · (dy − Σ dy·y)` in one pass, where Burn
-/// spends a scaling, a mask, a masked fill and five softmax ops. `Err(scores)` when they are
-/// not an f32 Flex tensor on an autodiff device.
-pub fn causal_softmax(scores: Tensor<4>, scale: f32) -> Result<Tensor<4>, Tensor<4>> {
-    let [_, _, t, s] = scores.dims();
-    let Some(FlexInput::Tracked(tracked)) = FlexInput::of(&scores).filter(|_| s >= t) else {
-        return Err(scores);
-    };
-    let input = contiguous(tracked.primitive().clone());
-    let shape = input.layout().shape().to_vec();
-    let x = slice(&input);
-    let mut out = vec![0.0f32; x.len()];
-    let offset = s - t;
-    for_rows(&mut out, s, |r, row| {
-        let visible = (r % t) + offset + 1;
-        let logits = &x[r * s..r * s + visible];
-        let (max, inv_sum) = max_and_inverse_sum(logits, scale);
-        softmax_times(logits, scale, max, inv_sum, &mut row[..visible]);
-    });
-    let out = flex_from(out, shape);
-    drop(scores);
-    let output = match CausalSoftmaxBackward.prepare::<NoCheckpointing>([tracked.node()]).compute_bound().stateful() {
-        OpsKind::Tracked(prep) => prep.finish((out.clone(), scale, t), out),
-        OpsKind::UnTracked(prep) => prep.finish(out),
-    };
-    Ok(Tensor::from_primitive::<Autodiff<Flex>>(output))
-}
-
-#[derive(Debug)]
-struct CausalSoftmaxBackward;
-
-impl Backward<Flex, 1> for CausalSoftmaxBackward {
-    /// The weights, the scale and T.
-    type State = (FlexTensor, f32, usize);
-
-    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
-        let (weights, scale, t) = ops.state;
-        unary::<Flex, _>(ops.parents, ops.node, grads, |grad| {
-            let grad = contiguous(grad);
-            let shape = weights.layout().shape().to_vec();
-            let s = shape[3];
-            let (y, dy) = (slice(&weights), slice(&grad));
-            let mut out = vec![0.0f32; y.len()];
-            for_rows(&mut out, s, |r, row| {
-                let visible = (r % t) + (s - t) + 1;
-                softmax_backward(&y[r * s..r * s + visible], &dy[r * s..r * s + visible], scale, &mut row[..visible]);
-            });
-            flex_from(out, shape)
-        });
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -561,27 +520,6 @@ mod tests {
         let g_ref = x.grad(&(reference * weights).sum().backward()).expect("gradient");
         let diff = max_abs(g_ours, g_ref);
         assert!(diff < 1e-4, "gradient differs by {diff}");
-    }
-
-    #[test]
-    fn fused_causal_softmax_matches_burns_with_gradients() {
-        let device = Device::flex().autodiff();
-        for (t, s) in [(9, 9), (4, 11)] {
-            device.seed(t as u64);
-            let shape = [2, 3, t, s];
-            let x = Tensor::<4>::random(shape, burn::tensor::Distribution::Normal(0.0, 4.0), &device).require_grad();
-            let dy = Tensor::<4>::random(shape, burn::tensor::Distribution::Normal(0.0, 1.0), &device);
-            let scale = 0.125f32;
-            let ours = causal_softmax(x.clone(), scale).unwrap_or_else(|_| panic!("not fused"));
-            let future = Tensor::<2, Bool>::tril_mask([t, s], (s - t) as i64, &device).unsqueeze::<4>();
-            let reference = burn::tensor::activation::softmax(x.clone().mul_scalar(scale).mask_fill(future, f32::NEG_INFINITY), 3);
-            let diff = (ours.clone() - reference.clone()).abs().max().into_scalar::<f32>();
-            assert!(diff < 1e-6, "[{t}, {s}]: weights differ by {diff}");
-            let g_ours = x.grad(&(ours * dy.clone()).sum().backward()).expect("gradient");
-            let g_ref = x.grad(&(reference * dy).sum().backward()).expect("gradient");
-            let diff = (g_ours - g_ref).abs().max().into_scalar::<f32>();
-            assert!(diff < 1e-6, "[{t}, {s}]: gradients differ by {diff}");
-        }
     }
 
     #[test]
