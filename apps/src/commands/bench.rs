@@ -33,7 +33,7 @@ pub enum Which {
         /// Timed steps (after 2 warm-up steps)
         #[arg(long, default_value_t = 5)]
         steps: usize,
-        /// Dropout (0: attention runs the fused kernel)
+        /// Dropout probability of every dropout layer (GPT-2 trains with 0.1)
         #[arg(long, default_value_t = 0.1)]
         dropout: f64,
         /// What trains: all, last-block (+ final norm), lora:R (adapters on every projection)

@@ -110,6 +110,17 @@ struct SharedOut(*mut f32);
 unsafe impl Send for SharedOut {}
 unsafe impl Sync for SharedOut {}
 
+impl SharedOut {
+    /// The element `offset` values on (a method, so that closures capture the whole `Send` value).
+    ///
+    /// # Safety
+    /// `offset` is inside the buffer.
+    unsafe fn at(self, offset: usize) -> *mut f32 {
+        // SAFETY: the caller keeps `offset` inside the buffer.
+        unsafe { self.0.add(offset) }
+    }
+}
+
 /// The output `[B, T, C]` and the weights `[B·H, T, T]`.
 fn forward(shape: &Dims, qkv: &[f32], keep_mask: Option<&[f32]>) -> (Vec<f32>, Vec<f32>) {
     let Dims { time: t, heads, head_dim: hd, .. } = *shape;
@@ -120,7 +131,6 @@ fn forward(shape: &Dims, qkv: &[f32], keep_mask: Option<&[f32]>) -> (Vec<f32>, V
     let out_ptr = SharedOut(out.as_mut_ptr());
     weights.par_chunks_mut(t * t).enumerate().for_each(|(task, p)| {
         let (b, h) = (task / heads, task % heads);
-        let out_ptr = out_ptr;
         let (q, k, v) = (shape.qkv_offset(b, h, 0), shape.qkv_offset(b, h, 1), shape.qkv_offset(b, h, 2));
         let mut scores = vec![0.0f32; t * t];
         let mut dropped = if keep_mask.is_some() { vec![0.0f32; t * t] } else { Vec::new() };
@@ -149,7 +159,7 @@ fn forward(shape: &Dims, qkv: &[f32], keep_mask: Option<&[f32]>) -> (Vec<f32>, V
             let lhs = Strided { ptr: used[r0 * t..].as_ptr(), row: t as isize, col: 1 };
             let values = Strided { ptr: qkv[v..].as_ptr(), row: c3 as isize, col: 1 };
             // SAFETY: the rows r0..r1 of this head's columns, inside `out`.
-            let dst = unsafe { out_ptr.0.add((b * t + r0) * c + h * hd) };
+            let dst = unsafe { out_ptr.at((b * t + r0) * c + h * hd) };
             gemm_into(dst, c, lhs, values, r1 - r0, hd, r1);
         }
     });
@@ -165,13 +175,12 @@ fn backward(shape: &Dims, qkv: &[f32], weights: &[f32], keep_mask: Option<&[f32]
     let d_ptr = SharedOut(d_qkv.as_mut_ptr());
     (0..shape.batch * heads).into_par_iter().for_each(|task| {
         let (b, h) = (task / heads, task % heads);
-        let d_ptr = d_ptr;
         let p = &weights[task * t * t..(task + 1) * t * t];
         let mask = keep_mask.map(|m| &m[task * t * t..(task + 1) * t * t]);
         let (q, k, v) = (shape.qkv_offset(b, h, 0), shape.qkv_offset(b, h, 1), shape.qkv_offset(b, h, 2));
         let grad_rows = |r0: usize| Strided { ptr: grad[(b * t + r0) * c + h * hd..].as_ptr(), row: c as isize, col: 1 };
         // SAFETY (for the three below): rows of this head's columns of `d_qkv`.
-        let d_rows = |offset: usize, r0: usize| unsafe { d_ptr.0.add(offset + r0 * c3) };
+        let d_rows = |offset: usize, r0: usize| unsafe { d_ptr.at(offset + r0 * c3) };
         // The weights that multiplied v: after dropout (zero above the diagonal, as `p` is).
         let dropped: Vec<f32>;
         let used = match mask {

@@ -272,7 +272,7 @@ pub fn gelu_tanh<const D: usize>(x: Tensor<D>) -> Result<Tensor<D>, Tensor<D>> {
     };
     let values = input.values();
     let mut out = vec![0.0f32; slice(&values).len()];
-    map_chunks(&mut out, slice(&values), |o, i| gelu_forward(o, i));
+    map_chunks(&mut out, slice(&values), gelu_forward);
     let out = flex_from(out, values.layout().shape().to_vec());
     drop(x);
     let tracked = match input {
@@ -296,7 +296,7 @@ impl Backward<Flex, 1> for GeluBackward {
         let input = ops.state;
         unary::<Flex, _>(ops.parents, ops.node, grads, |grad| {
             let mut grad = contiguous(grad);
-            map_chunks(values_mut(&mut grad), slice(&input), |o, x| gelu_backward(o, x));
+            map_chunks(values_mut(&mut grad), slice(&input), gelu_backward);
             grad
         });
     }
