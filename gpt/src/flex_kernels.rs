@@ -9,6 +9,7 @@
 
 use burn::backend::Flex;
 use burn::backend::flex::FlexTensor;
+use burn::module::{LoraAdapter, Param};
 use burn::nn::{Gelu, Linear};
 use burn::prelude::*;
 use burn::tensor::DType;
@@ -41,29 +42,54 @@ fn values(flex: &FlexTensor) -> &[f32] {
 /// most [`MAX_ROWS`] on plain Flex tensors, otherwise one 2-D matrix product over all `B·T` rows
 /// (Burn's 3-D `Linear::forward` runs one product per batch row, packing the weight each time:
 /// ~20 % slower for GPT-2 shapes on Flex), the fused `flex_training::linear` on Flex.
+///
+/// A LoRA weight (Burn's `LoraAdapter`, see `crate::lora`) is applied as `x·W + s·(x·A)·B`
+/// rather than as `x·(W + s·A·B)`, which is what `Param::val` composes: the frozen `W` then needs
+/// no gradient, where the composed weight's backward computes a full `[d_in, d_out]` gradient
+/// only to project it onto A and B.
 pub fn linear(layer: &Linear, x: Tensor<3>) -> Tensor<3> {
     let [b, t, d_in] = x.dims();
-    let weight = layer.weight.val();
     let bias = layer.bias.as_ref().map(|b| b.val());
-    let streaming = if b * t <= MAX_ROWS { flex_f32(&x).zip(flex_f32(&weight)) } else { None };
-    let bias_flex = bias.as_ref().map(flex_f32);
-    let (Some((xf, wf)), false) = (streaming, matches!(bias_flex, Some(None))) else {
-        let d_out = weight.dims()[1];
+    if b * t > MAX_ROWS {
         let x = x.reshape([b * t, d_in]);
-        // The fused product (training and prefill), or Burn's ops off Flex.
-        let y = crate::flex_training::linear(&x, &weight, bias.as_ref()).unwrap_or_else(|| {
-            let y = x.matmul(weight);
-            match bias {
-                Some(bias) => y + bias.unsqueeze(),
-                None => y,
+        let y = match lora_adapter(&layer.weight) {
+            Some((base, adapter)) => {
+                let low_rank = x.clone().matmul(adapter.a.val()).mul_scalar(adapter.scale).matmul(adapter.b.val());
+                dense(x, base, bias) + low_rank
             }
-        });
+            None => dense(x, layer.weight.val(), bias),
+        };
+        let d_out = y.dims()[1];
         return y.reshape([b, t, d_out]);
+    }
+    let weight = layer.weight.val();
+    let d_out = weight.dims()[1];
+    let bias_flex = bias.as_ref().map(flex_f32);
+    let (Some((xf, wf)), false) = (flex_f32(&x).zip(flex_f32(&weight)), matches!(bias_flex, Some(None))) else {
+        return dense(x.reshape([b * t, d_in]), weight, bias).reshape([b, t, d_out]);
     };
     let bias_flex = bias_flex.flatten();
-    let d_out = weight.dims()[1];
     let out = rows_times_matrix(values(&xf), values(&wf), bias_flex.as_ref().map(values), d_in, d_out);
     Tensor::from_data(TensorData::new(out, [b, t, d_out]), &x.device())
+}
+
+/// `x·W + b` (`x`: `[N, d_in]`): the fused product on Flex, Burn's ops elsewhere.
+fn dense(x: Tensor<2>, weight: Tensor<2>, bias: Option<Tensor<1>>) -> Tensor<2> {
+    crate::flex_training::linear(&x, &weight, bias.as_ref()).unwrap_or_else(|| {
+        let y = x.matmul(weight);
+        match bias {
+            Some(bias) => y + bias.unsqueeze(),
+            None => y,
+        }
+    })
+}
+
+/// The frozen base weight and the adapter of a LoRA weight whose factors have the base's dtype
+/// (otherwise `Param::val`'s composition, which casts, is used).
+fn lora_adapter(weight: &Param<Tensor<2>>) -> Option<(Tensor<2>, &LoraAdapter)> {
+    let adapter = weight.reparameterization::<LoraAdapter>()?;
+    let base = weight.base();
+    (base.dtype() == adapter.a.val().dtype()).then_some((base, adapter))
 }
 
 /// GPT-2's `gelu_new`: on Flex tensors one fused pass (`flex_training::gelu_tanh`, with its own
@@ -437,6 +463,45 @@ mod tests {
                 assert!(diff < 1e-5, "c {c}, vocab {vocab}, {rows} rows: relative diff {diff}");
             }
         }
+    }
+
+    /// A LoRA layer's output and its factors' gradients, applied as `x·W + s·(x·A)·B`, against
+    /// the composed weight `W + s·A·B` (what `Param::val` gives); the frozen base gets no gradient.
+    #[test]
+    fn lora_layers_match_the_composed_weight_with_gradients() {
+        use burn::module::{Lora, Module};
+
+        struct Random;
+        impl crate::weights::TensorSource for Random {
+            fn tensor(&mut self, name: &str, shape: &[usize]) -> crate::error::Result<TensorData> {
+                let seed = name.len() as u64 + 10;
+                Ok(TensorData::new(crate::weights::seeded_normal(seed, name, 0.5, shape.iter().product())?, shape.to_vec()))
+            }
+        }
+        let ad = Device::flex().autodiff();
+        let to_ad = |t: Tensor<2>| Tensor::<2>::from_data(t.into_data(), &ad);
+        let bias = Tensor::<1>::from_data(random([1, 6], 4).reshape([6]).into_data(), &ad);
+        let layer = Linear { weight: Param::from_tensor(to_ad(random([8, 6], 3))), bias: Some(Param::from_tensor(bias)) };
+        let layer = layer.apply_lora(Lora::new(2, 4.0));
+        // B starts at zero: give both factors values so that every gradient is non-trivial.
+        let layer = crate::weights::fill_params_matching(layer, &mut Random, |name| name.contains("lora")).unwrap();
+        let x = Tensor::<3>::from_data(random([MAX_ROWS + 4, 8], 5).reshape([1, MAX_ROWS + 4, 8]).into_data(), &ad).require_grad();
+        let weights = Tensor::<3>::from_data(random([MAX_ROWS + 4, 6], 6).reshape([1, MAX_ROWS + 4, 6]).into_data(), &ad);
+
+        let ours = linear(&layer, x.clone());
+        let composed = x.clone().matmul(layer.weight.val().unsqueeze()) + layer.bias.as_ref().unwrap().val().unsqueeze();
+        let adapter = layer.weight.reparameterization::<LoraAdapter>().expect("a LoRA weight");
+        let grads = (ours.clone() * weights.clone()).sum().backward();
+        let reference = (composed.clone() * weights).sum().backward();
+        let plain = |t: Tensor<3>| t.reshape([MAX_ROWS + 4, 6]);
+        assert!(max_rel_diff(plain(ours), plain(composed)) < 1e-5);
+        for (name, factor) in [("A", &adapter.a), ("B", &adapter.b)] {
+            let (g, r) = (factor.val().grad(&grads).unwrap(), factor.val().grad(&reference).unwrap());
+            assert!(max_rel_diff(g, r) < 1e-5, "d{name}");
+        }
+        let (g, r) = (x.grad(&grads).unwrap(), x.grad(&reference).unwrap());
+        assert!(max_rel_diff(g.reshape([MAX_ROWS + 4, 8]), r.reshape([MAX_ROWS + 4, 8])) < 1e-5, "dx");
+        assert!(layer.weight.base().grad(&grads).is_none(), "the frozen base has no gradient");
     }
 
     #[test]
