@@ -7,7 +7,7 @@ use burn::tensor::activation::softmax;
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
 
-use crate::{dropout, flex_kernels, flex_training};
+use crate::{dropout, flex_kernels};
 use crate::kv_cache::LayerKvCache;
 
 #[derive(Module, Debug)]
@@ -34,7 +34,7 @@ impl CausalSelfAttention {
         if cache.is_none() && mask.is_none() && qkv.device().is_autodiff() {
             // The weights' dropout mask, drawn as `dropout::forward` would draw it for [B, H, T, T].
             let keep_mask = dropout::flex_mask(&self.attn_dropout, b * h * t * t, &qkv.device());
-            if let Some(y) = flex_training::causal_attention(&qkv, h, keep_mask) {
+            if let Some(y) = crate::flex_training::causal_attention(&qkv, h, keep_mask) {
                 return dropout::forward(&self.resid_dropout, flex_kernels::linear(&self.c_proj, y));
             }
         }
@@ -54,7 +54,7 @@ impl CausalSelfAttention {
         // that then fails to launch for the batch at hand ("No tile size is available for the
         // problem", seen on CUDA with padded batches of the fixture model); the fused kernel was
         // worth 2 % of a GPU training step before autotune. CPU training takes the fused op above.
-        let on_cpu = q.device().without_autodiff() == Device::flex();
+        let on_cpu = crate::device::is_flex(&q.device());
         let y = if dropout::active(&self.attn_dropout, &q) || !on_cpu {
             let scale = 1.0 / (hd as f64).sqrt();
             let scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(scale);

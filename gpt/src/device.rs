@@ -190,6 +190,20 @@ fn auto_device() -> Result<Device> {
     ));
 }
 
+/// Whether `device` is the CPU (Flex) backend, with or without autodiff (always false when Flex
+/// is not compiled in).
+pub fn is_flex(device: &Device) -> bool {
+    #[cfg(feature = "flex")]
+    {
+        device.clone().without_autodiff() == Device::flex()
+    }
+    #[cfg(not(feature = "flex"))]
+    {
+        let _ = device;
+        false
+    }
+}
+
 /// Sets the number of CPU threads (Flex and its matmuls use rayon's global pool). Call once, early.
 pub fn set_cpu_threads(threads: usize) -> Result<()> {
     rayon::ThreadPoolBuilder::new()

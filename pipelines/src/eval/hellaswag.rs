@@ -39,12 +39,7 @@ pub const GPU_BATCH_SIZE: usize = 8;
 /// batches were slower (GPT-2 124M, 2 threads: 110 s for 40 examples one at a time, 131 s eight
 /// at a time; the activations of a batch outgrow the caches), else [`GPU_BATCH_SIZE`].
 pub fn default_batch_size(device: &Device) -> usize {
-    #[cfg(feature = "flex")]
-    if *device == Device::flex() {
-        return 1;
-    }
-    let _ = device;
-    GPU_BATCH_SIZE
+    if gpt::device::is_flex(device) { 1 } else { GPU_BATCH_SIZE }
 }
 
 /// The losses of an example's endings.
