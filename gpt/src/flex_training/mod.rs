@@ -7,6 +7,9 @@
 //! vectorised `exp`. The functions hand their input back (`Err`) when it is not an f32 Flex
 //! tensor, and the caller falls back to Burn's ops: the GPU backends fuse those themselves.
 //! Without the `flex` feature every function hands its input back.
+//!
+//! `linear` (the Linear layers' and tied head's products) and `causal_attention` (q/k/v to the
+//! merged heads) call the GEMM directly for the same reason: see their files.
 
 use burn::prelude::*;
 
