@@ -53,6 +53,24 @@ pub fn causal_attention(qkv: &Tensor<3>, n_head: usize, keep_mask: Option<Vec<f3
     Some(Tensor::from_primitive::<Autodiff<Flex>>(output))
 }
 
+/// What [`causal_attention`] computes, from Burn's ops (split heads, scores, causal mask, softmax,
+/// `keep_mask` `[B, H, T, T]`, weights · v, merge): the reference its tests and
+/// `benches/training_ops.rs` compare against, on any backend.
+pub fn causal_attention_by_burn_ops(qkv: Tensor<3>, n_head: usize, keep_mask: Option<Tensor<4>>) -> Tensor<3> {
+    let [b, t, c3] = qkv.dims();
+    let (c, hd) = (c3 / 3, c3 / 3 / n_head);
+    let split = |z: Tensor<3>| z.reshape([b, t, n_head, hd]).swap_dims(1, 2);
+    let (q, k, v) = (split(qkv.clone().narrow(2, 0, c)), split(qkv.clone().narrow(2, c, c)), split(qkv.narrow(2, 2 * c, c)));
+    let scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(1.0 / (hd as f64).sqrt());
+    let future = Tensor::<2, Bool>::tril_mask([t, t], 0, &scores.device()).unsqueeze::<4>();
+    let weights = burn::tensor::activation::softmax(scores.mask_fill(future, f32::NEG_INFINITY), 3);
+    let weights = match keep_mask {
+        Some(mask) => weights * mask,
+        None => weights,
+    };
+    weights.matmul(v).swap_dims(1, 2).reshape([b, t, c])
+}
+
 #[derive(Debug, Clone, Copy)]
 struct Dims {
     batch: usize,
@@ -264,23 +282,6 @@ fn gemm_into(dst: *mut f32, dst_row: usize, lhs: Strided, rhs: Strided, m: usize
 mod tests {
     use super::*;
     use burn::tensor::Distribution;
-    use burn::tensor::activation::softmax;
-
-    /// Burn's ops: split heads, scores, causal mask, softmax, dropout mask, weights · v, merge.
-    fn reference(qkv: Tensor<3>, n_head: usize, keep_mask: Option<Tensor<4>>) -> Tensor<3> {
-        let [b, t, c3] = qkv.dims();
-        let (c, hd) = (c3 / 3, c3 / 3 / n_head);
-        let split = |z: Tensor<3>| z.reshape([b, t, n_head, hd]).swap_dims(1, 2);
-        let (q, k, v) = (split(qkv.clone().narrow(2, 0, c)), split(qkv.clone().narrow(2, c, c)), split(qkv.narrow(2, 2 * c, c)));
-        let scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(1.0 / (hd as f64).sqrt());
-        let future = Tensor::<2, Bool>::tril_mask([t, t], 0, &scores.device()).unsqueeze::<4>();
-        let weights = softmax(scores.mask_fill(future, f32::NEG_INFINITY), 3);
-        let weights = match keep_mask {
-            Some(mask) => weights * mask,
-            None => weights,
-        };
-        weights.matmul(v).swap_dims(1, 2).reshape([b, t, c])
-    }
 
     /// Output and gradient against Burn's ops, with and without dropout, for T below, at and
     /// across block boundaries (so partial and several diagonal blocks are covered).
@@ -295,7 +296,7 @@ mod tests {
             let mask_tensor = mask.clone().map(|m| Tensor::<4>::from_data(TensorData::new(m, [b, n_head, t, t]), &device));
 
             let ours = causal_attention(&qkv, n_head, mask).expect("fused");
-            let burn = reference(qkv.clone(), n_head, mask_tensor);
+            let burn = causal_attention_by_burn_ops(qkv.clone(), n_head, mask_tensor);
             let diff = (ours.clone() - burn.clone()).abs().max().into_scalar::<f32>();
             assert!(diff < 1e-5, "[{b}, {t}, {n_head}x{hd}]: outputs differ by {diff}");
             let g_ours = qkv.grad(&(ours * d_out.clone()).sum().backward()).expect("gradient");

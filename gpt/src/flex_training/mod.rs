@@ -26,7 +26,7 @@ pub use linear::{linear, times_transposed};
 #[cfg(feature = "flex")]
 mod attention;
 #[cfg(feature = "flex")]
-pub use attention::causal_attention;
+pub use attention::{causal_attention, causal_attention_by_burn_ops};
 
 #[cfg(not(feature = "flex"))]
 mod fallback;
