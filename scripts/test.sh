@@ -31,6 +31,8 @@ cargo test --workspace --locked -- --test-threads="${TEST_THREADS:-2}"
 DOCS_RS=1 cargo check --locked --features cuda -p llmfs-gpt -p llmfs-pipelines -p llmfs-apps
 # A GPU-only build, without the CPU backend (its kernels are behind the `flex` feature), type-checks too.
 cargo check --locked --no-default-features --features wgpu -p llmfs-gpt -p llmfs-pipelines -p llmfs-apps
+# The benchmarks are built only by `cargo bench` (release): type-check them so that they keep compiling.
+cargo check --locked --benches
 
 # wgpu (Burn's WGSL shaders through Vulkan) on Mesa's lavapipe, a CPU Vulkan driver: the CPU
 # backend's parity tests (logits, hidden states, cached steps, greedy tokens, the masked loss,
