@@ -471,20 +471,14 @@ mod tests {
     fn lora_layers_match_the_composed_weight_with_gradients() {
         use burn::module::{Lora, Module};
 
-        struct Random;
-        impl crate::weights::TensorSource for Random {
-            fn tensor(&mut self, name: &str, shape: &[usize]) -> crate::error::Result<TensorData> {
-                let seed = name.len() as u64 + 10;
-                Ok(TensorData::new(crate::weights::seeded_normal(seed, name, 0.5, shape.iter().product())?, shape.to_vec()))
-            }
-        }
         let ad = Device::flex().autodiff();
         let to_ad = |t: Tensor<2>| Tensor::<2>::from_data(t.into_data(), &ad);
         let bias = Tensor::<1>::from_data(random([1, 6], 4).reshape([6]).into_data(), &ad);
         let layer = Linear { weight: Param::from_tensor(to_ad(random([8, 6], 3))), bias: Some(Param::from_tensor(bias)) };
         let layer = layer.apply_lora(Lora::new(2, 4.0));
         // B starts at zero: give both factors values so that every gradient is non-trivial.
-        let layer = crate::weights::fill_params_matching(layer, &mut Random, |name| name.contains("lora")).unwrap();
+        let mut factors = crate::lora::AdapterInit { seed: 10, std: 0.5 };
+        let layer = crate::weights::fill_params_matching(layer, &mut factors, |name| name.contains("lora")).unwrap();
         let x = Tensor::<3>::from_data(random([MAX_ROWS + 4, 8], 5).reshape([1, MAX_ROWS + 4, 8]).into_data(), &ad).require_grad();
         let weights = Tensor::<3>::from_data(random([MAX_ROWS + 4, 6], 6).reshape([1, MAX_ROWS + 4, 6]).into_data(), &ad);
 

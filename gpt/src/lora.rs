@@ -300,10 +300,11 @@ fn peft_name(name: &str) -> Option<(String, bool)> {
     Some((format!("{PEFT_PREFIX}transformer.{module}.{matrix}.weight"), is_a))
 }
 
-/// The `A` factors of fresh adapters (see [`LoraConfig::apply`]).
-struct AdapterInit {
-    seed: u64,
-    std: f64,
+/// The `A` factors of fresh adapters (see [`LoraConfig::apply`]): every tensor asked for drawn
+/// from N(0, `std`), seeded from `seed` and its name.
+pub(crate) struct AdapterInit {
+    pub seed: u64,
+    pub std: f64,
 }
 
 impl TensorSource for AdapterInit {

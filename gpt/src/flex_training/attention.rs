@@ -13,15 +13,15 @@
 use std::sync::Arc;
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
-use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
 use burn::backend::autodiff::grads::Gradients;
-use burn::backend::autodiff::ops::{Backward, Ops, OpsKind, unary};
+use burn::backend::autodiff::ops::{Backward, Ops, unary};
 use burn::backend::flex::FlexTensor;
 use burn::backend::{Autodiff, Flex};
 use burn::prelude::*;
 use rayon::prelude::*;
 
-use super::flex::{FlexInput, contiguous, flex_from, max_and_inverse_sum, slice, softmax_backward, softmax_times};
+use super::flex::{FlexInput, contiguous, flex_from, max_and_inverse_sum, record, slice, softmax_backward, softmax_times};
+use super::gemm::{Matrix, gemm_into};
 
 /// Query rows per block of the products: large enough for the GEMM to run at full speed, small
 /// enough that the skipped upper triangle is most of what lies above the diagonal.
@@ -46,11 +46,7 @@ pub fn causal_attention(qkv: &Tensor<3>, n_head: usize, keep_mask: Option<Vec<f3
     let (out, weights) = forward(&shape, slice(&qkv_values), keep_mask.as_deref().map(Vec::as_slice));
     let out = flex_from(out, vec![b, t, c3 / 3]);
     let state = AttentionState { shape, qkv: qkv_values, weights: Arc::new(weights), keep_mask };
-    let output = match AttentionBackward.prepare::<NoCheckpointing>([tracked.node()]).compute_bound().stateful() {
-        OpsKind::Tracked(prep) => prep.finish(state, out),
-        OpsKind::UnTracked(prep) => prep.finish(out),
-    };
-    Some(Tensor::from_primitive::<Autodiff<Flex>>(output))
+    Some(Tensor::from_primitive::<Autodiff<Flex>>(record(AttentionBackward, [tracked.node()], state, out)))
 }
 
 /// What [`causal_attention`] computes, from Burn's ops (split heads, scores, causal mask, softmax,
@@ -154,9 +150,9 @@ fn forward(shape: &Dims, qkv: &[f32], keep_mask: Option<&[f32]>) -> (Vec<f32>, V
         let mut dropped = if keep_mask.is_some() { vec![0.0f32; t * t] } else { Vec::new() };
         for (r0, r1) in shape.blocks() {
             // scores[r0..r1, ..r1] = q[r0..r1] · k[..r1]ᵀ
-            let rows = Strided { ptr: qkv[q + r0 * c3..].as_ptr(), row: c3 as isize, col: 1 };
-            let keys_t = Strided { ptr: qkv[k..].as_ptr(), row: 1, col: c3 as isize };
-            gemm_into(scores[r0 * t..].as_mut_ptr(), t, rows, keys_t, r1 - r0, r1, hd);
+            let queries = Matrix::rows_of(&qkv[q + r0 * c3..], r1 - r0, hd, c3);
+            let keys = Matrix::rows_of(&qkv[k..], r1, hd, c3);
+            product(scores[r0 * t..].as_mut_ptr(), t, queries, keys.t());
             for i in r0..r1 {
                 let row = &scores[i * t..i * t + i + 1];
                 let (max, inv_sum) = max_and_inverse_sum(row, scale);
@@ -174,11 +170,11 @@ fn forward(shape: &Dims, qkv: &[f32], keep_mask: Option<&[f32]>) -> (Vec<f32>, V
                 None => &*p,
             };
             // out[r0..r1, head] = used[r0..r1, ..r1] · v[..r1]
-            let lhs = Strided { ptr: used[r0 * t..].as_ptr(), row: t as isize, col: 1 };
-            let values = Strided { ptr: qkv[v..].as_ptr(), row: c3 as isize, col: 1 };
+            let lhs = Matrix::rows_of(&used[r0 * t..], r1 - r0, r1, t);
+            let values = Matrix::rows_of(&qkv[v..], r1, hd, c3);
             // SAFETY: the rows r0..r1 of this head's columns, inside `out`.
             let dst = unsafe { out_ptr.at((b * t + r0) * c + h * hd) };
-            gemm_into(dst, c, lhs, values, r1 - r0, hd, r1);
+            product(dst, c, lhs, values);
         }
     });
     (out, weights)
@@ -196,7 +192,7 @@ fn backward(shape: &Dims, qkv: &[f32], weights: &[f32], keep_mask: Option<&[f32]
         let p = &weights[task * t * t..(task + 1) * t * t];
         let mask = keep_mask.map(|m| &m[task * t * t..(task + 1) * t * t]);
         let (q, k, v) = (shape.qkv_offset(b, h, 0), shape.qkv_offset(b, h, 1), shape.qkv_offset(b, h, 2));
-        let grad_rows = |r0: usize| Strided { ptr: grad[(b * t + r0) * c + h * hd..].as_ptr(), row: c as isize, col: 1 };
+        let grad_rows = |r0: usize, rows: usize| Matrix::rows_of(&grad[(b * t + r0) * c + h * hd..], rows, hd, c);
         // SAFETY (for the three below): rows of this head's columns of `d_qkv`.
         let d_rows = |offset: usize, r0: usize| unsafe { d_ptr.at(offset + r0 * c3) };
         // The weights that multiplied v: after dropout (zero above the diagonal, as `p` is).
@@ -212,8 +208,8 @@ fn backward(shape: &Dims, qkv: &[f32], weights: &[f32], keep_mask: Option<&[f32]
         let mut d_scores = vec![0.0f32; t * t];
         let mut d_used = vec![0.0f32; t];
         for (r0, r1) in shape.blocks() {
-            let values_t = Strided { ptr: qkv[v..].as_ptr(), row: 1, col: c3 as isize };
-            gemm_into(d_scores[r0 * t..].as_mut_ptr(), t, grad_rows(r0), values_t, r1 - r0, r1, hd);
+            let values = Matrix::rows_of(&qkv[v..], r1, hd, c3);
+            product(d_scores[r0 * t..].as_mut_ptr(), t, grad_rows(r0, r1 - r0), values.t());
             for i in r0..r1 {
                 let row = &mut d_scores[i * t..(i + 1) * t];
                 let visible = i + 1;
@@ -227,55 +223,26 @@ fn backward(shape: &Dims, qkv: &[f32], weights: &[f32], keep_mask: Option<&[f32]
         }
         for (r0, r1) in shape.blocks() {
             // d_q[r0..r1] = d_scores[r0..r1, ..r1] · k[..r1]
-            let lhs = Strided { ptr: d_scores[r0 * t..].as_ptr(), row: t as isize, col: 1 };
-            let keys = Strided { ptr: qkv[k..].as_ptr(), row: c3 as isize, col: 1 };
-            gemm_into(d_rows(q, r0), c3, lhs, keys, r1 - r0, hd, r1);
+            let lhs = Matrix::rows_of(&d_scores[r0 * t..], r1 - r0, r1, t);
+            let keys = Matrix::rows_of(&qkv[k..], r1, hd, c3);
+            product(d_rows(q, r0), c3, lhs, keys);
             // d_k[r0..r1] = d_scores[r0.., r0..r1]ᵀ · q[r0..]; d_v[r0..r1] = used[r0.., r0..r1]ᵀ · grad[r0..]
-            let scores_t = Strided { ptr: d_scores[r0 * t + r0..].as_ptr(), row: 1, col: t as isize };
-            let queries = Strided { ptr: qkv[q + r0 * c3..].as_ptr(), row: c3 as isize, col: 1 };
-            gemm_into(d_rows(k, r0), c3, scores_t, queries, r1 - r0, hd, t - r0);
-            let used_t = Strided { ptr: used[r0 * t + r0..].as_ptr(), row: 1, col: t as isize };
-            gemm_into(d_rows(v, r0), c3, used_t, grad_rows(r0), r1 - r0, hd, t - r0);
+            let scores_below = Matrix::rows_of(&d_scores[r0 * t + r0..], t - r0, r1 - r0, t);
+            let queries = Matrix::rows_of(&qkv[q + r0 * c3..], t - r0, hd, c3);
+            product(d_rows(k, r0), c3, scores_below.t(), queries);
+            let used_below = Matrix::rows_of(&used[r0 * t + r0..], t - r0, r1 - r0, t);
+            product(d_rows(v, r0), c3, used_below.t(), grad_rows(r0, t - r0));
         }
     });
     d_qkv
 }
 
-/// A matrix view: element `(i, j)` at `ptr + i·row + j·col`.
-#[derive(Clone, Copy)]
-struct Strided {
-    ptr: *const f32,
-    row: isize,
-    col: isize,
-}
-
-/// `dst[i·dst_row + j] = Σₖ lhs(i, k)·rhs(k, j)` for an `m × n` result with inner size `k`, on
-/// the calling thread (the tasks are the parallelism).
-fn gemm_into(dst: *mut f32, dst_row: usize, lhs: Strided, rhs: Strided, m: usize, n: usize, k: usize) {
-    // SAFETY: the callers pass views whose m×k, k×n and m×n elements lie inside their buffers.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst,
-            1,
-            dst_row as isize,
-            false,
-            lhs.ptr,
-            lhs.col,
-            lhs.row,
-            rhs.ptr,
-            rhs.col,
-            rhs.row,
-            0.0,
-            1.0,
-            false,
-            false,
-            false,
-            gemm::Parallelism::None,
-        );
-    }
+/// `dst = a·b` (rows `dst_row` apart), on the calling thread: the (sequence, head) tasks are the
+/// parallelism.
+fn product(dst: *mut f32, dst_row: usize, a: Matrix, b: Matrix) {
+    // SAFETY: the callers pass views inside `qkv`, the weights, the gradient and their scratch
+    // rows, and a destination with room for a.rows rows of this head's b.cols columns.
+    unsafe { gemm_into(dst, dst_row, a, b, false, false) }
 }
 
 #[cfg(test)]

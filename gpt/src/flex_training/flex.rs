@@ -5,7 +5,7 @@ use std::sync::Arc;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
 use burn::backend::autodiff::grads::Gradients;
-use burn::backend::autodiff::ops::{Backward, Ops, OpsKind, unary};
+use burn::backend::autodiff::ops::{Backward, NodeGuard, Ops, OpsKind, unary};
 use burn::backend::flex::FlexTensor;
 use burn::backend::{Autodiff, Flex};
 use burn::prelude::*;
@@ -15,11 +15,14 @@ use rayon::prelude::*;
 use super::{AdamWStep, Moments};
 use crate::flex_kernels::exp_approx;
 
+/// A tensor of `Autodiff<Flex>`: the values and their place in the graph.
+pub(super) type TrackedTensor = <Autodiff<Flex> as burn::backend::BackendTypes>::FloatTensorPrimitive;
+
 /// A Flex f32 tensor on either a plain or an autodiff device: the raw values, and the autodiff
 /// handle when there is one.
 pub(super) enum FlexInput {
     Plain(FlexTensor),
-    Tracked(<Autodiff<Flex> as burn::backend::BackendTypes>::FloatTensorPrimitive),
+    Tracked(TrackedTensor),
 }
 
 impl FlexInput {
@@ -69,6 +72,15 @@ pub(super) fn flex_from(values: Vec<f32>, shape: Vec<usize>) -> FlexTensor {
     FlexTensor::from_data(TensorData::new(values, shape))
 }
 
+/// `out` as the output of `op` applied to the tensors of `parents`, keeping `state` for the
+/// backward when autodiff tracks any of them.
+pub(super) fn record<O: Backward<Flex, N>, const N: usize>(op: O, parents: [NodeGuard; N], state: O::State, out: FlexTensor) -> TrackedTensor {
+    match op.prepare::<NoCheckpointing>(parents).compute_bound().stateful() {
+        OpsKind::Tracked(prep) => prep.finish(state, out),
+        OpsKind::UnTracked(prep) => prep.finish(out),
+    }
+}
+
 /// Runs `f(row_index, row)` over the rows of `out` (`width` values each) on rayon's threads.
 fn for_rows(out: &mut [f32], width: usize, f: impl Fn(usize, &mut [f32]) + Sync + Send) {
     let rows_per_task = (1 << 15) / width.max(1) + 1;
@@ -116,11 +128,7 @@ pub fn cross_entropy_rows(logits: Tensor<2>, targets: Tensor<1, Int>, ignore: i6
         FlexInput::Plain(_) => Ok(Tensor::from_primitive::<Flex>(out)),
         FlexInput::Tracked(tracked) => {
             let state = CrossEntropyState { logits: values, stats: Arc::new(stats), targets: Arc::new(targets), ignore };
-            let output = match CrossEntropyBackward.prepare::<NoCheckpointing>([tracked.node()]).compute_bound().stateful() {
-                OpsKind::Tracked(prep) => prep.finish(state, out),
-                OpsKind::UnTracked(prep) => prep.finish(out),
-            };
-            Ok(Tensor::from_primitive::<Autodiff<Flex>>(output))
+            Ok(Tensor::from_primitive::<Autodiff<Flex>>(record(CrossEntropyBackward, [tracked.node()], state, out)))
         }
     }
 }
@@ -279,11 +287,7 @@ pub fn gelu_tanh<const D: usize>(x: Tensor<D>) -> Result<Tensor<D>, Tensor<D>> {
         FlexInput::Plain(_) => return Ok(Tensor::from_primitive::<Flex>(out)),
         FlexInput::Tracked(tracked) => tracked,
     };
-    let output = match GeluBackward.prepare::<NoCheckpointing>([tracked.node()]).compute_bound().stateful() {
-        OpsKind::Tracked(prep) => prep.finish(values, out),
-        OpsKind::UnTracked(prep) => prep.finish(out),
-    };
-    Ok(Tensor::from_primitive::<Autodiff<Flex>>(output))
+    Ok(Tensor::from_primitive::<Autodiff<Flex>>(record(GeluBackward, [tracked.node()], values, out)))
 }
 
 #[derive(Debug)]
@@ -404,7 +408,7 @@ pub fn adamw_update<const D: usize>(
         .zip(m_values[..elements].par_chunks_mut(CHUNK))
         .zip(v_values[..elements].par_chunks_mut(CHUNK))
         .zip(g.par_chunks(CHUNK))
-        .for_each(|(((p, m), v), g)| scalars.apply(p, m, v, g));
+        .for_each(|(((p, m), v), g)| adamw_apply(scalars, p, m, v, g));
     let wrap = |flex: FlexTensor| Tensor::<D>::from_primitive::<Flex>(flex);
     Ok((wrap(param), (wrap(m), wrap(v))))
 }
@@ -422,36 +426,23 @@ struct AdamWScalars {
     decay: Option<f32>,
 }
 
-impl AdamWScalars {
-    fn apply(&self, p: &mut [f32], m: &mut [f32], v: &mut [f32], g: &[f32]) {
-        #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-            // SAFETY: the CPU has the features the function is compiled for.
-            return unsafe { self.apply_avx2(p, m, v, g) };
-        }
-        self.apply_portable(p, m, v, g)
-    }
+with_avx2! {
+    /// One AdamW step of the chunks `p`, `m`, `v` (in place) with gradient `g`.
+    fn adamw_apply(s: AdamWScalars, p: &mut [f32], m: &mut [f32], v: &mut [f32], g: &[f32]) => adamw_apply_portable
+}
 
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn apply_avx2(&self, p: &mut [f32], m: &mut [f32], v: &mut [f32], g: &[f32]) {
-        self.apply_portable(p, m, v, g)
-    }
-
-    /// Operation for operation what Burn's AdamW computes (same roundings, in the same order).
-    #[inline(always)]
-    fn apply_portable(&self, p: &mut [f32], m: &mut [f32], v: &mut [f32], g: &[f32]) {
-        let s = *self;
-        for (((p, m), v), &g) in p.iter_mut().zip(m.iter_mut()).zip(v.iter_mut()).zip(g) {
-            *m = *m * s.beta_1 + g * s.factor_1;
-            *v = *v * s.beta_2 + (g * g) * s.factor_2;
-            let delta = (*m / s.correction_1) / ((*v / s.correction_2).sqrt() + s.epsilon);
-            let decayed = match s.decay {
-                Some(decay) => *p * decay,
-                None => *p,
-            };
-            *p = decayed - delta * s.lr;
-        }
+/// Operation for operation what Burn's AdamW computes (same roundings, in the same order).
+#[inline(always)]
+fn adamw_apply_portable(s: AdamWScalars, p: &mut [f32], m: &mut [f32], v: &mut [f32], g: &[f32]) {
+    for (((p, m), v), &g) in p.iter_mut().zip(m.iter_mut()).zip(v.iter_mut()).zip(g) {
+        *m = *m * s.beta_1 + g * s.factor_1;
+        *v = *v * s.beta_2 + (g * g) * s.factor_2;
+        let delta = (*m / s.correction_1) / ((*v / s.correction_2).sqrt() + s.epsilon);
+        let decayed = match s.decay {
+            Some(decay) => *p * decay,
+            None => *p,
+        };
+        *p = decayed - delta * s.lr;
     }
 }
 

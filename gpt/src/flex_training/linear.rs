@@ -11,15 +11,14 @@
 //! no gradient is computed for a frozen input.
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
-use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
 use burn::backend::autodiff::grads::Gradients;
-use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::autodiff::ops::{Backward, Ops};
 use burn::backend::flex::FlexTensor;
 use burn::backend::{Autodiff, Flex};
 use burn::prelude::*;
-use burn::tensor::DType;
 
-use super::flex::{FlexInput, flex_from};
+use super::flex::{FlexInput, flex_from, record};
+use super::gemm::{Matrix, gemm_into};
 
 /// `x·W + b`: `x` `[N, K]`, `weight` `[K, M]` (Burn's `Linear` layout), `bias` `[M]`. `None` when
 /// the tensors are not f32 on Flex (the caller then uses Burn's ops).
@@ -57,14 +56,8 @@ fn product(x: &Tensor<2>, weight: &Tensor<2>, transposed: bool, bias: Option<&Te
     };
     let state = ProductState { x: xf, weight: wf, transposed };
     let output = match b_in.and_then(tracked) {
-        Some(b_t) => match ProductBackward.prepare::<NoCheckpointing>([x_t.node(), w_t.node(), b_t.node()]).compute_bound().stateful() {
-            OpsKind::Tracked(prep) => prep.finish(state, out),
-            OpsKind::UnTracked(prep) => prep.finish(out),
-        },
-        None => match ProductBackward.prepare::<NoCheckpointing>([x_t.node(), w_t.node()]).compute_bound().stateful() {
-            OpsKind::Tracked(prep) => prep.finish(state, out),
-            OpsKind::UnTracked(prep) => prep.finish(out),
-        },
+        Some(b_t) => record(ProductBackward, [x_t.node(), w_t.node(), b_t.node()], state, out),
+        None => record(ProductBackward, [x_t.node(), w_t.node()], state, out),
     };
     Some(Tensor::from_primitive::<Autodiff<Flex>>(output))
 }
@@ -106,79 +99,19 @@ impl<const N: usize> Backward<Flex, N> for ProductBackward {
     }
 }
 
-/// A 2-D view of a Flex f32 tensor: element `(i, j)` at `ptr + i·row_stride + j·col_stride`.
-#[derive(Debug, Clone, Copy)]
-struct Matrix {
-    ptr: *const f32,
-    rows: usize,
-    cols: usize,
-    row_stride: isize,
-    col_stride: isize,
-}
-
-impl Matrix {
-    /// Any 2-D layout, strided views included (the GEMM reads them as they are).
-    fn of(flex: &FlexTensor) -> Self {
-        let layout = flex.layout();
-        let (shape, strides) = (layout.shape(), layout.strides());
-        assert!(shape.num_dims() == 2 && flex.dtype() == DType::F32, "a 2-D f32 tensor");
-        let storage = flex.storage::<f32>();
-        // SAFETY: the offset is inside the storage (Flex's layout invariant).
-        let ptr = unsafe { storage.as_ptr().add(layout.start_offset()) };
-        Self { ptr, rows: shape[0], cols: shape[1], row_stride: strides[0], col_stride: strides[1] }
-    }
-
-    fn t(self) -> Self {
-        Self { rows: self.cols, cols: self.rows, row_stride: self.col_stride, col_stride: self.row_stride, ..self }
-    }
-
-    fn at(&self, i: usize, j: usize) -> f32 {
-        // SAFETY: (i, j) is inside the view, which is inside its storage.
-        unsafe { *self.ptr.offset(i as isize * self.row_stride + j as isize * self.col_stride) }
-    }
-}
-
 /// `a·b` (+ `bias` on every row), row-major `[a.rows, b.cols]`, each value written once.
 fn multiply(a: Matrix, b: Matrix, bias: Option<&[f32]>) -> Vec<f32> {
-    let (m, n, k) = (a.rows, b.cols, a.cols);
-    debug_assert_eq!(k, b.rows);
+    let (m, n) = (a.rows, b.cols);
     let mut out: Vec<f32> = Vec::with_capacity(m * n);
     if let Some(bias) = bias {
         for _ in 0..m {
             out.extend_from_slice(bias);
         }
     }
-    // Below ~7 M multiply-adds a thread hop costs more than it saves (Flex's own threshold).
-    let parallelism = if m * n * k >= 192 * 192 * 192 && rayon::current_num_threads() > 1 {
-        gemm::Parallelism::Rayon(0)
-    } else {
-        gemm::Parallelism::None
-    };
-    // SAFETY: `out` has room for m·n values; with `read_dst` false the GEMM writes every one
-    // without reading it (and with a bias every one is initialised), so all are set after it.
-    // The inputs are valid for their views.
+    // SAFETY: `out` has room for m·n values; without a bias the GEMM writes every one without
+    // reading it, with one it adds to the bias rows, so all are set after it.
     unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            out.as_mut_ptr(),
-            1,
-            n as isize,
-            bias.is_some(),
-            a.ptr,
-            a.col_stride,
-            a.row_stride,
-            b.ptr,
-            b.col_stride,
-            b.row_stride,
-            1.0,
-            1.0,
-            false,
-            false,
-            false,
-            parallelism,
-        );
+        gemm_into(out.as_mut_ptr(), n, a, b, bias.is_some(), true);
         out.set_len(m * n);
     }
     out

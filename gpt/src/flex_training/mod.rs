@@ -20,6 +20,8 @@ pub use flex::*;
 // The Linear layers' and the tied head's products (called from `flex_kernels`, which exists only
 // with the `flex` feature, so there is no fallback).
 #[cfg(feature = "flex")]
+mod gemm;
+#[cfg(feature = "flex")]
 mod linear;
 #[cfg(feature = "flex")]
 pub use linear::{linear, times_transposed};
