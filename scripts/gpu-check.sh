@@ -4,12 +4,16 @@
 # has no Rust toolchain and no network:
 #
 #   bash scripts/gpu-check.sh build    # here: the CUDA builds of the parity tests and the CLI, in .cuda-bin/
-#   bash scripts/gpu-check.sh tests    # on the GPU machine, in the repository root: parity tests on cuda
+#   bash scripts/gpu-check.sh all [S]  # on the GPU machine, in the repository root: all of the below in S seconds
+#   bash scripts/gpu-check.sh tests    # there: parity tests on cuda
 #   bash scripts/gpu-check.sh cli      # there too: CLI jobs on cpu vs cuda, then benchmarks vs PyTorch
 #   bash scripts/gpu-check.sh profile  # after cli: the tuned training steps' GPU time, kernel by kernel
+#   bash scripts/gpu-check.sh bench 60 generate --batch 8   # one `llmfs bench` on cuda, into benches.jsonl
+#   bash scripts/gpu-check.sh report   # the benchmarks in $OUT so far, next to PyTorch's if it ran
 #
-# The halves on the GPU machine need only their own archive (.cuda-bin/tests.tar.xz, cli.tar.xz:
-# 30-35 MB each, as each binary links LLVM's NVPTX back end), so each can travel on its own.
+# The GPU machine needs only .cuda-bin/gpu.tar.xz: both binaries link LLVM's NVPTX back end and
+# most of Burn (~130 MB each), so they are packed together with a dictionary that spans both, and
+# the second costs little more than its differences (45 MB in all instead of 34 + 38 MB).
 # `build` needs the offline LLVM of scripts/setup-cuda-build.sh; it pins the CUDA API version that
 # cudarc binds to CUDARC_CUDA_VERSION (default 13000 = CUDA 13.0: no nvcc is needed here, and the
 # driver on the GPU machine must be at least that version). `tests` and `cli` write their logs and results to
@@ -43,9 +47,7 @@ for line in sys.stdin:
 ' "$bins/bin"
     strip "$bins"/bin/*
     pwd >"$bins/bin/built_at"
-    tar -C "$bins/bin" -cf - backends built_at | xz -6 >"$bins/tests.tar.xz" &
-    tar -C "$bins/bin" -cf - llmfs built_at | xz -6 >"$bins/cli.tar.xz"
-    wait
+    tar -C "$bins/bin" -cf - backends llmfs built_at | xz -T1 --lzma2=preset=6,dict=320MiB >"$bins/gpu.tar.xz"
     rm -rf "$bins/bin"
     ls -la "$bins"
 }
@@ -72,11 +74,15 @@ bench() {
     echo "llmfs bench $name $*: rc=$? ($((SECONDS - start)) s)" | tee -a "$out/summary.txt"
 }
 
-# Unpacks one archive and makes the GPU machine ready for it.
+# Unpacks the binaries and makes the GPU machine ready for them.
 setup() {
+    [ -n "${ready:-}" ] && return
+    ready=1
     out="${OUT:-target/gpu-check}"
     mkdir -p "$out" "$b"
-    tar -C "$b" -xJf "$bins/$1.tar.xz" || { echo "no $bins/$1.tar.xz: run \`$0 build\` first" >&2; exit 1; }
+    if [ ! -x "$b/llmfs" ]; then
+        tar -C "$b" -xJf "$bins/gpu.tar.xz" || { echo "no $bins/gpu.tar.xz: run \`$0 build\` first" >&2; exit 1; }
+    fi
     local built_at
     built_at="$(cat "$b/built_at")"
     # The tests' fixtures are found through the absolute path the binary was built at.
@@ -93,32 +99,26 @@ setup() {
     {
         nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
         echo "cuda: $cuda_home; nvrtc: ${nvrtc:-not found}; fixtures via: ${built_at:-?}; cpu: $(nproc) cores"
-    } | tee "$out/summary.txt"
+    } | tee -a "$out/summary.txt"
 }
 
 # On the GPU: every parity test with LLMFS_TEST_DEVICE=cuda.
 tests() {
-    setup tests
+    setup
     echo "== parity tests on cuda (LLMFS_TEST_DEVICE=cuda)" | tee -a "$out/summary.txt"
     local start=$SECONDS
-    LLMFS_TEST_DEVICE=cuda timeout 240 "$b/backends" --test-threads 1 --nocapture >"$out/tests.log" 2>&1
+    LLMFS_TEST_DEVICE=cuda timeout "${1:-240}" "$b/backends" --test-threads 1 --nocapture >"$out/tests.log" 2>&1
     echo "backends (parity, generation, classifier, loss_and_adamw): rc=$? ($((SECONDS - start)) s) $(grep -h '^test result' "$out/tests.log" | tail -1)" |
         tee -a "$out/summary.txt"
     grep -h "FAILED\|panicked" "$out/tests.log" | head -20 >>"$out/summary.txt"
     grep -h "max abs diff\|rel err\|tolerance" "$out/tests.log" | sort | uniq | head -40 >>"$out/summary.txt"
 }
 
-# On the GPU: the CLI jobs on cpu and cuda, compared; then the benchmarks next to PyTorch.
-cli() {
-    setup cli
-    local fx=tests/fixtures
-    echo "== CLI: the same jobs on cpu and cuda" | tee -a "$out/summary.txt"
-    cli_jobs cpu 120 >/tmp/cli_cpu.log 2>&1 &
-    cli_jobs cuda 120 >/tmp/cli_cuda.log 2>&1
-    wait
+# The CLI jobs' results on cpu and cuda, compared with each other and with transformers.
+compare_cli() {
     cat /tmp/cli_cpu.log /tmp/cli_cuda.log >>"$out/cli.log"
     grep -h "^llmfs " /tmp/cli_cpu.log /tmp/cli_cuda.log | tee -a "$out/summary.txt"
-    python3 - "$fx/hellaswag_tiny_reference.json" <<'PY' 2>&1 | tee -a "$out/summary.txt"
+    python3 - tests/fixtures/hellaswag_tiny_reference.json <<'PY' 2>&1 | tee -a "$out/summary.txt"
 import json, sys
 ref = {e["ind"]: e for e in json.load(open(sys.argv[1]))["examples"]}
 for d in ("cpu", "cuda"):
@@ -134,34 +134,42 @@ worst = max((abs(a["loss"] - b["loss"]) / abs(a["loss"]) for a, b in pairs), def
 print(f"finetune instruct: {len(pairs)} train events; losses cpu {[round(a['loss'], 4) for a, _ in pairs[:4]]} "
       f"cuda {[round(b['loss'], 4) for _, b in pairs[:4]]}; worst relative difference {worst:.2e}")
 PY
+}
 
-    # Then the benchmarks, one at a time on the GPU.
-    echo "== benchmarks (llmfs on cuda, then PyTorch on the same card)" | tee -a "$out/summary.txt"
-    bench 90 train-step --batch 16 --seq-len 1024 --steps 10
-    bench 50 generate
-    bench 70 generate --batch 8
-    PYTHONUNBUFFERED=1 timeout 120 python3 scripts/reference/bench_torch_gpu.py --batch 16 --seq-len 1024 \
+# PyTorch's benchmarks on the same card (fp32 and TF32), for the ratios in report().
+torch_bench() {
+    PYTHONUNBUFFERED=1 timeout "$1" python3 scripts/reference/bench_torch_gpu.py --batch 16 --seq-len 1024 \
         --out "$out/torch_gpu.json" >/dev/null 2>>"$out/cli.log"
-    echo "torch: rc=$?" >>"$out/summary.txt"
-    bench 100 finetune-cls --steps 10
+    echo "torch: rc=$?" | tee -a "$out/summary.txt"
+}
+
+# llmfs's benchmark results next to PyTorch's where there are some, and the training step's MFU.
+report() {
     python3 - "$out" <<'PY' 2>&1 | tee -a "$out/summary.txt"
-import json, sys
+import json, os, sys
 out = sys.argv[1]
 ours = {}
-for line in open(f"{out}/benches.jsonl"):
+for line in open(f"{out}/benches.jsonl") if os.path.exists(f"{out}/benches.jsonl") else []:
     if line.startswith("{"):
         r = json.loads(line)
         ours[r["bench"]] = r
-torch = json.load(open(f"{out}/torch_gpu.json"))
-print(f"PyTorch {torch['torch']} on {torch['device']}; llmfs on cuda (f32 matmuls in TF32)")
+torch = json.load(open(f"{out}/torch_gpu.json")) if os.path.exists(f"{out}/torch_gpu.json") else None
+print(f"llmfs on cuda (f32 matmuls in TF32); PyTorch: {torch['torch'] + ' on ' + torch['device'] if torch else 'not run'}")
 def row(what, ours_v, key, unit):
-    fp32, tf32 = torch["fp32"], torch["tf32"]
-    t32, ttf = key(fp32), key(tf32)
-    print(f"{what:<34} llmfs {ours_v:>9.1f}  torch fp32 {t32:>9.1f} ({ours_v / t32:.2f}x)  torch tf32 {ttf:>9.1f} ({ours_v / ttf:.2f}x) {unit}")
+    line = f"{what:<34} llmfs {ours_v:>9.1f} {unit}"
+    if torch:
+        t32, ttf = key(torch["fp32"]), key(torch["tf32"])
+        line += f"  torch fp32 {t32:>9.1f} ({ours_v / t32:.2f}x)  torch tf32 {ttf:>9.1f} ({ours_v / ttf:.2f}x)"
+    print(line)
 t = ours.get("llmfs_train_gpt2_124m")
 if t:
     row(f"train step B{t['batch']}xT{t['seq_len']}", t["tokens_per_s"], lambda c: c["train"]["tokens_per_s"], "tok/s")
-    print(f"{'':<34} losses llmfs {[round(x, 3) for x in t['losses'][:3]]} torch {[round(x, 3) for x in torch['fp32']['train']['losses']]}")
+    # Model FLOPs utilisation: 6 FLOPs per parameter per token (forward + backward), against the
+    # H100/H200's dense TF32 tensor-core peak (~495 TFLOP/s, SXM).
+    flops = 6 * 124.44e6 * t["tokens_per_s"]
+    print(f"{'':<34} {flops / 1e12:.1f} TFLOP/s of model FLOPs = {100 * flops / 495e12:.1f} % MFU (TF32 peak 495 TFLOP/s)")
+    if torch:
+        print(f"{'':<34} losses llmfs {[round(x, 3) for x in t['losses'][:3]]} torch {[round(x, 3) for x in torch['fp32']['train']['losses']]}")
 c = ours.get("llmfs_cls_gpt2_124m")
 if c:
     row("cls step B8xT120 (last block)", c["batch"] / c["plain_step"]["median_s"], lambda x: x["cls"]["examples_per_s"], "ex/s")
@@ -176,15 +184,55 @@ if g8:
 PY
 }
 
-# On the GPU, after `cli` (its archive): where a training step's GPU time goes, kernel by kernel.
+# On the GPU: the CLI jobs on cpu and cuda, compared; then the benchmarks next to PyTorch.
+cli() {
+    setup
+    echo "== CLI: the same jobs on cpu and cuda" | tee -a "$out/summary.txt"
+    cli_jobs cpu 120 >/tmp/cli_cpu.log 2>&1 &
+    cli_jobs cuda 120 >/tmp/cli_cuda.log 2>&1
+    wait
+    compare_cli
+    echo "== benchmarks (llmfs on cuda, then PyTorch on the same card)" | tee -a "$out/summary.txt"
+    bench 90 train-step --batch 16 --seq-len 1024 --steps 10
+    bench 50 generate
+    bench 70 generate --batch 8
+    torch_bench 120
+    bench 100 finetune-cls --steps 10
+    report
+}
+
+# On the GPU, everything within one time budget (seconds; device time is short): the parity tests
+# with both CLI jobs beside them (they check results, not speed), then each benchmark alone on the
+# GPU while its time limit still fits, most wanted first, then the kernel profile if time is left.
+all() {
+    local budget=${1:-540} t0=$SECONDS
+    setup
+    left() { echo $((budget - (SECONDS - t0))); }
+    cli_jobs cpu 150 >/tmp/cli_cpu.log 2>&1 &
+    cli_jobs cuda 150 >/tmp/cli_cuda.log 2>&1 &
+    tests 200
+    wait
+    echo "== CLI: the same jobs on cpu and cuda" | tee -a "$out/summary.txt"
+    compare_cli
+    echo "== benchmarks, one at a time ($(left) s left)" | tee -a "$out/summary.txt"
+    [ "$(left)" -ge 90 ] && bench 90 train-step --batch 16 --seq-len 1024 --steps 10
+    [ "$(left)" -ge 70 ] && bench 70 generate --batch 8
+    [ "$(left)" -ge 100 ] && bench 100 finetune-cls --steps 10
+    [ "$(left)" -ge 120 ] && torch_bench 120
+    [ "$(left)" -ge 50 ] && bench 50 generate
+    report
+    [ "$(left)" -ge 60 ] && profile "$(($(left) - 10))"
+    echo "done in $((SECONDS - t0)) s of $budget" | tee -a "$out/summary.txt"
+}
+
+# On the GPU: where a training step's GPU time goes, kernel by kernel.
 # CubeCL times every kernel when its profiling logger is on (cubecl.toml in the working directory
 # or a parent) and logs one `| duration | name` line per launch. Autotuning runs its own probe
 # kernels (…Throughput…, LaunchOverhead…) while it tunes; the launches after the last probe are the
 # tuned steps, summed per kernel into summary.txt (CubeCL's own per-sync tables can hold as little
 # as one probe).
 profile() {
-    out="${OUT:-target/gpu-check}" && mkdir -p "$out"
-    [ -x "$b/llmfs" ] || setup cli
+    setup
     local dir=/tmp/llmfs-profile start=$SECONDS
     rm -rf "$dir" && mkdir -p "$dir"
     printf '[profiling.logger]\nlevel = "basic"\nfile = "%s/kernels.log"\n' "$dir" >"$dir/cubecl.toml"
@@ -220,6 +268,9 @@ case "${1:-}" in
     build) build ;;
     tests) tests ;;
     cli) cli ;;
+    all) all "${2:-540}" ;;
+    bench) setup && shift && bench "$@" ;;
+    report) setup && report ;;
     profile) profile "${2:-90}" ;;
-    *) echo "usage: $0 build|tests|cli|profile" >&2; exit 2 ;;
+    *) echo "usage: $0 build|all [seconds]|tests [seconds]|cli|profile [seconds]|bench SECONDS NAME [ARGS]|report" >&2; exit 2 ;;
 esac
