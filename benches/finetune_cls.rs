@@ -3,7 +3,7 @@
 //! `../shared/bench/torch_baseline` — with and without the frozen-prefix cache. The benchmark
 //! itself is `pipelines::bench::finetune_cls` (also `llmfs bench finetune-cls`).
 //!
-//!     cargo bench --bench finetune_cls -- --threads 1 [--steps 5] [--device cuda] [--out FILE.json]
+//!     cargo bench --bench finetune_cls -- --threads 1 [--steps 5] [--preset gpt2] [--device cuda] [--out FILE.json]
 //!
 //! `scripts/bench-finetune.sh` runs it next to PyTorch and estimates a 5-epoch run on the book's
 //! split sizes (1045 / 149 / 300 texts) from the reported cost of caching one example's prefix.
@@ -15,5 +15,5 @@ use llmfs::pipelines::bench::{self, arg, finetune_cls};
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
     let device = bench::setup(&args)?;
-    bench::report(&finetune_cls::run(device, arg(&args, "--steps").unwrap_or(5))?, arg::<std::path::PathBuf>(&args, "--out").as_deref())
+    bench::report(&finetune_cls::run(device, &arg::<String>(&args, "--preset").unwrap_or_else(|| "gpt2".into()), arg(&args, "--steps").unwrap_or(5))?, arg::<std::path::PathBuf>(&args, "--out").as_deref())
 }

@@ -2,7 +2,7 @@
 //! 128 greedy new tokens), the workload of `../shared/bench/torch_baseline` (`infer` case). The
 //! benchmark itself is `pipelines::bench::generate` (also `llmfs bench generate`).
 //!
-//!     cargo bench --bench generate -- --threads 1 [--reps 3] [--no-cache] [--out FILE.json]
+//!     cargo bench --bench generate -- --threads 1 [--reps 3] [--no-cache] [--preset gpt2] [--out FILE.json]
 //!     cargo bench --bench generate -- --threads 1 --batch 8     # batched vs one prompt at a time
 //!     cargo bench --features cuda --bench generate -- --device cuda [--batch 8]
 //!
@@ -21,6 +21,7 @@ fn main() -> anyhow::Result<()> {
         reps: arg(&args, "--reps").unwrap_or(defaults.reps),
         no_cache: args.iter().any(|a| a == "--no-cache"),
         batch: arg(&args, "--batch").unwrap_or(defaults.batch),
+        preset: arg(&args, "--preset").unwrap_or(defaults.preset),
     };
     bench::report(&generate::run(device, &options)?, arg::<std::path::PathBuf>(&args, "--out").as_deref())
 }

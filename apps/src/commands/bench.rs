@@ -1,24 +1,34 @@
 //! `llmfs bench train-step | generate | finetune-cls | hellaswag | serve`: the speed benchmarks of `cargo bench`
 //! (`pipelines::bench`) in the shipped binary, so that a machine without a Rust toolchain (a GPU
-//! box) can run them on any compiled backend. Prints one JSON line.
+//! box) can run them on any compiled backend. Prints one JSON line. Without a subcommand: the
+//! standard workloads on one or more devices as a table (`bench_suite`).
 
 use std::path::PathBuf;
 
 use anyhow::Result;
 use pipelines::bench::{finetune_cls, generate, hellaswag, train_step};
 
+use super::bench_suite::{self, Devices, SuiteArgs};
+
 #[derive(clap::Args, Debug)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct Args {
     #[command(subcommand)]
-    pub which: Which,
-    /// auto, cpu, cuda, cuda:N, wgpu, vulkan or metal
+    pub which: Option<Which>,
+    #[command(flatten)]
+    pub suite: SuiteArgs,
+    /// auto, cpu, cuda, cuda:N, wgpu, vulkan or metal; without a subcommand also a comma-separated
+    /// list or `all` (every compiled backend)
     #[arg(long, default_value = "cpu", global = true)]
-    pub device: gpt::DeviceSpec,
+    pub device: Devices,
+    /// Model shape: gpt2 (124M), gpt2-medium, gpt2-large, gpt2-xl, mini or tiny (random weights)
+    #[arg(long, default_value = "gpt2", global = true)]
+    pub preset: String,
     /// CPU threads for the CPU backend (default: all cores)
     #[arg(long, global = true)]
     pub threads: Option<usize>,
     /// Also write the JSON result to this file
-    #[arg(long, global = true)]
+    #[arg(long, visible_alias = "json", global = true)]
     pub out: Option<PathBuf>,
 }
 
@@ -86,16 +96,26 @@ pub enum Which {
 
 pub fn run(args: Args) -> Result<()> {
     crate::runtime::set_threads(args.threads)?;
-    let result = match args.which {
-        Which::TrainStep { batch, seq_len, steps, dropout, trains } => {
-            train_step::run(args.device, &train_step::Options { batch, seq_len, steps, dropout, trains })?
+    let Some(which) = args.which else {
+        // The table goes to stdout; the JSON only to --json/--out.
+        let result = bench_suite::run(&args.suite, &args.device, &args.preset, args.threads)?;
+        if let Some(path) = &args.out {
+            gpt::fsutil::write_atomic(path, (result.to_string() + "\n").as_bytes())?;
         }
-        Which::Generate { reps, no_cache, batch } => generate::run(args.device, &generate::Options { reps, no_cache, batch })?,
-        Which::FinetuneCls { steps } => finetune_cls::run(args.device, steps)?,
-        Which::Hellaswag { data, limit, batch_size } => hellaswag::run(args.device, &hellaswag::Options { data, limit, batch_size })?,
+        return Ok(());
+    };
+    let device = args.device.one()?;
+    let preset = args.preset;
+    let result = match which {
+        Which::TrainStep { batch, seq_len, steps, dropout, trains } => {
+            train_step::run(device, &train_step::Options { batch, seq_len, steps, dropout, trains, preset })?
+        }
+        Which::Generate { reps, no_cache, batch } => generate::run(device, &generate::Options { reps, no_cache, batch, preset })?,
+        Which::FinetuneCls { steps } => finetune_cls::run(device, &preset, steps)?,
+        Which::Hellaswag { data, limit, batch_size } => hellaswag::run(device, &hellaswag::Options { data, limit, batch_size })?,
         Which::Serve { model, clients, seconds, max_tokens } => {
             // The thread count was set above, once for the process.
-            let runtime = crate::runtime::RuntimeArgs { device: args.device, threads: None, seed: 0 };
+            let runtime = crate::runtime::RuntimeArgs { device, threads: None, seed: 0 };
             crate::serve::load_bench::run(&crate::serve::load_bench::Options { model, clients, seconds, max_tokens, threads: args.threads }, &runtime)?
         }
     };

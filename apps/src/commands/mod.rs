@@ -1,4 +1,5 @@
 pub mod bench;
+pub mod bench_suite;
 pub mod classify;
 pub mod download;
 pub mod eval;

@@ -5,11 +5,11 @@
 
 use std::time::Instant;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use gpt::burn::optim::GradientsParams;
 use gpt::burn::prelude::*;
 use gpt::device::DeviceSpec;
-use gpt::{Gpt, GptClassifier, GptConfig, Trainable};
+use gpt::{Gpt, GptClassifier, Trainable};
 use serde_json::{Value, json};
 
 use super::median;
@@ -39,17 +39,20 @@ fn time_steps(mut model: ClassifierTraining, batch: &ClassificationBatch, steps:
 }
 
 /// `steps` timed steps (after 2 untimed ones) of each variant.
-pub fn run(spec: DeviceSpec, steps: usize) -> Result<Value> {
+/// `preset`: the model shape (`gpt2` = 124M).
+pub fn run(spec: DeviceSpec, preset: &str, steps: usize) -> Result<Value> {
+    let config = super::preset_config(preset)?;
+    let length = LENGTH.min(config.n_positions);
     let device = spec.resolve()?.autodiff();
-    let gpt = Gpt::init(&GptConfig::preset("gpt2").context("the gpt2 preset")?.with_dropout(0.0), 0, &device)?;
+    let gpt = Gpt::init(&config.with_dropout(0.0), 0, &device)?;
     let classifier = GptClassifier::new(gpt, vec!["ham".into(), "spam".into()], 0)?.set_trainable(Trainable::LastBlock);
     let (trainable, _) = classifier.parameter_counts();
     device.seed(1);
-    let ids = Tensor::<2, Int>::random([BATCH, LENGTH], gpt::burn::tensor::Distribution::Uniform(0.0, 50256.0), &device);
+    let ids = Tensor::<2, Int>::random([BATCH, length], gpt::burn::tensor::Distribution::Uniform(0.0, 50256.0), &device);
     let labels = Tensor::<1, Int>::from_data(TensorData::new((0..BATCH as i64).map(|i| i % 2).collect::<Vec<_>>(), [BATCH]), &device);
 
-    // Plain: every step runs all 12 blocks, the 11 frozen ones outside autodiff.
-    let first_block = 11;
+    // Plain: every step runs all blocks, the frozen ones (all but the last) outside autodiff.
+    let first_block = classifier.gpt.h.len() - 1;
     let plain_batch = ClassificationBatch { inputs: ClassifierInput::Tokens(ids.clone()), labels: labels.clone() };
     let plain = ClassifierTraining { classifier: classifier.clone(), first_block, grad_clip: None };
     let (plain_times, plain_losses) = time_steps(plain, &plain_batch, steps);
@@ -57,7 +60,7 @@ pub fn run(spec: DeviceSpec, steps: usize) -> Result<Value> {
     let autodiff = ClassifierTraining { classifier: classifier.clone(), first_block: 0, grad_clip: None };
     let (autodiff_times, _) = time_steps(autodiff, &plain_batch, steps.min(2));
 
-    // The prefix cache: blocks 0..11 once per example (inference), then steps on block 11 only.
+    // The prefix cache: the frozen blocks once per example (inference), then steps on block 11 only.
     let inference = classifier.gpt.valid();
     let plain_ids = Tensor::<2, Int>::from_data(ids.clone().into_data(), &inference.device());
     let start = Instant::now();
@@ -70,12 +73,13 @@ pub fn run(spec: DeviceSpec, steps: usize) -> Result<Value> {
     let max_rel = plain_losses.iter().zip(&cached_losses).map(|(a, b)| (a - b).abs() / a.abs()).fold(0.0, f64::max);
 
     Ok(json!({
-        "bench": "llmfs_cls_gpt2_124m", "backend": spec.to_string(), "threads": rayon::current_num_threads(),
-        "batch": BATCH, "seq_len": LENGTH, "trainable_params": trainable,
+        "bench": super::bench_name("cls", preset), "preset": preset, "backend": spec.to_string(), "threads": rayon::current_num_threads(),
+        "batch": BATCH, "seq_len": length, "trainable_params": trainable,
         "plain_step": { "median_s": median(plain_times.clone()), "all_s": plain_times },
         "autodiff_everywhere_step": { "median_s": median(autodiff_times.clone()), "all_s": autodiff_times },
         "cached_step": { "median_s": median(cached_times.clone()), "all_s": cached_times },
         "cache_s_per_example": cache_per_example,
         "losses_plain": plain_losses, "losses_cached": cached_losses, "losses_max_rel_diff": max_rel,
+        "peak_rss_mib": super::peak_rss_mib(),
     }))
 }

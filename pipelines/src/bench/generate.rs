@@ -5,11 +5,11 @@
 
 use std::time::Instant;
 
-use anyhow::{Context, Result, ensure};
+use anyhow::{Result, ensure};
 use gpt::burn::prelude::*;
 use gpt::device::DeviceSpec;
 use gpt::generate::{GenerateConfig, generate};
-use gpt::{Gpt, GptConfig};
+use gpt::Gpt;
 use serde_json::{Value, json};
 
 use super::median;
@@ -26,42 +26,48 @@ pub struct Options {
     pub no_cache: bool,
     /// More than 1: batched against one at a time instead.
     pub batch: usize,
+    /// The model shape (`gpt2` = 124M).
+    pub preset: String,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Self { reps: 3, no_cache: false, batch: 1 }
+        Self { reps: 3, no_cache: false, batch: 1, preset: "gpt2".into() }
     }
 }
 
 pub fn run(spec: DeviceSpec, options: &Options) -> Result<Value> {
     let device = spec.resolve()?;
-    let model = Gpt::init(&GptConfig::preset("gpt2").context("the gpt2 preset")?, 0, &device)?;
+    let config = super::preset_config(&options.preset)?;
+    // A shape with a shorter context (tiny) generates what fits after the prompt.
+    let new_tokens = NEW_TOKENS.min(config.n_positions.saturating_sub(PROMPT.len()));
+    let model = Gpt::init(&config, 0, &device)?;
     if options.batch > 1 {
-        return batched_against_solo(&model, options.batch, spec);
+        return batched_against_solo(&model, options, new_tokens, spec);
     }
     let calib_before = calibrate(&device);
     // Warm-up over the whole length: a GPU backend's autotuning and kernel compilation meet every
     // cache length once, outside the timed runs.
-    timed_generation(&model, NEW_TOKENS, true)?;
+    timed_generation(&model, new_tokens, true)?;
     let prefill = median((0..5).map(|_| timed_generation(&model, 1, true).map(|r| r.0)).collect::<Result<_>>()?);
-    let runs: Vec<(f64, Vec<u32>)> = (0..options.reps.max(1)).map(|_| timed_generation(&model, NEW_TOKENS, true)).collect::<Result<_>>()?;
+    let runs: Vec<(f64, Vec<u32>)> = (0..options.reps.max(1)).map(|_| timed_generation(&model, new_tokens, true)).collect::<Result<_>>()?;
     let cached_s = median(runs.iter().map(|r| r.0).collect());
-    let uncached = if options.no_cache { Some(timed_generation(&model, NEW_TOKENS, false)?) } else { None };
+    let uncached = if options.no_cache { Some(timed_generation(&model, new_tokens, false)?) } else { None };
     if let Some((_, tokens)) = &uncached {
         ensure!(tokens == &runs[0].1, "cached and uncached greedy tokens differ");
     }
     let calib_after = calibrate(&device);
     Ok(json!({
-        "bench": "llmfs_generate_gpt2_124m", "backend": spec.to_string(), "threads": rayon::current_num_threads(),
-        "batch": 1, "prompt_len": PROMPT.len(), "new_tokens": NEW_TOKENS,
+        "bench": super::bench_name("generate", &options.preset), "preset": options.preset, "backend": spec.to_string(),
+        "threads": rayon::current_num_threads(), "batch": 1, "prompt_len": PROMPT.len(), "new_tokens": new_tokens,
         "prefill_16_tokens_plus_1_s": prefill,
         "kv_cache": { "median_s": cached_s, "all_s": runs.iter().map(|r| r.0).collect::<Vec<_>>(),
-                      "tokens_per_s": NEW_TOKENS as f64 / cached_s },
-        "no_cache": uncached.as_ref().map(|(s, _)| json!({ "s": s, "tokens_per_s": NEW_TOKENS as f64 / s })),
-        "first_new_tokens": &runs[0].1[..8],
+                      "tokens_per_s": new_tokens as f64 / cached_s },
+        "no_cache": uncached.as_ref().map(|(s, _)| json!({ "s": s, "tokens_per_s": new_tokens as f64 / s })),
+        "first_new_tokens": &runs[0].1[..runs[0].1.len().min(8)],
         "calib_gflops_before": calib_before,
         "calib_gflops_after": calib_after,
+        "peak_rss_mib": super::peak_rss_mib(),
     }))
 }
 
@@ -89,7 +95,8 @@ fn timed_generation(model: &Gpt, new_tokens: usize, use_cache: bool) -> Result<(
 
 /// `batch` prompts (the baseline's, each with another last token) generated as one batch through
 /// the KV cache and then one at a time (`generate-responses` and `serve` batch their prompts).
-fn batched_against_solo(model: &Gpt, batch: usize, spec: DeviceSpec) -> Result<Value> {
+fn batched_against_solo(model: &Gpt, options: &Options, new_tokens: usize, spec: DeviceSpec) -> Result<Value> {
+    let batch = options.batch;
     let prompts: Vec<Vec<u32>> = (0..batch)
         .map(|row| {
             let mut prompt = PROMPT.to_vec();
@@ -97,7 +104,7 @@ fn batched_against_solo(model: &Gpt, batch: usize, spec: DeviceSpec) -> Result<V
             prompt
         })
         .collect();
-    let config = GenerateConfig { eos_token: None, ..GenerateConfig::greedy(NEW_TOKENS) };
+    let config = GenerateConfig { eos_token: None, ..GenerateConfig::greedy(new_tokens) };
     // Warm-up of both ways over the whole length, as in `run` (on a GPU, the batch of 8 has its
     // own shapes to tune and compile).
     generate(model, &prompts, &config)?;
@@ -114,10 +121,10 @@ fn batched_against_solo(model: &Gpt, batch: usize, spec: DeviceSpec) -> Result<V
     for (row, (b, s)) in batched.iter().zip(&solo).enumerate() {
         ensure!(&b.token_ids == s, "row {row}: batched and solo tokens differ");
     }
-    let tokens = (batch * NEW_TOKENS) as f64;
+    let tokens = (batch * new_tokens) as f64;
     Ok(json!({
-        "bench": "llmfs_generate_batched_gpt2_124m", "backend": spec.to_string(), "threads": rayon::current_num_threads(),
-        "batch": batch, "prompt_len": PROMPT.len(), "new_tokens": NEW_TOKENS,
+        "bench": super::bench_name("generate_batched", &options.preset), "preset": options.preset, "backend": spec.to_string(),
+        "threads": rayon::current_num_threads(), "batch": batch, "prompt_len": PROMPT.len(), "new_tokens": new_tokens,
         "batched": { "s": batched_s, "tokens_per_s": tokens / batched_s },
         "one_at_a_time": { "s": solo_s, "tokens_per_s": tokens / solo_s },
         "speedup": solo_s / batched_s, "same_tokens": true,

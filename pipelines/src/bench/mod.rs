@@ -1,12 +1,27 @@
 //! Speed benchmarks on the GPT-2 124M shape (random weights), run by `cargo bench` (benches/) and
 //! by `llmfs bench`, on any compiled backend. Each returns one JSON object; the comparisons with
 //! PyTorch are made by scripts/bench-*.sh (CPU) and scripts/gpu-check.sh (CUDA), which run the
-//! baseline in the same script because only ratios measured together mean anything.
+//! baseline in the same script because only ratios measured together mean anything; `llmfs bench`
+//! without a subcommand tabulates them against a saved baseline.
 
 pub mod finetune_cls;
 pub mod generate;
 pub mod hellaswag;
 pub mod train_step;
+
+/// The model shape a benchmark runs (`--preset`; GPT-2 124M, `gpt2`, unless told), random weights.
+pub fn preset_config(preset: &str) -> anyhow::Result<gpt::GptConfig> {
+    gpt::GptConfig::preset(preset).ok_or_else(|| anyhow::anyhow!("unknown preset {preset:?}: expected gpt2, gpt2-medium, gpt2-large, gpt2-xl, mini or tiny"))
+}
+
+/// A result's `bench` name: `llmfs_{case}_gpt2_124m` for the default shape (the name the PyTorch
+/// comparisons look for), `llmfs_{case}_{preset}` for another.
+pub fn bench_name(case: &str, preset: &str) -> String {
+    match preset {
+        "gpt2" => format!("llmfs_{case}_gpt2_124m"),
+        _ => format!("llmfs_{case}_{preset}"),
+    }
+}
 
 /// The median of `xs` (the upper one for an even count); 0 for none.
 pub fn median(mut xs: Vec<f64>) -> f64 {

@@ -8,11 +8,11 @@
 
 use std::time::Instant;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use gpt::burn::optim::GradientsParams;
 use gpt::burn::prelude::*;
 use gpt::device::DeviceSpec;
-use gpt::{Gpt, GptConfig};
+use gpt::Gpt;
 use serde_json::{Value, json};
 
 use super::{median, peak_rss_mib};
@@ -29,11 +29,13 @@ pub struct Options {
     pub dropout: f64,
     /// What trains (full fine-tuning, the last block, or LoRA adapters).
     pub trains: Trains,
+    /// The model shape (`gpt2` = 124M).
+    pub preset: String,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Self { batch: 4, seq_len: 256, steps: 5, dropout: 0.1, trains: Trains::All }
+        Self { batch: 4, seq_len: 256, steps: 5, dropout: 0.1, trains: Trains::All, preset: "gpt2".into() }
     }
 }
 
@@ -88,10 +90,13 @@ impl Trains {
 }
 
 pub fn run(spec: DeviceSpec, options: &Options) -> Result<Value> {
-    let Options { batch, seq_len, steps, dropout, trains } = options.clone();
+    let Options { batch, seq_len, steps, dropout, trains, preset } = options.clone();
+    let config = super::preset_config(&preset)?;
+    // A shape with a shorter context (tiny) trains on windows as long as it has.
+    let seq_len = seq_len.min(config.n_positions);
     let device = spec.resolve()?.autodiff();
     device.seed(0);
-    let gpt = Gpt::init(&GptConfig::preset("gpt2").context("the gpt2 preset")?.with_dropout(dropout), 0, &device)?;
+    let gpt = Gpt::init(&config.with_dropout(dropout), 0, &device)?;
     let gpt = trains.apply(gpt)?;
     // The same tokens and dropout masks whatever trains: the first loss is then the same for
     // every --trains (fresh adapters change nothing).
@@ -102,6 +107,7 @@ pub fn run(spec: DeviceSpec, options: &Options) -> Result<Value> {
     let mut optimizer = OptimConfig { decay_all: true, ..OptimConfig::default() }.optimizer();
     let tokens = Tensor::<2, Int>::random([batch, seq_len + 1], gpt::burn::tensor::Distribution::Uniform(0.0, 50256.0), &device);
     let lm_batch = LmBatch { inputs: tokens.clone().slice([0..batch, 0..seq_len]), targets: tokens.slice([0..batch, 1..seq_len + 1]) };
+    let forward = time_forward(&model.gpt, &lm_batch.inputs);
 
     let (mut times, mut losses) = (Vec::new(), Vec::new());
     for i in 0..steps + 2 {
@@ -117,10 +123,29 @@ pub fn run(spec: DeviceSpec, options: &Options) -> Result<Value> {
     }
     let step = median(times.clone());
     Ok(json!({
-        "bench": "llmfs_train_gpt2_124m", "backend": spec.to_string(), "threads": rayon::current_num_threads(),
+        "bench": super::bench_name("train", &preset), "preset": preset, "backend": spec.to_string(), "threads": rayon::current_num_threads(),
         "batch": batch, "seq_len": seq_len, "n_params": params, "trainable_params": trainable, "trains": trains.to_string(), "dropout": dropout,
         "step": { "median_s": step, "all_s": times },
         "tokens_per_s": (batch * seq_len) as f64 / step,
+        "forward": { "median_s": median(forward.clone()), "all_s": forward,
+                     "tokens_per_s": (batch * seq_len) as f64 / median(forward.clone()) },
         "losses": losses, "peak_rss_mib": peak_rss_mib(),
     }))
+}
+
+/// Seconds of an inference forward pass to the logits (no autodiff graph, dropout off) over
+/// `inputs`, 3 timed after 1 untimed; the inference copy shares the weights.
+fn time_forward(gpt: &Gpt, inputs: &Tensor<2, Int>) -> Vec<f64> {
+    let model = gpt.valid();
+    let inputs = Tensor::<2, Int>::from_data(inputs.clone().into_data(), &model.device());
+    let mut times = Vec::new();
+    for i in 0..4 {
+        let start = Instant::now();
+        // Reading a sum waits for all the logits (GPU backends run asynchronously).
+        let _ = model.forward(inputs.clone()).sum().into_scalar::<f32>();
+        if i >= 1 {
+            times.push(start.elapsed().as_secs_f64());
+        }
+    }
+    times
 }
