@@ -48,7 +48,10 @@ enum Command {
     /// Serve a model over HTTP with OpenAI's API (/v1/completions, /v1/chat/completions, /v1/models;
     /// /v1/classify for a classifier run).
     Serve(serve::Args),
-    /// Speed benchmarks on the GPT-2 124M shape (as `cargo bench`), on any compiled backend.
+    /// Speed benchmarks on any compiled backend (GPT-2 124M shape unless --preset).
+    ///
+    /// Without a command: the standard workloads as a table (--compare: ratios against a saved
+    /// baseline). With one: that benchmark's JSON (as `cargo bench`).
     Bench(commands::bench::Args),
 }
 

@@ -34,7 +34,7 @@ pub struct Args {
 
 #[derive(clap::Subcommand, Debug)]
 pub enum Which {
-    /// Forward + cross-entropy + backward + AdamW on the GPT-2 124M shape (random weights)
+    /// Forward + cross-entropy + backward + AdamW (random weights), and an inference forward
     TrainStep {
         #[arg(long, default_value_t = 4)]
         batch: usize,
