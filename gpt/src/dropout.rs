@@ -41,11 +41,10 @@ pub fn forward<const D: usize>(layer: &Dropout, x: Tensor<D>) -> Tensor<D> {
 /// (`flex_training::causal_attention`). `None` when the layer is inactive or not on Flex.
 #[cfg(feature = "flex")]
 pub fn flex_mask(layer: &Dropout, n: usize, device: &Device) -> Option<Vec<f32>> {
-    let plain = device.clone().without_autodiff();
-    if !active_on(layer, device) || plain != Device::flex() {
+    if !active_on(layer, device) || !crate::device::is_flex(device) {
         return None;
     }
-    let seed = draw_seed(&plain);
+    let seed = draw_seed(&device.clone().without_autodiff());
     Some(scaled_keep_mask(n, 1.0 - layer.prob, seed))
 }
 

@@ -99,10 +99,7 @@ pub fn run(args: Args) -> Result<()> {
     let Some(which) = args.which else {
         // The table goes to stdout; the JSON only to --json/--out.
         let result = bench_suite::run(&args.suite, &args.device, &args.preset, args.threads)?;
-        if let Some(path) = &args.out {
-            gpt::fsutil::write_atomic(path, (result.to_string() + "\n").as_bytes())?;
-        }
-        return Ok(());
+        return pipelines::bench::save(&result, args.out.as_deref());
     };
     let device = args.device.one()?;
     let preset = args.preset;

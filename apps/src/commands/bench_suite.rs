@@ -107,48 +107,76 @@ pub struct SuiteArgs {
     pub compare: Option<PathBuf>,
 }
 
-/// One measured figure of the table; `better` says which way is good, for the ratio.
+/// One measured figure of the table.
 struct Figure {
     case: Case,
     metric: &'static str,
     key: &'static str,
     value: f64,
-    unit: &'static str,
-    better: Better,
+    kind: Kind,
 }
 
+/// What a figure measures: its unit, and which way its ratio to a baseline reads.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Better {
-    Higher,
-    Lower,
+enum Kind {
+    /// tokens/s: the speed-up is ours / theirs.
+    Speed,
+    /// seconds: the speed-up is theirs / ours.
+    Time,
+    /// MiB: ours as a fraction of theirs.
+    Memory,
+}
+
+impl Kind {
+    fn unit(self) -> &'static str {
+        match self {
+            Self::Speed => "tok/s",
+            Self::Time => "s",
+            Self::Memory => "MiB",
+        }
+    }
+
+    /// The ratio of `ours` to the baseline's `theirs`, and how to read it.
+    fn ratio(self, ours: f64, theirs: f64) -> (f64, &'static str) {
+        match self {
+            Self::Speed => (ours / theirs, "speed-up"),
+            Self::Time => (theirs / ours, "speed-up"),
+            Self::Memory => (ours / theirs, "of the baseline's memory"),
+        }
+    }
+}
+
+/// Whether a JSON document is an `llmfs bench --json` result.
+fn is_suite(result: &Value) -> bool {
+    result.get("bench").and_then(Value::as_str) == Some("llmfs_suite")
 }
 
 /// The figures of one device's child results, in table order.
 fn figures(cases: &[Case], results: &serde_json::Map<String, Value>) -> Vec<Figure> {
     let get = |child: &str, path: &[&str]| path.iter().try_fold(results.get(child)?, |v, k| v.get(*k)).and_then(Value::as_f64);
     let mut out = Vec::new();
-    let mut push = |case, metric, key, value: Option<f64>, unit, better| {
+    let mut push = |case, metric, key, value: Option<f64>, kind| {
         if let Some(value) = value {
-            out.push(Figure { case, metric, key, value, unit, better });
+            out.push(Figure { case, metric, key, value, kind });
         }
     };
     for &case in cases {
         match case {
-            Case::Forward => push(case, "tokens/s", "tokens_per_s", get("train-step", &["forward", "tokens_per_s"]), "tok/s", Better::Higher),
+            Case::Forward => push(case, "tokens/s", "tokens_per_s", get("train-step", &["forward", "tokens_per_s"]), Kind::Speed),
             Case::Train => {
-                push(case, "tokens/s", "tokens_per_s", get("train-step", &["tokens_per_s"]), "tok/s", Better::Higher);
-                push(case, "step", "step_s", get("train-step", &["step", "median_s"]), "s", Better::Lower);
-                push(case, "peak memory", "peak_rss_mib", get("train-step", &["peak_rss_mib"]), "MiB", Better::Lower);
+                push(case, "tokens/s", "tokens_per_s", get("train-step", &["tokens_per_s"]), Kind::Speed);
+                push(case, "step", "step_s", get("train-step", &["step", "median_s"]), Kind::Time);
+                push(case, "peak memory", "peak_rss_mib", get("train-step", &["peak_rss_mib"]), Kind::Memory);
             }
             Case::Cls => {
-                push(case, "step", "step_s", get("finetune-cls", &["plain_step", "median_s"]), "s", Better::Lower);
-                push(case, "step, prefix cache", "cached_step_s", get("finetune-cls", &["cached_step", "median_s"]), "s", Better::Lower);
-                push(case, "peak memory", "peak_rss_mib", get("finetune-cls", &["peak_rss_mib"]), "MiB", Better::Lower);
+                push(case, "step", "step_s", get("finetune-cls", &["plain_step", "median_s"]), Kind::Time);
+                push(case, "step, prefix cache", "cached_step_s", get("finetune-cls", &["cached_step", "median_s"]), Kind::Time);
+                push(case, "peak memory", "peak_rss_mib", get("finetune-cls", &["peak_rss_mib"]), Kind::Memory);
             }
-            Case::Prefill => push(case, "16 tokens + 1", "s", get("generate", &["prefill_16_tokens_plus_1_s"]), "s", Better::Lower),
+            Case::Prefill => push(case, "16 tokens + 1", "s", get("generate", &["prefill_16_tokens_plus_1_s"]), Kind::Time),
             Case::Decode => {
-                push(case, "tokens/s", "tokens_per_s", get("generate", &["kv_cache", "tokens_per_s"]), "tok/s", Better::Higher);
-                push(case, "peak memory", "peak_rss_mib", get("generate", &["peak_rss_mib"]), "MiB", Better::Lower);
+                push(case, "tokens/s", "tokens_per_s", get("generate", &["kv_cache", "tokens_per_s"]), Kind::Speed);
+                push(case, "peak memory", "peak_rss_mib", get("generate", &["peak_rss_mib"]), Kind::Memory);
             }
         }
     }
@@ -159,7 +187,7 @@ fn figures(cases: &[Case], results: &serde_json::Map<String, Value>) -> Vec<Figu
 /// under its own names (`cls.step.median_s`, `infer.hf_generate_kv_cache.tokens_per_s`, …).
 fn baseline_value(baseline: &Value, figure: &Figure) -> Option<f64> {
     let at = |path: &[&str]| path.iter().try_fold(baseline, |v, k| v.get(*k)).and_then(Value::as_f64);
-    if baseline.get("bench").and_then(Value::as_str) == Some("llmfs_suite") {
+    if is_suite(baseline) {
         return at(&[figure.case.name(), figure.key]);
     }
     match (figure.case, figure.key) {
@@ -177,18 +205,17 @@ fn baseline_value(baseline: &Value, figure: &Figure) -> Option<f64> {
 
 /// The model shape a baseline measured: a suite's `preset`; PyTorch's baselines are GPT-2 124M.
 fn baseline_preset(baseline: &Value) -> Option<&str> {
-    match baseline.get("bench").and_then(Value::as_str) {
-        Some("llmfs_suite") => baseline.get("preset").and_then(Value::as_str),
-        Some(name) if name.ends_with("gpt2_124m") => Some("gpt2"),
-        _ => None,
+    if is_suite(baseline) {
+        return baseline.get("preset").and_then(Value::as_str);
     }
+    baseline.get("bench").and_then(Value::as_str).filter(|name| name.ends_with("gpt2_124m")).map(|_| "gpt2")
 }
 
 /// Reads a baseline JSON and checks that it is one of the two known kinds.
 fn read_baseline(path: &Path) -> Result<Value> {
     let text = std::fs::read_to_string(path).with_context(|| format!("reading the baseline {}", path.display()))?;
     let baseline: Value = serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))?;
-    let suite = baseline.get("bench").and_then(Value::as_str) == Some("llmfs_suite");
+    let suite = is_suite(&baseline);
     let torch = baseline.get("train").is_some() || baseline.get("infer").is_some() || baseline.get("cls").is_some();
     ensure!(
         suite || torch,
@@ -300,15 +327,11 @@ fn write_rows(table: &mut String, device: DeviceSpec, threads: Option<u64>, figu
         let _ = writeln!(table, "  {:<8} {:<20} {:>12}", "case", "metric", "llmfs");
     }
     for f in figures {
-        let value = format!("{} {}", fmt_value(f.value), f.unit);
+        let value = format!("{} {}", fmt_value(f.value), f.kind.unit());
         let mut line = format!("  {:<8} {:<20} {:>12}", f.case.name(), f.metric, value);
         if let Some(base) = baseline.and_then(|b| baseline_value(b, f)).filter(|b| *b > 0.0) {
-            let (ratio, reading) = match (f.better, f.unit) {
-                (Better::Lower, "MiB") => (f.value / base, "of the baseline's memory"),
-                (Better::Lower, _) => (base / f.value, "speed-up"),
-                (Better::Higher, _) => (f.value / base, "speed-up"),
-            };
-            let _ = write!(line, " {:>12}  {ratio:.2}x {reading}", format!("{} {}", fmt_value(base), f.unit));
+            let (ratio, reading) = f.kind.ratio(f.value, base);
+            let _ = write!(line, " {:>12}  {ratio:.2}x {reading}", format!("{} {}", fmt_value(base), f.kind.unit()));
         }
         let _ = writeln!(table, "{line}");
     }
@@ -343,12 +366,12 @@ mod tests {
     fn torch_baseline_values_are_found_under_their_own_names() {
         let torch = json!({"threads": 2, "train": {"tokens_per_s": 176.4, "peak_rss_mib": 6225.0, "step": {"median_s": 5.8}},
                            "cls": {"step": {"median_s": 1.2}}, "infer": {"hf_generate_kv_cache": {"tokens_per_s": 25.8}}});
-        let figure = |case, key, unit, better| Figure { case, metric: "", key, value: 1.0, unit, better };
-        assert_eq!(baseline_value(&torch, &figure(Case::Train, "tokens_per_s", "tok/s", Better::Higher)), Some(176.4));
-        assert_eq!(baseline_value(&torch, &figure(Case::Cls, "step_s", "s", Better::Lower)), Some(1.2));
-        assert_eq!(baseline_value(&torch, &figure(Case::Decode, "tokens_per_s", "tok/s", Better::Higher)), Some(25.8));
-        assert_eq!(baseline_value(&torch, &figure(Case::Forward, "tokens_per_s", "tok/s", Better::Higher)), None);
+        let figure = |case, key, kind| Figure { case, metric: "", key, value: 1.0, kind };
+        assert_eq!(baseline_value(&torch, &figure(Case::Train, "tokens_per_s", Kind::Speed)), Some(176.4));
+        assert_eq!(baseline_value(&torch, &figure(Case::Cls, "step_s", Kind::Time)), Some(1.2));
+        assert_eq!(baseline_value(&torch, &figure(Case::Decode, "tokens_per_s", Kind::Speed)), Some(25.8));
+        assert_eq!(baseline_value(&torch, &figure(Case::Forward, "tokens_per_s", Kind::Speed)), None);
         let suite = json!({"bench": "llmfs_suite", "cls": {"step_s": 0.9}});
-        assert_eq!(baseline_value(&suite, &figure(Case::Cls, "step_s", "s", Better::Lower)), Some(0.9));
+        assert_eq!(baseline_value(&suite, &figure(Case::Cls, "step_s", Kind::Time)), Some(0.9));
     }
 }

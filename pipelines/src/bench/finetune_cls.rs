@@ -60,7 +60,7 @@ pub fn run(spec: DeviceSpec, preset: &str, steps: usize) -> Result<Value> {
     let autodiff = ClassifierTraining { classifier: classifier.clone(), first_block: 0, grad_clip: None };
     let (autodiff_times, _) = time_steps(autodiff, &plain_batch, steps.min(2));
 
-    // The prefix cache: the frozen blocks once per example (inference), then steps on block 11 only.
+    // The prefix cache: the frozen blocks once per example (inference), then steps on the last block only.
     let inference = classifier.gpt.valid();
     let plain_ids = Tensor::<2, Int>::from_data(ids.clone().into_data(), &inference.device());
     let start = Instant::now();

@@ -11,7 +11,7 @@ pub mod train_step;
 
 /// The model shape a benchmark runs (`--preset`; GPT-2 124M, `gpt2`, unless told), random weights.
 pub fn preset_config(preset: &str) -> anyhow::Result<gpt::GptConfig> {
-    gpt::GptConfig::preset(preset).ok_or_else(|| anyhow::anyhow!("unknown preset {preset:?}: expected gpt2, gpt2-medium, gpt2-large, gpt2-xl, mini or tiny"))
+    gpt::GptConfig::preset(preset).ok_or_else(|| anyhow::anyhow!("unknown preset {preset:?}: expected one of {}", gpt::config::PRESETS.join(", ")))
 }
 
 /// A result's `bench` name: `llmfs_{case}_gpt2_124m` for the default shape (the name the PyTorch
@@ -53,6 +53,11 @@ pub fn setup(args: &[String]) -> anyhow::Result<gpt::device::DeviceSpec> {
 /// Prints the result as one JSON line, and also writes it to `out` when given.
 pub fn report(result: &serde_json::Value, out: Option<&std::path::Path>) -> anyhow::Result<()> {
     println!("{result}");
+    save(result, out)
+}
+
+/// Writes the result as one JSON line to `out` when given (atomically).
+pub fn save(result: &serde_json::Value, out: Option<&std::path::Path>) -> anyhow::Result<()> {
     if let Some(path) = out {
         gpt::fsutil::write_atomic(path, (result.to_string() + "\n").as_bytes())?;
     }

@@ -122,13 +122,13 @@ pub fn run(spec: DeviceSpec, options: &Options) -> Result<Value> {
         }
     }
     let step = median(times.clone());
+    let forward_s = median(forward.clone());
     Ok(json!({
         "bench": super::bench_name("train", &preset), "preset": preset, "backend": spec.to_string(), "threads": rayon::current_num_threads(),
         "batch": batch, "seq_len": seq_len, "n_params": params, "trainable_params": trainable, "trains": trains.to_string(), "dropout": dropout,
         "step": { "median_s": step, "all_s": times },
         "tokens_per_s": (batch * seq_len) as f64 / step,
-        "forward": { "median_s": median(forward.clone()), "all_s": forward,
-                     "tokens_per_s": (batch * seq_len) as f64 / median(forward.clone()) },
+        "forward": { "median_s": forward_s, "all_s": forward, "tokens_per_s": (batch * seq_len) as f64 / forward_s },
         "losses": losses, "peak_rss_mib": peak_rss_mib(),
     }))
 }
