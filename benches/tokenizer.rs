@@ -7,7 +7,7 @@
 //! `scripts/bench-fineweb.sh` measures the whole shard preparation against build-nanogpt's Python.
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use llmfs::gpt::{Tokenizer, pretokenize};
+use llmfs::gpt::{Tokenizer, text::pretokenize};
 
 fn corpus() -> String {
     ["tests/fixtures/data/hellaswag_val_40.jsonl", "tests/fixtures/data/instruction_data_60.json"]

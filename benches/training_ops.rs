@@ -1,4 +1,4 @@
-//! The fused CPU training ops of `gpt::flex_training` (criterion), each against the Burn ops it
+//! The fused CPU training ops of `gpt::backend::flex` (criterion), each against the Burn ops it
 //! replaces, in the same process, forward + backward, at the GPT-2 124M shapes of a B4×T256 step:
 //! causal attention of one block (`[4, 256, 2304]` q/k/v → `[4, 256, 768]`), the MLP's first
 //! Linear layer (`[1024, 768] · [768, 3072] + b`) and the cross-entropy over the logits
@@ -13,12 +13,12 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use llmfs::gpt::burn::prelude::*;
 use llmfs::gpt::burn::tensor::Distribution;
 use llmfs::gpt::burn::tensor::activation::log_softmax;
-use llmfs::gpt::flex_training::{causal_attention, causal_attention_by_burn_ops, cross_entropy_rows, linear};
+use llmfs::gpt::backend::flex::{causal_attention, causal_attention_by_burn_ops, cross_entropy_rows, linear};
 
 llmfs::gpt::use_mimalloc!();
 
 fn device() -> Device {
-    llmfs::gpt::allocator::keep_freed_memory();
+    llmfs::gpt::backend::allocator::keep_freed_memory();
     let device = Device::flex().autodiff();
     device.seed(0);
     device

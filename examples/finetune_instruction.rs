@@ -16,7 +16,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use llmfs::gpt::DeviceSpec;
 use llmfs::gpt::generate::GenerateConfig;
-use llmfs::gpt::weights::load_model_dir;
+use llmfs::gpt::hf::load_model_dir;
 use llmfs::pipelines::data::instruction::{CollateConfig, DEFAULT_ALLOWED_MAX_LENGTH, DEFAULT_CACHE_DIR, DEFAULT_URL, read_splits};
 use llmfs::pipelines::eval::judge::{JudgeConfig, JudgeError, JudgeKind, judge_responses, write_report};
 use llmfs::pipelines::eval::responses::{DEFAULT_MAX_NEW_TOKENS, RESPONSES_FILE, generate_responses, write_responses};

@@ -12,7 +12,7 @@ llmfs::gpt::use_mimalloc!();
 
 use std::path::PathBuf;
 
-use llmfs::gpt::{DeviceSpec, GptClassifier, Trainable};
+use llmfs::gpt::{DeviceSpec, Trainable};
 use llmfs::pipelines::data::spam::{DEFAULT_SEED, DEFAULT_URL, SPLIT_FILES, prepare_spam};
 use llmfs::pipelines::finetune::{ClassifierFinetune, classify_texts, finetune_classifier};
 use llmfs::pipelines::train::{OptimConfig, TrainConfig};
@@ -61,7 +61,7 @@ fn main() -> anyhow::Result<()> {
         report.seconds
     );
 
-    let classifier = GptClassifier::load_dir(&report.model_dir, &device)?;
+    let classifier = llmfs::gpt::hf::load_classifier_dir(&report.model_dir, &device)?;
     let texts = [
         "You are a winner you have been specially selected to receive $1000 cash or a $2000 award.".to_string(),
         "Hey, just wanted to check if we're still on for dinner tonight? Let me know!".to_string(),

@@ -10,8 +10,9 @@ llmfs::gpt::use_mimalloc!();
 use std::io::Write;
 
 use llmfs::gpt::generate::{GenerateConfig, TokenStream};
-use llmfs::gpt::sampling::Sampling;
-use llmfs::gpt::{DeviceSpec, Tokenizer, weights::load_model};
+use llmfs::gpt::generate::sampling::Sampling;
+use llmfs::gpt::{DeviceSpec, Tokenizer};
+use llmfs::pipelines::runs::load_model;
 
 fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);

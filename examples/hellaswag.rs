@@ -10,7 +10,8 @@ llmfs::gpt::use_mimalloc!();
 
 use std::path::Path;
 
-use llmfs::gpt::{DeviceSpec, weights::load_model};
+use llmfs::gpt::DeviceSpec;
+use llmfs::pipelines::runs::load_model;
 use llmfs::pipelines::data::hellaswag::{DEFAULT_DATA_DIR, DEFAULT_URL, Split, download_split, read_examples};
 use llmfs::pipelines::eval::hellaswag::{default_batch_size, evaluate};
 

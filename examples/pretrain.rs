@@ -14,8 +14,8 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use llmfs::gpt::generate::{GenerateConfig, generate};
-use llmfs::gpt::weights::load_model_dir;
-use llmfs::gpt::sampling::Sampling;
+use llmfs::gpt::hf::load_model_dir;
+use llmfs::gpt::generate::sampling::Sampling;
 use llmfs::gpt::{DeviceSpec, Tokenizer};
 use llmfs::pipelines::data::fineweb::{PrepareOptions, Source, prepare_fineweb};
 use llmfs::pipelines::data::hellaswag::read_examples;

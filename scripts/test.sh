@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 
 command -v cargo >/dev/null || { echo "cargo not found: install Rust from https://rustup.rs" >&2; exit 1; }
 
-# The server's optional check with the official `openai` client (apps/tests/serve.rs) gets the
+# The server's optional check with the official `openai` client (apps/tests/it/serve.rs) gets the
 # package from PyPI into a venv of its own; without Python or PyPI that test says it skipped.
 openai_venv="${LLMFS_OPENAI_VENV:-$HOME/.cache/llmfs/openai-venv}"
 setup_openai_client() {
@@ -51,7 +51,7 @@ wgpu_parity() {
     fi
     # Mesa wants a runtime directory (it only warns without one).
     XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-$(mktemp -d)}" LLMFS_TEST_DEVICE=wgpu \
-        cargo test --locked --features wgpu -p llmfs-gpt --test parity -- --test-threads=1
+        cargo test --locked --features wgpu -p llmfs-gpt --test it parity:: -- --test-threads=1
 }
 elapsed=$(( $(date +%s) - started ))
 case "${LLMFS_WGPU:-auto}" in

@@ -31,7 +31,7 @@ impl RuntimeArgs {
 pub fn set_threads(threads: Option<usize>) -> Result<()> {
     if let Some(threads) = threads {
         anyhow::ensure!(threads > 0, "--threads must be at least 1");
-        gpt::device::set_cpu_threads(threads)?;
+        gpt::backend::set_cpu_threads(threads)?;
     }
     Ok(())
 }

@@ -1,7 +1,7 @@
-//! GPT-2 on Burn: the model, its Hugging Face weights, the tokenizer and generation.
+//! GPT models on Burn: the models, their Hugging Face weights, the tokenizer and generation.
 //!
 //! ```no_run
-//! use gpt::{DeviceSpec, Tokenizer, generate::{GenerateConfig, generate}, weights::load_model};
+//! use gpt::{DeviceSpec, Tokenizer, generate::{GenerateConfig, generate}, hf::load_model};
 //! # fn main() -> gpt::Result<()> {
 //! let device = DeviceSpec::Auto.resolve()?;
 //! let model = load_model("gpt2", &device, 0)?;          // HF cache, downloads when missing
@@ -13,57 +13,33 @@
 //!
 //! Train/eval mode is Burn's: a model built on an autodiff device (`device.autodiff()`) trains
 //! (dropout on); `model.valid()` is the inference copy (dropout off), `model.train()` goes back.
+//!
+//! The layers, each using only those above it in this list:
+//! - [`error`]: the crate's error type.
+//! - [`io`]: files, tensors by Hugging Face name, safetensors, the hub.
+//! - [`backend`]: devices, the allocator, the CPU kernels.
+//! - [`ops`]: the operations models call on every backend (linear, GELU, dropout, tied head).
+//! - [`models`]: model families ([`models::gpt2`]) and the KV cache they share.
+//! - [`lora`]: LoRA adapters and their PEFT files.
+//! - [`text`]: tokenizers and their files.
+//! - [`generate`]: sampling, batched and continuous-batching generation.
+//! - [`hf`]: what a directory or `--model` string is, and loading and saving it.
 
-pub mod allocator;
-pub mod attention;
-pub mod block;
-pub mod classifier;
-pub mod config;
-pub mod continuous;
-pub mod device;
-pub mod dropout;
+pub mod backend;
 pub mod error;
-#[cfg(feature = "flex")]
-pub mod flex_kernels;
-#[cfg(not(feature = "flex"))]
-pub mod flex_kernels {
-    //! Without the Flex backend there is nothing to specialise: Burn's ops everywhere.
-    use burn::nn::{Gelu, Linear};
-    use burn::prelude::*;
-
-    pub fn linear(layer: &Linear, x: Tensor<3>) -> Tensor<3> {
-        layer.forward(x)
-    }
-
-    pub fn gelu(act: &Gelu, x: Tensor<3>) -> Tensor<3> {
-        act.forward(x)
-    }
-
-    pub fn tied_head(x: Tensor<2>, embedding: Tensor<2>) -> Tensor<2> {
-        x.matmul(embedding.transpose())
-    }
-}
-pub mod flex_training;
-pub mod fsutil;
 pub mod generate;
-pub mod host_memory;
-pub mod kv_cache;
+pub mod hf;
+pub mod io;
 pub mod lora;
-pub mod mlp;
-pub mod model;
-pub mod pretokenize;
-pub mod sampling;
-pub mod tokenizer;
-pub mod tokenizer_files;
-pub mod weights;
+pub mod models;
+pub mod ops;
+pub mod text;
 
-pub use classifier::{GptClassifier, Trainable};
-pub use config::{EOT_TOKEN, GPT2_VOCAB_SIZE, GptConfig};
-pub use device::DeviceSpec;
-pub use lora::{LoraConfig, LoraTargets};
+pub use backend::DeviceSpec;
 pub use error::{GptError, Result};
-pub use model::Gpt;
-pub use tokenizer::Tokenizer;
+pub use lora::{LoraConfig, LoraTargets};
+pub use models::gpt2::{EOT_TOKEN, GPT2_VOCAB_SIZE, Gpt, GptClassifier, GptConfig, Trainable};
+pub use text::Tokenizer;
 
 /// Burn, re-exported so that downstream crates use the exact same version.
 pub use burn;

@@ -16,7 +16,7 @@ use std::io::{self, IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use gpt::fsutil::temp_path_for;
+use gpt::io::replace_atomically;
 use indicatif::{ProgressBar, ProgressStyle};
 
 /// How many times a failed request is tried again: after timeouts, connection errors, a body cut
@@ -206,20 +206,11 @@ fn copy_local(path: &Path, dest: &Path) -> Result<(), DownloadError> {
     write_via_temp(dest, |file| io::copy(&mut input, file).map(|_| ()).map_err(read_error))
 }
 
-/// Creates a temporary file next to `dest`, lets `fill` write it, syncs it and renames it over
-/// `dest`. On any error the temporary file is removed and `dest` is left as it was.
+/// Creates a temporary file next to `dest`, lets `fill` write it, and puts it in place atomically
+/// ([`gpt::io::replace_atomically`]). On any error `dest` is left as it was.
 fn write_via_temp<E: From<DownloadError>>(dest: &Path, fill: impl FnOnce(&mut File) -> Result<(), E>) -> Result<(), E> {
-    let tmp = temp_path_for(dest);
     let write_error = |error| E::from(DownloadError::Write { path: dest.to_path_buf(), error });
-    let result = File::create(&tmp).map_err(write_error).and_then(|mut file| {
-        fill(&mut file)?;
-        file.sync_all().map_err(write_error)?;
-        std::fs::rename(&tmp, dest).map_err(write_error)
-    });
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
+    replace_atomically(dest, |tmp| fill(&mut File::create(tmp).map_err(write_error)?), write_error)
 }
 
 /// A byte progress bar named after `dest` on stderr when it is a terminal, else a hidden one.

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Talks to `llmfs serve` with the official `openai` Python client, as a user would, and prints what
-the Rust test (apps/tests/serve.rs) compares with the server's own answers. Optional: nothing at
+the Rust test (apps/tests/it/serve.rs) compares with the server's own answers. Optional: nothing at
 build or run time needs Python; scripts/test.sh installs `openai` into a venv when it can.
 
     python scripts/reference/openai_client_check.py http://127.0.0.1:PORT/v1 MODEL_ID

@@ -23,7 +23,7 @@ impl FromStr for Devices {
 
     fn from_str(s: &str) -> Result<Self> {
         if s.trim() == "all" {
-            let all = gpt::device::compiled_backends().into_iter().map(|feature| match feature {
+            let all = gpt::backend::compiled_backends().into_iter().map(|feature| match feature {
                 "flex" => "cpu",
                 other => other,
             });

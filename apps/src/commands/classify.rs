@@ -4,8 +4,8 @@ use std::io::BufRead;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use gpt::GptClassifier;
 use pipelines::finetune::classify_texts;
+use pipelines::runs::load_classifier;
 
 use crate::runtime::RuntimeArgs;
 
@@ -28,8 +28,7 @@ pub struct Args {
 
 pub fn run(args: Args) -> Result<()> {
     let device = args.runtime.device()?;
-    let dir = classifier_dir(&args.model);
-    let classifier = GptClassifier::load_dir(&dir, &device).with_context(|| format!("loading the classifier in {}", dir.display()))?;
+    let classifier = load_classifier(&args.model, &device)?;
     let texts = if args.text.is_empty() {
         std::io::stdin().lock().lines().collect::<std::io::Result<Vec<String>>>().context("reading texts from stdin")?
     } else {
@@ -45,16 +44,4 @@ pub fn run(args: Args) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// A run directory's `model/` (or, for a LoRA run without `--merge`, its `adapter/`), or the
-/// directory itself (a classifier in the HF layout, or a classifier's adapter).
-pub fn classifier_dir(model: &std::path::Path) -> PathBuf {
-    if model.join("model/config.json").is_file() {
-        model.join("model")
-    } else if gpt::lora::is_adapter_dir(&model.join("adapter")) {
-        model.join("adapter")
-    } else {
-        model.to_path_buf()
-    }
 }

@@ -1,7 +1,7 @@
 //! `llmfs download <model>`
 
 use anyhow::Result;
-use gpt::weights::{HubOptions, fetch_model};
+use gpt::io::{HubOptions, fetch_model};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {

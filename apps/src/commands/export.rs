@@ -6,8 +6,9 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use gpt::tokenizer_files::HfTokenizerFiles;
-use gpt::weights::{load_model, save_model_dir};
+use gpt::text::files::HfTokenizerFiles;
+use gpt::hf::save_model_dir;
+use pipelines::runs::ModelRef;
 
 use crate::runtime::RuntimeArgs;
 
@@ -28,9 +29,10 @@ pub struct Args {
 
 pub fn run(args: Args) -> Result<()> {
     check_out_dir(&args.out, args.force)?;
-    refuse_classifier(&args.model)?;
+    let model = ModelRef::resolve(&args.model);
+    refuse_classifier(&model)?;
     let device = args.runtime.device()?;
-    let model = load_model(&args.model, &device, args.runtime.seed).with_context(|| format!("loading {}", args.model))?;
+    let model = model.load(&device, args.runtime.seed).with_context(|| format!("loading {}", args.model))?;
     let tokenizer = HfTokenizerFiles::gpt2().context("building the tokenizer files")?;
 
     // Everything goes to a sibling directory first and is renamed into place at the end: an
@@ -72,21 +74,14 @@ fn check_out_dir(out: &Path, force: bool) -> Result<()> {
 /// A classifier's head has a bias that `GPT2ForSequenceClassification` (a bias-free `score` layer
 /// that reads the last non-padding token) cannot hold, so its export would not give the same
 /// labels: say so instead of writing something subtly different.
-fn refuse_classifier(model: &str) -> Result<()> {
-    let dir = Path::new(model);
-    for config in [dir.join("model/config.json"), dir.join("config.json")] {
-        let Ok(text) = std::fs::read_to_string(&config) else { continue };
-        let json: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("{} is not valid JSON", config.display()))?;
-        let architectures = json["architectures"].as_array().map(|a| a.iter().filter_map(|v| v.as_str()).collect::<Vec<_>>()).unwrap_or_default();
-        if json.get("labels").is_some() || architectures.contains(&"GPT2ForSequenceClassification") {
-            bail!(
-                "{} holds a classifier: its head has a bias and reads the last (padded) position, which transformers' \
-                 GPT2ForSequenceClassification cannot reproduce; its model/ directory (HF layout + score.weight/score.bias) \
-                 is what llmfs classify and llmfs serve load",
-                model
-            );
-        }
-        return Ok(());
+fn refuse_classifier(model: &ModelRef) -> Result<()> {
+    if model.is_classifier()? {
+        bail!(
+            "{} holds a classifier: its head has a bias and reads the last (padded) position, which transformers' \
+             GPT2ForSequenceClassification cannot reproduce; its model/ directory (HF layout + score.weight/score.bias) \
+             is what llmfs classify and llmfs serve load",
+            model.model
+        );
     }
     Ok(())
 }

@@ -6,8 +6,8 @@ use std::time::Instant;
 use anyhow::Result;
 use gpt::Tokenizer;
 use gpt::generate::{Completion, GenerateConfig, Padding, TokenStream};
-use gpt::sampling::Sampling;
-use gpt::weights::load_model;
+use gpt::generate::sampling::Sampling;
+use pipelines::runs::load_model;
 use serde_json::json;
 
 use crate::runtime::RuntimeArgs;

@@ -1,12 +1,12 @@
 //! `llmfs generate-responses --model M --data test.json --out test_responses.json`: a model's
 //! responses to instruction records (the book's chapter 7 test-set responses), for `llmfs eval judge`.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Result, ensure};
 use gpt::generate::GenerateConfig;
-use gpt::weights::load_model;
+use pipelines::runs::{ModelRef, load_model};
 use pipelines::data::instruction::DEFAULT_CACHE_DIR;
 use pipelines::eval::responses::{DEFAULT_MAX_NEW_TOKENS, RESPONSES_FILE, generate_completions, load_test_records, with_responses, write_responses};
 use serde_json::json;
@@ -88,6 +88,8 @@ pub fn run(args: Args) -> Result<()> {
 /// `RUN_DIR/test_responses.json` for a run directory (so that `eval judge` writes
 /// `RUN_DIR/eval/judge.json` next to it), else `test_responses.json` here.
 fn default_out(model: &str) -> PathBuf {
-    let model = Path::new(model);
-    if model.join("run.json").is_file() { model.join(RESPONSES_FILE) } else { PathBuf::from(RESPONSES_FILE) }
+    match ModelRef::resolve(model).run {
+        Some(run) => run.join(RESPONSES_FILE),
+        None => PathBuf::from(RESPONSES_FILE),
+    }
 }

@@ -4,7 +4,8 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use gpt::burn::prelude::*;
-use gpt::weights::{load_model, write_safetensors};
+use gpt::io::write_safetensors;
+use pipelines::runs::load_model;
 
 use crate::runtime::RuntimeArgs;
 
@@ -47,7 +48,7 @@ pub fn run(args: Args) -> Result<()> {
     let logits = model.forward(input).into_data().convert::<f32>();
     let vocab = config.vocab_size;
     let values = logits.as_slice::<f32>().map_err(|e| anyhow::anyhow!("reading logits: {e:?}"))?;
-    let argmax_last = gpt::sampling::argmax(&values[(t - 1) * vocab..]);
+    let argmax_last = gpt::generate::sampling::argmax(&values[(t - 1) * vocab..]);
     write_safetensors(&args.out, &[("logits".to_string(), logits)]).with_context(|| format!("writing {}", args.out.display()))?;
     eprintln!("wrote logits [1, {t}, {vocab}] to {}", args.out.display());
     if args.json {

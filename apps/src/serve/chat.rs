@@ -2,10 +2,9 @@
 //! `"config": {"task": "instruction"}`, as `llmfs finetune instruct` writes it) gets the Alpaca prompt it was trained on, with the last user message as
 //! the instruction; any other model gets the message contents joined by newlines.
 
-use std::path::Path;
-
-use anyhow::{Context, Result};
+use anyhow::Result;
 use pipelines::data::instruction::{InstructionRecord, format_input};
+use pipelines::runs::ModelRef;
 
 use super::openai::{ApiError, ChatMessage, Content};
 
@@ -19,30 +18,11 @@ pub enum ChatFormat {
 }
 
 impl ChatFormat {
-    /// [`ChatFormat::Alpaca`] when `model` is a run directory (or a run's `model/`) whose
-    /// `run.json` has `config.task == "instruction"`; otherwise [`ChatFormat::Plain`].
+    /// [`ChatFormat::Alpaca`] when `model` is a run directory (or a run's `model/` or `adapter/`)
+    /// whose `run.json` has `config.task == "instruction"`; otherwise [`ChatFormat::Plain`].
     pub fn detect(model: &str) -> Result<Self> {
-        let path = Path::new(model);
-        if !path.is_dir() {
-            return Ok(Self::Plain);
-        }
-        let mut candidates = vec![path.join("run.json")];
-        if path.file_name().is_some_and(|name| name == "model")
-            && let Some(parent) = path.parent()
-        {
-            candidates.push(parent.join("run.json"));
-        }
-        for run_json in candidates.iter().filter(|p| p.is_file()) {
-            let text = std::fs::read_to_string(run_json).with_context(|| format!("reading {}", run_json.display()))?;
-            let run: serde_json::Value =
-                serde_json::from_str(&text).with_context(|| format!("parsing {}", run_json.display()))?;
-            // `RunDir::write_run_json` keeps the job under "config".
-            let task = run.pointer("/config/task").or_else(|| run.get("task")).and_then(|t| t.as_str());
-            if task == Some("instruction") {
-                return Ok(Self::Alpaca);
-            }
-        }
-        Ok(Self::Plain)
+        let task = ModelRef::resolve(model).task()?;
+        Ok(if task.as_deref() == Some("instruction") { Self::Alpaca } else { Self::Plain })
     }
 
     pub fn name(self) -> &'static str {

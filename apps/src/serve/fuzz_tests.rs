@@ -6,7 +6,7 @@
 use proptest::prelude::*;
 use serde_json::{Value, json};
 
-#[path = "../../../gpt/tests/common/fuzz.rs"]
+#[path = "../../../gpt/tests/it/common/fuzz.rs"]
 mod fuzz;
 use fuzz::{gpt2_tokenizer, json_value, mutated, number, object_with};
 

@@ -27,9 +27,9 @@ use anyhow::{Context, Result};
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
-use gpt::{GptClassifier, Tokenizer};
+use gpt::Tokenizer;
+use pipelines::runs::{ModelRef, load_classifier};
 
-use crate::commands::classify::classifier_dir;
 use crate::runtime::RuntimeArgs;
 use chat::ChatFormat;
 use worker::{Model, ModelInfo, Worker};
@@ -155,16 +155,11 @@ impl Drop for LocalServer {
 /// language model.
 fn load(spec: &str, runtime: &RuntimeArgs) -> Result<Model> {
     let device = runtime.device()?;
-    let path = Path::new(spec);
-    if path.is_dir() {
-        let dir = classifier_dir(path);
-        if gpt::weights::is_classifier_dir(&dir).with_context(|| format!("reading {}", dir.display()))? {
-            let classifier =
-                GptClassifier::load_dir(&dir, &device).with_context(|| format!("loading the classifier in {}", dir.display()))?;
-            return Ok(Model::Classifier(classifier));
-        }
+    let model = ModelRef::resolve(spec);
+    if model.is_classifier().with_context(|| format!("reading {}", model.model))? {
+        return Ok(Model::Classifier(load_classifier(Path::new(spec), &device)?));
     }
-    let model = gpt::weights::load_model(spec, &device, runtime.seed).with_context(|| format!("loading {spec}"))?;
+    let model = model.load(&device, runtime.seed).with_context(|| format!("loading {spec}"))?;
     Ok(Model::Language(model))
 }
 

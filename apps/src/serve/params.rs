@@ -2,7 +2,7 @@
 //! names it (and never reaches the model thread).
 
 use gpt::generate::{GenerateConfig, Padding};
-use gpt::sampling::Sampling;
+use gpt::generate::sampling::Sampling;
 
 use super::openai::{ApiError, GenerationParams, Stop};
 

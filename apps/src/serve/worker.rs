@@ -25,7 +25,7 @@ use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use gpt::continuous::{ContinuousBatch, RequestId};
+use gpt::generate::continuous::{ContinuousBatch, RequestId};
 use gpt::generate::{Completion, GenerateConfig};
 use gpt::{Gpt, GptClassifier};
 use pipelines::finetune::{Prediction, classify_texts};

@@ -8,7 +8,7 @@ use std::time::Instant;
 use anyhow::Result;
 use gpt::burn::optim::GradientsParams;
 use gpt::burn::prelude::*;
-use gpt::device::DeviceSpec;
+use gpt::backend::DeviceSpec;
 use gpt::{Gpt, GptClassifier, Trainable};
 use serde_json::{Value, json};
 

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use anyhow::{Result, ensure};
 use gpt::burn::prelude::*;
-use gpt::device::DeviceSpec;
+use gpt::backend::DeviceSpec;
 use gpt::generate::{GenerateConfig, generate};
 use gpt::Gpt;
 use serde_json::{Value, json};

@@ -7,7 +7,7 @@
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use gpt::device::DeviceSpec;
+use gpt::backend::DeviceSpec;
 use gpt::{Gpt, GptConfig, Tokenizer};
 use serde_json::{Value, json};
 

@@ -11,7 +11,7 @@ pub mod train_step;
 
 /// The model shape a benchmark runs (`--preset`; GPT-2 124M, `gpt2`, unless told), random weights.
 pub fn preset_config(preset: &str) -> anyhow::Result<gpt::GptConfig> {
-    gpt::GptConfig::preset(preset).ok_or_else(|| anyhow::anyhow!("unknown preset {preset:?}: expected one of {}", gpt::config::PRESETS.join(", ")))
+    gpt::GptConfig::preset(preset).ok_or_else(|| anyhow::anyhow!("unknown preset {preset:?}: expected one of {}", gpt::models::gpt2::PRESETS.join(", ")))
 }
 
 /// A result's `bench` name: `llmfs_{case}_gpt2_124m` for the default shape (the name the PyTorch
@@ -44,10 +44,10 @@ pub fn arg<T: std::str::FromStr>(args: &[String], name: &str) -> Option<T> {
 
 /// What a bench binary does at the start: `--threads` (default 2) for the CPU backend, and the
 /// `--device` (default cpu).
-pub fn setup(args: &[String]) -> anyhow::Result<gpt::device::DeviceSpec> {
-    gpt::device::set_cpu_threads(arg(args, "--threads").unwrap_or(2))?;
+pub fn setup(args: &[String]) -> anyhow::Result<gpt::backend::DeviceSpec> {
+    gpt::backend::set_cpu_threads(arg(args, "--threads").unwrap_or(2))?;
     let device = args.iter().position(|a| a == "--device").and_then(|i| args.get(i + 1));
-    Ok(device.map(|d| d.parse()).transpose()?.unwrap_or(gpt::device::DeviceSpec::Cpu))
+    Ok(device.map(|d| d.parse()).transpose()?.unwrap_or(gpt::backend::DeviceSpec::Cpu))
 }
 
 /// Prints the result as one JSON line, and also writes it to `out` when given.
@@ -59,7 +59,7 @@ pub fn report(result: &serde_json::Value, out: Option<&std::path::Path>) -> anyh
 /// Writes the result as one JSON line to `out` when given (atomically).
 pub fn save(result: &serde_json::Value, out: Option<&std::path::Path>) -> anyhow::Result<()> {
     if let Some(path) = out {
-        gpt::fsutil::write_atomic(path, (result.to_string() + "\n").as_bytes())?;
+        gpt::io::write_atomic(path, (result.to_string() + "\n").as_bytes())?;
     }
     Ok(())
 }

@@ -11,7 +11,7 @@ use std::time::Instant;
 use anyhow::Result;
 use gpt::burn::optim::GradientsParams;
 use gpt::burn::prelude::*;
-use gpt::device::DeviceSpec;
+use gpt::backend::DeviceSpec;
 use gpt::Gpt;
 use serde_json::{Value, json};
 
@@ -101,7 +101,7 @@ pub fn run(spec: DeviceSpec, options: &Options) -> Result<Value> {
     // The same tokens and dropout masks whatever trains: the first loss is then the same for
     // every --trains (fresh adapters change nothing).
     device.seed(1);
-    let (trainable, params) = gpt::weights::parameter_counts(&gpt);
+    let (trainable, params) = gpt::io::parameter_counts(&gpt);
     let mut model = LanguageModelTraining { gpt, grad_clip: None };
     // torch.optim.AdamW(model.parameters(), lr=5e-5, weight_decay=0.1), as the baseline.
     let mut optimizer = OptimConfig { decay_all: true, ..OptimConfig::default() }.optimizer();

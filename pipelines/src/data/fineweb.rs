@@ -28,8 +28,8 @@ use std::time::Instant;
 use anyhow::{Context, Result, anyhow, bail, ensure};
 use arrow_array::cast::AsArray;
 use arrow_array::{Array, ArrayRef};
-use gpt::weights::HubOptions;
-use gpt::weights::hub::hub_error;
+use gpt::io::HubOptions;
+use gpt::io::hub::hub_error;
 use gpt::{EOT_TOKEN, Tokenizer};
 use hf_hub::api::sync::ApiRepo;
 use hf_hub::{Repo, RepoType};
@@ -228,7 +228,7 @@ impl Manifest {
 
     fn save(&self, path: &Path) -> Result<()> {
         let text = serde_json::to_string_pretty(self)? + "\n";
-        gpt::fsutil::write_atomic(path, text.as_bytes()).with_context(|| format!("cannot write {}", path.display()))
+        gpt::io::write_atomic(path, text.as_bytes()).with_context(|| format!("cannot write {}", path.display()))
     }
 }
 

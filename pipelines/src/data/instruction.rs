@@ -203,7 +203,7 @@ pub fn to_pretty_json<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>> {
 pub fn write_splits(dir: &Path, splits: &Splits<Vec<InstructionRecord>>) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     for (name, records) in SPLIT_FILES.iter().zip(splits.as_array()) {
-        gpt::fsutil::write_atomic(&dir.join(name), &to_pretty_json(records)?)?;
+        gpt::io::write_atomic(&dir.join(name), &to_pretty_json(records)?)?;
     }
     Ok(())
 }

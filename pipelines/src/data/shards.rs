@@ -129,7 +129,7 @@ pub struct WrittenShard {
 pub fn write_tokens(path: &Path, tokens: &[u16]) -> Result<WrittenShard> {
     let mut hasher = Sha256::new();
     let mut bytes = 0u64;
-    gpt::fsutil::write_atomic_with(path, |tmp| {
+    gpt::io::write_atomic_with(path, |tmp| {
         let mut out = BufWriter::with_capacity(1 << 20, File::create(tmp)?);
         let mut put = |chunk: &[u8], out: &mut BufWriter<File>| {
             hasher.update(chunk);

@@ -228,7 +228,7 @@ fn downsample(messages: Vec<Message>, amount: usize, rng: &mut StdRng) -> Vec<Me
 pub fn write_splits(dir: &Path, splits: &Splits<Vec<Message>>) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let finals = SPLIT_FILES.map(|name| dir.join(name));
-    let temps = finals.each_ref().map(|path| gpt::fsutil::temp_path_for(path));
+    let temps = finals.each_ref().map(|path| gpt::io::temp_path_for(path));
     let written = (|| {
         for ((messages, tmp), path) in splits.as_array().into_iter().zip(&temps).zip(&finals) {
             write_csv(tmp, messages).with_context(|| format!("cannot write {}", path.display()))?;

@@ -14,7 +14,7 @@
 //! use pipelines::data::hellaswag::{DEFAULT_DATA_DIR, DEFAULT_URL, Split, download_split, read_examples};
 //! use pipelines::eval::hellaswag::evaluate;
 //! let device = gpt::DeviceSpec::Auto.resolve()?;
-//! let model = gpt::weights::load_model("gpt2", &device, 0)?;
+//! let model = gpt::hf::load_model("gpt2", &device, 0)?;
 //! let path = download_split(DEFAULT_URL, std::path::Path::new(DEFAULT_DATA_DIR), Split::Val)?;
 //! let batch_size = pipelines::eval::hellaswag::default_batch_size(&device);
 //! let scores = evaluate(&model, &read_examples(&path)?, batch_size, |_done| {})?;
@@ -39,7 +39,7 @@ pub const GPU_BATCH_SIZE: usize = 8;
 /// batches were slower (GPT-2 124M, 2 threads: 110 s for 40 examples one at a time, 131 s eight
 /// at a time; the activations of a batch outgrow the caches), else [`GPU_BATCH_SIZE`].
 pub fn default_batch_size(device: &Device) -> usize {
-    if gpt::device::is_flex(device) { 1 } else { GPU_BATCH_SIZE }
+    if gpt::backend::is_flex(device) { 1 } else { GPU_BATCH_SIZE }
 }
 
 /// The losses of an example's endings.

@@ -485,6 +485,6 @@ pub fn write_report(path: &Path, report: &JudgeReport) -> anyhow::Result<()> {
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
     }
-    gpt::fsutil::write_atomic(path, &to_pretty_json(report)?)?;
+    gpt::io::write_atomic(path, &to_pretty_json(report)?)?;
     Ok(())
 }

@@ -105,7 +105,7 @@ pub fn write_responses(path: &Path, records: &[ResponseRecord]) -> Result<()> {
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
     }
-    gpt::fsutil::write_atomic(path, &to_pretty_json(records)?)?;
+    gpt::io::write_atomic(path, &to_pretty_json(records)?)?;
     Ok(())
 }
 

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use gpt::burn::prelude::*;
-use gpt::weights::{HubOptions, ModelSpec};
+use crate::runs::ModelRef;
 use gpt::{GptClassifier, Tokenizer, Trainable};
 use serde::Serialize;
 use serde_json::json;
@@ -158,14 +158,14 @@ pub fn finetune_classifier(job: &ClassifierFinetune) -> Result<ClassifierReport>
     let splits: Splits<Vec<Message>> = read_splits(&job.data)?;
     let device = job.device.clone().autodiff();
     device.seed(job.train.seed);
-    let gpt = ModelSpec::parse(&job.model)?.load(&device, &HubOptions::from_env(), job.train.seed)?.with_dropout(job.dropout);
+    let gpt = ModelRef::resolve(&job.model).load(&device, job.train.seed)?.with_dropout(job.dropout);
     let n_layer = gpt.config().n_layer;
     let context = gpt.config().n_positions;
     let data = Splits::<SpamDataset>::tokenize(&splits, job.max_length, context)?;
     let labels: Vec<String> = LABEL_NAMES.iter().map(|s| s.to_string()).collect();
     let classifier = GptClassifier::new(gpt, labels, job.train.seed)?;
     let (classifier, what_trains) = match &job.lora {
-        Some(lora) => (classifier.with_lora(&lora.config, job.train.seed)?, format!("{} + head", lora.summary())),
+        Some(lora) => (lora.config.apply_to_classifier(classifier, job.train.seed)?, format!("{} + head", lora.summary())),
         None => (classifier.set_trainable(job.trainable), job.trainable.to_string()),
     };
     let (trainable_parameters, total_parameters) = classifier.parameter_counts();
@@ -266,7 +266,7 @@ pub fn finetune_classifier(job: &ClassifierFinetune) -> Result<ClassifierReport>
         model_dir,
     };
     std::fs::create_dir_all(run.eval()).with_context(|| format!("creating {}", run.eval().display()))?;
-    gpt::fsutil::write_atomic(&run.eval().join("accuracy.json"), serde_json::to_string_pretty(&report)?.as_bytes())?;
+    gpt::io::write_atomic(&run.eval().join("accuracy.json"), serde_json::to_string_pretty(&report)?.as_bytes())?;
     Ok(report)
 }
 
@@ -275,15 +275,15 @@ pub fn finetune_classifier(job: &ClassifierFinetune) -> Result<ClassifierReport>
 /// `model/` too). Returns the directory `llmfs classify` should load.
 fn save_classifier(classifier: GptClassifier, job: &ClassifierFinetune, run: &RunDir) -> Result<PathBuf> {
     let Some(lora) = &job.lora else {
-        classifier.save_dir(&run.model()).context("saving the fine-tuned classifier")?;
+        gpt::hf::save_classifier_dir(&classifier, &run.model()).context("saving the fine-tuned classifier")?;
         return Ok(run.model());
     };
-    let config = gpt::lora::AdapterConfig::new(&lora.config, gpt::lora::AdapterTask::SequenceClassification, &job.model);
-    classifier.save_adapter_dir(&run.adapter(), &config).context("saving the classifier's LoRA adapters")?;
+    let config = gpt::lora::AdapterConfig::new(&lora.config, gpt::lora::AdapterTask::SequenceClassification, &ModelRef::resolve(&job.model).model);
+    gpt::hf::save_classifier_adapter_dir(&classifier, &run.adapter(), &config).context("saving the classifier's LoRA adapters")?;
     if !lora.merge {
         return Ok(run.adapter());
     }
-    classifier.materialize().save_dir(&run.model()).context("saving the merged classifier")?;
+    gpt::hf::save_classifier_dir(&classifier.materialize(), &run.model()).context("saving the merged classifier")?;
     Ok(run.model())
 }
 
@@ -315,7 +315,7 @@ pub fn classify_texts(classifier: &GptClassifier, texts: &[String], batch_size: 
         let probabilities: Vec<f32> = probabilities.into_data().try_into_vec_as::<f32>().map_err(|e| anyhow::anyhow!("{e:?}"))?;
         let n = classifier.labels().len();
         for (text, row) in chunk.iter().zip(probabilities.chunks(n)) {
-            let best = gpt::sampling::argmax(row) as usize;
+            let best = gpt::generate::sampling::argmax(row) as usize;
             predictions.push(Prediction {
                 text: text.clone(),
                 label: classifier.labels()[best].clone(),

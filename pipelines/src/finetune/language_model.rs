@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use anyhow::{Context, Result};
 use gpt::burn::prelude::*;
 use gpt::generate::{GenerateConfig, generate};
-use gpt::weights::{HubOptions, ModelSpec};
+use crate::runs::ModelRef;
 use gpt::{Gpt, Tokenizer};
 use serde::Serialize;
 use serde_json::json;
@@ -58,7 +58,7 @@ pub struct LanguageModelReport {
 pub fn load_for_training(job: &LanguageModelJob) -> Result<Gpt> {
     let device = job.device.clone().autodiff();
     device.seed(job.train.seed);
-    let gpt = ModelSpec::parse(&job.model)?.load(&device, &HubOptions::from_env(), job.train.seed)?;
+    let gpt = ModelRef::resolve(&job.model).load(&device, job.train.seed)?;
     let gpt = match job.dropout {
         Some(p) => gpt.with_dropout(p),
         None => gpt,
@@ -83,7 +83,7 @@ pub fn train_language_model(
     let started = std::time::Instant::now();
     let run = RunDir::open(&job.run_dir, job.resume)?;
     prepare_run(run.root())?;
-    let (trainable_parameters, parameters) = gpt::weights::parameter_counts(&gpt);
+    let (trainable_parameters, parameters) = gpt::io::parameter_counts(&gpt);
     if let Some(lora) = &job.lora {
         eprintln!("{}: {trainable_parameters} of {parameters} parameters train", lora.summary());
     }
@@ -148,7 +148,7 @@ pub fn train_language_model(
         model_dir,
     };
     std::fs::create_dir_all(run.eval()).with_context(|| format!("creating {}", run.eval().display()))?;
-    gpt::fsutil::write_atomic(&run.eval().join("validation.json"), serde_json::to_string_pretty(&report)?.as_bytes())?;
+    gpt::io::write_atomic(&run.eval().join("validation.json"), serde_json::to_string_pretty(&report)?.as_bytes())?;
     Ok(report)
 }
 
@@ -157,15 +157,15 @@ pub fn train_language_model(
 /// the directory `--model` should name to use it (the run directory itself also works).
 fn save_language_model(gpt: Gpt, job: &LanguageModelJob, run: &RunDir) -> Result<PathBuf> {
     let Some(lora) = &job.lora else {
-        gpt::weights::save_model_dir(&gpt, &run.model()).context("saving the trained model")?;
+        gpt::hf::save_model_dir(&gpt, &run.model()).context("saving the trained model")?;
         return Ok(run.model());
     };
-    let config = gpt::lora::AdapterConfig::new(&lora.config, gpt::lora::AdapterTask::CausalLm, &job.model);
+    let config = gpt::lora::AdapterConfig::new(&lora.config, gpt::lora::AdapterTask::CausalLm, &ModelRef::resolve(&job.model).model);
     gpt::lora::save_adapter_dir(&run.adapter(), &gpt, &config, Vec::new()).context("saving the LoRA adapters")?;
     if !lora.merge {
         return Ok(run.adapter());
     }
-    gpt::weights::save_model_dir(&gpt.materialize(), &run.model()).context("saving the merged model")?;
+    gpt::hf::save_model_dir(&gpt.materialize(), &run.model()).context("saving the merged model")?;
     Ok(run.model())
 }
 

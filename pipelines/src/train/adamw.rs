@@ -1,10 +1,10 @@
-//! AdamW as one fused pass per parameter on the CPU (`gpt::flex_training::adamw_update`), and
+//! AdamW as one fused pass per parameter on the CPU (`gpt::backend::kernels::adamw_update`), and
 //! Burn's own `AdamW` everywhere else. It keeps Burn's state type, so checkpoints are the same
 //! either way.
 
 use gpt::burn::optim::{AdamW, AdamWConfig, AdamWState, AdaptiveMomentumState, LearningRate, Optimizer};
 use gpt::burn::prelude::*;
-use gpt::flex_training::{AdamWStep, adamw_update};
+use gpt::backend::{AdamWStep, kernels::adamw_update};
 
 #[derive(Clone)]
 pub struct FusedAdamW {

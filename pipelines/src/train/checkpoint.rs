@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use gpt::burn::train::checkpoint::{Checkpoint, Checkpointer, CheckpointerError, CheckpointingAction, CheckpointingStrategy};
 use gpt::burn::train::metric::store::EventStoreClient;
-use gpt::fsutil::write_atomic;
+use gpt::io::write_atomic;
 use serde::{Deserialize, Serialize};
 
 /// Where a checkpoint stands: the next batch to train is batch `batch` of epoch `epoch`.

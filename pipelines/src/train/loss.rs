@@ -13,7 +13,7 @@ pub const IGNORE_INDEX: i64 = -100;
 pub fn cross_entropy_per_token(logits: Tensor<3>, targets: Tensor<2, Int>) -> Tensor<2> {
     let [b, t, vocab] = logits.dims();
     // On the CPU one fused pass (and one backward) instead of log_softmax's half-dozen.
-    let logits = match gpt::flex_training::cross_entropy_rows(logits.reshape([b * t, vocab]), targets.clone().reshape([b * t]), IGNORE_INDEX) {
+    let logits = match gpt::backend::kernels::cross_entropy_rows(logits.reshape([b * t, vocab]), targets.clone().reshape([b * t]), IGNORE_INDEX) {
         Ok(nll) => return nll.reshape([b, t]),
         Err(logits) => logits.reshape([b, t, vocab]),
     };

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context, Result, ensure};
-use gpt::weights::load_model;
+use pipelines::runs::load_model;
 use pipelines::data::hellaswag::{self, Split};
 use pipelines::eval::hellaswag::{HellaswagScores, default_batch_size, evaluate};
 use serde_json::json;
@@ -101,7 +101,7 @@ fn write_predictions(path: &std::path::Path, scores: &HellaswagScores) -> Result
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
-    gpt::fsutil::write_atomic_with(path, |tmp| {
+    gpt::io::write_atomic_with(path, |tmp| {
         let mut file = std::io::BufWriter::new(std::fs::File::create(tmp)?);
         for p in &scores.predictions {
             writeln!(file, "{}", json!({ "ind": p.ind, "label": p.label, "pred": p.pred, "pred_norm": p.pred_norm }))?;

@@ -3,12 +3,11 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, ensure};
-use gpt::GptClassifier;
 use pipelines::data::spam::read_split_csv;
 use pipelines::finetune::evaluate_messages;
 use serde_json::json;
 
-use crate::commands::classify::classifier_dir;
+use pipelines::runs::load_classifier;
 use crate::runtime::RuntimeArgs;
 
 #[derive(clap::Args, Debug)]
@@ -35,8 +34,7 @@ pub fn run(args: SpamArgs) -> Result<()> {
     ensure!(!messages.is_empty(), "{} holds no messages", data.display());
 
     let device = args.runtime.device()?;
-    let dir = classifier_dir(&args.model);
-    let classifier = GptClassifier::load_dir(&dir, &device).with_context(|| format!("loading the classifier in {}", dir.display()))?;
+    let classifier = load_classifier(&args.model, &device)?;
     let result = evaluate_messages(&classifier, &messages, args.batch_size).with_context(|| format!("evaluating on {}", data.display()))?;
 
     let labels = classifier.labels();

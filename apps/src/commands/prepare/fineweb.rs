@@ -50,7 +50,7 @@ pub fn run(args: FinewebArgs) -> Result<()> {
         None => Source::Hub {
             dataset: args.dataset.clone(),
             config: args.config.clone(),
-            options: gpt::weights::HubOptions { revision: args.revision.clone(), ..gpt::weights::HubOptions::from_env() },
+            options: gpt::io::HubOptions { revision: args.revision.clone(), ..gpt::io::HubOptions::from_env() },
         },
     };
     let options = PrepareOptions {

@@ -1,0 +1,106 @@
+//! The `llmfs` command line on the fixture model: generate (plain, JSON, streaming, batches),
+//! logits against transformers' values, help texts and clear errors.
+
+use crate::common::*;
+
+fn model() -> String {
+    tiny_model_dir().display().to_string()
+}
+
+#[test]
+fn generate_json_gives_prompt_ids_token_ids_and_text() {
+    let home = tempfile::tempdir().unwrap();
+    let out = run(llmfs(home.path()).args(["generate", "--model", &model(), "--prompt", "Every effort moves you", "--max-new-tokens", "20", "--ignore-eos", "--json"]));
+    assert!(out.status.success());
+    let json = last_json(&out);
+    assert_eq!(json["prompt_ids"], serde_json::json!([6109, 3626, 6100, 345]));
+    assert_eq!(json["token_ids"].as_array().unwrap().len(), 20);
+    assert_eq!(json["token_ids"][0], 40276);
+    assert!(json["text"].as_str().unwrap().starts_with(" Jolly glow540 guaranteeing"), "{json}");
+    assert_eq!(json["finish_reason"], "length");
+}
+
+#[test]
+fn streaming_prints_the_same_text_and_batches_give_one_object_per_prompt() {
+    let home = tempfile::tempdir().unwrap();
+    let base = ["generate", "--model", &model(), "--max-new-tokens", "8", "--ignore-eos"];
+    let out = run(llmfs(home.path()).args(base).args(["--prompt", "Every effort moves you", "--stream"]));
+    assert!(out.status.success());
+    assert_eq!(stdout(&out).trim_end(), "Every effort moves you Jolly glow540 guaranteeing guaranteeing guaranteeing guaranteeing guaranteeing");
+
+    let out = run(llmfs(home.path()).args(base).args(["--prompt", "Every effort moves you", "--prompt", "Hi", "--json", "--padding", "right"]));
+    assert!(out.status.success());
+    let lines: Vec<serde_json::Value> = stdout(&out).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 2);
+    assert_eq!(lines[0]["prompt"], "Every effort moves you");
+    assert_eq!(lines[0]["token_ids"][0], 40276);
+    assert_eq!(lines[1]["prompt_ids"], serde_json::json!([17250]));
+
+    let out = run(llmfs(home.path()).args(base).args(["--prompt", "Hi", "--stream", "--json", "--temperature", "0.8", "--top-k", "40", "--top-p", "0.9", "--seed", "5"]));
+    assert!(out.status.success());
+    let lines: Vec<serde_json::Value> = stdout(&out).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 9, "8 token events and the final object");
+    let streamed: Vec<_> = lines[..8].iter().map(|l| l["token"].clone()).collect();
+    assert_eq!(serde_json::Value::from(streamed), lines[8]["token_ids"]);
+}
+
+#[test]
+fn logits_match_transformers() {
+    let home = tempfile::tempdir().unwrap();
+    let out_file = home.path().join("logits.safetensors");
+    let out = run(llmfs(home.path()).args(["logits", "--model", &model(), "--ids", "6109,3626,6100,345,2651,11,475,340", "--out"]).arg(&out_file).arg("--json"));
+    assert!(out.status.success());
+    assert_eq!(last_json(&out)["shape"], serde_json::json!([1, 8, 50257]));
+    let bytes = std::fs::read(&out_file).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let logits = st.tensor("logits").unwrap();
+    assert_eq!(logits.shape(), [1, 8, 50257]);
+    let got: Vec<f32> = logits.data().chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect();
+    let expected = std::fs::read(tiny_model_dir().join("expected.safetensors")).unwrap();
+    let expected = safetensors::SafeTensors::deserialize(&expected).unwrap();
+    let want: Vec<f32> = expected.tensor("logits").unwrap().data()[..8 * 50257 * 4]
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+        .collect();
+    let diff = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+    assert!(diff <= 1e-4, "max abs diff {diff}");
+}
+
+#[test]
+fn every_command_has_help() {
+    let home = tempfile::tempdir().unwrap();
+    for args in [vec!["--help"], vec!["download", "--help"], vec!["generate", "--help"], vec!["logits", "--help"]] {
+        let out = run(llmfs(home.path()).args(&args));
+        assert!(out.status.success(), "{args:?}");
+        assert!(stdout(&out).contains("Usage: llmfs"), "{args:?}");
+    }
+    let out = run(llmfs(home.path()).args(["generate", "--help"]));
+    for flag in ["--model", "--prompt", "--max-new-tokens", "--greedy", "--temperature", "--top-k", "--top-p", "--seed", "--stream", "--json", "--device"] {
+        assert!(stdout(&out).contains(flag), "generate --help lacks {flag}");
+    }
+}
+
+#[test]
+fn bad_input_gives_one_clear_error() {
+    let home = tempfile::tempdir().unwrap();
+    let mut cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["generate", "--model", "/no/such/dir", "--prompt", "x"], "no such model directory"),
+        (vec!["generate", "--model", "random:tiny", "--prompt", "x", "--device", "tpu"], "unknown device"),
+        (vec!["generate", "--model", "random:huge", "--prompt", "x"], "unknown preset"),
+        (vec!["generate", "--model", "random:tiny", "--prompt", "x", "--top-p", "2"], "top_p"),
+        (vec!["generate", "--model", "random:tiny", "--prompt", "x", "--greedy", "--temperature", "1"], "cannot be used with"),
+        (vec!["generate", "--model", "random:tiny", "--prompt", "x", "--max-new-tokens", "500"], "context window"),
+        (vec!["logits", "--model", "random:tiny", "--ids", "1,99999", "--out", "/tmp/x.safetensors"], "outside the vocabulary"),
+        (vec!["logits", "--model", "random:tiny", "--ids", "1,x", "--out", "/tmp/x.safetensors"], "invalid value"),
+    ];
+    if !cfg!(feature = "cuda") {
+        cases.push((vec!["generate", "--model", "random:tiny", "--prompt", "x", "--device", "cuda"], "--features cuda"));
+    }
+    for (args, needle) in cases {
+        let out = run(llmfs(home.path()).args(&args));
+        assert_ne!(out.status.code(), Some(0), "{args:?}");
+        let err = stderr(&out);
+        assert!(err.contains(needle), "{args:?}: expected {needle:?} in {err}");
+        assert!(!err.contains("panicked"), "{args:?} panicked: {err}");
+    }
+}

@@ -1,0 +1,111 @@
+//! `llmfs export`: a run (here the tiny fixture model) as an HF directory with tokenizer files;
+//! transformers loads it with the same logits and tokens when a Python with it is at hand. And
+//! a LoRA run's adapters: merged, unmerged, and through PEFT when it is installed.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use crate::common::*;
+
+/// A Python that imports `modules` (e.g. "torch, transformers"): $LLMFS_PYTHON, else the benchmark venv.
+fn python_with(modules: &str) -> Option<PathBuf> {
+    let candidates = std::env::var_os("LLMFS_PYTHON").map(PathBuf::from).into_iter().chain(
+        std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache/llmfs-torch-venv/bin/python")),
+    );
+    candidates.into_iter().find(|python| {
+        Command::new(python).args(["-c", &format!("import {modules}")]).output().is_ok_and(|o| o.status.success())
+    })
+}
+
+/// `llmfs logits` of `ids` (comma-separated) for `--model model`, read back.
+fn logits(home: &std::path::Path, model: &std::path::Path, ids: &str, out: &std::path::Path) -> Vec<f32> {
+    let result = run(llmfs(home).args(["logits", "--device", "cpu", "--ids", ids, "--model"]).arg(model).arg("--out").arg(out));
+    assert!(result.status.success(), "{}", stderr(&result));
+    let bytes = std::fs::read(out).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    st.tensor("logits").unwrap().data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
+}
+
+fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+}
+
+#[test]
+fn a_lora_run_loads_unmerged_merged_and_in_peft() {
+    let home = tempfile::tempdir().unwrap();
+    let run_dir = home.path().join("lora");
+    let flags = ["--epochs", "1", "--batch-size", "8", "--lr", "1e-3", "--sample-tokens", "4", "--json"];
+    let out = run(finetune_instruct(home.path(), &run_dir, false, &flags).args(["--lora-rank", "4", "--lora-targets", "attn", "--merge"]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report = last_json(&out);
+    assert_eq!(report["trainable_parameters"], 2 * (4 * (64 + 192) + 4 * (64 + 64)), "adapters on 2 blocks' attention only");
+    assert!(stderr(&out).contains("LoRA r=4 alpha=4 on attn.c_attn,attn.c_proj"), "{}", stderr(&out));
+    assert!(run_dir.join("adapter/adapter_model.safetensors").is_file() && run_dir.join("model/model.safetensors").is_file());
+
+    let ids = "464,1110,286,262,3290,373,1588,13";
+    let adapter = logits(home.path(), &run_dir.join("adapter"), ids, &home.path().join("adapter.safetensors"));
+    let merged = logits(home.path(), &run_dir.join("model"), ids, &home.path().join("merged.safetensors"));
+    let base = logits(home.path(), &tiny_model_dir(), ids, &home.path().join("base.safetensors"));
+    assert!(max_abs_diff(&adapter, &merged) < 1e-5, "adapter vs merged: {}", max_abs_diff(&adapter, &merged));
+    assert!(max_abs_diff(&adapter, &base) > 1e-3, "training moved nothing: {}", max_abs_diff(&adapter, &base));
+
+    // The other LoRA flags need a rank; --trainable and LoRA exclude each other.
+    let out = run(&mut finetune_instruct(home.path(), &home.path().join("x"), false, &["--lora-alpha", "8"]));
+    assert!(!out.status.success() && stderr(&out).contains("need --lora-rank"), "{}", stderr(&out));
+    let out = run(&mut finetune_instruct(home.path(), &home.path().join("y"), false, &["--lora-rank", "0"]));
+    assert!(!out.status.success() && stderr(&out).contains("at least 1"), "{}", stderr(&out));
+
+    let Some(python) = python_with("torch, transformers, peft") else {
+        eprintln!("skipped the PEFT check: no Python with torch + transformers + peft (set LLMFS_PYTHON)");
+        return;
+    };
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/reference/lora_peft_check.py");
+    let check = Command::new(python).arg(script).arg(run_dir.join("adapter")).arg(ids).arg(home.path().join("adapter.safetensors")).output().unwrap();
+    assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stderr));
+    let result: serde_json::Value = serde_json::from_slice(check.stdout.trim_ascii()).unwrap();
+    assert!(result["max_abs_diff"].as_f64().unwrap() < 1e-4, "PEFT's logits differ from llmfs's: {result}");
+    assert!(result["merged_max_abs_diff"].as_f64().unwrap() < 1e-4, "{result}");
+    assert_eq!(result["lora_parameters"], report["trainable_parameters"]);
+}
+
+#[test]
+fn export_writes_an_hf_directory_that_transformers_loads() {
+    let home = tempfile::tempdir().unwrap();
+    let out_dir = home.path().join("exported");
+    let out = run(llmfs(home.path()).args(["export", "--device", "cpu", "--model"]).arg(tiny_model_dir()).arg("--out").arg(&out_dir));
+    assert!(out.status.success(), "{}", stderr(&out));
+    for file in ["config.json", "model.safetensors", "generation_config.json", "vocab.json", "merges.txt", "tokenizer_config.json", "special_tokens_map.json"] {
+        assert!(out_dir.join(file).is_file(), "{file}");
+    }
+    assert!(!home.path().join("exported.partial").exists());
+    let config: serde_json::Value = serde_json::from_slice(&std::fs::read(out_dir.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["n_embd"], 64);
+
+    // A non-empty --out is refused without --force.
+    let again = run(llmfs(home.path()).args(["export", "--device", "cpu", "--model"]).arg(tiny_model_dir()).arg("--out").arg(&out_dir));
+    assert!(!again.status.success());
+    assert!(stderr(&again).contains("not empty") && stderr(&again).contains("--force"), "{}", stderr(&again));
+
+    // The exported directory is a model llmfs loads with the fixture's logits.
+    let text = "Every effort moves you forward, my friend.";
+    let ids: Vec<u32> = gpt::Tokenizer::gpt2().encode(text);
+    let logits = home.path().join("logits.safetensors");
+    let ids_arg = ids.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
+    let out = run(llmfs(home.path()).args(["logits", "--device", "cpu", "--ids", &ids_arg, "--model"]).arg(&out_dir).arg("--out").arg(&logits));
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    let Some(python) = python_with("torch, transformers, safetensors") else {
+        eprintln!("skipped the transformers check: no Python with torch + transformers (set LLMFS_PYTHON)");
+        return;
+    };
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/reference/export_check.py");
+    let check = Command::new(python).arg(script).arg(&out_dir).arg(text).arg(&logits).output().unwrap();
+    assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stderr));
+    let result: serde_json::Value = serde_json::from_slice(check.stdout.trim_ascii()).unwrap();
+    assert_eq!(result["ids"], serde_json::json!(ids), "the exported tokenizer tokenises like llmfs");
+    assert_eq!(result["decoded"], text);
+    assert_eq!(result["architecture"], "GPT2LMHeadModel");
+    let diff = result["max_abs_diff"].as_f64().unwrap();
+    assert!(diff < 1e-4, "transformers' logits differ from llmfs's by {diff}");
+}

@@ -1,0 +1,22 @@
+//! The `llmfs` binary's integration tests, one test binary: each test runs the real `llmfs`.
+
+mod common;
+#[path = "../../../pipelines/tests/it/common_http/mod.rs"]
+mod common_http;
+
+mod bad_input;
+mod bench_suite;
+mod cli;
+mod crash_resume;
+mod disk_full;
+mod export;
+mod finetune;
+mod hellaswag;
+mod hub;
+mod instruct_eval;
+mod lm_training;
+mod monitor;
+mod plot;
+mod prepare;
+mod prepare_fineweb;
+mod serve;

@@ -1,0 +1,262 @@
+//! Run-time backend choice: `--device auto|cpu|cuda[:N]|wgpu|vulkan|metal`.
+//!
+//! Burn 0.22 picks the backend from a `Device` value, so one build can hold several backends;
+//! which ones exist is decided by cargo features. Asking for one that was not compiled in is an
+//! error that names the feature to enable.
+
+use std::fmt;
+use std::str::FromStr;
+
+use burn::prelude::*;
+
+use crate::error::{GptError, Result};
+
+/// A device as the user names it on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DeviceSpec {
+    /// The best compiled-in device that initialises: CUDA, Metal, Vulkan, a wgpu GPU, then the CPU.
+    #[default]
+    Auto,
+    /// Burn's Flex backend (pure-Rust CPU).
+    Cpu,
+    Cuda(usize),
+    Wgpu,
+    Vulkan,
+    Metal,
+}
+
+impl FromStr for DeviceSpec {
+    type Err = GptError;
+
+    fn from_str(s: &str) -> Result<Self> {
+        let lower = s.trim().to_ascii_lowercase();
+        Ok(match lower.as_str() {
+            "auto" => Self::Auto,
+            "cpu" | "flex" => Self::Cpu,
+            "cuda" => Self::Cuda(0),
+            "wgpu" => Self::Wgpu,
+            "vulkan" => Self::Vulkan,
+            "metal" => Self::Metal,
+            other => match other.strip_prefix("cuda:").map(str::parse::<usize>) {
+                Some(Ok(index)) => Self::Cuda(index),
+                _ => {
+                    return Err(GptError::Device(format!(
+                        "unknown device {s:?}: expected auto, cpu, cuda, cuda:N, wgpu, vulkan or metal"
+                    )));
+                }
+            },
+        })
+    }
+}
+
+impl fmt::Display for DeviceSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Auto => write!(f, "auto"),
+            Self::Cpu => write!(f, "cpu"),
+            Self::Cuda(i) => write!(f, "cuda:{i}"),
+            Self::Wgpu => write!(f, "wgpu"),
+            Self::Vulkan => write!(f, "vulkan"),
+            Self::Metal => write!(f, "metal"),
+        }
+    }
+}
+
+fn not_compiled(spec: DeviceSpec, feature: &str) -> GptError {
+    GptError::Device(format!(
+        "device `{spec}` is not compiled into this build; rebuild with `--features {feature}` \
+         (e.g. `cargo build --release --features {feature}`)"
+    ))
+}
+
+/// The cargo features this build was compiled with, e.g. `["flex", "wgpu"]`.
+pub fn compiled_backends() -> Vec<&'static str> {
+    let mut out = Vec::new();
+    if cfg!(feature = "flex") {
+        out.push("flex");
+    }
+    if cfg!(feature = "cuda") {
+        out.push("cuda");
+    }
+    if cfg!(feature = "metal") {
+        out.push("metal");
+    }
+    if cfg!(feature = "vulkan") {
+        out.push("vulkan");
+    }
+    if cfg!(feature = "wgpu") {
+        out.push("wgpu");
+    }
+    out
+}
+
+impl DeviceSpec {
+    /// The device named by the environment variable `var` (any `--device` name), the CPU when it is
+    /// unset or empty. The test suites read `LLMFS_TEST_DEVICE` through this, so every compiled
+    /// backend runs the same parity tests: `LLMFS_TEST_DEVICE=cuda cargo test --features cuda`.
+    pub fn from_env(var: &str) -> Result<Self> {
+        match std::env::var(var) {
+            Ok(name) if !name.trim().is_empty() => {
+                name.parse().map_err(|e: GptError| GptError::Device(format!("${var}: {e}")))
+            }
+            _ => Ok(Self::Cpu),
+        }
+    }
+
+    /// Whether this names a GPU backend (`Auto` does not: it may end on the CPU). GPU f32 matmuls
+    /// run in TF32 on tensor cores where the hardware has them (cubek-matmul picks it for f32
+    /// inputs), ~1e-3 relative error per product instead of ~1e-7 on the CPU: numerical
+    /// comparisons need wider tolerances there.
+    pub fn is_gpu(self) -> bool {
+        matches!(self, Self::Cuda(_) | Self::Wgpu | Self::Vulkan | Self::Metal)
+    }
+
+    /// The Burn device for this spec (without autodiff). `Auto` probes the GPUs it was built with.
+    pub fn resolve(self) -> Result<Device> {
+        crate::backend::allocator::keep_freed_memory();
+        match self {
+            Self::Auto => auto_device(),
+            Self::Cpu => {
+                #[cfg(feature = "flex")]
+                return Ok(Device::flex());
+                #[cfg(not(feature = "flex"))]
+                return Err(not_compiled(self, "flex"));
+            }
+            Self::Cuda(_index) => {
+                #[cfg(feature = "cuda")]
+                return Ok(Device::cuda(_index));
+                #[cfg(not(feature = "cuda"))]
+                return Err(not_compiled(self, "cuda"));
+            }
+            Self::Wgpu => {
+                #[cfg(feature = "wgpu")]
+                return Ok(Device::wgpu(DeviceKind::DefaultDevice));
+                #[cfg(not(feature = "wgpu"))]
+                return Err(not_compiled(self, "wgpu"));
+            }
+            Self::Vulkan => {
+                #[cfg(feature = "vulkan")]
+                return Ok(Device::vulkan(DeviceKind::DefaultDevice));
+                #[cfg(not(feature = "vulkan"))]
+                return Err(not_compiled(self, "vulkan"));
+            }
+            Self::Metal => {
+                #[cfg(feature = "metal")]
+                return Ok(Device::metal(DeviceKind::DefaultDevice));
+                #[cfg(not(feature = "metal"))]
+                return Err(not_compiled(self, "metal"));
+            }
+        }
+    }
+}
+
+/// Whether a device can run a tiny computation. GPU runtimes panic when no driver or adapter is
+/// present, so the probe catches the panic (and keeps its message off the terminal).
+#[allow(dead_code)]
+fn initialises(device: &Device) -> bool {
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let ok = std::panic::catch_unwind(|| {
+        let x = Tensor::<1>::from_floats([1.0, 2.0], device);
+        x.sum().into_scalar::<f32>() == 3.0
+    })
+    .unwrap_or(false);
+    std::panic::set_hook(previous);
+    ok
+}
+
+fn auto_device() -> Result<Device> {
+    #[allow(unused_mut)]
+    let mut candidates: Vec<Device> = Vec::new();
+    #[cfg(feature = "cuda")]
+    candidates.push(Device::cuda(0));
+    #[cfg(feature = "metal")]
+    candidates.push(Device::metal(DeviceKind::DefaultDevice));
+    // Only real GPUs: a CPU adapter (e.g. Mesa's lavapipe) is slower than the Flex backend.
+    #[cfg(feature = "vulkan")]
+    candidates.push(Device::vulkan(DeviceKind::DiscreteGpu(0)));
+    #[cfg(feature = "wgpu")]
+    candidates.push(Device::wgpu(DeviceKind::DiscreteGpu(0)));
+    for device in candidates {
+        if initialises(&device) {
+            return Ok(device);
+        }
+    }
+    #[cfg(feature = "flex")]
+    return Ok(Device::flex());
+    #[cfg(not(feature = "flex"))]
+    return Err(GptError::Device(
+        "no compiled-in device initialised (and the CPU backend is not compiled: enable feature `flex`)".into(),
+    ));
+}
+
+/// Whether `device` is the CPU (Flex) backend, with or without autodiff (always false when Flex
+/// is not compiled in).
+pub fn is_flex(device: &Device) -> bool {
+    #[cfg(feature = "flex")]
+    {
+        device.clone().without_autodiff() == Device::flex()
+    }
+    #[cfg(not(feature = "flex"))]
+    {
+        let _ = device;
+        false
+    }
+}
+
+/// Sets the number of CPU threads (Flex and its matmuls use rayon's global pool). Call once, early.
+pub fn set_cpu_threads(threads: usize) -> Result<()> {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build_global()
+        .map_err(|e| GptError::Device(format!("cannot set {threads} CPU threads: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_device_names() {
+        assert_eq!("auto".parse::<DeviceSpec>().unwrap(), DeviceSpec::Auto);
+        assert_eq!("CPU".parse::<DeviceSpec>().unwrap(), DeviceSpec::Cpu);
+        assert_eq!("cuda".parse::<DeviceSpec>().unwrap(), DeviceSpec::Cuda(0));
+        assert_eq!("cuda:3".parse::<DeviceSpec>().unwrap(), DeviceSpec::Cuda(3));
+        assert_eq!("metal".parse::<DeviceSpec>().unwrap().to_string(), "metal");
+        let err = "tpu".parse::<DeviceSpec>().unwrap_err().to_string();
+        assert!(err.contains("unknown device \"tpu\""), "{err}");
+        assert!("cuda:x".parse::<DeviceSpec>().is_err());
+    }
+
+    #[test]
+    fn reads_the_device_from_the_environment() {
+        // Variables only this test uses: no other test sees them change.
+        // SAFETY: set before any thread of this test reads the environment.
+        unsafe {
+            std::env::set_var("LLMFS_UNIT_DEVICE_A", "cuda:1");
+            std::env::set_var("LLMFS_UNIT_DEVICE_B", "tpu");
+            std::env::set_var("LLMFS_UNIT_DEVICE_C", " ");
+        }
+        assert_eq!(DeviceSpec::from_env("LLMFS_UNIT_DEVICE_A").unwrap(), DeviceSpec::Cuda(1));
+        let err = DeviceSpec::from_env("LLMFS_UNIT_DEVICE_B").unwrap_err().to_string();
+        assert!(err.contains("$LLMFS_UNIT_DEVICE_B") && err.contains("tpu"), "{err}");
+        assert_eq!(DeviceSpec::from_env("LLMFS_UNIT_DEVICE_C").unwrap(), DeviceSpec::Cpu);
+        assert_eq!(DeviceSpec::from_env("LLMFS_UNIT_DEVICE_UNSET").unwrap(), DeviceSpec::Cpu);
+        assert!(DeviceSpec::Cuda(0).is_gpu() && DeviceSpec::Wgpu.is_gpu());
+        assert!(!DeviceSpec::Cpu.is_gpu() && !DeviceSpec::Auto.is_gpu());
+    }
+
+    #[cfg(not(feature = "cuda"))]
+    #[test]
+    fn missing_backend_names_the_feature() {
+        let err = DeviceSpec::Cuda(0).resolve().unwrap_err().to_string();
+        assert!(err.contains("--features cuda"), "{err}");
+    }
+
+    #[cfg(feature = "flex")]
+    #[test]
+    fn cpu_and_auto_resolve_without_a_gpu() {
+        assert!(DeviceSpec::Cpu.resolve().is_ok());
+        assert!(DeviceSpec::Auto.resolve().is_ok());
+    }
+}

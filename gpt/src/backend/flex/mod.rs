@@ -1,0 +1,20 @@
+//! The CPU kernels: ops on Burn's Flex backend that replace compositions of Burn ops.
+//!
+//! Burn's autodiff builds log-softmax, softmax and the tanh GELU out of several tensor ops, each
+//! a full pass over its input and an allocation, forward and again backward; its matmul outputs
+//! are zero-filled and copied before the GEMM writes them. Here each op is one pass forward and
+//! one backward, and the products call the GEMM directly. Every function hands its input back
+//! (`None` / `Err`) when it does not apply (not an f32 Flex tensor, a shape it does not take), and
+//! the caller in [`crate::ops`] takes Burn's ops: the GPU backends fuse those themselves.
+//! [`super::fallback`] has the same functions for builds without Flex.
+
+mod attention;
+mod decode;
+mod gemm;
+mod linear;
+mod training;
+
+pub use attention::{causal_attention, causal_attention_by_burn_ops};
+pub use decode::{streaming_linear, streaming_times_transposed};
+pub use linear::{linear, times_transposed};
+pub use training::{adamw_update, cross_entropy_rows, exp_approx, gelu_tanh};

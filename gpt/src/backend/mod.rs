@@ -1,0 +1,44 @@
+//! Where tensors live and the CPU kernels behind the model's ops.
+//!
+//! - [`device`]: `--device auto|cpu|cuda[:N]|wgpu|vulkan|metal`, CPU threads.
+//! - [`allocator`]: mimalloc for every llmfs binary, tuned for tensor work.
+//! - [`kernels`]: fused CPU ops (Flex) with their own backward; [`crate::ops`] calls them and falls
+//!   back to Burn's ops when they hand their input back. Without the `flex` feature the same
+//!   functions come from `fallback.rs` and always hand their input back: the one place that
+//!   knows whether the CPU kernels are compiled in.
+//! - [`keep_mask`]: dropout masks drawn on the host.
+
+use burn::prelude::*;
+
+pub mod allocator;
+pub mod device;
+#[cfg(not(feature = "flex"))]
+pub mod fallback;
+#[cfg(feature = "flex")]
+pub mod flex;
+pub mod keep_mask;
+
+#[cfg(not(feature = "flex"))]
+pub use fallback as kernels;
+#[cfg(feature = "flex")]
+pub use flex as kernels;
+
+pub use device::{DeviceSpec, compiled_backends, is_flex, set_cpu_threads};
+
+/// Up to this many rows a product by a weight matrix takes the streaming kernels (decoding):
+/// they read the weight once, in order, where a GEMM's register blocking only pays on more rows.
+pub const STREAMING_MAX_ROWS: usize = 16;
+
+/// The scalars of one AdamW step (`time` counts from 1).
+#[derive(Debug, Clone, Copy)]
+pub struct AdamWStep {
+    pub lr: f64,
+    pub beta_1: f32,
+    pub beta_2: f32,
+    pub epsilon: f32,
+    pub weight_decay: f32,
+    pub time: i32,
+}
+
+/// The moments of one parameter, or the inputs handed back when the update cannot be fused.
+pub type Moments<const D: usize> = (Tensor<D>, Tensor<D>);

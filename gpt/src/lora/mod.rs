@@ -1,0 +1,251 @@
+//! LoRA (Hu et al. 2021) on GPT-2's projections, with Burn's own adapters: `Module::apply_lora`
+//! freezes every parameter and makes the targeted weights compute `W + alpha/r · A·B`, with
+//! `A` `[in, r]` ~ N(0, 1/r) and `B` `[r, out]` = 0, so a fresh adapter leaves the model unchanged.
+//! The model code does not change; `materialize()` folds the adapters into plain weights, and
+//! [`crate::ops::linear`] computes an adapted layer as `x·W + s·(x·A)·B`.
+//!
+//! [`peft`]: the adapters on disk, in PEFT's layout.
+
+pub mod peft;
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::str::FromStr;
+
+use burn::module::{Lora, Module, ParamGroup};
+use burn::prelude::*;
+
+use crate::error::{GptError, Result};
+use crate::io::{TensorSource, fill_params_matching, seeded_normal};
+use crate::models::gpt2::{GptClassifier, GptConfig};
+use peft::peft_name;
+
+pub use peft::{ADAPTER_CONFIG, ADAPTER_WEIGHTS, AdapterConfig, AdapterSource, AdapterTask, adapter_tensors, is_adapter_dir, save_adapter_dir};
+
+/// A projection of a transformer block that can carry an adapter, by its HF module name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum LoraTarget {
+    /// `attn.c_attn`: the fused query/key/value projection.
+    AttnQkv,
+    /// `attn.c_proj`: the attention output projection.
+    AttnProj,
+    /// `mlp.c_fc`: the MLP's up projection.
+    MlpFc,
+    /// `mlp.c_proj`: the MLP's down projection.
+    MlpProj,
+}
+
+impl LoraTarget {
+    pub const ALL: [Self; 4] = [Self::AttnQkv, Self::AttnProj, Self::MlpFc, Self::MlpProj];
+
+    /// The module's path inside a block (`h.{i}.<this>`), as PEFT's `target_modules` names it.
+    pub fn module(self) -> &'static str {
+        match self {
+            Self::AttnQkv => "attn.c_attn",
+            Self::AttnProj => "attn.c_proj",
+            Self::MlpFc => "mlp.c_fc",
+            Self::MlpProj => "mlp.c_proj",
+        }
+    }
+}
+
+/// Which projections get adapters. Parsed from a comma list of `attn` (both attention
+/// projections), `mlp` (both MLP projections), `all`, or module names (`c_attn`, `attn.c_proj`,
+/// `c_fc`, `mlp.c_proj`; a bare `c_proj` means both, as in PEFT).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoraTargets(BTreeSet<LoraTarget>);
+
+impl LoraTargets {
+    pub fn contains(&self, target: LoraTarget) -> bool {
+        self.0.contains(&target)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = LoraTarget> + '_ {
+        self.0.iter().copied()
+    }
+
+    /// PEFT's `target_modules`.
+    pub fn modules(&self) -> Vec<String> {
+        self.iter().map(|t| t.module().to_string()).collect()
+    }
+
+    /// From PEFT's `target_modules` (or our own names, see the type's docs).
+    pub fn from_names<S: AsRef<str>>(names: &[S]) -> Result<Self> {
+        use LoraTarget::*;
+        let mut set = BTreeSet::new();
+        for name in names {
+            let name = name.as_ref().trim();
+            let add: &[LoraTarget] = match name {
+                "attn" => &[AttnQkv, AttnProj],
+                "mlp" => &[MlpFc, MlpProj],
+                "all" => &LoraTarget::ALL,
+                "c_attn" | "attn.c_attn" => &[AttnQkv],
+                "attn.c_proj" => &[AttnProj],
+                "c_fc" | "mlp.c_fc" => &[MlpFc],
+                "mlp.c_proj" => &[MlpProj],
+                "c_proj" => &[AttnProj, MlpProj],
+                other => {
+                    return Err(GptError::Config(format!(
+                        "unknown LoRA target {other:?}: expected attn, mlp, all, c_attn, attn.c_proj, c_fc, mlp.c_proj or c_proj"
+                    )));
+                }
+            };
+            set.extend(add);
+        }
+        if set.is_empty() {
+            return Err(GptError::Config("no LoRA targets given: expected e.g. attn,mlp".into()));
+        }
+        Ok(Self(set))
+    }
+}
+
+impl Default for LoraTargets {
+    /// Every projection of every block.
+    fn default() -> Self {
+        Self(LoraTarget::ALL.into_iter().collect())
+    }
+}
+
+impl FromStr for LoraTargets {
+    type Err = GptError;
+
+    fn from_str(s: &str) -> Result<Self> {
+        Self::from_names(&s.split(',').collect::<Vec<_>>())
+    }
+}
+
+impl fmt::Display for LoraTargets {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.modules().join(","))
+    }
+}
+
+/// Rank, scale and targets of the adapters.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoraConfig {
+    pub rank: usize,
+    /// The update is scaled by `alpha / rank` (PEFT's `lora_alpha`).
+    pub alpha: f64,
+    pub targets: LoraTargets,
+}
+
+impl LoraConfig {
+    pub fn new(rank: usize, alpha: f64, targets: LoraTargets) -> Result<Self> {
+        if rank == 0 {
+            return Err(GptError::Config("--lora-rank must be at least 1".into()));
+        }
+        if !alpha.is_finite() || alpha <= 0.0 {
+            return Err(GptError::Config(format!("--lora-alpha must be a positive number, got {alpha}")));
+        }
+        Ok(Self { rank, alpha, targets })
+    }
+
+    /// The targeted weights, by their Burn paths (`h.3.attn.c_attn.weight`, or under a prefix
+    /// such as the classifier's `gpt.`).
+    fn param_group(&self) -> ParamGroup {
+        let patterns: Vec<String> = self
+            .targets
+            .iter()
+            .map(|t| format!(r"(^|\.)h\.\d+\.{}\.weight$", t.module().replace('.', r"\.")))
+            .collect();
+        ParamGroup::from_any_regexes(patterns).expect("the LoRA target patterns are valid regexes")
+    }
+
+    /// Attaches adapters to the targeted weights of `module` (a [`crate::Gpt`], a classifier, ...) and
+    /// freezes every other parameter: re-enable what else should train (a new head) afterwards.
+    /// `B` starts at zero (the model is unchanged) and `A` ~ N(0, 1/rank), Burn's LoRA init, but
+    /// drawn on the host from (`seed`, tensor name) rather than from the device's generator,
+    /// which every thread of the process shares: two jobs in one process then cannot change
+    /// each other's adapters, and a resumed run starts from the same ones.
+    pub fn apply<M: Module>(&self, module: M, seed: u64) -> Result<M> {
+        let mut init = AdapterInit { seed, std: 1.0 / self.rank as f64 };
+        fill_params_matching(self.attach_unfilled(module), &mut init, |name| matches!(peft_name(name), Some((_, true))))
+    }
+
+    /// The adapters attached with Burn's values, for a caller that fills them next.
+    fn attach_unfilled<M: Module>(&self, module: M) -> M {
+        module.apply_lora(Lora::new(self.rank, self.alpha).set_param_group(self.param_group()))
+    }
+
+    /// A classifier with LoRA instead of a trainable set: adapters on the trunk's targeted
+    /// projections and the head train, everything else is frozen.
+    pub fn apply_to_classifier(&self, classifier: GptClassifier, seed: u64) -> Result<GptClassifier> {
+        let mut adapted = self.apply(classifier, seed)?;
+        adapted.score = adapted.score.clone().set_require_grad(true);
+        Ok(adapted)
+    }
+
+    /// Parameters the adapters add to a model of this shape.
+    pub fn num_params(&self, config: &GptConfig) -> usize {
+        let c = config.n_embd;
+        let per_block: usize = self
+            .targets
+            .iter()
+            .map(|t| {
+                let (d_in, d_out) = match t {
+                    LoraTarget::AttnQkv => (c, 3 * c),
+                    LoraTarget::AttnProj => (c, c),
+                    LoraTarget::MlpFc => (c, 4 * c),
+                    LoraTarget::MlpProj => (4 * c, c),
+                };
+                self.rank * (d_in + d_out)
+            })
+            .sum();
+        per_block * config.n_layer
+    }
+}
+
+/// The `A` factors of fresh adapters (see [`LoraConfig::apply`]): every tensor asked for drawn
+/// from N(0, `std`), seeded from `seed` and its name.
+pub struct AdapterInit {
+    pub seed: u64,
+    pub std: f64,
+}
+
+impl TensorSource for AdapterInit {
+    fn tensor(&mut self, name: &str, shape: &[usize]) -> Result<TensorData> {
+        Ok(TensorData::new(seeded_normal(self.seed, name, self.std, shape.iter().product())?, shape.to_vec()))
+    }
+}
+
+#[cfg(all(test, feature = "flex"))]
+mod tests {
+    use burn::module::{LoraAdapter, Param};
+    use burn::nn::Linear;
+
+    use super::*;
+    use crate::backend::STREAMING_MAX_ROWS;
+    use crate::ops::linear::tests::{max_rel_diff, random};
+
+    /// A LoRA layer's output and its factors' gradients, applied as `x·W + s·(x·A)·B`, against
+    /// the composed weight `W + s·A·B` (what `Param::val` gives); the frozen base gets no gradient.
+    #[test]
+    fn lora_layers_match_the_composed_weight_with_gradients() {
+
+        let ad = Device::flex().autodiff();
+        let to_ad = |t: Tensor<2>| Tensor::<2>::from_data(t.into_data(), &ad);
+        let bias = Tensor::<1>::from_data(random([1, 6], 4).reshape([6]).into_data(), &ad);
+        let layer = Linear { weight: Param::from_tensor(to_ad(random([8, 6], 3))), bias: Some(Param::from_tensor(bias)) };
+        let layer = layer.apply_lora(Lora::new(2, 4.0));
+        // B starts at zero: give both factors values so that every gradient is non-trivial.
+        let mut factors = AdapterInit { seed: 10, std: 0.5 };
+        let layer = fill_params_matching(layer, &mut factors, |name| name.contains("lora")).unwrap();
+        let x = Tensor::<3>::from_data(random([STREAMING_MAX_ROWS + 4, 8], 5).reshape([1, STREAMING_MAX_ROWS + 4, 8]).into_data(), &ad).require_grad();
+        let weights = Tensor::<3>::from_data(random([STREAMING_MAX_ROWS + 4, 6], 6).reshape([1, STREAMING_MAX_ROWS + 4, 6]).into_data(), &ad);
+
+        let ours = crate::ops::linear(&layer, x.clone());
+        let composed = x.clone().matmul(layer.weight.val().unsqueeze()) + layer.bias.as_ref().unwrap().val().unsqueeze();
+        let adapter = layer.weight.reparameterization::<LoraAdapter>().expect("a LoRA weight");
+        let grads = (ours.clone() * weights.clone()).sum().backward();
+        let reference = (composed.clone() * weights).sum().backward();
+        let plain = |t: Tensor<3>| t.reshape([STREAMING_MAX_ROWS + 4, 6]);
+        assert!(max_rel_diff(plain(ours), plain(composed)) < 1e-5);
+        for (name, factor) in [("A", &adapter.a), ("B", &adapter.b)] {
+            let (g, r) = (factor.val().grad(&grads).unwrap(), factor.val().grad(&reference).unwrap());
+            assert!(max_rel_diff(g, r) < 1e-5, "d{name}");
+        }
+        let (g, r) = (x.grad(&grads).unwrap(), x.grad(&reference).unwrap());
+        assert!(max_rel_diff(g.reshape([STREAMING_MAX_ROWS + 4, 8]), r.reshape([STREAMING_MAX_ROWS + 4, 8])) < 1e-5, "dx");
+        assert!(layer.weight.base().grad(&grads).is_none(), "the frozen base has no gradient");
+    }
+}

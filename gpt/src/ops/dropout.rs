@@ -1,0 +1,87 @@
+//! Dropout, with a fast mask on the CPU backend.
+//!
+//! Burn's `Dropout::forward` draws one Bernoulli sample per element on one thread through its
+//! general random code, then multiplies twice. On the CPU the mask is drawn in parallel on the host
+//! ([`crate::backend::keep_mask`]), seeded from the device's own random stream (so `device.seed(..)`
+//! still makes runs reproducible), and applied with one multiplication, which is also what the
+//! backward pass multiplies the gradient by. Other backends keep Burn's dropout.
+
+use burn::nn::Dropout;
+use burn::prelude::*;
+
+use crate::backend::is_flex;
+use crate::backend::keep_mask::{scaled_keep_mask, splitmix64};
+
+/// Whether a dropout layer would change its input (training mode, on an autodiff device, p > 0).
+pub fn active<const D: usize>(layer: &Dropout, x: &Tensor<D>) -> bool {
+    active_on(layer, &x.device())
+}
+
+fn active_on(layer: &Dropout, device: &Device) -> bool {
+    layer.prob > 0.0 && layer.training.is_enabled() && device.is_autodiff()
+}
+
+/// `layer.forward(x)`: zeroes each element with probability `layer.prob` and scales the rest by
+/// `1 / (1 - prob)`, when the layer is active.
+pub fn forward<const D: usize>(layer: &Dropout, x: Tensor<D>) -> Tensor<D> {
+    if !active(layer, &x) {
+        return x;
+    }
+    if let Some(mask) = flex_mask(layer, x.shape().num_elements(), &x.device()) {
+        let mask = Tensor::<D>::from_data(TensorData::new(mask, x.shape()), &x.device());
+        return x * mask;
+    }
+    layer.forward(x)
+}
+
+/// The scaled keep-mask (`0` or `1/keep` per element) `forward` multiplies a tensor of `n`
+/// values on `device` by, on Flex; also for ops that apply dropout inside themselves
+/// (the CPU kernel of causal attention). `None` when the layer is inactive or not on Flex.
+pub fn flex_mask(layer: &Dropout, n: usize, device: &Device) -> Option<Vec<f32>> {
+    if !active_on(layer, device) || !is_flex(device) {
+        return None;
+    }
+    let seed = draw_seed(&device.clone().without_autodiff());
+    Some(scaled_keep_mask(n, 1.0 - layer.prob, seed))
+}
+
+/// A 64-bit seed from the device's random stream: two uniform floats' bits, mixed.
+fn draw_seed(device: &Device) -> u64 {
+    let draws = Tensor::<1>::random([2], burn::tensor::Distribution::Default, device).into_data();
+    let bits: Vec<u64> = draws.iter::<f32>().map(|v| u64::from(v.to_bits())).collect();
+    splitmix64(bits.iter().fold(0x9E37_79B9_7F4A_7C15, |acc, b| splitmix64(acc ^ b)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[cfg(feature = "flex")]
+    #[test]
+    fn dropout_zeroes_scales_and_passes_the_gradient_through_the_same_mask() {
+        use burn::nn::DropoutConfig;
+        let device = Device::flex().autodiff();
+        device.seed(5);
+        let layer = DropoutConfig::new(0.25).init();
+        let x = Tensor::<2>::ones([64, 300], &device).require_grad();
+        let y = forward(&layer, x.clone());
+        let grads = y.clone().sum().backward();
+        let out: Vec<f32> = y.into_data().try_to_vec::<f32>().unwrap();
+        let grad: Vec<f32> = x.grad(&grads).unwrap().into_data().try_to_vec::<f32>().unwrap();
+        assert_eq!(out, grad, "d(sum(x·mask))/dx is the mask itself");
+        let kept = out.iter().filter(|&&v| v != 0.0).count() as f64 / out.len() as f64;
+        assert!((kept - 0.75).abs() < 0.03, "{kept}");
+        assert!(out.iter().all(|&v| v == 0.0 || (v - 4.0 / 3.0).abs() < 1e-6));
+
+        // Reproducible from the device seed; a second call draws a new mask.
+        device.seed(5);
+        let again: Vec<f32> = forward(&layer, Tensor::<2>::ones([64, 300], &device)).into_data().try_to_vec::<f32>().unwrap();
+        assert_eq!(out, again);
+        let next: Vec<f32> = forward(&layer, Tensor::<2>::ones([64, 300], &device)).into_data().try_to_vec::<f32>().unwrap();
+        assert_ne!(out, next);
+
+        // Inactive: no autodiff, or evaluation mode, or p = 0.
+        let plain = Tensor::<2>::ones([4, 4], &Device::flex());
+        assert_eq!(forward(&layer, plain.clone()).into_data(), plain.into_data());
+    }
+}

@@ -1,0 +1,122 @@
+//! The model's matrix products: Linear layers (with or without LoRA) and the output head tied to
+//! the token embedding. Each takes the CPU kernels where they apply and Burn's ops elsewhere.
+
+use burn::module::{LoraAdapter, Param};
+use burn::nn::Linear;
+use burn::prelude::*;
+
+use crate::backend::{STREAMING_MAX_ROWS, kernels};
+
+/// `x @ W + b` for a Linear layer (`x`: `[B, T, d_in]`), as one 2-D product over all `B·T` rows:
+/// Burn's 3-D `Linear::forward` runs one product per batch row and packs the weight each time.
+/// A few rows (decoding) take the streaming kernel, more the fused GEMM, on the CPU.
+///
+/// A LoRA weight (Burn's `LoraAdapter`, see `crate::lora`) is applied as `x·W + s·(x·A)·B`
+/// rather than as `x·(W + s·A·B)`, which is what `Param::val` composes: the frozen `W` then needs
+/// no gradient, where the composed weight's backward computes a full `[d_in, d_out]` gradient
+/// only to project it onto A and B.
+pub fn linear(layer: &Linear, x: Tensor<3>) -> Tensor<3> {
+    let [b, t, d_in] = x.dims();
+    let x = x.reshape([b * t, d_in]);
+    let bias = layer.bias.as_ref().map(|b| b.val());
+    let y = match lora_adapter(&layer.weight) {
+        Some((base, adapter)) if b * t > STREAMING_MAX_ROWS => {
+            let low_rank = x.clone().matmul(adapter.a.val()).mul_scalar(adapter.scale).matmul(adapter.b.val());
+            dense(x, base, bias) + low_rank
+        }
+        _ => {
+            let weight = layer.weight.val();
+            kernels::streaming_linear(&x, &weight, bias.as_ref()).unwrap_or_else(|| dense(x, weight, bias))
+        }
+    };
+    let d_out = y.dims()[1];
+    y.reshape([b, t, d_out])
+}
+
+/// `x·W + b` (`x`: `[N, d_in]`): the fused product on the CPU, Burn's ops elsewhere.
+fn dense(x: Tensor<2>, weight: Tensor<2>, bias: Option<Tensor<1>>) -> Tensor<2> {
+    kernels::linear(&x, &weight, bias.as_ref()).unwrap_or_else(|| {
+        let y = x.matmul(weight);
+        match bias {
+            Some(bias) => y + bias.unsqueeze(),
+            None => y,
+        }
+    })
+}
+
+/// The frozen base weight and the adapter of a LoRA weight whose factors have the base's dtype
+/// (otherwise `Param::val`'s composition, which casts, is used).
+fn lora_adapter(weight: &Param<Tensor<2>>) -> Option<(Tensor<2>, &LoraAdapter)> {
+    let adapter = weight.reparameterization::<LoraAdapter>()?;
+    let base = weight.base();
+    (base.dtype() == adapter.a.val().dtype()).then_some((base, adapter))
+}
+
+/// `x @ Eᵀ` for the output head tied to the embedding `E` (`x`: `[rows, C]`, `E`: `[V, C]`), as a
+/// 2-D product: Burn's 3-D `linear` would broadcast the weight over the batch and copy all of it.
+pub fn tied_head(x: Tensor<2>, embedding: Tensor<2>) -> Tensor<2> {
+    kernels::streaming_times_transposed(&x, &embedding)
+        .or_else(|| kernels::times_transposed(&x, &embedding))
+        .unwrap_or_else(|| x.matmul(embedding.transpose()))
+}
+
+#[cfg(all(test, feature = "flex"))]
+pub(crate) mod tests {
+    use burn::module::Param;
+
+    use super::*;
+
+    pub(crate) fn random(shape: [usize; 2], seed: u64) -> Tensor<2> {
+        let device = Device::flex();
+        device.seed(seed);
+        Tensor::random(shape, burn::tensor::Distribution::Normal(0.0, 1.0), &device)
+    }
+
+    pub(crate) fn max_rel_diff(a: Tensor<2>, b: Tensor<2>) -> f32 {
+        let (a, b): (Vec<f32>, Vec<f32>) = (a.into_data().try_into_vec().unwrap(), b.into_data().try_into_vec().unwrap());
+        let scale = b.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max) / scale
+    }
+
+    #[test]
+    fn streaming_linear_matches_burn_for_every_row_count_and_odd_sizes() {
+        for (d_in, d_out) in [(64, 192), (67, 300), (768, 3072), (3, 5)] {
+            for rows in [1, 2, 3, 7, STREAMING_MAX_ROWS] {
+                let layer = Linear {
+                    weight: Param::from_tensor(random([d_in, d_out], 1)),
+                    bias: Some(Param::from_tensor(random([1, d_out], 2).reshape([d_out]))),
+                };
+                let x = random([rows, d_in], 3);
+                let fast = linear(&layer, x.clone().reshape([1, rows, d_in])).reshape([rows, d_out]);
+                let reference = x.matmul(layer.weight.val()) + layer.bias.as_ref().unwrap().val().unsqueeze();
+                let diff = max_rel_diff(fast, reference);
+                assert!(diff < 1e-5, "{d_in}x{d_out}, {rows} rows: relative diff {diff}");
+            }
+        }
+    }
+
+    #[test]
+    fn streaming_head_matches_burn() {
+        for (c, vocab) in [(64, 50257), (13, 4099)] {
+            for rows in [1, 2, 3, 7, STREAMING_MAX_ROWS] {
+                let x = random([rows, c], 4);
+                let e = random([vocab, c], 5);
+                let diff = max_rel_diff(tied_head(x.clone(), e.clone()), x.matmul(e.transpose()));
+                assert!(diff < 1e-5, "c {c}, vocab {vocab}, {rows} rows: relative diff {diff}");
+            }
+        }
+    }
+
+    #[test]
+    fn large_batches_and_autodiff_tensors_take_burns_path() {
+        let layer = Linear { weight: Param::from_tensor(random([8, 4], 1)), bias: None };
+        let x = random([STREAMING_MAX_ROWS + 1, 8], 2);
+        let out = linear(&layer, x.clone().reshape([1, STREAMING_MAX_ROWS + 1, 8])).reshape([STREAMING_MAX_ROWS + 1, 4]);
+        assert!(max_rel_diff(out, x.clone().matmul(layer.weight.val())) < 1e-6);
+        let ad = Device::flex().autodiff();
+        let xa = Tensor::<3>::from_data(x.slice(s![0..2, ..]).reshape([1, 2, 8]).into_data(), &ad).require_grad();
+        let layer_ad = Linear { weight: Param::from_tensor(random([8, 4], 1).autodiff()), bias: None };
+        let grads = linear(&layer_ad, xa.clone()).sum().backward();
+        assert!(xa.grad(&grads).is_some(), "the autodiff path keeps gradients");
+    }
+}

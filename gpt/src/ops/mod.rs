@@ -1,0 +1,10 @@
+//! The operations the models call, on every backend: each takes the CPU kernel of
+//! [`crate::backend::kernels`] where it applies and Burn's ops elsewhere, so model code has no
+//! backend cases of its own.
+
+pub mod dropout;
+pub mod gelu;
+pub mod linear;
+
+pub use gelu::gelu;
+pub use linear::{linear, tied_head};

@@ -1,0 +1,12 @@
+//! The model crate's integration tests, one binary (one link of Burn instead of one per file).
+//! `LLMFS_TEST_DEVICE` picks the backend under test (see `common::device`).
+
+mod common;
+
+mod classifier;
+mod fuzz_loaders;
+mod generation;
+mod lora;
+mod parity;
+mod tokenizer;
+mod weights;

@@ -1,0 +1,181 @@
+//! A run directory (`runs/<name>/`): `run.json`, `metrics.jsonl`, `checkpoints/`, `model/`,
+//! `plots/`, `samples.jsonl`, `eval/`. The monitor, the plots and `eval` read only this;
+//! [`ModelRef`] is what `--model RUN` loads.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use gpt::io::write_atomic;
+use serde_json::{Value, json};
+
+pub mod model_ref;
+
+pub use model_ref::{ModelRef, load_classifier, load_model};
+
+/// A run's configuration, versions and command line.
+pub const RUN_JSON: &str = "run.json";
+/// A run's final model, in the Hugging Face layout.
+pub const MODEL_DIR: &str = "model";
+/// A LoRA run's adapters (PEFT's layout), when saved without `--merge`.
+pub const ADAPTER_DIR: &str = "adapter";
+
+#[derive(Debug, Clone)]
+pub struct RunDir {
+    root: PathBuf,
+}
+
+impl RunDir {
+    /// Opens `root` for a new run (it must not hold a run yet) or, with `resume`, for continuing one.
+    pub fn open(root: &Path, resume: bool) -> Result<Self> {
+        let run = Self { root: root.to_path_buf() };
+        let exists = run.run_json().exists();
+        if resume && !exists {
+            bail!("--resume: {} holds no run (no run.json)", root.display());
+        }
+        if !resume && exists {
+            bail!("{} already holds a run: pass --resume to continue it, or choose another --run-dir", root.display());
+        }
+        std::fs::create_dir_all(&run.root).with_context(|| format!("creating {}", root.display()))?;
+        // Fail before training, not at the first checkpoint, when the directory is not writable.
+        let probe = run.root.join(".write-test");
+        std::fs::write(&probe, b"").with_context(|| format!("{} is not writable", root.display()))?;
+        let _ = std::fs::remove_file(probe);
+        Ok(run)
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Checks, before training, that the disk holding the run can take what the run writes for a
+    /// model of `params` f32 parameters. A checkpoint is the weights plus AdamW's two moments (at
+    /// most 3 × 4 bytes a parameter); the run keeps two and writes a third before dropping the
+    /// oldest, then the final model. Less room than one checkpoint and the final model is an
+    /// error (the run could not finish); less than the peak is a warning (it may stop at a later
+    /// checkpoint; `--resume` continues once there is room).
+    pub fn check_space(&self, params: usize) -> Result<()> {
+        let Some(free) = gpt::io::available_space(&self.root) else {
+            return Ok(());
+        };
+        let checkpoint = 12 * params as u64;
+        let model = 4 * params as u64;
+        let (needed, peak) = (checkpoint + model, 3 * checkpoint + model);
+        let mb = |bytes: u64| format!("{:.0} MB", bytes as f64 / 1e6);
+        if free < needed {
+            bail!(
+                "{}: only {} free on this disk, and a run of this model ({params} parameters) needs at least {} \
+                 (a checkpoint of {} and the final model of {}): free some space or choose another --run-dir",
+                self.root.display(),
+                mb(free),
+                mb(needed),
+                mb(checkpoint),
+                mb(model)
+            );
+        }
+        if free < peak {
+            eprintln!(
+                "warning: {}: {} free, and the run may use up to {} (two checkpoints kept while a third is written, \
+                 then the final model): if the disk fills, the run stops with its last complete checkpoint and \
+                 --resume continues it once there is room",
+                self.root.display(),
+                mb(free),
+                mb(peak)
+            );
+        }
+        Ok(())
+    }
+
+    pub fn run_json(&self) -> PathBuf {
+        self.root.join(RUN_JSON)
+    }
+
+    pub fn metrics(&self) -> PathBuf {
+        self.root.join("metrics.jsonl")
+    }
+
+    pub fn checkpoints(&self) -> PathBuf {
+        self.root.join("checkpoints")
+    }
+
+    /// The final model, in the Hugging Face layout.
+    pub fn model(&self) -> PathBuf {
+        self.root.join(MODEL_DIR)
+    }
+
+    /// A LoRA run's adapters (PEFT's layout).
+    pub fn adapter(&self) -> PathBuf {
+        self.root.join(ADAPTER_DIR)
+    }
+
+    pub fn plots(&self) -> PathBuf {
+        self.root.join("plots")
+    }
+
+    pub fn samples(&self) -> PathBuf {
+        self.root.join("samples.jsonl")
+    }
+
+    pub fn eval(&self) -> PathBuf {
+        self.root.join("eval")
+    }
+
+    /// Writes `run.json`: the resolved configuration plus versions and the time.
+    pub fn write_run_json(&self, config: Value) -> Result<()> {
+        let info = json!({
+            "config": config,
+            "llmfs_version": env!("CARGO_PKG_VERSION"),
+            "burn_version": "0.22.1",
+            "created_unix": now(),
+            "command": std::env::args().collect::<Vec<_>>(),
+        });
+        write_atomic(&self.run_json(), serde_json::to_string_pretty(&info)?.as_bytes())?;
+        Ok(())
+    }
+}
+
+/// Seconds since the Unix epoch.
+pub fn now() -> f64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// Appends one event a line to `metrics.jsonl`.
+pub struct MetricsLog {
+    path: PathBuf,
+    file: File,
+}
+
+impl MetricsLog {
+    /// Opens the log for appending. `keep_through_step`: when resuming from a checkpoint at that
+    /// step, events after it (logged by the interrupted run, about to be redone) are dropped first,
+    /// and so is a half-written last line.
+    pub fn open(path: &Path, keep_through_step: Option<usize>) -> Result<Self> {
+        if let Some(step) = keep_through_step
+            && path.exists()
+        {
+            let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+            let kept: String = text
+                .lines()
+                .filter(|line| {
+                    serde_json::from_str::<Value>(line)
+                        .ok()
+                        .and_then(|event| event.get("step").and_then(Value::as_u64))
+                        .is_some_and(|s| s as usize <= step)
+                })
+                .map(|line| format!("{line}\n"))
+                .collect();
+            write_atomic(path, kept.as_bytes())?;
+        }
+        let file = OpenOptions::new().create(true).append(true).open(path).with_context(|| format!("opening {}", path.display()))?;
+        Ok(Self { path: path.to_path_buf(), file })
+    }
+
+    /// Writes one event (an object with at least `step`, `epoch`, `split`), stamped with `time`.
+    pub fn log(&mut self, mut event: Value) -> Result<()> {
+        if let Some(map) = event.as_object_mut() {
+            map.entry("time").or_insert(json!(now()));
+        }
+        writeln!(self.file, "{event}").and_then(|_| self.file.flush()).with_context(|| format!("writing {}", self.path.display()))
+    }
+}
