@@ -19,6 +19,8 @@ use std::time::Duration;
 use gpt::io::replace_atomically;
 use indicatif::{ProgressBar, ProgressStyle};
 
+use crate::retry::{Attempt, Backoff};
+
 /// How many times a failed request is tried again: after timeouts, connection errors, a body cut
 /// short, and HTTP 5xx. Other HTTP errors (4xx) are final at once.
 pub const RETRIES: u32 = 3;
@@ -85,19 +87,13 @@ pub fn download_to(source: &str, dest: &Path) -> Result<(), DownloadError> {
         .timeout_read(READ_TIMEOUT)
         .user_agent(USER_AGENT)
         .build();
-    let mut attempt = 1;
-    loop {
-        match try_download(&agent, source, dest) {
-            Ok(()) => return Ok(()),
-            Err(Attempt::Transient(error)) if attempt <= RETRIES => {
-                let wait = FIRST_BACKOFF * 2u32.pow(attempt - 1);
-                eprintln!("{error} (try {attempt} of {}); retrying in {:.1} s", RETRIES + 1, wait.as_secs_f64());
-                std::thread::sleep(wait);
-                attempt += 1;
-            }
-            Err(Attempt::Transient(error) | Attempt::Final(error)) => return Err(error.after(attempt)),
-        }
-    }
+    let backoff = Backoff { retries: RETRIES, first_wait: FIRST_BACKOFF };
+    backoff
+        .run(
+            || try_download(&agent, source, dest),
+            |error, attempt, wait| eprintln!("{error} (try {attempt} of {}); retrying in {:.1} s", RETRIES + 1, wait.as_secs_f64()),
+        )
+        .map_err(|(error, attempts)| error.after(attempts))
 }
 
 /// Returns a local copy of `source`: `cache_path` when that file is already there (whatever its
@@ -118,20 +114,15 @@ pub fn fetch_cached(source: &str, cache_path: &Path) -> Result<PathBuf, Download
 }
 
 /// The outcome of one failed try: worth another one, or not.
-enum Attempt {
-    Transient(DownloadError),
-    Final(DownloadError),
-}
-
 /// Errors outside the transfer itself (creating, syncing, renaming the file) are final.
-impl From<DownloadError> for Attempt {
+impl From<DownloadError> for Attempt<DownloadError> {
     fn from(error: DownloadError) -> Self {
         Attempt::Final(error)
     }
 }
 
 /// One try; errors say `attempts: 1` ([`download_to`] counts).
-fn try_download(agent: &ureq::Agent, url: &str, dest: &Path) -> Result<(), Attempt> {
+fn try_download(agent: &ureq::Agent, url: &str, dest: &Path) -> Result<(), Attempt<DownloadError>> {
     let transport = |message: String| DownloadError::Transport { url: url.to_string(), message, attempts: 1 };
     let response = match agent.get(url).call() {
         Ok(response) => response,

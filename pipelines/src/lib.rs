@@ -7,6 +7,7 @@ pub mod eval;
 pub mod finetune;
 pub mod plots;
 pub mod pretrain;
+pub mod retry;
 pub mod runs;
 pub mod train;
 

@@ -82,9 +82,6 @@ fn response_id(prefix: &str) -> String {
     format!("{prefix}-{nanos:x}{:04x}", COUNTER.fetch_add(1, Ordering::Relaxed) & 0xffff)
 }
 
-fn now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
-}
 
 /// A request checked and turned into work for the model thread: the prompt's token ids, how to
 /// generate, and how to answer.
@@ -152,7 +149,7 @@ pub async fn completions(
 ) -> Result<Response, ApiError> {
     state.check_model(request.model.as_deref())?;
     let job = completion_job(&request, state.limits()?, &state.tokenizer)?;
-    let meta = ResponseMeta { endpoint: Endpoint::Completions, id: response_id("cmpl"), created: now(), model: state.model_id.clone() };
+    let meta = ResponseMeta { endpoint: Endpoint::Completions, id: response_id("cmpl"), created: pipelines::runs::now() as u64, model: state.model_id.clone() };
     respond(&state, job, meta).await
 }
 
@@ -162,7 +159,7 @@ pub async fn chat_completions(
 ) -> Result<Response, ApiError> {
     state.check_model(request.model.as_deref())?;
     let job = chat_job(&request, state.chat_format, state.limits()?, &state.tokenizer)?;
-    let meta = ResponseMeta { endpoint: Endpoint::Chat, id: response_id("chatcmpl"), created: now(), model: state.model_id.clone() };
+    let meta = ResponseMeta { endpoint: Endpoint::Chat, id: response_id("chatcmpl"), created: pipelines::runs::now() as u64, model: state.model_id.clone() };
     respond(&state, job, meta).await
 }
 

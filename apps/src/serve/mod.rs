@@ -21,7 +21,7 @@ mod fuzz_tests;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use anyhow::{Context, Result};
 use axum::Router;
@@ -105,7 +105,7 @@ fn start_state(model: &str, runtime: &RuntimeArgs, api_key: Option<String>, capa
     eprintln!("loaded {model} ({description}) in {:.1}s", load_start.elapsed().as_secs_f64());
     Ok(Arc::new(AppState {
         model_id: model.to_string(),
-        created: SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
+        created: pipelines::runs::now() as u64,
         api_key,
         chat_format,
         tokenizer: Tokenizer::gpt2(),

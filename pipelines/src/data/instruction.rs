@@ -143,12 +143,7 @@ pub fn cache_path(url: &str, cache_dir: &Path) -> PathBuf {
     let clean: String = last.chars().map(|c| if c.is_ascii_alphanumeric() || "-_.".contains(c) { c } else { '_' }).collect();
     let stem = clean.strip_suffix(".json").unwrap_or(&clean);
     let stem = if stem.trim_matches(['.', '_']).is_empty() { "instruction-data" } else { stem };
-    cache_dir.join(format!("{stem}-{:016x}.json", fnv1a(url.as_bytes())))
-}
-
-/// FNV-1a, 64 bits: a stable name for a URL (std's hasher may change between Rust releases).
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, &b| (hash ^ b as u64).wrapping_mul(0x0100_0000_01b3))
+    cache_dir.join(format!("{stem}-{:016x}.json", gpt::io::stable_hash(url)))
 }
 
 /// Records loaded from a source, and the local file they came from.

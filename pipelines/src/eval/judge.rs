@@ -22,6 +22,7 @@ use serde_json::{Value, json};
 
 use crate::data::instruction::{format_input, to_pretty_json};
 use crate::eval::responses::ResponseRecord;
+use crate::retry::{Attempt, Backoff};
 
 /// Ollama's address when it runs locally.
 pub const DEFAULT_OLLAMA_URL: &str = "http://localhost:11434";
@@ -234,12 +235,6 @@ pub struct JudgeClient {
     agent: ureq::Agent,
 }
 
-/// The outcome of one failed try: worth another one, or not.
-enum Attempt {
-    Transient(JudgeError),
-    Final(JudgeError),
-}
-
 impl JudgeClient {
     pub fn new(config: JudgeConfig) -> Self {
         let agent = ureq::AgentBuilder::new()
@@ -278,20 +273,11 @@ impl JudgeClient {
     /// Asks the judge, retrying timeouts, dropped connections and 5xx with exponential backoff.
     pub fn ask(&self, prompt: &str) -> Result<String, JudgeError> {
         let body = self.request_body(prompt).to_string();
-        let mut attempt = 1;
-        loop {
-            match self.try_once(&body) {
-                Ok(reply) => return Ok(reply),
-                Err(Attempt::Transient(_)) if attempt <= self.config.retries => {
-                    std::thread::sleep(self.config.first_backoff * 2u32.pow(attempt - 1));
-                    attempt += 1;
-                }
-                Err(Attempt::Transient(error) | Attempt::Final(error)) => return Err(with_attempts(error, attempt)),
-            }
-        }
+        let backoff = Backoff { retries: self.config.retries, first_wait: self.config.first_backoff };
+        backoff.run(|| self.try_once(&body), |_, _, _| {}).map_err(|(error, attempts)| with_attempts(error, attempts))
     }
 
-    fn try_once(&self, body: &str) -> Result<String, Attempt> {
+    fn try_once(&self, body: &str) -> Result<String, Attempt<JudgeError>> {
         let mut request = self.agent.post(&self.endpoint).set("Content-Type", "application/json");
         if let Some(key) = self.config.api_key.as_deref().filter(|k| !k.is_empty()) {
             request = request.set("Authorization", &format!("Bearer {key}"));
@@ -322,7 +308,7 @@ impl JudgeClient {
 
     /// Connection refused means no judge: final, and said plainly. Timeouts, resets and failed
     /// connections of other kinds are worth another try.
-    fn transport_error(&self, error: &ureq::Transport) -> Attempt {
+    fn transport_error(&self, error: &ureq::Transport) -> Attempt<JudgeError> {
         use ureq::ErrorKind::*;
         let refused = std::error::Error::source(error)
             .and_then(|source| source.downcast_ref::<std::io::Error>())

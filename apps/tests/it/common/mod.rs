@@ -121,7 +121,7 @@ impl Drop for FakeHub {
 }
 
 fn etag(bytes: &[u8]) -> String {
-    let hash = bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3));
+    let hash = gpt::io::stable_hash(bytes);
     format!("{hash:016x}{:08x}", bytes.len())
 }
 
