@@ -14,7 +14,8 @@ use std::path::PathBuf;
 
 use llmfs::gpt::{DeviceSpec, Trainable};
 use llmfs::pipelines::data::spam::{DEFAULT_SEED, DEFAULT_URL, SPLIT_FILES, prepare_spam};
-use llmfs::pipelines::finetune::{ClassifierFinetune, classify_texts, finetune_classifier};
+use llmfs::pipelines::eval::classifier::classify_texts;
+use llmfs::pipelines::finetune::{ClassifierFinetune, finetune_classifier};
 use llmfs::pipelines::train::{OptimConfig, TrainConfig};
 
 fn main() -> anyhow::Result<()> {

@@ -4,7 +4,7 @@ use std::io::BufRead;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use pipelines::finetune::classify_texts;
+use pipelines::eval::classifier::classify_texts;
 use pipelines::runs::load_classifier;
 
 use crate::runtime::RuntimeArgs;

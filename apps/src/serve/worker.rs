@@ -28,7 +28,7 @@ use anyhow::{Context, Result};
 use gpt::generate::continuous::{ContinuousBatch, RequestId};
 use gpt::generate::{Completion, GenerateConfig};
 use gpt::{Gpt, GptClassifier};
-use pipelines::finetune::{Prediction, classify_texts};
+use pipelines::eval::classifier::{Prediction, classify_texts};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 
 use super::openai::ApiError;

@@ -416,7 +416,7 @@ fn classify_labels_texts_like_classify_texts() {
 
     let texts = vec!["Win a free prize now!".to_string(), "See you at lunch".to_string()];
     let classifier = gpt::hf::load_classifier_dir(&classifier_dir, &Device::flex()).unwrap();
-    let expected = pipelines::finetune::classify_texts(&classifier, &texts, 8).unwrap();
+    let expected = pipelines::eval::classifier::classify_texts(&classifier, &texts, 8).unwrap();
 
     let (status, body) = server.post("/v1/classify", &json!({ "model": name, "input": texts }));
     assert_eq!(status, 200, "{body}");

@@ -1,5 +1,7 @@
-//! Evaluation: HellaSwag, model responses to instruction data, and an LLM judge that scores them.
+//! Evaluation: classifiers (and their predictions), HellaSwag, model responses to instruction data,
+//! and an LLM judge that scores them.
 
+pub mod classifier;
 pub mod hellaswag;
 pub mod judge;
 pub mod responses;

@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 use crate::common::{fixtures, model_weights, safetensors_weights};
 use gpt::burn::prelude::*;
 use gpt::Trainable;
-use pipelines::finetune::{ClassifierFinetune, LoraFinetune, classify_texts, finetune_classifier};
+use pipelines::eval::classifier::classify_texts;
+use pipelines::finetune::{ClassifierFinetune, LoraFinetune, finetune_classifier};
 use pipelines::plots::read_metrics;
 use pipelines::train::TrainConfig;
 
@@ -64,7 +65,7 @@ fn a_run_logs_checkpoints_saves_and_plots() {
     assert_eq!(classifier.max_length(), Some(24));
     // `llmfs eval spam`'s evaluation agrees with the run's own final test accuracy and loss.
     let test = pipelines::data::spam::read_split_csv(&data.join("test.csv")).unwrap();
-    let evaluation = pipelines::finetune::evaluate_messages(&classifier, &test, 5).unwrap();
+    let evaluation = pipelines::eval::classifier::evaluate_messages(&classifier, &test, 5).unwrap();
     assert_eq!(evaluation.n, 32);
     assert_eq!(evaluation.confusion.iter().flatten().sum::<usize>(), 32);
     assert!((evaluation.accuracy - report.test_accuracy).abs() < 1e-9, "{} vs {}", evaluation.accuracy, report.test_accuracy);

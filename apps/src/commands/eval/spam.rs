@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, ensure};
 use pipelines::data::spam::read_split_csv;
-use pipelines::finetune::evaluate_messages;
+use pipelines::eval::classifier::evaluate_messages;
 use serde_json::json;
 
 use pipelines::runs::load_classifier;

@@ -1,0 +1,81 @@
+//! A fine-tuned classifier at work: labelling new texts the way it was trained (cut/padded to
+//! its training length, the last position's logits), and its accuracy, loss and confusion
+//! matrix on labelled messages. `llmfs classify`, `llmfs eval spam` and the server use these.
+
+use anyhow::Result;
+use gpt::burn::prelude::*;
+use gpt::{GptClassifier, Tokenizer};
+use serde::Serialize;
+
+use crate::data::spam::Message;
+
+/// One prediction of [`classify_texts`].
+#[derive(Debug, Clone, Serialize)]
+pub struct Prediction {
+    pub text: String,
+    pub label: String,
+    pub probability: f64,
+    pub probabilities: Vec<f64>,
+}
+
+/// Classifies texts the way the classifier was trained: cut/padded to its training length, the
+/// logits of the last position.
+pub fn classify_texts(classifier: &GptClassifier, texts: &[String], batch_size: usize) -> Result<Vec<Prediction>> {
+    let tokenizer = Tokenizer::gpt2();
+    let device = classifier.gpt.device();
+    let length = classifier.max_length().unwrap_or(classifier.config().n_positions).min(classifier.config().n_positions);
+    let mut predictions = Vec::with_capacity(texts.len());
+    for chunk in texts.chunks(batch_size.max(1)) {
+        let mut ids = Vec::with_capacity(chunk.len() * length);
+        for text in chunk {
+            let mut tokens = tokenizer.encode(text);
+            tokens.resize(length, gpt::EOT_TOKEN);
+            ids.extend(tokens.into_iter().map(|t| t as i64));
+        }
+        let ids = Tensor::<2, Int>::from_data(TensorData::new(ids, [chunk.len(), length]), &device);
+        let probabilities = gpt::burn::tensor::activation::softmax(classifier.forward(ids), 1);
+        let probabilities: Vec<f32> = probabilities.into_data().try_into_vec_as::<f32>().map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        let n = classifier.labels().len();
+        for (text, row) in chunk.iter().zip(probabilities.chunks(n)) {
+            let best = gpt::generate::sampling::argmax(row) as usize;
+            predictions.push(Prediction {
+                text: text.clone(),
+                label: classifier.labels()[best].clone(),
+                probability: row[best] as f64,
+                probabilities: row.iter().map(|&p| p as f64).collect(),
+            });
+        }
+    }
+    Ok(predictions)
+}
+
+/// Accuracy, mean cross-entropy and the confusion matrix of a classifier on labelled messages.
+#[derive(Debug, Clone, Serialize)]
+pub struct SplitEvaluation {
+    pub n: usize,
+    pub accuracy: f64,
+    pub loss: f64,
+    /// `confusion[true label][predicted label]`.
+    pub confusion: Vec<Vec<usize>>,
+}
+
+/// Evaluates `classifier` on `messages` (e.g. a split read with `read_split_csv`), as
+/// [`classify_texts`] classifies them.
+pub fn evaluate_messages(classifier: &GptClassifier, messages: &[Message], batch_size: usize) -> Result<SplitEvaluation> {
+    let n_labels = classifier.labels().len();
+    if let Some(bad) = messages.iter().find(|m| m.label as usize >= n_labels) {
+        anyhow::bail!("label {} is not one of the classifier's {n_labels} labels ({:?})", bad.label, bad.text);
+    }
+    let texts: Vec<String> = messages.iter().map(|m| m.text.clone()).collect();
+    let predictions = classify_texts(classifier, &texts, batch_size)?;
+    let mut confusion = vec![vec![0; n_labels]; n_labels];
+    let mut loss = 0.0;
+    for (message, prediction) in messages.iter().zip(&predictions) {
+        let predicted = classifier.labels().iter().position(|l| *l == prediction.label).unwrap_or(0);
+        confusion[message.label as usize][predicted] += 1;
+        loss -= prediction.probabilities[message.label as usize].max(1e-30).ln();
+    }
+    let n = messages.len();
+    let correct: usize = (0..n_labels).map(|i| confusion[i][i]).sum();
+    Ok(SplitEvaluation { n, accuracy: correct as f64 / n.max(1) as f64, loss: loss / n.max(1) as f64, confusion })
+}

@@ -1,0 +1,225 @@
+//! Fine-tuning GPT-2 as a text classifier (*Build a LLM From Scratch*, ch. 6): the SMS-spam task,
+//! or any labelled texts in the same `Label,Text` CSV splits. The steps: the model with its new
+//! head and what trains, the batches ([`batches`]), the one training loop, an evaluation of every
+//! split, the saved classifier. Classifying new texts is [`crate::eval::classifier`]'s.
+
+mod batches;
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use gpt::burn::prelude::*;
+use gpt::{GptClassifier, Trainable};
+use serde::Serialize;
+use serde_json::json;
+
+use crate::data::spam::{LABEL_NAMES, Message, SpamDataset, Splits, read_splits};
+use crate::plots::plot_run;
+use crate::runs::{MetricsLog, ModelRef, RunDir};
+use crate::train::steps::{ClassificationBatch, ClassifierTraining, StepReport};
+use crate::train::trainer::{BatchSource, TrainConfig, TrainJob, TrainOutcome, train};
+
+/// Everything `llmfs finetune spam` takes.
+#[derive(Debug, Clone)]
+pub struct ClassifierFinetune {
+    /// `--model`: preset/hub id, HF directory, run directory or `random:<preset>`.
+    pub model: String,
+    /// Directory with `train.csv`, `validation.csv`, `test.csv` (`llmfs prepare spam`).
+    pub data: PathBuf,
+    pub run_dir: PathBuf,
+    pub trainable: Trainable,
+    /// LoRA adapters (and the head) train instead of `trainable`.
+    pub lora: Option<super::LoraFinetune>,
+    /// Cut/pad every text to this many tokens (default: the longest training text).
+    pub max_length: Option<usize>,
+    /// Dropout during fine-tuning (the book uses 0).
+    pub dropout: f64,
+    /// Run the frozen blocks once per example and train on their cached output.
+    pub prefix_cache: bool,
+    pub train: TrainConfig,
+    pub resume: bool,
+    pub dashboard: bool,
+    pub device: Device,
+}
+
+/// Accuracy (and loss) on each split of the fine-tuned classifier.
+#[derive(Debug, Clone, Serialize)]
+pub struct ClassifierReport {
+    pub train_accuracy: f64,
+    pub validation_accuracy: f64,
+    pub test_accuracy: f64,
+    pub train_loss: f64,
+    pub validation_loss: f64,
+    pub test_loss: f64,
+    pub steps: usize,
+    pub trainable_parameters: usize,
+    pub total_parameters: usize,
+    pub length: usize,
+    pub seconds: f64,
+    pub model_dir: PathBuf,
+}
+
+/// Fine-tunes, evaluates every split, saves the classifier to `RUN_DIR/model` and draws the plots.
+pub fn finetune_classifier(job: &ClassifierFinetune) -> Result<ClassifierReport> {
+    let started = std::time::Instant::now();
+    let run = RunDir::open(&job.run_dir, job.resume)?;
+    let device = job.device.clone().autodiff();
+    device.seed(job.train.seed);
+    let (classifier, data, what_trains) = classifier_and_data(job, &device)?;
+    let (trainable_parameters, total_parameters) = classifier.parameter_counts();
+    eprintln!(
+        "{}: {} train / {} validation / {} test texts of {} tokens; {trainable_parameters} of {total_parameters} parameters train ({what_trains})",
+        job.model,
+        data.train.len(),
+        data.validation.len(),
+        data.test.len(),
+        data.train.length,
+    );
+    let first_block = frozen_blocks(job, classifier.config().n_layer);
+    let use_cache = job.prefix_cache && first_block > 0;
+    let sources = batches::split_sources(&classifier, &data, if use_cache { first_block } else { 0 }, job.train.batch_size)?;
+    if !job.resume {
+        run.write_run_json(json!({
+            "task": "classification", "data": job.data, "model": job.model, "labels": LABEL_NAMES,
+            "trainable": what_trains, "lora": job.lora.as_ref().map(|l| l.describe()), "max_length": data.train.length, "dropout": job.dropout,
+            "prefix_cache": use_cache, "train": job.train, "device": format!("{:?}", job.device),
+            "examples": { "train": data.train.len(), "validation": data.validation.len(), "test": data.test.len() },
+        }))?;
+    }
+    let model = ClassifierTraining { classifier, first_block, grad_clip: job.train.optim.grad_clip };
+    let outcome = train_classifier(model, job, &run, &device, &sources)?;
+    if outcome.interrupted {
+        anyhow::bail!("training was interrupted at step {}; continue with --resume", outcome.steps);
+    }
+
+    let model = outcome.model.valid();
+    let [train, validation, test] = evaluate_splits(&model, &sources, job, &run, outcome.steps)?;
+    let mut classifier = model.classifier;
+    classifier.set_max_length(data.train.length);
+    let model_dir = save_classifier(classifier, job, &run)?;
+    if let Err(e) = plot_run(run.root()) {
+        eprintln!("warning: could not draw the plots: {e:#}");
+    }
+    let report = ClassifierReport {
+        train_accuracy: train.accuracy,
+        validation_accuracy: validation.accuracy,
+        test_accuracy: test.accuracy,
+        train_loss: train.loss,
+        validation_loss: validation.loss,
+        test_loss: test.loss,
+        steps: outcome.steps,
+        trainable_parameters,
+        total_parameters,
+        length: data.train.length,
+        seconds: started.elapsed().as_secs_f64(),
+        model_dir,
+    };
+    std::fs::create_dir_all(run.eval()).with_context(|| format!("creating {}", run.eval().display()))?;
+    gpt::io::write_atomic(&run.eval().join("accuracy.json"), serde_json::to_string_pretty(&report)?.as_bytes())?;
+    Ok(report)
+}
+
+/// The model `--model` names with a new head, what trains (a set of blocks, or LoRA adapters),
+/// and the splits tokenised to the training length.
+fn classifier_and_data(job: &ClassifierFinetune, device: &Device) -> Result<(GptClassifier, Splits<SpamDataset>, String)> {
+    let splits: Splits<Vec<Message>> = read_splits(&job.data)?;
+    let gpt = ModelRef::resolve(&job.model).load(device, job.train.seed)?.with_dropout(job.dropout);
+    let data = Splits::<SpamDataset>::tokenize(&splits, job.max_length, gpt.config().n_positions)?;
+    let labels: Vec<String> = LABEL_NAMES.iter().map(|s| s.to_string()).collect();
+    let classifier = GptClassifier::new(gpt, labels, job.train.seed)?;
+    Ok(match &job.lora {
+        Some(lora) => (lora.config.apply_to_classifier(classifier, job.train.seed)?, data, format!("{} + head", lora.summary())),
+        None => (classifier.set_trainable(job.trainable), data, job.trainable.to_string()),
+    })
+}
+
+/// How many blocks at the bottom are frozen and deterministic (no dropout, embeddings frozen), so
+/// that they can run outside autodiff (and be cached); 0 when none. Adapters sit in every block,
+/// so with LoRA no block is.
+fn frozen_blocks(job: &ClassifierFinetune, n_layer: usize) -> usize {
+    let trainable_blocks = if job.lora.is_some() { n_layer } else { job.trainable.trainable_blocks(n_layer) };
+    if job.dropout == 0.0 && trainable_blocks < n_layer { n_layer - trainable_blocks } else { 0 }
+}
+
+/// The one training loop, with the dashboard's loss, accuracy and learning rate.
+fn train_classifier(
+    model: ClassifierTraining,
+    job: &ClassifierFinetune,
+    run: &RunDir,
+    device: &Device,
+    sources: &Splits<std::sync::Arc<dyn BatchSource<ClassificationBatch>>>,
+) -> Result<TrainOutcome<ClassifierTraining>> {
+    let job_for_loop = TrainJob {
+        config: job.train.clone(),
+        run: run.clone(),
+        device: device.clone(),
+        train: sources.train.clone(),
+        valid: sources.validation.clone(),
+        resume: job.resume,
+        dashboard: job.dashboard,
+    };
+    let metrics = |training: gpt::burn::train::SupervisedTraining<ClassifierTraining>| {
+        use crate::train::metrics::LearningRate;
+        use gpt::burn::train::metric::{AccuracyMetric, LossMetric};
+        training.metrics((LossMetric::new(), AccuracyMetric::new())).metric_train_numeric(LearningRate::new()).summary()
+    };
+    train(model, job_for_loop, metrics, crate::train::trainer::NoHooks)
+}
+
+/// Mean loss and accuracy on a whole split.
+#[derive(Debug, Clone, Copy)]
+struct SplitScore {
+    loss: f64,
+    accuracy: f64,
+}
+
+/// Full accuracy on every split, as the book reports it, logged to `metrics.jsonl`.
+fn evaluate_splits(
+    model: &ClassifierTraining,
+    sources: &Splits<std::sync::Arc<dyn BatchSource<ClassificationBatch>>>,
+    job: &ClassifierFinetune,
+    run: &RunDir,
+    steps: usize,
+) -> Result<[SplitScore; 3]> {
+    let plain = job.device.clone();
+    let score = |source: &dyn BatchSource<ClassificationBatch>| evaluate(model, source, job.train.batch_size, &plain);
+    let scores = [score(sources.train.as_ref()), score(sources.validation.as_ref()), score(sources.test.as_ref())];
+    let mut log = MetricsLog::open(&run.metrics(), None)?;
+    for (split, score) in ["train", "val", "test"].into_iter().zip(scores) {
+        log.log(json!({ "step": steps, "epoch": job.train.epochs, "split": split, "loss": score.loss, "accuracy": score.accuracy, "full": true, "final": true }))?;
+    }
+    Ok(scores)
+}
+
+/// Mean loss and accuracy of `model` on a whole split.
+fn evaluate(model: &ClassifierTraining, source: &dyn BatchSource<ClassificationBatch>, batch_size: usize, device: &Device) -> SplitScore {
+    let indices: Vec<usize> = (0..source.len()).collect();
+    let (mut loss, mut batches, mut correct, mut counted) = (0.0, 0, 0, 0);
+    for chunk in indices.chunks(batch_size) {
+        let out = model.forward_batch(source.batch(chunk, device));
+        loss += out.loss();
+        batches += 1;
+        if let Some((c, n)) = out.correct() {
+            correct += c;
+            counted += n;
+        }
+    }
+    SplitScore { loss: loss / batches.max(1) as f64, accuracy: correct as f64 / counted.max(1) as f64 }
+}
+
+/// Saves the trained classifier: in the HF layout under `RUN_DIR/model`, or with LoRA its
+/// adapters and head under `RUN_DIR/adapter` (and, with `--merge`, the merged model under
+/// `model/` too). Returns the directory `llmfs classify` should load.
+fn save_classifier(classifier: GptClassifier, job: &ClassifierFinetune, run: &RunDir) -> Result<PathBuf> {
+    let Some(lora) = &job.lora else {
+        gpt::hf::save_classifier_dir(&classifier, &run.model()).context("saving the fine-tuned classifier")?;
+        return Ok(run.model());
+    };
+    let config = gpt::lora::AdapterConfig::new(&lora.config, gpt::lora::AdapterTask::SequenceClassification, &ModelRef::resolve(&job.model).model);
+    gpt::hf::save_classifier_adapter_dir(&classifier, &run.adapter(), &config).context("saving the classifier's LoRA adapters")?;
+    if !lora.merge {
+        return Ok(run.adapter());
+    }
+    gpt::hf::save_classifier_dir(&classifier.materialize(), &run.model()).context("saving the merged classifier")?;
+    Ok(run.model())
+}
