@@ -3,6 +3,7 @@
 
 pub mod adamw;
 pub mod checkpoint;
+pub mod decisions;
 pub mod loss;
 pub mod metrics;
 pub mod optim;

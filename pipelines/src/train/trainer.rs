@@ -27,6 +27,7 @@ use serde_json::json;
 
 use crate::runs::{MetricsLog, RunDir};
 use crate::train::checkpoint::{AtomicFileCheckpointer, KeepLast, TrainState};
+use crate::train::decisions::{Stop, after_batch, after_epoch};
 use crate::train::optim::{OptimConfig, Scheduler, scale_gradients};
 use crate::train::steps::StepReport;
 
@@ -470,6 +471,8 @@ impl<B, H> LoopStrategy<B, H>
 where
     B: Clone + std::fmt::Debug + Send + Sync + 'static,
 {
+    /// The whole run: epochs until the last, or until a stop. Returns the optimizer steps done and
+    /// whether the run was left unfinished (to be continued with `--resume`).
     fn run<M>(&self, components: &mut TrainingComponents<M>, learner: &mut Learner<M>) -> Result<(usize, bool)>
     where
         M: LearnerModel + TrainStep<Input = B> + InferenceStep<Input = B>,
@@ -478,124 +481,140 @@ where
         H: TrainHooks<M>,
     {
         learner.fork(&self.device);
-        let config = &self.config;
         let mut state = TrainState { step: 0, epoch: 1, batch: 0 };
         if let Some(resume) = self.resume_from {
             let checkpointer = components.checkpointer.as_ref().context("resuming needs the checkpointer")?;
             *learner = checkpointer.load_checkpoint(learner.clone(), resume.step);
             state = resume;
         }
-        let n_train = self.train.len();
-        let batches = config.batches_per_epoch(n_train);
-        let interrupter = components.interrupter.clone();
-        let mut accumulator = GradientsAccumulator::new();
-        let mut accumulated = 0;
-        let mut finished = false;
-
-        while state.epoch <= config.epochs {
+        while state.epoch <= self.config.epochs {
             let epoch = state.epoch;
-            let order = self.train.epoch_order(config, epoch);
-            if order.len() != n_train {
-                bail!("the training order of epoch {epoch} has {} examples, not {n_train}", order.len());
-            }
-            components.event_processor.process_train(LearnerEvent::StartSplit { epoch_number: epoch, total_items: batches })?;
-            let mut stopped_mid_epoch = false;
-            for batch_index in state.batch..batches {
-                let started = Instant::now();
-                let indices = &order[batch_index * config.batch_size..((batch_index + 1) * config.batch_size).min(n_train)];
-                // Dropout masks depend only on (seed, step, batch): a resumed run draws the same.
-                self.device.seed(config.seed ^ ((epoch * batches + batch_index) as u64).wrapping_mul(0x2545_f491_4f6c_dd1d));
-                let output = learner.train_step(self.train.batch(indices, &self.device));
-                accumulator.accumulate(&learner.model(), output.grads);
-                accumulated += 1;
-                let last_of_epoch = batch_index + 1 == batches;
-                let stepped = accumulated == config.grad_accumulation || last_of_epoch;
-                if stepped {
-                    learner.lr_step();
-                    // The mean over the accumulated batches, as one large batch would give (and
-                    // what --grad-clip should see), not their sum.
-                    let grads = accumulator.grads();
-                    let grads = if accumulated > 1 { scale_gradients(&learner.model(), grads, 1.0 / accumulated as f64) } else { grads };
-                    learner.optimizer_step(grads);
-                    accumulated = 0;
-                    state.step += 1;
-                }
-                let mut event = json!({ "step": state.step, "epoch": epoch, "split": "train",
-                    "batch": batch_index + 1, "examples_seen": (epoch - 1) * n_train + (batch_index + 1) * config.batch_size,
-                    "lr": learner.lr_current().base(),
-                    "tokens_per_s": self.train.tokens(indices) as f64 / started.elapsed().as_secs_f64().max(1e-9) });
-                let mut tally = Tally::default();
-                tally.add(&output.item);
-                merge(&mut event, tally.json());
-                self.log(event)?;
-                let progress = Progress::new(batch_index + 1, batches, Some("batches".to_string()));
-                let item = TrainingItem::new(output.item, progress, Some(batch_index + 1), Some(learner.lr_current()));
-                components.event_processor.process_train(LearnerEvent::ProcessedItem(item))?;
-
-                if stepped && config.eval_every.is_some_and(|every| state.step % every == 0) {
-                    let model = learner.model().valid();
-                    for (split, source) in [("train_eval", &self.train), ("val", &self.valid)] {
-                        let mut event = json!({ "step": state.step, "epoch": epoch, "split": split });
-                        merge(&mut event, self.evaluate(&model, source.as_ref(), Some(config.eval_batches)).json());
-                        self.log(event)?;
-                    }
-                }
-                if stepped && self.hooks.wants_step(state.step) {
-                    for event in self.hooks.step_end(&learner.model().valid(), epoch, state.step)? {
-                        self.log(event)?;
-                    }
-                }
-                // The end of an epoch always checkpoints, below.
-                let stop_here = stepped && !last_of_epoch && config.stop_after_steps == Some(state.step);
-                let periodic = stepped && !last_of_epoch && config.checkpoint_every.is_some_and(|every| state.step % every == 0);
-                if stop_here {
-                    interrupter.stop(Some(&format!("stopped after {} steps (--max-steps)", state.step)));
-                }
-                // A stop (--max-steps, or the dashboard's stop key) takes effect after an optimizer
-                // step, with a checkpoint there so that --resume goes on from this very batch.
-                let stopping = stepped && !last_of_epoch && interrupter.should_stop();
-                // The run's length in steps reached: the end of the run, not an interruption.
-                let run_done = stepped && !last_of_epoch && config.run_steps == Some(state.step);
-                if periodic || stopping || run_done {
-                    self.checkpoint(components, learner, TrainState { step: state.step, epoch, batch: batch_index + 1 })?;
-                }
-                if run_done {
-                    finished = true;
-                }
-                if stopping || run_done {
-                    stopped_mid_epoch = true;
-                    break;
-                }
-            }
+            let stopped = self.train_epoch(components, learner, &mut state)?;
             components.event_processor.process_train(LearnerEvent::EndSplit(epoch))?;
-            if finished {
-                self.run_hooks(&learner.model().valid(), epoch, state.step)?;
+            if let Some(stop) = stopped {
+                if stop == Stop::RunComplete {
+                    self.run_hooks(&learner.model().valid(), epoch, state.step)?;
+                }
+                return Ok((state.step, stop.leaves_run_unfinished()));
             }
-            if stopped_mid_epoch {
-                break;
-            }
-
-            let model = learner.model().valid();
-            if config.full_validation {
-                self.full_validation(components, &model, epoch, state.step)?;
-            }
-            self.run_hooks(&model, epoch, state.step)?;
-            components.event_processor.process_train(LearnerEvent::EndEpoch(epoch))?;
-
+            self.end_epoch(components, &learner.model().valid(), epoch, state.step)?;
             state = TrainState { step: state.step, epoch: epoch + 1, batch: 0 };
             self.checkpoint(components, learner, state)?;
-            if config.run_steps.is_some_and(|steps| state.step >= steps) {
-                finished = true;
-                break;
-            }
-            if config.stop_after_steps.is_some_and(|stop| state.step >= stop) && state.epoch <= config.epochs {
-                interrupter.stop(Some(&format!("stopped after {} steps (--max-steps)", state.step)));
-            }
-            if interrupter.should_stop() {
-                break;
+            match after_epoch(&self.config, state.step, state.epoch, components.interrupter.should_stop()) {
+                Some(Stop::RunComplete) => return Ok((state.step, false)),
+                Some(stop) => {
+                    if stop == Stop::MaxSteps {
+                        components.interrupter.stop(Some(&format!("stopped after {} steps (--max-steps)", state.step)));
+                    }
+                    return Ok((state.step, state.epoch <= self.config.epochs));
+                }
+                None => {}
             }
         }
-        Ok((state.step, !finished && state.epoch <= config.epochs))
+        Ok((state.step, false))
+    }
+
+    /// The batches of `state.epoch` from `state.batch` on, with the evaluations, hooks and
+    /// checkpoints [`after_batch`] asks for. `Some(stop)` when the run stops inside the epoch
+    /// (checkpointed there).
+    fn train_epoch<M>(&self, components: &mut TrainingComponents<M>, learner: &mut Learner<M>, state: &mut TrainState) -> Result<Option<Stop>>
+    where
+        M: LearnerModel + TrainStep<Input = B> + InferenceStep<Input = B>,
+        <M as TrainStep>::Output: StepReport,
+        <M as InferenceStep>::Output: StepReport,
+        H: TrainHooks<M>,
+    {
+        let (config, epoch, n_train) = (&self.config, state.epoch, self.train.len());
+        let batches = config.batches_per_epoch(n_train);
+        let order = self.train.epoch_order(config, epoch);
+        if order.len() != n_train {
+            bail!("the training order of epoch {epoch} has {} examples, not {n_train}", order.len());
+        }
+        components.event_processor.process_train(LearnerEvent::StartSplit { epoch_number: epoch, total_items: batches })?;
+        let mut accumulator = GradientsAccumulator::new();
+        let mut accumulated = 0;
+        for batch_index in state.batch..batches {
+            let started = Instant::now();
+            let indices = &order[batch_index * config.batch_size..((batch_index + 1) * config.batch_size).min(n_train)];
+            // Dropout masks depend only on (seed, step, batch): a resumed run draws the same.
+            self.device.seed(config.seed ^ ((epoch * batches + batch_index) as u64).wrapping_mul(0x2545_f491_4f6c_dd1d));
+            let output = learner.train_step(self.train.batch(indices, &self.device));
+            accumulator.accumulate(&learner.model(), output.grads);
+            accumulated += 1;
+            let last_of_epoch = batch_index + 1 == batches;
+            let stepped = accumulated == config.grad_accumulation || last_of_epoch;
+            if stepped {
+                learner.lr_step();
+                // The mean over the accumulated batches, as one large batch would give (and
+                // what --grad-clip should see), not their sum.
+                let grads = accumulator.grads();
+                let grads = if accumulated > 1 { scale_gradients(&learner.model(), grads, 1.0 / accumulated as f64) } else { grads };
+                learner.optimizer_step(grads);
+                accumulated = 0;
+                state.step += 1;
+            }
+            let mut event = json!({ "step": state.step, "epoch": epoch, "split": "train",
+                "batch": batch_index + 1, "examples_seen": (epoch - 1) * n_train + (batch_index + 1) * config.batch_size,
+                "lr": learner.lr_current().base(),
+                "tokens_per_s": self.train.tokens(indices) as f64 / started.elapsed().as_secs_f64().max(1e-9) });
+            let mut tally = Tally::default();
+            tally.add(&output.item);
+            merge(&mut event, tally.json());
+            self.log(event)?;
+            let progress = Progress::new(batch_index + 1, batches, Some("batches".to_string()));
+            let item = TrainingItem::new(output.item, progress, Some(batch_index + 1), Some(learner.lr_current()));
+            components.event_processor.process_train(LearnerEvent::ProcessedItem(item))?;
+
+            let actions = after_batch(config, state.step, stepped, last_of_epoch, components.interrupter.should_stop());
+            if actions.evaluate {
+                self.periodic_evaluation(&learner.model().valid(), epoch, state.step)?;
+            }
+            if stepped && self.hooks.wants_step(state.step) {
+                for event in self.hooks.step_end(&learner.model().valid(), epoch, state.step)? {
+                    self.log(event)?;
+                }
+            }
+            if actions.stop == Some(Stop::MaxSteps) {
+                components.interrupter.stop(Some(&format!("stopped after {} steps (--max-steps)", state.step)));
+            }
+            if actions.checkpoint {
+                self.checkpoint(components, learner, TrainState { step: state.step, epoch, batch: batch_index + 1 })?;
+            }
+            if actions.stop.is_some() {
+                return Ok(actions.stop);
+            }
+        }
+        Ok(None)
+    }
+
+    /// Loss (and accuracy) on `eval_batches` batches of the training and the validation split.
+    fn periodic_evaluation<M>(&self, model: &M, epoch: usize, step: usize) -> Result<()>
+    where
+        M: InferenceStep<Input = B>,
+        <M as InferenceStep>::Output: StepReport,
+    {
+        for (split, source) in [("train_eval", &self.train), ("val", &self.valid)] {
+            let mut event = json!({ "step": step, "epoch": epoch, "split": split });
+            merge(&mut event, self.evaluate(model, source.as_ref(), Some(self.config.eval_batches)).json());
+            self.log(event)?;
+        }
+        Ok(())
+    }
+
+    /// The end of an epoch: a full validation pass (when configured), the task's hooks, the
+    /// dashboard's epoch event.
+    fn end_epoch<M>(&self, components: &mut TrainingComponents<M>, model: &M, epoch: usize, step: usize) -> Result<()>
+    where
+        M: LearnerModel + TrainStep<Input = B> + InferenceStep<Input = B>,
+        <M as InferenceStep>::Output: StepReport,
+        H: TrainHooks<M>,
+    {
+        if self.config.full_validation {
+            self.full_validation(components, model, epoch, step)?;
+        }
+        self.run_hooks(model, epoch, step)?;
+        components.event_processor.process_train(LearnerEvent::EndEpoch(epoch))?;
+        Ok(())
     }
 
     /// Events from the task's hooks, logged.
