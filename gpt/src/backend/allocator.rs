@@ -1,13 +1,10 @@
 //! Keeping freed memory for reuse. Every llmfs binary makes mimalloc its global allocator with
 //! [`crate::use_mimalloc`], and [`keep_freed_memory`] tunes it for tensor work.
 //!
-//! A training step frees and reallocates the same few hundred large buffers (activations, their
-//! gradients, 200 MB of logits) every step. mimalloc by default returns freed memory to the OS
-//! after 10 ms (`purge_delay`), so each step faults every page back in and the kernel zeroes it
-//! again: measured on a 2-core EPYC VM, 20 % of a GPT-2 124M training step (16.9 → 13.6 s at
-//! B4×T256; peak RSS 4.2 → 4.6 GB, still below PyTorch's 6.4 GB for the same step). Delays shorter
-//! than a step (1 s) gain nothing, so freed memory is kept for ten minutes: a server that goes
-//! idle after a burst still gives it back.
+//! A training step frees and reallocates the same few hundred large buffers every step; mimalloc
+//! by default returns freed memory to the OS after 10 ms (`purge_delay`), so each step would fault
+//! every page back in and have the kernel zero it again (README, "Speed"). Freed memory is kept
+//! for ten minutes: longer than any step, and a server that goes idle still gives it back.
 
 use std::sync::Once;
 
@@ -16,9 +13,8 @@ pub use mimalloc::MiMalloc;
 
 /// Makes mimalloc the program's global allocator: one line in every llmfs binary,
 /// `gpt::use_mimalloc!();` (`llmfs::gpt::use_mimalloc!();` in the examples and benches). mimalloc
-/// keeps freed pages for reuse: with the system allocator every large tensor costs fresh, zeroed
-/// pages (~10 % of a GPT-2 forward pass on Flex). A library cannot choose for its users, so this is
-/// a macro for the binaries rather than a declaration here.
+/// keeps freed pages for reuse, where the system allocator gives every large tensor fresh, zeroed
+/// pages. A library cannot choose for its users, so this is a macro for the binaries.
 #[macro_export]
 macro_rules! use_mimalloc {
     () => {

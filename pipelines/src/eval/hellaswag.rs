@@ -36,8 +36,8 @@ use crate::train::cross_entropy_per_token;
 pub const GPU_BATCH_SIZE: usize = 8;
 
 /// A good number of examples per forward pass on `device`: 1 on the CPU backend, where bigger
-/// batches were slower (GPT-2 124M, 2 threads: 110 s for 40 examples one at a time, 131 s eight
-/// at a time; the activations of a batch outgrow the caches), else [`GPU_BATCH_SIZE`].
+/// batches are slower (the activations of a batch outgrow the caches; README, "Speed"), else
+/// [`GPU_BATCH_SIZE`].
 pub fn default_batch_size(device: &Device) -> usize {
     if gpt::backend::is_flex(device) { 1 } else { GPU_BATCH_SIZE }
 }

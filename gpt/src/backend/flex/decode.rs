@@ -111,7 +111,7 @@ fn accumulate_rows(x: &[f32], w: &[f32], acc: &mut [f32], k: usize, n: usize, k0
 
 /// The same with explicit 256-bit FMAs, on eight weight rows at a time taken from eight
 /// segments of the range far apart: one core keeps more cache-line loads in flight on eight
-/// distant streams than on one (on a 2-core EPYC: ~15 vs ~12 GB/s).
+/// distant streams than on one (README, "Speed").
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn accumulate_rows_avx2(x: &[f32], w: &[f32], acc: &mut [f32], k: usize, n: usize, k0: usize, k1: usize) {
@@ -215,7 +215,7 @@ fn dot_rows(x: &[f32], e: &[f32], out: &mut [f32], c: usize) {
 
 /// The same with explicit 256-bit FMAs (the compiler vectorises the portable loop at 128 bits
 /// only), on four rows of `e` at a time taken from four segments far apart: interleaving four
-/// distant memory streams keeps more loads in flight (~15 vs ~11 GB/s on one core).
+/// distant memory streams keeps more loads in flight.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn dot_rows_avx2(x: &[f32], e: &[f32], out: &mut [f32], c: usize) {

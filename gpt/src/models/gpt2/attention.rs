@@ -50,10 +50,9 @@ impl CausalSelfAttention {
         let mask = mask.map(|m| m.expand([b, h, t, s]));
 
         // Dropout on the attention weights needs them materialised (Burn's fused kernel has none).
-        // So do the GPU backends: there Burn 0.22.1's autotune may pick a flash-attention kernel
-        // that then fails to launch for the batch at hand ("No tile size is available for the
-        // problem", seen on CUDA with padded batches of the fixture model); the fused kernel was
-        // worth 2 % of a GPU training step before autotune. CPU training takes the fused op above.
+        // So do the GPU backends: Burn 0.22.1's autotune may pick a flash-attention kernel that
+        // then fails to launch for the batch at hand ("No tile size is available for the problem",
+        // README, "Backends"). CPU training takes the fused op above.
         let on_cpu = is_flex(&q.device());
         let y = if dropout::active(&self.attn_dropout, &q) || !on_cpu {
             let scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(1.0 / (hd as f64).sqrt());
