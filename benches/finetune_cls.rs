@@ -10,10 +10,11 @@
 
 llmfs::gpt::use_mimalloc!();
 
-use llmfs::pipelines::bench::{self, arg, finetune_cls};
+use clap::Parser;
+use llmfs::pipelines::bench::{self, BenchCli, finetune_cls};
 
 fn main() -> anyhow::Result<()> {
-    let args: Vec<String> = std::env::args().collect();
-    let device = bench::setup(&args)?;
-    bench::report(&finetune_cls::run(device, &arg::<String>(&args, "--preset").unwrap_or_else(|| "gpt2".into()), arg(&args, "--steps").unwrap_or(5))?, arg::<std::path::PathBuf>(&args, "--out").as_deref())
+    let cli = BenchCli::<finetune_cls::Options>::parse();
+    let device = cli.setup()?;
+    bench::report(&finetune_cls::run(device, &cli.shared.preset, &cli.options)?, cli.shared.out.as_deref())
 }

@@ -11,17 +11,11 @@
 
 llmfs::gpt::use_mimalloc!();
 
-use llmfs::pipelines::bench::{self, arg, generate};
+use clap::Parser;
+use llmfs::pipelines::bench::{self, BenchCli, generate};
 
 fn main() -> anyhow::Result<()> {
-    let args: Vec<String> = std::env::args().collect();
-    let device = bench::setup(&args)?;
-    let defaults = generate::Options::default();
-    let options = generate::Options {
-        reps: arg(&args, "--reps").unwrap_or(defaults.reps),
-        no_cache: args.iter().any(|a| a == "--no-cache"),
-        batch: arg(&args, "--batch").unwrap_or(defaults.batch),
-        preset: arg(&args, "--preset").unwrap_or(defaults.preset),
-    };
-    bench::report(&generate::run(device, &options)?, arg::<std::path::PathBuf>(&args, "--out").as_deref())
+    let cli = BenchCli::<generate::Options>::parse();
+    let device = cli.setup()?;
+    bench::report(&generate::run(device, &cli.shared.preset, &cli.options)?, cli.shared.out.as_deref())
 }

@@ -10,19 +10,11 @@
 
 llmfs::gpt::use_mimalloc!();
 
-use llmfs::pipelines::bench::{self, arg, train_step};
+use clap::Parser;
+use llmfs::pipelines::bench::{self, BenchCli, train_step};
 
 fn main() -> anyhow::Result<()> {
-    let args: Vec<String> = std::env::args().collect();
-    let device = bench::setup(&args)?;
-    let defaults = train_step::Options::default();
-    let options = train_step::Options {
-        batch: arg(&args, "--batch").unwrap_or(defaults.batch),
-        seq_len: arg(&args, "--seq-len").unwrap_or(defaults.seq_len),
-        steps: arg(&args, "--steps").unwrap_or(defaults.steps),
-        dropout: arg(&args, "--dropout").unwrap_or(defaults.dropout),
-        trains: arg(&args, "--trains").unwrap_or(defaults.trains),
-        preset: arg(&args, "--preset").unwrap_or(defaults.preset),
-    };
-    bench::report(&train_step::run(device, &options)?, arg::<std::path::PathBuf>(&args, "--out").as_deref())
+    let cli = BenchCli::<train_step::Options>::parse();
+    let device = cli.setup()?;
+    bench::report(&train_step::run(device, &cli.shared.preset, &cli.options)?, cli.shared.out.as_deref())
 }

@@ -38,9 +38,17 @@ fn time_steps(mut model: ClassifierTraining, batch: &ClassificationBatch, steps:
     (times, losses)
 }
 
-/// `steps` timed steps (after 2 untimed ones) of each variant.
+/// The workload (`llmfs bench finetune-cls` and `cargo bench --bench finetune_cls` take these flags).
+#[derive(Debug, Clone, clap::Args)]
+pub struct Options {
+    /// Timed steps of each variant (after 2 warm-up steps)
+    #[arg(long, default_value_t = 5)]
+    pub steps: usize,
+}
+
 /// `preset`: the model shape (`gpt2` = 124M).
-pub fn run(spec: DeviceSpec, preset: &str, steps: usize) -> Result<Value> {
+pub fn run(spec: DeviceSpec, preset: &str, options: &Options) -> Result<Value> {
+    let steps = options.steps;
     let config = super::preset_config(preset)?;
     let length = LENGTH.min(config.n_positions);
     let device = spec.resolve()?.autodiff();

@@ -18,32 +18,29 @@ use super::median;
 pub const PROMPT: [u32; 16] = [40, 367, 2885, 1464, 1807, 3619, 402, 271, 10899, 2138, 257, 7026, 15632, 438, 2016, 257];
 pub const NEW_TOKENS: usize = 128;
 
-#[derive(Debug, Clone)]
+/// The workload (`llmfs bench generate` and `cargo bench --bench generate` take these flags).
+#[derive(Debug, Clone, clap::Args)]
 pub struct Options {
-    /// Timed repetitions (the median is reported).
+    /// Timed repetitions (the median is reported)
+    #[arg(long, default_value_t = 3)]
     pub reps: usize,
-    /// Also time generation without the KV cache (and check it gives the same tokens).
+    /// Also time generation without the KV cache (and check it gives the same tokens)
+    #[arg(long)]
     pub no_cache: bool,
-    /// More than 1: batched against one at a time instead.
+    /// More than 1: batched against one at a time instead
+    #[arg(long, default_value_t = 1)]
     pub batch: usize,
-    /// The model shape (`gpt2` = 124M).
-    pub preset: String,
 }
 
-impl Default for Options {
-    fn default() -> Self {
-        Self { reps: 3, no_cache: false, batch: 1, preset: "gpt2".into() }
-    }
-}
-
-pub fn run(spec: DeviceSpec, options: &Options) -> Result<Value> {
+/// `preset`: the model shape (`gpt2` = 124M).
+pub fn run(spec: DeviceSpec, preset: &str, options: &Options) -> Result<Value> {
     let device = spec.resolve()?;
-    let config = super::preset_config(&options.preset)?;
+    let config = super::preset_config(preset)?;
     // A shape with a shorter context (tiny) generates what fits after the prompt.
     let new_tokens = NEW_TOKENS.min(config.n_positions.saturating_sub(PROMPT.len()));
     let model = Gpt::init(&config, 0, &device)?;
     if options.batch > 1 {
-        return batched_against_solo(&model, options, new_tokens, spec);
+        return batched_against_solo(&model, preset, options, new_tokens, spec);
     }
     let calib_before = calibrate(&device);
     // Warm-up over the whole length: a GPU backend's autotuning and kernel compilation meet every
@@ -58,7 +55,7 @@ pub fn run(spec: DeviceSpec, options: &Options) -> Result<Value> {
     }
     let calib_after = calibrate(&device);
     Ok(json!({
-        "bench": super::bench_name("generate", &options.preset), "preset": options.preset, "backend": spec.to_string(),
+        "bench": super::bench_name("generate", preset), "preset": preset, "backend": spec.to_string(),
         "threads": rayon::current_num_threads(), "batch": 1, "prompt_len": PROMPT.len(), "new_tokens": new_tokens,
         "prefill_16_tokens_plus_1_s": prefill,
         "kv_cache": { "median_s": cached_s, "all_s": runs.iter().map(|r| r.0).collect::<Vec<_>>(),
@@ -95,7 +92,7 @@ fn timed_generation(model: &Gpt, new_tokens: usize, use_cache: bool) -> Result<(
 
 /// `batch` prompts (the baseline's, each with another last token) generated as one batch through
 /// the KV cache and then one at a time (`generate-responses` and `serve` batch their prompts).
-fn batched_against_solo(model: &Gpt, options: &Options, new_tokens: usize, spec: DeviceSpec) -> Result<Value> {
+fn batched_against_solo(model: &Gpt, preset: &str, options: &Options, new_tokens: usize, spec: DeviceSpec) -> Result<Value> {
     let batch = options.batch;
     let prompts: Vec<Vec<u32>> = (0..batch)
         .map(|row| {
@@ -123,7 +120,7 @@ fn batched_against_solo(model: &Gpt, options: &Options, new_tokens: usize, spec:
     }
     let tokens = (batch * new_tokens) as f64;
     Ok(json!({
-        "bench": super::bench_name("generate_batched", &options.preset), "preset": options.preset, "backend": spec.to_string(),
+        "bench": super::bench_name("generate_batched", preset), "preset": preset, "backend": spec.to_string(),
         "threads": rayon::current_num_threads(), "batch": batch, "prompt_len": PROMPT.len(), "new_tokens": new_tokens,
         "batched": { "s": batched_s, "tokens_per_s": tokens / batched_s },
         "one_at_a_time": { "s": solo_s, "tokens_per_s": tokens / solo_s },

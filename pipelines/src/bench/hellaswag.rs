@@ -14,13 +14,17 @@ use serde_json::{Value, json};
 use crate::data::hellaswag::{RenderedExample, read_examples, render_example};
 use crate::eval::hellaswag::{EndingLosses, evaluate, score_full_rows};
 
-#[derive(Debug, Clone)]
+/// The workload (`llmfs bench hellaswag` takes these flags).
+#[derive(Debug, Clone, clap::Args)]
 pub struct Options {
-    /// A HellaSwag jsonl file (the 40 shipped rows: tests/fixtures/data/hellaswag_val_40.jsonl).
+    /// A HellaSwag jsonl file
+    #[arg(long, default_value = "tests/fixtures/data/hellaswag_val_40.jsonl")]
     pub data: std::path::PathBuf,
-    /// Score only the first N examples.
+    /// Only the first N examples
+    #[arg(long)]
     pub limit: Option<usize>,
-    /// Examples per forward pass of `llmfs eval hellaswag`.
+    /// Examples per forward pass
+    #[arg(long, default_value_t = 1)]
     pub batch_size: usize,
 }
 

@@ -37,17 +37,45 @@ pub fn peak_rss_mib() -> Option<f64> {
     Some(kib / 1024.0)
 }
 
-/// The value after `name` in a bench binary's arguments (`cargo bench --bench X -- --name value`).
-pub fn arg<T: std::str::FromStr>(args: &[String], name: &str) -> Option<T> {
-    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok())
+/// The flags every benchmark takes, in `llmfs bench` and in the `cargo bench` binaries.
+#[derive(clap::Args, Debug, Clone)]
+pub struct SharedArgs {
+    /// Model shape: gpt2 (124M), gpt2-medium, gpt2-large, gpt2-xl, mini or tiny (random weights)
+    #[arg(long, default_value = "gpt2", global = true)]
+    pub preset: String,
+    /// CPU threads for the CPU backend (default: all cores)
+    #[arg(long, global = true)]
+    pub threads: Option<usize>,
+    /// Also write the JSON result to this file
+    #[arg(long, visible_alias = "json", global = true)]
+    pub out: Option<std::path::PathBuf>,
 }
 
-/// What a bench binary does at the start: `--threads` (default 2) for the CPU backend, and the
-/// `--device` (default cpu).
-pub fn setup(args: &[String]) -> anyhow::Result<gpt::backend::DeviceSpec> {
-    gpt::backend::set_cpu_threads(arg(args, "--threads").unwrap_or(2))?;
-    let device = args.iter().position(|a| a == "--device").and_then(|i| args.get(i + 1));
-    Ok(device.map(|d| d.parse()).transpose()?.unwrap_or(gpt::backend::DeviceSpec::Cpu))
+/// A `cargo bench` binary's command line: `cargo bench --bench NAME -- [--device D] [shared
+/// flags] [the workload's flags]`.
+#[derive(clap::Parser, Debug)]
+pub struct BenchCli<O: clap::Args> {
+    /// auto, cpu, cuda, cuda:N, wgpu, vulkan or metal
+    #[arg(long, default_value = "cpu")]
+    pub device: gpt::backend::DeviceSpec,
+    #[command(flatten)]
+    pub shared: SharedArgs,
+    #[command(flatten)]
+    pub options: O,
+    /// Passed by `cargo bench` itself.
+    #[arg(long, hide = true)]
+    pub bench: bool,
+}
+
+impl<O: clap::Args> BenchCli<O> {
+    /// Sets the CPU threads (when given) and returns the device.
+    pub fn setup(&self) -> anyhow::Result<gpt::backend::DeviceSpec> {
+        if let Some(threads) = self.shared.threads {
+            anyhow::ensure!(threads > 0, "--threads must be at least 1");
+            gpt::backend::set_cpu_threads(threads)?;
+        }
+        Ok(self.device)
+    }
 }
 
 /// Prints the result as one JSON line, and also writes it to `out` when given.
@@ -62,4 +90,27 @@ pub fn save(result: &serde_json::Value, out: Option<&std::path::Path>) -> anyhow
         gpt::io::write_atomic(path, (result.to_string() + "\n").as_bytes())?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[test]
+    fn bench_command_lines_parse_with_their_defaults_and_refuse_bad_values() {
+        let cli = BenchCli::<train_step::Options>::try_parse_from(["train_step", "--bench", "--threads", "1", "--batch", "8"]).unwrap();
+        assert_eq!((cli.shared.threads, cli.options.batch, cli.options.seq_len, cli.shared.preset.as_str()), (Some(1), 8, 256, "gpt2"));
+        assert_eq!(cli.device, gpt::backend::DeviceSpec::Cpu);
+        let cli = BenchCli::<generate::Options>::try_parse_from(["generate", "--no-cache", "--preset", "tiny", "--out", "x.json"]).unwrap();
+        assert!(cli.options.no_cache && cli.options.reps == 3 && cli.shared.preset == "tiny");
+        assert_eq!(cli.shared.out.as_deref(), Some(std::path::Path::new("x.json")));
+        let cli = BenchCli::<finetune_cls::Options>::try_parse_from(["finetune_cls", "--device", "cuda:1", "--steps", "2"]).unwrap();
+        assert_eq!((cli.device, cli.options.steps), (gpt::backend::DeviceSpec::Cuda(1), 2));
+        // What the hand-written parser silently dropped is an error now.
+        assert!(BenchCli::<train_step::Options>::try_parse_from(["train_step", "--batch", "four"]).is_err());
+        assert!(BenchCli::<generate::Options>::try_parse_from(["generate", "--device", "tpu"]).is_err());
+        assert!(BenchCli::<generate::Options>::try_parse_from(["generate", "--batchh", "2"]).is_err());
+    }
 }

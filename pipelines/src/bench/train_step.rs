@@ -19,24 +19,22 @@ use super::{median, peak_rss_mib};
 use crate::train::OptimConfig;
 use crate::train::steps::{LanguageModelTraining, LmBatch};
 
-#[derive(Debug, Clone)]
+/// The workload (`llmfs bench train-step` and `cargo bench --bench train_step` take these flags).
+#[derive(Debug, Clone, clap::Args)]
 pub struct Options {
+    #[arg(long, default_value_t = 4)]
     pub batch: usize,
+    #[arg(long, default_value_t = 256)]
     pub seq_len: usize,
-    /// Timed steps (after 2 untimed warm-up steps).
+    /// Timed steps (after 2 warm-up steps)
+    #[arg(long, default_value_t = 5)]
     pub steps: usize,
-    /// Embedding, attention and residual dropout.
+    /// Dropout probability of every dropout layer (GPT-2 trains with 0.1)
+    #[arg(long, default_value_t = 0.1)]
     pub dropout: f64,
-    /// What trains (full fine-tuning, the last block, or LoRA adapters).
+    /// What trains: all, last-block (+ final norm), lora:R (adapters on every projection)
+    #[arg(long, default_value = "all")]
     pub trains: Trains,
-    /// The model shape (`gpt2` = 124M).
-    pub preset: String,
-}
-
-impl Default for Options {
-    fn default() -> Self {
-        Self { batch: 4, seq_len: 256, steps: 5, dropout: 0.1, trains: Trains::All, preset: "gpt2".into() }
-    }
 }
 
 /// What a benchmarked step trains: `all`, `last-block` (+ final norm), or `lora:R` (adapters of
@@ -89,9 +87,10 @@ impl Trains {
     }
 }
 
-pub fn run(spec: DeviceSpec, options: &Options) -> Result<Value> {
-    let Options { batch, seq_len, steps, dropout, trains, preset } = options.clone();
-    let config = super::preset_config(&preset)?;
+/// `preset`: the model shape (`gpt2` = 124M).
+pub fn run(spec: DeviceSpec, preset: &str, options: &Options) -> Result<Value> {
+    let Options { batch, seq_len, steps, dropout, trains } = options.clone();
+    let config = super::preset_config(preset)?;
     // A shape with a shorter context (tiny) trains on windows as long as it has.
     let seq_len = seq_len.min(config.n_positions);
     let device = spec.resolve()?.autodiff();
@@ -124,7 +123,7 @@ pub fn run(spec: DeviceSpec, options: &Options) -> Result<Value> {
     let step = median(times.clone());
     let forward_s = median(forward.clone());
     Ok(json!({
-        "bench": super::bench_name("train", &preset), "preset": preset, "backend": spec.to_string(), "threads": rayon::current_num_threads(),
+        "bench": super::bench_name("train", preset), "preset": preset, "backend": spec.to_string(), "threads": rayon::current_num_threads(),
         "batch": batch, "seq_len": seq_len, "n_params": params, "trainable_params": trainable, "trains": trains.to_string(), "dropout": dropout,
         "step": { "median_s": step, "all_s": times },
         "tokens_per_s": (batch * seq_len) as f64 / step,
