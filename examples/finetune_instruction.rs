@@ -13,7 +13,6 @@ llmfs::gpt::use_mimalloc!();
 
 use std::path::PathBuf;
 
-use anyhow::Context;
 use llmfs::gpt::DeviceSpec;
 use llmfs::gpt::generate::GenerateConfig;
 use llmfs::gpt::hf::load_model_dir;
@@ -23,15 +22,20 @@ use llmfs::pipelines::eval::responses::{DEFAULT_MAX_NEW_TOKENS, RESPONSES_FILE, 
 use llmfs::pipelines::finetune::{InstructionFinetune, LanguageModelJob, finetune_instruction};
 use llmfs::pipelines::train::{OptimConfig, TrainConfig};
 
-fn arg(args: &[String], name: &str) -> Option<String> {
-    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned()
+#[derive(clap::Parser)]
+struct Args {
+    /// The model to fine-tune (any --model)
+    #[arg(long, default_value = "gpt2-medium")]
+    model: String,
+    /// Alpaca-style JSON: a URL or a file
+    #[arg(long, default_value = DEFAULT_URL)]
+    data: String,
+    #[arg(long, default_value_t = 2)]
+    epochs: usize,
 }
 
 fn main() -> anyhow::Result<()> {
-    let args: Vec<String> = std::env::args().collect();
-    let model = arg(&args, "--model").unwrap_or_else(|| "gpt2-medium".into());
-    let data = arg(&args, "--data").unwrap_or_else(|| DEFAULT_URL.into());
-    let epochs: usize = arg(&args, "--epochs").map(|e| e.parse()).transpose().context("--epochs")?.unwrap_or(2);
+    let Args { model, data, epochs } = clap::Parser::parse();
     let device = DeviceSpec::Auto.resolve()?;
     let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs();
     let run_dir = PathBuf::from(format!("runs/instruct-{stamp}"));

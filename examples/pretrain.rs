@@ -12,7 +12,7 @@ llmfs::gpt::use_mimalloc!();
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use llmfs::gpt::generate::{GenerateConfig, generate};
 use llmfs::gpt::hf::load_model_dir;
 use llmfs::gpt::generate::sampling::Sampling;
@@ -24,15 +24,20 @@ use llmfs::pipelines::finetune::LanguageModelJob;
 use llmfs::pipelines::pretrain::{PretrainJob, pretrain};
 use llmfs::pipelines::train::{LrSchedule, OptimConfig, TrainConfig};
 
-fn arg(args: &[String], name: &str) -> Option<String> {
-    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned()
+#[derive(clap::Parser)]
+struct Args {
+    /// Optimizer steps of the run
+    #[arg(long, default_value_t = 150)]
+    steps: usize,
+    /// Where the run goes (default: runs/pretrain-demo-<time>)
+    #[arg(long)]
+    run_dir: Option<PathBuf>,
 }
 
 fn main() -> Result<()> {
-    let args: Vec<String> = std::env::args().collect();
-    let steps: usize = arg(&args, "--steps").map(|s| s.parse()).transpose().context("--steps")?.unwrap_or(150);
+    let Args { steps, run_dir } = clap::Parser::parse();
     let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs();
-    let run_dir = arg(&args, "--run-dir").map_or_else(|| PathBuf::from(format!("runs/pretrain-demo-{stamp}")), PathBuf::from);
+    let run_dir = run_dir.unwrap_or_else(|| PathBuf::from(format!("runs/pretrain-demo-{stamp}")));
     let fixtures = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
     let device = DeviceSpec::Auto.resolve()?;
 
