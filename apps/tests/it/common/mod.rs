@@ -3,13 +3,11 @@
 #![allow(dead_code)]
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+
+use crate::common_http::{Reply, Request, Server};
 
 pub fn fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures")
@@ -68,17 +66,18 @@ pub fn last_json(out: &Output) -> serde_json::Value {
     serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"))
 }
 
-/// A fake hub on 127.0.0.1: `GET/HEAD /{repo}/resolve/{revision}/{file}` serves `files[repo][file]`
-/// with the headers hf-hub reads (etag, x-repo-commit, content-range for Range requests). Like the
-/// real hub for LFS files, `*.safetensors` are answered with a 302 to a "CDN" URL (absolute, on
-/// the same server, `x-linked-etag` on the redirect) that serves the bytes.
+/// A fake hub on 127.0.0.1 (on the tests' one loopback server, [`Server::start_fn`]):
+/// `GET/HEAD /{repo}/resolve/{revision}/{file}` serves `files[repo][file]` with the headers hf-hub
+/// reads (etag, x-repo-commit, content-range for Range requests). Like the real hub for LFS files,
+/// `*.safetensors` are answered with a 302 to a "CDN" URL (absolute, on the same server,
+/// `x-linked-etag` on the redirect) that serves the bytes.
 /// `GET /api/{models|datasets}/{repo}/revision/{revision}` lists a repo's files (a data set repo's
 /// key in `files` is `datasets/{repo}`). Anything else is a 404. Stops when dropped.
 pub struct FakeHub {
     pub url: String,
+    /// Every request as `METHOD /path`, in order.
     pub requests: Arc<Mutex<Vec<String>>>,
-    stop: Arc<AtomicBool>,
-    served: Arc<AtomicUsize>,
+    _server: Server,
 }
 
 pub const COMMIT: &str = "0123456789abcdef0123456789abcdef01234567";
@@ -86,37 +85,17 @@ pub const COMMIT: &str = "0123456789abcdef0123456789abcdef01234567";
 impl FakeHub {
     /// `repos`: repo id → (file name → local path).
     pub fn start(repos: HashMap<String, HashMap<String, PathBuf>>) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
         let requests = Arc::new(Mutex::new(Vec::new()));
-        let stop = Arc::new(AtomicBool::new(false));
-        let served = Arc::new(AtomicUsize::new(0));
-        let (req, stop2, served2, base) = (requests.clone(), stop.clone(), served.clone(), url.clone());
-        std::thread::spawn(move || {
-            // Bounded: at most 10 minutes and 10,000 connections, whatever the test does.
-            let deadline = std::time::Instant::now() + Duration::from_secs(600);
-            while !stop2.load(Ordering::SeqCst) && std::time::Instant::now() < deadline && served2.load(Ordering::SeqCst) < 10_000 {
-                match listener.accept() {
-                    Ok((stream, _)) => {
-                        served2.fetch_add(1, Ordering::SeqCst);
-                        let _ = handle(stream, &repos, &req, &base);
-                    }
-                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
-                }
-            }
+        let log = requests.clone();
+        let server = Server::start_fn(move |request| {
+            log.lock().unwrap().push(format!("{} {}", request.method, request.path));
+            hub_reply(request, &repos)
         });
-        Self { url, requests, stop, served }
+        Self { url: server.base.clone(), requests, _server: server }
     }
 
     pub fn request_count(&self) -> usize {
         self.requests.lock().unwrap().len()
-    }
-}
-
-impl Drop for FakeHub {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
     }
 }
 
@@ -125,31 +104,21 @@ fn etag(bytes: &[u8]) -> String {
     format!("{hash:016x}{:08x}", bytes.len())
 }
 
-fn handle(stream: TcpStream, repos: &HashMap<String, HashMap<String, PathBuf>>, log: &Mutex<Vec<String>>, base: &str) -> std::io::Result<()> {
-    stream.set_nonblocking(false)?;
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    let mut reader = BufReader::new(stream.try_clone()?);
-    let mut request_line = String::new();
-    reader.read_line(&mut request_line)?;
-    let mut range: Option<(u64, Option<u64>)> = None;
-    loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line)? == 0 || line == "\r\n" {
-            break;
-        }
-        if let Some(value) = line.to_ascii_lowercase().strip_prefix("range: bytes=") {
-            let (start, end) = value.trim().split_once('-').unwrap_or(("0", ""));
-            range = Some((start.parse().unwrap_or(0), end.parse().ok()));
-        }
-    }
-    let mut parts = request_line.split_whitespace();
-    let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-    log.lock().unwrap().push(format!("{method} {path}"));
-    let mut stream = stream;
+fn header(name: &str, value: impl ToString) -> (String, String) {
+    (name.to_string(), value.to_string())
+}
+
+fn hub_reply(request: &Request, repos: &HashMap<String, HashMap<String, PathBuf>>) -> Reply {
+    let (method, path) = (request.method.as_str(), request.path.as_str());
+    let raw = |status: &str, headers: Vec<(String, String)>, body: Vec<u8>| Reply::Raw {
+        status: status.to_string(),
+        headers,
+        body,
+        send_body: method != "HEAD",
+    };
     // The repo-info API: /api/{models|datasets}/{repo}/revision/{revision} lists the files.
     if let Some(info) = repo_info(path, repos) {
-        write!(stream, "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", info.len())?;
-        return stream.write_all(info.as_bytes());
+        return raw("200 OK", vec![header("Content-Type", "application/json")], info.into_bytes());
     }
     // The "CDN": /cdn/{repo}/{file}, bytes only.
     let cdn_file = path.strip_prefix("/cdn/").and_then(|rest| {
@@ -161,44 +130,47 @@ fn handle(stream: TcpStream, repos: &HashMap<String, HashMap<String, PathBuf>>, 
         let (_revision, name) = rest.split_once('/')?;
         Some((repo.to_string(), name.to_string(), repos.get(repo)?.get(name).cloned()?))
     });
+    let read = |file: &PathBuf| std::fs::read(file).map_err(|e| Reply::StatusBody(500, e.to_string().into_bytes()));
     if let Some((repo, name, file)) = &resolved
         && name.ends_with(".safetensors")
     {
-        let bytes = std::fs::read(file)?;
-        return write!(
-            stream,
-            "HTTP/1.1 302 Found\r\nLocation: {base}/cdn/{repo}/{name}\r\nX-Repo-Commit: {COMMIT}\r\nX-Linked-Etag: \"{}\"\r\nX-Linked-Size: {}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-            etag(&bytes),
-            bytes.len()
-        );
+        let bytes = match read(file) {
+            Ok(bytes) => bytes,
+            Err(reply) => return reply,
+        };
+        let host = request.headers.get("host").cloned().unwrap_or_default();
+        let headers = vec![
+            header("Location", format!("http://{host}/cdn/{repo}/{name}")),
+            header("X-Repo-Commit", COMMIT),
+            header("X-Linked-Etag", format!("\"{}\"", etag(&bytes))),
+            header("X-Linked-Size", bytes.len()),
+        ];
+        return raw("302 Found", headers, Vec::new());
     }
-    let file = cdn_file.or(resolved.map(|r| r.2));
-    let Some(file) = file else {
-        let body = b"Entry not found";
-        write!(stream, "HTTP/1.1 404 Not Found\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len())?;
-        return stream.write_all(body);
+    let Some(file) = cdn_file.or(resolved.map(|r| r.2)) else {
+        return raw("404 Not Found", Vec::new(), b"Entry not found".to_vec());
     };
-    let bytes = std::fs::read(&file)?;
+    let bytes = match read(&file) {
+        Ok(bytes) => bytes,
+        Err(reply) => return reply,
+    };
     let size = bytes.len() as u64;
-    let (status, body) = match range {
-        Some((start, end)) => {
-            let end = end.unwrap_or(size.saturating_sub(1)).min(size.saturating_sub(1));
-            ("206 Partial Content", &bytes[start as usize..=end as usize])
-        }
-        None => ("200 OK", &bytes[..]),
+    let range = request.headers.get("range").and_then(|value| {
+        let (start, end) = value.trim().strip_prefix("bytes=")?.split_once('-')?;
+        Some((start.parse().unwrap_or(0), end.parse().ok()))
+    });
+    let last = size.saturating_sub(1);
+    let (status, start, end) = match range {
+        Some((start, end)) => ("206 Partial Content", start, end.unwrap_or(last).min(last)),
+        None => ("200 OK", 0, last),
     };
-    let (start, end) = range.map(|(s, e)| (s, e.unwrap_or(size - 1).min(size - 1))).unwrap_or((0, size - 1));
-    write!(
-        stream,
-        "HTTP/1.1 {status}\r\nContent-Length: {}\r\nETag: \"{}\"\r\nX-Repo-Commit: {COMMIT}\r\nContent-Range: bytes {start}-{end}/{size}\r\nConnection: close\r\n\r\n",
-        body.len(),
-        etag(&bytes)
-    )?;
-    if method != "HEAD" {
-        stream.write_all(body)?;
-    }
-    let _ = stream.read(&mut [0u8; 0]);
-    stream.flush()
+    let headers = vec![
+        header("ETag", format!("\"{}\"", etag(&bytes))),
+        header("X-Repo-Commit", COMMIT),
+        header("Content-Range", format!("bytes {start}-{end}/{size}")),
+    ];
+    let body = bytes.get(start as usize..(end + 1).min(size) as usize).unwrap_or_default().to_vec();
+    raw(status, headers, body)
 }
 
 /// The JSON of `GET /api/models/{repo}/revision/{rev}` (repo key `{repo}`) or

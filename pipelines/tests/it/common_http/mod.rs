@@ -1,10 +1,12 @@
-//! A loopback HTTP/1.1 server for download tests: `GET /path` answers from a table of routes.
-//! Each route is a list of responses served in turn (the last one repeats), so a test can make the
-//! first tries fail. Unknown paths get a 404. Bounded: it stops when dropped, after 60 s, or after
-//! 1,000 connections, whatever the test does.
+//! The loopback HTTP/1.1 server of every test that downloads or calls a service (the crates'
+//! tests include this file): `GET /path` answers from a table of routes, each a list of responses
+//! served in turn (the last one repeats), so a test can make the first tries fail; unknown paths
+//! get a 404. Bounded: it stops when dropped, after 10 minutes, or after 10,000 connections,
+//! whatever the test does.
 //!
-//! [`Server::start_fn`] answers every request (method, path, body) with a function instead, each
-//! connection on its own thread: API clients (the LLM judge) are tested against it.
+//! [`Server::start_fn`] answers every request (method, path, headers, body) with a function
+//! instead, each connection on its own thread: API clients (the LLM judge) and the fake Hugging
+//! Face hub of the CLI tests are built on it.
 #![allow(dead_code)]
 
 use std::collections::HashMap;
@@ -28,7 +30,14 @@ pub enum Reply {
     StatusBody(u16, Vec<u8>),
     /// Wait, then answer (to make a client time out).
     Delayed(Duration, Box<Reply>),
+    /// A full status line (`302 Found`), headers of its own, and a body sent unless
+    /// `send_body` is false (a HEAD request: `Content-Length` still gives the body's size).
+    Raw { status: String, headers: Vec<(String, String)>, body: Vec<u8>, send_body: bool },
 }
+
+/// How long a server accepts connections, and how many, whatever the test does.
+const LIFETIME: Duration = Duration::from_secs(600);
+const MAX_CONNECTIONS: usize = 10_000;
 
 /// A request as [`Server::start_fn`] sees it.
 #[derive(Clone, Debug)]
@@ -66,10 +75,10 @@ impl Server {
         let stop = Arc::new(AtomicBool::new(false));
         let (log, stop_flag) = (requests.clone(), stop.clone());
         std::thread::spawn(move || {
-            let deadline = Instant::now() + Duration::from_secs(60);
+            let deadline = Instant::now() + LIFETIME;
             let mut served: HashMap<String, usize> = HashMap::new();
             let mut connections = 0;
-            while !stop_flag.load(Ordering::SeqCst) && Instant::now() < deadline && connections < 1000 {
+            while !stop_flag.load(Ordering::SeqCst) && Instant::now() < deadline && connections < MAX_CONNECTIONS {
                 match listener.accept() {
                     Ok((stream, _)) => {
                         connections += 1;
@@ -92,9 +101,9 @@ impl Server {
         let stop = Arc::new(AtomicBool::new(false));
         let (log, full_log, stop_flag, answer) = (requests.clone(), full_requests.clone(), stop.clone(), Arc::new(answer));
         std::thread::spawn(move || {
-            let deadline = Instant::now() + Duration::from_secs(60);
+            let deadline = Instant::now() + LIFETIME;
             let mut connections = 0;
-            while !stop_flag.load(Ordering::SeqCst) && Instant::now() < deadline && connections < 1000 {
+            while !stop_flag.load(Ordering::SeqCst) && Instant::now() < deadline && connections < MAX_CONNECTIONS {
                 match listener.accept() {
                     Ok((stream, _)) => {
                         connections += 1;
@@ -196,6 +205,17 @@ fn write_reply(mut stream: TcpStream, reply: Reply) -> std::io::Result<()> {
         Reply::Delayed(wait, reply) => {
             std::thread::sleep(wait);
             return write_reply(stream, *reply);
+        }
+        Reply::Raw { status, headers, body, send_body } => {
+            write!(stream, "HTTP/1.1 {status}\r\n")?;
+            for (name, value) in headers {
+                write!(stream, "{name}: {value}\r\n")?;
+            }
+            write!(stream, "Content-Length: {}\r\nConnection: close\r\n\r\n", body.len())?;
+            if send_body {
+                stream.write_all(&body)?;
+            }
+            return stream.flush();
         }
     };
     write!(stream, "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len())?;
