@@ -2,124 +2,22 @@
 //! `accuracy.png` when the run logs accuracy), train and val against the optimizer step, like
 //! `plot_values` in *Build a LLM From Scratch* ch. 6/7.
 //!
-//! `metrics.jsonl` holds one event a line, `{"time","step","epoch","split","loss",…}`, appended
-//! while training runs; [`read_metrics`] reads it (also while it grows) for the plots and the monitor.
+//! The events come from [`crate::runs::metrics`], which reads `metrics.jsonl` also while it grows.
 
-use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use anyhow::{Context, Result, bail};
 use plotters::prelude::*;
-use serde::{Deserialize, Serialize};
 
-/// The metrics file of a run directory.
-pub const METRICS_FILE: &str = "metrics.jsonl";
+use crate::runs::metrics::{METRICS_FILE, MetricEvent, metrics_path, read_metrics};
+
 /// The folder of a run directory that the plots go to.
 pub const PLOTS_DIR: &str = "plots";
 /// Width and height of every plot, in pixels.
 pub const PLOT_SIZE: (u32, u32) = (1000, 600);
 
-/// One line of `metrics.jsonl`: the metrics of one split at one optimizer step.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct MetricEvent {
-    /// Unix time in seconds.
-    pub time: f64,
-    /// Global optimizer step.
-    pub step: u64,
-    /// Epoch, from 1.
-    pub epoch: u64,
-    /// `train`, `train_eval`, `val`, `test`, or a task's own (`hellaswag`).
-    pub split: String,
-    /// Absent for events that measure something else (a HellaSwag score).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub loss: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub accuracy: Option<f64>,
-    /// Learning rate.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub lr: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub perplexity: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tokens_per_s: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub examples_seen: Option<u64>,
-    /// Any other keys, as written.
-    #[serde(flatten)]
-    pub extra: BTreeMap<String, serde_json::Value>,
-}
-
-/// `run_dir/metrics.jsonl`.
-pub fn metrics_path(run_dir: &Path) -> PathBuf {
-    run_dir.join(METRICS_FILE)
-}
-
-/// Reads a `metrics.jsonl` file, in file order. Blank lines are skipped. The file may be growing
-/// while we read it, so an unparsable last line (half written) is ignored; an unparsable line
-/// elsewhere is an error naming the file and the line. Non-finite numbers (`null`, which is what
-/// serde_json writes for NaN, or Python's `NaN`/`Infinity`) count as absent: such an optional
-/// field is `None`, and an event whose `time` or `loss` is non-finite is left out.
-pub fn read_metrics(path: &Path) -> Result<Vec<MetricEvent>> {
-    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let lines: Vec<(usize, &[u8])> = bytes
-        .split(|&byte| byte == b'\n')
-        .enumerate()
-        .map(|(index, line)| (index + 1, line.trim_ascii()))
-        .filter(|(_, line)| !line.is_empty())
-        .collect();
-    let mut events = Vec::with_capacity(lines.len());
-    for (position, &(line_number, line)) in lines.iter().enumerate() {
-        match parse_event(line) {
-            Ok(Some(event)) => events.push(event),
-            Ok(None) => {}
-            Err(_) if position + 1 == lines.len() => {} // still being written
-            Err(error) => bail!("{}, line {line_number}: {error}", path.display()),
-        }
-    }
-    Ok(events)
-}
-
-/// One event, or `None` when its `time` or `loss` is not a finite number (an event without a
-/// loss is kept: it measures something else).
-fn parse_event(line: &[u8]) -> Result<Option<MetricEvent>> {
-    let text = std::str::from_utf8(line).context("not UTF-8")?;
-    let value: serde_json::Value = serde_json::from_str(&non_finite_to_null(text))?;
-    let non_finite = |key: &str| value.get(key).is_some_and(serde_json::Value::is_null);
-    if non_finite("time") || non_finite("loss") {
-        return Ok(None);
-    }
-    Ok(Some(serde_json::from_value(value)?))
-}
-
-/// Replaces Python's JSON extensions `NaN`, `Infinity` and `-Infinity` outside strings by `null`.
-fn non_finite_to_null(text: &str) -> Cow<'_, str> {
-    if !text.contains("NaN") && !text.contains("Infinity") {
-        return Cow::Borrowed(text);
-    }
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    let (mut in_string, mut escaped) = (false, false);
-    while let Some(c) = rest.chars().next() {
-        if !in_string
-            && let Some(token) = ["-Infinity", "Infinity", "NaN"].into_iter().find(|t| rest.starts_with(t))
-        {
-            out.push_str("null");
-            rest = &rest[token.len()..];
-            continue;
-        }
-        match c {
-            _ if escaped => escaped = false,
-            '\\' if in_string => escaped = true,
-            '"' => in_string = !in_string,
-            _ => {}
-        }
-        out.push(c);
-        rest = &rest[c.len_utf8()..];
-    }
-    Cow::Owned(out)
-}
 
 /// Draws the plots of a run from its `metrics.jsonl` into `run_dir/plots/`: `loss.png` always,
 /// `accuracy.png` when some event has an accuracy. Returns the paths written. Each PNG is rendered

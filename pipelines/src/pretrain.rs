@@ -11,6 +11,7 @@ use anyhow::{Context, Result, bail};
 use gpt::burn::prelude::*;
 use serde_json::json;
 
+use crate::runs::MetricEvent;
 use crate::data::hellaswag::Example;
 use crate::data::shards::{Split, TokenFile, find_shards};
 use crate::eval::hellaswag;
@@ -122,7 +123,7 @@ struct PretrainHooks {
 }
 
 impl PretrainHooks {
-    fn score(&self, model: &LanguageModelTraining, epoch: usize, step: usize) -> Result<Vec<serde_json::Value>> {
+    fn score(&self, model: &LanguageModelTraining, epoch: usize, step: usize) -> Result<Vec<MetricEvent>> {
         if self.hellaswag.is_empty() || self.last_scored.lock().map_or(false, |last| *last == Some(step)) {
             return Ok(Vec::new());
         }
@@ -133,8 +134,9 @@ impl PretrainHooks {
         if self.print {
             eprintln!("epoch {epoch} step {step} hellaswag acc {:.4} acc_norm {:.4} (n={})", scores.acc, scores.acc_norm, scores.n);
         }
-        Ok(vec![json!({ "step": step, "epoch": epoch, "split": "hellaswag", "accuracy": scores.acc_norm,
-            "acc": scores.acc, "acc_norm": scores.acc_norm, "n": scores.n })])
+        let mut event = MetricEvent::new(step, epoch, "hellaswag").with("acc", scores.acc).with("acc_norm", scores.acc_norm).with("n", scores.n);
+        event.accuracy = Some(scores.acc_norm);
+        Ok(vec![event])
     }
 }
 
@@ -146,7 +148,7 @@ impl TrainHooks<LanguageModelTraining> for PretrainHooks {
         }
     }
 
-    fn epoch_end(&self, model: &LanguageModelTraining, epoch: usize, step: usize) -> Result<Vec<serde_json::Value>> {
+    fn epoch_end(&self, model: &LanguageModelTraining, epoch: usize, step: usize) -> Result<Vec<MetricEvent>> {
         if step != self.final_step {
             return Ok(Vec::new());
         }
@@ -161,7 +163,7 @@ impl TrainHooks<LanguageModelTraining> for PretrainHooks {
         self.hellaswag_every.is_some_and(|every| step % every == 0) || self.samples.as_ref().is_some_and(|s| s.wants_step(step))
     }
 
-    fn step_end(&self, model: &LanguageModelTraining, epoch: usize, step: usize) -> Result<Vec<serde_json::Value>> {
+    fn step_end(&self, model: &LanguageModelTraining, epoch: usize, step: usize) -> Result<Vec<MetricEvent>> {
         let mut events = Vec::new();
         if self.hellaswag_every.is_some_and(|every| step % every == 0) {
             events.extend(self.score(model, epoch, step)?);

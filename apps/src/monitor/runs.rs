@@ -8,7 +8,7 @@ use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
-use pipelines::plots::MetricEvent;
+use pipelines::runs::MetricEvent;
 use serde_json::Value;
 
 /// A JSON-lines file read as it grows.

@@ -9,7 +9,7 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Axis, Block, Borders, Chart, Dataset, Gauge, GraphType, Paragraph, Wrap};
 
 use super::runs::RunView;
-use pipelines::plots::MetricEvent;
+use pipelines::runs::MetricEvent;
 
 /// The metrics the chart can show.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -18,7 +18,7 @@ fn finetune(home: &Path, run_dir: &Path, resume: bool) -> Command {
 
 /// (step, split, loss) of every event, and the sample texts: what must not change.
 fn curve(run_dir: &Path) -> (Vec<(u64, String, Option<f64>)>, Vec<String>) {
-    let events = pipelines::plots::read_metrics(&run_dir.join("metrics.jsonl")).unwrap();
+    let events = pipelines::runs::read_metrics(&run_dir.join("metrics.jsonl")).unwrap();
     let samples = std::fs::read_to_string(run_dir.join("samples.jsonl")).unwrap();
     (
         events.into_iter().map(|e| (e.step, e.split, e.loss)).collect(),

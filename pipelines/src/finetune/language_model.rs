@@ -15,7 +15,7 @@ use serde::Serialize;
 use serde_json::json;
 
 use crate::plots::plot_run;
-use crate::runs::{MetricsLog, RunDir};
+use crate::runs::{MetricEvent, MetricsLog, RunDir};
 use crate::train::steps::{LanguageModelTraining, LmBatch, StepReport};
 use crate::train::trainer::{BatchSource, TrainConfig, TrainHooks, TrainJob, train};
 
@@ -132,8 +132,9 @@ pub fn train_language_model(
     let batches = if job.train.full_validation { None } else { Some(job.train.eval_batches) };
     let validation_loss = mean_loss(&model, valid_data.as_ref(), job.train.batch_size, batches, &plain);
     let mut log = MetricsLog::open(&run.metrics(), None)?;
-    log.log(json!({ "step": outcome.steps, "epoch": job.train.epochs, "split": "val", "loss": validation_loss,
-        "perplexity": validation_loss.exp(), "full": job.train.full_validation, "final": true }))?;
+    let mut event = MetricEvent::new(outcome.steps, job.train.epochs, "val").with("full", job.train.full_validation).with("final", true);
+    (event.loss, event.perplexity) = (Some(validation_loss), Some(validation_loss.exp()));
+    log.log(&event)?;
     let model_dir = save_language_model(model.gpt, job, &run)?;
     if let Err(e) = plot_run(run.root()) {
         eprintln!("warning: could not draw the plots: {e:#}");
@@ -219,7 +220,7 @@ impl TrainHooks<LanguageModelTraining> for SampleHook {
         Ok(())
     }
 
-    fn epoch_end(&self, model: &LanguageModelTraining, epoch: usize, step: usize) -> Result<Vec<serde_json::Value>> {
+    fn epoch_end(&self, model: &LanguageModelTraining, epoch: usize, step: usize) -> Result<Vec<MetricEvent>> {
         self.sample(model, epoch, step)
     }
 
@@ -227,13 +228,13 @@ impl TrainHooks<LanguageModelTraining> for SampleHook {
         self.every_steps.is_some_and(|every| step % every == 0)
     }
 
-    fn step_end(&self, model: &LanguageModelTraining, epoch: usize, step: usize) -> Result<Vec<serde_json::Value>> {
+    fn step_end(&self, model: &LanguageModelTraining, epoch: usize, step: usize) -> Result<Vec<MetricEvent>> {
         self.sample(model, epoch, step)
     }
 }
 
 impl SampleHook {
-    fn sample(&self, model: &LanguageModelTraining, epoch: usize, step: usize) -> Result<Vec<serde_json::Value>> {
+    fn sample(&self, model: &LanguageModelTraining, epoch: usize, step: usize) -> Result<Vec<MetricEvent>> {
         {
             let mut last = self.last_step.lock().map_err(|_| anyhow::anyhow!("samples state poisoned"))?;
             if *last == Some(step) {
@@ -251,9 +252,9 @@ impl SampleHook {
         if self.print {
             eprintln!("epoch {epoch} step {step} sample: {text:?}");
         }
-        let event = json!({ "step": step, "epoch": epoch, "split": "sample", "prompt": self.prompt, "text": text });
+        let event = MetricEvent::new(step, epoch, "sample").with("prompt", self.prompt.clone()).with("text", text);
         let mut log = self.log.lock().map_err(|_| anyhow::anyhow!("samples log poisoned"))?;
-        log.as_mut().context("the sample hook was not started")?.log(event)?;
+        log.as_mut().context("the sample hook was not started")?.log(&event)?;
         Ok(Vec::new())
     }
 }

@@ -2,16 +2,16 @@
 //! `plots/`, `samples.jsonl`, `eval/`. The monitor, the plots and `eval` read only this;
 //! [`ModelRef`] is what `--model RUN` loads.
 
-use std::fs::{File, OpenOptions};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use gpt::io::write_atomic;
 use serde_json::{Value, json};
 
+pub mod metrics;
 pub mod model_ref;
 
+pub use metrics::{METRICS_FILE, MetricEvent, MetricsLog, read_metrics};
 pub use model_ref::{ModelRef, load_classifier, load_model};
 
 /// A run's configuration, versions and command line.
@@ -138,44 +138,4 @@ impl RunDir {
 /// Seconds since the Unix epoch.
 pub fn now() -> f64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
-}
-
-/// Appends one event a line to `metrics.jsonl`.
-pub struct MetricsLog {
-    path: PathBuf,
-    file: File,
-}
-
-impl MetricsLog {
-    /// Opens the log for appending. `keep_through_step`: when resuming from a checkpoint at that
-    /// step, events after it (logged by the interrupted run, about to be redone) are dropped first,
-    /// and so is a half-written last line.
-    pub fn open(path: &Path, keep_through_step: Option<usize>) -> Result<Self> {
-        if let Some(step) = keep_through_step
-            && path.exists()
-        {
-            let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-            let kept: String = text
-                .lines()
-                .filter(|line| {
-                    serde_json::from_str::<Value>(line)
-                        .ok()
-                        .and_then(|event| event.get("step").and_then(Value::as_u64))
-                        .is_some_and(|s| s as usize <= step)
-                })
-                .map(|line| format!("{line}\n"))
-                .collect();
-            write_atomic(path, kept.as_bytes())?;
-        }
-        let file = OpenOptions::new().create(true).append(true).open(path).with_context(|| format!("opening {}", path.display()))?;
-        Ok(Self { path: path.to_path_buf(), file })
-    }
-
-    /// Writes one event (an object with at least `step`, `epoch`, `split`), stamped with `time`.
-    pub fn log(&mut self, mut event: Value) -> Result<()> {
-        if let Some(map) = event.as_object_mut() {
-            map.entry("time").or_insert(json!(now()));
-        }
-        writeln!(self.file, "{event}").and_then(|_| self.file.flush()).with_context(|| format!("writing {}", self.path.display()))
-    }
 }

@@ -23,9 +23,8 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 
-use crate::runs::{MetricsLog, RunDir};
+use crate::runs::{MetricEvent, MetricsLog, RunDir};
 use crate::train::checkpoint::{AtomicFileCheckpointer, KeepLast, TrainState};
 use crate::train::decisions::{Stop, after_batch, after_epoch};
 use crate::train::optim::{OptimConfig, Scheduler, scale_gradients};
@@ -170,7 +169,7 @@ pub trait TrainHooks<M>: Send + Sync {
     }
 
     /// After the end-of-epoch validation; events returned go to `metrics.jsonl` (and the plain log).
-    fn epoch_end(&self, _model: &M, _epoch: usize, _step: usize) -> Result<Vec<serde_json::Value>> {
+    fn epoch_end(&self, _model: &M, _epoch: usize, _step: usize) -> Result<Vec<MetricEvent>> {
         Ok(Vec::new())
     }
 
@@ -181,7 +180,7 @@ pub trait TrainHooks<M>: Send + Sync {
     }
 
     /// After optimizer step `step` (and its periodic evaluation), when [`TrainHooks::wants_step`].
-    fn step_end(&self, _model: &M, _epoch: usize, _step: usize) -> Result<Vec<serde_json::Value>> {
+    fn step_end(&self, _model: &M, _epoch: usize, _step: usize) -> Result<Vec<MetricEvent>> {
         Ok(Vec::new())
     }
 }
@@ -373,15 +372,16 @@ impl Tally {
         }
     }
 
-    fn json(&self) -> serde_json::Value {
-        let mut event = json!({ "loss": self.loss_sum / self.batches.max(1) as f64, "batches": self.batches });
+    /// Sets the event's mean loss, and its accuracy and perplexity where they apply.
+    fn fill(&self, event: &mut MetricEvent) {
+        let loss = self.loss_sum / self.batches.max(1) as f64;
+        event.loss = Some(loss);
         if self.counted > 0 {
-            event["accuracy"] = json!(self.correct as f64 / self.counted as f64);
+            event.accuracy = Some(self.correct as f64 / self.counted as f64);
         }
         if self.language_modelling {
-            event["perplexity"] = json!((self.loss_sum / self.batches.max(1) as f64).exp());
+            event.perplexity = Some(loss.exp());
         }
-        event
     }
 }
 
@@ -389,11 +389,11 @@ impl<B, H> LoopStrategy<B, H>
 where
     B: Clone + std::fmt::Debug + Send + Sync + 'static,
 {
-    fn log(&self, event: serde_json::Value) -> Result<()> {
+    fn log(&self, event: MetricEvent) -> Result<()> {
         if self.plain_progress {
             eprintln!("{}", plain_line(&event));
         }
-        self.log.lock().map_err(|_| anyhow::anyhow!("metrics log poisoned"))?.log(event)
+        self.log.lock().map_err(|_| anyhow::anyhow!("metrics log poisoned"))?.log(&event)
     }
 
     /// Mean loss/accuracy of `model` (eval mode) on the first `max_batches` batches of `source`
@@ -422,22 +422,21 @@ where
 }
 
 /// One human line for an event, for logs and pipes.
-fn plain_line(event: &serde_json::Value) -> String {
-    let mut line = format!("epoch {} step {} {}", event["epoch"], event["step"], event["split"].as_str().unwrap_or("?"));
-    let number = |key: &str| event.get(key).and_then(|v| v.as_f64());
-    if let Some(loss) = number("loss") {
+fn plain_line(event: &MetricEvent) -> String {
+    let mut line = format!("epoch {} step {} {}", event.epoch, event.step, event.split);
+    if let Some(loss) = event.loss {
         line.push_str(&format!(" loss {loss:.4}"));
     }
-    if let Some(accuracy) = number("accuracy") {
+    if let Some(accuracy) = event.accuracy {
         line.push_str(&format!(" accuracy {:.1}%", 100.0 * accuracy));
     }
-    if let Some(perplexity) = number("perplexity") {
+    if let Some(perplexity) = event.perplexity {
         line.push_str(&format!(" perplexity {perplexity:.2}"));
     }
-    if let Some(lr) = number("lr") {
+    if let Some(lr) = event.lr {
         line.push_str(&format!(" lr {lr:.2e}"));
     }
-    if let Some(speed) = number("tokens_per_s") {
+    if let Some(speed) = event.tokens_per_s {
         line.push_str(&format!(" {speed:.0} tok/s"));
     }
     line
@@ -553,13 +552,13 @@ where
                 accumulated = 0;
                 state.step += 1;
             }
-            let mut event = json!({ "step": state.step, "epoch": epoch, "split": "train",
-                "batch": batch_index + 1, "examples_seen": (epoch - 1) * n_train + (batch_index + 1) * config.batch_size,
-                "lr": learner.lr_current().base(),
-                "tokens_per_s": self.train.tokens(indices) as f64 / started.elapsed().as_secs_f64().max(1e-9) });
+            let mut event = MetricEvent::new(state.step, epoch, "train").with("batch", batch_index + 1);
+            event.examples_seen = Some(((epoch - 1) * n_train + (batch_index + 1) * config.batch_size) as u64);
+            event.lr = Some(learner.lr_current().base());
+            event.tokens_per_s = Some(self.train.tokens(indices) as f64 / started.elapsed().as_secs_f64().max(1e-9));
             let mut tally = Tally::default();
             tally.add(&output.item);
-            merge(&mut event, tally.json());
+            tally.fill(&mut event);
             self.log(event)?;
             let progress = Progress::new(batch_index + 1, batches, Some("batches".to_string()));
             let item = TrainingItem::new(output.item, progress, Some(batch_index + 1), Some(learner.lr_current()));
@@ -594,8 +593,8 @@ where
         <M as InferenceStep>::Output: StepReport,
     {
         for (split, source) in [("train_eval", &self.train), ("val", &self.valid)] {
-            let mut event = json!({ "step": step, "epoch": epoch, "split": split });
-            merge(&mut event, self.evaluate(model, source.as_ref(), Some(self.config.eval_batches)).json());
+            let mut event = MetricEvent::new(step, epoch, split);
+            self.evaluate(model, source.as_ref(), Some(self.config.eval_batches)).fill(&mut event);
             self.log(event)?;
         }
         Ok(())
@@ -646,18 +645,8 @@ where
             components.event_processor.process_valid(LearnerEvent::ProcessedItem(TrainingItem::new(output, progress, Some(i + 1), None)))?;
         }
         components.event_processor.process_valid(LearnerEvent::EndSplit(epoch))?;
-        let mut event = json!({ "step": step, "epoch": epoch, "split": "val", "full": true });
-        merge(&mut event, tally.json());
+        let mut event = MetricEvent::new(step, epoch, "val").with("full", true);
+        tally.fill(&mut event);
         self.log(event)
-    }
-}
-
-fn merge(event: &mut serde_json::Value, extra: serde_json::Value) {
-    if let (Some(event), Some(extra)) = (event.as_object_mut(), extra.as_object()) {
-        for (k, v) in extra {
-            if k != "batches" {
-                event.insert(k.clone(), v.clone());
-            }
-        }
     }
 }

@@ -8,7 +8,7 @@ use gpt::burn::prelude::*;
 use gpt::Trainable;
 use pipelines::eval::classifier::classify_texts;
 use pipelines::finetune::{ClassifierFinetune, LoraFinetune, finetune_classifier};
-use pipelines::plots::read_metrics;
+use pipelines::runs::read_metrics;
 use pipelines::train::TrainConfig;
 
 /// The 300-message fixture, prepared as the book does (160 balanced: 112 / 16 / 32).

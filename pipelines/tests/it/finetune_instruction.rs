@@ -8,7 +8,7 @@ use crate::common::{fixtures, model_weights};
 use gpt::burn::prelude::*;
 use pipelines::data::instruction::{CollateConfig, InstructionDataset, format_input, read_records, split_records};
 use pipelines::finetune::{InstructionFinetune, LanguageModelJob, finetune_instruction};
-use pipelines::plots::read_metrics;
+use pipelines::runs::read_metrics;
 use pipelines::train::{OptimConfig, TrainConfig};
 
 fn records_file() -> PathBuf {

@@ -170,7 +170,7 @@ proptest! {
         json_value().prop_map(|v| v.to_string()),
         mutated(json!({"time": 1.5, "step": 3, "epoch": 1, "split": "train", "loss": 2.5})).prop_map(|v| v.to_string()),
     ], 0..5)) {
-        with_file("metrics.jsonl", lines.join("\n").as_bytes(), pipelines::plots::read_metrics);
+        with_file("metrics.jsonl", lines.join("\n").as_bytes(), pipelines::runs::read_metrics);
     }
 
     #[test]

@@ -2,7 +2,8 @@
 
 use std::path::{Path, PathBuf};
 
-use pipelines::plots::{PLOT_SIZE, plot_run, read_metrics};
+use pipelines::plots::{PLOT_SIZE, plot_run};
+use pipelines::runs::read_metrics;
 
 /// A run directory with this metrics.jsonl.
 fn run_dir_with(metrics: &str) -> tempfile::TempDir {

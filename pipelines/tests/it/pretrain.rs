@@ -9,7 +9,7 @@ use gpt::burn::prelude::*;
 use pipelines::data::hellaswag::read_examples;
 use pipelines::data::shards::{ShardLoader, Split, find_shards, shard_file_name, write_tokens};
 use pipelines::finetune::LanguageModelJob;
-use pipelines::plots::read_metrics;
+use pipelines::runs::read_metrics;
 use pipelines::pretrain::{PretrainJob, ShardWindows, accumulation_for, pretrain};
 use pipelines::train::{BatchSource, LrSchedule, OptimConfig, TrainConfig};
 

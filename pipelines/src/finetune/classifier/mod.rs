@@ -15,7 +15,7 @@ use serde_json::json;
 
 use crate::data::spam::{LABEL_NAMES, Message, SpamDataset, Splits, read_splits};
 use crate::plots::plot_run;
-use crate::runs::{MetricsLog, ModelRef, RunDir};
+use crate::runs::{MetricEvent, MetricsLog, ModelRef, RunDir};
 use crate::train::steps::{ClassificationBatch, ClassifierTraining, StepReport};
 use crate::train::trainer::{BatchSource, TrainConfig, TrainJob, TrainOutcome, train};
 
@@ -186,7 +186,9 @@ fn evaluate_splits(
     let scores = [score(sources.train.as_ref()), score(sources.validation.as_ref()), score(sources.test.as_ref())];
     let mut log = MetricsLog::open(&run.metrics(), None)?;
     for (split, score) in ["train", "val", "test"].into_iter().zip(scores) {
-        log.log(json!({ "step": steps, "epoch": job.train.epochs, "split": split, "loss": score.loss, "accuracy": score.accuracy, "full": true, "final": true }))?;
+        let mut event = MetricEvent::new(steps, job.train.epochs, split).with("full", true).with("final", true);
+        (event.loss, event.accuracy) = (Some(score.loss), Some(score.accuracy));
+        log.log(&event)?;
     }
     Ok(scores)
 }
