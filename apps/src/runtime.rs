@@ -20,18 +20,9 @@ pub struct RuntimeArgs {
 impl RuntimeArgs {
     /// Applies the thread count and returns the device (without autodiff: inference).
     pub fn device(&self) -> Result<Device> {
-        set_threads(self.threads)?;
+        gpt::backend::set_cpu_threads(self.threads)?;
         let device = self.device.resolve()?;
         device.seed(self.seed);
         Ok(device)
     }
-}
-
-/// Applies `--threads` (when given) to the CPU backend's thread pool. Call once, early.
-pub fn set_threads(threads: Option<usize>) -> Result<()> {
-    if let Some(threads) = threads {
-        anyhow::ensure!(threads > 0, "--threads must be at least 1");
-        gpt::backend::set_cpu_threads(threads)?;
-    }
-    Ok(())
 }

@@ -52,7 +52,7 @@ pub enum Which {
 
 pub fn run(args: Args) -> Result<()> {
     let SharedArgs { preset, threads, out } = args.shared;
-    crate::runtime::set_threads(threads)?;
+    gpt::backend::set_cpu_threads(threads)?;
     let Some(which) = args.which else {
         // The table goes to stdout; the JSON only to --json/--out.
         let result = bench_suite::run(&args.suite, &args.device, &preset, threads)?;

@@ -19,7 +19,6 @@ mod worker;
 mod fuzz_tests;
 
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -28,7 +27,7 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use gpt::Tokenizer;
-use pipelines::runs::{ModelRef, load_classifier};
+use pipelines::runs::ModelRef;
 
 use crate::runtime::RuntimeArgs;
 use chat::ChatFormat;
@@ -157,7 +156,7 @@ fn load(spec: &str, runtime: &RuntimeArgs) -> Result<Model> {
     let device = runtime.device()?;
     let model = ModelRef::resolve(spec);
     if model.is_classifier().with_context(|| format!("reading {}", model.model))? {
-        return Ok(Model::Classifier(load_classifier(Path::new(spec), &device)?));
+        return Ok(Model::Classifier(model.load_classifier(&device)?));
     }
     let model = model.load(&device, runtime.seed).with_context(|| format!("loading {spec}"))?;
     Ok(Model::Language(model))

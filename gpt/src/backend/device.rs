@@ -204,8 +204,13 @@ pub fn is_flex(device: &Device) -> bool {
     }
 }
 
-/// Sets the number of CPU threads (Flex and its matmuls use rayon's global pool). Call once, early.
-pub fn set_cpu_threads(threads: usize) -> Result<()> {
+/// Applies `--threads` when given (Flex and its matmuls use rayon's global pool; all cores
+/// otherwise). Call once, early.
+pub fn set_cpu_threads(threads: Option<usize>) -> Result<()> {
+    let Some(threads) = threads else { return Ok(()) };
+    if threads == 0 {
+        return Err(GptError::Device("--threads must be at least 1".into()));
+    }
     rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .build_global()

@@ -70,10 +70,7 @@ pub struct BenchCli<O: clap::Args> {
 impl<O: clap::Args> BenchCli<O> {
     /// Sets the CPU threads (when given) and returns the device.
     pub fn setup(&self) -> anyhow::Result<gpt::backend::DeviceSpec> {
-        if let Some(threads) = self.shared.threads {
-            anyhow::ensure!(threads > 0, "--threads must be at least 1");
-            gpt::backend::set_cpu_threads(threads)?;
-        }
+        gpt::backend::set_cpu_threads(self.shared.threads)?;
         Ok(self.device)
     }
 }

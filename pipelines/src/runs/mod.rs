@@ -92,7 +92,7 @@ impl RunDir {
     }
 
     pub fn metrics(&self) -> PathBuf {
-        self.root.join("metrics.jsonl")
+        metrics::metrics_path(&self.root)
     }
 
     pub fn checkpoints(&self) -> PathBuf {

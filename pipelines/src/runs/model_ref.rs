@@ -48,11 +48,6 @@ impl ModelRef {
         Self { model: text.to_string(), run: path.join(RUN_JSON).is_file().then(|| path.to_path_buf()) }
     }
 
-    /// The model's directory, when it is one (not a hub id or `random:<preset>`).
-    pub fn dir(&self) -> Option<&Path> {
-        Some(Path::new(&self.model)).filter(|path| path.is_dir())
-    }
-
     /// The task the run was trained for (`run.json`'s `config.task`, e.g. `instruction`), if
     /// `--model` names a run.
     pub fn task(&self) -> Result<Option<String>> {
@@ -70,15 +65,21 @@ impl ModelRef {
 
     /// Whether the model is a classifier (an HF classifier directory or a classifier's adapter).
     pub fn is_classifier(&self) -> Result<bool> {
-        match self.dir() {
-            Some(dir) => Ok(gpt::hf::is_classifier_dir(dir)?),
-            None => Ok(false),
-        }
+        let spec = self.spec()?;
+        let dir = Path::new(&spec);
+        Ok(dir.is_dir() && gpt::hf::is_classifier_dir(dir)?)
     }
 
     /// Loads the language model (see [`gpt::hf::ModelSpec`] for everything but runs).
     pub fn load(&self, device: &Device, seed: u64) -> Result<Gpt> {
         Ok(gpt::hf::load_model(&self.spec()?, device, seed)?)
+    }
+
+    /// Loads the classifier: a run's `model/` (or `adapter/`), a classifier directory or a
+    /// classifier's adapter.
+    pub fn load_classifier(&self, device: &Device) -> Result<GptClassifier> {
+        let dir = PathBuf::from(self.spec()?);
+        gpt::hf::load_classifier_dir(&dir, device).with_context(|| format!("loading the classifier in {}", dir.display()))
     }
 
     /// `self.model` for [`gpt::hf::ModelSpec`], or an error for a run directory that holds no
@@ -100,11 +101,9 @@ fn holds_model(dir: &Path) -> bool {
     dir.join("config.json").is_file()
 }
 
-/// Loads the classifier `--model` names: a run's `model/` (or `adapter/`), a classifier directory
-/// or a classifier's adapter.
+/// Loads the classifier `--model` names (see [`ModelRef::load_classifier`]).
 pub fn load_classifier(model: &Path, device: &Device) -> Result<GptClassifier> {
-    let dir = PathBuf::from(ModelRef::resolve(&model.to_string_lossy()).spec()?);
-    gpt::hf::load_classifier_dir(&dir, device).with_context(|| format!("loading the classifier in {}", dir.display()))
+    ModelRef::resolve(&model.to_string_lossy()).load_classifier(device)
 }
 
 /// Loads what `--model` names, a run directory included.

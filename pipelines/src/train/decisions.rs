@@ -59,13 +59,15 @@ pub fn after_batch(config: &TrainConfig, step: usize, stepped: bool, last_of_epo
 }
 
 /// After epoch `next_epoch - 1` (validated and checkpointed) at `step`: whether to stop before
-/// `next_epoch`. `None` goes on (the loop ends by itself after the last epoch).
+/// `next_epoch`. `None` goes on; after the last epoch the loop ends by itself, complete, so a
+/// `--max-steps` or an interrupt arriving then stops nothing.
 pub fn after_epoch(config: &TrainConfig, step: usize, next_epoch: usize, interrupted: bool) -> Option<Stop> {
+    let epochs_left = next_epoch <= config.epochs;
     if config.run_steps.is_some_and(|steps| step >= steps) {
         Some(Stop::RunComplete)
-    } else if config.stop_after_steps.is_some_and(|stop| step >= stop) && next_epoch <= config.epochs {
+    } else if config.stop_after_steps.is_some_and(|stop| step >= stop) && epochs_left {
         Some(Stop::MaxSteps)
-    } else if interrupted {
+    } else if interrupted && epochs_left {
         Some(Stop::Interrupted)
     } else {
         None
@@ -119,8 +121,9 @@ mod tests {
         assert_eq!(after_epoch(&config, 20, 2, true), Some(Stop::Interrupted));
         config.stop_after_steps = Some(20);
         assert_eq!(after_epoch(&config, 20, 2, false), Some(Stop::MaxSteps));
-        // After the last epoch --max-steps stops nothing: the run is over anyway.
+        // After the last epoch --max-steps and interrupts stop nothing: the run is over anyway.
         assert_eq!(after_epoch(&config, 20, 4, false), None);
+        assert_eq!(after_epoch(&config, 20, 4, true), None);
         config.run_steps = Some(15);
         assert_eq!(after_epoch(&config, 20, 2, false), Some(Stop::RunComplete));
     }

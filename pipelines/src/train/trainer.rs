@@ -421,6 +421,14 @@ where
     }
 }
 
+/// Tells burn-train (and its dashboard) that `--max-steps` stopped the run; other stops came from
+/// its interrupter or end the run.
+fn announce<M: LearnerModel>(components: &TrainingComponents<M>, stop: Stop, step: usize) {
+    if stop == Stop::MaxSteps {
+        components.interrupter.stop(Some(&format!("stopped after {step} steps (--max-steps)")));
+    }
+}
+
 /// One human line for an event, for logs and pipes.
 fn plain_line(event: &MetricEvent) -> String {
     let mut line = format!("epoch {} step {} {}", event.epoch, event.step, event.split);
@@ -499,15 +507,9 @@ where
             self.end_epoch(components, &learner.model().valid(), epoch, state.step)?;
             state = TrainState { step: state.step, epoch: epoch + 1, batch: 0 };
             self.checkpoint(components, learner, state)?;
-            match after_epoch(&self.config, state.step, state.epoch, components.interrupter.should_stop()) {
-                Some(Stop::RunComplete) => return Ok((state.step, false)),
-                Some(stop) => {
-                    if stop == Stop::MaxSteps {
-                        components.interrupter.stop(Some(&format!("stopped after {} steps (--max-steps)", state.step)));
-                    }
-                    return Ok((state.step, state.epoch <= self.config.epochs));
-                }
-                None => {}
+            if let Some(stop) = after_epoch(&self.config, state.step, state.epoch, components.interrupter.should_stop()) {
+                announce(components, stop, state.step);
+                return Ok((state.step, stop.leaves_run_unfinished()));
             }
         }
         Ok((state.step, false))
@@ -573,14 +575,12 @@ where
                     self.log(event)?;
                 }
             }
-            if actions.stop == Some(Stop::MaxSteps) {
-                components.interrupter.stop(Some(&format!("stopped after {} steps (--max-steps)", state.step)));
-            }
             if actions.checkpoint {
                 self.checkpoint(components, learner, TrainState { step: state.step, epoch, batch: batch_index + 1 })?;
             }
-            if actions.stop.is_some() {
-                return Ok(actions.stop);
+            if let Some(stop) = actions.stop {
+                announce(components, stop, state.step);
+                return Ok(Some(stop));
             }
         }
         Ok(None)

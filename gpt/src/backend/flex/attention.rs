@@ -20,7 +20,8 @@ use burn::backend::{Autodiff, Flex};
 use burn::prelude::*;
 use rayon::prelude::*;
 
-use super::training::{FlexInput, contiguous, flex_from, max_and_inverse_sum, record, slice, softmax_backward, softmax_times};
+use super::tensor::{FlexInput, contiguous, flex_from, record, slice};
+use super::training::{max_and_inverse_sum, softmax_backward, softmax_times};
 use super::gemm::{Matrix, gemm_into};
 
 /// Query rows per block of the products: large enough for the GEMM to run at full speed, small

@@ -12,6 +12,7 @@ use burn::prelude::*;
 use burn::tensor::DType;
 use rayon::prelude::*;
 
+use super::tensor::slice;
 use crate::backend::STREAMING_MAX_ROWS;
 
 /// Parallel tasks get at least this many weight rows (fewer is not worth a thread hop).
@@ -28,10 +29,6 @@ fn flex_f32<const D: usize>(tensor: &Tensor<D>) -> Option<FlexTensor> {
     flex.layout().contiguous_offsets().map(|_| flex)
 }
 
-fn values(flex: &FlexTensor) -> &[f32] {
-    let (start, end) = flex.layout().contiguous_offsets().expect("checked contiguous");
-    &flex.storage::<f32>()[start..end]
-}
 
 /// `x·W + b` (`x`: `[rows, d_in]`, `W`: `[d_in, d_out]`) by the streaming kernel, when there are
 /// at most [`STREAMING_MAX_ROWS`] rows and every input is a plain f32 Flex tensor; else `None`.
@@ -46,7 +43,7 @@ pub fn streaming_linear(x: &Tensor<2>, weight: &Tensor<2>, bias: Option<&Tensor<
         Some(bias) => Some(flex_f32(bias)?),
         None => None,
     };
-    let out = rows_times_matrix(values(&xf), values(&wf), bias.as_ref().map(values), d_in, d_out);
+    let out = rows_times_matrix(slice(&xf), slice(&wf), bias.as_ref().map(slice), d_in, d_out);
     Some(Tensor::from_data(TensorData::new(out, [rows, d_out]), &x.device()))
 }
 
@@ -59,7 +56,7 @@ pub fn streaming_times_transposed(x: &Tensor<2>, embedding: &Tensor<2>) -> Optio
         return None;
     }
     let (xf, ef) = (flex_f32(x)?, flex_f32(embedding)?);
-    let out = rows_times_transposed(values(&xf), values(&ef), c, vocab);
+    let out = rows_times_transposed(slice(&xf), slice(&ef), c, vocab);
     Some(Tensor::from_data(TensorData::new(out, [rows, vocab]), &x.device()))
 }
 

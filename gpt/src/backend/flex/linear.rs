@@ -17,7 +17,7 @@ use burn::backend::flex::FlexTensor;
 use burn::backend::{Autodiff, Flex};
 use burn::prelude::*;
 
-use super::training::{FlexInput, flex_from, record};
+use super::tensor::{FlexInput, contiguous, flex_from, record, slice};
 use super::gemm::{Matrix, gemm_into};
 
 /// `x·W + b`: `x` `[N, K]`, `weight` `[K, M]` (Burn's `Linear` layout), `bias` `[M]`. `None` when
@@ -44,8 +44,8 @@ fn product(x: &Tensor<2>, weight: &Tensor<2>, transposed: bool, bias: Option<&Te
     if x_m.cols != w.rows || b_in.as_ref().is_some_and(|b| b.raw().layout().shape().to_vec() != [w.cols]) {
         return None; // a shape error: Burn's ops report it
     }
-    let bias_values = b_in.as_ref().map(|b| super::training::contiguous(b.raw()));
-    let out = multiply(x_m, w, bias_values.as_ref().map(super::training::slice));
+    let bias_values = b_in.as_ref().map(|b| contiguous(b.raw()));
+    let out = multiply(x_m, w, bias_values.as_ref().map(slice));
     let out = flex_from(out, vec![x_m.rows, w.cols]);
     let tracked = |input: FlexInput| match input {
         FlexInput::Tracked(tracked) => Some(tracked),
