@@ -18,9 +18,15 @@ use llmfs::pipelines::eval::classifier::classify_texts;
 use llmfs::pipelines::finetune::{ClassifierFinetune, finetune_classifier};
 use llmfs::pipelines::train::{OptimConfig, TrainConfig};
 
+#[derive(clap::Parser)]
+struct Args {
+    /// The model to fine-tune (any --model)
+    #[arg(long, default_value = "gpt2")]
+    model: String,
+}
+
 fn main() -> anyhow::Result<()> {
-    let args: Vec<String> = std::env::args().collect();
-    let model = args.iter().position(|a| a == "--model").and_then(|i| args.get(i + 1)).cloned().unwrap_or_else(|| "gpt2".into());
+    let Args { model } = clap::Parser::parse();
     let device = DeviceSpec::Auto.resolve()?;
 
     let data = PathBuf::from("data/spam");
