@@ -27,6 +27,8 @@ enum Command {
     Generate(commands::generate::Args),
     /// Write the logits of a token sequence to a safetensors file (for parity checks).
     Logits(commands::logits::Args),
+    /// Print the token ids of a text, or of a conversation rendered with the model's chat template.
+    Tokenize(commands::tokenize::Args),
     /// Download and preprocess a data set (spam, ...).
     Prepare(commands::prepare::Args),
     /// Draw a run's plots (plots/*.png) from its metrics.jsonl.
@@ -62,6 +64,7 @@ fn main() {
         Command::Bench(args) => commands::bench::run(args),
         Command::Generate(args) => commands::generate::run(args),
         Command::Logits(args) => commands::logits::run(args),
+        Command::Tokenize(args) => commands::tokenize::run(args),
         Command::Prepare(args) => commands::prepare::run(args),
         Command::Plot(args) => commands::plot::run(args),
         Command::Finetune(args) => commands::finetune::run(args),

@@ -24,7 +24,7 @@ pub enum GptError {
     #[error("{}: tensor `{name}` has shape {found:?}, but the config expects {expected:?}", path.display())]
     ShapeMismatch { path: PathBuf, name: String, expected: Vec<usize>, found: Vec<usize> },
 
-    #[error("{}: unexpected tensor(s) not used by a GPT-2 model: {}", path.display(), names.join(", "))]
+    #[error("{}: unexpected tensor(s) not used by the model config.json describes: {}", path.display(), names.join(", "))]
     UnexpectedTensors { path: PathBuf, names: Vec<String> },
 
     #[error("{}: tensor `{name}` has dtype {dtype}; only F32, F16 and BF16 weights are supported", path.display())]

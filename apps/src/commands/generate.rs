@@ -7,7 +7,7 @@ use anyhow::Result;
 use gpt::Tokenizer;
 use gpt::generate::{Completion, GenerateConfig, Padding, TokenStream};
 use gpt::generate::sampling::Sampling;
-use pipelines::runs::load_model;
+use pipelines::runs::ModelRef;
 use serde_json::json;
 
 use crate::runtime::RuntimeArgs;
@@ -80,32 +80,37 @@ impl SamplingArgs {
 }
 
 impl Args {
-    fn config(&self) -> GenerateConfig {
-        GenerateConfig {
+    fn config(&self, tokenizer: &Tokenizer) -> GenerateConfig {
+        let config = GenerateConfig {
             max_new_tokens: self.max_new_tokens,
             sampling: self.sampling.sampling(),
             seed: self.runtime.seed,
-            eos_token: (!self.ignore_eos).then_some(gpt::EOT_TOKEN),
             stop: self.stop.clone(),
             padding: match self.padding {
                 PaddingArg::Left => Padding::Left,
                 PaddingArg::Right => Padding::Right,
             },
             use_cache: !self.no_cache,
+            ..GenerateConfig::greedy(self.max_new_tokens)
         }
+        .with_tokenizer(tokenizer);
+        if self.ignore_eos { GenerateConfig { eos_tokens: Vec::new(), ..config } } else { config }
     }
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let config = args.config();
-    config.sampling.validate()?;
+    args.sampling.sampling().validate()?;
     let device = args.runtime.device()?;
     let load_start = Instant::now();
-    let model = load_model(&args.model, &device, args.runtime.seed)?;
-    eprintln!("loaded {} ({} parameters) on {device:?} in {:.1}s", args.model, model.config().num_params(), load_start.elapsed().as_secs_f64());
+    let model_ref = ModelRef::resolve(&args.model);
+    let tokenizer = model_ref.tokenizer()?;
+    let config = args.config(&tokenizer);
+    let model = model_ref.load_language_model(&device, args.runtime.seed)?;
+    let parameters = gpt::io::parameter_counts(&model).1;
+    eprintln!("loaded {} ({parameters} parameters) on {device:?} in {:.1}s", args.model, load_start.elapsed().as_secs_f64());
 
-    let tokenizer = Tokenizer::gpt2();
-    let prompts: Vec<Vec<u32>> = args.prompt.iter().map(|p| tokenizer.encode(p)).collect();
+    // Each prompt encoded with the tokenizer's defaults (Llama 3 adds <|begin_of_text|>, GPT-2 and Qwen nothing).
+    let prompts: Vec<Vec<u32>> = args.prompt.iter().map(|p| tokenizer.try_encode(p)).collect::<gpt::Result<_>>()?;
     let start = Instant::now();
     let mut stream = TokenStream::new(&model, &prompts, &config)?;
     let mut stdout = std::io::stdout().lock();

@@ -5,7 +5,8 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use gpt::burn::prelude::*;
 use gpt::io::write_safetensors;
-use pipelines::runs::load_model;
+use gpt::models::CausalLm;
+use pipelines::runs::ModelRef;
 
 use crate::runtime::RuntimeArgs;
 
@@ -32,21 +33,22 @@ pub struct Args {
 
 pub fn run(args: Args) -> Result<()> {
     let device = args.runtime.device()?;
-    let model = load_model(&args.model, &device, args.runtime.seed)?;
+    let model_ref = ModelRef::resolve(&args.model);
     let ids = match &args.prompt {
-        Some(text) => gpt::Tokenizer::gpt2().encode(text),
+        // Encoded with the tokenizer's defaults, as `generate` encodes a prompt.
+        Some(text) => model_ref.tokenizer()?.try_encode(text)?,
         None => args.ids.clone(),
     };
-    let config = model.config();
+    let model = model_ref.load_language_model(&device, args.runtime.seed)?;
+    let (context, vocab) = (model.context_length(), model.vocab_size());
     anyhow::ensure!(!ids.is_empty(), "no token ids given");
-    anyhow::ensure!(ids.len() <= config.n_positions, "{} ids exceed the context window of {}", ids.len(), config.n_positions);
-    if let Some(bad) = ids.iter().find(|&&id| id as usize >= config.vocab_size) {
-        anyhow::bail!("token id {bad} is outside the vocabulary (size {})", config.vocab_size);
+    anyhow::ensure!(ids.len() <= context, "{} ids exceed the context window of {context}", ids.len());
+    if let Some(bad) = ids.iter().find(|&&id| id as usize >= vocab) {
+        anyhow::bail!("token id {bad} is outside the vocabulary (size {vocab})");
     }
     let t = ids.len();
     let input = Tensor::<2, Int>::from_data(TensorData::new(ids.iter().map(|&i| i as i64).collect(), [1, t]), &device);
-    let logits = model.forward(input).into_data().convert::<f32>();
-    let vocab = config.vocab_size;
+    let logits = model.logits(input).into_data().convert::<f32>();
     let values = logits.as_slice::<f32>().map_err(|e| anyhow::anyhow!("reading logits: {e:?}"))?;
     let argmax_last = gpt::generate::sampling::argmax(&values[(t - 1) * vocab..]);
     write_safetensors(&args.out, &[("logits".to_string(), logits)]).with_context(|| format!("writing {}", args.out.display()))?;

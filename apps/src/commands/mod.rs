@@ -11,3 +11,4 @@ pub mod logits;
 pub mod plot;
 pub mod prepare;
 pub mod pretrain;
+pub mod tokenize;

@@ -87,10 +87,10 @@ impl GenerationParams {
             max_new_tokens: max_tokens,
             sampling,
             seed: self.seed.unwrap_or(default_seed),
-            eos_token: Some(gpt::EOT_TOKEN),
             stop,
             padding: Padding::Left,
             use_cache: true,
+            ..GenerateConfig::greedy(max_tokens)
         })
     }
 }

@@ -104,3 +104,82 @@ fn bad_input_gives_one_clear_error() {
         assert!(!err.contains("panicked"), "{args:?} panicked: {err}");
     }
 }
+
+/// The Llama-family fixtures through the command line: `tokenize` (text and chat) against the
+/// tokenizers' and transformers' ids, `generate` against transformers' greedy ids, `logits`.
+mod llama_family {
+    use crate::common::*;
+
+    fn fixture(name: &str) -> std::path::PathBuf {
+        fixtures().join(name)
+    }
+
+    fn expected(name: &str) -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(fixture(name).join("expected.json")).unwrap()).unwrap()
+    }
+
+    fn expected_ids(name: &str, tensor: &str) -> Vec<i64> {
+        let bytes = std::fs::read(fixture(name).join("expected.safetensors")).unwrap();
+        let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        st.tensor(tensor).unwrap().data().chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().unwrap())).collect()
+    }
+
+    #[test]
+    fn tokenize_gives_the_tokenizers_ids_and_the_chat_templates() {
+        let home = tempfile::tempdir().unwrap();
+        for name in ["llama-tiny", "qwen3-tiny"] {
+            let model = fixture(name).display().to_string();
+            let expected = expected(name);
+            let prompt = expected["greedy_prompt"].as_str().unwrap();
+            let out = run(llmfs(home.path()).args(["tokenize", "--model", &model, "--text", prompt, "--json"]));
+            assert!(out.status.success(), "{}", stderr(&out));
+            assert_eq!(last_json(&out)["ids"], expected["greedy_prompt_ids"], "{name}");
+            let out = run(llmfs(home.path()).args(["tokenize", "--model", &model, "--text", prompt, "--no-special-tokens"]));
+            let plain = expected["encodings"][prompt].as_array().unwrap().iter().map(|v| v.to_string()).collect::<Vec<_>>().join(",");
+            assert_eq!(stdout(&out).trim(), plain, "{name}");
+
+            let chat = home.path().join(format!("{name}.json"));
+            std::fs::write(&chat, expected["conversation"].to_string()).unwrap();
+            let out = run(llmfs(home.path()).args(["tokenize", "--model", &model, "--add-generation-prompt", "--json", "--chat"]).arg(&chat));
+            assert!(out.status.success(), "{}", stderr(&out));
+            let json = last_json(&out);
+            assert_eq!(json["text"], expected["chat_text"], "{name}");
+            assert_eq!(json["ids"], serde_json::json!(expected_ids(name, "chat_ids")), "{name}");
+        }
+        // A template file overrides the model's; a bad conversation file is named with the place.
+        let model = fixture("qwen3-tiny").display().to_string();
+        let chat = home.path().join("chat.json");
+        std::fs::write(&chat, r#"[{"role": "user", "content": "hi"}]"#).unwrap();
+        let template = home.path().join("t.jinja");
+        std::fs::write(&template, "{% for m in messages %}[{{ m.role }}] {{ m.content }}{{ eos_token }}{% endfor %}").unwrap();
+        let out = run(llmfs(home.path()).args(["tokenize", "--model", &model, "--json", "--chat"]).arg(&chat).arg("--chat-template").arg(&template));
+        assert_eq!(last_json(&out)["text"], "[user] hi<|im_end|>");
+        std::fs::write(&chat, r#"[{"role": "user", "content": 5}]"#).unwrap();
+        let out = run(llmfs(home.path()).args(["tokenize", "--model", &model, "--chat"]).arg(&chat));
+        assert!(!out.status.success());
+        assert!(stderr(&out).contains("chat.json") && stderr(&out).contains("[0].content"), "{}", stderr(&out));
+    }
+
+    #[test]
+    fn generate_and_logits_take_llama_family_models() {
+        let home = tempfile::tempdir().unwrap();
+        for name in ["llama-tiny", "qwen3-tiny"] {
+            let model = fixture(name).display().to_string();
+            let expected = expected(name);
+            let prompt = expected["greedy_prompt"].as_str().unwrap();
+            let out = run(llmfs(home.path()).args(["generate", "--model", &model, "--prompt", prompt, "--max-new-tokens", "20", "--ignore-eos", "--json"]));
+            assert!(out.status.success(), "{}", stderr(&out));
+            let json = last_json(&out);
+            assert_eq!(json["prompt_ids"], expected["greedy_prompt_ids"], "{name}");
+            assert_eq!(json["token_ids"], serde_json::json!(expected_ids(name, "greedy_ids")), "{name}");
+            assert_eq!(json["text"], expected["greedy_text"], "{name}");
+
+            let out_file = home.path().join(format!("{name}.safetensors"));
+            let out = run(llmfs(home.path()).args(["logits", "--model", &model, "--prompt", prompt, "--json", "--out"]).arg(&out_file));
+            assert!(out.status.success(), "{}", stderr(&out));
+            let json = last_json(&out);
+            assert_eq!(json["ids"], expected["greedy_prompt_ids"]);
+            assert_eq!(json["argmax_last"], serde_json::json!(expected_ids(name, "greedy_ids")[0]), "{name}");
+        }
+    }
+}

@@ -22,9 +22,8 @@
 
 use super::{Completion, GenerateConfig, Row, checked_prompt, logits_at};
 use crate::error::{GptError, Result};
-use crate::models::gpt2::Gpt;
+use crate::models::CausalLm;
 use crate::models::kv_cache::KvCache;
-use crate::text::Tokenizer;
 
 /// A request's id (the caller's), chosen when it is admitted.
 pub type RequestId = u64;
@@ -48,8 +47,7 @@ struct Running {
 
 /// The running batch: rows in the order of the cache's rows.
 pub struct ContinuousBatch<'m> {
-    model: &'m Gpt,
-    tokenizer: Tokenizer,
+    model: &'m dyn CausalLm,
     max_rows: usize,
     running: Vec<Running>,
     finished: Vec<(RequestId, Completion)>,
@@ -58,15 +56,15 @@ pub struct ContinuousBatch<'m> {
 
 impl<'m> ContinuousBatch<'m> {
     /// An empty batch that holds at most `max_rows` requests at once.
-    pub fn new(model: &'m Gpt, max_rows: usize) -> Self {
-        Self { model, tokenizer: Tokenizer::gpt2(), max_rows: max_rows.max(1), running: Vec::new(), finished: Vec::new(), cache: None }
+    pub fn new(model: &'m dyn CausalLm, max_rows: usize) -> Self {
+        Self { model, max_rows: max_rows.max(1), running: Vec::new(), finished: Vec::new(), cache: None }
     }
 
     pub fn len(&self) -> usize {
         self.running.len()
     }
 
-    pub fn model(&self) -> &'m Gpt {
+    pub fn model(&self) -> &'m dyn CausalLm {
         self.model
     }
 
@@ -92,7 +90,7 @@ impl<'m> ContinuousBatch<'m> {
         }
         let len = self.cache.as_ref().map_or(0, KvCache::len).max(prompt_len.max(1));
         let remaining = self.running.iter().map(|r| r.config.max_new_tokens.saturating_sub(r.row.tokens_len())).chain([max_new_tokens]).max().unwrap_or(0);
-        len + remaining <= self.model.config().n_positions
+        len + remaining <= self.model.context_length()
     }
 
     /// Prefills `prompt` alone and adds it to the batch: `Ok(false)` when it cannot join now
@@ -132,7 +130,7 @@ impl<'m> ContinuousBatch<'m> {
     pub fn step(&mut self) -> Result<Vec<RequestToken>> {
         let mut produced = Vec::with_capacity(self.running.len());
         for running in &mut self.running {
-            let (token, text) = running.row.take_token(&running.logits, &running.config, &self.tokenizer)?;
+            let (token, text) = running.row.take_token(&running.logits, &running.config)?;
             produced.push(RequestToken { id: running.id, token, text });
         }
         // The rows still going, in batch order, are fed the tokens they just produced.
@@ -146,7 +144,7 @@ impl<'m> ContinuousBatch<'m> {
         let cache = self.cache.as_mut().ok_or_else(|| GptError::Generation("the KV cache is missing".into()))?;
         let hidden = self.model.forward_cached(&tokens, &vec![false; tokens.len()], cache)?;
         let logits = logits_at(self.model, hidden, &vec![0; tokens.len()])?;
-        let vocab = self.model.config().vocab_size;
+        let vocab = self.model.vocab_size();
         for (running, logits) in self.running.iter_mut().zip(logits.chunks(vocab)) {
             running.logits = logits.to_vec();
         }

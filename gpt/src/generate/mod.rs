@@ -19,7 +19,7 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 
 use crate::error::{GptError, Result};
-use crate::models::gpt2::{EOT_TOKEN, Gpt};
+use crate::models::CausalLm;
 use crate::models::kv_cache::KvCache;
 use crate::text::{StreamDecoder, Tokenizer};
 
@@ -41,26 +41,38 @@ pub struct GenerateConfig {
     pub sampling: Sampling,
     /// Seed of the sampler (row i of a batch uses `seed + i`).
     pub seed: u64,
-    /// Stop a row when it produces this token (`None`: never stop early).
-    pub eos_token: Option<u32>,
+    /// Stop a row when it produces one of these tokens (empty: never stop early).
+    pub eos_tokens: Vec<u32>,
     /// Stop a row when its text contains one of these; the text is cut before it.
     pub stop: Vec<String>,
     pub padding: Padding,
     /// Recompute the whole sequence every step instead of using the KV cache (a reference path).
     pub use_cache: bool,
+    /// Turns tokens into text (and gives the padding and start tokens): the model's own.
+    pub tokenizer: Tokenizer,
 }
 
 impl GenerateConfig {
+    /// Greedy decoding with GPT-2's tokenizer, stopping at `<|endoftext|>`.
     pub fn greedy(max_new_tokens: usize) -> Self {
+        let tokenizer = Tokenizer::gpt2();
         Self {
             max_new_tokens,
             sampling: Sampling::GREEDY,
             seed: 0,
-            eos_token: Some(EOT_TOKEN),
+            eos_tokens: tokenizer.eos_ids(),
             stop: Vec::new(),
             padding: Padding::Left,
             use_cache: true,
+            tokenizer,
         }
+    }
+
+    /// Decodes with `tokenizer` and stops at its end-of-sequence ids.
+    pub fn with_tokenizer(mut self, tokenizer: &Tokenizer) -> Self {
+        self.eos_tokens = tokenizer.eos_ids();
+        self.tokenizer = tokenizer.clone();
+        self
     }
 }
 
@@ -133,10 +145,11 @@ impl Row {
 
     /// Picks the next token from `logits` (`[vocab]`) with `config`'s sampling, records it, and
     /// returns it with the text that became final (stop strings and end-of-text end the row).
-    pub(crate) fn take_token(&mut self, logits: &[f32], config: &GenerateConfig, tokenizer: &Tokenizer) -> Result<(u32, String)> {
+    pub(crate) fn take_token(&mut self, logits: &[f32], config: &GenerateConfig) -> Result<(u32, String)> {
+        let tokenizer = &config.tokenizer;
         let token = config.sampling.pick(logits, &mut self.rng);
         let last_step = self.tokens.len() + 1 == config.max_new_tokens;
-        if Some(token) == config.eos_token {
+        if config.eos_tokens.contains(&token) {
             self.finish = Some(FinishReason::Eos);
         } else {
             self.tokens.push(token);
@@ -149,7 +162,7 @@ impl Row {
             }
         }
         if matches!(self.finish, Some(FinishReason::Eos | FinishReason::Length)) {
-            self.text.push_str(&self.decoder.finish());
+            self.text.push_str(&self.decoder.finish(tokenizer));
         }
         // While the row runs, hold back a tail that could still grow into a stop string.
         let safe = if self.finish.is_some() { self.text.len() } else { stop_safe_len(&self.text, &config.stop) };
@@ -176,8 +189,7 @@ impl Row {
 /// A running generation: an iterator that yields, at each step, the token of every row still
 /// going. Collect it with [`TokenStream::finish`] or use [`generate`].
 pub struct TokenStream<'m> {
-    model: &'m Gpt,
-    tokenizer: Tokenizer,
+    model: &'m dyn CausalLm,
     config: GenerateConfig,
     rows: Vec<Row>,
     cache: Option<KvCache>,
@@ -187,9 +199,9 @@ pub struct TokenStream<'m> {
 }
 
 /// Checks `config` and prompt number `i` against the model, and returns the prompt cut to fit.
-pub(crate) fn checked_prompt(model: &Gpt, i: usize, prompt: &[u32], config: &GenerateConfig) -> Result<Vec<u32>> {
+pub(crate) fn checked_prompt(model: &dyn CausalLm, i: usize, prompt: &[u32], config: &GenerateConfig) -> Result<Vec<u32>> {
     config.sampling.validate()?;
-    let n_positions = model.config().n_positions;
+    let n_positions = model.context_length();
     if config.stop.iter().any(String::is_empty) {
         return Err(GptError::Generation("stop strings must not be empty".into()));
     }
@@ -199,9 +211,14 @@ pub(crate) fn checked_prompt(model: &Gpt, i: usize, prompt: &[u32], config: &Gen
             config.max_new_tokens
         )));
     }
-    let vocab = model.config().vocab_size;
+    let vocab = model.vocab_size();
     if let Some(&bad) = prompt.iter().find(|&&t| t as usize >= vocab) {
         return Err(GptError::Generation(format!("prompt {i}: token id {bad} is outside the vocabulary ({vocab})")));
+    }
+    if prompt.is_empty() {
+        // A model needs at least one token to condition on: start from the tokenizer's beginning
+        // of sequence (GPT-2: end-of-text), as HF does.
+        return Ok(vec![config.tokenizer.start_id()]);
     }
     Ok(fit_prompt(prompt, config.max_new_tokens, n_positions))
 }
@@ -209,10 +226,6 @@ pub(crate) fn checked_prompt(model: &Gpt, i: usize, prompt: &[u32], config: &Gen
 /// Cuts `prompt` so that it and `max_new_tokens` fit the context window, keeping its end.
 fn fit_prompt(prompt: &[u32], max_new_tokens: usize, n_positions: usize) -> Vec<u32> {
     let room = n_positions - max_new_tokens;
-    if prompt.is_empty() {
-        // GPT-2 needs at least one token to condition on: start from end-of-text, as HF does.
-        return vec![EOT_TOKEN];
-    }
     if prompt.len() > room {
         eprintln!(
             "warning: the prompt has {} tokens; with max_new_tokens = {max_new_tokens} only the last {room} fit the \
@@ -226,7 +239,7 @@ fn fit_prompt(prompt: &[u32], max_new_tokens: usize, n_positions: usize) -> Vec<
 }
 
 impl<'m> TokenStream<'m> {
-    pub fn new(model: &'m Gpt, prompts: &[Vec<u32>], config: &GenerateConfig) -> Result<Self> {
+    pub fn new(model: &'m dyn CausalLm, prompts: &[Vec<u32>], config: &GenerateConfig) -> Result<Self> {
         if prompts.is_empty() {
             return Err(GptError::Generation("no prompts given".into()));
         }
@@ -237,7 +250,6 @@ impl<'m> TokenStream<'m> {
             .collect::<Result<Vec<_>>>()?;
         let mut stream = Self {
             model,
-            tokenizer: Tokenizer::gpt2(),
             config: config.clone(),
             rows,
             cache: None,
@@ -259,7 +271,7 @@ impl<'m> TokenStream<'m> {
         let mut last_real = Vec::with_capacity(b);
         for row in &self.rows {
             let pad = t - row.prompt.len();
-            let padding = std::iter::repeat_n((EOT_TOKEN, true), pad);
+            let padding = std::iter::repeat_n((self.config.tokenizer.pad_id(), true), pad);
             let real = row.prompt.iter().map(|&id| (id, false));
             let ordered: Vec<(u32, bool)> = match self.config.padding {
                 Padding::Left => padding.chain(real).collect(),
@@ -284,7 +296,7 @@ impl<'m> TokenStream<'m> {
 
     /// The reference path: every unfinished row's whole sequence through the plain forward pass.
     fn recompute(&self) -> Result<Vec<f32>> {
-        let vocab = self.model.config().vocab_size;
+        let vocab = self.model.vocab_size();
         let device = self.model.device();
         let mut out = vec![0.0; self.rows.len() * vocab];
         for (i, row) in self.rows.iter().enumerate().filter(|(_, r)| r.finish.is_none()) {
@@ -301,10 +313,10 @@ impl<'m> TokenStream<'m> {
 
     /// Samples, records and streams one token per unfinished row.
     fn take_step(&mut self, logits: &[f32]) -> Result<Vec<StepToken>> {
-        let vocab = self.model.config().vocab_size;
+        let vocab = self.model.vocab_size();
         let mut produced = Vec::new();
         for (i, row) in self.rows.iter_mut().enumerate().filter(|(_, r)| r.finish.is_none()) {
-            let (token, text) = row.take_token(&logits[i * vocab..(i + 1) * vocab], &self.config, &self.tokenizer)?;
+            let (token, text) = row.take_token(&logits[i * vocab..(i + 1) * vocab], &self.config)?;
             produced.push(StepToken { row: i, token, text });
         }
         self.steps += 1;
@@ -317,7 +329,7 @@ impl<'m> TokenStream<'m> {
             return self.recompute();
         }
         // Rows that are done still take a slot in the batch: feed them padding.
-        let mut tokens = vec![EOT_TOKEN; self.rows.len()];
+        let mut tokens = vec![self.config.tokenizer.pad_id(); self.rows.len()];
         let mut is_pad = vec![true; self.rows.len()];
         for step in produced.iter().filter(|s| self.rows[s.row].finish.is_none()) {
             tokens[step.row] = step.token;
@@ -342,7 +354,7 @@ impl<'m> TokenStream<'m> {
 }
 
 /// Logits `[B * vocab]` of position `positions[b]` of each row of `hidden` `[B, T, C]`.
-pub(crate) fn logits_at(model: &Gpt, hidden: Tensor<3>, positions: &[usize]) -> Result<Vec<f32>> {
+pub(crate) fn logits_at(model: &dyn CausalLm, hidden: Tensor<3>, positions: &[usize]) -> Result<Vec<f32>> {
     let [b, t, c] = hidden.dims();
     let index: Vec<i64> = positions.iter().enumerate().map(|(row, &p)| (row * t + p) as i64).collect();
     let index = Tensor::<1, Int>::from_data(TensorData::new(index, [b]), &hidden.device());
@@ -381,6 +393,6 @@ impl Iterator for TokenStream<'_> {
 }
 
 /// Generates a completion for every prompt (token ids) in one batch.
-pub fn generate(model: &Gpt, prompts: &[Vec<u32>], config: &GenerateConfig) -> Result<Vec<Completion>> {
+pub fn generate(model: &dyn CausalLm, prompts: &[Vec<u32>], config: &GenerateConfig) -> Result<Vec<Completion>> {
     TokenStream::new(model, prompts, config)?.finish()
 }

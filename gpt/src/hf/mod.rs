@@ -12,12 +12,15 @@ use burn::prelude::*;
 
 pub use adapter_dir::{load_base, load_merged};
 pub use classifier_dir::{classifier_labels, is_classifier_dir, load_classifier_dir, save_classifier_adapter_dir, save_classifier_dir};
-pub use model_dir::{load_model_dir, save_model_dir};
+pub use model_dir::{Family, family_of, load_language_model_dir, load_llama_dir, load_model_dir, save_model_dir};
 
 use crate::error::{GptError, Result};
 use crate::io::{HubOptions, fetch_model, hub};
 use crate::lora::{ADAPTER_CONFIG, is_adapter_dir};
+use crate::models::LanguageModel;
+use crate::text::Tokenizer;
 use crate::models::gpt2::{Gpt, GptConfig, PRESETS};
+use crate::models::llama::{Llama, LlamaConfig, config::PRESETS as LLAMA_PRESETS};
 
 /// What `--model M` names.
 #[derive(Debug, Clone, PartialEq)]
@@ -38,10 +41,11 @@ impl ModelSpec {
     /// pipelines' (`pipelines::runs::ModelRef` resolves them to one of these).
     pub fn parse(text: &str) -> Result<Self> {
         if let Some(preset) = text.strip_prefix("random:") {
-            if GptConfig::preset(preset).is_none() {
+            if GptConfig::preset(preset).is_none() && LlamaConfig::preset(preset).is_none() {
                 return Err(GptError::Model(format!(
-                    "unknown preset {preset:?} in {text:?}: expected one of {}",
-                    PRESETS.join(", ")
+                    "unknown preset {preset:?} in {text:?}: expected one of {}, {}",
+                    PRESETS.join(", "),
+                    LLAMA_PRESETS.join(", ")
                 )));
             }
             return Ok(Self::Random(preset.to_string()));
@@ -75,11 +79,71 @@ impl ModelSpec {
             Self::Hub(repo) => load_model_dir(&fetch_model(repo, hub)?, device),
             Self::Adapter(dir) => load_merged(dir, device, hub, seed),
             Self::Random(preset) => {
-                let config = GptConfig::preset(preset).ok_or_else(|| GptError::Model(format!("unknown preset {preset}")))?;
+                let config = GptConfig::preset(preset).ok_or_else(|| match LlamaConfig::preset(preset) {
+                    Some(_) => GptError::Model(format!("random:{preset} is a Llama-family model; this command runs GPT-2 models only so far")),
+                    None => GptError::Model(format!("unknown preset {preset}")),
+                })?;
                 Gpt::init(&config, seed, device)
             }
         }
     }
+
+    /// Loads a language model of any family (GPT-2, the Llama family).
+    pub fn load_language_model(&self, device: &Device, hub: &HubOptions, seed: u64) -> Result<LanguageModel> {
+        match self {
+            Self::Dir(dir) => load_language_model_dir(dir, device),
+            Self::Hub(repo) => load_language_model_dir(&fetch_model(repo, hub)?, device),
+            Self::Random(preset) => match LlamaConfig::preset(preset) {
+                Some(config) => Llama::init(&config, seed, device).map(LanguageModel::from),
+                None => self.load(device, hub, seed).map(LanguageModel::from),
+            },
+            Self::Adapter(_) => self.load(device, hub, seed).map(LanguageModel::from),
+        }
+    }
+
+    /// The local directory of the model's files (config, tokenizer), fetching a hub model first;
+    /// `None` for `random:` presets. An adapter directory's is its base model's.
+    pub fn files_dir(&self, hub: &HubOptions) -> Result<Option<PathBuf>> {
+        match self {
+            Self::Dir(dir) => Ok(Some(dir.clone())),
+            Self::Hub(repo) => fetch_model(repo, hub).map(Some),
+            Self::Random(_) => Ok(None),
+            Self::Adapter(dir) => {
+                let source = crate::lora::AdapterSource::open(dir)?;
+                Self::parse(&source.config.base_model_name_or_path)?.files_dir(hub)
+            }
+        }
+    }
+}
+
+impl ModelSpec {
+    /// The model's tokenizer: GPT-2's BPE for GPT-2 models (even where a `tokenizer.json` sits
+    /// beside them: it is the same BPE, and ours is faster), the directory's `tokenizer.json`
+    /// for the others. A random Llama-family preset has none.
+    pub fn tokenizer(&self, hub: &HubOptions) -> Result<Tokenizer> {
+        let Some(dir) = self.files_dir(hub)? else {
+            return match self {
+                Self::Random(preset) if LlamaConfig::preset(preset).is_some() => Err(GptError::Tokenizer(format!(
+                    "random:{preset} has random weights and no tokenizer files: pass token ids, or a model directory"
+                ))),
+                _ => Ok(Tokenizer::gpt2()),
+            };
+        };
+        match family_of(&dir.join("config.json"))? {
+            Family::Gpt2 => Ok(Tokenizer::gpt2()),
+            Family::Llama(_) => Tokenizer::from_model_dir(&dir),
+        }
+    }
+}
+
+/// The tokenizer of what `--model M` names (see [`ModelSpec::tokenizer`]).
+pub fn load_tokenizer(spec: &str) -> Result<Tokenizer> {
+    ModelSpec::parse(spec)?.tokenizer(&HubOptions::from_env())
+}
+
+/// Loads what `--model M` names as a language model of any family.
+pub fn load_language_model(spec: &str, device: &Device, seed: u64) -> Result<LanguageModel> {
+    ModelSpec::parse(spec)?.load_language_model(device, &HubOptions::from_env(), seed)
 }
 
 /// Loads what `--model M` names (see [`ModelSpec::parse`]), with the hub settings of the environment.

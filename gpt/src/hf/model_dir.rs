@@ -7,15 +7,84 @@ use burn::prelude::*;
 
 use super::classifier_dir::classifier_labels;
 use crate::error::{GptError, Result};
-use crate::io::{SafetensorsSource, fill_params, named_params, write_atomic, write_safetensors};
+use crate::io::{OutInLinears, SafetensorsSource, fill_params, named_params, write_atomic, write_safetensors};
+use crate::models::LanguageModel;
 use crate::models::gpt2::{EOT_TOKEN, Gpt, GptConfig};
+use crate::models::llama::config::{Architecture, unsupported};
+use crate::models::llama::{Llama, LlamaConfig};
 
 /// `transformers`' `save_pretrained` writes the trunk of a `GPT2LMHeadModel` under this prefix.
 const SAVE_PREFIX: &str = "transformer.";
 
+/// The model family a `config.json` describes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    Gpt2,
+    Llama(Architecture),
+}
+
+/// Reads `config.json`'s `architectures` (first entry) or `model_type`; a GPT-2 config from before
+/// either existed (only `n_embd` ...) is GPT-2. Anything else is an error naming the architecture
+/// and the supported ones.
+pub fn family_of(config_path: &Path) -> Result<Family> {
+    let text = std::fs::read_to_string(config_path).map_err(|e| GptError::io(config_path, e))?;
+    let json: serde_json::Value = serde_json::from_str(&text).map_err(|e| GptError::Json { path: config_path.to_path_buf(), source: e })?;
+    let architectures = json.get("architectures").and_then(|a| a.as_array()).and_then(|a| a.first()).and_then(|a| a.as_str());
+    let model_type = json.get("model_type").and_then(|t| t.as_str());
+    let gpt2 = match architectures {
+        Some(name) => name.starts_with("GPT2"),
+        None => model_type.map_or(json.get("n_embd").is_some(), |t| t == "gpt2"),
+    };
+    if gpt2 {
+        return Ok(Family::Gpt2);
+    }
+    Architecture::from_names(architectures, model_type)
+        .map(Family::Llama)
+        .ok_or_else(|| GptError::Config(format!("{}: {}", config_path.display(), unsupported(architectures, model_type))))
+}
+
+/// Loads a model directory of any supported family (see [`family_of`]).
+pub fn load_language_model_dir(dir: &Path, device: &Device) -> Result<LanguageModel> {
+    match family_of(&dir.join("config.json"))? {
+        Family::Gpt2 => load_model_dir(dir, device).map(LanguageModel::from),
+        Family::Llama(_) => load_llama_dir(dir, device).map(LanguageModel::from),
+    }
+}
+
+/// Loads a Llama-family directory: `config.json` and the weights (single or sharded; f32, f16 or
+/// bf16, widened to f32), HF's `[out, in]` Linear weights turned into Burn's `[in, out]`.
+pub fn load_llama_dir(dir: &Path, device: &Device) -> Result<Llama> {
+    let config = LlamaConfig::load(&dir.join("config.json"))?;
+    let mut source = SafetensorsSource::open_dir(dir)?;
+    let skeleton = Llama::skeleton(&config, device)?;
+    let mut linears = OutInLinears { source: &mut source, is_linear: Llama::is_out_in_linear };
+    let model = fill_params(skeleton, &mut linears).map_err(|e| config_mismatch(dir, e))?;
+    source.finish_tied_to("model.embed_tokens.weight")?;
+    Ok(model)
+}
+
+/// A shape mismatch reported against `config.json`.
+fn config_mismatch(dir: &Path, error: GptError) -> GptError {
+    match error {
+        GptError::ShapeMismatch { path, name, expected, found } => GptError::Model(format!(
+            "{}: tensor `{name}` has shape {found:?}, but {} expects {expected:?} (does config.json describe these weights?)",
+            path.display(),
+            dir.join("config.json").display()
+        )),
+        other => other,
+    }
+}
+
 /// Loads `dir/config.json` and the weights next to it. A missing, extra or wrong-shaped tensor
 /// is an error naming the tensor (and both shapes).
 pub fn load_model_dir(dir: &Path, device: &Device) -> Result<Gpt> {
+    if let Family::Llama(architecture) = family_of(&dir.join("config.json"))? {
+        return Err(GptError::Model(format!(
+            "{} holds a {} (Llama family); this command runs GPT-2 models only so far",
+            dir.display(),
+            architecture.class_name()
+        )));
+    }
     let config = GptConfig::load(&dir.join("config.json"))?;
     if classifier_labels(&config).is_some() {
         return Err(GptError::Model(format!(
@@ -31,14 +100,7 @@ pub fn load_model_dir(dir: &Path, device: &Device) -> Result<Gpt> {
 
 /// The GPT-2 trunk of a checkpoint, with a shape mismatch reported against `config.json`.
 pub(super) fn load_trunk(dir: &Path, config: &GptConfig, source: &mut SafetensorsSource, device: &Device) -> Result<Gpt> {
-    fill_params(Gpt::skeleton(config, device), source).map_err(|e| match e {
-        GptError::ShapeMismatch { path, name, expected, found } => GptError::Model(format!(
-            "{}: tensor `{name}` has shape {found:?}, but {} expects {expected:?} (does config.json describe these weights?)",
-            path.display(),
-            dir.join("config.json").display()
-        )),
-        other => other,
-    })
+    fill_params(Gpt::skeleton(config, device), source).map_err(|e| config_mismatch(dir, e))
 }
 
 /// Writes `model` as an HF-format directory (`config.json`, `model.safetensors`,

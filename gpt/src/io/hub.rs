@@ -84,6 +84,9 @@ pub fn fetch_model(repo_id: &str, options: &HubOptions) -> Result<PathBuf> {
     let api = options.api().map_err(|e| hub_error(repo_id, "", options, e))?;
     let repo = api.repo(options.repo(repo_id));
     let get = |file: &str| repo.get(file).map_err(|e| hub_error(repo_id, file, options, e));
+    // Files a repo may lack are asked for with the model's first download only: the cache keeps
+    // no record of a file the hub does not have, so asking again would ask on every run.
+    let first_download = Cache::new(options.cache_dir.clone()).repo(options.repo(repo_id)).get("config.json").is_none();
     let config = get("config.json")?;
     match repo.get(SINGLE_FILE) {
         Ok(_) => {}
@@ -103,8 +106,13 @@ pub fn fetch_model(repo_id: &str, options: &HubOptions) -> Result<PathBuf> {
         }
         Err(e) => return Err(hub_error(repo_id, SINGLE_FILE, options, e)),
     }
-    // Optional: sampling defaults some repos carry.
-    let _ = repo.get("generation_config.json");
+    // Optional: sampling defaults and end-of-sequence ids, the tokenizer and its chat template
+    // (GPT-2 uses its compiled-in BPE; the Llama family needs these).
+    if first_download {
+        for optional in ["generation_config.json", "tokenizer.json", "tokenizer_config.json", "chat_template.jinja"] {
+            let _ = repo.get(optional);
+        }
+    }
     Ok(config.parent().map(Path::to_path_buf).unwrap_or_default())
 }
 

@@ -22,10 +22,61 @@ pub fn hf_name(burn_path: &str) -> String {
     }
 }
 
+/// Burn enters an enum module's variant as a module of its own (`Gpt2`, `Llama`); HF names have
+/// no such level, so paths skip it.
+fn enter(path: &mut Vec<String>, name: &str, container_type: &str) {
+    if !container_type.starts_with("Enum:") {
+        path.push(name.to_string());
+    }
+}
+
+fn exit(path: &mut Vec<String>, container_type: &str) {
+    if !container_type.starts_with("Enum:") {
+        path.pop();
+    }
+}
+
 /// Where parameter values come from, by HF tensor name.
 pub trait TensorSource {
     /// The values of tensor `name`, which must have exactly `shape`.
     fn tensor(&mut self, name: &str, shape: &[usize]) -> Result<TensorData>;
+}
+
+/// A source whose `Linear` weights (those `is_linear` picks) are stored `[out, in]`, as PyTorch's
+/// `nn.Linear` stores them, read into Burn's `[in, out]` (GPT-2's Conv1D weights are `[in, out]`
+/// already and need no such wrapper).
+pub struct OutInLinears<'a> {
+    pub source: &'a mut dyn TensorSource,
+    pub is_linear: fn(&str) -> bool,
+}
+
+impl TensorSource for OutInLinears<'_> {
+    fn tensor(&mut self, name: &str, shape: &[usize]) -> Result<TensorData> {
+        let &[d_in, d_out] = shape else { return self.source.tensor(name, shape) };
+        if !(self.is_linear)(name) {
+            return self.source.tensor(name, shape);
+        }
+        let stored = self.source.tensor(name, &[d_out, d_in])?;
+        let values = stored.try_into_vec::<f32>().map_err(|e| GptError::Tensor(format!("tensor `{name}`: {e:?}")))?;
+        Ok(TensorData::new(transpose(&values, d_out, d_in), [d_in, d_out]))
+    }
+}
+
+/// The `[cols, rows]` transpose of a row-major `[rows, cols]` matrix, by blocks (cache-friendly).
+pub fn transpose(values: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    const BLOCK: usize = 32;
+    let mut out = f32_buffer(values.len());
+    out.resize(values.len(), 0.0);
+    for r0 in (0..rows).step_by(BLOCK) {
+        for c0 in (0..cols).step_by(BLOCK) {
+            for r in r0..(r0 + BLOCK).min(rows) {
+                for c in c0..(c0 + BLOCK).min(cols) {
+                    out[c * rows + r] = values[r * cols + c];
+                }
+            }
+        }
+    }
+    out
 }
 
 /// Replaces every float parameter of `module` with the source's tensor of the same HF name.
@@ -53,12 +104,12 @@ struct Filler<'a> {
 }
 
 impl ModuleMapper for Filler<'_> {
-    fn enter_module(&mut self, name: &str, _container_type: &str) {
-        self.path.push(name.to_string());
+    fn enter_module(&mut self, name: &str, container_type: &str) {
+        enter(&mut self.path, name, container_type);
     }
 
-    fn exit_module(&mut self, _name: &str, _container_type: &str) {
-        self.path.pop();
+    fn exit_module(&mut self, _name: &str, container_type: &str) {
+        exit(&mut self.path, container_type);
     }
 
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
@@ -97,12 +148,12 @@ struct Collector {
 }
 
 impl ModuleVisitor for Collector {
-    fn enter_module(&mut self, name: &str, _container_type: &str) {
-        self.path.push(name.to_string());
+    fn enter_module(&mut self, name: &str, container_type: &str) {
+        enter(&mut self.path, name, container_type);
     }
 
-    fn exit_module(&mut self, _name: &str, _container_type: &str) {
-        self.path.pop();
+    fn exit_module(&mut self, _name: &str, container_type: &str) {
+        exit(&mut self.path, container_type);
     }
 
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {

@@ -33,8 +33,9 @@ const TRANSFORMER_PREFIX: &str = "transformer.";
 
 /// Whether a checkpoint entry is a buffer, not a weight: HF GPT-2 stores its causal mask as
 /// `h.{i}.attn.bias` (and `masked_bias`). Note `h.{i}.attn.c_attn.bias` is a weight.
+/// Older Llama checkpoints store their rotary frequencies (`rotary_emb.inv_freq`), recomputed here.
 fn is_buffer(name: &str) -> bool {
-    name.ends_with(".attn.bias") || name.ends_with(".attn.masked_bias")
+    name.ends_with(".attn.bias") || name.ends_with(".attn.masked_bias") || name.ends_with(".rotary_emb.inv_freq")
 }
 
 struct MappedFile {
@@ -171,18 +172,23 @@ impl SafetensorsSource {
         Ok((entry.info.shape.clone(), values))
     }
 
-    /// Call after every parameter was filled: tensors nobody asked for mean the checkpoint is not
-    /// the model the config describes. A stored `lm_head.weight` is accepted when it is the tied
-    /// embedding (some exporters write it out).
+    /// Call after every parameter of a GPT-2 was filled (see [`Self::finish_tied_to`]).
     pub fn finish(self) -> Result<()> {
+        self.finish_tied_to("wte.weight")
+    }
+
+    /// Call after every parameter was filled: tensors nobody asked for mean the checkpoint is not
+    /// the model the config describes. A stored `lm_head.weight` is accepted when it equals the
+    /// `embedding` the model's head is tied to (some exporters write it out).
+    pub fn finish_tied_to(self, embedding: &str) -> Result<()> {
         let mut unused: Vec<String> = self.entries.keys().filter(|name| !self.used.contains(name.as_str())).cloned().collect();
         if let Some(pos) = unused.iter().position(|n| n == "lm_head.weight") {
             let (_, head) = self.read_f32("lm_head.weight")?;
-            let (_, wte) = self.read_f32("wte.weight")?;
-            if head != wte {
+            let (_, tied) = self.read_f32(embedding)?;
+            if head != tied {
                 return Err(GptError::Model(format!(
-                    "{}: `lm_head.weight` differs from `wte.weight`; GPT-2's output head is tied to the \
-                     token embedding and untied heads are not supported",
+                    "{}: `lm_head.weight` differs from `{embedding}`, but the model's output head is tied to \
+                     the token embedding (GPT-2 always; others when config.json says `tie_word_embeddings`)",
                     self.path_of("lm_head.weight").display()
                 )));
             }

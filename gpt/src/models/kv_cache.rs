@@ -6,6 +6,8 @@
 
 use burn::prelude::*;
 
+use crate::error::{GptError, Result};
+
 /// Keys and values of one layer, `[B, H, S, head_dim]`.
 #[derive(Debug, Clone, Default)]
 pub struct LayerKvCache {
@@ -71,6 +73,30 @@ impl KvCache {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Checks a cached forward pass's input against the cache and the model (`context` positions,
+    /// `vocab` ids) and returns the number of new positions per row.
+    pub(crate) fn check_step(&self, tokens: &[u32], is_pad: &[bool], context: usize, vocab: usize) -> Result<usize> {
+        let b = self.batch;
+        if b == 0 || tokens.is_empty() || tokens.len() % b != 0 || is_pad.len() != tokens.len() {
+            return Err(GptError::Generation(format!(
+                "forward_cached: {} tokens and {} padding flags do not make {b} equal rows",
+                tokens.len(),
+                is_pad.len()
+            )));
+        }
+        let t = tokens.len() / b;
+        if self.len() + t > context {
+            return Err(GptError::Generation(format!(
+                "{} cached + {t} new positions exceed the context window of {context}",
+                self.len()
+            )));
+        }
+        if let Some(&bad) = tokens.iter().find(|&&id| id as usize >= vocab) {
+            return Err(GptError::Generation(format!("token id {bad} is outside the vocabulary (size {vocab})")));
+        }
+        Ok(t)
     }
 
     /// Records `t` new positions per row (`is_pad`: `[B * T]`) and returns their position ids and

@@ -2,6 +2,7 @@
 //! [`crate::backend::kernels`] where it applies and Burn's ops elsewhere, so model code has no
 //! backend cases of its own.
 
+pub mod attention;
 pub mod dropout;
 pub mod gelu;
 pub mod linear;

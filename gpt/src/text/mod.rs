@@ -1,7 +1,12 @@
-//! Text in and out: the GPT-2 BPE tokenizer, its fast pre-tokenizer, and its Hugging Face files.
+//! Text in and out: one [`Tokenizer`] over GPT-2's BPE (and its fast pre-tokenizer) and a model's
+//! own `tokenizer.json`; chat templates; GPT-2's tokenizer in Hugging Face's file format.
 
+pub mod chat_template;
 pub mod files;
+pub mod gpt2_bpe;
+pub mod hf_tokenizer;
 pub mod pretokenize;
 pub mod tokenizer;
 
+pub use chat_template::{ChatMessage, ChatTemplate};
 pub use tokenizer::{StreamDecoder, Tokenizer};

@@ -1,33 +1,45 @@
-//! The GPT-2 byte-level BPE (tiktoken's `r50k_base`, identical to its `gpt2` encoding). The vocabulary
-//! is compiled into the binary, so it works offline.
-//!
-//! Encoding splits the text with [`super::pretokenize`] and merges each piece with tiktoken's BPE
-//! (`byte_pair_split`, or tiktoken-rs's encoder for pieces of 100 bytes and more); tiktoken-rs's own `encode_ordinary` gives the same tokens (tested) but runs
-//! its pattern through fancy_regex, several times slower and contended between threads. Decoding is
-//! tiktoken-rs's.
+//! One tokenizer type over both kinds: GPT-2's BPE (tiktoken-rs, compiled in, the fast path) and a
+//! model's own `tokenizer.json` (Hugging Face's `tokenizers`), with the special tokens, end-of-
+//! sequence ids and chat template that come from the model's files rather than from constants.
 
-use std::sync::OnceLock;
+use std::path::Path;
+use std::sync::Arc;
 
-use rustc_hash::FxHashMap;
-use tiktoken_rs::CoreBPE;
-
-use crate::models::gpt2::{EOT_TOKEN, GPT2_VOCAB_SIZE};
+use super::chat_template::{ChatMessage, ChatTemplate};
+use super::files::EOT_TEXT;
+use super::gpt2_bpe::Gpt2Bpe;
+use super::hf_tokenizer::{HfTokenizer, TOKENIZER_FILE};
 use crate::error::{GptError, Result};
+use crate::models::gpt2::{EOT_TOKEN, GPT2_VOCAB_SIZE};
 
-/// From this length on tiktoken's BPE merges a piece with a heap rather than a quadratic scan.
-const LONG_PIECE: usize = 100;
-
-/// The one special token's text; [`Tokenizer::encode`] turns it into [`EOT_TOKEN`].
-const EOT_TEXT: &str = "<|endoftext|>";
-
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 pub struct Tokenizer {
-    bpe: &'static CoreBPE,
+    kind: Kind,
+}
+
+#[derive(Clone)]
+enum Kind {
+    Gpt2(Gpt2Bpe),
+    Hf(Arc<HfTokenizer>),
 }
 
 impl std::fmt::Debug for Tokenizer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Tokenizer(gpt2 / r50k_base)")
+        match &self.kind {
+            Kind::Gpt2(_) => f.write_str("Tokenizer(gpt2 / r50k_base)"),
+            Kind::Hf(hf) => write!(f, "Tokenizer({})", hf.origin),
+        }
+    }
+}
+
+/// Two tokenizers are equal when they are the same tokenizer (GPT-2's, or one loaded once).
+impl PartialEq for Tokenizer {
+    fn eq(&self, other: &Self) -> bool {
+        match (&self.kind, &other.kind) {
+            (Kind::Gpt2(_), Kind::Gpt2(_)) => true,
+            (Kind::Hf(a), Kind::Hf(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        }
     }
 }
 
@@ -39,79 +51,175 @@ impl Default for Tokenizer {
 
 impl Tokenizer {
     pub fn gpt2() -> Self {
-        Self { bpe: tiktoken_rs::r50k_base_singleton() }
+        Self { kind: Kind::Gpt2(Gpt2Bpe::new()) }
     }
 
-    pub const fn eot(&self) -> u32 {
-        EOT_TOKEN
-    }
-
-    pub const fn vocab_size(&self) -> usize {
-        GPT2_VOCAB_SIZE
-    }
-
-    /// Encodes text; the literal `<|endoftext|>` becomes token 50256 (as `allowed_special={"<|endoftext|>"}`
-    /// in tiktoken, which *Build a LLM From Scratch* uses).
-    pub fn encode(&self, text: &str) -> Vec<u32> {
-        let mut ids = Vec::with_capacity(text.len() / 4 + 1);
-        for (i, part) in text.split(EOT_TEXT).enumerate() {
-            if i > 0 {
-                ids.push(EOT_TOKEN);
-            }
-            self.encode_ordinary_into(part, &mut ids);
+    /// The tokenizer of model directory `dir`: its `tokenizer.json` (+ configs) when there is one;
+    /// GPT-2's BPE for a directory without one (what llmfs saves for GPT-2 models).
+    pub fn from_model_dir(dir: &Path) -> Result<Self> {
+        if dir.join(TOKENIZER_FILE).is_file() {
+            Ok(Self { kind: Kind::Hf(Arc::new(HfTokenizer::from_dir(dir)?)) })
+        } else {
+            Ok(Self::gpt2())
         }
-        ids
     }
 
-    /// Encodes text with every special-token string treated as plain text (tiktoken's
-    /// `encode_ordinary`, what build-nanogpt's data preparation uses).
+    /// Whether this is GPT-2's BPE.
+    pub fn is_gpt2(&self) -> bool {
+        matches!(self.kind, Kind::Gpt2(_))
+    }
+
+    /// The end-of-sequence ids generation stops at (GPT-2: `<|endoftext|>`; others: from
+    /// `generation_config.json`, `config.json` or the tokenizer's `eos_token`).
+    pub fn eos_ids(&self) -> Vec<u32> {
+        match &self.kind {
+            Kind::Gpt2(_) => vec![EOT_TOKEN],
+            Kind::Hf(hf) => hf.eos_ids.clone(),
+        }
+    }
+
+    /// The first end-of-sequence id (GPT-2: 50256), also the padding filler when there is no pad token.
+    pub fn eot(&self) -> u32 {
+        match &self.kind {
+            Kind::Gpt2(_) => EOT_TOKEN,
+            Kind::Hf(hf) => hf.eos_ids.first().copied().or(hf.pad_id).unwrap_or(0),
+        }
+    }
+
+    /// The token to pad batches with: the tokenizer's pad token, or else its end of sequence.
+    pub fn pad_id(&self) -> u32 {
+        match &self.kind {
+            Kind::Gpt2(_) => EOT_TOKEN,
+            Kind::Hf(hf) => hf.pad_id.unwrap_or_else(|| self.eot()),
+        }
+    }
+
+    /// The token a model starts from when given nothing: beginning of sequence, or end of text.
+    pub fn start_id(&self) -> u32 {
+        match &self.kind {
+            Kind::Gpt2(_) => EOT_TOKEN,
+            Kind::Hf(hf) => hf.bos_id.unwrap_or_else(|| self.eot()),
+        }
+    }
+
+    /// Vocabulary size including added tokens.
+    pub fn vocab_size(&self) -> usize {
+        match &self.kind {
+            Kind::Gpt2(_) => GPT2_VOCAB_SIZE,
+            Kind::Hf(hf) => hf.inner.get_vocab_size(true),
+        }
+    }
+
+    /// Encodes text with the tokenizer's defaults: GPT-2 adds nothing (the literal
+    /// `<|endoftext|>` becomes 50256, as tiktoken's `allowed_special` in *Build a LLM From
+    /// Scratch*); a `tokenizer.json` adds what its post-processor adds (Llama 3: `<|begin_of_text|>`;
+    /// Qwen: nothing).
+    ///
+    /// GPT-2's BPE cannot fail; a `tokenizer.json` can (its regex giving up on a pathological
+    /// input): this panics then, [`Self::try_encode`] returns the error.
+    pub fn encode(&self, text: &str) -> Vec<u32> {
+        self.try_encode(text).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// [`Self::encode`], with a tokenizer's failure as an error.
+    pub fn try_encode(&self, text: &str) -> Result<Vec<u32>> {
+        match &self.kind {
+            Kind::Gpt2(bpe) => Ok(bpe.encode(text)),
+            Kind::Hf(hf) => hf_encode(hf, text, true),
+        }
+    }
+
+    /// Encodes text without adding special tokens. GPT-2 also reads `<|endoftext|>` as plain text
+    /// (tiktoken's `encode_ordinary`, what build-nanogpt's data preparation uses); a
+    /// `tokenizer.json`'s added tokens are still recognised, as `tokenizers` does.
+    /// Panics where [`Self::encode`] does; [`Self::try_encode_ordinary`] returns the error.
     pub fn encode_ordinary(&self, text: &str) -> Vec<u32> {
+        self.try_encode_ordinary(text).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    pub fn try_encode_ordinary(&self, text: &str) -> Result<Vec<u32>> {
         let mut ids = Vec::with_capacity(text.len() / 4 + 1);
-        self.encode_ordinary_into(text, &mut ids);
-        ids
+        self.try_encode_ordinary_into(text, &mut ids)?;
+        Ok(ids)
     }
 
     /// [`Self::encode_ordinary`], appending to `ids`.
     pub fn encode_ordinary_into(&self, text: &str, ids: &mut Vec<u32>) {
-        let ranks = self.ranks();
-        for piece in super::pretokenize::pieces(text) {
-            let bytes = piece.as_bytes();
-            if let Some(&id) = ranks.get(bytes) {
-                ids.push(id); // most pieces are whole tokens
-            } else if bytes.len() < LONG_PIECE {
-                // Single bytes are all tokens, so a piece here has at least two.
-                ids.extend(tiktoken_rs::byte_pair_split(bytes, ranks).into_iter().map(|part| ranks[part]));
-            } else {
-                // tiktoken merges long pieces with a heap (its split is quadratic); a piece alone
-                // is matched by the pattern as one piece, so this is the same encoding.
-                ids.extend(self.bpe.encode_ordinary(piece));
-            }
+        self.try_encode_ordinary_into(text, ids).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    pub fn try_encode_ordinary_into(&self, text: &str, ids: &mut Vec<u32>) -> Result<()> {
+        match &self.kind {
+            Kind::Gpt2(bpe) => bpe.encode_ordinary_into(text, ids),
+            Kind::Hf(hf) => ids.extend(hf_encode(hf, text, false)?),
+        }
+        Ok(())
+    }
+
+    /// The model's chat template, when its files have one.
+    pub fn chat_template(&self) -> Option<&ChatTemplate> {
+        match &self.kind {
+            Kind::Gpt2(_) => None,
+            Kind::Hf(hf) => hf.chat_template.as_ref(),
         }
     }
 
-    /// The ordinary tokens' byte strings and ids (tiktoken's `encoder`, private in tiktoken-rs: read
-    /// back through its decoder once).
-    fn ranks(&self) -> &'static FxHashMap<Vec<u8>, u32> {
-        static RANKS: OnceLock<FxHashMap<Vec<u8>, u32>> = OnceLock::new();
-        RANKS.get_or_init(|| {
-            (0..EOT_TOKEN)
-                .map(|id| {
-                    // Every id below <|endoftext|> is an ordinary token of r50k_base.
-                    let bytes = self.bpe.decode_bytes(&[id]).unwrap_or_else(|_| panic!("r50k_base has no token {id}"));
-                    (bytes, id)
-                })
-                .collect()
-        })
+    /// The texts of the beginning- and end-of-sequence tokens (`bos_token`, `eos_token` in chat
+    /// templates; empty when there is none).
+    pub fn special_token_texts(&self) -> (String, String) {
+        match &self.kind {
+            Kind::Gpt2(_) => (EOT_TEXT.to_string(), EOT_TEXT.to_string()),
+            Kind::Hf(hf) => (hf.bos_text.clone().unwrap_or_default(), hf.eos_text.clone().unwrap_or_default()),
+        }
     }
 
-    /// The raw bytes of `ids` (a token may hold part of a UTF-8 character).
+    /// Renders `messages` with `template` (or the model's own) and encodes the result without
+    /// adding special tokens (the template writes them), as transformers' `apply_chat_template`.
+    pub fn apply_chat_template(
+        &self,
+        messages: &[ChatMessage],
+        add_generation_prompt: bool,
+        template: Option<&ChatTemplate>,
+    ) -> Result<(String, Vec<u32>)> {
+        let template = template.or(self.chat_template()).ok_or_else(|| {
+            GptError::Tokenizer(format!("{self:?} has no chat template (tokenizer_config.json → chat_template); pass one with --chat-template"))
+        })?;
+        let text = template.render(messages, add_generation_prompt)?;
+        let ids = self.try_encode_ordinary(&text)?;
+        Ok((text, ids))
+    }
+
+    /// The raw bytes of `ids` (GPT-2's tokens may hold part of a UTF-8 character).
     pub fn decode_bytes(&self, ids: &[u32]) -> Result<Vec<u8>> {
-        self.bpe.decode_bytes(ids).map_err(|e| GptError::Tokenizer(format!("token id {} is not in the GPT-2 vocabulary", e.token)))
+        match &self.kind {
+            Kind::Gpt2(bpe) => bpe.decode_bytes(ids),
+            Kind::Hf(_) => self.decode(ids).map(String::into_bytes),
+        }
     }
 
-    /// Decodes to text; bytes that are not valid UTF-8 become U+FFFD (like tiktoken's `errors="replace"`).
+    /// Decodes to text, special tokens included; bytes that are not valid UTF-8 become U+FFFD
+    /// (like tiktoken's `errors="replace"`).
     pub fn decode(&self, ids: &[u32]) -> Result<String> {
-        Ok(String::from_utf8_lossy(&self.decode_bytes(ids)?).into_owned())
+        match &self.kind {
+            Kind::Gpt2(bpe) => Ok(String::from_utf8_lossy(&bpe.decode_bytes(ids)?).into_owned()),
+            Kind::Hf(hf) => {
+                check_ids(hf, ids)?;
+                hf.inner.decode(ids, false).map_err(|e| GptError::Tokenizer(format!("decoding {ids:?}: {e}")))
+            }
+        }
+    }
+}
+
+fn hf_encode(hf: &HfTokenizer, text: &str, add_special_tokens: bool) -> Result<Vec<u32>> {
+    let encoding = hf.inner.encode_fast(text, add_special_tokens);
+    let encoding = encoding.map_err(|e| GptError::Tokenizer(format!("{}: encoding failed: {e}", hf.origin)))?;
+    Ok(encoding.get_ids().to_vec())
+}
+
+fn check_ids(hf: &HfTokenizer, ids: &[u32]) -> Result<()> {
+    match ids.iter().find(|&&id| hf.inner.id_to_token(id).is_none()) {
+        Some(bad) => Err(GptError::Tokenizer(format!("token id {bad} is not in the vocabulary of {}", hf.origin))),
+        None => Ok(()),
     }
 }
 
@@ -119,7 +227,13 @@ impl Tokenizer {
 /// incomplete character wait for the next token.
 #[derive(Debug, Default, Clone)]
 pub struct StreamDecoder {
+    /// GPT-2: bytes of a character not complete yet.
     pending: Vec<u8>,
+    /// A `tokenizer.json`: the state of `tokenizers`' `step_decode_stream` (the ids since the
+    /// last complete text, its decoded prefix, and where the new ids start).
+    ids: Vec<u32>,
+    prefix: String,
+    prefix_index: usize,
 }
 
 impl StreamDecoder {
@@ -129,6 +243,11 @@ impl StreamDecoder {
 
     /// Adds one token; returns the text that became complete (possibly empty).
     pub fn push(&mut self, tokenizer: &Tokenizer, id: u32) -> Result<String> {
+        if let Kind::Hf(hf) = &tokenizer.kind {
+            check_ids(hf, &[id])?;
+            let step = tokenizers::step_decode_stream(&hf.inner, vec![id], false, &mut self.ids, &mut self.prefix, &mut self.prefix_index);
+            return step.map(Option::unwrap_or_default).map_err(|e| GptError::Tokenizer(format!("decoding token {id}: {e}")));
+        }
         self.pending.extend(tokenizer.decode_bytes(&[id])?);
         let complete = match std::str::from_utf8(&self.pending) {
             Ok(_) => self.pending.len(),
@@ -144,10 +263,16 @@ impl StreamDecoder {
         Ok(text)
     }
 
-    /// Whatever is left at the end of the stream.
-    pub fn finish(&mut self) -> String {
-        let text = String::from_utf8_lossy(&self.pending).into_owned();
-        self.pending.clear();
+    /// Whatever is left at the end of the stream (`tokenizer`: the one tokens were pushed with).
+    pub fn finish(&mut self, tokenizer: &Tokenizer) -> String {
+        let text = match &tokenizer.kind {
+            Kind::Hf(hf) if !self.ids.is_empty() => {
+                let all = hf.inner.decode(&self.ids, false).unwrap_or_default();
+                all.get(self.prefix.len()..).unwrap_or_default().to_string()
+            }
+            _ => String::from_utf8_lossy(&self.pending).into_owned(),
+        };
+        *self = Self::default();
         text
     }
 }
@@ -185,7 +310,7 @@ mod tests {
             assert!(!piece.contains('\u{FFFD}'), "streaming split a character: {piece:?}");
             out.push_str(&piece);
         }
-        out.push_str(&stream.finish());
+        out.push_str(&stream.finish(&tok));
         assert_eq!(out, text);
         assert!(tok.decode(&[50257]).unwrap_err().to_string().contains("50257"));
     }

@@ -16,7 +16,7 @@ fn prompts() -> Vec<Vec<u32>> {
 }
 
 fn no_eos(max_new_tokens: usize) -> GenerateConfig {
-    GenerateConfig { eos_token: None, ..GenerateConfig::greedy(max_new_tokens) }
+    GenerateConfig { eos_tokens: vec![], ..GenerateConfig::greedy(max_new_tokens) }
 }
 
 #[test]
@@ -64,7 +64,7 @@ fn stops_at_end_of_text_and_at_stop_strings() {
 
     // Pretend its third token is end-of-text: the row stops before it.
     let eos = full.token_ids[2];
-    let out = generate(&model, &prompt, &GenerateConfig { eos_token: Some(eos), ..no_eos(20) }).unwrap().remove(0);
+    let out = generate(&model, &prompt, &GenerateConfig { eos_tokens: vec![eos], ..no_eos(20) }).unwrap().remove(0);
     assert_eq!(out.finish_reason, FinishReason::Eos);
     assert_eq!(out.token_ids, full.token_ids[..2]);
     assert_eq!(out.text, Tokenizer::gpt2().decode(&full.token_ids[..2]).unwrap());

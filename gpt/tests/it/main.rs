@@ -6,6 +6,7 @@ mod common;
 mod classifier;
 mod fuzz_loaders;
 mod generation;
+mod llama;
 mod lora;
 mod parity;
 mod tokenizer;

@@ -41,7 +41,7 @@ fn greedy_tokens(use_cache: bool) -> Vec<i64> {
     let (_, prompt) = expected_i64("greedy_prompt_ids");
     let prompt: Vec<u32> = prompt.iter().map(|&t| t as u32).collect();
     // The fixture's greedy run does not stop at <|endoftext|>.
-    let config = GenerateConfig { eos_token: None, use_cache, ..GenerateConfig::greedy(20) };
+    let config = GenerateConfig { eos_tokens: vec![], use_cache, ..GenerateConfig::greedy(20) };
     let out = generate(&model, &[prompt.clone()], &config).unwrap();
     assert_eq!(out[0].prompt_ids, prompt);
     out[0].token_ids.iter().map(|&t| t as i64).collect()

@@ -84,7 +84,7 @@ fn calibrate(device: &Device) -> f64 {
 }
 
 fn timed_generation(model: &Gpt, new_tokens: usize, use_cache: bool) -> Result<(f64, Vec<u32>)> {
-    let config = GenerateConfig { eos_token: None, use_cache, ..GenerateConfig::greedy(new_tokens) };
+    let config = GenerateConfig { eos_tokens: vec![], use_cache, ..GenerateConfig::greedy(new_tokens) };
     let start = Instant::now();
     let out = generate(model, &[PROMPT.to_vec()], &config)?;
     Ok((start.elapsed().as_secs_f64(), out[0].token_ids.clone()))
@@ -101,7 +101,7 @@ fn batched_against_solo(model: &Gpt, preset: &str, options: &Options, new_tokens
             prompt
         })
         .collect();
-    let config = GenerateConfig { eos_token: None, ..GenerateConfig::greedy(new_tokens) };
+    let config = GenerateConfig { eos_tokens: vec![], ..GenerateConfig::greedy(new_tokens) };
     // Warm-up of both ways over the whole length, as in `run` (on a GPU, the batch of 8 has its
     // own shapes to tune and compile).
     generate(model, &prompts, &config)?;

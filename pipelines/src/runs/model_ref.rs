@@ -6,7 +6,8 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use gpt::{Gpt, GptClassifier};
+use gpt::models::LanguageModel;
+use gpt::{Gpt, GptClassifier, Tokenizer};
 use gpt::burn::prelude::Device;
 
 use super::{ADAPTER_DIR, MODEL_DIR, RUN_JSON};
@@ -77,6 +78,16 @@ impl ModelRef {
 
     /// Loads the classifier: a run's `model/` (or `adapter/`), a classifier directory or a
     /// classifier's adapter.
+    /// Loads the model as a language model of any family (GPT-2, Llama, Qwen ...).
+    pub fn load_language_model(&self, device: &Device, seed: u64) -> Result<LanguageModel> {
+        Ok(gpt::hf::load_language_model(&self.spec()?, device, seed)?)
+    }
+
+    /// The model's tokenizer (GPT-2's BPE, or the directory's `tokenizer.json`).
+    pub fn tokenizer(&self) -> Result<Tokenizer> {
+        Ok(gpt::hf::load_tokenizer(&self.spec()?)?)
+    }
+
     pub fn load_classifier(&self, device: &Device) -> Result<GptClassifier> {
         let dir = PathBuf::from(self.spec()?);
         gpt::hf::load_classifier_dir(&dir, device).with_context(|| format!("loading the classifier in {}", dir.display()))

@@ -4,10 +4,8 @@ use burn::module::Module;
 use burn::nn::{Dropout, Linear};
 use burn::prelude::*;
 use burn::tensor::activation::softmax;
-use burn::tensor::module::attention;
-use burn::tensor::ops::AttentionModuleOptions;
 
-use crate::backend::{is_flex, kernels};
+use crate::backend::kernels;
 use crate::models::kv_cache::LayerKvCache;
 use crate::ops::{self, dropout};
 
@@ -45,29 +43,7 @@ impl CausalSelfAttention {
         if let Some(cache) = cache {
             (k, v) = cache.append(k, v);
         }
-        let s = k.dims()[2];
-        // Not every backend broadcasts a mask over heads: give it the full shape.
-        let mask = mask.map(|m| m.expand([b, h, t, s]));
-
-        // Dropout on the attention weights needs them materialised (Burn's fused kernel has none).
-        // So do the GPU backends: Burn 0.22.1's autotune may pick a flash-attention kernel that
-        // then fails to launch for the batch at hand ("No tile size is available for the problem",
-        // README, "Backends"). CPU training takes the fused op above.
-        let on_cpu = is_flex(&q.device());
-        let y = if dropout::active(&self.attn_dropout, &q) || !on_cpu {
-            let scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(1.0 / (hd as f64).sqrt());
-            // Query i sits at absolute position s - t + i; keys after it are the future.
-            let future = Tensor::<2, Bool>::tril_mask([t, s], (s - t) as i64, &scores.device()).unsqueeze::<4>();
-            let blocked = match mask {
-                Some(mask) => mask.bool_or(future.expand([b, h, t, s])),
-                None => future,
-            };
-            let weights = softmax(scores.mask_fill(blocked, f32::NEG_INFINITY), 3);
-            dropout::forward(&self.attn_dropout, weights).matmul(v)
-        } else {
-            let options = AttentionModuleOptions { scale: None, softcap: None, is_causal: true };
-            attention(q, k, v, mask, None, options)
-        };
+        let y = ops::attention::causal(q, k, v, mask, &self.attn_dropout);
         let y = y.swap_dims(1, 2).reshape([b, t, c]);
         dropout::forward(&self.resid_dropout, ops::linear(&self.c_proj, y))
     }

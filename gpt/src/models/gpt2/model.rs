@@ -13,7 +13,7 @@ use super::block::TransformerBlock;
 use super::config::GptConfig;
 use super::init::RandomInit;
 use super::mlp::Mlp;
-use crate::error::{GptError, Result};
+use crate::error::Result;
 use crate::io::fill_params;
 use crate::models::kv_cache::KvCache;
 use crate::ops::{self, dropout};
@@ -183,27 +183,7 @@ impl Gpt {
     /// advance its row's position ids. Returns the final hidden states `[B, T, C]`.
     pub fn forward_cached(&self, tokens: &[u32], is_pad: &[bool], cache: &mut KvCache) -> Result<Tensor<3>> {
         let b = cache.batch_size();
-        if b == 0 || tokens.is_empty() || tokens.len() % b != 0 || is_pad.len() != tokens.len() {
-            return Err(GptError::Generation(format!(
-                "forward_cached: {} tokens and {} padding flags do not make {b} equal rows",
-                tokens.len(),
-                is_pad.len()
-            )));
-        }
-        let t = tokens.len() / b;
-        if cache.len() + t > self.config.n_positions {
-            return Err(GptError::Generation(format!(
-                "{} cached + {t} new positions exceed the context window of {}",
-                cache.len(),
-                self.config.n_positions
-            )));
-        }
-        if let Some(&bad) = tokens.iter().find(|&&id| id as usize >= self.config.vocab_size) {
-            return Err(GptError::Generation(format!(
-                "token id {bad} is outside the vocabulary (size {})",
-                self.config.vocab_size
-            )));
-        }
+        let t = cache.check_step(tokens, is_pad, self.config.n_positions, self.config.vocab_size)?;
         let device = self.device();
         let step = cache.advance(t, is_pad);
         let ids = Tensor::<2, Int>::from_data(TensorData::new(tokens.iter().map(|&id| id as i64).collect(), [b, t]), &device);

@@ -37,9 +37,19 @@ pub fn tiny_model() -> gpt::Gpt {
     gpt::hf::load_model_dir(&fixture_dir(), &device()).expect("the fixture model loads")
 }
 
+/// A Llama-family fixture (`llama-tiny`, `qwen3-tiny`; see tests/fixtures/llama-tiny/README.md).
+pub fn family_fixture_dir(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures").join(name)
+}
+
 /// A tensor of `expected.safetensors` as (shape, f32 values).
 pub fn expected_f32(name: &str) -> (Vec<usize>, Vec<f32>) {
-    let bytes = std::fs::read(fixture_dir().join("expected.safetensors")).unwrap();
+    expected_f32_in(&fixture_dir(), name)
+}
+
+/// A tensor of `dir/expected.safetensors` as (shape, f32 values).
+pub fn expected_f32_in(dir: &std::path::Path, name: &str) -> (Vec<usize>, Vec<f32>) {
+    let bytes = std::fs::read(dir.join("expected.safetensors")).unwrap();
     let st = SafeTensors::deserialize(&bytes).unwrap();
     let view = st.tensor(name).unwrap_or_else(|_| panic!("expected tensor {name}"));
     assert_eq!(view.dtype(), Dtype::F32, "{name}");
@@ -49,7 +59,12 @@ pub fn expected_f32(name: &str) -> (Vec<usize>, Vec<f32>) {
 
 /// A tensor of `expected.safetensors` as (shape, i64 values).
 pub fn expected_i64(name: &str) -> (Vec<usize>, Vec<i64>) {
-    let bytes = std::fs::read(fixture_dir().join("expected.safetensors")).unwrap();
+    expected_i64_in(&fixture_dir(), name)
+}
+
+/// A tensor of `dir/expected.safetensors` as (shape, i64 values).
+pub fn expected_i64_in(dir: &std::path::Path, name: &str) -> (Vec<usize>, Vec<i64>) {
+    let bytes = std::fs::read(dir.join("expected.safetensors")).unwrap();
     let st = SafeTensors::deserialize(&bytes).unwrap();
     let view = st.tensor(name).unwrap_or_else(|_| panic!("expected tensor {name}"));
     assert_eq!(view.dtype(), Dtype::I64, "{name}");

@@ -1,0 +1,140 @@
+//! What generation, logits and evaluation need of a causal language model, whatever its family:
+//! the [`CausalLm`] trait, and [`LanguageModel`], a loaded model of any family.
+
+use burn::module::Module;
+use burn::prelude::*;
+
+use super::gpt2::Gpt;
+use super::kv_cache::KvCache;
+use super::llama::Llama;
+use crate::error::Result;
+
+/// A decoder-only language model: embed → blocks with a KV cache → final norm → head.
+pub trait CausalLm {
+    fn vocab_size(&self) -> usize;
+    /// The most positions one sequence may have.
+    fn context_length(&self) -> usize;
+    fn device(&self) -> Device;
+    /// An empty KV cache for `batch` rows.
+    fn new_cache(&self, batch: usize) -> KvCache;
+    /// Runs `t` new positions per row (`tokens`, `is_pad`: `[B * T]`, row-major) through the
+    /// model, attending to and extending `cache`; padding is never attended to and takes no
+    /// position. Returns the final hidden states `[B, T, C]`.
+    fn forward_cached(&self, tokens: &[u32], is_pad: &[bool], cache: &mut KvCache) -> Result<Tensor<3>>;
+    /// Final hidden states `[B, T, C]` of token ids `[B, T]` (causal, no padding, no cache).
+    fn hidden(&self, ids: Tensor<2, Int>) -> Tensor<3>;
+    /// The output head: `[B, T, C] → [B, T, vocab]`.
+    fn head(&self, hidden: Tensor<3>) -> Tensor<3>;
+    /// Logits `[B, T, vocab]` of token ids `[B, T]`.
+    fn logits(&self, ids: Tensor<2, Int>) -> Tensor<3> {
+        self.head(self.hidden(ids))
+    }
+}
+
+impl CausalLm for Gpt {
+    fn vocab_size(&self) -> usize {
+        self.config().vocab_size
+    }
+    fn context_length(&self) -> usize {
+        self.config().n_positions
+    }
+    fn device(&self) -> Device {
+        Gpt::device(self)
+    }
+    fn new_cache(&self, batch: usize) -> KvCache {
+        Gpt::new_cache(self, batch)
+    }
+    fn forward_cached(&self, tokens: &[u32], is_pad: &[bool], cache: &mut KvCache) -> Result<Tensor<3>> {
+        Gpt::forward_cached(self, tokens, is_pad, cache)
+    }
+    fn hidden(&self, ids: Tensor<2, Int>) -> Tensor<3> {
+        Gpt::hidden(self, ids)
+    }
+    fn head(&self, hidden: Tensor<3>) -> Tensor<3> {
+        Gpt::head(self, hidden)
+    }
+}
+
+impl CausalLm for Llama {
+    fn vocab_size(&self) -> usize {
+        self.config().vocab_size
+    }
+    fn context_length(&self) -> usize {
+        self.config().max_position_embeddings
+    }
+    fn device(&self) -> Device {
+        Llama::device(self)
+    }
+    fn new_cache(&self, batch: usize) -> KvCache {
+        Llama::new_cache(self, batch)
+    }
+    fn forward_cached(&self, tokens: &[u32], is_pad: &[bool], cache: &mut KvCache) -> Result<Tensor<3>> {
+        Llama::forward_cached(self, tokens, is_pad, cache)
+    }
+    fn hidden(&self, ids: Tensor<2, Int>) -> Tensor<3> {
+        Llama::hidden(self, ids)
+    }
+    fn head(&self, hidden: Tensor<3>) -> Tensor<3> {
+        Llama::head(self, hidden)
+    }
+}
+
+/// A language model of any family, as loaded from a directory, the hub or a preset.
+#[derive(Module, Debug)]
+pub enum LanguageModel {
+    Gpt2(Gpt),
+    Llama(Llama),
+}
+
+impl LanguageModel {
+    /// The family's name as `config.json` spells its class (`GPT2LMHeadModel`, `LlamaForCausalLM` ...).
+    pub fn architecture(&self) -> &'static str {
+        match self {
+            Self::Gpt2(_) => "GPT2LMHeadModel",
+            Self::Llama(model) => model.config().architecture().map_or("LlamaForCausalLM", |a| a.class_name()),
+        }
+    }
+
+    fn inner(&self) -> &dyn CausalLm {
+        match self {
+            Self::Gpt2(model) => model,
+            Self::Llama(model) => model,
+        }
+    }
+}
+
+impl From<Gpt> for LanguageModel {
+    fn from(model: Gpt) -> Self {
+        Self::Gpt2(model)
+    }
+}
+
+impl From<Llama> for LanguageModel {
+    fn from(model: Llama) -> Self {
+        Self::Llama(model)
+    }
+}
+
+impl CausalLm for LanguageModel {
+    fn vocab_size(&self) -> usize {
+        self.inner().vocab_size()
+    }
+    fn context_length(&self) -> usize {
+        self.inner().context_length()
+    }
+    fn device(&self) -> Device {
+        self.inner().device()
+    }
+    fn new_cache(&self, batch: usize) -> KvCache {
+        self.inner().new_cache(batch)
+    }
+    fn forward_cached(&self, tokens: &[u32], is_pad: &[bool], cache: &mut KvCache) -> Result<Tensor<3>> {
+        self.inner().forward_cached(tokens, is_pad, cache)
+    }
+    fn hidden(&self, ids: Tensor<2, Int>) -> Tensor<3> {
+        self.inner().hidden(ids)
+    }
+    fn head(&self, hidden: Tensor<3>) -> Tensor<3> {
+        self.inner().head(hidden)
+    }
+}

@@ -1,0 +1,68 @@
+//! Grouped-query self-attention with rotary positions: separate q/k/v projections (biases when
+//! the config says so), Qwen3's per-head RMSNorm of queries and keys, and a KV cache that holds
+//! only the key/value heads.
+
+use burn::module::Module;
+use burn::nn::{Dropout, Linear, RmsNorm};
+use burn::prelude::*;
+
+use super::rope;
+use crate::models::kv_cache::LayerKvCache;
+use crate::ops;
+
+#[derive(Module, Debug)]
+pub struct Attention {
+    /// `[hidden, heads · head_dim]`.
+    pub q_proj: Linear,
+    /// `[hidden, kv_heads · head_dim]`.
+    pub k_proj: Linear,
+    pub v_proj: Linear,
+    /// `[heads · head_dim, hidden]`.
+    pub o_proj: Linear,
+    /// Qwen3: RMSNorm over each head's `head_dim` values of q and k, before the rotation.
+    pub q_norm: Option<RmsNorm>,
+    pub k_norm: Option<RmsNorm>,
+    pub attn_dropout: Dropout,
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub head_dim: usize,
+}
+
+impl Attention {
+    /// `x`: `[B, T, hidden]`; `cos`/`sin`: the rotation of each position, `[B or 1, 1, T, head_dim]`.
+    /// With a cache the T new positions attend to everything cached before them (the cache grows
+    /// by T); `mask` (`[B, 1, T, S]`, true = may not attend) excludes padding keys.
+    pub fn forward(
+        &self,
+        x: Tensor<3>,
+        cos: &Tensor<4>,
+        sin: &Tensor<4>,
+        cache: Option<&mut LayerKvCache>,
+        mask: Option<Tensor<4, Bool>>,
+    ) -> Tensor<3> {
+        let [b, t, _] = x.dims();
+        let hd = self.head_dim;
+        let heads = |z: Tensor<3>, n: usize, norm: &Option<RmsNorm>| {
+            let z = z.reshape([b, t, n, hd]);
+            let z = match norm {
+                Some(norm) => norm.forward(z),
+                None => z,
+            };
+            z.swap_dims(1, 2) // [B, n, T, hd]
+        };
+        let q = heads(ops::linear(&self.q_proj, x.clone()), self.heads, &self.q_norm);
+        let k = heads(ops::linear(&self.k_proj, x.clone()), self.kv_heads, &self.k_norm);
+        let v = heads(ops::linear(&self.v_proj, x), self.kv_heads, &None);
+        let q = rope::apply(q, cos, sin);
+        let mut k = rope::apply(k, cos, sin);
+        let mut v = v;
+        if let Some(cache) = cache {
+            (k, v) = cache.append(k, v);
+        }
+        let k = ops::attention::repeat_kv(k, self.heads);
+        let v = ops::attention::repeat_kv(v, self.heads);
+        let y = ops::attention::causal(q, k, v, mask, &self.attn_dropout);
+        let y = y.swap_dims(1, 2).reshape([b, t, self.heads * hd]);
+        ops::linear(&self.o_proj, y)
+    }
+}

@@ -1,0 +1,181 @@
+//! The Llama family: token embedding → decoder layers (RMSNorm → grouped-query attention with
+//! rotary positions → residual, RMSNorm → SwiGLU → residual) → final RMSNorm → output head
+//! (`lm_head`, or the token embedding when tied).
+//!
+//! Field names follow Hugging Face's (`model.embed_tokens`, `model.layers.0.self_attn.q_proj`,
+//! `model.norm`, `lm_head`), so a parameter's Burn path is its HF tensor name, up to RMSNorm's
+//! `gamma` = HF `weight`. HF stores `Linear` weights `[out, in]`, Burn `[in, out]`: see
+//! [`Llama::is_out_in_linear`].
+
+use burn::module::{Module, Param};
+use burn::nn::{DropoutConfig, Embedding, EmbeddingConfig, LinearConfig, RmsNorm, RmsNormConfig};
+use burn::prelude::*;
+
+use super::attention::Attention;
+use super::block::DecoderLayer;
+use super::config::LlamaConfig;
+use super::init::LlamaInit;
+use super::mlp::Mlp;
+use super::rope::Rope;
+use crate::error::Result;
+use crate::io::fill_params;
+use crate::models::kv_cache::KvCache;
+use crate::ops;
+
+/// Everything below the output head (HF's `LlamaModel`, saved under `model.`).
+#[derive(Module, Debug)]
+pub struct LlamaTrunk {
+    pub embed_tokens: Embedding,
+    pub layers: Vec<DecoderLayer>,
+    pub norm: RmsNorm,
+}
+
+/// An untied output head, `[vocab, hidden]` as HF stores it (`logits = h · Wᵀ`).
+#[derive(Module, Debug)]
+pub struct LmHead {
+    pub weight: Param<Tensor<2>>,
+}
+
+#[derive(Module, Debug)]
+pub struct Llama {
+    pub model: LlamaTrunk,
+    /// `None` when tied to `model.embed_tokens` (`tie_word_embeddings`).
+    pub lm_head: Option<LmHead>,
+    #[module(skip)]
+    config: LlamaConfig,
+    #[module(skip)]
+    rope: Rope,
+}
+
+impl Llama {
+    /// The module tree with lazily initialised parameters: nothing is allocated until each
+    /// parameter is replaced (by loaded weights or by [`Llama::init`]).
+    pub(crate) fn skeleton(config: &LlamaConfig, device: &Device) -> Result<Self> {
+        config.validate()?;
+        let (c, hd) = (config.hidden_size, config.head_dim());
+        let (q, kv) = (config.num_attention_heads * hd, config.kv_heads() * hd);
+        let linear = |d_in, d_out, bias| LinearConfig::new(d_in, d_out).with_bias(bias).init(device);
+        let norm = |d| RmsNormConfig::new(d).with_epsilon(config.rms_norm_eps).init(device);
+        let qk_norm = || config.qk_norm().then(|| norm(hd));
+        let layers = (0..config.num_hidden_layers)
+            .map(|_| DecoderLayer {
+                input_layernorm: norm(c),
+                self_attn: Attention {
+                    q_proj: linear(c, q, config.qkv_bias()),
+                    k_proj: linear(c, kv, config.qkv_bias()),
+                    v_proj: linear(c, kv, config.qkv_bias()),
+                    o_proj: linear(q, c, config.o_bias()),
+                    q_norm: qk_norm(),
+                    k_norm: qk_norm(),
+                    attn_dropout: DropoutConfig::new(config.attention_dropout).init(),
+                    heads: config.num_attention_heads,
+                    kv_heads: config.kv_heads(),
+                    head_dim: hd,
+                },
+                post_attention_layernorm: norm(c),
+                mlp: Mlp {
+                    gate_proj: linear(c, config.intermediate_size, false),
+                    up_proj: linear(c, config.intermediate_size, false),
+                    down_proj: linear(config.intermediate_size, c, false),
+                },
+            })
+            .collect();
+        let lm_head = (!config.tie_word_embeddings)
+            .then(|| LmHead { weight: EmbeddingConfig::new(config.vocab_size, c).init(device).weight });
+        Ok(Self {
+            model: LlamaTrunk { embed_tokens: EmbeddingConfig::new(config.vocab_size, c).init(device), layers, norm: norm(c) },
+            lm_head,
+            rope: Rope::new(&config.rope()?, hd),
+            config: config.clone(),
+        })
+    }
+
+    /// A freshly initialised model (transformers' init); the same seed gives the same weights on
+    /// every backend.
+    pub fn init(config: &LlamaConfig, seed: u64, device: &Device) -> Result<Self> {
+        fill_params(Self::skeleton(config, device)?, &mut LlamaInit::new(config, seed))
+    }
+
+    /// Whether HF tensor `name` is a `Linear` weight, stored `[out, in]` by HF (Burn's are `[in, out]`).
+    pub fn is_out_in_linear(name: &str) -> bool {
+        name.ends_with("_proj.weight")
+    }
+
+    pub fn config(&self) -> &LlamaConfig {
+        &self.config
+    }
+
+    pub fn device(&self) -> Device {
+        self.model.embed_tokens.weight.lazy_device()
+    }
+
+    fn check_length(&self, t: usize) {
+        assert!(
+            t <= self.config.max_position_embeddings,
+            "sequence of {t} tokens is longer than the context window ({} positions)",
+            self.config.max_position_embeddings
+        );
+    }
+
+    fn run_layers(&self, mut x: Tensor<3>, positions: Tensor<2, Int>, cache: Option<&mut KvCache>, mask: Option<Tensor<4, Bool>>) -> Tensor<3> {
+        let (cos, sin) = self.rope.cos_sin(positions);
+        match cache {
+            Some(cache) => {
+                for (layer, layer_cache) in self.model.layers.iter().zip(cache.layers.iter_mut()) {
+                    x = layer.forward(x, &cos, &sin, Some(layer_cache), mask.clone());
+                }
+            }
+            None => {
+                for layer in &self.model.layers {
+                    x = layer.forward(x, &cos, &sin, None, mask.clone());
+                }
+            }
+        }
+        self.model.norm.forward(x)
+    }
+
+    /// Final hidden states `[B, T, C]` (after the final norm) for token ids `[B, T]`, causal, no padding.
+    pub fn hidden(&self, ids: Tensor<2, Int>) -> Tensor<3> {
+        let [_, t] = ids.dims();
+        self.check_length(t);
+        let positions = Tensor::<1, Int>::arange(0..t as i64, &ids.device()).unsqueeze::<2>();
+        let x = self.model.embed_tokens.forward(ids);
+        self.run_layers(x, positions, None, None)
+    }
+
+    /// The output head: `[B, T, C] → [B, T, vocab]`, as a 2-D product against `[vocab, C]`.
+    pub fn head(&self, hidden: Tensor<3>) -> Tensor<3> {
+        let [b, t, c] = hidden.dims();
+        let weight = match &self.lm_head {
+            Some(head) => head.weight.val(),
+            None => self.model.embed_tokens.weight.val(),
+        };
+        ops::tied_head(hidden.reshape([b * t, c]), weight).reshape([b, t, self.config.vocab_size])
+    }
+
+    /// Logits `[B, T, vocab]` for token ids `[B, T]`.
+    pub fn forward(&self, ids: Tensor<2, Int>) -> Tensor<3> {
+        self.head(self.hidden(ids))
+    }
+
+    /// An empty KV cache for `batch` rows.
+    pub fn new_cache(&self, batch: usize) -> KvCache {
+        KvCache::new(self.config.num_hidden_layers, batch)
+    }
+
+    /// Runs `t` new positions per row through the model, attending to (and extending) the cache.
+    /// `tokens` and `is_pad` are `[B * T]`, row-major; padding is never attended to and does not
+    /// advance its row's positions. Returns the final hidden states `[B, T, C]`.
+    pub fn forward_cached(&self, tokens: &[u32], is_pad: &[bool], cache: &mut KvCache) -> Result<Tensor<3>> {
+        let b = cache.batch_size();
+        let t = cache.check_step(tokens, is_pad, self.config.max_position_embeddings, self.config.vocab_size)?;
+        let device = self.device();
+        let step = cache.advance(t, is_pad);
+        let ids = Tensor::<2, Int>::from_data(TensorData::new(tokens.iter().map(|&id| id as i64).collect(), [b, t]), &device);
+        let positions = Tensor::<2, Int>::from_data(TensorData::new(step.positions, [b, t]), &device);
+        let s = step.past + t;
+        let mask = step.mask.map(|m| Tensor::<4, Bool>::from_data(TensorData::new(m, [b, 1, t, s]), &device));
+        let x = self.model.embed_tokens.forward(ids);
+        Ok(self.run_layers(x, positions, Some(cache), mask))
+    }
+}
