@@ -45,7 +45,7 @@ fn check_completion(body: &[u8]) {
 }
 
 fn check_chat(body: &[u8], format: ChatFormat) {
-    match parse_body::<ChatRequest>(body).and_then(|r| chat_job(&r, format, LIMITS, gpt2_tokenizer())) {
+    match parse_body::<ChatRequest>(body).and_then(|r| chat_job(&r, &format, LIMITS, gpt2_tokenizer())) {
         Ok(job) => assert_job_fits(&job),
         Err(error) => assert_bad_request(&error),
     }
@@ -141,6 +141,6 @@ fn the_valid_requests_are_accepted() {
     let job = completion_job(&parse_body(valid_completion().to_string().as_bytes()).unwrap(), LIMITS, gpt2_tokenizer()).unwrap();
     assert_eq!(job.config.max_new_tokens, 8);
     assert!(job.stream && job.include_usage);
-    let job = chat_job(&parse_body(valid_chat().to_string().as_bytes()).unwrap(), ChatFormat::Alpaca, LIMITS, gpt2_tokenizer()).unwrap();
+    let job = chat_job(&parse_body(valid_chat().to_string().as_bytes()).unwrap(), &ChatFormat::Alpaca, LIMITS, gpt2_tokenizer()).unwrap();
     assert_eq!(job.config.max_new_tokens, 8);
 }

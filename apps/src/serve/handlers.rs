@@ -106,9 +106,9 @@ pub fn completion_job(request: &CompletionRequest, limits: Limits, tokenizer: &T
     let one_prompt = || ApiError::invalid("only one prompt per request is supported (n = 1)", Some("prompt"));
     let prompt = match &request.prompt {
         None => return Err(ApiError::invalid("you must provide a prompt", Some("prompt"))),
-        Some(Prompt::Text(text)) => tokenizer.encode(text),
+        Some(Prompt::Text(text)) => encode(tokenizer, text)?,
         Some(Prompt::Texts(texts)) => match texts.as_slice() {
-            [text] => tokenizer.encode(text),
+            [text] => encode(tokenizer, text)?,
             _ => return Err(one_prompt()),
         },
         Some(Prompt::Tokens(ids)) => ids.clone(),
@@ -123,16 +123,21 @@ pub fn completion_job(request: &CompletionRequest, limits: Limits, tokenizer: &T
     }
     let params = request.params();
     let default_max = DefaultMaxTokens::Fixed(COMPLETIONS_DEFAULT_MAX_TOKENS);
-    let config = params.config(prompt.len(), "prompt", limits.n_positions, default_max, limits.seed)?;
+    let config = params.config(prompt.len(), "prompt", limits.n_positions, default_max, limits.seed)?.with_tokenizer(tokenizer);
     Ok(Job { prompt, config, stream: params.stream, include_usage: params.include_usage })
 }
 
+/// A prompt encoded with the tokenizer's defaults (a tokenizer failure is the request's 400).
+pub fn encode(tokenizer: &Tokenizer, text: &str) -> Result<Vec<u32>, ApiError> {
+    tokenizer.try_encode(text).map_err(|e| ApiError::invalid(e.to_string(), Some("prompt")))
+}
+
 /// `/v1/chat/completions`' body → a [`Job`] (the messages rendered in `format`), or a 400.
-pub fn chat_job(request: &ChatRequest, format: ChatFormat, limits: Limits, tokenizer: &Tokenizer) -> Result<Job, ApiError> {
+pub fn chat_job(request: &ChatRequest, format: &ChatFormat, limits: Limits, tokenizer: &Tokenizer) -> Result<Job, ApiError> {
     let messages = request.messages.as_deref().ok_or_else(|| ApiError::invalid("you must provide messages", Some("messages")))?;
-    let prompt = tokenizer.encode(&format.render(messages)?);
+    let prompt = format.encode(tokenizer, messages)?;
     let params = request.params();
-    let config = params.config(prompt.len(), "messages", limits.n_positions, DefaultMaxTokens::RestOfContext, limits.seed)?;
+    let config = params.config(prompt.len(), "messages", limits.n_positions, DefaultMaxTokens::RestOfContext, limits.seed)?.with_tokenizer(tokenizer);
     Ok(Job { prompt, config, stream: params.stream, include_usage: params.include_usage })
 }
 
@@ -158,7 +163,7 @@ pub async fn chat_completions(
     OpenAiJson(request): OpenAiJson<ChatRequest>,
 ) -> Result<Response, ApiError> {
     state.check_model(request.model.as_deref())?;
-    let job = chat_job(&request, state.chat_format, state.limits()?, &state.tokenizer)?;
+    let job = chat_job(&request, &state.chat_format, state.limits()?, &state.tokenizer)?;
     let meta = ResponseMeta { endpoint: Endpoint::Chat, id: response_id("chatcmpl"), created: pipelines::runs::now() as u64, model: state.model_id.clone() };
     respond(&state, job, meta).await
 }

@@ -93,7 +93,8 @@ pub fn run(args: Args) -> Result<()> {
 fn start_state(model: &str, runtime: &RuntimeArgs, api_key: Option<String>, capacity: usize, max_batch: Option<usize>) -> Result<Arc<AppState>> {
     anyhow::ensure!(capacity > 0, "--max-concurrency must be at least 1");
     anyhow::ensure!(max_batch != Some(0), "--max-batch must be at least 1");
-    let chat_format = ChatFormat::detect(model)?;
+    let tokenizer = ModelRef::resolve(model).tokenizer().with_context(|| format!("loading the tokenizer of {model}"))?;
+    let chat_format = ChatFormat::detect(model, &tokenizer)?;
     let load_start = Instant::now();
     let (spec, load_runtime) = (model.to_string(), runtime.clone());
     let worker = Worker::start(move || load(&spec, &load_runtime), capacity, max_batch.unwrap_or(capacity))?;
@@ -107,7 +108,7 @@ fn start_state(model: &str, runtime: &RuntimeArgs, api_key: Option<String>, capa
         created: pipelines::runs::now() as u64,
         api_key,
         chat_format,
-        tokenizer: Tokenizer::gpt2(),
+        tokenizer,
         seed: runtime.seed,
         worker,
     }))
@@ -158,7 +159,7 @@ fn load(spec: &str, runtime: &RuntimeArgs) -> Result<Model> {
     if model.is_classifier().with_context(|| format!("reading {}", model.model))? {
         return Ok(Model::Classifier(model.load_classifier(&device)?));
     }
-    let model = model.load(&device, runtime.seed).with_context(|| format!("loading {spec}"))?;
+    let model = model.load_language_model(&device, runtime.seed).with_context(|| format!("loading {spec}"))?;
     Ok(Model::Language(model))
 }
 

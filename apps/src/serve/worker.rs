@@ -27,7 +27,8 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use gpt::generate::continuous::{ContinuousBatch, RequestId};
 use gpt::generate::{Completion, GenerateConfig};
-use gpt::{Gpt, GptClassifier};
+use gpt::GptClassifier;
+use gpt::models::{CausalLm, LanguageModel};
 use pipelines::eval::classifier::{Prediction, classify_texts};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 
@@ -38,7 +39,7 @@ const CLASSIFY_BATCH: usize = 8;
 
 /// What the server runs: a language model or a classifier.
 pub enum Model {
-    Language(Gpt),
+    Language(LanguageModel),
     Classifier(GptClassifier),
 }
 
@@ -52,10 +53,10 @@ pub enum ModelInfo {
 impl Model {
     fn info(&self) -> ModelInfo {
         match self {
-            Self::Language(gpt) => ModelInfo::Language {
-                n_positions: gpt.config().n_positions,
-                vocab_size: gpt.config().vocab_size,
-                parameters: gpt.config().num_params(),
+            Self::Language(model) => ModelInfo::Language {
+                n_positions: model.context_length(),
+                vocab_size: model.vocab_size(),
+                parameters: gpt::io::parameter_counts(model).1,
             },
             Self::Classifier(classifier) => ModelInfo::Classifier {
                 labels: classifier.labels().to_vec(),
@@ -152,7 +153,7 @@ impl Worker {
 /// The thread's loop, until the server drops the queue.
 fn serve_jobs(model: &Model, jobs: Receiver<Queued>, max_rows: usize) {
     match model {
-        Model::Language(gpt) => serve_generations(gpt, &jobs, max_rows),
+        Model::Language(model) => serve_generations(model, &jobs, max_rows),
         Model::Classifier(classifier) => {
             for Queued { job, _permit } in jobs.iter() {
                 // A panic in one job (a bug, not bad input: requests are validated before they
@@ -188,8 +189,8 @@ struct Generation {
 }
 
 /// Continuous batching over the queue (see the module docs).
-fn serve_generations(gpt: &Gpt, jobs: &Receiver<Queued>, max_rows: usize) {
-    let mut batch = ContinuousBatch::new(gpt, max_rows);
+fn serve_generations(model: &LanguageModel, jobs: &Receiver<Queued>, max_rows: usize) {
+    let mut batch = ContinuousBatch::new(model, max_rows);
     let mut waiting: VecDeque<Generation> = VecDeque::new();
     let mut running: HashMap<RequestId, Generation> = HashMap::new();
     let mut next_id: RequestId = 0;
@@ -219,7 +220,7 @@ fn serve_generations(gpt: &Gpt, jobs: &Receiver<Queued>, max_rows: usize) {
             // A bug, not bad input: fail what was running (dropping its channels) and go on.
             eprintln!("error: the decode step panicked; {} running request(s) failed, the server keeps running", running.len());
             running.clear();
-            batch = ContinuousBatch::new(gpt, max_rows);
+            batch = ContinuousBatch::new(model, max_rows);
         }
     }
 }

@@ -363,6 +363,36 @@ fn chat_with_an_instruction_run_uses_the_alpaca_prompt() {
     assert!(server.log().contains("alpaca"), "{}", server.log());
 }
 
+#[test]
+fn chat_with_a_llama_family_model_uses_its_chat_template_and_eos_ids() {
+    for name in ["qwen3-tiny", "llama-tiny"] {
+        let dir = fixtures().join(name);
+        let model = dir.display().to_string();
+        let server = Server::start(&model, &[]);
+        let expected_json: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap()).unwrap();
+        let messages = expected_json["conversation"].clone();
+        // In process: the template's ids (transformers' `chat_ids`), greedy, stopping at the model's EOS ids.
+        let tokenizer = Tokenizer::from_model_dir(&dir).unwrap();
+        let conversation: Vec<gpt::text::ChatMessage> = serde_json::from_value(messages.clone()).unwrap();
+        let (_, prompt) = tokenizer.apply_chat_template(&conversation, true, None).unwrap();
+        let local = gpt::hf::load_language_model_dir(&dir, &Device::flex()).unwrap();
+        let expected = generate(&local, &[prompt.clone()], &GenerateConfig::greedy(12).with_tokenizer(&tokenizer)).unwrap().remove(0);
+
+        let (status, body) = server.post("/v1/chat/completions", &json!({ "model": model, "messages": messages, "max_tokens": 12, "temperature": 0 }));
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["choices"][0]["message"]["content"], expected.text, "{name}");
+        assert_eq!(body["usage"]["prompt_tokens"], prompt.len(), "{name}");
+        assert_eq!(body["usage"]["completion_tokens"], expected.token_ids.len(), "{name}");
+        assert!(server.log().contains("the model's chat template"), "{}", server.log());
+
+        // Completions encode the prompt with the tokenizer's defaults (Llama: <|begin_of_text|>).
+        let prompt = expected_json["greedy_prompt"].as_str().unwrap();
+        let (status, body) = server.post("/v1/completions", &json!({ "model": model, "prompt": prompt, "max_tokens": 5, "temperature": 0 }));
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["usage"]["prompt_tokens"], expected_json["greedy_prompt_ids"].as_array().unwrap().len(), "{name}");
+    }
+}
+
 /// A full queue is a 429; a client that hangs up stops its generation (and frees its place).
 #[test]
 fn full_queue_is_429_and_a_disconnect_stops_generation() {

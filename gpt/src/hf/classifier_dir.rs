@@ -86,7 +86,12 @@ pub fn is_classifier_dir(dir: &Path) -> Result<bool> {
         let config = AdapterConfig::load(&dir.join(ADAPTER_CONFIG))?;
         return Ok(config.task_type == AdapterTask::SequenceClassification);
     }
-    Ok(classifier_labels(&GptConfig::load(&dir.join("config.json"))?).is_some())
+    let config = dir.join("config.json");
+    // Classifier heads exist for GPT-2 only so far; any other family is a language model.
+    if super::model_dir::family_of(&config)? != super::model_dir::Family::Gpt2 {
+        return Ok(false);
+    }
+    Ok(classifier_labels(&GptConfig::load(&config)?).is_some())
 }
 
 /// Loads a classifier adapter: its base model, the adapters folded in, the head.
