@@ -1,6 +1,7 @@
 //! `llmfs`: one command line for GPT-2 models on Burn. Human messages go to stderr; results (and
 //! `--json` objects, one per line) to stdout.
 
+mod chat_format;
 mod commands;
 mod monitor;
 mod progress;
@@ -27,6 +28,8 @@ enum Command {
     Generate(commands::generate::Args),
     /// Write the logits of a token sequence to a safetensors file (for parity checks).
     Logits(commands::logits::Args),
+    /// Chat with a model in the terminal (its chat template; streamed; /reset, /exit).
+    Chat(commands::chat::Args),
     /// Print the token ids of a text, or of a conversation rendered with the model's chat template.
     Tokenize(commands::tokenize::Args),
     /// Download and preprocess a data set (spam, ...).
@@ -65,6 +68,7 @@ fn main() {
         Command::Generate(args) => commands::generate::run(args),
         Command::Logits(args) => commands::logits::run(args),
         Command::Tokenize(args) => commands::tokenize::run(args),
+        Command::Chat(args) => commands::chat::run(args),
         Command::Prepare(args) => commands::prepare::run(args),
         Command::Plot(args) => commands::plot::run(args),
         Command::Finetune(args) => commands::finetune::run(args),

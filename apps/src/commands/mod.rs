@@ -1,5 +1,6 @@
 pub mod bench;
 pub mod bench_suite;
+pub mod chat;
 pub mod classify;
 pub mod download;
 pub mod eval;

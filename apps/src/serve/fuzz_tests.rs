@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 mod fuzz;
 use fuzz::{gpt2_tokenizer, json_value, mutated, number, object_with};
 
-use super::chat::ChatFormat;
+use crate::chat_format::ChatFormat;
 use super::handlers::{Job, Limits, chat_job, classify_texts, completion_job};
 use super::openai::{ApiError, ChatRequest, ClassifyRequest, CompletionRequest, parse_body};
 

@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc::UnboundedReceiver;
 
 use super::AppState;
-use super::chat::ChatFormat;
+use crate::chat_format::ChatFormat;
 use super::openai::{
     ApiError, ChatRequest, ClassifyInput, ClassifyRequest, CompletionRequest, Endpoint, OpenAiJson, Prompt, ResponseMeta,
 };
@@ -135,7 +135,7 @@ pub fn encode(tokenizer: &Tokenizer, text: &str) -> Result<Vec<u32>, ApiError> {
 /// `/v1/chat/completions`' body → a [`Job`] (the messages rendered in `format`), or a 400.
 pub fn chat_job(request: &ChatRequest, format: &ChatFormat, limits: Limits, tokenizer: &Tokenizer) -> Result<Job, ApiError> {
     let messages = request.messages.as_deref().ok_or_else(|| ApiError::invalid("you must provide messages", Some("messages")))?;
-    let prompt = format.encode(tokenizer, messages)?;
+    let prompt = super::chat::encode(format, tokenizer, messages)?;
     let params = request.params();
     let config = params.config(prompt.len(), "messages", limits.n_positions, DefaultMaxTokens::RestOfContext, limits.seed)?.with_tokenizer(tokenizer);
     Ok(Job { prompt, config, stream: params.stream, include_usage: params.include_usage })

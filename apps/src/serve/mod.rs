@@ -30,7 +30,7 @@ use gpt::Tokenizer;
 use pipelines::runs::ModelRef;
 
 use crate::runtime::RuntimeArgs;
-use chat::ChatFormat;
+use crate::chat_format::ChatFormat;
 use worker::{Model, ModelInfo, Worker};
 
 #[derive(clap::Args, Debug)]

@@ -183,3 +183,39 @@ mod llama_family {
         }
     }
 }
+
+/// `llmfs chat` with a conversation piped in: each answer is what `generate` gives for the
+/// conversation so far rendered with the chat template; `/reset` starts over.
+#[test]
+fn chat_answers_each_turn_with_the_template_and_resets() {
+    use gpt::generate::{GenerateConfig, generate};
+    use gpt::text::ChatMessage;
+    use std::io::Write;
+
+    let dir = fixtures().join("qwen3-tiny");
+    let tokenizer = gpt::Tokenizer::from_model_dir(&dir).unwrap();
+    let model = gpt::hf::load_language_model_dir(&dir, &gpt::burn::prelude::Device::flex()).unwrap();
+    let config = GenerateConfig::greedy(6).with_tokenizer(&tokenizer);
+    let answer = |messages: &[ChatMessage]| {
+        let (_, prompt) = tokenizer.apply_chat_template(messages, true, None).unwrap();
+        generate(&model, &[prompt], &config).unwrap().remove(0).text
+    };
+    let system = ChatMessage::new("system", "Be brief.");
+    let first = answer(&[system.clone(), ChatMessage::new("user", "Hi")]);
+    let second = answer(&[system.clone(), ChatMessage::new("user", "Hi"), ChatMessage::new("assistant", &first), ChatMessage::new("user", "More")]);
+    let after_reset = answer(&[system.clone(), ChatMessage::new("user", "Bye")]);
+
+    let home = tempfile::tempdir().unwrap();
+    let mut child = llmfs(home.path())
+        .args(["chat", "--model", &dir.display().to_string(), "--system", "Be brief.", "--max-new-tokens", "6"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"Hi\nMore\n/reset\nBye\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), format!("{first}\n{second}\n{after_reset}\n"));
+    assert!(stderr(&out).contains("(conversation reset)") && stderr(&out).contains("chat template"), "{}", stderr(&out));
+}
