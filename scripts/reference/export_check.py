@@ -14,13 +14,14 @@ import sys
 
 import torch
 from safetensors.torch import load_file
-from transformers import AutoTokenizer, GPT2LMHeadModel
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 
 def main() -> None:
     directory, text, logits_file = sys.argv[1:4]
     tokenizer = AutoTokenizer.from_pretrained(directory)
-    model = GPT2LMHeadModel.from_pretrained(directory, attn_implementation="eager").eval()
+    # The class config.json names (GPT2LMHeadModel, LlamaForCausalLM, Qwen3ForCausalLM ...), in f32.
+    model = AutoModelForCausalLM.from_pretrained(directory, attn_implementation="eager", dtype=torch.float32).eval()
     ids = tokenizer(text)["input_ids"]
     with torch.no_grad():
         logits = model(torch.tensor([ids])).logits

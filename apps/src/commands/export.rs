@@ -1,13 +1,17 @@
 //! `llmfs export --model M --out DIR`: a language model (a run, a checkpoint directory, any model
-//! `--model` takes) as a Hugging Face directory that `GPT2LMHeadModel.from_pretrained(DIR)` and
-//! `AutoTokenizer.from_pretrained(DIR)` load: config.json, model.safetensors,
-//! generation_config.json and the GPT-2 tokenizer files.
+//! `--model` takes) as a Hugging Face directory that `AutoModelForCausalLM.from_pretrained(DIR)`
+//! and `AutoTokenizer.from_pretrained(DIR)` load: config.json, model.safetensors,
+//! generation_config.json and the tokenizer files (GPT-2's, made from the compiled-in BPE; a
+//! Llama-family model's own, copied from where it was loaded).
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
+use gpt::hf::{ModelSpec, save_language_model_dir};
+use gpt::io::HubOptions;
+use gpt::models::{CausalLm, LanguageModel};
 use gpt::text::files::HfTokenizerFiles;
-use gpt::hf::save_model_dir;
+use gpt::text::hf_tokenizer::copy_tokenizer_files;
 use pipelines::runs::ModelRef;
 
 use crate::runtime::RuntimeArgs;
@@ -32,8 +36,8 @@ pub fn run(args: Args) -> Result<()> {
     let model = ModelRef::resolve(&args.model);
     refuse_classifier(&model)?;
     let device = args.runtime.device()?;
-    let model = model.load(&device, args.runtime.seed).with_context(|| format!("loading {}", args.model))?;
-    let tokenizer = HfTokenizerFiles::gpt2().context("building the tokenizer files")?;
+    let spec = model.spec()?;
+    let model = model.load_language_model(&device, args.runtime.seed).with_context(|| format!("loading {}", args.model))?;
 
     // Everything goes to a sibling directory first and is renamed into place at the end: an
     // interrupted export leaves no directory that looks complete.
@@ -41,20 +45,38 @@ pub fn run(args: Args) -> Result<()> {
     if staging.exists() {
         std::fs::remove_dir_all(&staging).with_context(|| format!("removing {}", staging.display()))?;
     }
-    save_model_dir(&model, &staging).with_context(|| format!("writing the model to {}", staging.display()))?;
-    tokenizer.write(&staging, model.config().n_positions).with_context(|| format!("writing the tokenizer to {}", staging.display()))?;
+    save_language_model_dir(&model, &staging).with_context(|| format!("writing the model to {}", staging.display()))?;
+    let tokenizer_files = write_tokenizer(&model, &spec, &staging).with_context(|| format!("writing the tokenizer to {}", staging.display()))?;
     if args.out.exists() {
         std::fs::remove_dir_all(&args.out).with_context(|| format!("replacing {}", args.out.display()))?;
     }
     std::fs::rename(&staging, &args.out).with_context(|| format!("moving {} to {}", staging.display(), args.out.display()))?;
     eprintln!(
-        "exported {} ({} parameters) to {}: config.json, model.safetensors, generation_config.json, vocab.json, merges.txt, tokenizer_config.json, special_tokens_map.json",
+        "exported {} ({}, {} parameters) to {}: config.json, model.safetensors, generation_config.json, {}",
         args.model,
-        model.config().num_params(),
-        args.out.display()
+        model.architecture(),
+        gpt::io::parameter_counts(&model).1,
+        args.out.display(),
+        tokenizer_files.join(", ")
     );
     println!("{}", args.out.display());
     Ok(())
+}
+
+/// GPT-2's tokenizer files made from the compiled-in BPE; a Llama-family model's copied from the
+/// directory it was loaded from (a random preset has none: said, not an error).
+fn write_tokenizer(model: &LanguageModel, spec: &str, dir: &Path) -> Result<Vec<&'static str>> {
+    if let LanguageModel::Gpt2(_) = model {
+        HfTokenizerFiles::gpt2().context("building the tokenizer files")?.write(dir, model.context_length())?;
+        return Ok(vec!["vocab.json", "merges.txt", "tokenizer_config.json", "special_tokens_map.json"]);
+    }
+    match ModelSpec::parse(spec)?.files_dir(&HubOptions::from_env())? {
+        Some(source) => Ok(copy_tokenizer_files(&source, dir)?),
+        None => {
+            eprintln!("warning: {spec} has random weights and no tokenizer: the export has no tokenizer files");
+            Ok(Vec::new())
+        }
+    }
 }
 
 fn check_out_dir(out: &Path, force: bool) -> Result<()> {

@@ -109,3 +109,49 @@ fn export_writes_an_hf_directory_that_transformers_loads() {
     let diff = result["max_abs_diff"].as_f64().unwrap();
     assert!(diff < 1e-4, "transformers' logits differ from llmfs's by {diff}");
 }
+
+#[test]
+fn llama_family_exports_round_trip_with_their_tokenizer() {
+    for name in ["llama-tiny", "qwen3-tiny"] {
+        let home = tempfile::tempdir().unwrap();
+        let source = fixtures().join(name);
+        let out_dir = home.path().join("exported");
+        let out = run(llmfs(home.path()).args(["export", "--device", "cpu", "--model"]).arg(&source).arg("--out").arg(&out_dir));
+        assert!(out.status.success(), "{}", stderr(&out));
+        for file in ["config.json", "model.safetensors", "generation_config.json", "tokenizer.json", "tokenizer_config.json"] {
+            assert!(out_dir.join(file).is_file(), "{name}: {file}");
+        }
+        let config: serde_json::Value = serde_json::from_slice(&std::fs::read(out_dir.join("config.json")).unwrap()).unwrap();
+        let source_config: serde_json::Value = serde_json::from_slice(&std::fs::read(source.join("config.json")).unwrap()).unwrap();
+        assert_eq!(config["dtype"], "float32", "{name}: the weights are written in f32");
+        for key in ["architectures", "rope_parameters", "eos_token_id", "tie_word_embeddings", "head_dim", "transformers_version"] {
+            assert_eq!(config[key], source_config[key], "{name}: {key} kept");
+        }
+        let generation: serde_json::Value = serde_json::from_slice(&std::fs::read(out_dir.join("generation_config.json")).unwrap()).unwrap();
+        assert_eq!(generation["eos_token_id"], source_config["eos_token_id"], "{name}");
+
+        // llmfs reads the export back with the fixture's logits (transformers' to 1e-4).
+        let text = "Every effort moves you forward, my friend.";
+        let tokenizer = gpt::Tokenizer::from_model_dir(&out_dir).unwrap();
+        let ids = tokenizer.try_encode(text).unwrap();
+        let ids_arg = ids.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
+        let logits_of = |model: &std::path::Path, file: &str| logits(home.path(), model, &ids_arg, &home.path().join(file));
+        let (exported, original) = (logits_of(&out_dir, "exported.safetensors"), logits_of(&source, "original.safetensors"));
+        let diff = max_abs_diff(&exported, &original);
+        // bf16 weights widened to f32 and written as f32: the same numbers.
+        assert!(diff == 0.0, "{name}: the export's logits differ by {diff}");
+
+        let Some(python) = python_with("torch, transformers, safetensors") else {
+            eprintln!("skipped the transformers check: no Python with torch + transformers (set LLMFS_PYTHON)");
+            continue;
+        };
+        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/reference/export_check.py");
+        let check = Command::new(python).arg(script).arg(&out_dir).arg(text).arg(home.path().join("exported.safetensors")).output().unwrap();
+        assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stderr));
+        let result: serde_json::Value = serde_json::from_slice(check.stdout.trim_ascii()).unwrap();
+        assert_eq!(result["ids"], serde_json::json!(ids), "{name}: the exported tokenizer tokenises like llmfs");
+        assert_eq!(result["architecture"], source_config["architectures"][0]);
+        let diff = result["max_abs_diff"].as_f64().unwrap();
+        assert!(diff < 1e-4, "{name}: transformers' logits differ from llmfs's by {diff}");
+    }
+}

@@ -12,7 +12,9 @@ use burn::prelude::*;
 
 pub use adapter_dir::{load_base, load_merged};
 pub use classifier_dir::{classifier_labels, is_classifier_dir, load_classifier_dir, save_classifier_adapter_dir, save_classifier_dir};
-pub use model_dir::{Family, family_of, load_language_model_dir, load_llama_dir, load_model_dir, save_model_dir};
+pub use model_dir::{
+    Family, family_of, load_language_model_dir, load_llama_dir, load_model_dir, save_language_model_dir, save_llama_dir, save_model_dir,
+};
 
 use crate::error::{GptError, Result};
 use crate::io::{HubOptions, fetch_model, hub};

@@ -63,6 +63,59 @@ pub fn load_llama_dir(dir: &Path, device: &Device) -> Result<Llama> {
     Ok(model)
 }
 
+/// Writes a Llama-family model as an HF-format directory (`config.json`, `model.safetensors` in
+/// f32 with HF's `[out, in]` Linear weights, `generation_config.json`) that `transformers` loads
+/// with the same logits. Each file is written atomically, the weights first. Tokenizer files are
+/// the caller's (see `gpt::text::hf_tokenizer::copy_tokenizer_files`).
+pub fn save_llama_dir(model: &Llama, dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|e| GptError::io(dir, e))?;
+    let tensors: Vec<(String, TensorData)> = named_params(model)
+        .into_iter()
+        .map(|(name, data)| {
+            let shape = data.shape().to_vec();
+            match (Llama::is_out_in_linear(&name), shape.as_slice()) {
+                (true, &[d_in, d_out]) => {
+                    let values = data.try_into_vec::<f32>().map_err(|e| GptError::Tensor(format!("tensor `{name}`: {e:?}")))?;
+                    Ok((name, TensorData::new(crate::io::params::transpose(&values, d_in, d_out), [d_out, d_in])))
+                }
+                _ => Ok((name, data)),
+            }
+        })
+        .collect::<Result<_>>()?;
+    write_safetensors(&dir.join(crate::io::safetensors::SINGLE_FILE), &tensors)?;
+    let mut config = model.config().clone();
+    // The weights are written in f32: a config saying bf16 would make transformers load them
+    // narrowed (dtype="auto"), with other logits.
+    let dtype_keys: Vec<String> = ["dtype", "torch_dtype"].into_iter().filter(|k| config.extra.contains_key(*k)).map(str::to_string).collect();
+    for key in if dtype_keys.is_empty() { vec!["torch_dtype".to_string()] } else { dtype_keys } {
+        config.extra.insert(key, "float32".into());
+    }
+    config.save(&dir.join("config.json"))?;
+    let mut generation = serde_json::Map::new();
+    if let Some(bos) = config.bos_token_id() {
+        generation.insert("bos_token_id".into(), bos.into());
+    }
+    match config.eos_token_ids().as_slice() {
+        [] => {}
+        [one] => {
+            generation.insert("eos_token_id".into(), (*one).into());
+        }
+        many => {
+            generation.insert("eos_token_id".into(), many.into());
+        }
+    }
+    let text = serde_json::to_string_pretty(&generation).unwrap_or_default();
+    write_atomic(&dir.join("generation_config.json"), text.as_bytes())
+}
+
+/// Writes a model of any family (see [`save_model_dir`], [`save_llama_dir`]).
+pub fn save_language_model_dir(model: &LanguageModel, dir: &Path) -> Result<()> {
+    match model {
+        LanguageModel::Gpt2(model) => save_model_dir(model, dir),
+        LanguageModel::Llama(model) => save_llama_dir(model, dir),
+    }
+}
+
 /// A shape mismatch reported against `config.json`.
 fn config_mismatch(dir: &Path, error: GptError) -> GptError {
     match error {

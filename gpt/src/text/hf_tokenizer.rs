@@ -68,6 +68,28 @@ impl HfTokenizer {
     }
 }
 
+/// The tokenizer files a model directory may hold, in the order `transformers` writes them.
+pub const TOKENIZER_FILES: [&str; 4] = [TOKENIZER_FILE, TOKENIZER_CONFIG, "special_tokens_map.json", CHAT_TEMPLATE_FILE];
+
+/// Copies the tokenizer files of model directory `from` into `to` (each atomically); returns the
+/// names copied (`tokenizer.json` must be among them).
+pub fn copy_tokenizer_files(from: &Path, to: &Path) -> Result<Vec<&'static str>> {
+    let mut copied = Vec::new();
+    for name in TOKENIZER_FILES {
+        let source = from.join(name);
+        if !source.is_file() {
+            continue;
+        }
+        let bytes = std::fs::read(&source).map_err(|e| GptError::io(&source, e))?;
+        crate::io::write_atomic(&to.join(name), &bytes)?;
+        copied.push(name);
+    }
+    if !copied.contains(&TOKENIZER_FILE) {
+        return Err(GptError::Tokenizer(format!("{}: no {TOKENIZER_FILE} to copy", from.display())));
+    }
+    Ok(copied)
+}
+
 /// `chat_template.jinja`, or `tokenizer_config.json`'s `chat_template`: a string, or a list of
 /// named templates of which `default` is the chat one.
 fn chat_template_source(dir: &Path, config: &Value) -> Result<Option<(String, String)>> {
