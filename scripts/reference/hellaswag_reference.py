@@ -79,10 +79,24 @@ def main():
     import torch
     import transformers
     from torch.nn import functional as F
-    from transformers import GPT2LMHeadModel
+    from transformers import AutoModelForCausalLM, GPT2LMHeadModel
 
     torch.set_num_threads(args.threads)
-    enc = tiktoken.get_encoding("gpt2")
+    # A model directory with its own tokenizer.json (the Llama family) is scored with it, adding no
+    # special tokens (lm-evaluation-harness's default); GPT-2 with tiktoken, as build-nanogpt.
+    hf_tokenizer = None if args.random_gpt2 else os.path.isfile(os.path.join(args.model, "tokenizer.json"))
+    if hf_tokenizer:
+        from transformers import AutoTokenizer
+
+        hf_tokenizer = AutoTokenizer.from_pretrained(args.model)
+
+        class Encoding:
+            def encode(self, text):
+                return hf_tokenizer(text, add_special_tokens=False)["input_ids"]
+
+        enc = Encoding()
+    else:
+        enc = tiktoken.get_encoding("gpt2")
 
     # --- build-nanogpt hellaswag.py, verbatim up to the returned values ---------------------------
     def render_example(example):
@@ -111,7 +125,7 @@ def main():
         torch.manual_seed(0)
         model = GPT2LMHeadModel(transformers.GPT2Config())
     else:
-        model = GPT2LMHeadModel.from_pretrained(args.model, attn_implementation="eager", torch_dtype=torch.float32)
+        model = AutoModelForCausalLM.from_pretrained(args.model, attn_implementation="eager", dtype=torch.float32)
     model.eval()
 
     def evaluate(example):
@@ -178,7 +192,8 @@ def main():
         "model": os.path.relpath(args.model, ROOT),
         "data": os.path.relpath(args.data, ROOT),
         "settings": {"dtype": "float32", "device": "cpu", "torch_threads": 1, "attn_implementation": "eager",
-                     "batch": "one example (4 rows) per forward pass", "tokenizer": "tiktoken.get_encoding('gpt2')"},
+                     "batch": "one example (4 rows) per forward pass",
+                     "tokenizer": "tokenizer.json (no special tokens added)" if hf_tokenizer else "tiktoken.get_encoding('gpt2')"},
         "versions": {"python": platform.python_version(), "torch": torch.__version__,
                      "transformers": transformers.__version__, "tiktoken": tiktoken.__version__},
         "loss_tolerance_rel": 1e-5,

@@ -128,3 +128,31 @@ fn unknown_repos_and_unreachable_hubs_are_clear_errors() {
     // Nothing half-downloaded is left looking complete.
     assert!(!home.path().join("hub/models--llmfs-test--tiny-gpt2/snapshots").exists());
 }
+
+#[test]
+fn llama_family_repos_come_with_their_tokenizer_and_gated_ones_need_hf_token() {
+    let repo = "meta-llama/Llama-tiny";
+    let hub = FakeHub::start(HashMap::from([(repo.to_string(), llama_repo())]));
+    let home = tempfile::tempdir().unwrap();
+    let generate = |token: Option<&str>| {
+        let mut cmd = llmfs(home.path());
+        cmd.env("HF_ENDPOINT", &hub.url).args(["generate", "--model", repo, "--prompt", "Every effort moves you", "--max-new-tokens", "20", "--ignore-eos", "--json"]);
+        if let Some(token) = token {
+            cmd.env("HF_TOKEN", token);
+        }
+        run(&mut cmd)
+    };
+    let out = generate(None);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("access denied") && stderr(&out).contains("set HF_TOKEN"), "{}", stderr(&out));
+
+    let out = generate(Some("hf_test"));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let expected: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixtures().join("llama-tiny/expected.json")).unwrap()).unwrap();
+    let json = last_json(&out);
+    assert_eq!(json["prompt_ids"], expected["greedy_prompt_ids"], "the downloaded tokenizer.json encodes the prompt");
+    assert_eq!(json["text"], expected["greedy_text"]);
+    let log = hub.requests.lock().unwrap().join("\n");
+    assert!(log.contains("GET /meta-llama/Llama-tiny/resolve/main/tokenizer.json"), "{log}");
+}

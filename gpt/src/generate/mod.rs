@@ -50,6 +50,9 @@ pub struct GenerateConfig {
     pub use_cache: bool,
     /// Turns tokens into text (and gives the padding and start tokens): the model's own.
     pub tokenizer: Tokenizer,
+    /// Decode the new tokens into text (false: token ids only, for a model without a tokenizer,
+    /// e.g. the random-weight presets of benchmarks; no stop strings then).
+    pub decode: bool,
 }
 
 impl GenerateConfig {
@@ -65,6 +68,7 @@ impl GenerateConfig {
             padding: Padding::Left,
             use_cache: true,
             tokenizer,
+            decode: true,
         }
     }
 
@@ -151,6 +155,11 @@ impl Row {
         let last_step = self.tokens.len() + 1 == config.max_new_tokens;
         if config.eos_tokens.contains(&token) {
             self.finish = Some(FinishReason::Eos);
+        } else if !config.decode {
+            self.tokens.push(token);
+            if last_step {
+                self.finish = Some(FinishReason::Length);
+            }
         } else {
             self.tokens.push(token);
             self.text.push_str(&self.decoder.push(tokenizer, token)?);
@@ -204,6 +213,9 @@ pub(crate) fn checked_prompt(model: &dyn CausalLm, i: usize, prompt: &[u32], con
     let n_positions = model.context_length();
     if config.stop.iter().any(String::is_empty) {
         return Err(GptError::Generation("stop strings must not be empty".into()));
+    }
+    if !config.decode && !config.stop.is_empty() {
+        return Err(GptError::Generation("stop strings need decoded text (decode = false)".into()));
     }
     if config.max_new_tokens >= n_positions {
         return Err(GptError::Generation(format!(

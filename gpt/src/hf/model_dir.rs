@@ -23,8 +23,8 @@ pub enum Family {
     Llama(Architecture),
 }
 
-/// Reads `config.json`'s `architectures` (first entry) or `model_type`; a GPT-2 config from before
-/// either existed (only `n_embd` ...) is GPT-2. Anything else is an error naming the architecture
+/// Reads `config.json`'s `architectures` (first entry) or `model_type`; a config with neither (GPT-2
+/// configs from before they existed) is GPT-2. Anything else is an error naming the architecture
 /// and the supported ones.
 pub fn family_of(config_path: &Path) -> Result<Family> {
     let text = std::fs::read_to_string(config_path).map_err(|e| GptError::io(config_path, e))?;
@@ -33,7 +33,7 @@ pub fn family_of(config_path: &Path) -> Result<Family> {
     let model_type = json.get("model_type").and_then(|t| t.as_str());
     let gpt2 = match architectures {
         Some(name) => name.starts_with("GPT2"),
-        None => model_type.map_or(json.get("n_embd").is_some(), |t| t == "gpt2"),
+        None => model_type.is_none_or(|t| t == "gpt2"),
     };
     if gpt2 {
         return Ok(Family::Gpt2);

@@ -187,8 +187,8 @@ impl SafetensorsSource {
             let (_, tied) = self.read_f32(embedding)?;
             if head != tied {
                 return Err(GptError::Model(format!(
-                    "{}: `lm_head.weight` differs from `{embedding}`, but the model's output head is tied to \
-                     the token embedding (GPT-2 always; others when config.json says `tie_word_embeddings`)",
+                    "{}: `lm_head.weight` differs from `{embedding}`: an untied output head, but the model's head \
+                     is tied to the token embedding (GPT-2 always; others when config.json says `tie_word_embeddings`)",
                     self.path_of("lm_head.weight").display()
                 )));
             }

@@ -16,6 +16,11 @@ pub struct LayerKvCache {
 }
 
 impl LayerKvCache {
+    /// Nothing cached yet.
+    pub fn is_empty(&self) -> bool {
+        self.k.is_none()
+    }
+
     /// Appends the new positions and returns all keys and values so far.
     pub fn append(&mut self, k: Tensor<4>, v: Tensor<4>) -> (Tensor<4>, Tensor<4>) {
         let k = match self.k.take() {

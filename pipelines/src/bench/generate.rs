@@ -9,7 +9,7 @@ use anyhow::{Result, ensure};
 use gpt::burn::prelude::*;
 use gpt::backend::DeviceSpec;
 use gpt::generate::{GenerateConfig, generate};
-use gpt::Gpt;
+use gpt::models::{CausalLm, LanguageModel};
 use serde_json::{Value, json};
 
 use super::median;
@@ -30,15 +30,17 @@ pub struct Options {
     /// More than 1: batched against one at a time instead
     #[arg(long, default_value_t = 1)]
     pub batch: usize,
+    /// Also time the prefill of a prompt this long (the baseline's 16 tokens, repeated)
+    #[arg(long)]
+    pub prefill_len: Option<usize>,
 }
 
-/// `preset`: the model shape (`gpt2` = 124M).
+/// `preset`: the model shape (`gpt2` = 124M; a Llama-family preset such as `smollm2-135m`).
 pub fn run(spec: DeviceSpec, preset: &str, options: &Options) -> Result<Value> {
     let device = spec.resolve()?;
-    let config = super::preset_config(preset)?;
+    let model = super::preset_model(preset, &device)?;
     // A shape with a shorter context (tiny) generates what fits after the prompt.
-    let new_tokens = NEW_TOKENS.min(config.n_positions.saturating_sub(PROMPT.len()));
-    let model = Gpt::init(&config, 0, &device)?;
+    let new_tokens = NEW_TOKENS.min(model.context_length().saturating_sub(PROMPT.len()));
     if options.batch > 1 {
         return batched_against_solo(&model, preset, options, new_tokens, spec);
     }
@@ -47,6 +49,14 @@ pub fn run(spec: DeviceSpec, preset: &str, options: &Options) -> Result<Value> {
     // cache length once, outside the timed runs.
     timed_generation(&model, new_tokens, true)?;
     let prefill = median((0..5).map(|_| timed_generation(&model, 1, true).map(|r| r.0)).collect::<Result<_>>()?);
+    let long_prefill = match options.prefill_len {
+        Some(len) => {
+            let prompt: Vec<u32> = PROMPT.iter().copied().cycle().take(len).collect();
+            timed_prompt(&model, &prompt, 1, true)?;
+            Some(median((0..options.reps.max(1)).map(|_| timed_prompt(&model, &prompt, 1, true).map(|r| r.0)).collect::<Result<_>>()?))
+        }
+        None => None,
+    };
     let runs: Vec<(f64, Vec<u32>)> = (0..options.reps.max(1)).map(|_| timed_generation(&model, new_tokens, true)).collect::<Result<_>>()?;
     let cached_s = median(runs.iter().map(|r| r.0).collect());
     let uncached = if options.no_cache { Some(timed_generation(&model, new_tokens, false)?) } else { None };
@@ -58,6 +68,7 @@ pub fn run(spec: DeviceSpec, preset: &str, options: &Options) -> Result<Value> {
         "bench": super::bench_name("generate", preset), "preset": preset, "backend": spec.to_string(),
         "threads": rayon::current_num_threads(), "batch": 1, "prompt_len": PROMPT.len(), "new_tokens": new_tokens,
         "prefill_16_tokens_plus_1_s": prefill,
+        "prefill": long_prefill.map(|s| json!({ "prompt_len": options.prefill_len, "s": s, "tokens_per_s": options.prefill_len.unwrap_or(0) as f64 / s })),
         "kv_cache": { "median_s": cached_s, "all_s": runs.iter().map(|r| r.0).collect::<Vec<_>>(),
                       "tokens_per_s": new_tokens as f64 / cached_s },
         "no_cache": uncached.as_ref().map(|(s, _)| json!({ "s": s, "tokens_per_s": new_tokens as f64 / s })),
@@ -83,16 +94,21 @@ fn calibrate(device: &Device) -> f64 {
     2.0 * 1024.0 * 768.0 * 3072.0 / median(times) / 1e9
 }
 
-fn timed_generation(model: &Gpt, new_tokens: usize, use_cache: bool) -> Result<(f64, Vec<u32>)> {
-    let config = GenerateConfig { eos_tokens: vec![], use_cache, ..GenerateConfig::greedy(new_tokens) };
+fn timed_generation(model: &LanguageModel, new_tokens: usize, use_cache: bool) -> Result<(f64, Vec<u32>)> {
+    timed_prompt(model, &PROMPT, new_tokens, use_cache)
+}
+
+/// Seconds to generate `new_tokens` after `prompt` (ids only: random weights have no tokenizer), and the tokens.
+fn timed_prompt(model: &LanguageModel, prompt: &[u32], new_tokens: usize, use_cache: bool) -> Result<(f64, Vec<u32>)> {
+    let config = GenerateConfig { eos_tokens: vec![], use_cache, decode: false, ..GenerateConfig::greedy(new_tokens) };
     let start = Instant::now();
-    let out = generate(model, &[PROMPT.to_vec()], &config)?;
+    let out = generate(model, &[prompt.to_vec()], &config)?;
     Ok((start.elapsed().as_secs_f64(), out[0].token_ids.clone()))
 }
 
 /// `batch` prompts (the baseline's, each with another last token) generated as one batch through
 /// the KV cache and then one at a time (`generate-responses` and `serve` batch their prompts).
-fn batched_against_solo(model: &Gpt, preset: &str, options: &Options, new_tokens: usize, spec: DeviceSpec) -> Result<Value> {
+fn batched_against_solo(model: &LanguageModel, preset: &str, options: &Options, new_tokens: usize, spec: DeviceSpec) -> Result<Value> {
     let batch = options.batch;
     let prompts: Vec<Vec<u32>> = (0..batch)
         .map(|row| {
@@ -101,7 +117,7 @@ fn batched_against_solo(model: &Gpt, preset: &str, options: &Options, new_tokens
             prompt
         })
         .collect();
-    let config = GenerateConfig { eos_tokens: vec![], ..GenerateConfig::greedy(new_tokens) };
+    let config = GenerateConfig { eos_tokens: vec![], decode: false, ..GenerateConfig::greedy(new_tokens) };
     // Warm-up of both ways over the whole length, as in `run` (on a GPU, the batch of 8 has its
     // own shapes to tune and compile).
     generate(model, &prompts, &config)?;

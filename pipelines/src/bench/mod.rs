@@ -14,6 +14,11 @@ pub fn preset_config(preset: &str) -> anyhow::Result<gpt::GptConfig> {
     gpt::GptConfig::preset(preset).ok_or_else(|| anyhow::anyhow!("unknown preset {preset:?}: expected one of {}", gpt::models::gpt2::PRESETS.join(", ")))
 }
 
+/// A seeded random model of a preset's shape, of any family (`gpt2`, `smollm2-135m`, `qwen3-0.6b` ...).
+pub fn preset_model(preset: &str, device: &gpt::burn::prelude::Device) -> anyhow::Result<gpt::models::LanguageModel> {
+    Ok(gpt::hf::load_language_model(&format!("random:{preset}"), device, 0)?)
+}
+
 /// A result's `bench` name: `llmfs_{case}_gpt2_124m` for the default shape (the name the PyTorch
 /// comparisons look for), `llmfs_{case}_{preset}` for another.
 pub fn bench_name(case: &str, preset: &str) -> String {
@@ -40,7 +45,8 @@ pub fn peak_rss_mib() -> Option<f64> {
 /// The flags every benchmark takes, in `llmfs bench` and in the `cargo bench` binaries.
 #[derive(clap::Args, Debug, Clone)]
 pub struct SharedArgs {
-    /// Model shape: gpt2 (124M), gpt2-medium, gpt2-large, gpt2-xl, mini or tiny (random weights)
+    /// Model shape: gpt2 (124M), gpt2-medium, gpt2-large, gpt2-xl, mini or tiny (random weights);
+    /// generate also takes smollm2-135m, smollm2-360m, qwen3-0.6b, llama-3.2-1b
     #[arg(long, default_value = "gpt2", global = true)]
     pub preset: String,
     /// CPU threads for the CPU backend (default: all cores)

@@ -26,7 +26,9 @@ use std::borrow::Borrow;
 
 use anyhow::{Context, Result, ensure};
 use gpt::burn::prelude::*;
-use gpt::{Gpt, Tokenizer};
+use gpt::Tokenizer;
+use gpt::burn::module::Module;
+use gpt::models::CausalLm;
 use serde::Serialize;
 
 use crate::data::hellaswag::{Example, NUM_ENDINGS, RenderedExample, render_example};
@@ -105,12 +107,23 @@ pub struct HellaswagScores {
 ///
 /// Batches are formed from examples of similar length, longest first (little padding, and a batch
 /// too big for the device fails at once); the predictions come back in the order of `examples`.
-pub fn evaluate(model: &Gpt, examples: &[Example], batch_size: usize, mut progress: impl FnMut(usize)) -> Result<HellaswagScores> {
+pub fn evaluate<M: CausalLm + Module>(model: &M, examples: &[Example], batch_size: usize, progress: impl FnMut(usize)) -> Result<HellaswagScores> {
+    evaluate_with(model, &Tokenizer::gpt2(), examples, batch_size, progress)
+}
+
+/// [`evaluate`] with the model's own tokenizer (a Llama-family model's; no special tokens are
+/// added, as lm-evaluation-harness does by default).
+pub fn evaluate_with<M: CausalLm + Module>(
+    model: &M,
+    tokenizer: &Tokenizer,
+    examples: &[Example],
+    batch_size: usize,
+    mut progress: impl FnMut(usize),
+) -> Result<HellaswagScores> {
     ensure!(batch_size > 0, "the batch size must be at least 1");
     let model = model.valid();
-    let tokenizer = Tokenizer::gpt2();
-    let context = model.config().n_positions;
-    let rendered: Vec<RenderedExample> = examples.iter().map(|e| render_example(&tokenizer, e)).collect();
+    let context = model.context_length();
+    let rendered: Vec<RenderedExample> = examples.iter().map(|e| render_example(tokenizer, e)).collect();
     let mut labels = Vec::with_capacity(examples.len());
     for (example, render) in examples.iter().zip(&rendered) {
         let at = || format!("the example on line {} (ind {})", example.line, example.ind);
@@ -150,14 +163,14 @@ pub fn evaluate(model: &Gpt, examples: &[Example], batch_size: usize, mut progre
 /// 4 rows) are what the 4 endings attend to in a second pass: about half the positions of running
 /// every row whole (HellaSwag's contexts are longer than its endings), the same numbers up to float
 /// rounding. An example without context is scored by [`score_full_rows`].
-pub fn score_batch<R: Borrow<RenderedExample>>(model: &Gpt, batch: &[R]) -> Result<Vec<EndingLosses>> {
+pub fn score_batch<R: Borrow<RenderedExample>>(model: &dyn CausalLm, batch: &[R]) -> Result<Vec<EndingLosses>> {
     if batch.is_empty() {
         return Ok(Vec::new());
     }
     if batch.iter().any(|r| r.borrow().ctx_tokens.is_empty()) {
         return score_full_rows(model, batch);
     }
-    let context = model.config().n_positions;
+    let context = model.context_length();
     let examples = batch.len();
     let ctx_width = batch.iter().map(|r| r.borrow().ctx_tokens.len()).max().unwrap_or(0);
     let end_width = batch.iter().flat_map(|r| r.borrow().ending_tokens.iter().map(Vec::len)).max().unwrap_or(0);
@@ -231,7 +244,7 @@ impl ScoredPositions {
 
     /// The output head (the largest product of a small model) on the scored states only, then each
     /// ending's summed and mean cross-entropy.
-    fn losses(self, model: &Gpt, states: Tensor<2>, examples: usize) -> Result<Vec<EndingLosses>> {
+    fn losses(self, model: &dyn CausalLm, states: Tensor<2>, examples: usize) -> Result<Vec<EndingLosses>> {
         let device = model.device();
         let n = self.positions.len();
         let c = states.dims()[1];
@@ -265,11 +278,11 @@ impl ScoredPositions {
 /// whole rows (context + ending) zero-padded to the longest. As there (logits and targets shifted
 /// by one), the token at position `t` of an ending is scored by the state at `t - 1`; a row's first
 /// token is never scored.
-pub fn score_full_rows<R: Borrow<RenderedExample>>(model: &Gpt, batch: &[R]) -> Result<Vec<EndingLosses>> {
+pub fn score_full_rows<R: Borrow<RenderedExample>>(model: &dyn CausalLm, batch: &[R]) -> Result<Vec<EndingLosses>> {
     let Some(width) = batch.iter().map(|r| r.borrow().width()).max() else {
         return Ok(Vec::new());
     };
-    let context = model.config().n_positions;
+    let context = model.context_length();
     ensure!(width <= context, "a batch row has {width} tokens, more than the model's context of {context}");
     let rows = NUM_ENDINGS * batch.len();
     let mut ids = vec![0i64; rows * width];

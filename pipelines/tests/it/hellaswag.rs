@@ -335,3 +335,37 @@ fn download_split_reads_a_local_directory_in_place() {
     assert_eq!(prepared[0].path, cache.join("hellaswag_val.jsonl"));
     assert_eq!(std::fs::read(&prepared[0].path).unwrap(), std::fs::read(data_file()).unwrap());
 }
+
+/// A Llama-family model (`llama-tiny`) with its own tokenizer against transformers + its
+/// `tokenizer.json` (`tests/fixtures/hellaswag_llama_tiny_reference.json`, the same script).
+#[test]
+fn llama_family_models_score_as_transformers_does() {
+    let text = std::fs::read_to_string(fixtures().join("hellaswag_llama_tiny_reference.json")).unwrap();
+    let reference: Value = serde_json::from_str(&text).unwrap();
+    let tolerance = reference["loss_tolerance_rel"].as_f64().unwrap();
+    let dir = fixtures().join("llama-tiny");
+    let tokenizer = Tokenizer::from_model_dir(&dir).unwrap();
+    let model = gpt::hf::load_language_model_dir(&dir, &Device::flex()).unwrap();
+    let examples = read_examples(&data_file()).unwrap();
+    let expected = reference["examples"].as_array().unwrap();
+    for (example, expected) in examples.iter().zip(expected) {
+        let rendered = render_example(&tokenizer, example);
+        assert_eq!(rendered.ctx_tokens, ids(&expected["ctx_tokens"]), "ind {}", example.ind);
+        let endings: Vec<Vec<u32>> = expected["ending_tokens"].as_array().unwrap().iter().map(ids).collect();
+        assert_eq!(rendered.ending_tokens.to_vec(), endings, "ind {}", example.ind);
+    }
+    let scores = pipelines::eval::hellaswag::evaluate_with(&model, &tokenizer, &examples, 3, |_| {}).unwrap();
+    for (prediction, expected) in scores.predictions.iter().zip(expected) {
+        for (ours, theirs) in prediction.losses.sum.iter().zip(floats(&expected["sum_loss"])) {
+            assert!(rel(*ours, theirs) < tolerance, "ind {}: summed loss {ours} vs {theirs}", prediction.ind);
+        }
+        for (ours, theirs) in prediction.losses.mean.iter().zip(floats(&expected["mean_loss"])) {
+            assert!(rel(*ours, theirs) < tolerance, "ind {}: mean loss {ours} vs {theirs}", prediction.ind);
+        }
+        assert_eq!(prediction.pred as u64, expected["pred"].as_u64().unwrap(), "ind {}", prediction.ind);
+        assert_eq!(prediction.pred_norm as u64, expected["pred_norm"].as_u64().unwrap(), "ind {}", prediction.ind);
+    }
+    assert_eq!((scores.num_correct, scores.num_correct_norm), (10, 13));
+    assert_eq!(scores.num_correct as u64, reference["num_correct"].as_u64().unwrap());
+    assert_eq!(scores.num_correct_norm as u64, reference["num_correct_norm"].as_u64().unwrap());
+}

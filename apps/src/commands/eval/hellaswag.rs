@@ -5,9 +5,9 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context, Result, ensure};
-use pipelines::runs::load_model;
+use pipelines::runs::ModelRef;
 use pipelines::data::hellaswag::{self, Split};
-use pipelines::eval::hellaswag::{HellaswagScores, default_batch_size, evaluate};
+use pipelines::eval::hellaswag::{HellaswagScores, default_batch_size, evaluate_with};
 use serde_json::json;
 
 use crate::progress::counting_bar;
@@ -64,13 +64,16 @@ pub fn run(args: HellaswagArgs) -> Result<()> {
 
     let device = args.runtime.device()?;
     let load_start = Instant::now();
-    let model = load_model(&args.model, &device, args.runtime.seed)?;
-    eprintln!("loaded {} ({} parameters) on {device:?} in {:.1}s", args.model, model.config().num_params(), load_start.elapsed().as_secs_f64());
+    let model_ref = ModelRef::resolve(&args.model);
+    let tokenizer = model_ref.tokenizer()?;
+    let model = model_ref.load_language_model(&device, args.runtime.seed)?;
+    let parameters = gpt::io::parameter_counts(&model).1;
+    eprintln!("loaded {} ({parameters} parameters) on {device:?} in {:.1}s", args.model, load_start.elapsed().as_secs_f64());
 
     let progress = counting_bar(examples.len(), "hellaswag {pos}/{len} [{wide_bar}] {per_sec} eta {eta}");
     let start = Instant::now();
     let batch_size = args.batch_size.unwrap_or_else(|| default_batch_size(&device));
-    let scores = evaluate(&model, &examples, batch_size, |done| progress.set_position(done as u64))
+    let scores = evaluate_with(&model, &tokenizer, &examples, batch_size, |done| progress.set_position(done as u64))
         .with_context(|| format!("evaluating {} on {}", args.model, path.display()))?;
     progress.finish_and_clear();
     let seconds = start.elapsed().as_secs_f64();

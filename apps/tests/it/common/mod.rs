@@ -116,6 +116,10 @@ fn hub_reply(request: &Request, repos: &HashMap<String, HashMap<String, PathBuf>
         body,
         send_body: method != "HEAD",
     };
+    // Gated repos (`meta-llama/*` on the real hub) answer 401 without the token `hf_test`.
+    if path.contains("/meta-llama/") && request.headers.get("authorization").map(String::as_str) != Some("Bearer hf_test") {
+        return raw("401 Unauthorized", Vec::new(), b"Access to model meta-llama is restricted".to_vec());
+    }
     // The repo-info API: /api/{models|datasets}/{repo}/revision/{revision} lists the files.
     if let Some(info) = repo_info(path, repos) {
         return raw("200 OK", vec![header("Content-Type", "application/json")], info.into_bytes());
@@ -189,6 +193,14 @@ fn repo_info(path: &str, repos: &HashMap<String, HashMap<String, PathBuf>>) -> O
     names.sort();
     let siblings: Vec<serde_json::Value> = names.iter().map(|n| serde_json::json!({ "rfilename": n })).collect();
     Some(serde_json::json!({ "id": repo, "sha": COMMIT, "siblings": siblings }).to_string())
+}
+
+/// The Llama-family fixture served as one repo, with its tokenizer files.
+pub fn llama_repo() -> HashMap<String, PathBuf> {
+    ["config.json", "model.safetensors", "generation_config.json", "tokenizer.json", "tokenizer_config.json"]
+        .into_iter()
+        .map(|f| (f.to_string(), fixtures().join("llama-tiny").join(f)))
+        .collect()
 }
 
 /// The fixture model served as one repo.

@@ -31,17 +31,23 @@ const BLOCK: usize = 64;
 /// `softmax(q·kᵀ/√hd + causal mask) · v` for every head of `qkv` (`[B, T, 3C]`: q | k | v, head
 /// `h` at columns `h·hd..(h+1)·hd` of each third), heads merged back into `[B, T, C]`.
 /// `keep_mask` (`B·H·T·T` values, each `0` or `1/keep`) is the attention dropout, applied to
-/// the weights before they multiply `v`. `None` unless `qkv` is f32 on Flex under autodiff
-/// (inference keeps Burn's fused attention kernel).
+/// the weights before they multiply `v`. `None` unless `qkv` is f32 on Flex. Without autodiff
+/// (a prefill: the whole prompt at once) the blocked products beat Burn's attention kernel,
+/// which computes the full square one dot product at a time.
 pub fn causal_attention(qkv: &Tensor<3>, n_head: usize, keep_mask: Option<Vec<f32>>) -> Option<Tensor<3>> {
     let [b, t, c3] = qkv.dims();
-    let FlexInput::Tracked(tracked) = FlexInput::of(qkv)? else {
-        return None;
-    };
+    let input = FlexInput::of(qkv)?;
     if n_head == 0 || c3 % (3 * n_head) != 0 || keep_mask.as_ref().is_some_and(|m| m.len() != b * n_head * t * t) {
         return None;
     }
     let shape = Dims { batch: b, time: t, heads: n_head, head_dim: c3 / 3 / n_head };
+    let tracked = match input {
+        FlexInput::Tracked(tracked) => tracked,
+        FlexInput::Plain(flex) => {
+            let (out, _weights) = forward(&shape, slice(&contiguous(flex)), keep_mask.as_deref());
+            return Some(Tensor::from_primitive::<Flex>(flex_from(out, vec![b, t, c3 / 3])));
+        }
+    };
     let qkv_values = contiguous(tracked.primitive().clone());
     let keep_mask = keep_mask.map(Arc::new);
     let (out, weights) = forward(&shape, slice(&qkv_values), keep_mask.as_deref().map(Vec::as_slice));
@@ -274,10 +280,22 @@ mod tests {
         }
     }
 
+    /// Inference (a plain Flex tensor: a prompt's prefill) gives Burn's ops' output too.
     #[test]
-    fn plain_tensors_and_bad_masks_are_handed_back() {
-        let qkv = Tensor::<3>::zeros([1, 4, 6], &Device::flex());
-        assert!(causal_attention(&qkv, 1, None).is_none(), "inference keeps Burn's kernel");
+    fn inference_matches_burns_ops() {
+        let device = Device::flex();
+        for (b, t, n_head, hd) in [(1, 7, 3, 4), (2, 150, 2, 16), (1, 512, 9, 64)] {
+            device.seed(t as u64);
+            let qkv = Tensor::<3>::random([b, t, 3 * n_head * hd], Distribution::Normal(0.0, 1.0), &device);
+            let ours = causal_attention(&qkv, n_head, None).expect("f32 on Flex");
+            let burn = causal_attention_by_burn_ops(qkv, n_head, None);
+            let diff = (ours - burn).abs().max().into_scalar::<f32>();
+            assert!(diff < 1e-5, "[{b}, {t}, {n_head}x{hd}]: outputs differ by {diff}");
+        }
+    }
+
+    #[test]
+    fn bad_masks_and_shapes_are_handed_back() {
         let tracked = Tensor::<3>::zeros([1, 4, 6], &Device::flex().autodiff());
         assert!(causal_attention(&tracked, 1, Some(vec![1.0; 3])).is_none(), "a mask of the wrong size");
         assert!(causal_attention(&tracked, 4, None).is_none(), "6 columns are not 3 × 4 heads");

@@ -7,6 +7,7 @@ use burn::nn::{Dropout, Linear, RmsNorm};
 use burn::prelude::*;
 
 use super::rope;
+use crate::backend::kernels;
 use crate::models::kv_cache::LayerKvCache;
 use crate::ops;
 
@@ -56,13 +57,23 @@ impl Attention {
         let q = rope::apply(q, cos, sin);
         let mut k = rope::apply(k, cos, sin);
         let mut v = v;
+        // Nothing before these positions and no padding (a prompt's prefill, a forward pass):
+        // plain causal attention over the T positions.
+        let whole = mask.is_none() && cache.as_ref().is_none_or(|c| c.is_empty());
         if let Some(cache) = cache {
             (k, v) = cache.append(k, v);
         }
         let k = ops::attention::repeat_kv(k, self.heads);
         let v = ops::attention::repeat_kv(v, self.heads);
+        let merge = |z: Tensor<4>| z.swap_dims(1, 2).reshape([b, t, self.heads * hd]);
+        if whole && !q.device().is_autodiff() {
+            // Inference on the CPU: the blocked causal kernel, q | k | v side by side.
+            let qkv = Tensor::cat(vec![merge(q.clone()), merge(k.clone()), merge(v.clone())], 2);
+            if let Some(y) = kernels::causal_attention(&qkv, self.heads, None) {
+                return ops::linear(&self.o_proj, y);
+            }
+        }
         let y = ops::attention::causal(q, k, v, mask, &self.attn_dropout);
-        let y = y.swap_dims(1, 2).reshape([b, t, self.heads * hd]);
-        ops::linear(&self.o_proj, y)
+        ops::linear(&self.o_proj, merge(y))
     }
 }
