@@ -48,8 +48,17 @@ pub struct KvCache {
     next_position: Vec<usize>,
 }
 
-/// What the model needs for one cached forward pass, computed from the cache's bookkeeping.
-pub(crate) struct StepInputs {
+/// What a model needs for one cached forward pass: token ids and position ids `[B, T]`, and the
+/// mask `[B, 1, T, S]` (true = may not attend) that keeps queries away from padding keys, `None`
+/// when nothing is padding.
+pub(crate) struct StepTensors {
+    pub ids: Tensor<2, Int>,
+    pub positions: Tensor<2, Int>,
+    pub mask: Option<Tensor<4, Bool>>,
+}
+
+/// One cached forward pass, computed from the cache's bookkeeping.
+struct StepInputs {
     /// `[B * T]` position ids.
     pub positions: Vec<i64>,
     /// `[B, 1, T, S]` flattened, true = masked; `None` when nothing is padding.
@@ -80,9 +89,21 @@ impl KvCache {
         self.len() == 0
     }
 
-    /// Checks a cached forward pass's input against the cache and the model (`context` positions,
-    /// `vocab` ids) and returns the number of new positions per row.
-    pub(crate) fn check_step(&self, tokens: &[u32], is_pad: &[bool], context: usize, vocab: usize) -> Result<usize> {
+    /// Checks a cached forward pass's input (`tokens`, `is_pad`: `[B * T]`, row-major) against the
+    /// cache and the model (`context` positions, `vocab` ids), records its positions, and returns
+    /// what the model runs them with, on `device`.
+    pub(crate) fn step(&mut self, tokens: &[u32], is_pad: &[bool], context: usize, vocab: usize, device: &Device) -> Result<StepTensors> {
+        let (b, t) = (self.batch, self.check_step(tokens, is_pad, context, vocab)?);
+        let step = self.advance(t, is_pad);
+        let ids = Tensor::<2, Int>::from_data(TensorData::new(tokens.iter().map(|&id| id as i64).collect(), [b, t]), device);
+        let positions = Tensor::<2, Int>::from_data(TensorData::new(step.positions, [b, t]), device);
+        let s = step.past + t;
+        let mask = step.mask.map(|m| Tensor::<4, Bool>::from_data(TensorData::new(m, [b, 1, t, s]), device));
+        Ok(StepTensors { ids, positions, mask })
+    }
+
+    /// The number of new positions per row of a valid step's input.
+    fn check_step(&self, tokens: &[u32], is_pad: &[bool], context: usize, vocab: usize) -> Result<usize> {
         let b = self.batch;
         if b == 0 || tokens.is_empty() || tokens.len() % b != 0 || is_pad.len() != tokens.len() {
             return Err(GptError::Generation(format!(
@@ -106,7 +127,7 @@ impl KvCache {
 
     /// Records `t` new positions per row (`is_pad`: `[B * T]`) and returns their position ids and
     /// the attention mask that keeps every query away from padding keys.
-    pub(crate) fn advance(&mut self, t: usize, is_pad: &[bool]) -> StepInputs {
+    fn advance(&mut self, t: usize, is_pad: &[bool]) -> StepInputs {
         assert_eq!(is_pad.len(), self.batch * t, "is_pad must have B * T entries");
         let past = self.len();
         let mut positions = Vec::with_capacity(self.batch * t);

@@ -182,17 +182,10 @@ impl Gpt {
     /// `tokens` and `is_pad` are `[B * T]`, row-major; padding is never attended to and does not
     /// advance its row's position ids. Returns the final hidden states `[B, T, C]`.
     pub fn forward_cached(&self, tokens: &[u32], is_pad: &[bool], cache: &mut KvCache) -> Result<Tensor<3>> {
-        let b = cache.batch_size();
-        let t = cache.check_step(tokens, is_pad, self.config.n_positions, self.config.vocab_size)?;
-        let device = self.device();
-        let step = cache.advance(t, is_pad);
-        let ids = Tensor::<2, Int>::from_data(TensorData::new(tokens.iter().map(|&id| id as i64).collect(), [b, t]), &device);
-        let positions = Tensor::<2, Int>::from_data(TensorData::new(step.positions, [b, t]), &device);
-        let s = step.past + t;
-        let mask = step.mask.map(|m| Tensor::<4, Bool>::from_data(TensorData::new(m, [b, 1, t, s]), &device));
-        let mut x = self.embed(ids, positions);
+        let step = cache.step(tokens, is_pad, self.config.n_positions, self.config.vocab_size, &self.device())?;
+        let mut x = self.embed(step.ids, step.positions);
         for (block, layer_cache) in self.h.iter().zip(cache.layers.iter_mut()) {
-            x = block.forward(x, Some(layer_cache), mask.clone());
+            x = block.forward(x, Some(layer_cache), step.mask.clone());
         }
         Ok(self.ln_f.forward(x))
     }

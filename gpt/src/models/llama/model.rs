@@ -167,15 +167,8 @@ impl Llama {
     /// `tokens` and `is_pad` are `[B * T]`, row-major; padding is never attended to and does not
     /// advance its row's positions. Returns the final hidden states `[B, T, C]`.
     pub fn forward_cached(&self, tokens: &[u32], is_pad: &[bool], cache: &mut KvCache) -> Result<Tensor<3>> {
-        let b = cache.batch_size();
-        let t = cache.check_step(tokens, is_pad, self.config.max_position_embeddings, self.config.vocab_size)?;
-        let device = self.device();
-        let step = cache.advance(t, is_pad);
-        let ids = Tensor::<2, Int>::from_data(TensorData::new(tokens.iter().map(|&id| id as i64).collect(), [b, t]), &device);
-        let positions = Tensor::<2, Int>::from_data(TensorData::new(step.positions, [b, t]), &device);
-        let s = step.past + t;
-        let mask = step.mask.map(|m| Tensor::<4, Bool>::from_data(TensorData::new(m, [b, 1, t, s]), &device));
-        let x = self.model.embed_tokens.forward(ids);
-        Ok(self.run_layers(x, positions, Some(cache), mask))
+        let step = cache.step(tokens, is_pad, self.config.max_position_embeddings, self.config.vocab_size, &self.device())?;
+        let x = self.model.embed_tokens.forward(step.ids);
+        Ok(self.run_layers(x, step.positions, Some(cache), step.mask))
     }
 }
