@@ -36,7 +36,7 @@ cargo check --locked --benches
 
 # wgpu (Burn's WGSL shaders through Vulkan) on Mesa's lavapipe, a CPU Vulkan driver: the CPU
 # backend's parity tests (logits, hidden states, cached steps, greedy tokens, the masked loss,
-# AdamW) on another backend. Burn's wgpu stack takes ~40 minutes to build the first time on 2
+# AdamW; the Llama family's logits and greedy tokens) on another backend. Burn's wgpu stack takes ~40 minutes to build the first time on 2
 # cores, so a run whose tests above took longer than LLMFS_WGPU_AFTER seconds (a cold build cache)
 # leaves it for the next run rather than risk the time limit; LLMFS_WGPU=0 skips it, =1 forces it.
 wgpu_parity() {
@@ -51,7 +51,7 @@ wgpu_parity() {
     fi
     # Mesa wants a runtime directory (it only warns without one).
     XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-$(mktemp -d)}" LLMFS_TEST_DEVICE=wgpu \
-        cargo test --locked --features wgpu -p llmfs-gpt --test it parity:: -- --test-threads=1
+        cargo test --locked --features wgpu -p llmfs-gpt --test it -- parity:: llama:: --test-threads=1
 }
 elapsed=$(( $(date +%s) - started ))
 case "${LLMFS_WGPU:-auto}" in
