@@ -43,7 +43,7 @@ pub fn run(args: Args) -> Result<()> {
     let model_ref = ModelRef::resolve(&args.model);
     let tokenizer = model_ref.tokenizer()?;
     let format = match &args.chat_template {
-        Some(file) => ChatFormat::Template(read_template(file, &args.model)?),
+        Some(file) => ChatFormat::Template(read_template(file, &tokenizer)?),
         None => ChatFormat::detect(&args.model, &tokenizer)?,
     };
     let start = Instant::now();

@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
+use gpt::Tokenizer;
 use gpt::text::{ChatMessage, ChatTemplate};
 use pipelines::runs::ModelRef;
 
@@ -39,7 +40,7 @@ pub fn run(args: Args) -> Result<()> {
         (Some(text), _) => (text.clone(), tokenizer.try_encode(text)?),
         (None, Some(path)) => {
             let messages = read_conversation(path)?;
-            let template = args.chat_template.as_deref().map(|file| read_template(file, &args.model)).transpose()?;
+            let template = args.chat_template.as_deref().map(|file| read_template(file, &tokenizer)).transpose()?;
             tokenizer.apply_chat_template(&messages, args.add_generation_prompt, template.as_ref())?
         }
         (None, None) => anyhow::bail!("pass --text or --chat"),
@@ -62,9 +63,9 @@ pub fn read_conversation(path: &std::path::Path) -> Result<Vec<ChatMessage>> {
     })
 }
 
-/// `--chat-template FILE`: a Jinja2 template, with the model's special-token texts.
-pub fn read_template(file: &std::path::Path, model: &str) -> Result<ChatTemplate> {
+/// `--chat-template FILE`: a Jinja2 template, with the special-token texts of the model's `tokenizer`.
+pub fn read_template(file: &std::path::Path, tokenizer: &Tokenizer) -> Result<ChatTemplate> {
     let source = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
-    let (bos, eos) = ModelRef::resolve(model).tokenizer()?.special_token_texts();
+    let (bos, eos) = tokenizer.special_token_texts();
     Ok(ChatTemplate::new(source, bos, eos, &file.display().to_string())?)
 }
