@@ -8,7 +8,9 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result, bail};
+use gpt::Tokenizer;
 use gpt::burn::prelude::*;
+use gpt::models::CausalLm;
 use serde_json::json;
 
 use crate::runs::MetricEvent;
@@ -127,7 +129,7 @@ impl PretrainHooks {
         if self.hellaswag.is_empty() || self.last_scored.lock().map_or(false, |last| *last == Some(step)) {
             return Ok(Vec::new());
         }
-        let scores = hellaswag::evaluate(&model.gpt, &self.hellaswag, self.batch_size, |_| {})?;
+        let scores = hellaswag::evaluate(&model.model, &self.hellaswag, self.batch_size, |_| {})?;
         if let Ok(mut last) = self.last_scored.lock() {
             *last = Some(step);
         }
@@ -177,8 +179,12 @@ impl TrainHooks<LanguageModelTraining> for PretrainHooks {
 
 /// Pretrains `job.lm.model` (a `random:<preset>` model from scratch, or weights to continue).
 pub fn pretrain(job: &PretrainJob) -> Result<LanguageModelReport> {
-    let gpt = load_for_training(&job.lm)?;
-    let context = gpt.config().n_positions;
+    let model = load_for_training(&job.lm)?;
+    // The shards `llmfs prepare fineweb` writes hold GPT-2's token ids.
+    if model.as_gpt2().is_none() {
+        bail!("{}: a {} model; pretraining runs GPT-2 models only so far (the token shards are GPT-2's)", job.lm.model, model.architecture());
+    }
+    let context = model.context_length();
     if job.seq_len == 0 || job.seq_len > context {
         bail!("--seq-len {} must be in 1..={context} (the model's context)", job.seq_len);
     }
@@ -199,7 +205,7 @@ pub fn pretrain(job: &PretrainJob) -> Result<LanguageModelReport> {
     eprintln!(
         "{}: {} parameters; {} training tokens in {} windows of {}, {} tokens a step ({} × {} × {} accumulated)",
         job.lm.model,
-        gpt.num_params(),
+        model.num_params(),
         train_data.tokens_total(),
         train_data.len(),
         job.seq_len,
@@ -210,7 +216,9 @@ pub fn pretrain(job: &PretrainJob) -> Result<LanguageModelReport> {
     );
     let print = !lm.dashboard;
     let samples = job.sample_prompt.as_ref().map(|prompt| {
-        let mut hook = SampleHook::new(lm.run_dir.join("samples.jsonl"), prompt, job.sample_tokens, |text| text.to_string(), print);
+        let tokenizer = Tokenizer::gpt2();
+        let prompt_ids = tokenizer.encode(prompt);
+        let mut hook = SampleHook::new(lm.run_dir.join("samples.jsonl"), prompt, prompt_ids, tokenizer, job.sample_tokens, |text| text.to_string(), print);
         hook.every_steps = job.sample_every;
         hook
     });
@@ -225,7 +233,7 @@ pub fn pretrain(job: &PretrainJob) -> Result<LanguageModelReport> {
     };
     lm.details = json!({ "data": job.data, "seq_len": job.seq_len, "hellaswag_examples": job.hellaswag.len(),
         "tokens_per_step": batch_size * job.seq_len * lm.train.grad_accumulation, "extra": lm.details });
-    train_language_model(&lm, gpt, Arc::new(train_data), Arc::new(valid_data), hooks, |_| Ok(()))
+    train_language_model(&lm, model, Arc::new(train_data), Arc::new(valid_data), hooks, |_| Ok(()))
 }
 
 /// Gradient-accumulation steps that make a total batch of `total_tokens` from micro-batches of

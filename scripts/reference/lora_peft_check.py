@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Loads an adapter directory written by `llmfs finetune ... --lora-rank R` with PEFT on top of its
-base model, as a user would, and prints the largest difference between PEFT's logits for IDS and
+base model (GPT-2 or a Llama-family model), as a user would, and prints the largest difference between PEFT's logits for IDS and
 llmfs's (a safetensors file with tensor `logits` [1, T, V], from `llmfs logits --model ADAPTER`).
 Optional: nothing at build or run time needs Python.
 
@@ -15,13 +15,14 @@ import sys
 import torch
 from peft import PeftModel
 from safetensors.torch import load_file
-from transformers import GPT2LMHeadModel
+from transformers import AutoModelForCausalLM
 
 
 def main() -> None:
     adapter_dir, ids, logits_file = sys.argv[1:4]
     config = json.load(open(f"{adapter_dir}/adapter_config.json"))
-    base = GPT2LMHeadModel.from_pretrained(config["base_model_name_or_path"], attn_implementation="eager")
+    # f32, as llmfs computes (a bf16 checkpoint is widened).
+    base = AutoModelForCausalLM.from_pretrained(config["base_model_name_or_path"], attn_implementation="eager", dtype=torch.float32)
     model = PeftModel.from_pretrained(base, adapter_dir).eval()
     input_ids = torch.tensor([[int(i) for i in ids.split(",")]])
     ours = load_file(logits_file)["logits"]

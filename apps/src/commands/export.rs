@@ -7,11 +7,9 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use gpt::hf::{ModelSpec, save_language_model_dir};
-use gpt::io::HubOptions;
+use gpt::hf::{copy_model_tokenizer, save_language_model_dir};
 use gpt::models::{CausalLm, LanguageModel};
 use gpt::text::files::HfTokenizerFiles;
-use gpt::text::hf_tokenizer::copy_tokenizer_files;
 use pipelines::runs::ModelRef;
 
 use crate::runtime::RuntimeArgs;
@@ -70,8 +68,8 @@ fn write_tokenizer(model: &LanguageModel, spec: &str, dir: &Path) -> Result<Vec<
         HfTokenizerFiles::gpt2().context("building the tokenizer files")?.write(dir, model.context_length())?;
         return Ok(vec!["vocab.json", "merges.txt", "tokenizer_config.json", "special_tokens_map.json"]);
     }
-    match ModelSpec::parse(spec)?.files_dir(&HubOptions::from_env())? {
-        Some(source) => Ok(copy_tokenizer_files(&source, dir)?),
+    match copy_model_tokenizer(spec, dir)? {
+        Some(copied) => Ok(copied),
         None => {
             eprintln!("warning: {spec} has random weights and no tokenizer: the export has no tokenizer files");
             Ok(Vec::new())

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use anyhow::{Result, ensure};
 use gpt::generate::GenerateConfig;
-use pipelines::runs::{ModelRef, load_model};
+use pipelines::runs::ModelRef;
 use pipelines::data::instruction::DEFAULT_CACHE_DIR;
 use pipelines::eval::responses::{DEFAULT_MAX_NEW_TOKENS, RESPONSES_FILE, generate_completions, load_test_records, with_responses, write_responses};
 use serde_json::json;
@@ -49,7 +49,7 @@ pub struct Args {
 
 pub fn run(args: Args) -> Result<()> {
     ensure!(args.batch_size > 0, "--batch-size must be at least 1");
-    // Stops at <|endoftext|>; left padding (the default) batches prompts of any length.
+    // Stops at the end of sequence; left padding (the default) batches prompts of any length.
     let config =
         GenerateConfig { sampling: args.sampling.sampling(), seed: args.runtime.seed, ..GenerateConfig::greedy(args.max_new_tokens) };
     config.sampling.validate()?;
@@ -61,7 +61,10 @@ pub fn run(args: Args) -> Result<()> {
     let out = args.out.clone().unwrap_or_else(|| default_out(&args.model));
 
     let device = args.runtime.device()?;
-    let model = load_model(&args.model, &device, args.runtime.seed)?;
+    let model_ref = ModelRef::resolve(&args.model);
+    let model = model_ref.load_language_model(&device, args.runtime.seed)?;
+    // The model's tokenizer encodes the prompts, decodes the responses and says where they end.
+    let config = config.with_tokenizer(&model_ref.tokenizer()?);
     eprintln!("{}: {} records from {}, {} at a time", args.model, records.len(), data_file.display(), args.batch_size);
 
     let progress = counting_bar(records.len(), "responses {pos}/{len} [{wide_bar}] eta {eta}");

@@ -14,6 +14,7 @@ mod finetune;
 mod hellaswag;
 mod hub;
 mod instruct_eval;
+mod llama_training;
 mod lm_training;
 mod monitor;
 mod plot;

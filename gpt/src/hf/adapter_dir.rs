@@ -9,11 +9,11 @@ use super::ModelSpec;
 use crate::error::{GptError, Result};
 use crate::io::HubOptions;
 use crate::lora::{ADAPTER_CONFIG, AdapterSource, AdapterTask};
-use crate::models::gpt2::Gpt;
+use crate::models::LanguageModel;
 
 /// The base model an adapter directory names, with its adapters folded in: a plain model that
 /// generates, evaluates and exports like any other.
-pub fn load_merged(dir: &Path, device: &Device, hub: &HubOptions, seed: u64) -> Result<Gpt> {
+pub fn load_merged(dir: &Path, device: &Device, hub: &HubOptions, seed: u64) -> Result<LanguageModel> {
     let mut source = AdapterSource::open(dir)?;
     if source.config.task_type != AdapterTask::CausalLm {
         return Err(GptError::Model(format!(
@@ -23,13 +23,13 @@ pub fn load_merged(dir: &Path, device: &Device, hub: &HubOptions, seed: u64) -> 
         )));
     }
     let base = load_base(&source, device, hub, seed)?;
-    let gpt = source.attach(base)?;
+    let model = source.attach(base)?;
     source.finish()?;
-    Ok(gpt.materialize())
+    Ok(model.materialize())
 }
 
 /// The base model an adapter was trained on.
-pub fn load_base(source: &AdapterSource, device: &Device, hub: &HubOptions, seed: u64) -> Result<Gpt> {
+pub fn load_base(source: &AdapterSource, device: &Device, hub: &HubOptions, seed: u64) -> Result<LanguageModel> {
     let base = &source.config.base_model_name_or_path;
     let spec = ModelSpec::parse(base).map_err(|e| {
         GptError::Model(format!("{}: the base model {base:?} of this adapter: {e}", source.dir.join(ADAPTER_CONFIG).display()))
@@ -37,5 +37,7 @@ pub fn load_base(source: &AdapterSource, device: &Device, hub: &HubOptions, seed
     if matches!(spec, ModelSpec::Adapter(_)) {
         return Err(GptError::Model(format!("{}: the base model {base:?} is itself an adapter", source.dir.display())));
     }
-    spec.load(device, hub, seed)
+    let base = spec.load_language_model(device, hub, seed)?;
+    source.config.check_base(&base).map_err(|e| GptError::Model(format!("{}: {e}", source.dir.join(ADAPTER_CONFIG).display())))?;
+    Ok(base)
 }

@@ -8,6 +8,7 @@ use burn::prelude::*;
 
 use super::adapter_dir::load_base;
 use super::model_dir::{load_trunk, trunk_tensors, write_model_files};
+use crate::models::LanguageModel;
 use crate::error::{GptError, Result};
 use crate::io::{HubOptions, SafetensorsSource, TensorSource, write_atomic};
 use crate::lora::{ADAPTER_CONFIG, AdapterConfig, AdapterSource, AdapterTask, is_adapter_dir, save_adapter_dir};
@@ -103,7 +104,9 @@ fn load_classifier_adapter_dir(dir: &Path, device: &Device) -> Result<GptClassif
     let info_path = dir.join(CLASSIFIER_FILE);
     let text = std::fs::read_to_string(&info_path).map_err(|e| GptError::io(&info_path, e))?;
     let info: ClassifierInfo = serde_json::from_str(&text).map_err(|e| GptError::Json { path: info_path.clone(), source: e })?;
-    let base = load_base(&source, device, &HubOptions::from_env(), 0)?;
+    let LanguageModel::Gpt2(base) = load_base(&source, device, &HubOptions::from_env(), 0)? else {
+        return Err(GptError::Model(format!("{}: classifier heads exist for GPT-2 models only so far", dir.display())));
+    };
     let gpt = source.attach(base)?.materialize();
     let (n, c) = (info.labels.len(), gpt.config().n_embd);
     let weight = source.extra_tensor("score.weight", &[n, c])?;

@@ -79,7 +79,13 @@ impl ModelSpec {
         match self {
             Self::Dir(dir) => load_model_dir(dir, device),
             Self::Hub(repo) => load_model_dir(&fetch_model(repo, hub)?, device),
-            Self::Adapter(dir) => load_merged(dir, device, hub, seed),
+            Self::Adapter(dir) => match load_merged(dir, device, hub, seed)? {
+                LanguageModel::Gpt2(model) => Ok(model),
+                LanguageModel::Llama(_) => Err(GptError::Model(format!(
+                    "{}: the adapter's base is a Llama-family model; this command runs GPT-2 models only so far",
+                    dir.display()
+                ))),
+            },
             Self::Random(preset) => {
                 let config = GptConfig::preset(preset).ok_or_else(|| match LlamaConfig::preset(preset) {
                     Some(_) => GptError::Model(format!("random:{preset} is a Llama-family model; this command runs GPT-2 models only so far")),
@@ -99,7 +105,7 @@ impl ModelSpec {
                 Some(config) => Llama::init(&config, seed, device).map(LanguageModel::from),
                 None => self.load(device, hub, seed).map(LanguageModel::from),
             },
-            Self::Adapter(_) => self.load(device, hub, seed).map(LanguageModel::from),
+            Self::Adapter(dir) => load_merged(dir, device, hub, seed),
         }
     }
 
@@ -141,6 +147,17 @@ impl ModelSpec {
 /// The tokenizer of what `--model M` names (see [`ModelSpec::tokenizer`]).
 pub fn load_tokenizer(spec: &str) -> Result<Tokenizer> {
     ModelSpec::parse(spec)?.tokenizer(&HubOptions::from_env())
+}
+
+/// Copies the tokenizer files of what `--model M` names (a Llama-family model's `tokenizer.json`
+/// …) into `dir`; `None` when it has no files of its own (GPT-2's BPE is compiled in, a random
+/// preset has none).
+pub fn copy_model_tokenizer(spec: &str, dir: &Path) -> Result<Option<Vec<&'static str>>> {
+    let Some(source) = ModelSpec::parse(spec)?.files_dir(&HubOptions::from_env())? else { return Ok(None) };
+    if family_of(&source.join("config.json"))? == Family::Gpt2 {
+        return Ok(None);
+    }
+    crate::text::hf_tokenizer::copy_tokenizer_files(&source, dir).map(Some)
 }
 
 /// Loads what `--model M` names as a language model of any family.

@@ -1,4 +1,4 @@
-//! LoRA (Hu et al. 2021) on GPT-2's projections, with Burn's own adapters: `Module::apply_lora`
+//! LoRA (Hu et al. 2021) on the blocks' projections (GPT-2's and the Llama family's), with Burn's own adapters: `Module::apply_lora`
 //! freezes every parameter and makes the targeted weights compute `W + alpha/r · A·B`, with
 //! `A` `[in, r]` ~ N(0, 1/r) and `B` `[r, out]` = 0, so a fresh adapter leaves the model unchanged.
 //! The model code does not change; `materialize()` folds the adapters into plain weights, and
@@ -17,7 +17,8 @@ use burn::prelude::*;
 
 use crate::error::{GptError, Result};
 use crate::io::{TensorSource, fill_params_matching, seeded_normal};
-use crate::models::gpt2::{GptClassifier, GptConfig};
+use crate::models::LanguageModel;
+use crate::models::gpt2::GptClassifier;
 use peft::peft_name;
 
 pub use peft::{ADAPTER_CONFIG, ADAPTER_WEIGHTS, AdapterConfig, AdapterSource, AdapterTask, adapter_tensors, is_adapter_dir, save_adapter_dir};
@@ -25,33 +26,71 @@ pub use peft::{ADAPTER_CONFIG, ADAPTER_WEIGHTS, AdapterConfig, AdapterSource, Ad
 /// A projection of a transformer block that can carry an adapter, by its HF module name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum LoraTarget {
-    /// `attn.c_attn`: the fused query/key/value projection.
+    /// GPT-2 `attn.c_attn`: the fused query/key/value projection.
     AttnQkv,
-    /// `attn.c_proj`: the attention output projection.
+    /// GPT-2 `attn.c_proj`: the attention output projection.
     AttnProj,
-    /// `mlp.c_fc`: the MLP's up projection.
+    /// GPT-2 `mlp.c_fc`: the MLP's up projection.
     MlpFc,
-    /// `mlp.c_proj`: the MLP's down projection.
+    /// GPT-2 `mlp.c_proj`: the MLP's down projection.
     MlpProj,
+    /// Llama family `self_attn.q_proj` … `mlp.down_proj`.
+    QProj,
+    KProj,
+    VProj,
+    OProj,
+    GateProj,
+    UpProj,
+    DownProj,
 }
 
 impl LoraTarget {
-    pub const ALL: [Self; 4] = [Self::AttnQkv, Self::AttnProj, Self::MlpFc, Self::MlpProj];
+    pub const GPT2: [Self; 4] = [Self::AttnQkv, Self::AttnProj, Self::MlpFc, Self::MlpProj];
+    pub const LLAMA: [Self; 7] = [Self::QProj, Self::KProj, Self::VProj, Self::OProj, Self::GateProj, Self::UpProj, Self::DownProj];
 
-    /// The module's path inside a block (`h.{i}.<this>`), as PEFT's `target_modules` names it.
+    /// The module's path inside a block (GPT-2 `h.{i}.<this>`, Llama `model.layers.{i}.<this>`).
     pub fn module(self) -> &'static str {
         match self {
             Self::AttnQkv => "attn.c_attn",
             Self::AttnProj => "attn.c_proj",
             Self::MlpFc => "mlp.c_fc",
             Self::MlpProj => "mlp.c_proj",
+            Self::QProj => "self_attn.q_proj",
+            Self::KProj => "self_attn.k_proj",
+            Self::VProj => "self_attn.v_proj",
+            Self::OProj => "self_attn.o_proj",
+            Self::GateProj => "mlp.gate_proj",
+            Self::UpProj => "mlp.up_proj",
+            Self::DownProj => "mlp.down_proj",
         }
+    }
+
+    /// The name in PEFT's `target_modules` (a suffix of the module's path, as PEFT matches them):
+    /// GPT-2's keep their parent (`c_proj` alone would name both), Llama's are unique already.
+    pub fn peft_module(self) -> &'static str {
+        let module = self.module();
+        match self.is_gpt2() {
+            true => module,
+            false => module.rsplit('.').next().unwrap_or(module),
+        }
+    }
+
+    /// GPT-2's Conv1D weights are stored `[in, out]` (PEFT's `fan_in_fan_out`); the Llama
+    /// family's `nn.Linear` ones `[out, in]`.
+    pub fn is_gpt2(self) -> bool {
+        Self::GPT2.contains(&self)
+    }
+
+    fn is_attention(self) -> bool {
+        matches!(self, Self::AttnQkv | Self::AttnProj | Self::QProj | Self::KProj | Self::VProj | Self::OProj)
     }
 }
 
-/// Which projections get adapters. Parsed from a comma list of `attn` (both attention
-/// projections), `mlp` (both MLP projections), `all`, or module names (`c_attn`, `attn.c_proj`,
-/// `c_fc`, `mlp.c_proj`; a bare `c_proj` means both, as in PEFT).
+/// Which projections get adapters. Parsed from a comma list of `attn` (every attention
+/// projection), `mlp` (every MLP projection), `all`, or module names: GPT-2's `c_attn`,
+/// `attn.c_proj`, `c_fc`, `mlp.c_proj` (a bare `c_proj` means both, as in PEFT) and the Llama
+/// family's `q_proj`, `k_proj`, `v_proj`, `o_proj`, `gate_proj`, `up_proj`, `down_proj`. The
+/// groups name both families' projections until [`LoraConfig::for_model`] keeps the model's.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LoraTargets(BTreeSet<LoraTarget>);
 
@@ -66,29 +105,48 @@ impl LoraTargets {
 
     /// PEFT's `target_modules`.
     pub fn modules(&self) -> Vec<String> {
-        self.iter().map(|t| t.module().to_string()).collect()
+        self.iter().map(|t| t.peft_module().to_string()).collect()
+    }
+
+    /// The targets of one family (GPT-2's, or the Llama family's).
+    fn of_family(&self, gpt2: bool) -> Self {
+        Self(self.iter().filter(|t| t.is_gpt2() == gpt2).collect())
+    }
+
+    /// `Some(true)` when every target is GPT-2's, `Some(false)` when every one is the Llama
+    /// family's, `None` when both are named.
+    pub fn is_gpt2(&self) -> Option<bool> {
+        let gpt2 = self.iter().filter(|t| t.is_gpt2()).count();
+        match gpt2 {
+            0 => Some(false),
+            n if n == self.0.len() => Some(true),
+            _ => None,
+        }
     }
 
     /// From PEFT's `target_modules` (or our own names, see the type's docs).
     pub fn from_names<S: AsRef<str>>(names: &[S]) -> Result<Self> {
         use LoraTarget::*;
+        let every = || LoraTarget::GPT2.into_iter().chain(LoraTarget::LLAMA);
         let mut set = BTreeSet::new();
         for name in names {
             let name = name.as_ref().trim();
-            let add: &[LoraTarget] = match name {
-                "attn" => &[AttnQkv, AttnProj],
-                "mlp" => &[MlpFc, MlpProj],
-                "all" => &LoraTarget::ALL,
-                "c_attn" | "attn.c_attn" => &[AttnQkv],
-                "attn.c_proj" => &[AttnProj],
-                "c_fc" | "mlp.c_fc" => &[MlpFc],
-                "mlp.c_proj" => &[MlpProj],
-                "c_proj" => &[AttnProj, MlpProj],
-                other => {
-                    return Err(GptError::Config(format!(
-                        "unknown LoRA target {other:?}: expected attn, mlp, all, c_attn, attn.c_proj, c_fc, mlp.c_proj or c_proj"
-                    )));
-                }
+            let add: Vec<LoraTarget> = match name {
+                "attn" => every().filter(|t| t.is_attention()).collect(),
+                "mlp" => every().filter(|t| !t.is_attention()).collect(),
+                "all" => every().collect(),
+                "c_attn" => vec![AttnQkv],
+                "c_proj" => vec![AttnProj, MlpProj],
+                "c_fc" => vec![MlpFc],
+                other => match every().find(|t| other == t.module() || other == t.peft_module()) {
+                    Some(target) => vec![target],
+                    None => {
+                        return Err(GptError::Config(format!(
+                            "unknown LoRA target {other:?}: expected attn, mlp, all, GPT-2's c_attn, attn.c_proj, c_fc, mlp.c_proj, c_proj \
+                             or the Llama family's q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj"
+                        )));
+                    }
+                },
             };
             set.extend(add);
         }
@@ -100,9 +158,9 @@ impl LoraTargets {
 }
 
 impl Default for LoraTargets {
-    /// Every projection of every block.
+    /// Every projection of every block, of either family.
     fn default() -> Self {
-        Self(LoraTarget::ALL.into_iter().collect())
+        Self(LoraTarget::GPT2.into_iter().chain(LoraTarget::LLAMA).collect())
     }
 }
 
@@ -140,13 +198,13 @@ impl LoraConfig {
         Ok(Self { rank, alpha, targets })
     }
 
-    /// The targeted weights, by their Burn paths (`h.3.attn.c_attn.weight`, or under a prefix
-    /// such as the classifier's `gpt.`).
+    /// The targeted weights, by their Burn paths (GPT-2 `h.3.attn.c_attn.weight`, Llama
+    /// `model.layers.3.self_attn.q_proj.weight`, or under a prefix such as the classifier's `gpt.`).
     fn param_group(&self) -> ParamGroup {
         let patterns: Vec<String> = self
             .targets
             .iter()
-            .map(|t| format!(r"(^|\.)h\.\d+\.{}\.weight$", t.module().replace('.', r"\.")))
+            .map(|t| format!(r"(^|\.)(h|layers)\.\d+\.{}\.weight$", t.module().replace('.', r"\.")))
             .collect();
         ParamGroup::from_any_regexes(patterns).expect("the LoRA target patterns are valid regexes")
     }
@@ -167,31 +225,37 @@ impl LoraConfig {
         module.apply_lora(Lora::new(self.rank, self.alpha).set_param_group(self.param_group()))
     }
 
+    /// The same adapters on `model`'s family only: `attn`, `mlp` and `all` name both families'
+    /// projections, a model has one family's. Naming only the other family's is an error.
+    pub fn for_model(&self, model: &LanguageModel) -> Result<Self> {
+        self.for_family(matches!(model, LanguageModel::Gpt2(_)))
+    }
+
+    fn for_family(&self, gpt2: bool) -> Result<Self> {
+        let family = if gpt2 { "GPT-2" } else { "Llama-family" };
+        let targets = self.targets.of_family(gpt2);
+        if targets.0.is_empty() {
+            let expected = if gpt2 { "attn, mlp, all, c_attn, attn.c_proj, c_fc, mlp.c_proj or c_proj" } else { "attn, mlp, all, q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj or down_proj" };
+            return Err(GptError::Config(format!(
+                "LoRA targets {} are not projections of a {family} model: expected {expected}",
+                self.targets
+            )));
+        }
+        Ok(Self { targets, ..self.clone() })
+    }
+
+    /// Attaches adapters to `model`'s targeted projections ([`Self::for_model`], [`Self::apply`]).
+    pub fn apply_to(&self, model: LanguageModel, seed: u64) -> Result<LanguageModel> {
+        self.for_model(&model)?.apply(model, seed)
+    }
+
     /// A classifier with LoRA instead of a trainable set: adapters on the trunk's targeted
     /// projections and the head train, everything else is frozen.
     pub fn apply_to_classifier(&self, classifier: GptClassifier, seed: u64) -> Result<GptClassifier> {
-        let mut adapted = self.apply(classifier, seed)?;
+        let lora = self.for_family(true)?;
+        let mut adapted = lora.apply(classifier, seed)?;
         adapted.score = adapted.score.clone().set_require_grad(true);
         Ok(adapted)
-    }
-
-    /// Parameters the adapters add to a model of this shape.
-    pub fn num_params(&self, config: &GptConfig) -> usize {
-        let c = config.n_embd;
-        let per_block: usize = self
-            .targets
-            .iter()
-            .map(|t| {
-                let (d_in, d_out) = match t {
-                    LoraTarget::AttnQkv => (c, 3 * c),
-                    LoraTarget::AttnProj => (c, c),
-                    LoraTarget::MlpFc => (c, 4 * c),
-                    LoraTarget::MlpProj => (4 * c, c),
-                };
-                self.rank * (d_in + d_out)
-            })
-            .sum();
-        per_block * config.n_layer
     }
 }
 

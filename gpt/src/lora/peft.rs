@@ -1,7 +1,9 @@
 //! LoRA adapters on disk in PEFT's layout, so `peft.PeftModel.from_pretrained(base, DIR)` loads
 //! them: `adapter_config.json` + `adapter_model.safetensors` with
-//! `base_model.model.transformer.h.{i}.attn.c_attn.lora_A.weight` `[r, in]` and `lora_B.weight`
-//! `[out, r]` (PyTorch's `nn.Linear` layout: the transposes of Burn's `A` and `B`).
+//! `base_model.model.transformer.h.{i}.attn.c_attn.lora_A.weight` (GPT-2) or
+//! `base_model.model.model.layers.{i}.self_attn.q_proj.lora_A.weight` (Llama family) `[r, in]`
+//! and `lora_B.weight` `[out, r]` (PyTorch's `nn.Linear` layout: the transposes of Burn's `A`
+//! and `B`, whatever the layout of the adapted weight).
 
 use std::path::{Path, PathBuf};
 
@@ -9,8 +11,9 @@ use burn::module::Module;
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::{LoraConfig, LoraTargets};
+use super::{LoraConfig, LoraTarget, LoraTargets};
 use crate::error::{GptError, Result};
+use crate::models::LanguageModel;
 use crate::io::{SafetensorsSource, TensorSource, fill_params_matching, named_params, write_atomic, write_safetensors};
 
 pub const ADAPTER_CONFIG: &str = "adapter_config.json";
@@ -37,7 +40,8 @@ pub struct AdapterConfig {
     pub r: usize,
     pub lora_alpha: f64,
     pub target_modules: Vec<String>,
-    /// GPT-2's `Conv1D` stores weights `[in, out]`; PEFT must know to transpose.
+    /// GPT-2's `Conv1D` stores weights `[in, out]`; PEFT must know to transpose (the Llama
+    /// family's `nn.Linear` weights are `[out, in]`: false).
     #[serde(default)]
     pub fan_in_fan_out: bool,
     #[serde(default)]
@@ -64,7 +68,7 @@ impl AdapterConfig {
             r: lora.rank,
             lora_alpha: lora.alpha,
             target_modules: lora.targets.modules(),
-            fan_in_fan_out: true,
+            fan_in_fan_out: lora.targets.is_gpt2() != Some(false),
             lora_dropout: 0.0,
             bias: no_bias(),
             modules_to_save: (task == AdapterTask::SequenceClassification).then(|| vec!["score".to_string()]),
@@ -81,14 +85,24 @@ impl AdapterConfig {
         if config.bias != "none" {
             return Err(GptError::Model(format!("{}: LoRA bias {:?} is not supported (only \"none\")", path.display(), config.bias)));
         }
-        if !config.fan_in_fan_out {
-            return Err(GptError::Model(format!(
-                "{}: fan_in_fan_out is false, but GPT-2's Conv1D weights are [in, out]: this adapter is not for GPT-2",
-                path.display()
-            )));
-        }
         config.lora().map_err(|e| GptError::Model(format!("{}: {e}", path.display())))?;
         Ok(config)
+    }
+
+    /// Checks that the adapter fits `base`'s family: some of its targets are `base`'s projections,
+    /// and `fan_in_fan_out` says how they are stored (GPT-2's Conv1D `[in, out]`, the Llama
+    /// family's `nn.Linear` `[out, in]`).
+    pub fn check_base(&self, base: &LanguageModel) -> Result<()> {
+        self.lora()?.for_model(base)?;
+        match (base, self.fan_in_fan_out) {
+            (LanguageModel::Gpt2(_), false) => {
+                Err(GptError::Model("fan_in_fan_out is false, but GPT-2's Conv1D weights are [in, out]: this adapter is not for GPT-2".into()))
+            }
+            (LanguageModel::Llama(_), true) => Err(GptError::Model(
+                "fan_in_fan_out is true, but the Llama family's Linear weights are [out, in]: this adapter is not for a Llama-family model".into(),
+            )),
+            _ => Ok(()),
+        }
     }
 
     pub fn lora(&self) -> Result<LoraConfig> {
@@ -113,8 +127,10 @@ pub fn is_adapter_dir(dir: &Path) -> bool {
     dir.join(ADAPTER_CONFIG).is_file()
 }
 
-/// The PEFT name of an adapter factor from its HF-style path (`h.0.attn.c_attn.weight.lora.a`),
-/// and whether it is `A` (else `B`); `None` for other parameters.
+/// The PEFT name of an adapter factor from its HF-style path (`h.0.attn.c_attn.weight.lora.a`,
+/// `model.layers.0.self_attn.q_proj.weight.lora.a`), and whether it is `A` (else `B`); `None`
+/// for other parameters. GPT-2's trunk is saved under `transformer.` (our paths start at `h.`);
+/// the Llama family's paths are HF's names already.
 pub(super) fn peft_name(name: &str) -> Option<(String, bool)> {
     let (module, factor) = name.rsplit_once(".weight.lora.")?;
     let is_a = match factor {
@@ -123,7 +139,8 @@ pub(super) fn peft_name(name: &str) -> Option<(String, bool)> {
         _ => return None,
     };
     let matrix = if is_a { "lora_A" } else { "lora_B" };
-    Some((format!("{PEFT_PREFIX}transformer.{module}.{matrix}.weight"), is_a))
+    let trunk = if module.starts_with("model.") { "" } else { "transformer." };
+    Some((format!("{PEFT_PREFIX}{trunk}{module}.{matrix}.weight"), is_a))
 }
 
 /// A 2-D f32 tensor transposed on the host (`[r, c]` → `[c, r]`).
@@ -159,13 +176,32 @@ pub fn adapter_tensors<M: Module>(gpt: &M) -> Result<Vec<(String, TensorData)>> 
 /// Writes a LoRA'd trunk's adapters (and `extra` tensors under their own names, e.g. a
 /// classifier head) as `dir/adapter_config.json` + `dir/adapter_model.safetensors`, the weights
 /// first, each atomically.
+/// `target_modules` and `fan_in_fan_out` are those of the adapters the model has (`attn` names
+/// both families' projections; a model has one family's).
 pub fn save_adapter_dir<M: Module>(dir: &Path, gpt: &M, config: &AdapterConfig, extra: Vec<(String, TensorData)>) -> Result<()> {
     let mut tensors = adapter_tensors(gpt)?;
+    let targets = attached_targets(&tensors)?;
+    let config = AdapterConfig {
+        target_modules: targets.modules(),
+        fan_in_fan_out: targets.is_gpt2() == Some(true),
+        ..config.clone()
+    };
     tensors.extend(extra.into_iter().map(|(name, data)| (format!("{PEFT_PREFIX}{name}"), data)));
     std::fs::create_dir_all(dir).map_err(|e| GptError::io(dir, e))?;
     write_safetensors(&dir.join(ADAPTER_WEIGHTS), &tensors)?;
-    let text = serde_json::to_string_pretty(config).map_err(|e| GptError::Model(e.to_string()))?;
+    let text = serde_json::to_string_pretty(&config).map_err(|e| GptError::Model(e.to_string()))?;
     write_atomic(&dir.join(ADAPTER_CONFIG), text.as_bytes())
+}
+
+/// The projections that carry the adapters among PEFT-named `tensors`.
+fn attached_targets(tensors: &[(String, TensorData)]) -> Result<LoraTargets> {
+    let modules: Vec<&str> = tensors
+        .iter()
+        .filter_map(|(name, _)| name.strip_suffix(".lora_A.weight"))
+        .filter_map(|module| LoraTarget::GPT2.into_iter().chain(LoraTarget::LLAMA).find(|t| module.ends_with(&format!(".{}", t.module()))))
+        .map(LoraTarget::peft_module)
+        .collect();
+    LoraTargets::from_names(&modules)
 }
 
 /// An adapter directory opened for loading: its config and its tensors.

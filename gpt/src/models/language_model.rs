@@ -95,6 +95,30 @@ impl LanguageModel {
         }
     }
 
+    /// Sets the model's dropout probabilities to `p` (GPT-2: all of them; Llama: attention's).
+    pub fn with_dropout(self, p: f64) -> Self {
+        match self {
+            Self::Gpt2(model) => Self::Gpt2(model.with_dropout(p)),
+            Self::Llama(model) => Self::Llama(model.with_dropout(p)),
+        }
+    }
+
+    /// The architecture's settings as `config.json` holds them (for a run's `run.json`).
+    pub fn config_json(&self) -> serde_json::Value {
+        match self {
+            Self::Gpt2(model) => serde_json::to_value(model.config()).unwrap_or_default(),
+            Self::Llama(model) => model.config().to_hf_json(),
+        }
+    }
+
+    /// The GPT-2 model inside, if that is the family.
+    pub fn as_gpt2(&self) -> Option<&Gpt> {
+        match self {
+            Self::Gpt2(model) => Some(model),
+            Self::Llama(_) => None,
+        }
+    }
+
     fn inner(&self) -> &dyn CausalLm {
         match self {
             Self::Gpt2(model) => model,

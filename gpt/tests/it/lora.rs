@@ -66,7 +66,11 @@ fn only_the_adapters_train() {
     // + mlp.c_proj 4·(256+64) = 4,096; two blocks.
     assert_eq!(trainable, 8_192);
     assert_eq!(total, base_total + 8_192);
-    assert_eq!(lora(4, "attn,mlp").num_params(base.config()), 8_192);
+    // The groups name both families' projections; on a GPT-2 model only GPT-2's are adapted.
+    let model = gpt::models::LanguageModel::Gpt2(trainable_tiny_model());
+    assert_eq!(parameter_counts(&lora(4, "attn,mlp").apply_to(model, 0).unwrap()).0, 8_192);
+    let err = lora(4, "q_proj,v_proj").apply_to(trainable_tiny_model().into(), 0).unwrap_err().to_string();
+    assert!(err.contains("q_proj") && err.contains("not projections of a GPT-2 model"), "{err}");
     let (attn_only, _) = parameter_counts(&lora(4, "attn").apply(trainable_tiny_model(), 0).unwrap());
     assert_eq!(attn_only, 2 * (1_024 + 512));
 }

@@ -1,5 +1,6 @@
 //! Full training-step speed: forward, masked cross-entropy, backward and AdamW on every parameter
-//! (random fp32 weights, dropout 0.1 unless told) on batches of `batch` rows of `seq_len` tokens —
+//! (random fp32 weights of any family's preset; GPT-2 with dropout 0.1 unless told, the Llama
+//! family with its config's attention dropout, 0) on batches of `batch` rows of `seq_len` tokens —
 //! by default B4×T256, the `train` case of `../shared/bench/torch_baseline` (what `llmfs pretrain`
 //! and `llmfs finetune instruct` run each step). With dropout 0 attention runs Burn's fused kernel;
 //! with attention dropout it materialises the T×T weights. `--trains last-block|lora:R` compares
@@ -12,7 +13,7 @@ use anyhow::Result;
 use gpt::burn::optim::GradientsParams;
 use gpt::burn::prelude::*;
 use gpt::backend::DeviceSpec;
-use gpt::Gpt;
+use gpt::models::{CausalLm, LanguageModel};
 use serde_json::{Value, json};
 
 use super::{median, peak_rss_mib};
@@ -29,9 +30,9 @@ pub struct Options {
     /// Timed steps (after 2 warm-up steps)
     #[arg(long, default_value_t = 5)]
     pub steps: usize,
-    /// Dropout probability of every dropout layer (GPT-2 trains with 0.1)
-    #[arg(long, default_value_t = 0.1)]
-    pub dropout: f64,
+    /// Dropout probability of every dropout layer [default: GPT-2 0.1, as it trains; Llama family: its config's, 0]
+    #[arg(long)]
+    pub dropout: Option<f64>,
     /// What trains: all, last-block (+ final norm), lora:R (adapters on every projection)
     #[arg(long, default_value = "all")]
     pub trains: Trains,
@@ -72,41 +73,49 @@ impl std::fmt::Display for Trains {
 }
 
 impl Trains {
-    fn apply(self, mut gpt: Gpt) -> Result<Gpt> {
+    fn apply(self, model: LanguageModel) -> Result<LanguageModel> {
         Ok(match self {
-            Self::All => gpt,
-            Self::LastBlock => {
-                let last = gpt.h.len() - 1;
-                gpt = gpt.no_grad();
-                gpt.h[last] = gpt.h[last].clone().set_require_grad(true);
-                gpt.ln_f = gpt.ln_f.clone().set_require_grad(true);
-                gpt
-            }
-            Self::Lora(rank) => gpt::LoraConfig::new(rank, rank as f64, gpt::LoraTargets::default())?.apply(gpt, 0)?,
+            Self::All => model,
+            Self::LastBlock => match model.no_grad() {
+                LanguageModel::Gpt2(mut gpt) => {
+                    let last = gpt.h.len() - 1;
+                    gpt.h[last] = gpt.h[last].clone().set_require_grad(true);
+                    gpt.ln_f = gpt.ln_f.clone().set_require_grad(true);
+                    LanguageModel::Gpt2(gpt)
+                }
+                LanguageModel::Llama(mut llama) => {
+                    let last = llama.model.layers.len() - 1;
+                    llama.model.layers[last] = llama.model.layers[last].clone().set_require_grad(true);
+                    llama.model.norm = llama.model.norm.clone().set_require_grad(true);
+                    LanguageModel::Llama(llama)
+                }
+            },
+            Self::Lora(rank) => gpt::LoraConfig::new(rank, rank as f64, gpt::LoraTargets::default())?.apply_to(model, 0)?,
         })
     }
 }
 
-/// `preset`: the model shape (`gpt2` = 124M).
+/// `preset`: the model shape (`gpt2` = 124M, `smollm2-135m` ...).
 pub fn run(spec: DeviceSpec, preset: &str, options: &Options) -> Result<Value> {
     let Options { batch, seq_len, steps, dropout, trains } = options.clone();
-    let config = super::preset_config(preset)?;
-    // A shape with a shorter context (tiny) trains on windows as long as it has.
-    let seq_len = seq_len.min(config.n_positions);
     let device = spec.resolve()?.autodiff();
     device.seed(0);
-    let gpt = Gpt::init(&config.with_dropout(dropout), 0, &device)?;
-    let gpt = trains.apply(gpt)?;
+    let base = super::preset_model(preset, &device)?;
+    let dropout = dropout.unwrap_or(if base.as_gpt2().is_some() { 0.1 } else { 0.0 });
+    let base = base.with_dropout(dropout);
+    // A shape with a shorter context (tiny) trains on windows as long as it has.
+    let (seq_len, vocab) = (seq_len.min(base.context_length()), base.vocab_size());
+    let lm = trains.apply(base)?;
     // The same tokens and dropout masks whatever trains: the first loss is then the same for
     // every --trains (fresh adapters change nothing).
     device.seed(1);
-    let (trainable, params) = gpt::io::parameter_counts(&gpt);
-    let mut model = LanguageModelTraining { gpt, grad_clip: None };
+    let (trainable, params) = gpt::io::parameter_counts(&lm);
+    let mut model = LanguageModelTraining { model: lm, grad_clip: None };
     // torch.optim.AdamW(model.parameters(), lr=5e-5, weight_decay=0.1), as the baseline.
     let mut optimizer = OptimConfig { decay_all: true, ..OptimConfig::default() }.optimizer();
-    let tokens = Tensor::<2, Int>::random([batch, seq_len + 1], gpt::burn::tensor::Distribution::Uniform(0.0, 50256.0), &device);
+    let tokens = Tensor::<2, Int>::random([batch, seq_len + 1], gpt::burn::tensor::Distribution::Uniform(0.0, (vocab - 1) as f64), &device);
     let lm_batch = LmBatch { inputs: tokens.clone().slice([0..batch, 0..seq_len]), targets: tokens.slice([0..batch, 1..seq_len + 1]) };
-    let forward = time_forward(&model.gpt, &lm_batch.inputs);
+    let forward = time_forward(&model.model, &lm_batch.inputs);
 
     let (mut times, mut losses) = (Vec::new(), Vec::new());
     for i in 0..steps + 2 {
@@ -134,14 +143,14 @@ pub fn run(spec: DeviceSpec, preset: &str, options: &Options) -> Result<Value> {
 
 /// Seconds of an inference forward pass to the logits (no autodiff graph, dropout off) over
 /// `inputs`, 3 timed after 1 untimed; the inference copy shares the weights.
-fn time_forward(gpt: &Gpt, inputs: &Tensor<2, Int>) -> Vec<f64> {
-    let model = gpt.valid();
+fn time_forward(model: &LanguageModel, inputs: &Tensor<2, Int>) -> Vec<f64> {
+    let model = model.valid();
     let inputs = Tensor::<2, Int>::from_data(inputs.clone().into_data(), &model.device());
     let mut times = Vec::new();
     for i in 0..4 {
         let start = Instant::now();
         // Reading a sum waits for all the logits (GPU backends run asynchronously).
-        let _ = model.forward(inputs.clone()).sum().into_scalar::<f32>();
+        let _ = model.logits(inputs.clone()).sum().into_scalar::<f32>();
         if i >= 1 {
             times.push(start.elapsed().as_secs_f64());
         }

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use gpt::burn::prelude::*;
-use gpt::{EOT_TOKEN, Tokenizer};
+use gpt::Tokenizer;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
@@ -209,28 +209,41 @@ pub fn read_splits(dir: &Path) -> Result<Splits<Vec<InstructionRecord>>> {
     Ok(Splits { train: read_records(&train)?, validation: read_records(&validation)?, test: read_records(&test)? })
 }
 
-/// The text tokenisation of this module: GPT-2 BPE with `<|endoftext|>` in the data read as plain
-/// text, so that the only end-of-text tokens in a batch are the ones [`collate`] appends.
-pub fn encode(tokenizer: &Tokenizer, text: &str) -> Vec<u32> {
-    tokenizer.encode_ordinary(text)
+/// The text tokenisation of this module. GPT-2: BPE with `<|endoftext|>` in the data read as
+/// plain text, so that the only end-of-text tokens in a batch are the ones [`collate`] appends.
+/// A `tokenizer.json`: its defaults (Llama 3 starts with `<|begin_of_text|>`), as generation
+/// encodes a prompt.
+pub fn encode(tokenizer: &Tokenizer, text: &str) -> Result<Vec<u32>> {
+    Ok(if tokenizer.is_gpt2() { tokenizer.encode_ordinary(text) } else { tokenizer.try_encode(text)? })
 }
 
 /// Tokenised records, ready to batch: per example the ids of [`full_text`] and how many of them
 /// are the prompt ([`format_input`] tokenised alone, as the book's prompt-masking exercise does).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct InstructionDataset {
     pub token_ids: Vec<Vec<u32>>,
     pub prompt_lens: Vec<usize>,
+    /// Appended to every example and filling the batch ([`collate`]): the tokenizer's end of
+    /// sequence (GPT-2's `<|endoftext|>`).
+    pub end_token: u32,
 }
 
 impl InstructionDataset {
-    pub fn new(records: &[InstructionRecord]) -> Self {
-        let tokenizer = Tokenizer::gpt2();
-        let (token_ids, prompt_lens) = records
+    /// The records tokenised with `tokenizer` (the model's); a text it cannot encode is an
+    /// error naming the record.
+    pub fn new(records: &[InstructionRecord], tokenizer: &Tokenizer) -> Result<Self> {
+        let encoded: Vec<(Vec<u32>, usize)> = records
             .par_iter()
-            .map(|record| (encode(&tokenizer, &full_text(record)), encode(&tokenizer, &format_input(record)).len()))
-            .unzip();
-        Self { token_ids, prompt_lens }
+            .enumerate()
+            .map(|(index, record)| {
+                let tokenise = |text: &str| encode(tokenizer, text).with_context(|| format!("tokenising record {index}"));
+                let ids = tokenise(&full_text(record))?;
+                let prompt_len = tokenise(&format_input(record))?.len();
+                Ok((ids, prompt_len))
+            })
+            .collect::<Result<_>>()?;
+        let (token_ids, prompt_lens) = encoded.into_iter().unzip();
+        Ok(Self { token_ids, prompt_lens, end_token: tokenizer.eot() })
     }
 
     pub fn len(&self) -> usize {
@@ -250,7 +263,7 @@ impl InstructionDataset {
     pub fn collate(&self, indices: &[usize], config: &CollateConfig) -> CollatedBatch {
         let examples: Vec<(&[u32], usize)> =
             indices.iter().map(|&i| (self.token_ids[i].as_slice(), self.prompt_lens[i])).collect();
-        collate(&examples, config)
+        collate(&examples, config, self.end_token)
     }
 }
 
@@ -297,8 +310,8 @@ impl CollatedBatch {
 /// The book's `custom_collate_fn` (with the prompt masking of its exercise 7.2), for examples
 /// given as (token ids, prompt length in tokens):
 ///
-/// - each example gets an end-of-text token (50256) and the batch is padded with 50256 to its
-///   longest example plus one;
+/// - each example gets an end-of-text token (`end_token`: GPT-2's 50256, or the tokenizer's end of
+///   sequence) and the batch is padded with it to its longest example plus one;
 /// - inputs are tokens `[:-1]`, targets tokens `[1:]` (so `len` = the longest example's length);
 /// - every target after the appended end-of-text is padding and set to -100: the model learns to
 ///   stop, but not to predict padding;
@@ -308,14 +321,14 @@ impl CollatedBatch {
 ///
 /// Padding is found by position, not by value: the book masks targets equal to 50256 after the
 /// first one, which is the same because [`encode`] never produces 50256 inside a text.
-pub fn collate(examples: &[(&[u32], usize)], config: &CollateConfig) -> CollatedBatch {
+pub fn collate(examples: &[(&[u32], usize)], config: &CollateConfig, end_token: u32) -> CollatedBatch {
     let longest = examples.iter().map(|(ids, _)| ids.len()).max().unwrap_or(0);
     let len = config.allowed_max_length.map_or(longest, |max| longest.min(max));
     let mut inputs = Vec::with_capacity(examples.len() * len);
     let mut targets = Vec::with_capacity(examples.len() * len);
     for &(ids, prompt_len) in examples {
         // Position p of the padded row (length longest + 1): the text, one end-of-text, padding.
-        let token = |p: usize| ids.get(p).copied().unwrap_or(EOT_TOKEN) as i64;
+        let token = |p: usize| ids.get(p).copied().unwrap_or(end_token) as i64;
         let masked_prompt = if config.mask_prompt { prompt_len.saturating_sub(1) } else { 0 };
         for t in 0..len {
             inputs.push(token(t));

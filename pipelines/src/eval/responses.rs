@@ -9,9 +9,8 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use gpt::Gpt;
+use gpt::models::CausalLm;
 use gpt::generate::{Completion, GenerateConfig, generate};
-use gpt::Tokenizer;
 use serde::{Deserialize, Serialize};
 
 use crate::data::instruction::{
@@ -63,15 +62,19 @@ pub fn extract_response(generated: &str) -> String {
 /// of the whole list samples with seed `config.seed + k`, so sampled responses do not depend on
 /// the batch size either. `on_batch(done, total)` is called after each batch.
 pub fn generate_completions(
-    model: &Gpt,
+    model: &dyn CausalLm,
     records: &[InstructionRecord],
     config: &GenerateConfig,
     batch_size: usize,
     mut on_batch: impl FnMut(usize, usize),
 ) -> Result<Vec<Completion>> {
     anyhow::ensure!(batch_size > 0, "the batch size must be at least 1");
-    let tokenizer = Tokenizer::gpt2();
-    let prompts: Vec<Vec<u32>> = records.iter().map(|r| instruction::encode(&tokenizer, &format_input(r))).collect();
+    // Prompts tokenised as fine-tuning tokenised them, with the tokenizer that decodes the responses.
+    let prompts: Vec<Vec<u32>> = records
+        .iter()
+        .enumerate()
+        .map(|(i, r)| instruction::encode(&config.tokenizer, &format_input(r)).with_context(|| format!("record {i}")))
+        .collect::<Result<_>>()?;
     let mut completions = Vec::with_capacity(records.len());
     for (batch, chunk) in prompts.chunks(batch_size).enumerate() {
         let start = batch * batch_size;
@@ -89,7 +92,7 @@ pub fn with_responses(records: &[InstructionRecord], completions: &[Completion])
 
 /// [`generate_completions`] then [`with_responses`].
 pub fn generate_responses(
-    model: &Gpt,
+    model: &dyn CausalLm,
     records: &[InstructionRecord],
     config: &GenerateConfig,
     batch_size: usize,

@@ -1,5 +1,6 @@
 //! Instruction fine-tuning (*Build a LLM From Scratch*, ch. 7): Alpaca-style records in the
-//! prompt format of DESIGN.md, batches padded with `<|endoftext|>` and targets masked with -100
+//! prompt format of DESIGN.md on any model family, tokenised with the model's tokenizer, batches
+//! padded with its end of sequence (GPT-2's `<|endoftext|>`) and targets masked with -100
 //! (optionally the prompt too), the language-modelling step of the one training loop, and after
 //! every epoch the model's response to the first validation instruction in `samples.jsonl`.
 
@@ -8,13 +9,15 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use gpt::burn::prelude::*;
+use gpt::models::CausalLm;
 use serde_json::json;
 
 use crate::data::instruction::{
-    CollateConfig, InstructionDataset, InstructionRecord, format_input, length_grouped_batches, load_records, split_records, write_splits,
+    CollateConfig, InstructionDataset, InstructionRecord, encode, format_input, length_grouped_batches, load_records, split_records, write_splits,
 };
 use crate::eval::responses::extract_response;
 use crate::finetune::language_model::{LanguageModelJob, LanguageModelReport, SampleHook, load_for_training, train_language_model};
+use crate::runs::ModelRef;
 use crate::train::steps::LmBatch;
 use crate::train::trainer::{BatchSource, TrainConfig};
 
@@ -83,17 +86,19 @@ pub fn finetune_instruction(job: &InstructionFinetune) -> Result<LanguageModelRe
             job.lm.train.batch_size
         );
     }
-    let gpt = load_for_training(&job.lm)?;
-    let context = gpt.config().n_positions;
+    let model = load_for_training(&job.lm)?;
+    let tokenizer = ModelRef::resolve(&job.lm.model).tokenizer()?;
+    let context = model.context_length();
     let mut collate = job.collate.clone();
     // Positions past the context do not exist: cut there at the latest.
     collate.allowed_max_length = Some(collate.allowed_max_length.map_or(context, |max| max.min(context)));
 
     let sample_prompt = format_input(&splits.validation[0]);
-    let source = |records: &[InstructionRecord]| -> Arc<dyn BatchSource<LmBatch>> {
-        Arc::new(InstructionBatches { data: InstructionDataset::new(records), collate: collate.clone(), group_by_length: job.group_by_length })
+    let source = |records: &[InstructionRecord], split: &str| -> Result<Arc<dyn BatchSource<LmBatch>>> {
+        let data = InstructionDataset::new(records, &tokenizer).with_context(|| format!("{}, {split} split", loaded.path.display()))?;
+        Ok(Arc::new(InstructionBatches { data, collate: collate.clone(), group_by_length: job.group_by_length }))
     };
-    let (train_data, valid_data) = (source(&splits.train), source(&splits.validation));
+    let (train_data, valid_data) = (source(&splits.train, "train")?, source(&splits.validation, "validation")?);
     eprintln!(
         "{}: {} train / {} validation / {} test records from {}{}",
         job.lm.model,
@@ -107,10 +112,11 @@ pub fn finetune_instruction(job: &InstructionFinetune) -> Result<LanguageModelRe
     lm.details = json!({
         "data": job.data, "records": loaded.path, "shuffle": job.shuffle, "collate": collate,
         "group_by_length": job.group_by_length, "splits": { "train": splits.train.len(), "validation": splits.validation.len(), "test": splits.test.len() },
-        "prompt_format": "alpaca",
+        "prompt_format": "alpaca", "end_token": tokenizer.eot(),
     });
-    let hooks = SampleHook::new(lm.run_dir.join("samples.jsonl"), &sample_prompt, job.sample_tokens, extract_response, !lm.dashboard);
-    train_language_model(&lm, gpt, train_data, valid_data, hooks, |run| {
+    let prompt_ids = encode(&tokenizer, &sample_prompt)?;
+    let hooks = SampleHook::new(lm.run_dir.join("samples.jsonl"), &sample_prompt, prompt_ids, tokenizer, job.sample_tokens, extract_response, !lm.dashboard);
+    train_language_model(&lm, model, train_data, valid_data, hooks, |run| {
         let dir = run.join("data");
         write_splits(&dir, &splits).with_context(|| format!("writing the splits to {}", dir.display()))
     })

@@ -1,4 +1,4 @@
-//! Training a GPT-2 language model on the one training loop. Instruction fine-tuning and
+//! Training a language model (of any family) on the one training loop. Instruction fine-tuning and
 //! pretraining on token shards differ only in their batches and in what they do after an epoch;
 //! the run directory, the dashboard's metrics, the final model and the plots are the same, and
 //! live here.
@@ -9,8 +9,9 @@ use std::sync::{Arc, Mutex};
 use anyhow::{Context, Result};
 use gpt::burn::prelude::*;
 use gpt::generate::{GenerateConfig, generate};
+use gpt::models::{CausalLm, LanguageModel};
+use gpt::Tokenizer;
 use crate::runs::ModelRef;
-use gpt::{Gpt, Tokenizer};
 use serde::Serialize;
 use serde_json::json;
 
@@ -55,26 +56,26 @@ pub struct LanguageModelReport {
 
 /// The model `job.model` names, on the training (autodiff) device, with the job's dropout and,
 /// with LoRA, its adapters attached (everything else frozen).
-pub fn load_for_training(job: &LanguageModelJob) -> Result<Gpt> {
+pub fn load_for_training(job: &LanguageModelJob) -> Result<LanguageModel> {
     let device = job.device.clone().autodiff();
     device.seed(job.train.seed);
-    let gpt = ModelRef::resolve(&job.model).load(&device, job.train.seed)?;
-    let gpt = match job.dropout {
-        Some(p) => gpt.with_dropout(p),
-        None => gpt,
+    let model = ModelRef::resolve(&job.model).load_language_model(&device, job.train.seed)?;
+    let model = match job.dropout {
+        Some(p) => model.with_dropout(p),
+        None => model,
     };
     Ok(match &job.lora {
-        Some(lora) => lora.config.apply(gpt, job.train.seed)?,
-        None => gpt,
+        Some(lora) => lora.config.apply_to(model, job.train.seed)?,
+        None => model,
     })
 }
 
-/// Trains `gpt` (from [`load_for_training`]) on `train`, validating on `valid`, and saves the
+/// Trains `model` (from [`load_for_training`]) on `train`, validating on `valid`, and saves the
 /// result in the HF layout under `RUN_DIR/model`, with plots. `prepare_run` gets the run
 /// directory once it is open (checked, created), before training: e.g. to keep the data splits.
 pub fn train_language_model(
     job: &LanguageModelJob,
-    gpt: Gpt,
+    model: LanguageModel,
     train_data: Arc<dyn BatchSource<LmBatch>>,
     valid_data: Arc<dyn BatchSource<LmBatch>>,
     hooks: impl TrainHooks<LanguageModelTraining> + 'static,
@@ -83,21 +84,23 @@ pub fn train_language_model(
     let started = std::time::Instant::now();
     let run = RunDir::open(&job.run_dir, job.resume)?;
     prepare_run(run.root())?;
-    let (trainable_parameters, parameters) = gpt::io::parameter_counts(&gpt);
-    if let Some(lora) = &job.lora {
+    let (trainable_parameters, parameters) = gpt::io::parameter_counts(&model);
+    // `attn`, `mlp`, `all` name both families' projections: record the model's.
+    let lora = job.lora.as_ref().map(|lora| lora.for_model(&model)).transpose()?;
+    if let Some(lora) = &lora {
         eprintln!("{}: {trainable_parameters} of {parameters} parameters train", lora.summary());
     }
-    let config = gpt.config().clone();
+    let config = model.config_json();
     if !job.resume {
         run.write_run_json(json!({
-            "task": job.task, "model": job.model, "dropout": job.dropout, "train": job.train,
-            "lora": job.lora.as_ref().map(|l| l.describe()), "trainable_parameters": trainable_parameters,
+            "task": job.task, "model": job.model, "architecture": model.architecture(), "dropout": job.dropout, "train": job.train,
+            "lora": lora.as_ref().map(|l| l.describe()), "trainable_parameters": trainable_parameters,
             "device": format!("{:?}", job.device), "parameters": parameters, "config": config,
             "examples": { "train": train_data.len(), "validation": valid_data.len() },
             "details": job.details,
         }))?;
     }
-    let model = LanguageModelTraining { gpt, grad_clip: job.train.optim.grad_clip };
+    let model = LanguageModelTraining { model, grad_clip: job.train.optim.grad_clip };
     let outcome = train(
         model,
         TrainJob {
@@ -135,7 +138,7 @@ pub fn train_language_model(
     let mut event = MetricEvent::new(outcome.steps, job.train.epochs, "val").with("full", job.train.full_validation).with("final", true);
     (event.loss, event.perplexity) = (Some(validation_loss), Some(validation_loss.exp()));
     log.log(&event)?;
-    let model_dir = save_language_model(model.gpt, job, &run)?;
+    let model_dir = save_language_model(model.model, job, lora.as_ref(), &run)?;
     if let Err(e) = plot_run(run.root()) {
         eprintln!("warning: could not draw the plots: {e:#}");
     }
@@ -153,20 +156,27 @@ pub fn train_language_model(
     Ok(report)
 }
 
-/// Saves the trained model in the HF layout under `RUN_DIR/model`, or with LoRA its adapters
-/// under `RUN_DIR/adapter` (and, with `--merge`, the merged model under `model/` too). Returns
-/// the directory `--model` should name to use it (the run directory itself also works).
-fn save_language_model(gpt: Gpt, job: &LanguageModelJob, run: &RunDir) -> Result<PathBuf> {
-    let Some(lora) = &job.lora else {
-        gpt::hf::save_model_dir(&gpt, &run.model()).context("saving the trained model")?;
+/// Saves the trained model in the HF layout under `RUN_DIR/model` (with the base's tokenizer
+/// files, for a family that has its own), or with LoRA its adapters under `RUN_DIR/adapter`
+/// (and, with `--merge`, the merged model under `model/` too). Returns the directory `--model`
+/// should name to use it (the run directory itself also works).
+fn save_language_model(model: LanguageModel, job: &LanguageModelJob, lora: Option<&super::LoraFinetune>, run: &RunDir) -> Result<PathBuf> {
+    let base = ModelRef::resolve(&job.model);
+    let save_model = |model: &LanguageModel, what: &str| -> Result<()> {
+        gpt::hf::save_language_model_dir(model, &run.model()).with_context(|| format!("saving the {what} model"))?;
+        gpt::hf::copy_model_tokenizer(&base.spec()?, &run.model()).context("copying the tokenizer files")?;
+        Ok(())
+    };
+    let Some(lora) = lora else {
+        save_model(&model, "trained")?;
         return Ok(run.model());
     };
-    let config = gpt::lora::AdapterConfig::new(&lora.config, gpt::lora::AdapterTask::CausalLm, &ModelRef::resolve(&job.model).model);
-    gpt::lora::save_adapter_dir(&run.adapter(), &gpt, &config, Vec::new()).context("saving the LoRA adapters")?;
+    let config = gpt::lora::AdapterConfig::new(&lora.config, gpt::lora::AdapterTask::CausalLm, &base.model);
+    gpt::lora::save_adapter_dir(&run.adapter(), &model, &config, Vec::new()).context("saving the LoRA adapters")?;
     if !lora.merge {
         return Ok(run.adapter());
     }
-    gpt::hf::save_model_dir(&gpt.materialize(), &run.model()).context("saving the merged model")?;
+    save_model(&model.materialize(), "merged")?;
     Ok(run.model())
 }
 
@@ -193,6 +203,8 @@ pub fn mean_loss(
 pub struct SampleHook {
     prompt: String,
     prompt_ids: Vec<u32>,
+    /// The model's: encodes the prompt, decodes the sample, says where it ends.
+    tokenizer: Tokenizer,
     max_new_tokens: usize,
     /// What of the continuation to keep (the instruction task strips its `### Response:` header).
     clean: fn(&str) -> String,
@@ -207,9 +219,28 @@ pub struct SampleHook {
 
 impl SampleHook {
     /// Samples go to `samples` (a run's `samples.jsonl`); `print` also shows them on stderr.
-    pub fn new(samples: PathBuf, prompt: &str, max_new_tokens: usize, clean: fn(&str) -> String, print: bool) -> Self {
-        let prompt_ids = Tokenizer::gpt2().encode(prompt);
-        Self { prompt: prompt.to_string(), prompt_ids, max_new_tokens, clean, samples, log: Mutex::new(None), last_step: Mutex::new(None), print, every_steps: None }
+    /// `prompt_ids`: the prompt as the model reads it (tokenised like the training data).
+    pub fn new(
+        samples: PathBuf,
+        prompt: &str,
+        prompt_ids: Vec<u32>,
+        tokenizer: Tokenizer,
+        max_new_tokens: usize,
+        clean: fn(&str) -> String,
+        print: bool,
+    ) -> Self {
+        Self {
+            prompt: prompt.to_string(),
+            prompt_ids,
+            tokenizer,
+            max_new_tokens,
+            clean,
+            samples,
+            log: Mutex::new(None),
+            last_step: Mutex::new(None),
+            print,
+            every_steps: None,
+        }
     }
 }
 
@@ -242,12 +273,12 @@ impl SampleHook {
             }
             *last = Some(step);
         }
-        let context = model.gpt.config().n_positions;
+        let context = model.model.context_length();
         // As many new tokens as fit after the whole prompt (a prompt cut to fit would not be the
         // sample's prompt any more); at least one, with the prompt's start dropped if it must be.
         let room = context.saturating_sub(self.prompt_ids.len());
-        let config = GenerateConfig::greedy(self.max_new_tokens.min(room).clamp(1, context.saturating_sub(1).max(1)));
-        let completion = generate(&model.gpt, std::slice::from_ref(&self.prompt_ids), &config)?;
+        let config = GenerateConfig::greedy(self.max_new_tokens.min(room).clamp(1, context.saturating_sub(1).max(1))).with_tokenizer(&self.tokenizer);
+        let completion = generate(&model.model, std::slice::from_ref(&self.prompt_ids), &config)?;
         let text = (self.clean)(&completion[0].text);
         if self.print {
             eprintln!("epoch {epoch} step {step} sample: {text:?}");

@@ -2,6 +2,7 @@
 //! `--lora-targets`, `--merge`): the adapters themselves are `gpt::lora`.
 
 use gpt::LoraConfig;
+use gpt::models::LanguageModel;
 use serde_json::json;
 
 #[derive(Debug, Clone)]
@@ -12,6 +13,11 @@ pub struct LoraFinetune {
 }
 
 impl LoraFinetune {
+    /// The settings with the targets `model`'s family has (see [`LoraConfig::for_model`]).
+    pub fn for_model(&self, model: &LanguageModel) -> gpt::Result<Self> {
+        Ok(Self { config: self.config.for_model(model)?, merge: self.merge })
+    }
+
     /// What run.json records.
     pub fn describe(&self) -> serde_json::Value {
         json!({ "rank": self.config.rank, "alpha": self.config.alpha, "targets": self.config.targets.modules(), "merge": self.merge })

@@ -9,7 +9,8 @@ use gpt::burn::tensor::ExecutionError;
 use gpt::burn::train::metric::{Adaptor, ItemLazy, LossInput};
 use gpt::burn::train::{ClassificationOutput, InferenceStep, TrainOutput, TrainStep};
 use gpt::burn::lr_scheduler::module_lr_scheduler::ModuleLearningRate;
-use gpt::{Gpt, GptClassifier};
+use gpt::GptClassifier;
+use gpt::models::{CausalLm, LanguageModel};
 
 use crate::train::loss::cross_entropy_masked;
 use crate::train::metrics::StepStats;
@@ -182,7 +183,8 @@ impl StepReport for LmOutput {
 
 #[derive(Module, Debug)]
 pub struct LanguageModelTraining {
-    pub gpt: Gpt,
+    /// A model of any family (GPT-2, Llama, Qwen ...).
+    pub model: LanguageModel,
     #[module(skip)]
     pub grad_clip: Option<f64>,
 }
@@ -190,7 +192,7 @@ pub struct LanguageModelTraining {
 impl LanguageModelTraining {
     pub fn forward_batch(&self, batch: LmBatch) -> LmOutput {
         let tokens = batch.targets.clone().not_equal_elem(crate::train::IGNORE_INDEX).int().sum().into_scalar::<i64>() as usize;
-        let loss = cross_entropy_masked(self.gpt.forward(batch.inputs), batch.targets);
+        let loss = cross_entropy_masked(self.model.logits(batch.inputs), batch.targets);
         LmOutput { loss, tokens }
     }
 }

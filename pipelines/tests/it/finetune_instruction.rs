@@ -77,7 +77,7 @@ fn a_run_trains_on_the_collated_batches_samples_and_saves() {
     let records = read_records(&records_file()).unwrap();
     let splits = split_records(records, false, 123);
     let order = job.lm.train.order(splits.train.len(), 1);
-    let batch = InstructionDataset::new(&splits.train).collate(&order[..4], &CollateConfig { mask_prompt: false, allowed_max_length: Some(128) });
+    let batch = InstructionDataset::new(&splits.train, &gpt::Tokenizer::gpt2()).unwrap().collate(&order[..4], &CollateConfig { mask_prompt: false, allowed_max_length: Some(128) });
     let device = Device::flex();
     let model = gpt::hf::load_model(&job.lm.model, &device, 0).unwrap();
     let ids = Tensor::<2, Int>::from_data(TensorData::new(batch.inputs.clone(), [batch.batch, batch.len]), &device);
@@ -107,7 +107,7 @@ fn a_run_trains_on_the_collated_batches_samples_and_saves() {
     let test = read_records(&run.join("data/test.json")).unwrap();
     assert_eq!(test, splits.test);
     let trained = gpt::hf::load_model(run.join("model").to_str().unwrap(), &device, 0).unwrap();
-    let valid = InstructionDataset::new(&splits.validation).collate(&[0, 1, 2], &CollateConfig { mask_prompt: false, allowed_max_length: Some(128) });
+    let valid = InstructionDataset::new(&splits.validation, &gpt::Tokenizer::gpt2()).unwrap().collate(&[0, 1, 2], &CollateConfig { mask_prompt: false, allowed_max_length: Some(128) });
     let ids = Tensor::<2, Int>::from_data(TensorData::new(valid.inputs.clone(), [valid.batch, valid.len]), &device);
     let logits: Vec<f32> = trained.forward(ids).into_data().iter::<f32>().collect();
     let loss = masked_mean_ce(&logits, &valid.targets, trained.config().vocab_size);

@@ -175,7 +175,7 @@ fn a_url_is_downloaded_once_into_the_cache() {
 fn collate_matches_the_books_example() {
     let (a, b, c) = ([0u32, 1, 2, 3, 4], [5u32, 6], [7u32, 8, 9]);
     let examples: Vec<(&[u32], usize)> = vec![(&a, 1), (&b, 1), (&c, 1)];
-    let batch = collate(&examples, &CollateConfig::default());
+    let batch = collate(&examples, &CollateConfig::default(), gpt::EOT_TOKEN);
     assert_eq!((batch.batch, batch.len), (3, 5));
     #[rustfmt::skip]
     assert_eq!(batch.inputs, [
@@ -198,17 +198,17 @@ fn collate_masks_the_prompt_and_truncates() {
     // Prompts of 3, 2 and 1 tokens: the first 2, 1 and 0 targets predict prompt tokens.
     let examples: Vec<(&[u32], usize)> = vec![(&a, 3), (&b, 2), (&c, 1)];
     let masked = CollateConfig { mask_prompt: true, ..CollateConfig::default() };
-    let batch = collate(&examples, &masked);
+    let batch = collate(&examples, &masked, gpt::EOT_TOKEN);
     #[rustfmt::skip]
     assert_eq!(batch.targets, [
         X, X, 3, 4, E,
         X, E, X, X, X,
         8, 9, E, X, X,
     ]);
-    assert_eq!(batch.inputs, collate(&examples, &CollateConfig::default()).inputs, "inputs are not masked");
+    assert_eq!(batch.inputs, collate(&examples, &CollateConfig::default(), gpt::EOT_TOKEN).inputs, "inputs are not masked");
 
     // Cut to 3 positions (after padding and masking, as the book does).
-    let cut = collate(&examples, &CollateConfig { mask_prompt: true, allowed_max_length: Some(3) });
+    let cut = collate(&examples, &CollateConfig { mask_prompt: true, allowed_max_length: Some(3) }, gpt::EOT_TOKEN);
     assert_eq!((cut.batch, cut.len), (3, 3));
     #[rustfmt::skip]
     assert_eq!(cut.inputs, [
@@ -225,13 +225,13 @@ fn collate_masks_the_prompt_and_truncates() {
     // A limit above the batch length changes nothing; none cuts nothing.
     let none = CollateConfig { allowed_max_length: None, ..CollateConfig::default() };
     let long = CollateConfig { allowed_max_length: Some(100), ..CollateConfig::default() };
-    assert_eq!(collate(&examples, &none), collate(&examples, &long));
+    assert_eq!(collate(&examples, &none, gpt::EOT_TOKEN), collate(&examples, &long, gpt::EOT_TOKEN));
 }
 
 #[test]
 fn the_dataset_tokenises_the_full_text_and_the_prompt_length() {
     let records = fixture_records();
-    let data = InstructionDataset::new(&records[..4]);
+    let data = InstructionDataset::new(&records[..4], &gpt::Tokenizer::gpt2()).unwrap();
     let tokenizer = Tokenizer::gpt2();
     for (i, r) in records[..4].iter().enumerate() {
         assert_eq!(data.token_ids[i], tokenizer.encode_ordinary(&full_text(r)));
@@ -261,7 +261,7 @@ fn the_dataset_tokenises_the_full_text_and_the_prompt_length() {
 
 #[test]
 fn length_grouped_batches_cover_every_index_once_and_are_seeded() {
-    let data = InstructionDataset::new(&fixture_records());
+    let data = InstructionDataset::new(&fixture_records(), &gpt::Tokenizer::gpt2()).unwrap();
     let lengths = data.lengths();
     let n = lengths.len();
     for (batch_size, drop_last) in [(4, false), (8, false), (7, true), (8, true)] {

@@ -210,3 +210,27 @@ pub fn tiny_repo() -> HashMap<String, PathBuf> {
         .map(|f| (f.to_string(), tiny_model_dir().join(f)))
         .collect()
 }
+
+/// A Python that imports `modules` (e.g. "torch, transformers"): $LLMFS_PYTHON, else the benchmark venv.
+pub fn python_with(modules: &str) -> Option<PathBuf> {
+    let candidates = std::env::var_os("LLMFS_PYTHON").map(PathBuf::from).into_iter().chain(
+        std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache/llmfs-torch-venv/bin/python")),
+    );
+    candidates.into_iter().find(|python| {
+        Command::new(python).args(["-c", &format!("import {modules}")]).output().is_ok_and(|o| o.status.success())
+    })
+}
+
+/// `llmfs logits` of `ids` (comma-separated) for `--model model`, read back.
+pub fn logits(home: &std::path::Path, model: &std::path::Path, ids: &str, out: &std::path::Path) -> Vec<f32> {
+    let result = run(llmfs(home).args(["logits", "--device", "cpu", "--ids", ids, "--model"]).arg(model).arg("--out").arg(out));
+    assert!(result.status.success(), "{}", stderr(&result));
+    let bytes = std::fs::read(out).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    st.tensor("logits").unwrap().data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
+}
+
+pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+}

@@ -105,6 +105,15 @@ impl Llama {
         &self.config
     }
 
+    /// Sets the attention dropout (the family's only dropout, HF's `attention_dropout`) to `p`.
+    pub fn with_dropout(mut self, p: f64) -> Self {
+        self.config.attention_dropout = p;
+        for layer in &mut self.model.layers {
+            layer.self_attn.attn_dropout.prob = p;
+        }
+        self
+    }
+
     pub fn device(&self) -> Device {
         self.model.embed_tokens.weight.lazy_device()
     }
