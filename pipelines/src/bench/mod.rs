@@ -46,7 +46,7 @@ pub fn peak_rss_mib() -> Option<f64> {
 #[derive(clap::Args, Debug, Clone)]
 pub struct SharedArgs {
     /// Model shape: gpt2 (124M), gpt2-medium, gpt2-large, gpt2-xl, mini or tiny (random weights);
-    /// generate also takes smollm2-135m, smollm2-360m, qwen3-0.6b, llama-3.2-1b
+    /// generate and train-step also take smollm2-135m, smollm2-360m, qwen3-0.6b, llama-3.2-1b
     #[arg(long, default_value = "gpt2", global = true)]
     pub preset: String,
     /// CPU threads for the CPU backend (default: all cores)
