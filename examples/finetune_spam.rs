@@ -68,12 +68,12 @@ fn main() -> anyhow::Result<()> {
         report.seconds
     );
 
-    let classifier = llmfs::gpt::hf::load_classifier_dir(&report.model_dir, &device)?;
+    let (classifier, tokenizer) = llmfs::pipelines::runs::load_classifier(&report.model_dir, &device)?;
     let texts = [
         "You are a winner you have been specially selected to receive $1000 cash or a $2000 award.".to_string(),
         "Hey, just wanted to check if we're still on for dinner tonight? Let me know!".to_string(),
     ];
-    for prediction in classify_texts(&classifier, &texts, 8)? {
+    for prediction in classify_texts(&classifier, &tokenizer, &texts, 8)? {
         println!("{} ({:.1}%): {}", prediction.label, 100.0 * prediction.probability, prediction.text);
     }
     println!("run directory: {}", job.run_dir.display());

@@ -38,7 +38,8 @@ pub mod text;
 pub use backend::DeviceSpec;
 pub use error::{GptError, Result};
 pub use lora::{LoraConfig, LoraTargets};
-pub use models::gpt2::{EOT_TOKEN, GPT2_VOCAB_SIZE, Gpt, GptClassifier, GptConfig, Trainable};
+pub use models::gpt2::{EOT_TOKEN, GPT2_VOCAB_SIZE, Gpt, GptConfig};
+pub use models::{Classifier, Trainable};
 pub use text::Tokenizer;
 
 /// Burn, re-exported so that downstream crates use the exact same version.

@@ -28,7 +28,7 @@ pub struct Args {
 
 pub fn run(args: Args) -> Result<()> {
     let device = args.runtime.device()?;
-    let classifier = load_classifier(&args.model, &device)?;
+    let (classifier, tokenizer) = load_classifier(&args.model, &device)?;
     let texts = if args.text.is_empty() {
         std::io::stdin().lock().lines().collect::<std::io::Result<Vec<String>>>().context("reading texts from stdin")?
     } else {
@@ -36,7 +36,7 @@ pub fn run(args: Args) -> Result<()> {
     };
     let texts: Vec<String> = texts.into_iter().filter(|t| !t.trim().is_empty()).collect();
     anyhow::ensure!(!texts.is_empty(), "no text to classify: pass --text or lines on stdin");
-    for prediction in classify_texts(&classifier, &texts, args.batch_size)? {
+    for prediction in classify_texts(&classifier, &tokenizer, &texts, args.batch_size)? {
         if args.json {
             println!("{}", serde_json::to_string(&prediction)?);
         } else {

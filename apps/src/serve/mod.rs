@@ -157,7 +157,7 @@ fn load(spec: &str, runtime: &RuntimeArgs) -> Result<Model> {
     let device = runtime.device()?;
     let model = ModelRef::resolve(spec);
     if model.is_classifier().with_context(|| format!("reading {}", model.model))? {
-        return Ok(Model::Classifier(model.load_classifier(&device)?));
+        return Ok(Model::Classifier(model.load_classifier(&device)?, model.tokenizer()?));
     }
     let model = model.load_language_model(&device, runtime.seed).with_context(|| format!("loading {spec}"))?;
     Ok(Model::Language(model))

@@ -27,7 +27,7 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use gpt::generate::continuous::{ContinuousBatch, RequestId};
 use gpt::generate::{Completion, GenerateConfig};
-use gpt::GptClassifier;
+use gpt::{Classifier, Tokenizer};
 use gpt::models::{CausalLm, LanguageModel};
 use pipelines::eval::classifier::{Prediction, classify_texts};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
@@ -37,10 +37,10 @@ use super::openai::ApiError;
 /// Texts of one `/v1/classify` request go through the classifier this many at a time.
 const CLASSIFY_BATCH: usize = 8;
 
-/// What the server runs: a language model or a classifier.
+/// What the server runs: a language model or a classifier (with the tokenizer it reads texts with).
 pub enum Model {
     Language(LanguageModel),
-    Classifier(GptClassifier),
+    Classifier(Classifier, Tokenizer),
 }
 
 /// What the handlers need to know about the model (the model itself stays on its thread).
@@ -58,9 +58,9 @@ impl Model {
                 vocab_size: model.vocab_size(),
                 parameters: gpt::io::parameter_counts(model).1,
             },
-            Self::Classifier(classifier) => ModelInfo::Classifier {
+            Self::Classifier(classifier, _) => ModelInfo::Classifier {
                 labels: classifier.labels().to_vec(),
-                parameters: classifier.config().num_params(),
+                parameters: classifier.parameter_counts().1,
             },
         }
     }
@@ -154,11 +154,11 @@ impl Worker {
 fn serve_jobs(model: &Model, jobs: Receiver<Queued>, max_rows: usize) {
     match model {
         Model::Language(model) => serve_generations(model, &jobs, max_rows),
-        Model::Classifier(classifier) => {
+        Model::Classifier(classifier, tokenizer) => {
             for Queued { job, _permit } in jobs.iter() {
                 // A panic in one job (a bug, not bad input: requests are validated before they
                 // get here) fails that request (its channel is dropped); the server keeps running.
-                if std::panic::catch_unwind(AssertUnwindSafe(|| classify_job(classifier, job))).is_err() {
+                if std::panic::catch_unwind(AssertUnwindSafe(|| classify_job(classifier, tokenizer, job))).is_err() {
                     eprintln!("error: a request panicked on the model thread; the server keeps running");
                 }
             }
@@ -166,10 +166,10 @@ fn serve_jobs(model: &Model, jobs: Receiver<Queued>, max_rows: usize) {
     }
 }
 
-fn classify_job(classifier: &GptClassifier, job: Job) {
+fn classify_job(classifier: &Classifier, tokenizer: &Tokenizer, job: Job) {
     match job {
         Job::Classify { texts, reply } => {
-            let _ = reply.send(classify_texts(classifier, &texts, CLASSIFY_BATCH).map_err(|e| format!("{e:#}")));
+            let _ = reply.send(classify_texts(classifier, tokenizer, &texts, CLASSIFY_BATCH).map_err(|e| format!("{e:#}")));
         }
         Job::Generate { events, .. } => {
             let _ = events.send(Event::Failed("this server runs a classifier, not a language model".into()));

@@ -135,7 +135,7 @@ fn every_input_file_fails_cleanly_through_the_cli() {
     // Split CSVs of the spam task (eval spam, with a classifier on the tiny trunk).
     let classifier_dir = home.join("classifier");
     let trunk = gpt::hf::load_model(tiny, &gpt::burn::prelude::Device::flex(), 0).unwrap();
-    let classifier = gpt::GptClassifier::new(trunk, vec!["ham".into(), "spam".into()], 0).unwrap();
+    let classifier = gpt::Classifier::new(trunk.into(), vec!["ham".into(), "spam".into()], gpt::EOT_TOKEN, 0).unwrap();
     gpt::hf::save_classifier_dir(&classifier, &classifier_dir).unwrap();
     let splits = home.join("spam");
     pipelines::data::spam::prepare_spam(data.join("sms_spam_collection.zip").to_str().unwrap(), &splits, 123).unwrap();

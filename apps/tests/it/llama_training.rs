@@ -138,4 +138,87 @@ fn lora_on_a_llama_family_model_saves_peft_adapters() {
     assert!(result["max_abs_diff"].as_f64().unwrap() < 1e-4, "PEFT's logits differ from llmfs's: {result}");
     assert!(result["merged_max_abs_diff"].as_f64().unwrap() < 1e-4, "{result}");
     assert_eq!(result["lora_parameters"], report["trainable_parameters"]);
+
+    // And the other way: an adapter PEFT wrote (no task type, alpha ≠ r) loads here with PEFT's logits.
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/reference/peft_make_adapter.py");
+    let made = home.path().join("peft-made");
+    let peft_logits = home.path().join("peft-made.safetensors");
+    let check = Command::new(python_with("torch, transformers, peft").unwrap()).arg(script).arg(llama_tiny()).arg(&made).arg(ids).arg(&peft_logits).output().unwrap();
+    assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stderr));
+    let ours = logits(home.path(), &made, ids, &home.path().join("ours-of-peft-made.safetensors"));
+    let bytes = std::fs::read(&peft_logits).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let theirs: Vec<f32> = st.tensor("logits").unwrap().data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+    assert!(max_abs_diff(&ours, &theirs) < 1e-4, "a PEFT-made adapter: llmfs's logits differ by {}", max_abs_diff(&ours, &theirs));
+    assert!(max_abs_diff(&ours, &base) > 1e-2, "the PEFT-made adapter changes the model");
+}
+
+/// The spam splits of the fixture collection (`llmfs prepare spam`'s output).
+fn spam_splits(dir: &Path) -> PathBuf {
+    let splits = dir.join("spam");
+    pipelines::data::spam::prepare_spam(fixtures().join("data/sms_spam_collection.zip").to_str().unwrap(), &splits, 123).unwrap();
+    splits
+}
+
+#[test]
+fn finetune_spam_trains_a_llama_family_classifier() {
+    let home = tempfile::tempdir().unwrap();
+    let data = spam_splits(home.path());
+    let run_dir = home.path().join("cls");
+    // The last layer, the final norm and the head train; the first layer runs once per text (the prefix cache).
+    let out = run(llmfs(home.path())
+        .args(["finetune", "spam", "--epochs", "3", "--max-length", "24", "--lr", "1e-3", "--json", "--plain", "--device", "cpu", "--model"])
+        .arg(llama_tiny())
+        .arg("--data")
+        .arg(&data)
+        .arg("--run-dir")
+        .arg(&run_dir));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report = last_json(&out);
+    assert_eq!(report["length"], 24);
+    assert!(stderr(&out).contains("cached the output of the 1 frozen blocks"), "{}", stderr(&out));
+    // One layer: 2 norms (32 each) + attention (32·32 + 2·32·16 + 32·32) + MLP (3·32·96); final norm 32; head 2·32.
+    assert_eq!(report["trainable_parameters"], 64 + 3_072 + 9_216 + 32 + 64);
+    let losses = train_losses(&run_dir);
+    assert!(losses[losses.len() - 1] < losses[0], "the loss did not fall: {losses:?}");
+
+    let config: Value = serde_json::from_slice(&std::fs::read(run_dir.join("model/config.json")).unwrap()).unwrap();
+    assert_eq!(config["architectures"][0], "LlamaForSequenceClassification");
+    assert_eq!(config["pad_token_id"], 128001, "texts are padded with the first EOS id (the tokenizer has no pad)");
+    assert!(run_dir.join("model/tokenizer.json").is_file());
+
+    // `eval spam` reads the texts as training did: the run's own test accuracy.
+    let out = run(llmfs(home.path()).args(["eval", "spam", "--json", "--device", "cpu", "--model"]).arg(&run_dir).arg("--data").arg(&data));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let eval = last_json(&out);
+    assert!((eval["accuracy"].as_f64().unwrap() - report["test_accuracy"].as_f64().unwrap()).abs() < 1e-9, "{eval} vs {report}");
+    let out = run(llmfs(home.path()).args(["classify", "--json", "--device", "cpu", "--text", "WINNER! Claim your free prize now", "--model"]).arg(&run_dir));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("\"label\""));
+
+    // With LoRA on the attention projections: the adapters and the head train; the adapter
+    // directory classifies like the merged model.
+    let lora_dir = home.path().join("cls-lora");
+    let out = run(llmfs(home.path())
+        .args(["finetune", "spam", "--epochs", "1", "--max-length", "24", "--lr", "1e-3", "--json", "--plain", "--device", "cpu"])
+        .args(["--lora-rank", "2", "--lora-targets", "attn", "--merge", "--model"])
+        .arg(llama_tiny())
+        .arg("--data")
+        .arg(&data)
+        .arg("--run-dir")
+        .arg(&lora_dir));
+    assert!(out.status.success(), "{}", stderr(&out));
+    // Per layer, rank 2: q 2·(32+32) + k 2·(32+16) + v 2·(32+16) + o 2·(32+32) = 448; head 2·32.
+    assert_eq!(last_json(&out)["trainable_parameters"], 2 * 448 + 64);
+    let adapter: Value = serde_json::from_slice(&std::fs::read(lora_dir.join("adapter/adapter_config.json")).unwrap()).unwrap();
+    assert_eq!(adapter["task_type"], "SEQ_CLS");
+    assert_eq!(adapter["target_modules"], serde_json::json!(["q_proj", "k_proj", "v_proj", "o_proj"]));
+    let classify = |model: &Path| {
+        let out = run(llmfs(home.path()).args(["classify", "--json", "--device", "cpu", "--text", "Are we still on for dinner?", "--model"]).arg(model));
+        assert!(out.status.success(), "{}", stderr(&out));
+        let line: Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+        line["probability"].as_f64().unwrap()
+    };
+    let (merged, unmerged) = (classify(&lora_dir.join("model")), classify(&lora_dir.join("adapter")));
+    assert!((merged - unmerged).abs() < 1e-5, "merged {merged} vs adapter {unmerged}");
 }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use crate::common::*;
 use gpt::burn::prelude::Device;
 use gpt::generate::{GenerateConfig, generate};
-use gpt::{GptClassifier, Tokenizer};
+use gpt::{Classifier, EOT_TOKEN, Tokenizer};
 use serde_json::{Value, json};
 
 /// A running `llmfs serve`, killed on drop.
@@ -432,7 +432,7 @@ fn full_queue_is_429_and_a_disconnect_stops_generation() {
 fn tiny_classifier(dir: &Path) {
     let device = Device::flex();
     let trunk = gpt::hf::load_model(&model(), &device, 0).unwrap();
-    let classifier = GptClassifier::new(trunk, vec!["ham".into(), "spam".into()], 7).unwrap();
+    let classifier = Classifier::new(trunk.into(), vec!["ham".into(), "spam".into()], EOT_TOKEN, 7).unwrap();
     gpt::hf::save_classifier_dir(&classifier, dir).unwrap();
 }
 
@@ -446,7 +446,7 @@ fn classify_labels_texts_like_classify_texts() {
 
     let texts = vec!["Win a free prize now!".to_string(), "See you at lunch".to_string()];
     let classifier = gpt::hf::load_classifier_dir(&classifier_dir, &Device::flex()).unwrap();
-    let expected = pipelines::eval::classifier::classify_texts(&classifier, &texts, 8).unwrap();
+    let expected = pipelines::eval::classifier::classify_texts(&classifier, &Tokenizer::gpt2(), &texts, 8).unwrap();
 
     let (status, body) = server.post("/v1/classify", &json!({ "model": name, "input": texts }));
     assert_eq!(status, 200, "{body}");

@@ -55,6 +55,9 @@ pub fn load_language_model_dir(dir: &Path, device: &Device) -> Result<LanguageMo
 /// bf16, widened to f32), HF's `[out, in]` Linear weights turned into Burn's `[in, out]`.
 pub fn load_llama_dir(dir: &Path, device: &Device) -> Result<Llama> {
     let config = LlamaConfig::load(&dir.join("config.json"))?;
+    if classifier_labels(&config.extra).is_some() {
+        return Err(GptError::Model(format!("{} holds a classifier, not a language model: use `llmfs classify`", dir.display())));
+    }
     let mut source = SafetensorsSource::open_dir(dir)?;
     let skeleton = Llama::skeleton(&config, device)?;
     let mut linears = OutInLinears { source: &mut source, is_linear: Llama::is_out_in_linear };
@@ -68,8 +71,12 @@ pub fn load_llama_dir(dir: &Path, device: &Device) -> Result<Llama> {
 /// with the same logits. Each file is written atomically, the weights first. Tokenizer files are
 /// the caller's (see `gpt::text::hf_tokenizer::copy_tokenizer_files`).
 pub fn save_llama_dir(model: &Llama, dir: &Path) -> Result<()> {
-    std::fs::create_dir_all(dir).map_err(|e| GptError::io(dir, e))?;
-    let tensors: Vec<(String, TensorData)> = named_params(model)
+    write_llama_files(dir, llama_tensors(model)?, model.config().clone())
+}
+
+/// A Llama-family model's tensors under transformers' names, `Linear` weights `[out, in]`.
+pub(super) fn llama_tensors(model: &Llama) -> Result<Vec<(String, TensorData)>> {
+    named_params(model)
         .into_iter()
         .map(|(name, data)| {
             let shape = data.shape().to_vec();
@@ -81,9 +88,13 @@ pub fn save_llama_dir(model: &Llama, dir: &Path) -> Result<()> {
                 _ => Ok((name, data)),
             }
         })
-        .collect::<Result<_>>()?;
+        .collect()
+}
+
+/// Writes `tensors` (f32) and `config` as a Llama-family directory, the weights first.
+pub(super) fn write_llama_files(dir: &Path, tensors: Vec<(String, TensorData)>, mut config: LlamaConfig) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|e| GptError::io(dir, e))?;
     write_safetensors(&dir.join(crate::io::safetensors::SINGLE_FILE), &tensors)?;
-    let mut config = model.config().clone();
     // The weights are written in f32: a config saying bf16 would make transformers load them
     // narrowed (dtype="auto"), with other logits.
     let dtype_keys: Vec<String> = ["dtype", "torch_dtype"].into_iter().filter(|k| config.extra.contains_key(*k)).map(str::to_string).collect();
@@ -139,7 +150,7 @@ pub fn load_model_dir(dir: &Path, device: &Device) -> Result<Gpt> {
         )));
     }
     let config = GptConfig::load(&dir.join("config.json"))?;
-    if classifier_labels(&config).is_some() {
+    if classifier_labels(&config.extra).is_some() {
         return Err(GptError::Model(format!(
             "{} holds a classifier (GPT2ForSequenceClassification), not a language model: use `llmfs classify`",
             dir.display()

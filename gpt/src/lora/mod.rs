@@ -18,7 +18,7 @@ use burn::prelude::*;
 use crate::error::{GptError, Result};
 use crate::io::{TensorSource, fill_params_matching, seeded_normal};
 use crate::models::LanguageModel;
-use crate::models::gpt2::GptClassifier;
+use crate::models::Classifier;
 use peft::peft_name;
 
 pub use peft::{ADAPTER_CONFIG, ADAPTER_WEIGHTS, AdapterConfig, AdapterSource, AdapterTask, adapter_tensors, is_adapter_dir, save_adapter_dir};
@@ -228,10 +228,7 @@ impl LoraConfig {
     /// The same adapters on `model`'s family only: `attn`, `mlp` and `all` name both families'
     /// projections, a model has one family's. Naming only the other family's is an error.
     pub fn for_model(&self, model: &LanguageModel) -> Result<Self> {
-        self.for_family(matches!(model, LanguageModel::Gpt2(_)))
-    }
-
-    fn for_family(&self, gpt2: bool) -> Result<Self> {
+        let gpt2 = matches!(model, LanguageModel::Gpt2(_));
         let family = if gpt2 { "GPT-2" } else { "Llama-family" };
         let targets = self.targets.of_family(gpt2);
         if targets.0.is_empty() {
@@ -251,8 +248,8 @@ impl LoraConfig {
 
     /// A classifier with LoRA instead of a trainable set: adapters on the trunk's targeted
     /// projections and the head train, everything else is frozen.
-    pub fn apply_to_classifier(&self, classifier: GptClassifier, seed: u64) -> Result<GptClassifier> {
-        let lora = self.for_family(true)?;
+    pub fn apply_to_classifier(&self, classifier: Classifier, seed: u64) -> Result<Classifier> {
+        let lora = self.for_model(&classifier.model)?;
         let mut adapted = lora.apply(classifier, seed)?;
         adapted.score = adapted.score.clone().set_require_grad(true);
         Ok(adapted)

@@ -21,7 +21,8 @@ pub const ADAPTER_WEIGHTS: &str = "adapter_model.safetensors";
 /// PEFT's prefix of every adapter tensor (`PeftModel` → `LoraModel` → the HF model).
 const PEFT_PREFIX: &str = "base_model.model.";
 
-/// What the adapter was trained for (PEFT's `task_type`).
+/// What the adapter was trained for (PEFT's `task_type`; PEFT writes `null` when none was given,
+/// which is read as a language model's).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum AdapterTask {
     #[serde(rename = "CAUSAL_LM")]
@@ -30,10 +31,15 @@ pub enum AdapterTask {
     SequenceClassification,
 }
 
+fn task_or_language_model<'de, D: serde::Deserializer<'de>>(deserializer: D) -> std::result::Result<AdapterTask, D::Error> {
+    Ok(Option::<AdapterTask>::deserialize(deserializer)?.unwrap_or(AdapterTask::CausalLm))
+}
+
 /// `adapter_config.json`: PEFT's keys, which PEFT reads back as a `LoraConfig`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AdapterConfig {
     pub peft_type: String,
+    #[serde(default = "language_model", deserialize_with = "task_or_language_model")]
     pub task_type: AdapterTask,
     /// What `--model` named when training: a hub id or an absolute directory.
     pub base_model_name_or_path: String,
@@ -53,6 +59,23 @@ pub struct AdapterConfig {
     pub modules_to_save: Option<Vec<String>>,
     #[serde(default)]
     pub inference_mode: bool,
+    /// PEFT variants llmfs does not compute (a clear error rather than other numbers).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub use_dora: bool,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub use_rslora: bool,
+    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+    pub rank_pattern: serde_json::Map<String, serde_json::Value>,
+    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+    pub alpha_pattern: serde_json::Map<String, serde_json::Value>,
+}
+
+fn is_false(b: &bool) -> bool {
+    !b
+}
+
+fn language_model() -> AdapterTask {
+    AdapterTask::CausalLm
 }
 
 fn no_bias() -> String {
@@ -73,6 +96,10 @@ impl AdapterConfig {
             bias: no_bias(),
             modules_to_save: (task == AdapterTask::SequenceClassification).then(|| vec!["score".to_string()]),
             inference_mode: true,
+            use_dora: false,
+            use_rslora: false,
+            rank_pattern: Default::default(),
+            alpha_pattern: Default::default(),
         }
     }
 
@@ -81,6 +108,15 @@ impl AdapterConfig {
         let config: Self = serde_json::from_str(&text).map_err(|e| GptError::Json { path: path.to_path_buf(), source: e })?;
         if config.peft_type != "LORA" {
             return Err(GptError::Model(format!("{}: peft_type {:?} is not supported (only LORA)", path.display(), config.peft_type)));
+        }
+        let unsupported = [
+            (config.use_dora, "use_dora (DoRA)"),
+            (config.use_rslora, "use_rslora (scaling alpha/sqrt(r))"),
+            (!config.rank_pattern.is_empty(), "rank_pattern (per-module ranks)"),
+            (!config.alpha_pattern.is_empty(), "alpha_pattern (per-module alphas)"),
+        ];
+        if let Some((_, what)) = unsupported.iter().find(|(used, _)| *used) {
+            return Err(GptError::Model(format!("{}: {what} is not supported (plain LoRA only)", path.display())));
         }
         if config.bias != "none" {
             return Err(GptError::Model(format!("{}: LoRA bias {:?} is not supported (only \"none\")", path.display(), config.bias)));

@@ -111,6 +111,81 @@ impl LanguageModel {
         }
     }
 
+    /// Token (and, for GPT-2, position) embeddings of ids `[B, T]`: the input of block 0.
+    pub fn embed_tokens(&self, ids: Tensor<2, Int>) -> Tensor<3> {
+        match self {
+            Self::Gpt2(model) => model.embed_tokens(ids),
+            Self::Llama(model) => model.embed_tokens(ids),
+        }
+    }
+
+    /// The residual stream `x` `[B, T, C]` through blocks `range` (causal, no padding).
+    pub fn run_blocks(&self, x: Tensor<3>, range: std::ops::Range<usize>) -> Tensor<3> {
+        match self {
+            Self::Gpt2(model) => model.run_blocks(x, range),
+            Self::Llama(model) => model.run_blocks(x, range),
+        }
+    }
+
+    /// The final norm (GPT-2's LayerNorm `ln_f`, the Llama family's RMSNorm `norm`).
+    pub fn final_norm(&self, x: Tensor<3>) -> Tensor<3> {
+        match self {
+            Self::Gpt2(model) => model.final_norm(x),
+            Self::Llama(model) => model.final_norm(x),
+        }
+    }
+
+    /// Number of transformer blocks.
+    pub fn num_blocks(&self) -> usize {
+        match self {
+            Self::Gpt2(model) => model.h.len(),
+            Self::Llama(model) => model.model.layers.len(),
+        }
+    }
+
+    /// Width of the residual stream.
+    pub fn hidden_size(&self) -> usize {
+        match self {
+            Self::Gpt2(model) => model.config().n_embd,
+            Self::Llama(model) => model.config().hidden_size,
+        }
+    }
+
+    /// The standard deviation new weights are drawn with (the config's `initializer_range`).
+    pub fn initializer_range(&self) -> f64 {
+        match self {
+            Self::Gpt2(model) => model.config().initializer_range,
+            Self::Llama(model) => model.config().initializer_range,
+        }
+    }
+
+    /// Freezes the model except blocks `first_trainable..`, the embeddings when `embeddings`,
+    /// and the final norm when `final_norm`. The output head (a tied embedding, or Llama's
+    /// `lm_head`) follows the embeddings.
+    pub fn set_trainable(self, first_trainable: usize, embeddings: bool, final_norm: bool) -> Self {
+        match self {
+            Self::Gpt2(mut gpt) => {
+                gpt.wte = gpt.wte.clone().set_require_grad(embeddings);
+                gpt.wpe = gpt.wpe.clone().set_require_grad(embeddings);
+                for (i, block) in gpt.h.iter_mut().enumerate() {
+                    *block = block.clone().set_require_grad(i >= first_trainable);
+                }
+                gpt.ln_f = gpt.ln_f.clone().set_require_grad(final_norm);
+                Self::Gpt2(gpt)
+            }
+            Self::Llama(mut llama) => {
+                let trunk = &mut llama.model;
+                trunk.embed_tokens = trunk.embed_tokens.clone().set_require_grad(embeddings);
+                for (i, layer) in trunk.layers.iter_mut().enumerate() {
+                    *layer = layer.clone().set_require_grad(i >= first_trainable);
+                }
+                trunk.norm = trunk.norm.clone().set_require_grad(final_norm);
+                llama.lm_head = llama.lm_head.clone().map(|head| head.set_require_grad(embeddings));
+                Self::Llama(llama)
+            }
+        }
+    }
+
     /// The GPT-2 model inside, if that is the family.
     pub fn as_gpt2(&self) -> Option<&Gpt> {
         match self {

@@ -5,7 +5,7 @@ use crate::common::*;
 use gpt::burn::prelude::*;
 use gpt::lora::{AdapterConfig, AdapterTask, save_adapter_dir};
 use gpt::{hf::ModelSpec, io::{fill_params_matching, parameter_counts}, models::gpt2::RandomInit};
-use gpt::{Gpt, GptClassifier, LoraConfig, LoraTargets};
+use gpt::{Classifier, EOT_TOKEN, Gpt, LoraConfig, LoraTargets};
 
 fn lora(rank: usize, targets: &str) -> LoraConfig {
     LoraConfig::new(rank, 2.0 * rank as f64, targets.parse().unwrap()).unwrap()
@@ -146,6 +146,17 @@ fn bad_adapters_name_the_file_and_tensor() {
     assert!(err.contains("adapter_config.json") && err.contains("/nonexistent/base"), "{err}");
     let err = load_with(&|j| j["task_type"] = "SEQ_CLS".into());
     assert!(err.contains("llmfs classify"), "{err}");
+    let err = load_with(&|j| j["use_dora"] = true.into());
+    assert!(err.contains("adapter_config.json") && err.contains("DoRA"), "{err}");
+    let err = load_with(&|j| j["use_rslora"] = true.into());
+    assert!(err.contains("use_rslora"), "{err}");
+    // PEFT writes `task_type: null` when none was given: a language model's adapter (here one
+    // with a wrong rank, so that loading gets as far as the tensors).
+    let err = load_with(&|j| {
+        j["task_type"] = serde_json::Value::Null;
+        j["r"] = 8.into();
+    });
+    assert!(err.contains("lora_A") && err.contains("[8, 64]"), "{err}");
     let err = load_with(&|j| j["r"] = 0.into());
     assert!(err.contains("adapter_config.json") && err.contains("rank"), "{err}");
     std::fs::write(&config_path, "{\"peft_type\": \"LORA\"").unwrap();
@@ -159,10 +170,10 @@ fn bad_adapters_name_the_file_and_tensor() {
 #[test]
 fn a_classifier_adapter_keeps_its_head() {
     let labels = vec!["ham".to_string(), "spam".to_string()];
-    let trainable = lora(2, "attn").apply_to_classifier(GptClassifier::new(trainable_tiny_model(), labels.clone(), 5).unwrap(), 0).unwrap();
+    let trainable = lora(2, "attn").apply_to_classifier(Classifier::new(trainable_tiny_model().into(), labels.clone(), EOT_TOKEN, 5).unwrap(), 0).unwrap();
     assert_eq!(trainable.parameter_counts().0, 2 * 2 * ((64 + 192) + (64 + 64)) + 64 * 2 + 2, "adapters + head");
-    let mut classifier = lora(2, "attn").apply_to_classifier(GptClassifier::new(tiny_model(), labels.clone(), 5).unwrap(), 0).unwrap();
-    classifier.gpt = trained(classifier.gpt.clone(), 9);
+    let mut classifier = lora(2, "attn").apply_to_classifier(Classifier::new(tiny_model().into(), labels.clone(), EOT_TOKEN, 5).unwrap(), 0).unwrap();
+    classifier.model = trained(classifier.model.as_gpt2().unwrap().clone(), 9).into();
     classifier.set_max_length(16);
     let dir = tempfile::tempdir().unwrap();
     let config = AdapterConfig::new(&lora(2, "attn"), AdapterTask::SequenceClassification, fixture_dir().to_str().unwrap());

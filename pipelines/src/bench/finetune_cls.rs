@@ -9,7 +9,8 @@ use anyhow::Result;
 use gpt::burn::optim::GradientsParams;
 use gpt::burn::prelude::*;
 use gpt::backend::DeviceSpec;
-use gpt::{Gpt, GptClassifier, Trainable};
+use gpt::models::CausalLm;
+use gpt::{Classifier, Trainable};
 use serde_json::{Value, json};
 
 use super::median;
@@ -46,21 +47,22 @@ pub struct Options {
     pub steps: usize,
 }
 
-/// `preset`: the model shape (`gpt2` = 124M).
+/// `preset`: the model shape (`gpt2` = 124M, `smollm2-135m` ...).
 pub fn run(spec: DeviceSpec, preset: &str, options: &Options) -> Result<Value> {
     let steps = options.steps;
-    let config = super::preset_config(preset)?;
-    let length = LENGTH.min(config.n_positions);
     let device = spec.resolve()?.autodiff();
-    let gpt = Gpt::init(&config.with_dropout(0.0), 0, &device)?;
-    let classifier = GptClassifier::new(gpt, vec!["ham".into(), "spam".into()], 0)?.set_trainable(Trainable::LastBlock);
+    let model = super::preset_model(preset, &device)?.with_dropout(0.0);
+    let length = LENGTH.min(model.context_length());
+    // The last id pads (GPT-2's `<|endoftext|>`); the texts are drawn below it.
+    let pad = model.vocab_size() as u32 - 1;
+    let classifier = Classifier::new(model, vec!["ham".into(), "spam".into()], pad, 0)?.set_trainable(Trainable::LastBlock);
     let (trainable, _) = classifier.parameter_counts();
     device.seed(1);
-    let ids = Tensor::<2, Int>::random([BATCH, length], gpt::burn::tensor::Distribution::Uniform(0.0, 50256.0), &device);
+    let ids = Tensor::<2, Int>::random([BATCH, length], gpt::burn::tensor::Distribution::Uniform(0.0, pad as f64), &device);
     let labels = Tensor::<1, Int>::from_data(TensorData::new((0..BATCH as i64).map(|i| i % 2).collect::<Vec<_>>(), [BATCH]), &device);
 
     // Plain: every step runs all blocks, the frozen ones (all but the last) outside autodiff.
-    let first_block = classifier.gpt.h.len() - 1;
+    let first_block = classifier.model.num_blocks() - 1;
     let plain_batch = ClassificationBatch { inputs: ClassifierInput::Tokens(ids.clone()), labels: labels.clone() };
     let plain = ClassifierTraining { classifier: classifier.clone(), first_block, grad_clip: None };
     let (plain_times, plain_losses) = time_steps(plain, &plain_batch, steps);
@@ -69,13 +71,14 @@ pub fn run(spec: DeviceSpec, preset: &str, options: &Options) -> Result<Value> {
     let (autodiff_times, _) = time_steps(autodiff, &plain_batch, steps.min(2));
 
     // The prefix cache: the frozen blocks once per example (inference), then steps on the last block only.
-    let inference = classifier.gpt.valid();
+    let inference = classifier.model.valid();
     let plain_ids = Tensor::<2, Int>::from_data(ids.clone().into_data(), &inference.device());
     let start = Instant::now();
     let prefix = inference.run_blocks(inference.embed_tokens(plain_ids), 0..first_block);
     let prefix = prefix.into_data();
     let cache_per_example = start.elapsed().as_secs_f64() / BATCH as f64;
-    let cached_batch = ClassificationBatch { inputs: ClassifierInput::Prefix(Tensor::from_data(prefix, &device)), labels };
+    let positions = classifier.pool_positions(&ids);
+    let cached_batch = ClassificationBatch { inputs: ClassifierInput::Prefix { hidden: Tensor::from_data(prefix, &device), positions }, labels };
     let cached = ClassifierTraining { classifier, first_block, grad_clip: None };
     let (cached_times, cached_losses) = time_steps(cached, &cached_batch, steps);
     let max_rel = plain_losses.iter().zip(&cached_losses).map(|(a, b)| (a - b).abs() / a.abs()).fold(0.0, f64::max);

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail, ensure};
 use gpt::burn::data::dataset::{Dataset, DatasetError};
-use gpt::{EOT_TOKEN, Tokenizer};
+use gpt::Tokenizer;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
@@ -382,7 +382,8 @@ pub fn prepare_spam(source: &str, out_dir: &Path, seed: u64) -> Result<SpamRepor
 }
 
 /// Tokenised messages of one length, ready to batch: `token_ids[i]` has exactly `length` ids
-/// (the text's GPT-2 tokens, cut to `length`, then padded with [`EOT_TOKEN`] 50256) and
+/// (the text's tokens as the model's tokenizer encodes it, cut to `length`, then padded with the
+/// tokenizer's pad: GPT-2's `<|endoftext|>` 50256, else its pad token or end of sequence) and
 /// `labels[i]` is its class ([`HAM`] or [`SPAM`]). As a Burn [`Dataset`] its items are
 /// `(token_ids, label)`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -397,9 +398,9 @@ impl SpamDataset {
     /// to `max_length` when given (keeping the start, like the book's `encoded[:max_length]`).
     /// The length never exceeds `context_length` (the model's `n_positions`): longer texts are
     /// cut to it, and a `max_length` above it is an error.
-    pub fn for_training(messages: &[Message], max_length: Option<usize>, context_length: usize) -> Result<Self> {
+    pub fn for_training(messages: &[Message], max_length: Option<usize>, context_length: usize, tokenizer: &Tokenizer) -> Result<Self> {
         ensure!(!messages.is_empty(), "there are no training messages");
-        let encoded = encode_all(messages);
+        let encoded = encode_all(messages, tokenizer)?;
         let length = match max_length {
             Some(max) => {
                 ensure!(max > 0, "max_length must be at least 1");
@@ -411,20 +412,20 @@ impl SpamDataset {
             }
             None => encoded.iter().map(Vec::len).max().unwrap_or(0).min(context_length),
         };
-        Ok(Self::from_encoded(encoded, messages, length))
+        Ok(Self::from_encoded(encoded, messages, length, tokenizer.pad_id()))
     }
 
     /// Tokenises and cuts/pads every text to exactly `length`: validation and test sets use the
     /// training set's `length`.
-    pub fn with_length(messages: &[Message], length: usize) -> Self {
-        Self::from_encoded(encode_all(messages), messages, length)
+    pub fn with_length(messages: &[Message], length: usize, tokenizer: &Tokenizer) -> Result<Self> {
+        Ok(Self::from_encoded(encode_all(messages, tokenizer)?, messages, length, tokenizer.pad_id()))
     }
 
-    fn from_encoded(encoded: Vec<Vec<u32>>, messages: &[Message], length: usize) -> Self {
+    fn from_encoded(encoded: Vec<Vec<u32>>, messages: &[Message], length: usize, pad: u32) -> Self {
         let token_ids = encoded
             .into_iter()
             .map(|mut ids| {
-                ids.resize(length, EOT_TOKEN);
+                ids.resize(length, pad);
                 ids
             })
             .collect();
@@ -440,20 +441,24 @@ impl SpamDataset {
     }
 }
 
-fn encode_all(messages: &[Message]) -> Vec<Vec<u32>> {
-    let tokenizer = Tokenizer::gpt2();
-    messages.par_iter().map(|m| tokenizer.encode(&m.text)).collect()
+/// Every text encoded with the tokenizer's defaults (Llama 3 starts with `<|begin_of_text|>`).
+fn encode_all(messages: &[Message], tokenizer: &Tokenizer) -> Result<Vec<Vec<u32>>> {
+    messages
+        .par_iter()
+        .enumerate()
+        .map(|(i, m)| tokenizer.try_encode(&m.text).with_context(|| format!("tokenising message {i}")))
+        .collect()
 }
 
 impl Splits<SpamDataset> {
     /// Tokenises the three splits: train as [`SpamDataset::for_training`], validation and test
     /// at the training length.
-    pub fn tokenize(messages: &Splits<Vec<Message>>, max_length: Option<usize>, context_length: usize) -> Result<Self> {
-        let train = SpamDataset::for_training(&messages.train, max_length, context_length)?;
+    pub fn tokenize(messages: &Splits<Vec<Message>>, max_length: Option<usize>, context_length: usize, tokenizer: &Tokenizer) -> Result<Self> {
+        let train = SpamDataset::for_training(&messages.train, max_length, context_length, tokenizer)?;
         let length = train.length;
         Ok(Splits {
-            validation: SpamDataset::with_length(&messages.validation, length),
-            test: SpamDataset::with_length(&messages.test, length),
+            validation: SpamDataset::with_length(&messages.validation, length, tokenizer)?,
+            test: SpamDataset::with_length(&messages.test, length, tokenizer)?,
             train,
         })
     }

@@ -1,10 +1,11 @@
-//! A fine-tuned classifier at work: labelling new texts the way it was trained (cut/padded to
-//! its training length, the last position's logits), and its accuracy, loss and confusion
+//! A fine-tuned classifier at work: labelling new texts the way it was trained (its model's
+//! tokenizer, cut/padded to its training length, read where it reads), and its accuracy, loss and confusion
 //! matrix on labelled messages. `llmfs classify`, `llmfs eval spam` and the server use these.
 
 use anyhow::Result;
 use gpt::burn::prelude::*;
-use gpt::{GptClassifier, Tokenizer};
+use gpt::models::CausalLm;
+use gpt::{Classifier, Tokenizer};
 use serde::Serialize;
 
 use crate::data::spam::Message;
@@ -18,18 +19,18 @@ pub struct Prediction {
     pub probabilities: Vec<f64>,
 }
 
-/// Classifies texts the way the classifier was trained: cut/padded to its training length, the
-/// logits of the last position.
-pub fn classify_texts(classifier: &GptClassifier, texts: &[String], batch_size: usize) -> Result<Vec<Prediction>> {
-    let tokenizer = Tokenizer::gpt2();
-    let device = classifier.gpt.device();
-    let length = classifier.max_length().unwrap_or(classifier.config().n_positions).min(classifier.config().n_positions);
+/// Classifies texts the way the classifier was trained: encoded with its model's `tokenizer`,
+/// cut/padded to its training length, read where it reads (see [`Classifier`]).
+pub fn classify_texts(classifier: &Classifier, tokenizer: &Tokenizer, texts: &[String], batch_size: usize) -> Result<Vec<Prediction>> {
+    let device = classifier.model.device();
+    let context = classifier.model.context_length();
+    let length = classifier.max_length().unwrap_or(context).min(context);
     let mut predictions = Vec::with_capacity(texts.len());
     for chunk in texts.chunks(batch_size.max(1)) {
         let mut ids = Vec::with_capacity(chunk.len() * length);
         for text in chunk {
-            let mut tokens = tokenizer.encode(text);
-            tokens.resize(length, gpt::EOT_TOKEN);
+            let mut tokens = tokenizer.try_encode(text)?;
+            tokens.resize(length, classifier.pad_token());
             ids.extend(tokens.into_iter().map(|t| t as i64));
         }
         let ids = Tensor::<2, Int>::from_data(TensorData::new(ids, [chunk.len(), length]), &device);
@@ -61,13 +62,13 @@ pub struct SplitEvaluation {
 
 /// Evaluates `classifier` on `messages` (e.g. a split read with `read_split_csv`), as
 /// [`classify_texts`] classifies them.
-pub fn evaluate_messages(classifier: &GptClassifier, messages: &[Message], batch_size: usize) -> Result<SplitEvaluation> {
+pub fn evaluate_messages(classifier: &Classifier, tokenizer: &Tokenizer, messages: &[Message], batch_size: usize) -> Result<SplitEvaluation> {
     let n_labels = classifier.labels().len();
     if let Some(bad) = messages.iter().find(|m| m.label as usize >= n_labels) {
         anyhow::bail!("label {} is not one of the classifier's {n_labels} labels ({:?})", bad.label, bad.text);
     }
     let texts: Vec<String> = messages.iter().map(|m| m.text.clone()).collect();
-    let predictions = classify_texts(classifier, &texts, batch_size)?;
+    let predictions = classify_texts(classifier, tokenizer, &texts, batch_size)?;
     let mut confusion = vec![vec![0; n_labels]; n_labels];
     let mut loss = 0.0;
     for (message, prediction) in messages.iter().zip(&predictions) {

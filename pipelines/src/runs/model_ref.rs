@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use gpt::models::LanguageModel;
-use gpt::{Gpt, GptClassifier, Tokenizer};
+use gpt::{Classifier, Gpt, Tokenizer};
 use gpt::burn::prelude::Device;
 
 use super::{ADAPTER_DIR, MODEL_DIR, RUN_JSON};
@@ -88,7 +88,7 @@ impl ModelRef {
         Ok(gpt::hf::load_tokenizer(&self.spec()?)?)
     }
 
-    pub fn load_classifier(&self, device: &Device) -> Result<GptClassifier> {
+    pub fn load_classifier(&self, device: &Device) -> Result<Classifier> {
         let dir = PathBuf::from(self.spec()?);
         gpt::hf::load_classifier_dir(&dir, device).with_context(|| format!("loading the classifier in {}", dir.display()))
     }
@@ -112,9 +112,11 @@ fn holds_model(dir: &Path) -> bool {
     dir.join("config.json").is_file()
 }
 
-/// Loads the classifier `--model` names (see [`ModelRef::load_classifier`]).
-pub fn load_classifier(model: &Path, device: &Device) -> Result<GptClassifier> {
-    ModelRef::resolve(&model.to_string_lossy()).load_classifier(device)
+/// Loads the classifier `--model` names (see [`ModelRef::load_classifier`]) and the tokenizer
+/// it reads texts with.
+pub fn load_classifier(model: &Path, device: &Device) -> Result<(Classifier, Tokenizer)> {
+    let model = ModelRef::resolve(&model.to_string_lossy());
+    Ok((model.load_classifier(device)?, model.tokenizer()?))
 }
 
 /// Loads what `--model` names, a run directory included.

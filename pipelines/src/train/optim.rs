@@ -8,9 +8,11 @@ use serde::{Deserialize, Serialize};
 
 use super::adamw::FusedAdamW;
 
-/// Parameters that get no weight decay unless `decay_all`: biases, LayerNorms and embeddings
-/// (matched on Burn parameter paths, e.g. `classifier.gpt.h.0.ln_1.gamma`).
-const NO_DECAY: [&str; 4] = [r"\.bias$", r"\.ln_(1|2|f)\.", r"(^|\.)wte\.", r"(^|\.)wpe\."];
+/// Parameters that get no weight decay unless `decay_all`: biases, norms and embeddings (matched
+/// on Burn parameter paths: GPT-2's `classifier.model.h.0.ln_1.gamma`, `wte`, `wpe`; the Llama
+/// family's `model.layers.0.input_layernorm.gamma`, `q_norm`, `model.norm`, `embed_tokens`).
+const NO_DECAY: [&str; 6] =
+    [r"\.bias$", r"\.ln_(1|2|f)\.", r"(^|\.)wte\.", r"(^|\.)wpe\.", r"norm\.gamma$", r"(^|\.)embed_tokens\."];
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OptimConfig {

@@ -9,8 +9,7 @@ use gpt::burn::tensor::ExecutionError;
 use gpt::burn::train::metric::{Adaptor, ItemLazy, LossInput};
 use gpt::burn::train::{ClassificationOutput, InferenceStep, TrainOutput, TrainStep};
 use gpt::burn::lr_scheduler::module_lr_scheduler::ModuleLearningRate;
-use gpt::GptClassifier;
-use gpt::models::{CausalLm, LanguageModel};
+use gpt::models::{CausalLm, Classifier, LanguageModel};
 
 use crate::train::loss::cross_entropy_masked;
 use crate::train::metrics::StepStats;
@@ -39,8 +38,9 @@ pub struct ClassificationBatch {
 #[derive(Clone, Debug)]
 pub enum ClassifierInput {
     Tokens(Tensor<2, Int>),
-    /// Output of the frozen prefix (blocks `0..first_block`), computed once per example.
-    Prefix(Tensor<3>),
+    /// Output of the frozen prefix (blocks `0..first_block`), computed once per example, and
+    /// where each row is read (`Classifier::pool_positions` of its tokens).
+    Prefix { hidden: Tensor<3>, positions: Option<Tensor<1, Int>> },
 }
 
 /// Cross-entropy over classes: `[B, K]` logits against `[B]` labels.
@@ -50,7 +50,7 @@ pub fn class_cross_entropy(logits: Tensor<2>, labels: Tensor<1, Int>) -> Tensor<
 
 #[derive(Module, Debug)]
 pub struct ClassifierTraining {
-    pub classifier: GptClassifier,
+    pub classifier: Classifier,
     /// The embeddings and the blocks before this one are frozen and deterministic (no dropout):
     /// they run without gradient tracking, or come precomputed as [`ClassifierInput::Prefix`].
     /// 0 when everything goes through autodiff.
@@ -62,12 +62,12 @@ pub struct ClassifierTraining {
 
 impl ClassifierTraining {
     pub fn forward_batch(&self, batch: ClassificationBatch) -> ClassificationOutput {
-        let prefix = match batch.inputs {
+        let (prefix, positions) = match batch.inputs {
             ClassifierInput::Tokens(ids) if self.first_block == 0 => return self.finish(self.classifier.forward(ids), batch.labels),
-            ClassifierInput::Tokens(ids) => self.frozen_prefix(ids),
-            ClassifierInput::Prefix(x) => x,
+            ClassifierInput::Tokens(ids) => (self.frozen_prefix(ids.clone()), self.classifier.pool_positions(&ids)),
+            ClassifierInput::Prefix { hidden, positions } => (hidden, positions),
         };
-        self.finish(self.classifier.forward_from(prefix, self.first_block), batch.labels)
+        self.finish(self.classifier.forward_from(prefix, self.first_block, positions), batch.labels)
     }
 
     /// The frozen blocks' output, computed on the inference copy: no gradient bookkeeping, and
@@ -75,10 +75,10 @@ impl ClassifierTraining {
     fn frozen_prefix(&self, ids: Tensor<2, Int>) -> Tensor<3> {
         let device = ids.device();
         if !device.is_autodiff() {
-            let gpt = &self.classifier.gpt;
-            return gpt.run_blocks(gpt.embed_tokens(ids), 0..self.first_block);
+            let model = &self.classifier.model;
+            return model.run_blocks(model.embed_tokens(ids), 0..self.first_block);
         }
-        let plain = self.classifier.gpt.valid();
+        let plain = self.classifier.model.valid();
         let x = plain.run_blocks(plain.embed_tokens(ids.inner()), 0..self.first_block);
         Tensor::from_data(x.into_data(), &device)
     }

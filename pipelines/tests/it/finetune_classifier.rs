@@ -65,12 +65,12 @@ fn a_run_logs_checkpoints_saves_and_plots() {
     assert_eq!(classifier.max_length(), Some(24));
     // `llmfs eval spam`'s evaluation agrees with the run's own final test accuracy and loss.
     let test = pipelines::data::spam::read_split_csv(&data.join("test.csv")).unwrap();
-    let evaluation = pipelines::eval::classifier::evaluate_messages(&classifier, &test, 5).unwrap();
+    let evaluation = pipelines::eval::classifier::evaluate_messages(&classifier, &gpt::Tokenizer::gpt2(), &test, 5).unwrap();
     assert_eq!(evaluation.n, 32);
     assert_eq!(evaluation.confusion.iter().flatten().sum::<usize>(), 32);
     assert!((evaluation.accuracy - report.test_accuracy).abs() < 1e-9, "{} vs {}", evaluation.accuracy, report.test_accuracy);
     assert!((evaluation.loss - report.test_loss).abs() < 1e-3, "{} vs {}", evaluation.loss, report.test_loss);
-    let predictions = classify_texts(&classifier, &["WINNER! Claim your free prize now".to_string(), "See you at lunch".into()], 8).unwrap();
+    let predictions = classify_texts(&classifier, &gpt::Tokenizer::gpt2(), &["WINNER! Claim your free prize now".to_string(), "See you at lunch".into()], 8).unwrap();
     assert_eq!(predictions.len(), 2);
     for p in &predictions {
         assert!(p.label == "ham" || p.label == "spam");
@@ -165,7 +165,7 @@ fn lora_trains_only_the_adapters_and_the_head() {
     let texts = ["WINNER! Claim your free prize now".to_string(), "See you at lunch".into()];
     let merged = gpt::hf::load_classifier_dir(&run.join("model"), &Device::flex()).unwrap();
     let adapter = gpt::hf::load_classifier_dir(&run.join("adapter"), &Device::flex()).unwrap();
-    let (p, q) = (classify_texts(&merged, &texts, 8).unwrap(), classify_texts(&adapter, &texts, 8).unwrap());
+    let (p, q) = (classify_texts(&merged, &gpt::Tokenizer::gpt2(), &texts, 8).unwrap(), classify_texts(&adapter, &gpt::Tokenizer::gpt2(), &texts, 8).unwrap());
     for (a, b) in p.iter().zip(&q) {
         assert_eq!(a.label, b.label);
         assert!((a.probability - b.probability).abs() < 1e-5, "{} vs {}", a.probability, b.probability);

@@ -309,7 +309,7 @@ fn the_tokenised_dataset_pads_to_the_longest_training_text() {
     let tokenizer = Tokenizer::gpt2();
     let train = vec![message(HAM, "Hi"), message(SPAM, "You won a prize, call now to claim it!"), message(HAM, "ok")];
     let longest = tokenizer.encode(&train[1].text);
-    let dataset = SpamDataset::for_training(&train, None, 1024).unwrap();
+    let dataset = SpamDataset::for_training(&train, None, 1024, &gpt::Tokenizer::gpt2()).unwrap();
     assert_eq!(dataset.length, longest.len());
     assert_eq!(dataset.labels, [HAM, SPAM, HAM]);
     assert_eq!(dataset.token_ids[1], longest);
@@ -319,20 +319,22 @@ fn the_tokenised_dataset_pads_to_the_longest_training_text() {
     assert!(dataset.token_ids.iter().all(|ids| ids.len() == dataset.length));
 
     // max_length cuts, keeping the start; the context caps the derived length.
-    let cut = SpamDataset::for_training(&train, Some(3), 1024).unwrap();
+    let cut = SpamDataset::for_training(&train, Some(3), 1024, &gpt::Tokenizer::gpt2()).unwrap();
     assert_eq!(cut.length, 3);
     assert_eq!(cut.token_ids[1], longest[..3]);
-    let capped = SpamDataset::for_training(&train, None, 4).unwrap();
+    let capped = SpamDataset::for_training(&train, None, 4, &gpt::Tokenizer::gpt2()).unwrap();
     assert_eq!(capped.length, 4);
     assert_eq!(capped.token_ids[1], longest[..4]);
-    let error = SpamDataset::for_training(&train, Some(2000), 1024).unwrap_err().to_string();
+    let error = SpamDataset::for_training(&train, Some(2000), 1024, &gpt::Tokenizer::gpt2()).unwrap_err().to_string();
     assert!(error.contains("2000") && error.contains("1024"), "{error}");
 
     // Validation/test at the training length: cut or padded.
     let validation = SpamDataset::with_length(
         &[message(SPAM, "a much longer message than any in training, really it is long"), message(HAM, "k")],
         5,
-    );
+        &gpt::Tokenizer::gpt2(),
+    )
+    .unwrap();
     assert!(validation.token_ids.iter().all(|ids| ids.len() == 5));
     assert_eq!(validation.token_ids[1][1..], [EOT_TOKEN; 4]);
 
@@ -350,7 +352,7 @@ fn tokenised_splits_from_the_prepared_files_share_the_training_length() {
     let tokenizer = Tokenizer::gpt2();
     let longest_train = messages.train.iter().map(|m| tokenizer.encode(&m.text).len()).max().unwrap();
 
-    let datasets = Splits::<SpamDataset>::tokenize(&messages, None, 1024).unwrap();
+    let datasets = Splits::<SpamDataset>::tokenize(&messages, None, 1024, &gpt::Tokenizer::gpt2()).unwrap();
     let lengths: HashMap<&str, usize> =
         [("train", &datasets.train), ("validation", &datasets.validation), ("test", &datasets.test)]
             .into_iter()

@@ -34,8 +34,8 @@ pub fn run(args: SpamArgs) -> Result<()> {
     ensure!(!messages.is_empty(), "{} holds no messages", data.display());
 
     let device = args.runtime.device()?;
-    let classifier = load_classifier(&args.model, &device)?;
-    let result = evaluate_messages(&classifier, &messages, args.batch_size).with_context(|| format!("evaluating on {}", data.display()))?;
+    let (classifier, tokenizer) = load_classifier(&args.model, &device)?;
+    let result = evaluate_messages(&classifier, &tokenizer, &messages, args.batch_size).with_context(|| format!("evaluating on {}", data.display()))?;
 
     let labels = classifier.labels();
     eprintln!("{}: {} messages, accuracy {:.4}, loss {:.4}", data.display(), result.n, result.accuracy, result.loss);

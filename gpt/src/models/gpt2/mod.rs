@@ -6,13 +6,11 @@
 
 pub mod attention;
 pub mod block;
-pub mod classifier;
 pub mod config;
 pub mod init;
 pub mod mlp;
 pub mod model;
 
-pub use classifier::{GptClassifier, Trainable};
 pub use config::{EOT_TOKEN, GPT2_VOCAB_SIZE, GptConfig, PRESETS};
 pub use init::RandomInit;
 pub use model::Gpt;

@@ -30,13 +30,22 @@ pub const SUPPORTED: [(&str, &str, Architecture); 4] = [
     ("Qwen3ForCausalLM", "qwen3", Architecture::Qwen3),
 ];
 
+const LM_SUFFIX: &str = "ForCausalLM";
+const CLASSIFIER_SUFFIX: &str = "ForSequenceClassification";
+
 impl Architecture {
-    /// From `config.json`'s `architectures` (first entry) or, without one, its `model_type`.
+    /// From `config.json`'s `architectures` (first entry; the language model's class or its
+    /// sequence classifier's) or, without one, its `model_type`.
     pub fn from_names(architectures: Option<&str>, model_type: Option<&str>) -> Option<Self> {
         SUPPORTED.iter().find(|(arch, ty, _)| match architectures {
-            Some(name) => name == *arch,
+            Some(name) => name == *arch || name.strip_suffix(CLASSIFIER_SUFFIX) == arch.strip_suffix(LM_SUFFIX),
             None => model_type == Some(*ty),
         }).map(|entry| entry.2)
+    }
+
+    /// The class of the architecture's sequence classifier (`LlamaForSequenceClassification` ...).
+    pub fn classifier_class_name(self) -> String {
+        format!("{}{CLASSIFIER_SUFFIX}", self.class_name().trim_end_matches(LM_SUFFIX))
     }
 
     pub fn class_name(self) -> &'static str {

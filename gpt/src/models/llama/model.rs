@@ -105,6 +105,13 @@ impl Llama {
         &self.config
     }
 
+    /// The model without its untied output head, for a sequence classifier, whose own head
+    /// replaces it (transformers' `*ForSequenceClassification` has none either).
+    pub fn without_lm_head(mut self) -> Self {
+        self.lm_head = None;
+        self
+    }
+
     /// Sets the attention dropout (the family's only dropout, HF's `attention_dropout`) to `p`.
     pub fn with_dropout(mut self, p: f64) -> Self {
         self.config.attention_dropout = p;
@@ -126,30 +133,33 @@ impl Llama {
         );
     }
 
-    fn run_layers(&self, mut x: Tensor<3>, positions: Tensor<2, Int>, cache: Option<&mut KvCache>, mask: Option<Tensor<4, Bool>>) -> Tensor<3> {
+    /// Token embeddings of ids `[B, T]`: the input of layer 0.
+    pub fn embed_tokens(&self, ids: Tensor<2, Int>) -> Tensor<3> {
+        self.check_length(ids.dims()[1]);
+        self.model.embed_tokens.forward(ids)
+    }
+
+    /// Runs the residual stream `x` `[B, T, C]` (positions 0..T, causal, no padding) through
+    /// layers `range`. Splitting the trunk lets a fine-tuning run compute a frozen prefix once.
+    pub fn run_blocks(&self, mut x: Tensor<3>, range: std::ops::Range<usize>) -> Tensor<3> {
+        let t = x.dims()[1];
+        let positions = Tensor::<1, Int>::arange(0..t as i64, &x.device()).unsqueeze::<2>();
         let (cos, sin) = self.rope.cos_sin(positions);
-        match cache {
-            Some(cache) => {
-                for (layer, layer_cache) in self.model.layers.iter().zip(cache.layers.iter_mut()) {
-                    x = layer.forward(x, &cos, &sin, Some(layer_cache), mask.clone());
-                }
-            }
-            None => {
-                for layer in &self.model.layers {
-                    x = layer.forward(x, &cos, &sin, None, mask.clone());
-                }
-            }
+        for layer in &self.model.layers[range] {
+            x = layer.forward(x, &cos, &sin, None, None);
         }
+        x
+    }
+
+    /// The final RMSNorm.
+    pub fn final_norm(&self, x: Tensor<3>) -> Tensor<3> {
         self.model.norm.forward(x)
     }
 
     /// Final hidden states `[B, T, C]` (after the final norm) for token ids `[B, T]`, causal, no padding.
     pub fn hidden(&self, ids: Tensor<2, Int>) -> Tensor<3> {
-        let [_, t] = ids.dims();
-        self.check_length(t);
-        let positions = Tensor::<1, Int>::arange(0..t as i64, &ids.device()).unsqueeze::<2>();
-        let x = self.model.embed_tokens.forward(ids);
-        self.run_layers(x, positions, None, None)
+        let x = self.embed_tokens(ids);
+        self.final_norm(self.run_blocks(x, 0..self.model.layers.len()))
     }
 
     /// The output head: `[B, T, C] → [B, T, vocab]`, as a 2-D product against `[vocab, C]`.
@@ -177,7 +187,11 @@ impl Llama {
     /// advance its row's positions. Returns the final hidden states `[B, T, C]`.
     pub fn forward_cached(&self, tokens: &[u32], is_pad: &[bool], cache: &mut KvCache) -> Result<Tensor<3>> {
         let step = cache.step(tokens, is_pad, self.config.max_position_embeddings, self.config.vocab_size, &self.device())?;
-        let x = self.model.embed_tokens.forward(step.ids);
-        Ok(self.run_layers(x, step.positions, Some(cache), step.mask))
+        let mut x = self.model.embed_tokens.forward(step.ids);
+        let (cos, sin) = self.rope.cos_sin(step.positions);
+        for (layer, layer_cache) in self.model.layers.iter().zip(cache.layers.iter_mut()) {
+            x = layer.forward(x, &cos, &sin, Some(layer_cache), step.mask.clone());
+        }
+        Ok(self.final_norm(x))
     }
 }

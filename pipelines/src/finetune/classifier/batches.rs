@@ -4,7 +4,8 @@
 use std::sync::Arc;
 
 use anyhow::Result;
-use gpt::GptClassifier;
+use gpt::Classifier;
+use gpt::models::CausalLm;
 use gpt::burn::prelude::*;
 
 use crate::data::spam::{SpamDataset, Splits};
@@ -14,7 +15,7 @@ use crate::train::trainer::BatchSource;
 /// The batch sources of every split: token batches, or with `first_block > 0` the frozen
 /// prefix's cached output.
 pub fn split_sources(
-    classifier: &GptClassifier,
+    classifier: &Classifier,
     data: &Splits<SpamDataset>,
     first_block: usize,
     batch_size: usize,
@@ -64,26 +65,33 @@ fn labels_tensor(labels: &[u8], indices: &[usize], device: &Device) -> Tensor<1,
 
 /// The frozen prefix's output for every example of a split, kept on the host: with everything
 /// below the trainable blocks frozen and dropout off there, this is what those blocks would
-/// compute again at every epoch.
+/// compute again at every epoch. With it, where each example is read (none: the last position).
 struct PrefixBatches {
     values: Vec<f32>,
+    positions: Option<Vec<i64>>,
     labels: Vec<u8>,
     length: usize,
     width: usize,
 }
 
 impl PrefixBatches {
-    fn compute(classifier: &GptClassifier, data: &SpamDataset, first_block: usize, batch_size: usize) -> Result<Self> {
-        let gpt = classifier.gpt.valid();
-        let device = gpt.device();
-        let width = gpt.config().n_embd;
+    fn compute(classifier: &Classifier, data: &SpamDataset, first_block: usize, batch_size: usize) -> Result<Self> {
+        let model = classifier.model.valid();
+        let device = model.device();
+        let width = model.hidden_size();
         let mut values = Vec::with_capacity(data.len() * data.length * width);
+        let mut positions: Option<Vec<i64>> = None;
         let indices: Vec<usize> = (0..data.len()).collect();
         for chunk in indices.chunks(batch_size.max(1)) {
-            let x = gpt.run_blocks(gpt.embed_tokens(token_ids(data, chunk, &device)), 0..first_block);
+            let ids = token_ids(data, chunk, &device);
+            if let Some(p) = classifier.pool_positions(&ids) {
+                let p = p.into_data().try_into_vec_as::<i64>().map_err(|e| anyhow::anyhow!("reading the pooled positions: {e:?}"))?;
+                positions.get_or_insert_with(Vec::new).extend(p);
+            }
+            let x = model.run_blocks(model.embed_tokens(ids), 0..first_block);
             values.extend(x.into_data().try_into_vec_as::<f32>().map_err(|e| anyhow::anyhow!("reading the prefix cache: {e:?}"))?);
         }
-        Ok(Self { values, labels: data.labels.clone(), length: data.length, width })
+        Ok(Self { values, positions, labels: data.labels.clone(), length: data.length, width })
     }
 }
 
@@ -98,8 +106,12 @@ impl BatchSource<ClassificationBatch> for PrefixBatches {
         for &i in indices {
             values.extend_from_slice(&self.values[i * per_example..(i + 1) * per_example]);
         }
-        let x = Tensor::<3>::from_data(TensorData::new(values, [indices.len(), self.length, self.width]), device);
-        ClassificationBatch { inputs: ClassifierInput::Prefix(x), labels: labels_tensor(&self.labels, indices, device) }
+        let hidden = Tensor::<3>::from_data(TensorData::new(values, [indices.len(), self.length, self.width]), device);
+        let positions = self.positions.as_ref().map(|all| {
+            let picked: Vec<i64> = indices.iter().map(|&i| all[i]).collect();
+            Tensor::<1, Int>::from_data(TensorData::new(picked, [indices.len()]), device)
+        });
+        ClassificationBatch { inputs: ClassifierInput::Prefix { hidden, positions }, labels: labels_tensor(&self.labels, indices, device) }
     }
 
     fn tokens(&self, indices: &[usize]) -> usize {

@@ -1,4 +1,5 @@
-//! Fine-tuning GPT-2 as a text classifier (*Build a LLM From Scratch*, ch. 6): the SMS-spam task,
+//! Fine-tuning a language model (GPT-2 or the Llama family) as a text classifier (*Build a LLM
+//! From Scratch*, ch. 6): the SMS-spam task,
 //! or any labelled texts in the same `Label,Text` CSV splits. The steps: the model with its new
 //! head and what trains, the batches ([`batches`]), the one training loop, an evaluation of every
 //! split, the saved classifier. Classifying new texts is [`crate::eval::classifier`]'s.
@@ -9,7 +10,8 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use gpt::burn::prelude::*;
-use gpt::{GptClassifier, Trainable};
+use gpt::models::CausalLm;
+use gpt::{Classifier, Tokenizer, Trainable};
 use serde::Serialize;
 use serde_json::json;
 
@@ -66,6 +68,8 @@ pub fn finetune_classifier(job: &ClassifierFinetune) -> Result<ClassifierReport>
     let device = job.device.clone().autodiff();
     device.seed(job.train.seed);
     let (classifier, data, what_trains) = classifier_and_data(job, &device)?;
+    // `attn`, `mlp`, `all` name both families' projections: record the model's.
+    let lora = job.lora.as_ref().map(|lora| lora.for_model(&classifier.model)).transpose()?;
     let (trainable_parameters, total_parameters) = classifier.parameter_counts();
     eprintln!(
         "{}: {} train / {} validation / {} test texts of {} tokens; {trainable_parameters} of {total_parameters} parameters train ({what_trains})",
@@ -75,13 +79,13 @@ pub fn finetune_classifier(job: &ClassifierFinetune) -> Result<ClassifierReport>
         data.test.len(),
         data.train.length,
     );
-    let first_block = frozen_blocks(job, classifier.config().n_layer);
+    let first_block = frozen_blocks(job, classifier.model.num_blocks());
     let use_cache = job.prefix_cache && first_block > 0;
     let sources = batches::split_sources(&classifier, &data, if use_cache { first_block } else { 0 }, job.train.batch_size)?;
     if !job.resume {
         run.write_run_json(json!({
-            "task": "classification", "data": job.data, "model": job.model, "labels": LABEL_NAMES,
-            "trainable": what_trains, "lora": job.lora.as_ref().map(|l| l.describe()), "max_length": data.train.length, "dropout": job.dropout,
+            "task": "classification", "data": job.data, "model": job.model, "architecture": classifier.model.architecture(), "labels": LABEL_NAMES,
+            "trainable": what_trains, "lora": lora.as_ref().map(|l| l.describe()), "pad_token": classifier.pad_token(), "max_length": data.train.length, "dropout": job.dropout,
             "prefix_cache": use_cache, "train": job.train, "device": format!("{:?}", job.device),
             "examples": { "train": data.train.len(), "validation": data.validation.len(), "test": data.test.len() },
         }))?;
@@ -96,7 +100,7 @@ pub fn finetune_classifier(job: &ClassifierFinetune) -> Result<ClassifierReport>
     let [train, validation, test] = evaluate_splits(&model, &sources, job, &run, outcome.steps)?;
     let mut classifier = model.classifier;
     classifier.set_max_length(data.train.length);
-    let model_dir = save_classifier(classifier, job, &run)?;
+    let model_dir = save_classifier(classifier, job, lora.as_ref(), &run)?;
     if let Err(e) = plot_run(run.root()) {
         eprintln!("warning: could not draw the plots: {e:#}");
     }
@@ -120,15 +124,21 @@ pub fn finetune_classifier(job: &ClassifierFinetune) -> Result<ClassifierReport>
 }
 
 /// The model `--model` names with a new head, what trains (a set of blocks, or LoRA adapters),
-/// and the splits tokenised to the training length.
-fn classifier_and_data(job: &ClassifierFinetune, device: &Device) -> Result<(GptClassifier, Splits<SpamDataset>, String)> {
+/// and the splits tokenised with the model's tokenizer to the training length.
+fn classifier_and_data(job: &ClassifierFinetune, device: &Device) -> Result<(Classifier, Splits<SpamDataset>, String)> {
     let splits: Splits<Vec<Message>> = read_splits(&job.data)?;
-    let gpt = ModelRef::resolve(&job.model).load(device, job.train.seed)?.with_dropout(job.dropout);
-    let data = Splits::<SpamDataset>::tokenize(&splits, job.max_length, gpt.config().n_positions)?;
+    let model_ref = ModelRef::resolve(&job.model);
+    let model = model_ref.load_language_model(device, job.train.seed)?.with_dropout(job.dropout);
+    let tokenizer: Tokenizer = model_ref.tokenizer()?;
+    let data = Splits::<SpamDataset>::tokenize(&splits, job.max_length, model.context_length(), &tokenizer)?;
     let labels: Vec<String> = LABEL_NAMES.iter().map(|s| s.to_string()).collect();
-    let classifier = GptClassifier::new(gpt, labels, job.train.seed)?;
+    let classifier = Classifier::new(model, labels, tokenizer.pad_id(), job.train.seed)?;
     Ok(match &job.lora {
-        Some(lora) => (lora.config.apply_to_classifier(classifier, job.train.seed)?, data, format!("{} + head", lora.summary())),
+        Some(lora) => {
+            let adapted = lora.config.apply_to_classifier(classifier, job.train.seed)?;
+            let summary = lora.for_model(&adapted.model)?.summary();
+            (adapted, data, format!("{summary} + head"))
+        }
         None => (classifier.set_trainable(job.trainable), data, job.trainable.to_string()),
     })
 }
@@ -209,19 +219,26 @@ fn evaluate(model: &ClassifierTraining, source: &dyn BatchSource<ClassificationB
     SplitScore { loss: loss / batches.max(1) as f64, accuracy: correct as f64 / counted.max(1) as f64 }
 }
 
-/// Saves the trained classifier: in the HF layout under `RUN_DIR/model`, or with LoRA its
-/// adapters and head under `RUN_DIR/adapter` (and, with `--merge`, the merged model under
-/// `model/` too). Returns the directory `llmfs classify` should load.
-fn save_classifier(classifier: GptClassifier, job: &ClassifierFinetune, run: &RunDir) -> Result<PathBuf> {
-    let Some(lora) = &job.lora else {
-        gpt::hf::save_classifier_dir(&classifier, &run.model()).context("saving the fine-tuned classifier")?;
+/// Saves the trained classifier: in the HF layout under `RUN_DIR/model` (with the base's
+/// tokenizer files, for a family that has its own), or with LoRA its adapters and head under
+/// `RUN_DIR/adapter` (and, with `--merge`, the merged model under `model/` too). Returns the
+/// directory `llmfs classify` should load.
+fn save_classifier(classifier: Classifier, job: &ClassifierFinetune, lora: Option<&super::LoraFinetune>, run: &RunDir) -> Result<PathBuf> {
+    let base = ModelRef::resolve(&job.model);
+    let save_model = |classifier: &Classifier, what: &str| -> Result<()> {
+        gpt::hf::save_classifier_dir(classifier, &run.model()).with_context(|| format!("saving the {what} classifier"))?;
+        gpt::hf::copy_model_tokenizer(&base.spec()?, &run.model()).context("copying the tokenizer files")?;
+        Ok(())
+    };
+    let Some(lora) = lora else {
+        save_model(&classifier, "fine-tuned")?;
         return Ok(run.model());
     };
-    let config = gpt::lora::AdapterConfig::new(&lora.config, gpt::lora::AdapterTask::SequenceClassification, &ModelRef::resolve(&job.model).model);
+    let config = gpt::lora::AdapterConfig::new(&lora.config, gpt::lora::AdapterTask::SequenceClassification, &base.model);
     gpt::hf::save_classifier_adapter_dir(&classifier, &run.adapter(), &config).context("saving the classifier's LoRA adapters")?;
     if !lora.merge {
         return Ok(run.adapter());
     }
-    gpt::hf::save_classifier_dir(&classifier.materialize(), &run.model()).context("saving the merged classifier")?;
+    save_model(&classifier.materialize(), "merged")?;
     Ok(run.model())
 }
