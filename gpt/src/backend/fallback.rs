@@ -21,6 +21,10 @@ pub fn times_transposed(_x: &Tensor<2>, _embedding: &Tensor<2>) -> Option<Tensor
     None
 }
 
+pub fn lora_linear(_x: &Tensor<2>, _weight: &Tensor<2>, _bias: Option<&Tensor<1>>, _a: &Tensor<2>, _b: &Tensor<2>, _scale: f64) -> Option<Tensor<2>> {
+    None
+}
+
 pub fn causal_attention(_qkv: &Tensor<3>, _n_head: usize, _keep_mask: Option<Vec<f32>>) -> Option<Tensor<3>> {
     None
 }

@@ -14,15 +14,18 @@ use crate::backend::{STREAMING_MAX_ROWS, kernels};
 /// A LoRA weight (Burn's `LoraAdapter`, see `crate::lora`) is applied as `x·W + s·(x·A)·B`
 /// rather than as `x·(W + s·A·B)`, which is what `Param::val` composes: the frozen `W` then needs
 /// no gradient, where the composed weight's backward computes a full `[d_in, d_out]` gradient
-/// only to project it onto A and B.
+/// only to project it onto A and B. On the CPU the whole layer is one fused op.
 pub fn linear(layer: &Linear, x: Tensor<3>) -> Tensor<3> {
     let [b, t, d_in] = x.dims();
     let x = x.reshape([b * t, d_in]);
     let bias = layer.bias.as_ref().map(|b| b.val());
     let y = match lora_adapter(&layer.weight) {
         Some((base, adapter)) if b * t > STREAMING_MAX_ROWS => {
-            let low_rank = x.clone().matmul(adapter.a.val()).mul_scalar(adapter.scale).matmul(adapter.b.val());
-            dense(x, base, bias) + low_rank
+            let (a, b) = (adapter.a.val(), adapter.b.val());
+            kernels::lora_linear(&x, &base, bias.as_ref(), &a, &b, adapter.scale).unwrap_or_else(|| {
+                let low_rank = x.clone().matmul(a).mul_scalar(adapter.scale).matmul(b);
+                dense(x, base, bias) + low_rank
+            })
         }
         _ => {
             let weight = layer.weight.val();

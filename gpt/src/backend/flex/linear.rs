@@ -62,6 +62,101 @@ fn product(x: &Tensor<2>, weight: &Tensor<2>, transposed: bool, bias: Option<&Te
     Some(Tensor::from_primitive::<Autodiff<Flex>>(output))
 }
 
+/// A LoRA layer `x·W + b + s·(x·A)·B` (`A` `[K, r]`, `B` `[r, M]`, `W` frozen) as one op: the
+/// low-rank product adds into the output the dense GEMM wrote, and backward adds `s·(g·Bᵀ)·Aᵀ`
+/// into the input gradient `g·Wᵀ`, where Burn's ops would make five graph nodes, two transposed
+/// copies and two extra passes (an add) over every output and every input gradient. `None` when
+/// the tensors are not f32 on Flex, or when the base weight trains (then Burn's ops).
+pub fn lora_linear(x: &Tensor<2>, weight: &Tensor<2>, bias: Option<&Tensor<1>>, a: &Tensor<2>, b: &Tensor<2>, scale: f64) -> Option<Tensor<2>> {
+    if weight.is_require_grad() {
+        return None;
+    }
+    let (x_in, w_in, a_in, b_in) = (FlexInput::of(x)?, FlexInput::of(weight)?, FlexInput::of(a)?, FlexInput::of(b)?);
+    let bias_in = match bias {
+        Some(bias) => Some(FlexInput::of(bias)?),
+        None => None,
+    };
+    let (xf, wf, af, bf) = (x_in.raw(), w_in.raw(), a_in.raw(), b_in.raw());
+    let (x_m, w, a_m, b_m) = (Matrix::of(&xf), Matrix::of(&wf), Matrix::of(&af), Matrix::of(&bf));
+    let (n, k, m, r) = (x_m.rows, x_m.cols, w.cols, a_m.cols);
+    if w.rows != k || a_m.rows != k || b_m.rows != r || b_m.cols != m || bias_in.as_ref().is_some_and(|b| b.raw().layout().shape().to_vec() != [m]) {
+        return None; // a shape error: Burn's ops report it
+    }
+    // s·(x·A), kept for B's gradient.
+    let mut xa = multiply(x_m, a_m, None);
+    xa.iter_mut().for_each(|v| *v *= scale as f32);
+    let bias_values = bias_in.as_ref().map(|b| contiguous(b.raw()));
+    let mut out = multiply(x_m, w, bias_values.as_ref().map(slice));
+    // SAFETY: `out` holds n·m values; xa is n·r, B is r·m.
+    unsafe { gemm_into(out.as_mut_ptr(), m, Matrix::rows_of(&xa, n, r, r), b_m, true, true) };
+    let out = flex_from(out, vec![n, m]);
+    let tracked = |input: FlexInput| match input {
+        FlexInput::Tracked(tracked) => Some(tracked),
+        FlexInput::Plain(_) => None,
+    };
+    let (Some(x_t), Some(a_t), Some(b_t)) = (tracked(x_in), tracked(a_in), tracked(b_in)) else {
+        return Some(Tensor::from_primitive::<Flex>(out));
+    };
+    let state = LoraState { x: xf, weight: wf, a: af, b: bf, xa: flex_from(xa, vec![n, r]), scale: scale as f32 };
+    let output = match bias_in.and_then(tracked) {
+        Some(bias_t) => record(LoraBackward, [x_t.node(), a_t.node(), b_t.node(), bias_t.node()], state, out),
+        None => record(LoraBackward, [x_t.node(), a_t.node(), b_t.node()], state, out),
+    };
+    Some(Tensor::from_primitive::<Autodiff<Flex>>(output))
+}
+
+#[derive(Debug)]
+struct LoraBackward;
+
+/// What the backward of a LoRA layer reads: the inputs as stored and `s·(x·A)`.
+#[derive(Debug, Clone)]
+struct LoraState {
+    x: FlexTensor,
+    weight: FlexTensor,
+    a: FlexTensor,
+    b: FlexTensor,
+    xa: FlexTensor,
+    scale: f32,
+}
+
+/// Parents `[x, A, B]` or `[x, A, B, bias]` (the frozen `W` is none).
+impl<const N: usize> Backward<Flex, N> for LoraBackward {
+    type State = LoraState;
+
+    fn backward(self, ops: Ops<Self::State, N>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
+        let LoraState { x, weight, a, b, xa, scale } = ops.state;
+        let grad = grads.consume::<Flex>(&ops.node);
+        let g = Matrix::of(&grad);
+        let (x_m, w, a_m, b_m, xa_m) = (Matrix::of(&x), Matrix::of(&weight), Matrix::of(&a), Matrix::of(&b), Matrix::of(&xa));
+        let [x_node, a_node, b_node, bias_node] = [0, 1, 2, 3].map(|i| ops.parents.get(i).cloned().flatten());
+        // s·(g·Bᵀ) `[N, r]`: what flows back into x·A.
+        let gb = (x_node.is_some() || a_node.is_some()).then(|| {
+            let mut gb = multiply(g, b_m.t(), None);
+            gb.iter_mut().for_each(|v| *v *= scale);
+            gb
+        });
+        if let (Some(node), Some(gb)) = (x_node, &gb) {
+            // dx = g·Wᵀ + s·(g·Bᵀ)·Aᵀ, the second product added into the first's buffer.
+            let mut dx = multiply(g, w.t(), None);
+            // SAFETY: dx holds g.rows·K values; gb is g.rows·r, Aᵀ is r·K.
+            unsafe { gemm_into(dx.as_mut_ptr(), w.rows, Matrix::rows_of(gb, g.rows, a_m.cols, a_m.cols), a_m.t(), true, true) };
+            grads.register::<Flex>(node.id, flex_from(dx, vec![g.rows, w.rows]));
+        }
+        if let (Some(node), Some(gb)) = (a_node, &gb) {
+            // dA = xᵀ·s·(g·Bᵀ)
+            let gb_m = Matrix::rows_of(gb, g.rows, a_m.cols, a_m.cols);
+            grads.register::<Flex>(node.id, flex_from(multiply(x_m.t(), gb_m, None), vec![a_m.rows, a_m.cols]));
+        }
+        if let Some(node) = b_node {
+            // dB = (s·x·A)ᵀ·g
+            grads.register::<Flex>(node.id, flex_from(multiply(xa_m.t(), g, None), vec![b_m.rows, b_m.cols]));
+        }
+        if let Some(node) = bias_node {
+            grads.register::<Flex>(node.id, flex_from(column_sums(g), vec![g.cols]));
+        }
+    }
+}
+
 #[derive(Debug)]
 struct ProductBackward;
 
@@ -183,6 +278,34 @@ mod tests {
             assert_close("dW", gw, w.grad(&burn_grads).unwrap());
             assert_close("db", gb, b.grad(&burn_grads).unwrap());
         }
+    }
+
+    /// The fused LoRA layer against Burn's ops (`x·W + b + s·(x·A)·B`): output and the gradients
+    /// of x, A, B and a trainable bias, none for the frozen W; a trainable W is left to Burn.
+    #[test]
+    fn lora_layer_and_its_gradients_match_burn() {
+        let device = Device::flex().autodiff();
+        for (n, k, m, r) in [(5, 3, 7, 2), (300, 200, 260, 8)] {
+            let x = random([n, k], 1, &device).require_grad();
+            let w = random([k, m], 2, &device);
+            let b = random([m], 3, &device).require_grad();
+            let (a, up) = (random([k, r], 4, &device).require_grad(), random([r, m], 5, &device).require_grad());
+            let weights = random([n, m], 6, &device);
+
+            let ours = lora_linear(&x, &w, Some(&b), &a, &up, 0.5).expect("f32 on Flex, W frozen");
+            let grads = (ours.clone() * weights.clone()).sum().backward();
+            let burn = x.clone().matmul(w.clone()) + b.clone().unsqueeze::<2>() + x.clone().matmul(a.clone()).mul_scalar(0.5).matmul(up.clone());
+            let burn_grads = (burn.clone() * weights).sum().backward();
+            assert_close("output", ours, burn);
+            assert_close("dx", x.grad(&grads).unwrap(), x.grad(&burn_grads).unwrap());
+            assert_close("dA", a.grad(&grads).unwrap(), a.grad(&burn_grads).unwrap());
+            assert_close("dB", up.grad(&grads).unwrap(), up.grad(&burn_grads).unwrap());
+            assert_close("db", b.grad(&grads).unwrap(), b.grad(&burn_grads).unwrap());
+            assert!(w.grad(&grads).is_none());
+        }
+        let w = random([3, 7], 2, &device).require_grad();
+        let (x, a, up) = (random([5, 3], 1, &device), random([3, 2], 4, &device), random([2, 7], 5, &device));
+        assert!(lora_linear(&x, &w, None, &a, &up, 1.0).is_none(), "a trainable base takes Burn's ops");
     }
 
     #[test]
