@@ -6,6 +6,8 @@ pub mod attention;
 pub mod dropout;
 pub mod gelu;
 pub mod linear;
+pub mod swiglu;
 
 pub use gelu::gelu;
 pub use linear::{linear, tied_head};
+pub use swiglu::swiglu;

@@ -18,4 +18,4 @@ mod training;
 pub use attention::{causal_attention, causal_attention_by_burn_ops};
 pub use decode::{streaming_linear, streaming_times_transposed};
 pub use linear::{linear, lora_linear, times_transposed};
-pub use training::{adamw_update, cross_entropy_rows, gelu_tanh};
+pub use training::{adamw_update, cross_entropy_rows, gelu_tanh, swiglu};

@@ -295,6 +295,111 @@ fn gelu_backward_portable(grad: &mut [f32], x: &[f32]) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// SwiGLU
+
+/// The Llama family's gated activation `silu(gate)·up = gate·σ(gate)·up` in one pass (Burn
+/// composes it from a sigmoid, two products and their backwards, each a pass and an
+/// allocation, and runs them on one thread); when autodiff tracks an input, with a one-pass
+/// backward too. `Err` with the inputs when they are not f32 Flex tensors of one shape.
+pub fn swiglu<const D: usize>(gate: Tensor<D>, up: Tensor<D>) -> Result<Tensor<D>, (Tensor<D>, Tensor<D>)> {
+    let (Some(g_in), Some(u_in)) = (FlexInput::of(&gate), FlexInput::of(&up)) else {
+        return Err((gate, up));
+    };
+    if gate.dims() != up.dims() {
+        return Err((gate, up));
+    }
+    let (g, u) = (g_in.values(), u_in.values());
+    let mut out = vec![0.0f32; slice(&g).len()];
+    map_pairs(&mut out, slice(&g), slice(&u), swiglu_forward);
+    let out = flex_from(out, g.layout().shape().to_vec());
+    let (FlexInput::Tracked(g_t), FlexInput::Tracked(u_t)) = (g_in, u_in) else {
+        return Ok(Tensor::from_primitive::<Flex>(out));
+    };
+    Ok(Tensor::from_primitive::<Autodiff<Flex>>(record(SwigluBackward, [g_t.node(), u_t.node()], (g, u), out)))
+}
+
+#[derive(Debug)]
+struct SwigluBackward;
+
+/// Parents `[gate, up]`.
+impl Backward<Flex, 2> for SwigluBackward {
+    type State = (FlexTensor, FlexTensor);
+
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
+        let (gate, up) = ops.state;
+        let grad = contiguous(grads.consume::<Flex>(&ops.node));
+        let [g_node, u_node] = [0, 1].map(|i| ops.parents.get(i).cloned().flatten());
+        let shape = grad.layout().shape().to_vec();
+        if let Some(node) = u_node {
+            // d up = grad · silu(gate)
+            let mut d_up = vec![0.0f32; slice(&grad).len()];
+            map_pairs(&mut d_up, slice(&grad), slice(&gate), swiglu_up_grad);
+            grads.register::<Flex>(node.id, flex_from(d_up, shape.clone()));
+        }
+        if let Some(node) = g_node {
+            // d gate = grad · up · σ(gate)·(1 + gate·(1 − σ(gate)))
+            let mut d_gate = vec![0.0f32; slice(&grad).len()];
+            map_triples(&mut d_gate, slice(&grad), slice(&gate), slice(&up), swiglu_gate_grad);
+            grads.register::<Flex>(node.id, flex_from(d_gate, shape));
+        }
+    }
+}
+
+/// `f(out_chunk, a_chunk, b_chunk)` over matching chunks, on rayon's threads from 64 Ki elements on.
+fn map_pairs(out: &mut [f32], a: &[f32], b: &[f32], f: impl Fn(&mut [f32], &[f32], &[f32]) + Sync + Send) {
+    const CHUNK: usize = 1 << 14;
+    if a.len() >= 4 * CHUNK && rayon::current_num_threads() > 1 {
+        out.par_chunks_mut(CHUNK).zip(a.par_chunks(CHUNK)).zip(b.par_chunks(CHUNK)).for_each(|((o, a), b)| f(o, a, b));
+    } else {
+        f(out, a, b);
+    }
+}
+
+/// [`map_pairs`] with a third input.
+fn map_triples(out: &mut [f32], a: &[f32], b: &[f32], c: &[f32], f: impl Fn(&mut [f32], &[f32], &[f32], &[f32]) + Sync + Send) {
+    const CHUNK: usize = 1 << 14;
+    if a.len() >= 4 * CHUNK && rayon::current_num_threads() > 1 {
+        out.par_chunks_mut(CHUNK)
+            .zip(a.par_chunks(CHUNK))
+            .zip(b.par_chunks(CHUNK))
+            .zip(c.par_chunks(CHUNK))
+            .for_each(|(((o, a), b), c)| f(o, a, b, c));
+    } else {
+        f(out, a, b, c);
+    }
+}
+
+with_avx2! {
+    fn swiglu_forward(out: &mut [f32], gate: &[f32], up: &[f32]) => swiglu_forward_portable
+}
+
+#[inline(always)]
+fn swiglu_forward_portable(out: &mut [f32], gate: &[f32], up: &[f32]) {
+    out.iter_mut().zip(gate).zip(up).for_each(|((o, &g), &u)| *o = g / (1.0 + exp_approx(-g)) * u);
+}
+
+with_avx2! {
+    fn swiglu_up_grad(out: &mut [f32], grad: &[f32], gate: &[f32]) => swiglu_up_grad_portable
+}
+
+#[inline(always)]
+fn swiglu_up_grad_portable(out: &mut [f32], grad: &[f32], gate: &[f32]) {
+    out.iter_mut().zip(grad).zip(gate).for_each(|((o, &d), &g)| *o = d * g / (1.0 + exp_approx(-g)));
+}
+
+with_avx2! {
+    fn swiglu_gate_grad(out: &mut [f32], grad: &[f32], gate: &[f32], up: &[f32]) => swiglu_gate_grad_portable
+}
+
+#[inline(always)]
+fn swiglu_gate_grad_portable(out: &mut [f32], grad: &[f32], gate: &[f32], up: &[f32]) {
+    out.iter_mut().zip(grad).zip(gate).zip(up).for_each(|(((o, &d), &g), &u)| {
+        let s = 1.0 / (1.0 + exp_approx(-g));
+        *o = d * u * s * (1.0 + g * (1.0 - s));
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
 // AdamW
 
 type Unfused<const D: usize> = (Tensor<D>, Tensor<D>, Option<Moments<D>>);

@@ -3,7 +3,6 @@
 use burn::module::Module;
 use burn::nn::Linear;
 use burn::prelude::*;
-use burn::tensor::activation::silu;
 
 use crate::ops;
 
@@ -16,7 +15,7 @@ pub struct Mlp {
 
 impl Mlp {
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        let gated = silu(ops::linear(&self.gate_proj, x.clone())) * ops::linear(&self.up_proj, x);
+        let gated = ops::swiglu(ops::linear(&self.gate_proj, x.clone()), ops::linear(&self.up_proj, x));
         ops::linear(&self.down_proj, gated)
     }
 }
