@@ -238,3 +238,48 @@ fn random_presets_have_the_checkpoints_parameter_counts() {
     let (a, b) = (model.logits(ids.clone()).into_data(), again.logits(ids).into_data());
     assert_eq!(a, b, "the same seed gives the same weights");
 }
+
+/// Training runs the CPU's fused causal attention (q | k | v of the repeated KV heads side by
+/// side, with its own backward): the forward on the autodiff device gives transformers' logits,
+/// and the gradients of a query and a key projection equal central finite differences.
+#[test]
+fn the_training_forward_and_its_gradients_are_right() {
+    use gpt::burn::module::Param;
+    use gpt::models::LanguageModel;
+
+    let dir = family_fixture_dir("llama-tiny");
+    let device = device().autodiff();
+    let LanguageModel::Llama(model) = load_language_model_dir(&dir, &device).unwrap() else { panic!("a Llama") };
+    let (shape, ids) = expected_i64_in(&dir, "input_ids");
+    let ids = Tensor::<2, Int>::from_data(TensorData::new(ids, shape), &device);
+    let (_, expected) = expected_f32_in(&dir, "logits");
+    let logits = model.forward(ids.clone());
+    let diff = max_abs_diff(&logits.clone().into_data().try_into_vec_as::<f32>().unwrap(), &expected);
+    assert!(diff <= 1e-4 * tolerance_scale(), "training logits differ from transformers' by {diff}");
+
+    // A loss of a few logits (f32 finite differences stay accurate), weighted unevenly.
+    let weights = Tensor::<3>::from_data(TensorData::new((0..2 * 6 * 8).map(|i| ((i * 37 % 11) as f32 - 5.0) / 5.0).collect::<Vec<_>>(), [2, 6, 8]), &device);
+    let loss = |model: &gpt::models::llama::Llama| (model.forward(ids.clone()).narrow(2, 0, 8) * weights.clone()).sum().into_scalar::<f32>() as f64;
+    let grads = (logits.narrow(2, 0, 8) * weights.clone()).sum().backward();
+    let layer = &model.model.layers[0].self_attn;
+    for (name, weight) in [("q_proj", &layer.q_proj.weight), ("k_proj", &layer.k_proj.weight)] {
+        let grad: Vec<f32> = weight.val().grad(&grads).unwrap().into_data().try_into_vec_as().unwrap();
+        let values: Vec<f32> = weight.val().into_data().try_into_vec_as().unwrap();
+        let dims = weight.val().dims();
+        for index in [3, 100, values.len() - 5] {
+            let at = |delta: f32| {
+                let mut moved = values.clone();
+                moved[index] += delta;
+                let mut model = model.clone();
+                let param = Param::from_tensor(Tensor::<2>::from_data(TensorData::new(moved, dims), &device));
+                let layer = &mut model.model.layers[0].self_attn;
+                if name == "q_proj" { layer.q_proj.weight = param } else { layer.k_proj.weight = param }
+                loss(&model)
+            };
+            let h = 1e-2;
+            let numeric = (at(h) - at(-h)) / (2.0 * h as f64);
+            let analytic = grad[index] as f64;
+            assert!((numeric - analytic).abs() <= 2e-2 * analytic.abs().max(0.05), "{name}[{index}]: autodiff {analytic} vs finite differences {numeric}");
+        }
+    }
+}

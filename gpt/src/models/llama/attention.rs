@@ -10,6 +10,7 @@ use super::rope;
 use crate::backend::kernels;
 use crate::models::kv_cache::LayerKvCache;
 use crate::ops;
+use crate::ops::dropout;
 
 #[derive(Module, Debug)]
 pub struct Attention {
@@ -66,10 +67,13 @@ impl Attention {
         let k = ops::attention::repeat_kv(k, self.heads);
         let v = ops::attention::repeat_kv(v, self.heads);
         let merge = |z: Tensor<4>| z.swap_dims(1, 2).reshape([b, t, self.heads * hd]);
-        if whole && !q.device().is_autodiff() {
-            // Inference on the CPU: the blocked causal kernel, q | k | v side by side.
+        if whole {
+            // On the CPU (a prefill, or training): the blocked causal kernel with its own
+            // backward, q | k | v side by side; the weights' dropout mask drawn as
+            // `dropout::forward` would draw it for [B, H, T, T].
+            let keep_mask = dropout::flex_mask(&self.attn_dropout, b * self.heads * t * t, &q.device());
             let qkv = Tensor::cat(vec![merge(q.clone()), merge(k.clone()), merge(v.clone())], 2);
-            if let Some(y) = kernels::causal_attention(&qkv, self.heads, None) {
+            if let Some(y) = kernels::causal_attention(&qkv, self.heads, keep_mask) {
                 return ops::linear(&self.o_proj, y);
             }
         }
