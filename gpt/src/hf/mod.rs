@@ -122,9 +122,7 @@ impl ModelSpec {
             }
         }
     }
-}
 
-impl ModelSpec {
     /// The model's tokenizer: GPT-2's BPE for GPT-2 models (even where a `tokenizer.json` sits
     /// beside them: it is the same BPE, and ours is faster), the directory's `tokenizer.json`
     /// for the others. A random Llama-family preset has none.
