@@ -108,7 +108,7 @@ tests() {
     echo "== parity tests on cuda (LLMFS_TEST_DEVICE=cuda)" | tee -a "$out/summary.txt"
     local start=$SECONDS
     LLMFS_TEST_DEVICE=cuda timeout "${1:-240}" "$b/backends" --test-threads 1 --nocapture >"$out/tests.log" 2>&1
-    echo "backends (parity, generation, classifier, loss_and_adamw): rc=$? ($((SECONDS - start)) s) $(grep -h '^test result' "$out/tests.log" | tail -1)" |
+    echo "backends (parity, generation, classifier, llama, loss_and_adamw): rc=$? ($((SECONDS - start)) s) $(grep -h '^test result' "$out/tests.log" | tail -1)" |
         tee -a "$out/summary.txt"
     grep -h "FAILED\|panicked" "$out/tests.log" | head -20 >>"$out/summary.txt"
     grep -h "max abs diff\|rel err\|tolerance" "$out/tests.log" | sort | uniq | head -40 >>"$out/summary.txt"

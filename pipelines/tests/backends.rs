@@ -1,6 +1,6 @@
 //! Every backend-parity test in one binary: the model's logits, hidden states, greedy tokens with
-//! and without the KV cache, generation, the classifier, the masked loss and AdamW against the
-//! fixture's PyTorch numbers. Built for a GPU machine without a Rust toolchain, where one binary
+//! and without the KV cache, generation, the classifiers, the Llama family, the masked loss and
+//! AdamW against the fixtures' PyTorch numbers. Built for a GPU machine without a Rust toolchain, where one binary
 //! travels better than five (each links LLVM's NVPTX back end): scripts/gpu-check.sh builds it
 //! with `--features cuda` and runs it with `LLMFS_TEST_DEVICE=cuda`. The tests live in the crates'
 //! `tests/it/` binaries and run from there in the normal suite (`test = false` here keeps them from running twice).
@@ -13,6 +13,8 @@ use common as gpt_common;
 mod classifier;
 #[path = "../../gpt/tests/it/generation.rs"]
 mod generation;
+#[path = "../../gpt/tests/it/llama.rs"]
+mod llama;
 #[path = "it/loss_and_adamw.rs"]
 mod loss_and_adamw;
 #[path = "../../gpt/tests/it/parity.rs"]

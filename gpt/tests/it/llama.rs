@@ -283,3 +283,19 @@ fn the_training_forward_and_its_gradients_are_right() {
         }
     }
 }
+
+/// Fresh adapters on every projection (`all`: the Llama family's seven) leave the logits exactly
+/// as they were (B = 0), and add rank·(in + out) parameters per projection.
+#[test]
+fn lora_at_init_leaves_a_llama_unchanged() {
+    let dir = family_fixture_dir("llama-tiny");
+    let model = load_language_model_dir(&dir, &device()).unwrap();
+    let before = logits_of(&model, &dir);
+    let lora = gpt::LoraConfig::new(4, 8.0, "all".parse().unwrap()).unwrap();
+    let adapted = lora.apply_to(model, 0).unwrap();
+    assert_eq!(logits_of(&adapted, &dir), before, "W + A·0 = W exactly");
+    // hidden 32, q/o 32 wide, k/v 16 (2 KV heads × 8), MLP 96; two layers.
+    let per_layer = 4 * ((32 + 32) + (32 + 16) + (32 + 16) + (32 + 32) + (32 + 96) + (32 + 96) + (96 + 32));
+    let trainable = lora.apply_to(load_language_model_dir(&dir, &device().autodiff()).unwrap(), 0).unwrap();
+    assert_eq!(gpt::io::parameter_counts(&trainable).0, 2 * per_layer, "only the adapters train");
+}
