@@ -1,4 +1,4 @@
-//! Cross-entropy, the tanh GELU and the AdamW update on Flex, each one pass forward and one
+//! Cross-entropy, the tanh GELU, SwiGLU and the AdamW update on Flex, each one pass forward and one
 //! backward, with a vectorised `exp`.
 
 use std::sync::Arc;
