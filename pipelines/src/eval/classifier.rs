@@ -9,6 +9,7 @@ use gpt::{Classifier, Tokenizer};
 use serde::Serialize;
 
 use crate::data::spam::Message;
+use crate::eval::metrics::ClassificationMetrics;
 
 /// One prediction of [`classify_texts`].
 #[derive(Debug, Clone, Serialize)]
@@ -50,14 +51,13 @@ pub fn classify_texts(classifier: &Classifier, tokenizer: &Tokenizer, texts: &[S
     Ok(predictions)
 }
 
-/// Accuracy, mean cross-entropy and the confusion matrix of a classifier on labelled messages.
+/// Mean cross-entropy and the scores (accuracy, macro-F1, per-class precision / recall / F1, the
+/// confusion matrix) of a classifier on labelled messages.
 #[derive(Debug, Clone, Serialize)]
 pub struct SplitEvaluation {
-    pub n: usize,
-    pub accuracy: f64,
     pub loss: f64,
-    /// `confusion[true label][predicted label]`.
-    pub confusion: Vec<Vec<usize>>,
+    #[serde(flatten)]
+    pub metrics: ClassificationMetrics,
 }
 
 /// Evaluates `classifier` on `messages` (e.g. a split read with `read_split_csv`), as
@@ -69,14 +69,13 @@ pub fn evaluate_messages(classifier: &Classifier, tokenizer: &Tokenizer, message
     }
     let texts: Vec<String> = messages.iter().map(|m| m.text.clone()).collect();
     let predictions = classify_texts(classifier, tokenizer, &texts, batch_size)?;
-    let mut confusion = vec![vec![0; n_labels]; n_labels];
     let mut loss = 0.0;
+    let mut pairs = Vec::with_capacity(messages.len());
     for (message, prediction) in messages.iter().zip(&predictions) {
         let predicted = classifier.labels().iter().position(|l| *l == prediction.label).unwrap_or(0);
-        confusion[message.label as usize][predicted] += 1;
+        pairs.push((message.label as usize, predicted));
         loss -= prediction.probabilities[message.label as usize].max(1e-30).ln();
     }
-    let n = messages.len();
-    let correct: usize = (0..n_labels).map(|i| confusion[i][i]).sum();
-    Ok(SplitEvaluation { n, accuracy: correct as f64 / n.max(1) as f64, loss: loss / n.max(1) as f64, confusion })
+    let metrics = ClassificationMetrics::from_pairs(classifier.labels(), pairs);
+    Ok(SplitEvaluation { loss: loss / messages.len().max(1) as f64, metrics })
 }

@@ -66,9 +66,10 @@ fn a_run_logs_checkpoints_saves_and_plots() {
     // `llmfs eval spam`'s evaluation agrees with the run's own final test accuracy and loss.
     let test = pipelines::data::spam::read_split_csv(&data.join("test.csv")).unwrap();
     let evaluation = pipelines::eval::classifier::evaluate_messages(&classifier, &gpt::Tokenizer::gpt2(), &test, 5).unwrap();
-    assert_eq!(evaluation.n, 32);
-    assert_eq!(evaluation.confusion.iter().flatten().sum::<usize>(), 32);
-    assert!((evaluation.accuracy - report.test_accuracy).abs() < 1e-9, "{} vs {}", evaluation.accuracy, report.test_accuracy);
+    assert_eq!(evaluation.metrics.n, 32);
+    assert_eq!(evaluation.metrics.confusion.iter().flatten().sum::<usize>(), 32);
+    let accuracy = evaluation.metrics.accuracy;
+    assert!((accuracy - report.test_accuracy).abs() < 1e-9, "{accuracy} vs {}", report.test_accuracy);
     assert!((evaluation.loss - report.test_loss).abs() < 1e-3, "{} vs {}", evaluation.loss, report.test_loss);
     let predictions = classify_texts(&classifier, &gpt::Tokenizer::gpt2(), &["WINNER! Claim your free prize now".to_string(), "See you at lunch".into()], 8).unwrap();
     assert_eq!(predictions.len(), 2);
@@ -76,6 +77,12 @@ fn a_run_logs_checkpoints_saves_and_plots() {
         assert!(p.label == "ham" || p.label == "spam");
         assert!((p.probabilities.iter().sum::<f64>() - 1.0).abs() < 1e-5);
     }
+    // The whole scores of every split, with the same test accuracy and a macro-F1 from the same matrix.
+    let metrics: serde_json::Value = serde_json::from_slice(&std::fs::read(run.join("eval/metrics.json")).unwrap()).unwrap();
+    assert_eq!(metrics["test"]["n"], 32);
+    assert_eq!(metrics["test"]["confusion"], serde_json::json!(evaluation.metrics.confusion));
+    assert!((metrics["test"]["macro_f1"].as_f64().unwrap() - report.test_macro_f1).abs() < 1e-12);
+    assert_eq!(metrics["test"]["classes"][1]["label"], "spam");
     for file in ["run.json", "plots/loss.png", "plots/accuracy.png", "eval/accuracy.json", "checkpoints/state.json"] {
         assert!(run.join(file).is_file(), "{file} missing");
     }

@@ -37,14 +37,18 @@ pub fn run(args: SpamArgs) -> Result<()> {
     let (classifier, tokenizer) = load_classifier(&args.model, &device)?;
     let result = evaluate_messages(&classifier, &tokenizer, &messages, args.batch_size).with_context(|| format!("evaluating on {}", data.display()))?;
 
-    let labels = classifier.labels();
-    eprintln!("{}: {} messages, accuracy {:.4}, loss {:.4}", data.display(), result.n, result.accuracy, result.loss);
+    let (labels, m) = (classifier.labels(), &result.metrics);
+    eprintln!("{}: {} messages, accuracy {:.4}, macro-F1 {:.4}, loss {:.4}", data.display(), m.n, m.accuracy, m.macro_f1, result.loss);
+    eprintln!("{:>10} {:>9} {:>9} {:>9} {:>8}", "", "precision", "recall", "F1", "support");
+    for class in &m.classes {
+        eprintln!("{:>10} {:>9.4} {:>9.4} {:>9.4} {:>8}", class.label, class.precision, class.recall, class.f1, class.support);
+    }
     eprintln!("confusion (rows: true label, columns: predicted): {}", labels.join(" / "));
-    for (label, row) in labels.iter().zip(&result.confusion) {
+    for (label, row) in labels.iter().zip(&m.confusion) {
         eprintln!("  {label:>8}: {row:?}");
     }
     if args.json {
-        println!("{}", json!({ "n": result.n, "accuracy": result.accuracy, "loss": result.loss, "confusion": result.confusion }));
+        println!("{}", json!(result));
     }
     Ok(())
 }

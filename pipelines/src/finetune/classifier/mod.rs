@@ -16,6 +16,7 @@ use serde::Serialize;
 use serde_json::json;
 
 use crate::data::spam::{LABEL_NAMES, Message, SpamDataset, Splits, read_splits};
+use crate::eval::metrics::ClassificationMetrics;
 use crate::plots::plot_run;
 use crate::runs::{MetricEvent, MetricsLog, ModelRef, RunDir};
 use crate::train::steps::{ClassificationBatch, ClassifierTraining, StepReport};
@@ -50,6 +51,7 @@ pub struct ClassifierReport {
     pub train_accuracy: f64,
     pub validation_accuracy: f64,
     pub test_accuracy: f64,
+    pub test_macro_f1: f64,
     pub train_loss: f64,
     pub validation_loss: f64,
     pub test_loss: f64,
@@ -105,9 +107,10 @@ pub fn finetune_classifier(job: &ClassifierFinetune) -> Result<ClassifierReport>
         eprintln!("warning: could not draw the plots: {e:#}");
     }
     let report = ClassifierReport {
-        train_accuracy: train.accuracy,
-        validation_accuracy: validation.accuracy,
-        test_accuracy: test.accuracy,
+        train_accuracy: train.metrics.accuracy,
+        validation_accuracy: validation.metrics.accuracy,
+        test_accuracy: test.metrics.accuracy,
+        test_macro_f1: test.metrics.macro_f1,
         train_loss: train.loss,
         validation_loss: validation.loss,
         test_loss: test.loss,
@@ -176,14 +179,15 @@ fn train_classifier(
     train(model, job_for_loop, metrics, crate::train::trainer::NoHooks)
 }
 
-/// Mean loss and accuracy on a whole split.
-#[derive(Debug, Clone, Copy)]
+/// Mean loss and the scores (accuracy, macro-F1, per class) on a whole split.
+#[derive(Debug, Clone)]
 struct SplitScore {
     loss: f64,
-    accuracy: f64,
+    metrics: ClassificationMetrics,
 }
 
-/// Full accuracy on every split, as the book reports it, logged to `metrics.jsonl`.
+/// Full scores on every split, as the book reports accuracy: logged to `metrics.jsonl` (loss,
+/// accuracy, macro-F1) and kept whole in `eval/metrics.json`.
 fn evaluate_splits(
     model: &ClassifierTraining,
     sources: &Splits<std::sync::Arc<dyn BatchSource<ClassificationBatch>>>,
@@ -192,31 +196,35 @@ fn evaluate_splits(
     steps: usize,
 ) -> Result<[SplitScore; 3]> {
     let plain = job.device.clone();
-    let score = |source: &dyn BatchSource<ClassificationBatch>| evaluate(model, source, job.train.batch_size, &plain);
+    let labels = model.classifier.labels();
+    let score = |source: &dyn BatchSource<ClassificationBatch>| evaluate(model, labels, source, job.train.batch_size, &plain);
     let scores = [score(sources.train.as_ref()), score(sources.validation.as_ref()), score(sources.test.as_ref())];
     let mut log = MetricsLog::open(&run.metrics(), None)?;
-    for (split, score) in ["train", "val", "test"].into_iter().zip(scores) {
-        let mut event = MetricEvent::new(steps, job.train.epochs, split).with("full", true).with("final", true);
-        (event.loss, event.accuracy) = (Some(score.loss), Some(score.accuracy));
+    for (split, score) in ["train", "val", "test"].into_iter().zip(&scores) {
+        let mut event = MetricEvent::new(steps, job.train.epochs, split).with("full", true).with("final", true).with("macro_f1", score.metrics.macro_f1);
+        (event.loss, event.accuracy) = (Some(score.loss), Some(score.metrics.accuracy));
         log.log(&event)?;
     }
+    std::fs::create_dir_all(run.eval()).with_context(|| format!("creating {}", run.eval().display()))?;
+    let [train, validation, test] = &scores;
+    let all = json!({ "steps": steps, "train": train.metrics, "validation": validation.metrics, "test": test.metrics });
+    gpt::io::write_atomic(&run.eval().join("metrics.json"), serde_json::to_string_pretty(&all)?.as_bytes())?;
     Ok(scores)
 }
 
-/// Mean loss and accuracy of `model` on a whole split.
-fn evaluate(model: &ClassifierTraining, source: &dyn BatchSource<ClassificationBatch>, batch_size: usize, device: &Device) -> SplitScore {
+/// Mean loss and scores of `model` on a whole split.
+fn evaluate(model: &ClassifierTraining, labels: &[String], source: &dyn BatchSource<ClassificationBatch>, batch_size: usize, device: &Device) -> SplitScore {
     let indices: Vec<usize> = (0..source.len()).collect();
-    let (mut loss, mut batches, mut correct, mut counted) = (0.0, 0, 0, 0);
+    let (mut loss, mut batches, mut pairs) = (0.0, 0, Vec::with_capacity(source.len()));
     for chunk in indices.chunks(batch_size) {
         let out = model.forward_batch(source.batch(chunk, device));
         loss += out.loss();
         batches += 1;
-        if let Some((c, n)) = out.correct() {
-            correct += c;
-            counted += n;
-        }
+        let predicted: Vec<i64> = out.output.clone().argmax(1).into_data().try_into_vec_as().unwrap_or_default();
+        let truth: Vec<i64> = out.targets.clone().into_data().try_into_vec_as().unwrap_or_default();
+        pairs.extend(truth.into_iter().zip(predicted).map(|(t, p)| (t as usize, p as usize)));
     }
-    SplitScore { loss: loss / batches.max(1) as f64, accuracy: correct as f64 / counted.max(1) as f64 }
+    SplitScore { loss: loss / batches.max(1) as f64, metrics: ClassificationMetrics::from_pairs(labels, pairs) }
 }
 
 /// Saves the trained classifier: in the HF layout under `RUN_DIR/model` (with the base's
