@@ -3,6 +3,7 @@
 pub mod fineweb;
 pub mod hellaswag;
 pub mod instruction;
+pub mod labelled;
 pub mod shards;
 pub mod spam;
 

@@ -1,0 +1,280 @@
+//! Labelled texts of any classification set: a CSV or TSV file (a header row), JSONL, or a JSON
+//! list of objects; the text from one or more columns (joined with a newline), the label from
+//! another (a string or an integer). With them: the label set, a seeded stratified split, and
+//! down-sampling to the smallest class (the book's spam recipe, for any number of classes).
+
+use std::path::Path;
+
+use anyhow::{Context, Result, bail, ensure};
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use serde_json::Value;
+
+use super::spam::Splits;
+use super::{excerpt, json_kind};
+
+/// Which columns (CSV) or keys (JSON) hold the text and the label.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Columns {
+    /// Several are joined with a newline, in this order.
+    pub text: Vec<String>,
+    pub label: String,
+}
+
+impl Default for Columns {
+    fn default() -> Self {
+        Self { text: vec!["text".into()], label: "label".into() }
+    }
+}
+
+/// One labelled text, and where it came from (for error messages).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LabelledText {
+    pub text: String,
+    /// As written (an integer label as its digits).
+    pub label: String,
+    /// `line N` of a CSV / TSV / JSONL file, `record N` (from 1) of a JSON list.
+    pub at: String,
+}
+
+/// Reads a labelled file, its format from the extension: `.csv`, `.tsv`, `.jsonl`, `.json`.
+pub fn read_labelled(path: &Path, columns: &Columns) -> Result<Vec<LabelledText>> {
+    let extension = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
+    let records = match extension.as_str() {
+        "csv" => read_delimited(path, b',', columns),
+        "tsv" => read_delimited(path, b'\t', columns),
+        "jsonl" => read_jsonl(path, columns),
+        "json" => read_json_list(path, columns),
+        _ => bail!("{}: unknown format: expected a .csv, .tsv, .jsonl or .json file", path.display()),
+    }?;
+    ensure!(!records.is_empty(), "{}: no labelled texts", path.display());
+    Ok(records)
+}
+
+fn read_delimited(path: &Path, delimiter: u8, columns: &Columns) -> Result<Vec<LabelledText>> {
+    let mut reader = csv::ReaderBuilder::new()
+        .delimiter(delimiter)
+        .from_path(path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    let header: Vec<String> = reader.headers().with_context(|| format!("{}: cannot read the header", path.display()))?.iter().map(str::to_string).collect();
+    let column = |name: &str| {
+        header.iter().position(|h| h == name).with_context(|| {
+            format!("{}: line 1: no column `{name}` (the header has {})", path.display(), excerpt(&header.join(", "), 200))
+        })
+    };
+    let text_columns = columns.text.iter().map(|name| column(name)).collect::<Result<Vec<_>>>()?;
+    let label_column = column(&columns.label)?;
+    let mut records = Vec::new();
+    for record in reader.records() {
+        let record = record.map_err(|e| {
+            let line = e.position().map(|p| format!("line {}: ", p.line())).unwrap_or_default();
+            anyhow::anyhow!("{}: {line}{e}", path.display())
+        })?;
+        let at = format!("line {}", record.position().map_or(0, |p| p.line()));
+        let field = |i: usize| record.get(i).unwrap_or("").to_string();
+        let label = field(label_column);
+        ensure!(!label.trim().is_empty(), "{}: {at}: the label (`{}`) is empty", path.display(), columns.label);
+        let text = text_columns.iter().map(|&i| field(i)).collect::<Vec<_>>().join("\n");
+        records.push(LabelledText { text, label, at });
+    }
+    Ok(records)
+}
+
+fn read_jsonl(path: &Path, columns: &Columns) -> Result<Vec<LabelledText>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut records = Vec::new();
+    for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        let at = format!("line {}", i + 1);
+        let value: Value = serde_json::from_str(line).with_context(|| format!("{}: {at}: not JSON", path.display()))?;
+        records.push(from_object(&value, columns, path, at)?);
+    }
+    Ok(records)
+}
+
+fn read_json_list(path: &Path, columns: &Columns) -> Result<Vec<LabelledText>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let list = super::instruction::parse_json_list(&text, path)?;
+    list.iter().enumerate().map(|(i, value)| from_object(value, columns, path, format!("record {}", i + 1))).collect()
+}
+
+/// A record of a JSON file: strings (or numbers, as written) under the columns' keys.
+fn from_object(value: &Value, columns: &Columns, path: &Path, at: String) -> Result<LabelledText> {
+    let object = value.as_object().with_context(|| format!("{}: {at}: expected an object, got {}", path.display(), json_kind(value)))?;
+    let field = |name: &str| -> Result<String> {
+        match object.get(name) {
+            Some(Value::String(s)) => Ok(s.clone()),
+            Some(Value::Number(n)) => Ok(n.to_string()),
+            Some(other) => bail!("{}: {at}: `{name}` is {}, expected a string", path.display(), json_kind(other)),
+            None => bail!("{}: {at}: no `{name}` (the record has {})", path.display(), excerpt(&object.keys().cloned().collect::<Vec<_>>().join(", "), 200)),
+        }
+    };
+    let label = field(&columns.label)?;
+    let text = columns.text.iter().map(|name| field(name)).collect::<Result<Vec<_>>>()?.join("\n");
+    Ok(LabelledText { text, label, at })
+}
+
+/// The classes: `explicit` in its order (`--labels`), else the training labels sorted
+/// (integers numerically, as transformers' datasets number them). At least two, no repeats.
+pub fn label_set(train: &[LabelledText], explicit: Option<&[String]>) -> Result<Vec<String>> {
+    let labels: Vec<String> = match explicit {
+        Some(labels) => {
+            let mut seen = std::collections::HashSet::new();
+            if let Some(repeated) = labels.iter().find(|l| !seen.insert(l.as_str())) {
+                bail!("--labels names `{repeated}` twice");
+            }
+            labels.to_vec()
+        }
+        None => {
+            let mut labels: Vec<String> = train.iter().map(|r| r.label.clone()).collect::<std::collections::BTreeSet<_>>().into_iter().collect();
+            if labels.iter().all(|l| l.parse::<i64>().is_ok()) {
+                labels.sort_by_key(|l| l.parse::<i64>().unwrap_or(0));
+            }
+            labels
+        }
+    };
+    ensure!(labels.len() >= 2, "a classifier needs at least 2 classes, got {labels:?}");
+    Ok(labels)
+}
+
+/// The class index of every record; a label outside `labels` is an error naming its row.
+pub fn class_indices(records: &[LabelledText], labels: &[String], source: &str) -> Result<Vec<usize>> {
+    records
+        .iter()
+        .map(|r| {
+            labels.iter().position(|l| *l == r.label).with_context(|| {
+                format!("{source}: {}: the label `{}` is not one of the classes ({})", r.at, excerpt(&r.label, 80), labels.join(", "))
+            })
+        })
+        .collect()
+}
+
+/// A seeded stratified split of `classes` (one class index per example) into train / validation /
+/// test example indices: each class's examples shuffled and cut at ⌊train·n⌋ and ⌊validation·n⌋
+/// (integers, exact), the rest test; each split then shuffled. With `balance`, every class is
+/// first down-sampled to the smallest one's size.
+pub fn stratified_split(classes: &[usize], train: f64, validation: f64, balance: bool, seed: u64) -> Result<Splits<Vec<usize>>> {
+    ensure!(
+        train > 0.0 && validation >= 0.0 && train + validation <= 1.0,
+        "--split {train},{validation}: the train and validation fractions must be positive and sum to at most 1"
+    );
+    let mut rng = StdRng::seed_from_u64(seed);
+    let n_classes = classes.iter().max().map_or(0, |&c| c + 1);
+    let mut by_class: Vec<Vec<usize>> = vec![Vec::new(); n_classes];
+    for (i, &c) in classes.iter().enumerate() {
+        by_class[c].push(i);
+    }
+    let smallest = by_class.iter().map(Vec::len).filter(|&n| n > 0).min().unwrap_or(0);
+    let mut splits = Splits { train: Vec::new(), validation: Vec::new(), test: Vec::new() };
+    for mut members in by_class {
+        members.shuffle(&mut rng);
+        if balance {
+            members.truncate(smallest);
+        }
+        let n = members.len();
+        // ⌊f·n⌋ in integers where f is a whole percentage (the usual case), else in floating point.
+        let cut = |f: f64| {
+            let percent = (f * 100.0).round();
+            if (f * 100.0 - percent).abs() < 1e-9 { n * percent as usize / 100 } else { (f * n as f64).floor() as usize }
+        };
+        let (n_train, n_validation) = (cut(train), cut(validation));
+        splits.train.extend_from_slice(&members[..n_train]);
+        splits.validation.extend_from_slice(&members[n_train..n_train + n_validation]);
+        splits.test.extend_from_slice(&members[n_train + n_validation..]);
+    }
+    for split in [&mut splits.train, &mut splits.validation, &mut splits.test] {
+        split.shuffle(&mut rng);
+    }
+    Ok(splits)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, name: &str, text: &str) -> std::path::PathBuf {
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    fn columns() -> Columns {
+        Columns { text: vec!["title".into(), "body".into()], label: "topic".into() }
+    }
+
+    /// The same three records as CSV, TSV, JSONL and a JSON list read the same: text columns
+    /// joined with a newline, integer labels as their digits, quoted fields with commas and newlines.
+    #[test]
+    fn every_format_reads_the_same_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let csv = write(dir.path(), "a.csv", "id,title,body,topic\n1,Rain,\"Wet, cold\",2\n2,Sun,\"hot\nand dry\",0\n3,Fog,grey,1\n");
+        let tsv = write(dir.path(), "a.tsv", "id\ttitle\tbody\ttopic\n1\tRain\tWet, cold\t2\n2\tSun\t\"hot\nand dry\"\t0\n3\tFog\tgrey\t1\n");
+        let jsonl = write(
+            dir.path(),
+            "a.jsonl",
+            "{\"title\":\"Rain\",\"body\":\"Wet, cold\",\"topic\":2}\n\n{\"title\":\"Sun\",\"body\":\"hot\\nand dry\",\"topic\":0}\n{\"title\":\"Fog\",\"body\":\"grey\",\"topic\":1}\n",
+        );
+        let json = write(
+            dir.path(),
+            "a.json",
+            "[{\"title\":\"Rain\",\"body\":\"Wet, cold\",\"topic\":2},{\"title\":\"Sun\",\"body\":\"hot\\nand dry\",\"topic\":0},{\"title\":\"Fog\",\"body\":\"grey\",\"topic\":1}]",
+        );
+        let pairs = |path: &Path| read_labelled(path, &columns()).unwrap().into_iter().map(|r| (r.text, r.label)).collect::<Vec<_>>();
+        let expected = vec![("Rain\nWet, cold".to_string(), "2".to_string()), ("Sun\nhot\nand dry".into(), "0".into()), ("Fog\ngrey".into(), "1".into())];
+        for path in [&csv, &tsv, &jsonl, &json] {
+            assert_eq!(pairs(path), expected, "{}", path.display());
+        }
+        let records = read_labelled(&jsonl, &columns()).unwrap();
+        assert_eq!(records[1].at, "line 3", "blank lines keep the numbering");
+        // Integer labels sort numerically, not as text.
+        let many: Vec<LabelledText> = ["10", "2", "1"].iter().map(|l| LabelledText { text: String::new(), label: l.to_string(), at: String::new() }).collect();
+        assert_eq!(label_set(&many, None).unwrap(), ["1", "2", "10"]);
+    }
+
+    #[test]
+    fn bad_files_and_labels_name_the_file_and_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let csv = write(dir.path(), "b.csv", "title,topic\nRain,wet\nSun,\n");
+        let err = read_labelled(&csv, &Columns { text: vec!["body".into()], label: "topic".into() }).unwrap_err().to_string();
+        assert!(err.contains("b.csv") && err.contains("no column `body`") && err.contains("title, topic"), "{err}");
+        let err = read_labelled(&csv, &Columns { text: vec!["title".into()], label: "topic".into() }).unwrap_err().to_string();
+        assert!(err.contains("b.csv: line 3") && err.contains("empty"), "{err}");
+        let jsonl = write(dir.path(), "b.jsonl", "{\"text\":\"a\",\"label\":\"x\"}\n{\"text\":[1],\"label\":\"y\"}\n");
+        let err = read_labelled(&jsonl, &Columns::default()).unwrap_err().to_string();
+        assert!(err.contains("b.jsonl: line 2") && err.contains("`text` is a list"), "{err}");
+        let err = read_labelled(&write(dir.path(), "b.txt", "x"), &Columns::default()).unwrap_err().to_string();
+        assert!(err.contains("unknown format"), "{err}");
+
+        let records = read_labelled(&write(dir.path(), "c.jsonl", "{\"text\":\"a\",\"label\":\"x\"}\n{\"text\":\"b\",\"label\":\"z\"}\n"), &Columns::default()).unwrap();
+        let labels = label_set(&records[..1], Some(&["x".to_string(), "y".to_string()])).unwrap();
+        let err = class_indices(&records, &labels, "c.jsonl").unwrap_err().to_string();
+        assert!(err.contains("c.jsonl: line 2") && err.contains("`z`") && err.contains("x, y"), "{err}");
+        assert!(label_set(&records[..1], None).unwrap_err().to_string().contains("at least 2"));
+        assert!(label_set(&records, Some(&["x".into(), "x".into()])).unwrap_err().to_string().contains("twice"));
+    }
+
+    /// Every class is cut at ⌊0.7·n⌋ / ⌊0.1·n⌋ exactly; balancing cuts every class to the smallest;
+    /// the same seed gives the same split.
+    #[test]
+    fn stratified_splits_have_exact_counts_per_class() {
+        // Class sizes 50, 31, 9 and 20.
+        let classes: Vec<usize> = [(0, 50), (1, 31), (2, 9), (3, 20)].iter().flat_map(|&(c, n)| std::iter::repeat_n(c, n)).collect();
+        let splits = stratified_split(&classes, 0.7, 0.1, false, 7).unwrap();
+        let count = |split: &[usize], c: usize| split.iter().filter(|&&i| classes[i] == c).count();
+        for (c, n) in [(0, 50), (1, 31), (2, 9), (3, 20)] {
+            let (train, validation) = (n * 7 / 10, n / 10);
+            assert_eq!((count(&splits.train, c), count(&splits.validation, c), count(&splits.test, c)), (train, validation, n - train - validation), "class {c}");
+        }
+        let mut all: Vec<usize> = splits.train.iter().chain(&splits.validation).chain(&splits.test).copied().collect();
+        all.sort_unstable();
+        assert_eq!(all, (0..classes.len()).collect::<Vec<_>>(), "every example once");
+        assert_eq!(stratified_split(&classes, 0.7, 0.1, false, 7).unwrap().train, splits.train);
+        assert_ne!(stratified_split(&classes, 0.7, 0.1, false, 8).unwrap().train, splits.train);
+
+        let balanced = stratified_split(&classes, 0.7, 0.1, true, 7).unwrap();
+        for c in 0..4 {
+            assert_eq!((count(&balanced.train, c), count(&balanced.validation, c), count(&balanced.test, c)), (6, 0, 3), "class {c}: 9 each");
+        }
+        assert!(stratified_split(&classes, 0.9, 0.2, false, 7).is_err());
+    }
+}
