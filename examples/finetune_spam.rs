@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use llmfs::gpt::{DeviceSpec, Trainable};
 use llmfs::pipelines::data::spam::{DEFAULT_SEED, DEFAULT_URL, SPLIT_FILES, prepare_spam};
 use llmfs::pipelines::eval::classifier::classify_texts;
-use llmfs::pipelines::finetune::{ClassifierFinetune, finetune_classifier};
+use llmfs::pipelines::finetune::{ClassifierData, ClassifierFinetune, finetune_classifier};
 use llmfs::pipelines::train::{OptimConfig, TrainConfig};
 
 #[derive(clap::Parser)]
@@ -38,7 +38,7 @@ fn main() -> anyhow::Result<()> {
     let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs();
     let job = ClassifierFinetune {
         model,
-        data,
+        data: ClassifierData::SpamSplits(data),
         run_dir: PathBuf::from(format!("runs/spam-{stamp}")),
         trainable: Trainable::LastBlock,
         lora: None,

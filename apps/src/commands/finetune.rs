@@ -5,9 +5,9 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 use gpt::{LoraConfig, LoraTargets, Trainable};
 use pipelines::data::instruction::{self, CollateConfig};
-use pipelines::data::spam;
+use pipelines::data::{labelled, spam};
 use pipelines::finetune::{
-    ClassifierFinetune, InstructionFinetune, LanguageModelJob, LoraFinetune, finetune_classifier, finetune_instruction,
+    ClassifierData, ClassifierFinetune, InstructionFinetune, LanguageModelJob, LoraFinetune, finetune_classifier, finetune_instruction,
 };
 use pipelines::train::{LrSchedule, OptimConfig, TrainConfig};
 
@@ -24,6 +24,9 @@ pub enum Task {
     /// SMS spam classification (Build a LLM From Scratch, ch. 6): a 2-class head on the last
     /// token, the last block + final norm + head trained by default.
     Spam(SpamArgs),
+    /// Any text classification: labelled texts from a CSV / TSV / JSONL / JSON file (any number of
+    /// classes), split stratified unless --validation and --test are given; the spam task's head and training.
+    Classify(ClassifyArgs),
     /// Instruction following (Build a LLM From Scratch, ch. 7): Alpaca-style records, the whole
     /// model trained on prompt + response; after each epoch a sample response in samples.jsonl.
     Instruct(InstructArgs),
@@ -138,6 +141,46 @@ pub struct SpamArgs {
     pub url: String,
     #[arg(long, default_value = "runs/spam")]
     pub run_dir: PathBuf,
+    #[command(flatten)]
+    pub classifier: ClassifierArgs,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ClassifyArgs {
+    /// A preset/hub id, an HF-format directory (GPT-2 or Llama family), a run directory or random:<preset>
+    #[arg(long)]
+    pub model: String,
+    /// The labelled texts: a .csv / .tsv (with a header row), .jsonl or .json (a list of objects) file
+    #[arg(long)]
+    pub data: PathBuf,
+    /// The column(s) holding the text; several (comma-separated) are joined with a newline
+    #[arg(long, default_value = "text")]
+    pub text_column: String,
+    #[arg(long, default_value = "label")]
+    pub label_column: String,
+    /// The classes, in this order (comma-separated) [default: the training labels, sorted]
+    #[arg(long)]
+    pub labels: Option<String>,
+    /// A validation file (same columns); with --test, --data is all training data
+    #[arg(long, requires = "test")]
+    pub validation: Option<PathBuf>,
+    #[arg(long, requires = "validation")]
+    pub test: Option<PathBuf>,
+    /// Train and validation fractions of the seeded stratified split (the rest is test)
+    #[arg(long, default_value = "0.7,0.1")]
+    pub split: String,
+    /// Down-sample every class to the smallest one's size before splitting (the book's spam recipe)
+    #[arg(long)]
+    pub balance: bool,
+    #[arg(long, default_value = "runs/classify")]
+    pub run_dir: PathBuf,
+    #[command(flatten)]
+    pub classifier: ClassifierArgs,
+}
+
+/// What every classifier fine-tuning takes besides its data.
+#[derive(clap::Args, Debug)]
+pub struct ClassifierArgs {
     /// What trains: last-block (+ final norm + head), head, last-n:K, all [default: last-block;
     /// with --lora-rank: the adapters and the head]
     #[arg(long)]
@@ -233,6 +276,7 @@ impl LoraArgs {
 pub fn run(args: Args) -> Result<()> {
     match args.task {
         Task::Spam(args) => run_spam(args),
+        Task::Classify(args) => run_classify(args),
         Task::Instruct(args) => run_instruct(args),
     }
 }
@@ -275,20 +319,91 @@ fn run_instruct(args: InstructArgs) -> Result<()> {
 }
 
 fn run_spam(args: SpamArgs) -> Result<()> {
-    let device = args.runtime.device()?;
     if !spam::SPLIT_FILES.iter().all(|f| args.data.join(f).is_file()) {
         eprintln!("no prepared splits in {}: preparing them from {}", args.data.display(), args.url);
         spam::prepare_spam(&args.url, &args.data, spam::DEFAULT_SEED)
             .with_context(|| format!("preparing the SMS spam data in {}", args.data.display()))?;
     }
+    run_classifier(args.model, args.run_dir, ClassifierData::SpamSplits(args.data), args.classifier)
+}
+
+fn run_classify(args: ClassifyArgs) -> Result<()> {
+    let columns = labelled::Columns {
+        text: args.text_column.split(',').map(|c| c.trim().to_string()).filter(|c| !c.is_empty()).collect(),
+        label: args.label_column.clone(),
+    };
+    anyhow::ensure!(!columns.text.is_empty(), "--text-column names no column");
+    let all = labelled::read_labelled(&args.data, &columns)?;
+    let explicit: Option<Vec<String>> = args.labels.as_ref().map(|l| l.split(',').map(|s| s.trim().to_string()).collect());
+    let seed = args.classifier.runtime.seed;
+    let to_messages = |records: &[labelled::LabelledText], labels: &[String], file: &std::path::Path| -> Result<Vec<spam::Message>> {
+        let classes = labelled::class_indices(records, labels, &file.display().to_string())?;
+        Ok(records.iter().zip(classes).map(|(r, label)| spam::Message { label, text: r.text.clone() }).collect())
+    };
+    let (labels, splits, how) = match (&args.validation, &args.test) {
+        (Some(validation), Some(test)) => {
+            let labels = labelled::label_set(&all, explicit.as_deref())?;
+            let splits = spam::Splits {
+                train: to_messages(&all, &labels, &args.data)?,
+                validation: to_messages(&labelled::read_labelled(validation, &columns)?, &labels, validation)?,
+                test: to_messages(&labelled::read_labelled(test, &columns)?, &labels, test)?,
+            };
+            (labels, splits, serde_json::json!({ "validation": validation, "test": test }))
+        }
+        _ => {
+            let (train, validation) = parse_split(&args.split)?;
+            // The label set comes from every row here: each class must have some training rows.
+            let labels = labelled::label_set(&all, explicit.as_deref())?;
+            let messages = to_messages(&all, &labels, &args.data)?;
+            let classes: Vec<usize> = messages.iter().map(|m| m.label).collect();
+            let indices = labelled::stratified_split(&classes, train, validation, args.balance, seed)?;
+            let pick = |split: &[usize]| split.iter().map(|&i| messages[i].clone()).collect::<Vec<_>>();
+            let splits = spam::Splits { train: pick(&indices.train), validation: pick(&indices.validation), test: pick(&indices.test) };
+            (labels, splits, serde_json::json!({ "split": [train, validation], "balance": args.balance, "seed": seed }))
+        }
+    };
+    anyhow::ensure!(
+        !splits.validation.is_empty() && !splits.test.is_empty(),
+        "{}: {} rows leave no validation or test texts after the split; use more data or --validation/--test",
+        args.data.display(),
+        all.len()
+    );
+    eprintln!(
+        "{}: {} classes ({}); {} train / {} validation / {} test texts",
+        args.data.display(),
+        labels.len(),
+        labels.join(", "),
+        splits.train.len(),
+        splits.validation.len(),
+        splits.test.len()
+    );
+    let source = serde_json::json!({ "file": args.data, "text_columns": columns.text, "label_column": columns.label, "splitting": how });
+    run_classifier(args.model, args.run_dir, ClassifierData::Labelled { labels, splits, source }, args.classifier)
+}
+
+/// `--split TRAIN,VALIDATION` fractions.
+fn parse_split(text: &str) -> Result<(f64, f64)> {
+    let parts: Vec<&str> = text.split(',').map(str::trim).collect();
+    match parts[..] {
+        [train, validation] => match (train.parse::<f64>(), validation.parse::<f64>()) {
+            (Ok(t), Ok(v)) => Ok((t, v)),
+            _ => bail!("--split {text:?}: expected two fractions, e.g. 0.7,0.1"),
+        },
+        _ => bail!("--split {text:?}: expected two fractions, e.g. 0.7,0.1"),
+    }
+}
+
+/// Fine-tunes a classifier on `data` (the spam task and any labelled set alike).
+fn run_classifier(model: String, run_dir: std::path::PathBuf, data: ClassifierData, args: ClassifierArgs) -> Result<()> {
+    let device = args.runtime.device()?;
     let lora = args.lora.finetune()?;
     if lora.is_some() && args.trainable.is_some() {
         bail!("--trainable and --lora-rank exclude each other: with LoRA the adapters and the head train");
     }
     let job = ClassifierFinetune {
-        model: args.model.clone(),
-        data: args.data.clone(),
-        run_dir: args.run_dir.clone(),
+        model,
+        data,
+        run_dir,
         trainable: args.trainable.unwrap_or_default(),
         lora,
         max_length: args.max_length,
@@ -301,10 +416,11 @@ fn run_spam(args: SpamArgs) -> Result<()> {
     };
     let report = finetune_classifier(&job)?;
     eprintln!(
-        "accuracy: train {:.2}%, validation {:.2}%, test {:.2}% after {} steps in {:.1}s; model in {}",
+        "accuracy: train {:.2}%, validation {:.2}%, test {:.2}% (macro-F1 {:.4}) after {} steps in {:.1}s; model in {}",
         100.0 * report.train_accuracy,
         100.0 * report.validation_accuracy,
         100.0 * report.test_accuracy,
+        report.test_macro_f1,
         report.steps,
         report.seconds,
         report.model_dir.display()

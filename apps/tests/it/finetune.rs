@@ -60,3 +60,70 @@ fn finetune_spam_then_classify_and_plot() {
     let out = run(llmfs(home.path()).args(["generate", "--prompt", "hi", "--model"]).arg(&run_dir));
     assert!(stderr(&out).contains("llmfs classify"), "{}", stderr(&out));
 }
+
+/// `finetune classify` on a file of 4 classes (a CSV here, the same rows as JSONL): a stratified
+/// split with exact per-class counts, the classes in run.json and the saved classifier, every
+/// class's scores in eval/metrics.json, and `classify` answering with one of the 4.
+#[test]
+fn finetune_classify_trains_on_any_labelled_file() {
+    let home = tempfile::tempdir().unwrap();
+    let topics = [("weather", "rain and wind today"), ("sports", "the team won the match"), ("food", "bread with cheese and soup"), ("music", "a song on the old guitar")];
+    let mut csv = String::from("id,headline,body,topic\n");
+    let mut jsonl = String::new();
+    for i in 0..15 {
+        for (topic, words) in topics {
+            csv.push_str(&format!("{i},\"{words}, {i}\",more about {topic},{topic}\n"));
+            jsonl.push_str(&format!("{}\n", serde_json::json!({ "headline": format!("{words}, {i}"), "body": format!("more about {topic}"), "topic": topic })));
+        }
+    }
+    let (csv_path, jsonl_path) = (home.path().join("topics.csv"), home.path().join("topics.jsonl"));
+    std::fs::write(&csv_path, csv).unwrap();
+    std::fs::write(&jsonl_path, jsonl).unwrap();
+    let finetune = |data: &std::path::Path, run_dir: &std::path::Path, extra: &[&str]| {
+        run(llmfs(home.path())
+            .args(["finetune", "classify", "--text-column", "headline,body", "--label-column", "topic", "--epochs", "2", "--max-length", "16"])
+            .args(["--lr", "1e-3", "--json", "--plain", "--device", "cpu", "--model"])
+            .arg(tiny_model_dir())
+            .arg("--data")
+            .arg(data)
+            .arg("--run-dir")
+            .arg(run_dir)
+            .args(extra))
+    };
+    let run_dir = home.path().join("run");
+    let out = finetune(&csv_path, &run_dir, &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let err = stderr(&out);
+    // 15 per class: ⌊0.7·15⌋ = 10 train, ⌊0.1·15⌋ = 1 validation, 4 test, each.
+    assert!(err.contains("4 classes (food, music, sports, weather); 40 train / 4 validation / 16 test texts"), "{err}");
+    let report = last_json(&out);
+    assert_eq!(report["steps"], 10, "40 texts in batches of 8, 2 epochs");
+    let run_json: serde_json::Value = serde_json::from_slice(&std::fs::read(run_dir.join("run.json")).unwrap()).unwrap();
+    assert_eq!(run_json["config"]["labels"], serde_json::json!(["food", "music", "sports", "weather"]));
+    assert_eq!(run_json["config"]["data"]["text_columns"], serde_json::json!(["headline", "body"]));
+    let config: serde_json::Value = serde_json::from_slice(&std::fs::read(run_dir.join("model/config.json")).unwrap()).unwrap();
+    assert_eq!(config["id2label"]["3"], "weather");
+    let metrics: serde_json::Value = serde_json::from_slice(&std::fs::read(run_dir.join("eval/metrics.json")).unwrap()).unwrap();
+    let classes = metrics["test"]["classes"].as_array().unwrap();
+    assert_eq!(classes.len(), 4);
+    assert!(classes.iter().all(|c| c["support"] == 4), "{classes:?}");
+    assert!((metrics["test"]["accuracy"].as_f64().unwrap() - report["test_accuracy"].as_f64().unwrap()).abs() < 1e-12);
+
+    // The same rows as JSONL split the same way (same seed): the same test texts, the same scores.
+    let jsonl_run = home.path().join("run-jsonl");
+    let out = finetune(&jsonl_path, &jsonl_run, &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let jsonl_metrics: serde_json::Value = serde_json::from_slice(&std::fs::read(jsonl_run.join("eval/metrics.json")).unwrap()).unwrap();
+    assert_eq!(jsonl_metrics["test"], metrics["test"]);
+
+    let out = run(llmfs(home.path()).args(["classify", "--json", "--device", "cpu", "--text", "rain and wind again", "--model"]).arg(&run_dir));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let prediction: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    assert_eq!(prediction["probabilities"].as_array().unwrap().len(), 4);
+
+    // A class --labels does not name is an error naming the row; so is a missing column.
+    let out = finetune(&csv_path, &home.path().join("bad"), &["--labels", "food,music,sports"]);
+    assert!(!out.status.success() && stderr(&out).contains("line 2") && stderr(&out).contains("`weather`"), "{}", stderr(&out));
+    let out = run(llmfs(home.path()).args(["finetune", "classify", "--device", "cpu", "--model"]).arg(tiny_model_dir()).arg("--data").arg(&csv_path));
+    assert!(!out.status.success() && stderr(&out).contains("no column `text`"), "{}", stderr(&out));
+}

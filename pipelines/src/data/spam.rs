@@ -35,9 +35,9 @@ pub const ENTRY_NAME: &str = "SMSSpamCollection";
 pub const DEFAULT_SEED: u64 = 123;
 
 /// Class index of ham (a normal message).
-pub const HAM: u8 = 0;
+pub const HAM: usize = 0;
 /// Class index of spam.
-pub const SPAM: u8 = 1;
+pub const SPAM: usize = 1;
 /// Label names by class index.
 pub const LABEL_NAMES: [&str; 2] = ["ham", "spam"];
 
@@ -52,8 +52,9 @@ const REPORTED_SKIPS: usize = 10;
 /// One labelled message.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Message {
-    /// [`HAM`] (0) or [`SPAM`] (1).
-    pub label: u8,
+    /// The class index: [`HAM`] (0) or [`SPAM`] (1) here, any class of a labelled set
+    /// (`crate::data::labelled`) otherwise.
+    pub label: usize,
     pub text: String,
 }
 
@@ -389,7 +390,7 @@ pub fn prepare_spam(source: &str, out_dir: &Path, seed: u64) -> Result<SpamRepor
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SpamDataset {
     pub token_ids: Vec<Vec<u32>>,
-    pub labels: Vec<u8>,
+    pub labels: Vec<usize>,
     pub length: usize,
 }
 
@@ -464,9 +465,9 @@ impl Splits<SpamDataset> {
     }
 }
 
-impl Dataset<(Vec<u32>, u8)> for SpamDataset {
+impl Dataset<(Vec<u32>, usize)> for SpamDataset {
     /// `(token_ids, label)`; panics when `index >= len()`, like Burn's `InMemDataset`.
-    fn get(&self, index: usize) -> Result<(Vec<u32>, u8), DatasetError> {
+    fn get(&self, index: usize) -> Result<(Vec<u32>, usize), DatasetError> {
         Ok((self.token_ids[index].clone(), self.labels[index]))
     }
 

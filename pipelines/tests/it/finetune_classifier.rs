@@ -7,7 +7,7 @@ use crate::common::{fixtures, model_weights, safetensors_weights};
 use gpt::burn::prelude::*;
 use gpt::Trainable;
 use pipelines::eval::classifier::classify_texts;
-use pipelines::finetune::{ClassifierFinetune, LoraFinetune, finetune_classifier};
+use pipelines::finetune::{ClassifierData, ClassifierFinetune, LoraFinetune, finetune_classifier};
 use pipelines::runs::read_metrics;
 use pipelines::train::TrainConfig;
 
@@ -22,7 +22,7 @@ fn spam_data(dir: &Path) -> PathBuf {
 fn job(data: &Path, run_dir: &Path) -> ClassifierFinetune {
     ClassifierFinetune {
         model: fixtures().join("gpt2-tiny").display().to_string(),
-        data: data.to_path_buf(),
+        data: ClassifierData::SpamSplits(data.to_path_buf()),
         run_dir: run_dir.to_path_buf(),
         trainable: Trainable::LastBlock,
         lora: None,

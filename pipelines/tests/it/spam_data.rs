@@ -168,7 +168,7 @@ fn malformed_lines_are_skipped_and_reported_with_line_numbers() {
         ]
     );
     assert_eq!(parsed.invalid_utf8_lines, 1);
-    let texts: Vec<(u8, &str)> = parsed.messages.iter().map(|m| (m.label, m.text.as_str())).collect();
+    let texts: Vec<(usize, &str)> = parsed.messages.iter().map(|m| (m.label, m.text.as_str())).collect();
     assert_eq!(
         texts,
         [
@@ -300,7 +300,7 @@ fn local_paths_and_file_urls_are_sources_too() {
     assert_eq!(std::fs::read(&cache).unwrap(), b"v1");
 }
 
-fn message(label: u8, text: &str) -> Message {
+fn message(label: usize, text: &str) -> Message {
     Message { label, text: text.to_string() }
 }
 

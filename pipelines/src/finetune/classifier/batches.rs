@@ -58,7 +58,7 @@ impl BatchSource<ClassificationBatch> for TokenBatches {
     }
 }
 
-fn labels_tensor(labels: &[u8], indices: &[usize], device: &Device) -> Tensor<1, Int> {
+fn labels_tensor(labels: &[usize], indices: &[usize], device: &Device) -> Tensor<1, Int> {
     let values: Vec<i64> = indices.iter().map(|&i| labels[i] as i64).collect();
     Tensor::from_data(TensorData::new(values, [indices.len()]), device)
 }
@@ -69,7 +69,7 @@ fn labels_tensor(labels: &[u8], indices: &[usize], device: &Device) -> Tensor<1,
 struct PrefixBatches {
     values: Vec<f32>,
     positions: Option<Vec<i64>>,
-    labels: Vec<u8>,
+    labels: Vec<usize>,
     length: usize,
     width: usize,
 }

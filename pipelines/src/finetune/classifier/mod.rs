@@ -22,13 +22,43 @@ use crate::runs::{MetricEvent, MetricsLog, ModelRef, RunDir};
 use crate::train::steps::{ClassificationBatch, ClassifierTraining, StepReport};
 use crate::train::trainer::{BatchSource, TrainConfig, TrainJob, TrainOutcome, train};
 
-/// Everything `llmfs finetune spam` takes.
+/// The labelled texts of a classification run.
+#[derive(Debug, Clone)]
+pub enum ClassifierData {
+    /// A directory with `train.csv`, `validation.csv`, `test.csv` (`llmfs prepare spam`): ham / spam.
+    SpamSplits(PathBuf),
+    /// Texts with class indices into `labels`, already split (`llmfs finetune classify`).
+    Labelled {
+        labels: Vec<String>,
+        splits: Splits<Vec<Message>>,
+        /// Where they came from, for run.json (files, columns, split settings).
+        source: serde_json::Value,
+    },
+}
+
+impl ClassifierData {
+    /// The class names and the three splits.
+    fn load(&self) -> Result<(Vec<String>, Splits<Vec<Message>>)> {
+        match self {
+            Self::SpamSplits(dir) => Ok((LABEL_NAMES.iter().map(|s| s.to_string()).collect(), read_splits(dir)?)),
+            Self::Labelled { labels, splits, .. } => Ok((labels.clone(), splits.clone())),
+        }
+    }
+
+    fn describe(&self) -> serde_json::Value {
+        match self {
+            Self::SpamSplits(dir) => json!(dir),
+            Self::Labelled { source, .. } => source.clone(),
+        }
+    }
+}
+
+/// Everything `llmfs finetune spam|classify` takes.
 #[derive(Debug, Clone)]
 pub struct ClassifierFinetune {
     /// `--model`: preset/hub id, HF directory, run directory or `random:<preset>`.
     pub model: String,
-    /// Directory with `train.csv`, `validation.csv`, `test.csv` (`llmfs prepare spam`).
-    pub data: PathBuf,
+    pub data: ClassifierData,
     pub run_dir: PathBuf,
     pub trainable: Trainable,
     /// LoRA adapters (and the head) train instead of `trainable`.
@@ -86,7 +116,7 @@ pub fn finetune_classifier(job: &ClassifierFinetune) -> Result<ClassifierReport>
     let sources = batches::split_sources(&classifier, &data, if use_cache { first_block } else { 0 }, job.train.batch_size)?;
     if !job.resume {
         run.write_run_json(json!({
-            "task": "classification", "data": job.data, "model": job.model, "architecture": classifier.model.architecture(), "labels": LABEL_NAMES,
+            "task": "classification", "data": job.data.describe(), "model": job.model, "architecture": classifier.model.architecture(), "labels": classifier.labels(),
             "trainable": what_trains, "lora": lora.as_ref().map(|l| l.describe()), "pad_token": classifier.pad_token(), "max_length": data.train.length, "dropout": job.dropout,
             "prefix_cache": use_cache, "train": job.train, "device": format!("{:?}", job.device),
             "examples": { "train": data.train.len(), "validation": data.validation.len(), "test": data.test.len() },
@@ -129,12 +159,11 @@ pub fn finetune_classifier(job: &ClassifierFinetune) -> Result<ClassifierReport>
 /// The model `--model` names with a new head, what trains (a set of blocks, or LoRA adapters),
 /// and the splits tokenised with the model's tokenizer to the training length.
 fn classifier_and_data(job: &ClassifierFinetune, device: &Device) -> Result<(Classifier, Splits<SpamDataset>, String)> {
-    let splits: Splits<Vec<Message>> = read_splits(&job.data)?;
+    let (labels, splits) = job.data.load()?;
     let model_ref = ModelRef::resolve(&job.model);
     let model = model_ref.load_language_model(device, job.train.seed)?.with_dropout(job.dropout);
     let tokenizer: Tokenizer = model_ref.tokenizer()?;
     let data = Splits::<SpamDataset>::tokenize(&splits, job.max_length, model.context_length(), &tokenizer)?;
-    let labels: Vec<String> = LABEL_NAMES.iter().map(|s| s.to_string()).collect();
     let classifier = Classifier::new(model, labels, tokenizer.pad_id(), job.train.seed)?;
     Ok(match &job.lora {
         Some(lora) => {
