@@ -293,7 +293,10 @@ fn lora_at_init_leaves_a_llama_unchanged() {
     let before = logits_of(&model, &dir);
     let lora = gpt::LoraConfig::new(4, 8.0, "all".parse().unwrap()).unwrap();
     let adapted = lora.apply_to(model, 0).unwrap();
-    assert_eq!(logits_of(&adapted, &dir), before, "W + A·0 = W exactly");
+    // W + A·0 = W: the same logits (bit for bit on the CPU; a GPU may pick another kernel for the
+    // composed weight's product).
+    let diff = max_abs_diff(&logits_of(&adapted, &dir), &before);
+    assert!(diff <= 1e-6 * tolerance_scale(), "fresh adapters moved the logits by {diff}");
     // hidden 32, q/o 32 wide, k/v 16 (2 KV heads × 8), MLP 96; two layers.
     let per_layer = 4 * ((32 + 32) + (32 + 16) + (32 + 16) + (32 + 32) + (32 + 96) + (32 + 96) + (96 + 32));
     let trainable = lora.apply_to(load_language_model_dir(&dir, &device().autodiff()).unwrap(), 0).unwrap();
