@@ -121,6 +121,18 @@ fn finetune_classify_trains_on_any_labelled_file() {
     let prediction: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
     assert_eq!(prediction["probabilities"].as_array().unwrap().len(), 4);
 
+    // `eval classify` scores the run on any labelled file: here all 60 rows, 15 per class.
+    let out = run(llmfs(home.path())
+        .args(["eval", "classify", "--json", "--device", "cpu", "--text-column", "headline,body", "--label-column", "topic", "--model"])
+        .arg(&run_dir)
+        .arg("--data")
+        .arg(&jsonl_path));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let scores = last_json(&out);
+    assert_eq!(scores["n"], 60);
+    assert!(scores["classes"].as_array().unwrap().iter().all(|c| c["support"] == 15), "{scores}");
+    assert!(scores["macro_f1"].as_f64().unwrap() <= 1.0 && stderr(&out).contains("macro-F1"));
+
     // A class --labels does not name is an error naming the row; so is a missing column.
     let out = finetune(&csv_path, &home.path().join("bad"), &["--labels", "food,music,sports"]);
     assert!(!out.status.success() && stderr(&out).contains("line 2") && stderr(&out).contains("`weather`"), "{}", stderr(&out));

@@ -1,6 +1,7 @@
 //! `llmfs eval <task>`: evaluate a model or a run. One subcommand per task, one file each; each
 //! prints a summary on stderr and, with `--json`, its result as the last line of stdout.
 
+mod classify;
 mod hellaswag;
 mod judge;
 mod spam;
@@ -21,6 +22,9 @@ pub enum Task {
     Hellaswag(hellaswag::HellaswagArgs),
     /// A fine-tuned classifier on a labelled split (Label,Text CSV): accuracy, loss, confusion matrix.
     Spam(spam::SpamArgs),
+    /// A fine-tuned classifier on any labelled CSV / TSV / JSONL / JSON file: accuracy, macro-F1,
+    /// per-class precision / recall / F1, confusion matrix.
+    Classify(classify::ClassifyArgs),
     /// Score model responses (from `llmfs generate-responses`) 0-100 with an LLM judge: Ollama
     /// (llama3.1 by default) or any OpenAI-compatible server.
     Judge(judge::JudgeArgs),
@@ -30,6 +34,7 @@ pub fn run(args: Args) -> Result<()> {
     match args.task {
         Task::Hellaswag(args) => hellaswag::run(args),
         Task::Spam(args) => spam::run(args),
+        Task::Classify(args) => classify::run(args),
         Task::Judge(args) => judge::run(args),
     }
 }

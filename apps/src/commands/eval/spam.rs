@@ -5,7 +5,6 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, ensure};
 use pipelines::data::spam::read_split_csv;
 use pipelines::eval::classifier::evaluate_messages;
-use serde_json::json;
 
 use pipelines::runs::load_classifier;
 use crate::runtime::RuntimeArgs;
@@ -20,7 +19,7 @@ pub struct SpamArgs {
     pub data: PathBuf,
     #[arg(long, default_value_t = 8)]
     pub batch_size: usize,
-    /// Print {"n","accuracy","loss","confusion"} as the last line of stdout
+    /// Print {"n","accuracy","macro_f1",…,"loss","classes","confusion"} as the last line of stdout
     #[arg(long)]
     pub json: bool,
     #[command(flatten)]
@@ -37,19 +36,6 @@ pub fn run(args: SpamArgs) -> Result<()> {
     let (classifier, tokenizer) = load_classifier(&args.model, &device)?;
     let result = evaluate_messages(&classifier, &tokenizer, &messages, args.batch_size).with_context(|| format!("evaluating on {}", data.display()))?;
 
-    let (labels, m) = (classifier.labels(), &result.metrics);
-    eprintln!("{}: {} messages, accuracy {:.4}, macro-F1 {:.4}, loss {:.4}", data.display(), m.n, m.accuracy, m.macro_f1, result.loss);
-    eprintln!("{:>10} {:>9} {:>9} {:>9} {:>8}", "", "precision", "recall", "F1", "support");
-    for class in &m.classes {
-        eprintln!("{:>10} {:>9.4} {:>9.4} {:>9.4} {:>8}", class.label, class.precision, class.recall, class.f1, class.support);
-    }
-    eprintln!("confusion (rows: true label, columns: predicted): {}", labels.join(" / "));
-    for (label, row) in labels.iter().zip(&m.confusion) {
-        eprintln!("  {label:>8}: {row:?}");
-    }
-    if args.json {
-        println!("{}", json!(result));
-    }
-    Ok(())
+    super::classify::report(&data, classifier.labels(), &result, args.json)
 }
 
