@@ -1,6 +1,7 @@
 //! Plots of a training run: read `RUN_DIR/metrics.jsonl` and draw `RUN_DIR/plots/loss.png` (and
 //! `accuracy.png` when the run logs accuracy), train and val against the optimizer step, like
-//! `plot_values` in *Build a LLM From Scratch* ch. 6/7.
+//! `plot_values` in *Build a LLM From Scratch* ch. 6/7; for a classifier run also
+//! `confusion.png`, the test split's confusion matrix from `RUN_DIR/eval/metrics.json`.
 //!
 //! The events come from [`crate::runs::metrics`], which reads `metrics.jsonl` also while it grows.
 
@@ -46,7 +47,63 @@ pub fn plot_run(run_dir: &Path) -> Result<Vec<PathBuf>> {
     if !accuracy.is_empty() {
         written.push(write_plot(&plots_dir, &run_name, "accuracy", SeriesLabelPosition::LowerRight, &accuracy)?);
     }
+    if let Some(path) = plot_confusion(run_dir, &plots_dir, &run_name)? {
+        written.push(path);
+    }
     Ok(written)
+}
+
+/// `plots/confusion.png` from the test split of `RUN_DIR/eval/metrics.json` (a classifier run's
+/// final scores), when there is one.
+fn plot_confusion(run_dir: &Path, plots_dir: &Path, run_name: &str) -> Result<Option<PathBuf>> {
+    let path = run_dir.join("eval").join("metrics.json");
+    if !path.is_file() {
+        return Ok(None);
+    }
+    let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    let metrics: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("{}: not JSON", path.display()))?;
+    let test = &metrics["test"];
+    let labels: Vec<String> = test["classes"].as_array().into_iter().flatten().filter_map(|c| c["label"].as_str().map(str::to_string)).collect();
+    let confusion: Vec<Vec<usize>> = serde_json::from_value(test["confusion"].clone()).with_context(|| format!("{}: no test confusion matrix", path.display()))?;
+    if labels.is_empty() || confusion.len() != labels.len() || confusion.iter().any(|row| row.len() != labels.len()) {
+        bail!("{}: the test confusion matrix does not match its {} classes", path.display(), labels.len());
+    }
+    let title = format!("{run_name}: test confusion (rows: true, columns: predicted)");
+    render(plots_dir, "confusion", |file| draw_confusion(file, &title, &labels, &confusion)).map(Some)
+}
+
+/// The matrix as coloured cells (each row's share of its true class) with the counts in them.
+fn draw_confusion(path: &Path, title: &str, labels: &[String], confusion: &[Vec<usize>]) -> Result<()> {
+    let k = labels.len() as i32;
+    let (width, height) = PLOT_SIZE;
+    let root = BitMapBackend::new(path, (width, height)).into_drawing_area();
+    root.fill(&WHITE)?;
+    root.draw(&Text::new(title.to_string(), (20, 15), (FONT, 24).into_font()))?;
+    let (left, top) = (180, 110);
+    let cell = ((width as i32 - left - 40) / k).min((height as i32 - top - 30) / k).max(1);
+    let font = (FONT, (cell / 3).clamp(10, 22)).into_font();
+    for (j, label) in labels.iter().enumerate() {
+        let x = left + j as i32 * cell + cell / 2 - 4 * label.len().min(12) as i32;
+        root.draw(&Text::new(super::data::excerpt(label, 12), (x, top - 28), font.clone()))?;
+    }
+    for (i, row) in confusion.iter().enumerate() {
+        let total = row.iter().sum::<usize>().max(1) as f64;
+        let y = top + i as i32 * cell;
+        root.draw(&Text::new(super::data::excerpt(&labels[i], 16), (10, y + cell / 2 - 8), font.clone()))?;
+        for (j, &count) in row.iter().enumerate() {
+            let share = count as f64 / total;
+            let x = left + j as i32 * cell;
+            let fill = RGBColor((255.0 - 224.0 * share) as u8, (255.0 - 136.0 * share) as u8, (255.0 - 75.0 * share) as u8);
+            root.draw(&Rectangle::new([(x, y), (x + cell, y + cell)], fill.filled()))?;
+            root.draw(&Rectangle::new([(x, y), (x + cell, y + cell)], BLACK.mix(0.3)))?;
+            let color = if share > 0.5 { WHITE } else { BLACK };
+            let digits = count.to_string();
+            let at = (x + cell / 2 - 5 * digits.len() as i32, y + cell / 2 - 8);
+            root.draw(&Text::new(digits, at, font.clone().color(&color)))?;
+        }
+    }
+    root.present()?;
+    Ok(())
 }
 
 /// The name of the run directory, also for paths such as `.` or `runs/x/`.
@@ -91,8 +148,7 @@ fn series_by_split(events: &[MetricEvent], value: impl Fn(&MetricEvent) -> Optio
         .collect()
 }
 
-/// Renders the chart of one metric (`plots_dir/{metric}.png`) to a temporary file in the same folder
-/// and renames it into place.
+/// Renders the chart of one metric (`plots_dir/{metric}.png`).
 fn write_plot(
     plots_dir: &Path,
     run_name: &str,
@@ -100,11 +156,17 @@ fn write_plot(
     legend: SeriesLabelPosition,
     series: &Series,
 ) -> Result<PathBuf> {
-    let path = plots_dir.join(format!("{metric}.png"));
-    // Ends in .png: plotters picks the image format from the extension.
-    let temporary = plots_dir.join(format!(".{metric}.{}.tmp.png", std::process::id()));
     let title = format!("{run_name}: {metric}");
-    let result = draw_chart(&temporary, &title, metric, legend, series).and_then(|()| {
+    render(plots_dir, metric, |file| draw_chart(file, &title, metric, legend, series))
+}
+
+/// Draws `plots_dir/{name}.png` with `draw` into a temporary file in the same folder and renames
+/// it into place.
+fn render(plots_dir: &Path, name: &str, draw: impl FnOnce(&Path) -> Result<()>) -> Result<PathBuf> {
+    let path = plots_dir.join(format!("{name}.png"));
+    // Ends in .png: plotters picks the image format from the extension.
+    let temporary = plots_dir.join(format!(".{name}.{}.tmp.png", std::process::id()));
+    let result = draw(&temporary).and_then(|()| {
         std::fs::rename(&temporary, &path).with_context(|| format!("cannot write {}", path.display()))
     });
     if result.is_err() {

@@ -108,6 +108,7 @@ fn finetune_classify_trains_on_any_labelled_file() {
     assert_eq!(classes.len(), 4);
     assert!(classes.iter().all(|c| c["support"] == 4), "{classes:?}");
     assert!((metrics["test"]["accuracy"].as_f64().unwrap() - report["test_accuracy"].as_f64().unwrap()).abs() < 1e-12);
+    assert!(run_dir.join("plots/confusion.png").is_file(), "the test split's confusion matrix is drawn");
 
     // The same rows as JSONL split the same way (same seed): the same test texts, the same scores.
     let jsonl_run = home.path().join("run-jsonl");

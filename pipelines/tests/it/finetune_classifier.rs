@@ -83,7 +83,7 @@ fn a_run_logs_checkpoints_saves_and_plots() {
     assert_eq!(metrics["test"]["confusion"], serde_json::json!(evaluation.metrics.confusion));
     assert!((metrics["test"]["macro_f1"].as_f64().unwrap() - report.test_macro_f1).abs() < 1e-12);
     assert_eq!(metrics["test"]["classes"][1]["label"], "spam");
-    for file in ["run.json", "plots/loss.png", "plots/accuracy.png", "eval/accuracy.json", "checkpoints/state.json"] {
+    for file in ["run.json", "plots/loss.png", "plots/accuracy.png", "plots/confusion.png", "eval/accuracy.json", "checkpoints/state.json"] {
         assert!(run.join(file).is_file(), "{file} missing");
     }
     // A second run into the same directory is refused rather than mixed in.
