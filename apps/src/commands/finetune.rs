@@ -153,11 +153,8 @@ pub struct ClassifyArgs {
     /// The labelled texts: a .csv / .tsv (with a header row), .jsonl or .json (a list of objects) file
     #[arg(long)]
     pub data: PathBuf,
-    /// The column(s) holding the text; several (comma-separated) are joined with a newline
-    #[arg(long, default_value = "text")]
-    pub text_column: String,
-    #[arg(long, default_value = "label")]
-    pub label_column: String,
+    #[command(flatten)]
+    pub columns: ColumnArgs,
     /// The classes, in this order (comma-separated) [default: the training labels, sorted]
     #[arg(long)]
     pub labels: Option<String>,
@@ -176,6 +173,22 @@ pub struct ClassifyArgs {
     pub run_dir: PathBuf,
     #[command(flatten)]
     pub classifier: ClassifierArgs,
+}
+
+/// Where a labelled file keeps its texts and labels (`finetune classify`, `eval classify`).
+#[derive(clap::Args, Debug)]
+pub struct ColumnArgs {
+    /// The column(s) holding the text; several (comma-separated) are joined with a newline
+    #[arg(long, default_value = "text")]
+    pub text_column: String,
+    #[arg(long, default_value = "label")]
+    pub label_column: String,
+}
+
+impl ColumnArgs {
+    pub fn columns(&self) -> Result<labelled::Columns> {
+        labelled::Columns::from_flags(&self.text_column, &self.label_column)
+    }
 }
 
 /// What every classifier fine-tuning takes besides its data.
@@ -328,11 +341,7 @@ fn run_spam(args: SpamArgs) -> Result<()> {
 }
 
 fn run_classify(args: ClassifyArgs) -> Result<()> {
-    let columns = labelled::Columns {
-        text: args.text_column.split(',').map(|c| c.trim().to_string()).filter(|c| !c.is_empty()).collect(),
-        label: args.label_column.clone(),
-    };
-    anyhow::ensure!(!columns.text.is_empty(), "--text-column names no column");
+    let columns = args.columns.columns()?;
     let all = labelled::read_labelled(&args.data, &columns)?;
     let explicit: Option<Vec<String>> = args.labels.as_ref().map(|l| l.split(',').map(|s| s.trim().to_string()).collect());
     let seed = args.classifier.runtime.seed;

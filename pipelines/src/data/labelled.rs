@@ -22,6 +22,16 @@ pub struct Columns {
     pub label: String,
 }
 
+impl Columns {
+    /// From the flags' text: `text` a comma-separated list of columns, `label` one column.
+    pub fn from_flags(text: &str, label: &str) -> Result<Self> {
+        let text: Vec<String> = text.split(',').map(|c| c.trim().to_string()).filter(|c| !c.is_empty()).collect();
+        ensure!(!text.is_empty(), "--text-column names no column");
+        ensure!(!label.trim().is_empty(), "--label-column names no column");
+        Ok(Self { text, label: label.trim().to_string() })
+    }
+}
+
 impl Default for Columns {
     fn default() -> Self {
         Self { text: vec!["text".into()], label: "label".into() }

@@ -4,12 +4,13 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Result, ensure};
-use pipelines::data::labelled::{self, Columns};
+use pipelines::data::labelled;
 use pipelines::data::spam::Message;
 use pipelines::eval::classifier::{SplitEvaluation, evaluate_messages};
 use pipelines::runs::load_classifier;
 use serde_json::json;
 
+use crate::commands::finetune::ColumnArgs;
 use crate::runtime::RuntimeArgs;
 
 #[derive(clap::Args, Debug)]
@@ -20,11 +21,8 @@ pub struct ClassifyArgs {
     /// Labelled texts: a .csv / .tsv (header row), .jsonl or .json file
     #[arg(long)]
     pub data: PathBuf,
-    /// The column(s) holding the text; several (comma-separated) are joined with a newline
-    #[arg(long, default_value = "text")]
-    pub text_column: String,
-    #[arg(long, default_value = "label")]
-    pub label_column: String,
+    #[command(flatten)]
+    pub columns: ColumnArgs,
     #[arg(long, default_value_t = 8)]
     pub batch_size: usize,
     /// Print {"n","accuracy","macro_f1",…,"classes","confusion"} as the last line of stdout
@@ -36,12 +34,7 @@ pub struct ClassifyArgs {
 
 pub fn run(args: ClassifyArgs) -> Result<()> {
     ensure!(args.batch_size > 0, "--batch-size must be at least 1");
-    let columns = Columns {
-        text: args.text_column.split(',').map(|c| c.trim().to_string()).filter(|c| !c.is_empty()).collect(),
-        label: args.label_column.clone(),
-    };
-    ensure!(!columns.text.is_empty(), "--text-column names no column");
-    let records = labelled::read_labelled(&args.data, &columns)?;
+    let records = labelled::read_labelled(&args.data, &args.columns.columns()?)?;
     let device = args.runtime.device()?;
     let (classifier, tokenizer) = load_classifier(&args.model, &device)?;
     // Every label must be one of the classifier's classes (an error naming the row otherwise).
