@@ -341,42 +341,15 @@ fn run_spam(args: SpamArgs) -> Result<()> {
 }
 
 fn run_classify(args: ClassifyArgs) -> Result<()> {
-    let columns = args.columns.columns()?;
-    let all = labelled::read_labelled(&args.data, &columns)?;
-    let explicit: Option<Vec<String>> = args.labels.as_ref().map(|l| l.split(',').map(|s| s.trim().to_string()).collect());
-    let seed = args.classifier.runtime.seed;
-    let to_messages = |records: &[labelled::LabelledText], labels: &[String], file: &std::path::Path| -> Result<Vec<spam::Message>> {
-        let classes = labelled::class_indices(records, labels, &file.display().to_string())?;
-        Ok(records.iter().zip(classes).map(|(r, label)| spam::Message { label, text: r.text.clone() }).collect())
-    };
-    let (labels, splits, how) = match (&args.validation, &args.test) {
-        (Some(validation), Some(test)) => {
-            let labels = labelled::label_set(&all, explicit.as_deref())?;
-            let splits = spam::Splits {
-                train: to_messages(&all, &labels, &args.data)?,
-                validation: to_messages(&labelled::read_labelled(validation, &columns)?, &labels, validation)?,
-                test: to_messages(&labelled::read_labelled(test, &columns)?, &labels, test)?,
-            };
-            (labels, splits, serde_json::json!({ "validation": validation, "test": test }))
-        }
+    let labels: Option<Vec<String>> = args.labels.as_ref().map(|l| l.split(',').map(|s| s.trim().to_string()).collect());
+    let splitting = match (&args.validation, &args.test) {
+        (Some(validation), Some(test)) => labelled::Splitting::Files { validation, test },
         _ => {
             let (train, validation) = parse_split(&args.split)?;
-            // The label set comes from every row here: each class must have some training rows.
-            let labels = labelled::label_set(&all, explicit.as_deref())?;
-            let messages = to_messages(&all, &labels, &args.data)?;
-            let classes: Vec<usize> = messages.iter().map(|m| m.label).collect();
-            let indices = labelled::stratified_split(&classes, train, validation, args.balance, seed)?;
-            let pick = |split: &[usize]| split.iter().map(|&i| messages[i].clone()).collect::<Vec<_>>();
-            let splits = spam::Splits { train: pick(&indices.train), validation: pick(&indices.validation), test: pick(&indices.test) };
-            (labels, splits, serde_json::json!({ "split": [train, validation], "balance": args.balance, "seed": seed }))
+            labelled::Splitting::Stratified { train, validation, balance: args.balance, seed: args.classifier.runtime.seed }
         }
     };
-    anyhow::ensure!(
-        !splits.validation.is_empty() && !splits.test.is_empty(),
-        "{}: {} rows leave no validation or test texts after the split; use more data or --validation/--test",
-        args.data.display(),
-        all.len()
-    );
+    let labelled::LabelledSplits { labels, splits, source } = labelled::labelled_splits(&args.data, &args.columns.columns()?, labels.as_deref(), splitting)?;
     eprintln!(
         "{}: {} classes ({}); {} train / {} validation / {} test texts",
         args.data.display(),
@@ -386,7 +359,6 @@ fn run_classify(args: ClassifyArgs) -> Result<()> {
         splits.validation.len(),
         splits.test.len()
     );
-    let source = serde_json::json!({ "file": args.data, "text_columns": columns.text, "label_column": columns.label, "splitting": how });
     run_classifier(args.model, args.run_dir, ClassifierData::Labelled { labels, splits, source }, args.classifier)
 }
 

@@ -10,7 +10,7 @@ use burn::prelude::*;
 use serde_json::{Map, Value, json};
 
 use super::adapter_dir::load_base;
-use super::model_dir::{Family, family_of, llama_tensors, load_trunk, trunk_tensors, write_llama_files, write_model_files};
+use super::model_dir::{Family, family_in, family_of, llama_tensors, load_trunk, trunk_tensors, write_llama_files, write_model_files};
 use crate::error::{GptError, Result};
 use crate::io::{HubOptions, OutInLinears, SafetensorsSource, TensorSource, fill_params_matching, write_atomic};
 use crate::lora::{ADAPTER_CONFIG, AdapterConfig, AdapterSource, AdapterTask, is_adapter_dir, save_adapter_dir};
@@ -121,7 +121,7 @@ pub fn is_classifier_dir(dir: &Path) -> Result<bool> {
     let path = dir.join("config.json");
     let text = std::fs::read_to_string(&path).map_err(|e| GptError::io(&path, e))?;
     let config: Map<String, Value> = serde_json::from_str(&text).map_err(|e| GptError::Json { path: path.clone(), source: e })?;
-    family_of(&path)?;
+    family_in(&config, &path)?;
     Ok(classifier_labels(&config).is_some())
 }
 
@@ -156,6 +156,14 @@ fn load_classifier_adapter_dir(dir: &Path, device: &Device) -> Result<Classifier
     Ok(classifier)
 }
 
+/// What a classifier's config says besides the trunk: its classes (`None`: not a classifier), its
+/// `pad_token_id` and its training length.
+fn head_settings(config: &Map<String, Value>) -> Option<(Vec<String>, Option<u32>, Option<u64>)> {
+    let labels = classifier_labels(config)?;
+    let pad = config.get("pad_token_id").and_then(Value::as_u64).map(|p| p as u32);
+    Some((labels, pad, config.get(MAX_LENGTH_KEY).and_then(Value::as_u64)))
+}
+
 /// Loads a classifier written by [`save_classifier_dir`] (or transformers' `save_pretrained` of a
 /// `*ForSequenceClassification` of a supported family) or [`save_classifier_adapter_dir`].
 pub fn load_classifier_dir(dir: &Path, device: &Device) -> Result<Classifier> {
@@ -168,19 +176,15 @@ pub fn load_classifier_dir(dir: &Path, device: &Device) -> Result<Classifier> {
     let (model, labels, pad_token, max_length) = match family_of(&path)? {
         Family::Gpt2 => {
             let config = GptConfig::load(&path)?;
-            let labels = classifier_labels(&config.extra).ok_or_else(not_a_classifier)?;
-            let pad = config.extra.get("pad_token_id").and_then(Value::as_u64).map_or(gpt2_pad(), |p| p as u32);
-            let max_length = config.extra.get(MAX_LENGTH_KEY).and_then(Value::as_u64);
-            (LanguageModel::Gpt2(load_trunk(dir, &config, &mut source, device)?), labels, pad, max_length)
+            let (labels, pad, max_length) = head_settings(&config.extra).ok_or_else(not_a_classifier)?;
+            (LanguageModel::Gpt2(load_trunk(dir, &config, &mut source, device)?), labels, pad.unwrap_or(gpt2_pad()), max_length)
         }
         Family::Llama(_) => {
             let config = LlamaConfig::load(&path)?;
-            let labels = classifier_labels(&config.extra).ok_or_else(not_a_classifier)?;
-            let pad = config.extra.get("pad_token_id").and_then(Value::as_u64).map(|p| p as u32);
+            let (labels, pad, max_length) = head_settings(&config.extra).ok_or_else(not_a_classifier)?;
             let pad = pad.or_else(|| config.eos_token_ids().first().copied()).ok_or_else(|| {
                 GptError::Model(format!("{}: a classifier needs pad_token_id (or eos_token_id) to find each text's last token", path.display()))
             })?;
-            let max_length = config.extra.get(MAX_LENGTH_KEY).and_then(Value::as_u64);
             let skeleton = Llama::skeleton(&config, device)?.without_lm_head();
             let mut linears = OutInLinears { source: &mut source, is_linear: Llama::is_out_in_linear };
             let llama = fill_params_matching(skeleton, &mut linears, |_| true)?;

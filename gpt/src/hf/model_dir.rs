@@ -29,6 +29,14 @@ pub enum Family {
 pub fn family_of(config_path: &Path) -> Result<Family> {
     let text = std::fs::read_to_string(config_path).map_err(|e| GptError::io(config_path, e))?;
     let json: serde_json::Value = serde_json::from_str(&text).map_err(|e| GptError::Json { path: config_path.to_path_buf(), source: e })?;
+    match json.as_object() {
+        Some(keys) => family_in(keys, config_path),
+        None => Ok(Family::Gpt2), // names no architecture: the GPT-2 default (its loader reports the rest)
+    }
+}
+
+/// [`family_of`] for the keys of a `config.json` already read (`config_path` names it in errors).
+pub(super) fn family_in(json: &serde_json::Map<String, serde_json::Value>, config_path: &Path) -> Result<Family> {
     let architectures = json.get("architectures").and_then(|a| a.as_array()).and_then(|a| a.first()).and_then(|a| a.as_str());
     let model_type = json.get("model_type").and_then(|t| t.as_str());
     let gpt2 = match architectures {

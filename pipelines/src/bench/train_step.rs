@@ -76,20 +76,11 @@ impl Trains {
     fn apply(self, model: LanguageModel) -> Result<LanguageModel> {
         Ok(match self {
             Self::All => model,
-            Self::LastBlock => match model.no_grad() {
-                LanguageModel::Gpt2(mut gpt) => {
-                    let last = gpt.h.len() - 1;
-                    gpt.h[last] = gpt.h[last].clone().set_require_grad(true);
-                    gpt.ln_f = gpt.ln_f.clone().set_require_grad(true);
-                    LanguageModel::Gpt2(gpt)
-                }
-                LanguageModel::Llama(mut llama) => {
-                    let last = llama.model.layers.len() - 1;
-                    llama.model.layers[last] = llama.model.layers[last].clone().set_require_grad(true);
-                    llama.model.norm = llama.model.norm.clone().set_require_grad(true);
-                    LanguageModel::Llama(llama)
-                }
-            },
+            // The last block and the final norm train; embeddings (and a Llama's untied head) do not.
+            Self::LastBlock => {
+                let last = model.num_blocks() - 1;
+                model.set_trainable(last, false, true)
+            }
             Self::Lora(rank) => gpt::LoraConfig::new(rank, rank as f64, gpt::LoraTargets::default())?.apply_to(model, 0)?,
         })
     }

@@ -11,7 +11,7 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use serde_json::Value;
 
-use super::spam::Splits;
+use super::spam::{Message, Splits};
 use super::{excerpt, json_kind};
 
 /// Which columns (CSV) or keys (JSON) hold the text and the label.
@@ -157,6 +157,66 @@ pub fn class_indices(records: &[LabelledText], labels: &[String], source: &str) 
             })
         })
         .collect()
+}
+
+/// `records` as messages: texts with class indices into `labels`; a label outside them is an
+/// error naming `source` and the row.
+pub fn messages(records: Vec<LabelledText>, labels: &[String], source: &Path) -> Result<Vec<Message>> {
+    let classes = class_indices(&records, labels, &source.display().to_string())?;
+    Ok(records.into_iter().zip(classes).map(|(r, label)| Message { label, text: r.text }).collect())
+}
+
+/// How a labelled file becomes train / validation / test.
+#[derive(Debug, Clone, Copy)]
+pub enum Splitting<'a> {
+    /// The file is all training data; these two files (same columns) are the others.
+    Files { validation: &'a Path, test: &'a Path },
+    /// A seeded [`stratified_split`] of the file.
+    Stratified { train: f64, validation: f64, balance: bool, seed: u64 },
+}
+
+/// The classes, the three splits, and where they came from (for run.json).
+#[derive(Debug, Clone)]
+pub struct LabelledSplits {
+    pub labels: Vec<String>,
+    pub splits: Splits<Vec<Message>>,
+    pub source: Value,
+}
+
+/// Reads `data` (and the files `splitting` names) and splits it: the classes are `labels` in
+/// that order, else the training labels sorted ([`label_set`]; with a stratified split, every
+/// row's, which are the training split's whenever a class has more than one row). Validation
+/// and test must not come out empty.
+pub fn labelled_splits(data: &Path, columns: &Columns, labels: Option<&[String]>, splitting: Splitting) -> Result<LabelledSplits> {
+    let all = read_labelled(data, columns)?;
+    let rows = all.len();
+    let labels = label_set(&all, labels)?;
+    let (splits, how) = match splitting {
+        Splitting::Files { validation, test } => {
+            let splits = Splits {
+                train: messages(all, &labels, data)?,
+                validation: messages(read_labelled(validation, columns)?, &labels, validation)?,
+                test: messages(read_labelled(test, columns)?, &labels, test)?,
+            };
+            (splits, serde_json::json!({ "validation": validation, "test": test }))
+        }
+        Splitting::Stratified { train, validation, balance, seed } => {
+            let mut messages: Vec<Option<Message>> = messages(all, &labels, data)?.into_iter().map(Some).collect();
+            let classes: Vec<usize> = messages.iter().flatten().map(|m| m.label).collect();
+            let indices = stratified_split(&classes, train, validation, balance, seed)?;
+            // Each index is in one split once: every message moves out exactly once.
+            let mut take = |split: &[usize]| split.iter().filter_map(|&i| messages[i].take()).collect::<Vec<_>>();
+            let splits = Splits { train: take(&indices.train), validation: take(&indices.validation), test: take(&indices.test) };
+            (splits, serde_json::json!({ "split": [train, validation], "balance": balance, "seed": seed }))
+        }
+    };
+    ensure!(
+        !splits.validation.is_empty() && !splits.test.is_empty(),
+        "{}: {rows} rows leave no validation or test texts after the split; use more data or --validation/--test",
+        data.display()
+    );
+    let source = serde_json::json!({ "file": data, "text_columns": columns.text, "label_column": columns.label, "splitting": how });
+    Ok(LabelledSplits { labels, splits, source })
 }
 
 /// A seeded stratified split of `classes` (one class index per example) into train / validation /

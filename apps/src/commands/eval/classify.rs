@@ -5,7 +5,6 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Result, ensure};
 use pipelines::data::labelled;
-use pipelines::data::spam::Message;
 use pipelines::eval::classifier::{SplitEvaluation, evaluate_messages};
 use pipelines::runs::load_classifier;
 use serde_json::json;
@@ -38,8 +37,7 @@ pub fn run(args: ClassifyArgs) -> Result<()> {
     let device = args.runtime.device()?;
     let (classifier, tokenizer) = load_classifier(&args.model, &device)?;
     // Every label must be one of the classifier's classes (an error naming the row otherwise).
-    let classes = labelled::class_indices(&records, classifier.labels(), &args.data.display().to_string())?;
-    let messages: Vec<Message> = records.into_iter().zip(classes).map(|(r, label)| Message { label, text: r.text }).collect();
+    let messages = labelled::messages(records, classifier.labels(), &args.data)?;
     let result = evaluate_messages(&classifier, &tokenizer, &messages, args.batch_size)?;
     report(&args.data, classifier.labels(), &result, args.json)
 }

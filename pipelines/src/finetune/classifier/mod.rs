@@ -6,6 +6,7 @@
 
 mod batches;
 
+use std::borrow::Cow;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
@@ -37,11 +38,11 @@ pub enum ClassifierData {
 }
 
 impl ClassifierData {
-    /// The class names and the three splits.
-    fn load(&self) -> Result<(Vec<String>, Splits<Vec<Message>>)> {
+    /// The class names and the three splits (read from the files, or the ones held).
+    fn load(&self) -> Result<(Vec<String>, Cow<'_, Splits<Vec<Message>>>)> {
         match self {
-            Self::SpamSplits(dir) => Ok((LABEL_NAMES.iter().map(|s| s.to_string()).collect(), read_splits(dir)?)),
-            Self::Labelled { labels, splits, .. } => Ok((labels.clone(), splits.clone())),
+            Self::SpamSplits(dir) => Ok((LABEL_NAMES.iter().map(|s| s.to_string()).collect(), Cow::Owned(read_splits(dir)?))),
+            Self::Labelled { labels, splits, .. } => Ok((labels.clone(), Cow::Borrowed(splits))),
         }
     }
 
@@ -227,7 +228,7 @@ fn evaluate_splits(
     let plain = job.device.clone();
     let labels = model.classifier.labels();
     let score = |source: &dyn BatchSource<ClassificationBatch>| evaluate(model, labels, source, job.train.batch_size, &plain);
-    let scores = [score(sources.train.as_ref()), score(sources.validation.as_ref()), score(sources.test.as_ref())];
+    let scores = [score(sources.train.as_ref())?, score(sources.validation.as_ref())?, score(sources.test.as_ref())?];
     let mut log = MetricsLog::open(&run.metrics(), None)?;
     for (split, score) in ["train", "val", "test"].into_iter().zip(&scores) {
         let mut event = MetricEvent::new(steps, job.train.epochs, split).with("full", true).with("final", true).with("macro_f1", score.metrics.macro_f1);
@@ -242,18 +243,18 @@ fn evaluate_splits(
 }
 
 /// Mean loss and scores of `model` on a whole split.
-fn evaluate(model: &ClassifierTraining, labels: &[String], source: &dyn BatchSource<ClassificationBatch>, batch_size: usize, device: &Device) -> SplitScore {
+fn evaluate(model: &ClassifierTraining, labels: &[String], source: &dyn BatchSource<ClassificationBatch>, batch_size: usize, device: &Device) -> Result<SplitScore> {
     let indices: Vec<usize> = (0..source.len()).collect();
     let (mut loss, mut batches, mut pairs) = (0.0, 0, Vec::with_capacity(source.len()));
     for chunk in indices.chunks(batch_size) {
         let out = model.forward_batch(source.batch(chunk, device));
         loss += out.loss();
         batches += 1;
-        let predicted: Vec<i64> = out.output.clone().argmax(1).into_data().try_into_vec_as().unwrap_or_default();
-        let truth: Vec<i64> = out.targets.clone().into_data().try_into_vec_as().unwrap_or_default();
+        let read = |t: Tensor<1, Int>| t.into_data().try_into_vec_as::<i64>().map_err(|e| anyhow::anyhow!("reading the predictions: {e:?}"));
+        let (truth, predicted) = (read(out.targets.clone())?, read(out.output.clone().argmax(1).squeeze_dim::<1>(1))?);
         pairs.extend(truth.into_iter().zip(predicted).map(|(t, p)| (t as usize, p as usize)));
     }
-    SplitScore { loss: loss / batches.max(1) as f64, metrics: ClassificationMetrics::from_pairs(labels, pairs) }
+    Ok(SplitScore { loss: loss / batches.max(1) as f64, metrics: ClassificationMetrics::from_pairs(labels, pairs) })
 }
 
 /// Saves the trained classifier: in the HF layout under `RUN_DIR/model` (with the base's
