@@ -5,6 +5,8 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 use gpt::{LoraConfig, LoraTargets, Trainable};
 use pipelines::data::instruction::{self, CollateConfig};
+use gpt::io::HubOptions;
+use pipelines::data::source::DataSource;
 use pipelines::data::{labelled, spam};
 use pipelines::finetune::{
     ClassifierData, ClassifierFinetune, InstructionFinetune, LanguageModelJob, LoraFinetune, finetune_classifier, finetune_instruction,
@@ -150,20 +152,23 @@ pub struct ClassifyArgs {
     /// A preset/hub id, an HF-format directory (GPT-2 or Llama family), a run directory or random:<preset>
     #[arg(long)]
     pub model: String,
-    /// The labelled texts: a .csv / .tsv (with a header row), .jsonl or .json (a list of objects) file
+    /// The labelled texts: a .csv / .tsv (header row), .jsonl, .json (a list of objects) or .parquet
+    /// file, a directory with train.* (+ validation.*, test.*), or hf:owner/name[:config][@split]
     #[arg(long)]
-    pub data: PathBuf,
+    pub data: String,
     #[command(flatten)]
     pub columns: ColumnArgs,
     /// The classes, in this order (comma-separated) [default: the training labels, sorted]
     #[arg(long)]
     pub labels: Option<String>,
-    /// A validation file (same columns); with --test, --data is all training data
-    #[arg(long, requires = "test")]
-    pub validation: Option<PathBuf>,
-    #[arg(long, requires = "validation")]
-    pub test: Option<PathBuf>,
-    /// Train and validation fractions of the seeded stratified split (the rest is test)
+    /// Validation texts (any --data source, same columns) [default: --data's validation split, or
+    /// cut from the training data]
+    #[arg(long)]
+    pub validation: Option<String>,
+    /// Test texts [default: --data's test split, or cut from the training data]
+    #[arg(long)]
+    pub test: Option<String>,
+    /// Train and validation fractions of the seeded stratified split of splits the data lacks (the rest is test)
     #[arg(long, default_value = "0.7,0.1")]
     pub split: String,
     /// Down-sample every class to the smallest one's size before splitting (the book's spam recipe)
@@ -342,17 +347,17 @@ fn run_spam(args: SpamArgs) -> Result<()> {
 
 fn run_classify(args: ClassifyArgs) -> Result<()> {
     let labels: Option<Vec<String>> = args.labels.as_ref().map(|l| l.split(',').map(|s| s.trim().to_string()).collect());
-    let splitting = match (&args.validation, &args.test) {
-        (Some(validation), Some(test)) => labelled::Splitting::Files { validation, test },
-        _ => {
-            let (train, validation) = parse_split(&args.split)?;
-            labelled::Splitting::Stratified { train, validation, balance: args.balance, seed: args.classifier.runtime.seed }
-        }
-    };
-    let labelled::LabelledSplits { labels, splits, source } = labelled::labelled_splits(&args.data, &args.columns.columns()?, labels.as_deref(), splitting)?;
+    let (train, validation) = parse_split(&args.split)?;
+    let plan = labelled::SplitPlan { train, validation, balance: args.balance, seed: args.classifier.runtime.seed };
+    let hub = HubOptions::from_env();
+    let open = |source: &Option<String>| source.as_deref().map(|s| DataSource::open(s, &hub)).transpose();
+    let data = DataSource::open(&args.data, &hub)?;
+    let (validation, test) = (open(&args.validation)?, open(&args.test)?);
+    let labelled::LabelledSplits { labels, splits, source } =
+        labelled::labelled_splits(&data, &args.columns.columns()?, labels.as_deref(), validation.as_ref(), test.as_ref(), plan)?;
     eprintln!(
         "{}: {} classes ({}); {} train / {} validation / {} test texts",
-        args.data.display(),
+        args.data,
         labels.len(),
         labels.join(", "),
         splits.train.len(),

@@ -7,6 +7,7 @@ mod common_http;
 mod bad_input;
 mod bench_suite;
 mod cli;
+mod data_sources;
 mod crash_resume;
 mod disk_full;
 mod export;

@@ -171,3 +171,24 @@ pub fn hub_error(repo_id: &str, file: &str, options: &HubOptions, error: ApiErro
     };
     GptError::Hub(format!("cannot download {what}: {detail}"))
 }
+
+/// The files of a data set repo at one commit, and a handle that downloads from that commit.
+pub struct DatasetFiles {
+    pub repo: hf_hub::api::sync::ApiRepo,
+    /// The commit the listing is of (every download comes from it, so all files match).
+    pub commit: String,
+    /// Every file's path in the repo, sorted.
+    pub files: Vec<String>,
+}
+
+/// Lists data set `dataset` at `revision` (a branch, tag, commit, or `refs/convert/parquet`, the
+/// hub's parquet export) with the repo-info API. Needs the network: the caller says what to do
+/// offline, and words the error ([`hub_error`]; a revision that does not exist is [`is_not_found`]).
+pub fn list_dataset(dataset: &str, revision: &str, options: &HubOptions) -> std::result::Result<DatasetFiles, ApiError> {
+    let api = options.api()?;
+    let info = api.repo(Repo::with_revision(dataset.to_string(), RepoType::Dataset, revision.to_string())).info()?;
+    let mut files: Vec<String> = info.siblings.into_iter().map(|s| s.rfilename).collect();
+    files.sort();
+    let repo = api.repo(Repo::with_revision(dataset.to_string(), RepoType::Dataset, info.sha.clone()));
+    Ok(DatasetFiles { repo, commit: info.sha, files })
+}

@@ -19,14 +19,12 @@
 //! interrupted run resumes, a finished one is not redone, and a small `--max-docs` run can be
 //! extended later. Other settings are an error unless `force` (then it starts over).
 
-use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::time::Instant;
 
 use anyhow::{Context, Result, anyhow, bail, ensure};
-use arrow_array::cast::AsArray;
 use arrow_array::{Array, ArrayRef};
 use gpt::io::HubOptions;
 use gpt::io::hub::hub_error;
@@ -34,11 +32,10 @@ use gpt::{EOT_TOKEN, Tokenizer};
 use hf_hub::api::sync::ApiRepo;
 use hf_hub::{Repo, RepoType};
 use indicatif::{ProgressBar, ProgressStyle};
-use parquet::arrow::ProjectionMask;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use crate::data::parquet_file::{self, Texts};
 use crate::data::shards::{self, npy_header, shard_file_name, write_tokens};
 
 /// The data set `fineweb.py` reads.
@@ -512,26 +509,16 @@ fn list_hub_files(dataset: &str, config: &str, options: &HubOptions, pinned_revi
             config_folder(config)
         );
     }
-    let api = options.api().map_err(|e| anyhow!(hub_error(dataset, "", options, e)))?;
-    let revision = pinned_revision.unwrap_or(&options.revision).to_string();
-    let listing = api.repo(Repo::with_revision(dataset.to_string(), RepoType::Dataset, revision.clone()));
-    let info = listing.info().map_err(|e| anyhow!(hub_error(dataset, "", options, e)))?;
+    let revision = pinned_revision.unwrap_or(&options.revision);
+    let listing = gpt::io::hub::list_dataset(dataset, revision, options).map_err(|e| anyhow!(hub_error(dataset, "", options, e)))?;
     let folder = format!("{}/", config_folder(config));
-    let mut files: Vec<String> = info
-        .siblings
-        .into_iter()
-        .map(|s| s.rfilename)
-        .filter(|name| name.starts_with(&folder) && name.ends_with(".parquet"))
-        .collect();
-    files.sort();
+    let files: Vec<String> = listing.files.into_iter().filter(|name| name.starts_with(&folder) && name.ends_with(".parquet")).collect();
     ensure!(
         !files.is_empty(),
         "the data set {dataset} (revision {}) has no parquet files under {folder} (is the config `{config}` right?)",
-        info.sha
+        listing.commit
     );
-    // Download from the commit that was listed, so that every file comes from the same version.
-    let repo = api.repo(Repo::with_revision(dataset.to_string(), RepoType::Dataset, info.sha.clone()));
-    Ok((repo, info.sha, files))
+    Ok((listing.repo, listing.commit, files))
 }
 
 /// One record batch of documents.
@@ -620,36 +607,6 @@ fn encode_document(tokenizer: &Tokenizer, text: &str) -> Result<Vec<u16>> {
     Ok(tokens)
 }
 
-/// The text column of a batch, whichever Arrow string type the file uses.
-enum Texts<'a> {
-    Utf8(&'a arrow_array::StringArray),
-    Large(&'a arrow_array::LargeStringArray),
-    View(&'a arrow_array::StringViewArray),
-}
-
-impl<'a> Texts<'a> {
-    fn of(array: &'a ArrayRef) -> Result<Self> {
-        if let Some(a) = array.as_string_opt::<i32>() {
-            return Ok(Self::Utf8(a));
-        }
-        if let Some(a) = array.as_string_opt::<i64>() {
-            return Ok(Self::Large(a));
-        }
-        if let Some(a) = array.as_string_view_opt() {
-            return Ok(Self::View(a));
-        }
-        bail!("expected strings, found {}", array.data_type())
-    }
-
-    fn get(&self, i: usize) -> Option<&'a str> {
-        match self {
-            Self::Utf8(a) => a.is_valid(i).then(|| a.value(i)),
-            Self::Large(a) => a.is_valid(i).then(|| a.value(i)),
-            Self::View(a) => a.is_valid(i).then(|| a.value(i)),
-        }
-    }
-}
-
 /// The producing side (its own thread): fetches the input files in order from `start` on
 /// (downloading each only when it is reached) and sends their `text` column in record batches.
 /// Stops early when the consumer is gone, `stop` is set, or `max_docs` rows have been sent.
@@ -661,17 +618,9 @@ fn read_batches(inputs: &Inputs, start: Position, max_docs: Option<u64>, stop: &
         }
         let path = inputs.fetch(file)?;
         let skip = if file == start.file { start.row } else { 0 };
-        // The parquet crate asserts (panics) on some corrupt metadata instead of returning an
-        // error: check what it asserts on first, and turn any other panic into an error too.
-        let read = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| read_file_batches(&path, file, skip, &mut document, max_docs, stop, &sender)));
-        match read {
-            Ok(Ok(ReadOutcome::Continue)) => {}
-            Ok(Ok(ReadOutcome::Stop)) => return Ok(()),
-            Ok(Err(error)) => return Err(error),
-            Err(panic) => {
-                let reason = panic.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| panic.downcast_ref::<String>().cloned()).unwrap_or_default();
-                bail!("{}: not a readable parquet file (the parquet reader failed: {reason})", path.display());
-            }
+        match parquet_file::guard(&path, || read_file_batches(&path, file, skip, &mut document, max_docs, stop, &sender))? {
+            ReadOutcome::Continue => {}
+            ReadOutcome::Stop => return Ok(()),
         }
     }
     Ok(())
@@ -686,15 +635,8 @@ enum ReadOutcome {
 /// One file of [`read_batches`]: its `text` column from row `skip` on, counting `document`.
 fn read_file_batches(path: &Path, file: usize, skip: u64, document: &mut u64, max_docs: Option<u64>, stop: &AtomicBool, sender: &SyncSender<TextBatch>) -> Result<ReadOutcome> {
     let context = || format!("cannot read {}", path.display());
-    let opened = File::open(path).with_context(context)?;
-    let file_len = opened.metadata().with_context(context)?.len();
-    let builder = ParquetRecordBatchReaderBuilder::try_new(opened).with_context(context)?;
-    check_column_chunks(path, builder.metadata(), file_len)?;
-    let column = builder.schema().index_of(TEXT_COLUMN).map_err(|_| {
-        let columns: Vec<&str> = builder.schema().fields().iter().map(|f| f.name().as_str()).collect();
-        anyhow!("{}: no `{TEXT_COLUMN}` column (it has: {})", path.display(), columns.join(", "))
-    })?;
-    let mask = ProjectionMask::roots(builder.parquet_schema(), [column]);
+    let builder = parquet_file::open(path)?;
+    let mask = parquet_file::project(path, &builder, &[TEXT_COLUMN])?;
     // Skip whole row groups without decoding them, then rows within the first one read.
     let mut groups = Vec::new();
     let mut first_row = 0u64;
@@ -729,24 +671,6 @@ fn read_file_batches(path: &Path, file: usize, skip: u64, document: &mut u64, ma
         }
     }
     Ok(ReadOutcome::Continue)
-}
-
-/// Every column chunk must lie inside the file (the parquet crate asserts that offsets and sizes
-/// are not negative, and panics on a file where they are).
-fn check_column_chunks(path: &Path, metadata: &parquet::file::metadata::ParquetMetaData, file_len: u64) -> Result<()> {
-    for (g, group) in metadata.row_groups().iter().enumerate() {
-        for (c, column) in group.columns().iter().enumerate() {
-            let start = column.dictionary_page_offset().unwrap_or_else(|| column.data_page_offset());
-            let len = column.compressed_size();
-            let inside = start >= 0 && len >= 0 && (start as u64).checked_add(len as u64).is_some_and(|end| end <= file_len);
-            ensure!(
-                inside,
-                "{}: corrupt parquet metadata: row group {g}, column {c} claims bytes {start}..+{len} of a {file_len}-byte file",
-                path.display()
-            );
-        }
-    }
-    Ok(())
 }
 
 /// `fineweb.py`'s shard buffer: fills shards in order, writes each full one (and finally the

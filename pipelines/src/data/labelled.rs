@@ -1,6 +1,6 @@
-//! Labelled texts of any classification set: a CSV or TSV file (a header row), JSONL, or a JSON
-//! list of objects; the text from one or more columns (joined with a newline), the label from
-//! another (a string or an integer). With them: the label set, a seeded stratified split, and
+//! Labelled texts of any classification set, from any [`DataSource`] (a CSV / TSV / JSONL / JSON /
+//! parquet file, a directory of split files, an `hf:` data set); the text from one or more
+//! columns (joined with a newline), the label from another (a string or an integer). With them: the label set, a seeded stratified split, and
 //! down-sampling to the smallest class (the book's spam recipe, for any number of classes).
 
 use std::path::Path;
@@ -11,6 +11,8 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use serde_json::Value;
 
+use super::records::{Record, read_records};
+use super::source::DataSource;
 use super::spam::{Message, Splits};
 use super::{excerpt, json_kind};
 
@@ -44,82 +46,41 @@ pub struct LabelledText {
     pub text: String,
     /// As written (an integer label as its digits).
     pub label: String,
-    /// `line N` of a CSV / TSV / JSONL file, `record N` (from 1) of a JSON list.
+    /// `FILE: line N` (CSV, TSV, JSONL), `FILE: record N` (a JSON list), `FILE: row N` (parquet).
     pub at: String,
 }
 
-/// Reads a labelled file, its format from the extension: `.csv`, `.tsv`, `.jsonl`, `.json`.
+impl Columns {
+    /// Every column these name (what a parquet file needs to read).
+    pub fn all(&self) -> Vec<String> {
+        self.text.iter().chain([&self.label]).cloned().collect()
+    }
+}
+
+/// Reads a labelled file of any format [`records`](super::records) reads.
 pub fn read_labelled(path: &Path, columns: &Columns) -> Result<Vec<LabelledText>> {
-    let extension = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
-    let records = match extension.as_str() {
-        "csv" => read_delimited(path, b',', columns),
-        "tsv" => read_delimited(path, b'\t', columns),
-        "jsonl" => read_jsonl(path, columns),
-        "json" => read_json_list(path, columns),
-        _ => bail!("{}: unknown format: expected a .csv, .tsv, .jsonl or .json file", path.display()),
-    }?;
-    ensure!(!records.is_empty(), "{}: no labelled texts", path.display());
-    Ok(records)
+    labelled_texts(read_records(path, Some(&columns.all()))?, columns)
 }
 
-fn read_delimited(path: &Path, delimiter: u8, columns: &Columns) -> Result<Vec<LabelledText>> {
-    let mut reader = csv::ReaderBuilder::new()
-        .delimiter(delimiter)
-        .from_path(path)
-        .with_context(|| format!("cannot open {}", path.display()))?;
-    let header: Vec<String> = reader.headers().with_context(|| format!("{}: cannot read the header", path.display()))?.iter().map(str::to_string).collect();
-    let column = |name: &str| {
-        header.iter().position(|h| h == name).with_context(|| {
-            format!("{}: line 1: no column `{name}` (the header has {})", path.display(), excerpt(&header.join(", "), 200))
-        })
-    };
-    let text_columns = columns.text.iter().map(|name| column(name)).collect::<Result<Vec<_>>>()?;
-    let label_column = column(&columns.label)?;
-    let mut records = Vec::new();
-    for record in reader.records() {
-        let record = record.map_err(|e| {
-            let line = e.position().map(|p| format!("line {}: ", p.line())).unwrap_or_default();
-            anyhow::anyhow!("{}: {line}{e}", path.display())
-        })?;
-        let at = format!("line {}", record.position().map_or(0, |p| p.line()));
-        let field = |i: usize| record.get(i).unwrap_or("").to_string();
-        let label = field(label_column);
-        ensure!(!label.trim().is_empty(), "{}: {at}: the label (`{}`) is empty", path.display(), columns.label);
-        let text = text_columns.iter().map(|&i| field(i)).collect::<Vec<_>>().join("\n");
-        records.push(LabelledText { text, label, at });
-    }
-    Ok(records)
+/// The labelled texts of `records`: strings (or numbers, as written) under the columns' keys.
+pub fn labelled_texts(records: Vec<Record>, columns: &Columns) -> Result<Vec<LabelledText>> {
+    records.iter().map(|record| from_record(record, columns)).collect()
 }
 
-fn read_jsonl(path: &Path, columns: &Columns) -> Result<Vec<LabelledText>> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let mut records = Vec::new();
-    for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
-        let at = format!("line {}", i + 1);
-        let value: Value = serde_json::from_str(line).with_context(|| format!("{}: {at}: not JSON", path.display()))?;
-        records.push(from_object(&value, columns, path, at)?);
-    }
-    Ok(records)
-}
-
-fn read_json_list(path: &Path, columns: &Columns) -> Result<Vec<LabelledText>> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let list = super::instruction::parse_json_list(&text, path)?;
-    list.iter().enumerate().map(|(i, value)| from_object(value, columns, path, format!("record {}", i + 1))).collect()
-}
-
-/// A record of a JSON file: strings (or numbers, as written) under the columns' keys.
-fn from_object(value: &Value, columns: &Columns, path: &Path, at: String) -> Result<LabelledText> {
-    let object = value.as_object().with_context(|| format!("{}: {at}: expected an object, got {}", path.display(), json_kind(value)))?;
+fn from_record(record: &Record, columns: &Columns) -> Result<LabelledText> {
+    let at = record.location();
+    let object = record.object()?;
     let field = |name: &str| -> Result<String> {
         match object.get(name) {
             Some(Value::String(s)) => Ok(s.clone()),
             Some(Value::Number(n)) => Ok(n.to_string()),
-            Some(other) => bail!("{}: {at}: `{name}` is {}, expected a string", path.display(), json_kind(other)),
-            None => bail!("{}: {at}: no `{name}` (the record has {})", path.display(), excerpt(&object.keys().cloned().collect::<Vec<_>>().join(", "), 200)),
+            Some(Value::Bool(b)) => Ok(b.to_string()),
+            Some(other) => bail!("{at}: `{name}` is {}, expected a string", json_kind(other)),
+            None => bail!("{at}: no `{name}` (the record has {})", excerpt(&object.keys().cloned().collect::<Vec<_>>().join(", "), 200)),
         }
     };
     let label = field(&columns.label)?;
+    ensure!(!label.trim().is_empty(), "{at}: the label (`{}`) is empty", columns.label);
     let text = columns.text.iter().map(|name| field(name)).collect::<Result<Vec<_>>>()?.join("\n");
     Ok(LabelledText { text, label, at })
 }
@@ -147,32 +108,34 @@ pub fn label_set(train: &[LabelledText], explicit: Option<&[String]>) -> Result<
     Ok(labels)
 }
 
-/// The class index of every record; a label outside `labels` is an error naming its row.
-pub fn class_indices(records: &[LabelledText], labels: &[String], source: &str) -> Result<Vec<usize>> {
+/// The class index of every record; a label outside `labels` is an error naming its file and row.
+pub fn class_indices(records: &[LabelledText], labels: &[String]) -> Result<Vec<usize>> {
     records
         .iter()
         .map(|r| {
             labels.iter().position(|l| *l == r.label).with_context(|| {
-                format!("{source}: {}: the label `{}` is not one of the classes ({})", r.at, excerpt(&r.label, 80), labels.join(", "))
+                format!("{}: the label `{}` is not one of the classes ({})", r.at, excerpt(&r.label, 80), labels.join(", "))
             })
         })
         .collect()
 }
 
 /// `records` as messages: texts with class indices into `labels`; a label outside them is an
-/// error naming `source` and the row.
-pub fn messages(records: Vec<LabelledText>, labels: &[String], source: &Path) -> Result<Vec<Message>> {
-    let classes = class_indices(&records, labels, &source.display().to_string())?;
+/// error naming the file and row.
+pub fn messages(records: Vec<LabelledText>, labels: &[String]) -> Result<Vec<Message>> {
+    let classes = class_indices(&records, labels)?;
     Ok(records.into_iter().zip(classes).map(|(r, label)| Message { label, text: r.text }).collect())
 }
 
-/// How a labelled file becomes train / validation / test.
+/// How the splits a source does not have are cut from its training data.
 #[derive(Debug, Clone, Copy)]
-pub enum Splitting<'a> {
-    /// The file is all training data; these two files (same columns) are the others.
-    Files { validation: &'a Path, test: &'a Path },
-    /// A seeded [`stratified_split`] of the file.
-    Stratified { train: f64, validation: f64, balance: bool, seed: u64 },
+pub struct SplitPlan {
+    /// Fractions of a seeded [`stratified_split`] of the training data (`--split`); the rest is test.
+    pub train: f64,
+    pub validation: f64,
+    /// Down-sample the training data to its smallest class first (`--balance`).
+    pub balance: bool,
+    pub seed: u64,
 }
 
 /// The classes, the three splits, and where they came from (for run.json).
@@ -183,39 +146,75 @@ pub struct LabelledSplits {
     pub source: Value,
 }
 
-/// Reads `data` (and the files `splitting` names) and splits it: the classes are `labels` in
-/// that order, else the training labels sorted ([`label_set`]; with a stratified split, every
-/// row's, which are the training split's whenever a class has more than one row). Validation
-/// and test must not come out empty.
-pub fn labelled_splits(data: &Path, columns: &Columns, labels: Option<&[String]>, splitting: Splitting) -> Result<LabelledSplits> {
-    let all = read_labelled(data, columns)?;
-    let rows = all.len();
-    let labels = label_set(&all, labels)?;
-    let (splits, how) = match splitting {
-        Splitting::Files { validation, test } => {
-            let splits = Splits {
-                train: messages(all, &labels, data)?,
-                validation: messages(read_labelled(validation, columns)?, &labels, validation)?,
-                test: messages(read_labelled(test, columns)?, &labels, test)?,
-            };
-            (splits, serde_json::json!({ "validation": validation, "test": test }))
-        }
-        Splitting::Stratified { train, validation, balance, seed } => {
-            let mut messages: Vec<Option<Message>> = messages(all, &labels, data)?.into_iter().map(Some).collect();
-            let classes: Vec<usize> = messages.iter().flatten().map(|m| m.label).collect();
-            let indices = stratified_split(&classes, train, validation, balance, seed)?;
-            // Each index is in one split once: every message moves out exactly once.
-            let mut take = |split: &[usize]| split.iter().filter_map(|&i| messages[i].take()).collect::<Vec<_>>();
-            let splits = Splits { train: take(&indices.train), validation: take(&indices.validation), test: take(&indices.test) };
-            (splits, serde_json::json!({ "split": [train, validation], "balance": balance, "seed": seed }))
-        }
+/// The labelled splits of `data`: its main split (`@split`, `train`, or a file's records) is the
+/// training data; validation and test are the `validation` / `test` sources when given, else
+/// `data`'s own validation / test splits (a directory or hub data set that has them), and what
+/// is still missing is cut from the training data by a seeded [`stratified_split`] with `plan`'s
+/// fractions (both missing: train / validation / rest test; one missing: the training data cut
+/// in the proportion of its fraction to `plan.train`). The classes are `labels` in that order,
+/// else the training labels sorted ([`label_set`]). Validation and test must not come out empty.
+pub fn labelled_splits(
+    data: &DataSource,
+    columns: &Columns,
+    labels: Option<&[String]>,
+    validation: Option<&DataSource>,
+    test: Option<&DataSource>,
+    plan: SplitPlan,
+) -> Result<LabelledSplits> {
+    let read = |source: &DataSource, split: &str| labelled_texts(source.read(split, Some(&columns.all()))?, columns);
+    let train_split = data.main_split("train")?;
+    let train = read(data, &train_split)?;
+    // A split given as its own source, or the data's own split of that name.
+    let given = |explicit: Option<&DataSource>, which: &str| -> Result<Option<(Vec<LabelledText>, Value)>> {
+        let (source, split) = match explicit {
+            Some(source) => (source, source.main_split(which)?),
+            None => match data.other_split(which) {
+                Some(split) => (data, split),
+                None => return Ok(None),
+            },
+        };
+        Ok(Some((read(source, &split)?, serde_json::json!({ "source": source.name, "split": split }))))
     };
+    let (validation, test) = (given(validation, "validation")?, given(test, "test")?);
+    let rows = train.len();
+    let labels = label_set(&train, labels)?;
+    let mut train: Vec<Option<Message>> = messages(train, &labels)?.into_iter().map(Some).collect();
+    let classes: Vec<usize> = train.iter().flatten().map(|m| m.label).collect();
+    let rest = 1.0 - plan.train - plan.validation;
+    let (cut_train, cut_validation) = match (&validation, &test) {
+        (None, None) => (plan.train, plan.validation),
+        (Some(_), None) => (plan.train / (plan.train + rest), 0.0),
+        (None, Some(_)) => {
+            let share = plan.train / (plan.train + plan.validation);
+            (share, 1.0 - share)
+        }
+        (Some(_), Some(_)) => (1.0, 0.0),
+    };
+    let cut = stratified_split(&classes, cut_train, cut_validation, plan.balance, plan.seed)?;
+    // Each index is in one part once: every message moves out exactly once.
+    let mut take = |part: &[usize]| part.iter().filter_map(|&i| train[i].take()).collect::<Vec<_>>();
+    let (train_part, validation_part, test_part) = (take(&cut.train), take(&cut.validation), take(&cut.test));
+    let cut_from_train = serde_json::json!({ "cut_from": train_split });
+    let (validation, validation_from) = match validation {
+        Some((records, from)) => (messages(records, &labels)?, from),
+        // With a test source, the rounding rest of the cut goes to validation too.
+        None => (validation_part.into_iter().chain(if test.is_some() { test_part.clone() } else { Vec::new() }).collect(), cut_from_train.clone()),
+    };
+    let (test, test_from) = match test {
+        Some((records, from)) => (messages(records, &labels)?, from),
+        None => (test_part, cut_from_train),
+    };
+    let splits = Splits { train: train_part, validation, test };
     ensure!(
         !splits.validation.is_empty() && !splits.test.is_empty(),
-        "{}: {rows} rows leave no validation or test texts after the split; use more data or --validation/--test",
-        data.display()
+        "{}: {rows} training rows leave no validation or test texts after the split; use more data or --validation/--test",
+        data.name
     );
-    let source = serde_json::json!({ "file": data, "text_columns": columns.text, "label_column": columns.label, "splitting": how });
+    let source = serde_json::json!({
+        "data": data.describe(), "train": { "source": data.name, "split": train_split }, "validation": validation_from, "test": test_from,
+        "text_columns": columns.text, "label_column": columns.label,
+        "split": [plan.train, plan.validation], "balance": plan.balance, "seed": plan.seed,
+    });
     Ok(LabelledSplits { labels, splits, source })
 }
 
@@ -225,7 +224,7 @@ pub fn labelled_splits(data: &Path, columns: &Columns, labels: Option<&[String]>
 /// first down-sampled to the smallest one's size.
 pub fn stratified_split(classes: &[usize], train: f64, validation: f64, balance: bool, seed: u64) -> Result<Splits<Vec<usize>>> {
     ensure!(
-        train > 0.0 && validation >= 0.0 && train + validation <= 1.0,
+        train > 0.0 && validation >= 0.0 && train + validation <= 1.0 + 1e-9,
         "--split {train},{validation}: the train and validation fractions must be positive and sum to at most 1"
     );
     let mut rng = StdRng::seed_from_u64(seed);
@@ -295,7 +294,7 @@ mod tests {
             assert_eq!(pairs(path), expected, "{}", path.display());
         }
         let records = read_labelled(&jsonl, &columns()).unwrap();
-        assert_eq!(records[1].at, "line 3", "blank lines keep the numbering");
+        assert_eq!(records[1].at, format!("{}: line 3", jsonl.display()), "blank lines keep the numbering");
         // Integer labels sort numerically, not as text.
         let many: Vec<LabelledText> = ["10", "2", "1"].iter().map(|l| LabelledText { text: String::new(), label: l.to_string(), at: String::new() }).collect();
         assert_eq!(label_set(&many, None).unwrap(), ["1", "2", "10"]);
@@ -317,7 +316,7 @@ mod tests {
 
         let records = read_labelled(&write(dir.path(), "c.jsonl", "{\"text\":\"a\",\"label\":\"x\"}\n{\"text\":\"b\",\"label\":\"z\"}\n"), &Columns::default()).unwrap();
         let labels = label_set(&records[..1], Some(&["x".to_string(), "y".to_string()])).unwrap();
-        let err = class_indices(&records, &labels, "c.jsonl").unwrap_err().to_string();
+        let err = class_indices(&records, &labels).unwrap_err().to_string();
         assert!(err.contains("c.jsonl: line 2") && err.contains("`z`") && err.contains("x, y"), "{err}");
         assert!(label_set(&records[..1], None).unwrap_err().to_string().contains("at least 2"));
         assert!(label_set(&records, Some(&["x".into(), "x".into()])).unwrap_err().to_string().contains("twice"));

@@ -4,6 +4,9 @@ pub mod fineweb;
 pub mod hellaswag;
 pub mod instruction;
 pub mod labelled;
+pub mod parquet_file;
+pub mod records;
+pub mod source;
 pub mod shards;
 pub mod spam;
 

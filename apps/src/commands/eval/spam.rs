@@ -36,6 +36,6 @@ pub fn run(args: SpamArgs) -> Result<()> {
     let (classifier, tokenizer) = load_classifier(&args.model, &device)?;
     let result = evaluate_messages(&classifier, &tokenizer, &messages, args.batch_size).with_context(|| format!("evaluating on {}", data.display()))?;
 
-    super::classify::report(&data, classifier.labels(), &result, args.json)
+    super::classify::report(&data.display().to_string(), classifier.labels(), &result, args.json)
 }
 

@@ -72,26 +72,36 @@ pub fn last_json(out: &Output) -> serde_json::Value {
 /// `*.safetensors` are answered with a 302 to a "CDN" URL (absolute, on the same server,
 /// `x-linked-etag` on the redirect) that serves the bytes.
 /// `GET /api/{models|datasets}/{repo}/revision/{revision}` lists a repo's files (a data set repo's
-/// key in `files` is `datasets/{repo}`). Anything else is a 404. Stops when dropped.
+/// key in `files` is `datasets/{repo}`; its parquet export, revision `refs/convert/parquet`, is
+/// `datasets/{repo}@refs/convert/parquet`). Anything else is a 404. Stops when dropped.
 pub struct FakeHub {
     pub url: String,
     /// Every request as `METHOD /path`, in order.
     pub requests: Arc<Mutex<Vec<String>>>,
+    /// The `Range` header of every request that had one, as `path range`.
+    pub ranges: Arc<Mutex<Vec<String>>>,
     _server: Server,
 }
 
 pub const COMMIT: &str = "0123456789abcdef0123456789abcdef01234567";
+/// The branch of the hub's parquet export; a repo key `datasets/{repo}@refs/convert/parquet`
+/// holds its files.
+pub const PARQUET_EXPORT: &str = "refs/convert/parquet";
 
 impl FakeHub {
     /// `repos`: repo id → (file name → local path).
     pub fn start(repos: HashMap<String, HashMap<String, PathBuf>>) -> Self {
         let requests = Arc::new(Mutex::new(Vec::new()));
-        let log = requests.clone();
+        let ranges = Arc::new(Mutex::new(Vec::new()));
+        let (log, range_log) = (requests.clone(), ranges.clone());
         let server = Server::start_fn(move |request| {
             log.lock().unwrap().push(format!("{} {}", request.method, request.path));
+            if let Some(range) = request.headers.get("range") {
+                range_log.lock().unwrap().push(format!("{} {range}", request.path));
+            }
             hub_reply(request, &repos)
         });
-        Self { url: server.base.clone(), requests, _server: server }
+        Self { url: server.base.clone(), requests, ranges, _server: server }
     }
 
     pub fn request_count(&self) -> usize {
@@ -99,7 +109,8 @@ impl FakeHub {
     }
 }
 
-fn etag(bytes: &[u8]) -> String {
+/// The ETag the fake hub gives a file's bytes (hf-hub names the cached blob after it).
+pub fn etag(bytes: &[u8]) -> String {
     let hash = gpt::io::stable_hash(bytes);
     format!("{hash:016x}{:08x}", bytes.len())
 }
@@ -132,7 +143,8 @@ fn hub_reply(request: &Request, repos: &HashMap<String, HashMap<String, PathBuf>
     let resolved = path.split_once("/resolve/").and_then(|(repo, rest)| {
         let repo = repo.trim_start_matches('/');
         let (_revision, name) = rest.split_once('/')?;
-        Some((repo.to_string(), name.to_string(), repos.get(repo)?.get(name).cloned()?))
+        let file = repos.get(repo).and_then(|files| files.get(name)).or_else(|| repos.get(&format!("{repo}@{PARQUET_EXPORT}"))?.get(name))?;
+        Some((repo.to_string(), name.to_string(), file.clone()))
     });
     let read = |file: &PathBuf| std::fs::read(file).map_err(|e| Reply::StatusBody(500, e.to_string().into_bytes()));
     if let Some((repo, name, file)) = &resolved
@@ -183,13 +195,15 @@ fn hub_reply(request: &Request, repos: &HashMap<String, HashMap<String, PathBuf>
 fn repo_info(path: &str, repos: &HashMap<String, HashMap<String, PathBuf>>) -> Option<String> {
     let rest = path.strip_prefix("/api/")?;
     let (kind, rest) = rest.split_once('/')?;
-    let (repo, _revision) = rest.rsplit_once("/revision/")?;
+    let (repo, revision) = rest.rsplit_once("/revision/")?;
     let key = match kind {
         "models" => repo.to_string(),
         "datasets" | "spaces" => format!("{kind}/{repo}"),
         _ => return None,
     };
-    let mut names: Vec<&String> = repos.get(&key)?.keys().collect();
+    // The parquet export is a branch of its own: `{key}@refs/convert/parquet`.
+    let files = if revision.replace("%2F", "/") == PARQUET_EXPORT { repos.get(&format!("{key}@{PARQUET_EXPORT}"))? } else { repos.get(&key)? };
+    let mut names: Vec<&String> = files.keys().collect();
     names.sort();
     let siblings: Vec<serde_json::Value> = names.iter().map(|n| serde_json::json!({ "rfilename": n })).collect();
     Some(serde_json::json!({ "id": repo, "sha": COMMIT, "siblings": siblings }).to_string())
