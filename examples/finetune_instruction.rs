@@ -66,6 +66,8 @@ fn main() -> anyhow::Result<()> {
         cache_dir: PathBuf::from(DEFAULT_CACHE_DIR),
         shuffle: false,
         collate: CollateConfig { mask_prompt: false, allowed_max_length: Some(DEFAULT_ALLOWED_MAX_LENGTH) },
+        train_on_assistant: None,
+        chat_template: None,
         group_by_length: false,
         sample_tokens: DEFAULT_MAX_NEW_TOKENS,
     };

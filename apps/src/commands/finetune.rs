@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use gpt::{LoraConfig, LoraTargets, Trainable};
+use pipelines::data::conversation::find_test_split;
 use pipelines::data::instruction::{self, CollateConfig};
 use gpt::io::HubOptions;
 use pipelines::data::source::DataSource;
@@ -29,8 +30,9 @@ pub enum Task {
     /// Any text classification: labelled texts from a CSV / TSV / JSONL / JSON file (any number of
     /// classes), split stratified unless --validation and --test are given; the spam task's head and training.
     Classify(ClassifyArgs),
-    /// Instruction following (Build a LLM From Scratch, ch. 7): Alpaca-style records, the whole
-    /// model trained on prompt + response; after each epoch a sample response in samples.jsonl.
+    /// Instruction following (Build a LLM From Scratch, ch. 7): Alpaca-style records or chat
+    /// conversations (OpenAI / ShareGPT JSONL), the whole model trained on prompt + response (chat:
+    /// the assistant turns); after each epoch a sample response in samples.jsonl.
     Instruct(InstructArgs),
 }
 
@@ -224,7 +226,9 @@ pub struct InstructArgs {
     /// A preset/hub id (the book uses gpt2-medium), an HF-format directory or a run directory
     #[arg(long, default_value = "gpt2-medium")]
     pub model: String,
-    /// Alpaca-style JSON list of {instruction, input, output}: a file or an http(s) URL
+    /// Alpaca records {instruction, input, output} (a JSON list or JSONL) or conversations, one a
+    /// line: {"messages": [{"role", "content"}, ...]} (OpenAI) or {"conversations": [{"from",
+    /// "value"}, ...]} (ShareGPT); a file or an http(s) URL
     #[arg(long, default_value = instruction::DEFAULT_URL)]
     pub data: String,
     /// Where a downloaded --data is kept
@@ -235,9 +239,16 @@ pub struct InstructArgs {
     /// Shuffle the records (seeded) before the 85/10/5 split instead of keeping file order
     #[arg(long)]
     pub shuffle: bool,
-    /// Leave the prompt out of the loss (only the response is learned)
-    #[arg(long)]
+    /// Leave the prompt out of the loss (only the response is learned): --train-on assistant
+    #[arg(long, conflicts_with = "train_on")]
     pub mask_prompt: bool,
+    /// What the loss learns: the assistant turns (responses), or all tokens, prompt included
+    /// [default: assistant for conversations, all for Alpaca records as in the book]
+    #[arg(long, value_enum)]
+    pub train_on: Option<TrainOn>,
+    /// A Jinja2 chat template file to render conversations with instead of the model's
+    #[arg(long)]
+    pub chat_template: Option<PathBuf>,
     /// Cut examples to this many tokens (and never past the model's context)
     #[arg(long, default_value_t = instruction::DEFAULT_ALLOWED_MAX_LENGTH)]
     pub allowed_max_length: usize,
@@ -255,6 +266,13 @@ pub struct InstructArgs {
     pub train: TrainArgs,
     #[command(flatten)]
     pub runtime: RuntimeArgs,
+}
+
+/// `--train-on`: which tokens of an instruction example the loss learns.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TrainOn {
+    Assistant,
+    All,
 }
 
 /// LoRA flags of every fine-tuning task.
@@ -318,6 +336,11 @@ fn run_instruct(args: InstructArgs) -> Result<()> {
         cache_dir: args.cache_dir.clone(),
         shuffle: args.shuffle,
         collate: CollateConfig { mask_prompt: args.mask_prompt, allowed_max_length: Some(args.allowed_max_length) },
+        train_on_assistant: if args.mask_prompt { Some(true) } else { args.train_on.map(|t| t == TrainOn::Assistant) },
+        chat_template: match &args.chat_template {
+            Some(file) => Some((std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?, file.display().to_string())),
+            None => None,
+        },
         group_by_length: args.group_by_length,
         sample_tokens: args.sample_tokens,
     };
@@ -328,7 +351,7 @@ fn run_instruct(args: InstructArgs) -> Result<()> {
         report.steps,
         report.seconds,
         report.model_dir.display(),
-        args.run_dir.join("data/test.json").display()
+        find_test_split(&args.run_dir).unwrap_or_else(|| args.run_dir.join("data")).display()
     );
     if args.train.json {
         println!("{}", serde_json::to_string(&report)?);

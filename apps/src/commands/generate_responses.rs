@@ -1,5 +1,6 @@
 //! `llmfs generate-responses --model M --data test.json --out test_responses.json`: a model's
-//! responses to instruction records (the book's chapter 7 test-set responses), for `llmfs eval judge`.
+//! responses to instruction records (the book's chapter 7 test-set responses) or to conversations
+//! (each answered from before its last assistant turn, which is the reference), for `llmfs eval judge`.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -8,10 +9,16 @@ use anyhow::{Result, ensure};
 use gpt::generate::GenerateConfig;
 use pipelines::runs::ModelRef;
 use pipelines::data::instruction::DEFAULT_CACHE_DIR;
-use pipelines::eval::responses::{DEFAULT_MAX_NEW_TOKENS, RESPONSES_FILE, generate_completions, load_test_records, with_responses, write_responses};
+use pipelines::data::chat::ChatRendering;
+use pipelines::data::conversation::InstructionData;
+use pipelines::eval::responses::{
+    DEFAULT_MAX_NEW_TOKENS, RESPONSES_FILE, generate_chat_completions, generate_completions, load_test_data, with_chat_responses, with_responses,
+    write_responses,
+};
 use serde_json::json;
 
 use crate::commands::generate::SamplingArgs;
+use crate::commands::tokenize::read_template;
 use crate::progress::counting_bar;
 use crate::runtime::RuntimeArgs;
 
@@ -20,9 +27,13 @@ pub struct Args {
     /// A preset/hub id (gpt2), a local HF-format directory, a run directory, or random:<preset>
     #[arg(long)]
     pub model: String,
-    /// Alpaca JSON records (a file or URL), or a directory holding test.json (or data/test.json)
+    /// Alpaca records or conversations (a file or URL), or a directory holding test.json or
+    /// test.jsonl (or data/test.json[l], a run's test split)
     #[arg(long)]
     pub data: String,
+    /// A Jinja2 chat template file to render conversations with instead of the model's
+    #[arg(long)]
+    pub chat_template: Option<PathBuf>,
     /// Where to write the records plus `model_response` (default: test_responses.json, inside
     /// --model when that is a run directory)
     #[arg(long)]
@@ -53,7 +64,7 @@ pub fn run(args: Args) -> Result<()> {
     let config =
         GenerateConfig { sampling: args.sampling.sampling(), seed: args.runtime.seed, ..GenerateConfig::greedy(args.max_new_tokens) };
     config.sampling.validate()?;
-    let (data_file, mut records) = load_test_records(&args.data, &args.cache_dir)?;
+    let (data_file, mut records) = load_test_data(&args.data, &args.cache_dir)?;
     if let Some(limit) = args.limit {
         records.truncate(limit);
     }
@@ -64,16 +75,30 @@ pub fn run(args: Args) -> Result<()> {
     let model_ref = ModelRef::resolve(&args.model);
     let model = model_ref.load_language_model(&device, args.runtime.seed)?;
     // The model's tokenizer encodes the prompts, decodes the responses and says where they end.
-    let config = config.with_tokenizer(&model_ref.tokenizer()?);
+    let tokenizer = model_ref.tokenizer()?;
+    let config = config.with_tokenizer(&tokenizer);
     eprintln!("{}: {} records from {}, {} at a time", args.model, records.len(), data_file.display(), args.batch_size);
 
     let progress = counting_bar(records.len(), "responses {pos}/{len} [{wide_bar}] eta {eta}");
     let start = Instant::now();
-    let completions = generate_completions(&model, &records, &config, args.batch_size, |done, _| progress.set_position(done as u64))?;
+    let on_batch = |done: usize, _| progress.set_position(done as u64);
+    let (responses, completions) = match &records {
+        InstructionData::Alpaca(records) => {
+            let completions = generate_completions(&model, records, &config, args.batch_size, on_batch)?;
+            (with_responses(records, &completions), completions)
+        }
+        InstructionData::Chat(conversations) => {
+            // Rendered as `finetune instruct` rendered them (same template choice).
+            let template = args.chat_template.as_deref().map(|file| Ok::<_, anyhow::Error>((read_template(file, &tokenizer)?, file.display().to_string())));
+            let rendering = ChatRendering::new(&tokenizer, template.transpose()?)?;
+            let completions = generate_chat_completions(&model, conversations, &rendering, &config, args.batch_size, on_batch)?;
+            (with_chat_responses(conversations, &completions), completions)
+        }
+    };
     progress.finish_and_clear();
     let seconds = start.elapsed().as_secs_f64();
     let new_tokens: usize = completions.iter().map(|c| c.token_ids.len()).sum();
-    write_responses(&out, &with_responses(&records, &completions))?;
+    write_responses(&out, &responses)?;
 
     let tokens_per_s = new_tokens as f64 / seconds.max(1e-9);
     eprintln!("generated {new_tokens} tokens in {seconds:.1}s ({tokens_per_s:.1} tokens/s)");

@@ -222,3 +222,90 @@ fn finetune_spam_trains_a_llama_family_classifier() {
     let (merged, unmerged) = (classify(&lora_dir.join("model")), classify(&lora_dir.join("adapter")));
     assert!((merged - unmerged).abs() < 1e-5, "merged {merged} vs adapter {unmerged}");
 }
+
+/// 20 conversations (OpenAI's form): single exchanges with a system message and two-exchange
+/// ones, 17 train / 1 validation / 2 test after the 85/10/5 split.
+fn chat_data(dir: &Path) -> (PathBuf, Vec<Value>) {
+    let conversations: Vec<Value> = (0..20)
+        .map(|i| {
+            let mut messages = vec![
+                serde_json::json!({"role": "system", "content": "Answer with a number."}),
+                serde_json::json!({"role": "user", "content": format!("What is {i} plus one?")}),
+                serde_json::json!({"role": "assistant", "content": format!("{}", i + 1)}),
+            ];
+            if i % 2 == 1 {
+                messages.push(serde_json::json!({"role": "user", "content": "And twice that?"}));
+                messages.push(serde_json::json!({"role": "assistant", "content": format!("{}", 2 * (i + 1))}));
+            }
+            serde_json::json!({ "messages": messages })
+        })
+        .collect();
+    let path = dir.join("chats.jsonl");
+    std::fs::write(&path, conversations.iter().map(|c| format!("{c}\n")).collect::<String>()).unwrap();
+    (path, conversations)
+}
+
+#[test]
+fn finetune_instruct_on_chat_conversations_then_generate_responses_and_judge() {
+    let home = tempfile::tempdir().unwrap();
+    let run_dir = home.path().join("chat");
+    let (data, conversations) = chat_data(home.path());
+    let out = run(llmfs(home.path())
+        .args(["finetune", "instruct", "--batch-size", "4", "--sample-tokens", "4", "--json", "--plain", "--device", "cpu"])
+        .args(["--epochs", "3", "--lr", "3e-3", "--model"])
+        .arg(fixtures().join("qwen3-tiny"))
+        .arg("--data")
+        .arg(&data)
+        .arg("--run-dir")
+        .arg(&run_dir));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("only the assistant turns in the loss"), "{}", stderr(&out));
+    assert_eq!(last_json(&out)["steps"], 12, "17 training conversations, batches of 4, 3 epochs");
+    let losses = train_losses(&run_dir);
+    assert_eq!(losses.len(), 12);
+    assert!(losses.iter().all(|l| l.is_finite()) && losses[11] < losses[0] - 1.0, "the loss did not fall: {losses:?}");
+
+    // The splits are kept as conversations, in file order: the test split is the last two.
+    let lines = |name: &str| -> Vec<Value> {
+        std::fs::read_to_string(run_dir.join("data").join(name)).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    };
+    assert_eq!(lines("train.jsonl"), conversations[..17]);
+    assert_eq!(lines("test.jsonl"), conversations[17..19]);
+    assert_eq!(lines("validation.jsonl"), conversations[19..]);
+    assert!(!run_dir.join("data/test.json").exists());
+    let run_json: Value = serde_json::from_slice(&std::fs::read(run_dir.join("run.json")).unwrap()).unwrap();
+    let details = &run_json["config"]["details"];
+    assert_eq!((details["prompt_format"].as_str(), details["train_on"].as_str()), (Some("chat"), Some("assistant")));
+    assert_eq!(details["collate"]["mask_prompt"], true);
+    // The per-epoch sample answers the validation conversation rendered with the template.
+    let sample: Value = serde_json::from_str(std::fs::read_to_string(run_dir.join("samples.jsonl")).unwrap().lines().next().unwrap()).unwrap();
+    let prompt = sample["prompt"].as_str().unwrap_or_default();
+    assert!(prompt.ends_with("<|im_start|>user\nAnd twice that?<|im_end|>\n<|im_start|>assistant\n"), "{sample}");
+
+    // generate-responses on the run's chat test split: the reference is the last assistant turn.
+    let responses = home.path().join("responses.json");
+    let out = run(llmfs(home.path())
+        .args(["generate-responses", "--max-new-tokens", "4", "--json", "--device", "cpu", "--model"])
+        .arg(&run_dir)
+        .arg("--data")
+        .arg(&run_dir)
+        .arg("--out")
+        .arg(&responses));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(last_json(&out)["records"], 2);
+    let written: Value = serde_json::from_slice(&std::fs::read(&responses).unwrap()).unwrap();
+    assert_eq!(written[0]["output"], "36", "conversation 17's last assistant turn");
+    assert_eq!(written[0]["instruction"], "And twice that?");
+    assert_eq!(written[0]["messages"].as_array().unwrap().len(), 4, "the conversation before its last assistant turn");
+    assert_eq!(written[1]["output"], "19");
+
+    // eval judge reads them back and asks about the conversation.
+    let server = crate::common_http::Server::start_fn(|request| {
+        let prompt = request.json()["messages"][0]["content"].as_str().unwrap_or("").to_string();
+        let score = if prompt.contains("user: What is 17 plus one?\n\nassistant: 18\n\nuser: And twice that?") { "80" } else { "20" };
+        crate::common_http::Reply::Ok(serde_json::json!({ "message": { "role": "assistant", "content": score }, "done": true }).to_string().into_bytes())
+    });
+    let out = run(llmfs(home.path()).args(["eval", "judge", "--judge-url", &server.base, "--json", "--responses"]).arg(&responses));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(last_json(&out), serde_json::json!({ "mean_score": 50.0, "scored": 2, "unparseable": 0 }));
+}

@@ -2,6 +2,7 @@
 //! model's own `tokenizer.json` (Hugging Face's `tokenizers`), with the special tokens, end-of-
 //! sequence ids and chat template that come from the model's files rather than from constants.
 
+use std::ops::Range;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -185,8 +186,34 @@ impl Tokenizer {
             GptError::Tokenizer(format!("{self:?} has no chat template (tokenizer_config.json → chat_template); pass one with --chat-template"))
         })?;
         let text = template.render(messages, add_generation_prompt)?;
-        let ids = self.try_encode_ordinary(&text)?;
+        let (ids, _) = self.encode_rendered(&text)?;
         Ok((text, ids))
+    }
+
+    /// Encodes text a chat template rendered, with the byte range in `text` of every token (so
+    /// that a token can be traced to the message it came from). The template writes its own
+    /// special tokens, so nothing is added, and they are read as tokens: a `tokenizer.json`'s
+    /// added tokens as `tokenizers` reads them, GPT-2's `<|endoftext|>` as [`Self::encode`] does.
+    pub fn encode_rendered(&self, text: &str) -> Result<(Vec<u32>, Vec<Range<usize>>)> {
+        match &self.kind {
+            Kind::Gpt2(bpe) => {
+                let ids = bpe.encode(text);
+                // GPT-2's tokens are byte strings that concatenate to the text.
+                let mut offsets = Vec::with_capacity(ids.len());
+                let mut end = 0;
+                for &id in &ids {
+                    let start = end;
+                    end += bpe.decode_bytes(&[id])?.len();
+                    offsets.push(start..end);
+                }
+                Ok((ids, offsets))
+            }
+            Kind::Hf(hf) => {
+                // `encode` (not `encode_fast`, which skips them) for byte offsets.
+                let encoding = hf.inner.encode(text, false).map_err(|e| GptError::Tokenizer(format!("{}: encoding failed: {e}", hf.origin)))?;
+                Ok((encoding.get_ids().to_vec(), encoding.get_offsets().iter().map(|&(start, end)| start..end).collect()))
+            }
+        }
     }
 
     /// The raw bytes of `ids` (GPT-2's tokens may hold part of a UTF-8 character).
@@ -295,6 +322,21 @@ mod tests {
         );
         assert_eq!(tok.encode("Hello<|endoftext|>"), [15496, 50256]);
         assert_ne!(tok.encode_ordinary("<|endoftext|>"), [50256]);
+    }
+
+    #[test]
+    fn rendered_text_reads_special_tokens_and_gives_byte_offsets() {
+        let tok = Tokenizer::gpt2();
+        let text = "Hi café<|endoftext|>### User:";
+        let (ids, offsets) = tok.encode_rendered(text).unwrap();
+        assert_eq!(ids, tok.encode(text));
+        assert!(ids.contains(&50256));
+        assert_eq!(offsets.last().unwrap().end, text.len());
+        let pieces: Vec<&str> = offsets.iter().map(|r| &text[r.clone()]).collect();
+        assert_eq!(pieces, ["Hi", " café", "<|endoftext|>", "###", " User", ":"]);
+        // A character split over several tokens: the ranges still tile the text's bytes.
+        let (_, offsets) = tok.encode_rendered("温度").unwrap();
+        assert!(offsets.len() > 2 && offsets.windows(2).all(|w| w[0].end == w[1].start) && offsets.last().unwrap().end == 6, "{offsets:?}");
     }
 
     #[test]

@@ -61,7 +61,13 @@ pub struct InstructionRecord {
 /// the preamble, `\n\n### Instruction:\n{instruction}`, and `\n\n### Input:\n{input}` when the
 /// input is not empty.
 pub fn format_input(record: &InstructionRecord) -> String {
-    let mut text = format!("{PREAMBLE}\n\n### Instruction:\n{}", record.instruction);
+    format_input_with(PREAMBLE, record)
+}
+
+/// [`format_input`] with another first paragraph: a chat's system message takes the preamble's
+/// place (the preamble is the Alpaca format's system prompt).
+pub fn format_input_with(preamble: &str, record: &InstructionRecord) -> String {
+    let mut text = format!("{preamble}\n\n### Instruction:\n{}", record.instruction);
     if !record.input.is_empty() {
         text.push_str("\n\n### Input:\n");
         text.push_str(&record.input);
@@ -74,32 +80,36 @@ pub fn full_text(record: &InstructionRecord) -> String {
     format!("{}\n\n### Response:\n{}", format_input(record), record.output)
 }
 
-/// The `index`-th element of a JSON list from `file` as an object, or an error naming both.
-pub(crate) fn record_object<'a>(value: &'a Value, index: usize, file: &Path) -> Result<&'a serde_json::Map<String, Value>> {
-    value.as_object().with_context(|| format!("{}: record {index} is {}, expected an object", file.display(), json_kind(value)))
+/// A record of `file` as an object, or an error naming both (`at`: "record 3", "line 4").
+pub(crate) fn record_object<'a>(value: &'a Value, at: &str, file: &Path) -> Result<&'a serde_json::Map<String, Value>> {
+    value.as_object().with_context(|| format!("{}: {at} is {}, expected an object", file.display(), json_kind(value)))
 }
 
-/// Field `name` of record `index`: `Ok(None)` when absent, an error naming the record, the field
+/// Field `name` of the record `at`: `Ok(None)` when absent, an error naming the record, the field
 /// and the file when it is not a string.
-pub(crate) fn string_field(
-    record: &serde_json::Map<String, Value>,
-    name: &str,
-    index: usize,
-    file: &Path,
-) -> Result<Option<String>> {
+pub(crate) fn string_field(record: &serde_json::Map<String, Value>, name: &str, at: &str, file: &Path) -> Result<Option<String>> {
     match record.get(name) {
         None => Ok(None),
         Some(Value::String(text)) => Ok(Some(text.clone())),
         Some(other) => {
-            bail!("{}: record {index}: \"{name}\" is {}, expected a string", file.display(), json_kind(other))
+            bail!("{}: {at}: \"{name}\" is {}, expected a string", file.display(), json_kind(other))
         }
     }
 }
 
 /// Like [`string_field`], but a missing field is an error too.
-pub(crate) fn required_field(record: &serde_json::Map<String, Value>, name: &str, index: usize, file: &Path) -> Result<String> {
-    string_field(record, name, index, file)?
-        .with_context(|| format!("{}: record {index} has no \"{name}\"", file.display()))
+pub(crate) fn required_field(record: &serde_json::Map<String, Value>, name: &str, at: &str, file: &Path) -> Result<String> {
+    string_field(record, name, at, file)?.with_context(|| format!("{}: {at} has no \"{name}\"", file.display()))
+}
+
+/// An Alpaca record from its JSON object: `instruction` and `output` are required strings,
+/// `input` an optional string (missing = empty); other keys are ignored.
+pub fn alpaca_record(object: &serde_json::Map<String, Value>, at: &str, file: &Path) -> Result<InstructionRecord> {
+    Ok(InstructionRecord {
+        instruction: required_field(object, "instruction", at, file)?,
+        input: string_field(object, "input", at, file)?.unwrap_or_default(),
+        output: required_field(object, "output", at, file)?,
+    })
 }
 
 /// `text` parsed as a JSON list, or an error naming `file` (with line and column for bad JSON).
@@ -120,12 +130,8 @@ pub fn parse_records(text: &str, file: &Path) -> Result<Vec<InstructionRecord>> 
         .iter()
         .enumerate()
         .map(|(index, item)| {
-            let object = record_object(item, index, file)?;
-            Ok(InstructionRecord {
-                instruction: required_field(object, "instruction", index, file)?,
-                input: string_field(object, "input", index, file)?.unwrap_or_default(),
-                output: required_field(object, "output", index, file)?,
-            })
+            let at = format!("record {index}");
+            alpaca_record(record_object(item, &at, file)?, &at, file)
         })
         .collect()
 }
@@ -137,13 +143,16 @@ pub fn read_records(path: &Path) -> Result<Vec<InstructionRecord>> {
 }
 
 /// Where a downloaded `url` is cached in `cache_dir`: its file name, made unique per URL with a
-/// hash (two data sets both called `data.json` must not share a cache entry).
+/// hash (two data sets both called `data.json` must not share a cache entry), and its extension
+/// when it is a data file's (else `.json`).
 pub fn cache_path(url: &str, cache_dir: &Path) -> PathBuf {
     let last = url.split(['?', '#']).next().unwrap_or(url).rsplit('/').next().unwrap_or("");
     let clean: String = last.chars().map(|c| if c.is_ascii_alphanumeric() || "-_.".contains(c) { c } else { '_' }).collect();
-    let stem = clean.strip_suffix(".json").unwrap_or(&clean);
+    // The extension says how the file is read (.jsonl, .parquet, ...): keep a known one.
+    let extension = Path::new(&clean).extension().and_then(|e| e.to_str()).filter(|e| super::records::EXTENSIONS.contains(e)).unwrap_or("json");
+    let stem = clean.strip_suffix(&format!(".{extension}")).unwrap_or(&clean);
     let stem = if stem.trim_matches(['.', '_']).is_empty() { "instruction-data" } else { stem };
-    cache_dir.join(format!("{stem}-{:016x}.json", gpt::io::stable_hash(url)))
+    cache_dir.join(format!("{stem}-{:016x}.{extension}", gpt::io::stable_hash(url)))
 }
 
 /// Records loaded from a source, and the local file they came from.
@@ -173,7 +182,8 @@ pub fn load_records(source: &str, cache_dir: &Path) -> Result<LoadedRecords> {
 /// test = `int(n * 0.1)`, validation = the rest (935 / 110 / 55 for 1,100 records, 51 / 6 / 3
 /// for 60), in this order of the list. With `shuffle` the records are first shuffled with a
 /// `StdRng` seeded with `seed`.
-pub fn split_records(mut records: Vec<InstructionRecord>, shuffle: bool, seed: u64) -> Splits<Vec<InstructionRecord>> {
+/// Any kind of record splits the same way (Alpaca records, conversations).
+pub fn split_records<T>(mut records: Vec<T>, shuffle: bool, seed: u64) -> Splits<Vec<T>> {
     if shuffle {
         records.shuffle(&mut StdRng::seed_from_u64(seed));
     }
@@ -217,12 +227,33 @@ pub fn encode(tokenizer: &Tokenizer, text: &str) -> Result<Vec<u32>> {
     Ok(if tokenizer.is_gpt2() { tokenizer.encode_ordinary(text) } else { tokenizer.try_encode(text)? })
 }
 
-/// Tokenised records, ready to batch: per example the ids of [`full_text`] and how many of them
-/// are the prompt ([`format_input`] tokenised alone, as the book's prompt-masking exercise does).
+/// One example tokenised: its ids, how many of them are the prompt, and (chat data) which tokens
+/// the loss learns when the prompt is masked.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TokenizedExample {
+    pub ids: Vec<u32>,
+    pub prompt_len: usize,
+    /// `None`: the tokens from `prompt_len` on, and the end of text [`collate`] appends (Alpaca);
+    /// `Some`: one flag a token, the assistant turns (the template writes its own end of turn).
+    pub trained: Option<Vec<bool>>,
+}
+
+/// An Alpaca record tokenised: the ids of [`full_text`] (with `preamble` as the first paragraph)
+/// and how many of them are the prompt ([`format_input`] tokenised alone, as the book's
+/// prompt-masking exercise does).
+pub fn tokenize_alpaca(preamble: &str, record: &InstructionRecord, tokenizer: &Tokenizer) -> Result<TokenizedExample> {
+    let prompt = format_input_with(preamble, record);
+    let ids = encode(tokenizer, &format!("{prompt}\n\n### Response:\n{}", record.output))?;
+    let prompt_len = encode(tokenizer, &prompt)?.len();
+    Ok(TokenizedExample { ids, prompt_len, trained: None })
+}
+
+/// Tokenised records, ready to batch ([`TokenizedExample`]s, one field a vector).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct InstructionDataset {
     pub token_ids: Vec<Vec<u32>>,
     pub prompt_lens: Vec<usize>,
+    pub trained: Vec<Option<Vec<bool>>>,
     /// Appended to every example and filling the batch ([`collate`]): the tokenizer's end of
     /// sequence (GPT-2's `<|endoftext|>`).
     pub end_token: u32,
@@ -232,18 +263,23 @@ impl InstructionDataset {
     /// The records tokenised with `tokenizer` (the model's); a text it cannot encode is an
     /// error naming the record.
     pub fn new(records: &[InstructionRecord], tokenizer: &Tokenizer) -> Result<Self> {
-        let encoded: Vec<(Vec<u32>, usize)> = records
+        Self::tokenize(records, tokenizer, |record| tokenize_alpaca(PREAMBLE, record, tokenizer))
+    }
+
+    /// `items` tokenised in parallel by `tokenize`; an error names the item's index.
+    pub fn tokenize<T: Sync>(items: &[T], tokenizer: &Tokenizer, tokenize: impl Fn(&T) -> Result<TokenizedExample> + Sync) -> Result<Self> {
+        let examples: Vec<TokenizedExample> = items
             .par_iter()
             .enumerate()
-            .map(|(index, record)| {
-                let tokenise = |text: &str| encode(tokenizer, text).with_context(|| format!("tokenising record {index}"));
-                let ids = tokenise(&full_text(record))?;
-                let prompt_len = tokenise(&format_input(record))?.len();
-                Ok((ids, prompt_len))
-            })
+            .map(|(index, item)| tokenize(item).with_context(|| format!("tokenising record {index}")))
             .collect::<Result<_>>()?;
-        let (token_ids, prompt_lens) = encoded.into_iter().unzip();
-        Ok(Self { token_ids, prompt_lens, end_token: tokenizer.eot() })
+        let mut data = Self { token_ids: Vec::new(), prompt_lens: Vec::new(), trained: Vec::new(), end_token: tokenizer.eot() };
+        for example in examples {
+            data.token_ids.push(example.ids);
+            data.prompt_lens.push(example.prompt_len);
+            data.trained.push(example.trained);
+        }
+        Ok(data)
     }
 
     pub fn len(&self) -> usize {
@@ -261,16 +297,34 @@ impl InstructionDataset {
 
     /// The batch of examples `indices` ([`collate`]).
     pub fn collate(&self, indices: &[usize], config: &CollateConfig) -> CollatedBatch {
-        let examples: Vec<(&[u32], usize)> =
-            indices.iter().map(|&i| (self.token_ids[i].as_slice(), self.prompt_lens[i])).collect();
+        let examples: Vec<Example<'_>> = indices
+            .iter()
+            .map(|&i| Example { ids: &self.token_ids[i], prompt_len: self.prompt_lens[i], trained: self.trained[i].as_deref() })
+            .collect();
         collate(&examples, config, self.end_token)
+    }
+}
+
+/// One example as [`collate`] reads it (a borrowed [`TokenizedExample`]).
+#[derive(Clone, Copy, Debug)]
+pub struct Example<'a> {
+    pub ids: &'a [u32],
+    pub prompt_len: usize,
+    pub trained: Option<&'a [bool]>,
+}
+
+impl<'a> Example<'a> {
+    /// An Alpaca example: `prompt_len` prompt tokens, then the response.
+    pub fn alpaca(ids: &'a [u32], prompt_len: usize) -> Self {
+        Self { ids, prompt_len, trained: None }
     }
 }
 
 /// How examples become a batch.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CollateConfig {
-    /// Ignore the prompt in the loss: only the response (and its end-of-text) is learned.
+    /// Ignore the prompt in the loss: only the response (and its end-of-text) is learned; in
+    /// chat data, only the assistant turns.
     pub mask_prompt: bool,
     /// Cut inputs and targets to this many positions (`None`: never cut).
     pub allowed_max_length: Option<usize>,
@@ -308,7 +362,7 @@ impl CollatedBatch {
 }
 
 /// The book's `custom_collate_fn` (with the prompt masking of its exercise 7.2), for examples
-/// given as (token ids, prompt length in tokens):
+/// given as token ids and a prompt length or a per-token mask ([`Example`]):
 ///
 /// - each example gets an end-of-text token (`end_token`: GPT-2's 50256, or the tokenizer's end of
 ///   sequence) and the batch is padded with it to its longest example plus one;
@@ -317,24 +371,30 @@ impl CollatedBatch {
 ///   stop, but not to predict padding;
 /// - with `mask_prompt`, the first `prompt_len - 1` targets (those that predict prompt tokens) are
 ///   -100 too;
+/// - an example with a per-token mask (chat data) learns, with `mask_prompt`, only the targets
+///   that predict trained tokens, and never the appended end-of-text: the chat template wrote
+///   its own end of turn, inside the trained span;
 /// - inputs and targets are then cut to `allowed_max_length`.
 ///
 /// Padding is found by position, not by value: the book masks targets equal to 50256 after the
 /// first one, which is the same because [`encode`] never produces 50256 inside a text.
-pub fn collate(examples: &[(&[u32], usize)], config: &CollateConfig, end_token: u32) -> CollatedBatch {
-    let longest = examples.iter().map(|(ids, _)| ids.len()).max().unwrap_or(0);
+pub fn collate(examples: &[Example<'_>], config: &CollateConfig, end_token: u32) -> CollatedBatch {
+    let longest = examples.iter().map(|e| e.ids.len()).max().unwrap_or(0);
     let len = config.allowed_max_length.map_or(longest, |max| longest.min(max));
     let mut inputs = Vec::with_capacity(examples.len() * len);
     let mut targets = Vec::with_capacity(examples.len() * len);
-    for &(ids, prompt_len) in examples {
+    for &Example { ids, prompt_len, trained } in examples {
         // Position p of the padded row (length longest + 1): the text, one end-of-text, padding.
         let token = |p: usize| ids.get(p).copied().unwrap_or(end_token) as i64;
-        let masked_prompt = if config.mask_prompt { prompt_len.saturating_sub(1) } else { 0 };
+        // Whether the token at position p is learned; the end-of-text sits at ids.len().
+        let learned = |p: usize| match trained {
+            None => p <= ids.len() && (!config.mask_prompt || p >= prompt_len),
+            Some(mask) => p < ids.len() && (!config.mask_prompt || mask[p]),
+        };
         for t in 0..len {
             inputs.push(token(t));
-            // Target t is row position t + 1; the end-of-text sits at ids.len(), padding after it.
-            let padding = t + 1 > ids.len();
-            targets.push(if padding || t < masked_prompt { IGNORE_INDEX } else { token(t + 1) });
+            // Target t is row position t + 1.
+            targets.push(if learned(t + 1) { token(t + 1) } else { IGNORE_INDEX });
         }
     }
     CollatedBatch { inputs, targets, batch: examples.len(), len }

@@ -1,5 +1,7 @@
 //! Data sets: download, parse, split, tokenise.
 
+pub mod chat;
+pub mod conversation;
 pub mod fineweb;
 pub mod hellaswag;
 pub mod instruction;

@@ -184,11 +184,16 @@ fn tries(attempts: u32) -> String {
 /// ``Given the input `{format_input}` and correct output `{output}`, score the model response
 /// `{model_response}` on a scale from 0 to 100, where 100 is the best score. Respond with the
 /// integer number only.``
+/// A conversation's input is its messages, one `role: content` paragraph each.
 pub fn judge_prompt(record: &ResponseRecord) -> String {
+    let input = match &record.messages {
+        Some(messages) => messages.iter().map(|m| format!("{}: {}", m.role, m.content)).collect::<Vec<_>>().join("\n\n"),
+        None => format_input(&record.record()),
+    };
     format!(
         "Given the input `{}` and correct output `{}`, score the model response `{}` on a scale from 0 to 100, \
          where 100 is the best score. Respond with the integer number only.",
-        format_input(&record.record()),
+        input,
         record.output,
         record.model_response
     )

@@ -1,8 +1,10 @@
 //! Instruction fine-tuning (*Build a LLM From Scratch*, ch. 7): Alpaca-style records in the
-//! prompt format of DESIGN.md on any model family, tokenised with the model's tokenizer, batches
+//! prompt format of DESIGN.md, or conversations rendered with the model's chat template
+//! ([`crate::data::chat`]), on any model family, tokenised with the model's tokenizer, batches
 //! padded with its end of sequence (GPT-2's `<|endoftext|>`) and targets masked with -100
-//! (optionally the prompt too), the language-modelling step of the one training loop, and after
-//! every epoch the model's response to the first validation instruction in `samples.jsonl`.
+//! (optionally the prompt too: chat data learns only the assistant turns by default), the
+//! language-modelling step of the one training loop, and after every epoch the model's response
+//! to the first validation example in `samples.jsonl`.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -12,8 +14,12 @@ use gpt::burn::prelude::*;
 use gpt::models::CausalLm;
 use serde_json::json;
 
+use gpt::text::ChatTemplate;
+
+use crate::data::chat::ChatRendering;
+use crate::data::conversation::{InstructionData, load_instruction_data, write_chat_splits};
 use crate::data::instruction::{
-    CollateConfig, InstructionDataset, InstructionRecord, encode, format_input, length_grouped_batches, load_records, split_records, write_splits,
+    CollateConfig, InstructionDataset, Splits, encode, format_input, length_grouped_batches, split_records, write_splits,
 };
 use crate::eval::responses::extract_response;
 use crate::finetune::language_model::{LanguageModelJob, LanguageModelReport, SampleHook, load_for_training, train_language_model};
@@ -25,12 +31,19 @@ use crate::train::trainer::{BatchSource, TrainConfig};
 #[derive(Debug, Clone)]
 pub struct InstructionFinetune {
     pub lm: LanguageModelJob,
-    /// The records: a local JSON file or an http(s) URL (downloaded once into `cache_dir`).
+    /// The records (Alpaca records or conversations): a local file or an http(s) URL
+    /// (downloaded once into `cache_dir`).
     pub data: String,
     pub cache_dir: PathBuf,
     /// Shuffle the records (seeded) before the 85 / 10 / 5 split instead of keeping file order.
     pub shuffle: bool,
+    /// `mask_prompt`: learn only the responses (Alpaca) or assistant turns (chat).
     pub collate: CollateConfig,
+    /// Chat data: learn only the assistant turns (`Some(true)`) or every token (`Some(false)`);
+    /// `None`: the data's default, assistant turns for chat, `collate.mask_prompt` for Alpaca.
+    pub train_on_assistant: Option<bool>,
+    /// A chat template (its source and where it came from) instead of the model's.
+    pub chat_template: Option<(String, String)>,
     /// Batch examples of similar length together (less padding, same examples per epoch).
     pub group_by_length: bool,
     /// New tokens of the per-epoch sample response.
@@ -72,17 +85,35 @@ impl BatchSource<LmBatch> for InstructionBatches {
     }
 }
 
+/// The splits of either kind of data.
+enum DataSplits {
+    Alpaca(Splits<Vec<crate::data::instruction::InstructionRecord>>),
+    Chat(Splits<Vec<crate::data::conversation::Conversation>>),
+}
+
+impl DataSplits {
+    fn lens(&self) -> [usize; 3] {
+        match self {
+            Self::Alpaca(s) => s.as_array().map(Vec::len),
+            Self::Chat(s) => s.as_array().map(Vec::len),
+        }
+    }
+}
+
 /// Fine-tunes on the records' train split, validates on the validation split, keeps the three
 /// splits in `RUN_DIR/data/` (the test split is what `llmfs generate-responses` answers).
 pub fn finetune_instruction(job: &InstructionFinetune) -> Result<LanguageModelReport> {
-    let loaded = load_records(&job.data, &job.cache_dir)?;
-    let splits = split_records(loaded.records, job.shuffle, job.lm.train.seed);
-    if splits.train.len() < job.lm.train.batch_size || splits.validation.is_empty() {
+    let (path, data) = load_instruction_data(&job.data, &job.cache_dir)?;
+    let (shuffle, seed) = (job.shuffle, job.lm.train.seed);
+    let splits = match data {
+        InstructionData::Alpaca(records) => DataSplits::Alpaca(split_records(records, shuffle, seed)),
+        InstructionData::Chat(conversations) => DataSplits::Chat(split_records(conversations, shuffle, seed)),
+    };
+    let [train_len, validation_len, test_len] = splits.lens();
+    if train_len < job.lm.train.batch_size || validation_len == 0 {
         bail!(
-            "{} has too few records: {} train / {} validation after the 85/10/5 split (batch size {})",
-            loaded.path.display(),
-            splits.train.len(),
-            splits.validation.len(),
+            "{} has too few records: {train_len} train / {validation_len} validation after the 85/10/5 split (batch size {})",
+            path.display(),
             job.lm.train.batch_size
         );
     }
@@ -92,32 +123,65 @@ pub fn finetune_instruction(job: &InstructionFinetune) -> Result<LanguageModelRe
     let mut collate = job.collate.clone();
     // Positions past the context do not exist: cut there at the latest.
     collate.allowed_max_length = Some(collate.allowed_max_length.map_or(context, |max| max.min(context)));
+    let is_chat = matches!(splits, DataSplits::Chat(_));
+    collate.mask_prompt = job.train_on_assistant.unwrap_or(collate.mask_prompt || is_chat);
 
-    let sample_prompt = format_input(&splits.validation[0]);
-    let source = |records: &[InstructionRecord], split: &str| -> Result<Arc<dyn BatchSource<LmBatch>>> {
-        let data = InstructionDataset::new(records, &tokenizer).with_context(|| format!("{}, {split} split", loaded.path.display()))?;
-        Ok(Arc::new(InstructionBatches { data, collate: collate.clone(), group_by_length: job.group_by_length }))
+    let template = match &job.chat_template {
+        Some((source, origin)) => {
+            let (bos, eos) = tokenizer.special_token_texts();
+            Some((ChatTemplate::new(source.clone(), bos, eos, origin)?, origin.clone()))
+        }
+        None => None,
     };
-    let (train_data, valid_data) = (source(&splits.train, "train")?, source(&splits.validation, "validation")?);
+    let rendering = ChatRendering::new(&tokenizer, template)?;
+    let batches = |data: InstructionDataset| -> Arc<dyn BatchSource<LmBatch>> {
+        Arc::new(InstructionBatches { data, collate: collate.clone(), group_by_length: job.group_by_length })
+    };
+    let context = |split: &str| format!("{}, {split} split", path.display());
+    let (train_data, valid_data, (sample_prompt, prompt_ids)) = match &splits {
+        DataSplits::Alpaca(s) => {
+            let tokenize = |records: &[_], split: &str| InstructionDataset::new(records, &tokenizer).with_context(|| context(split));
+            let prompt = format_input(&s.validation[0]);
+            let ids = encode(&tokenizer, &prompt)?;
+            (batches(tokenize(&s.train, "train")?), batches(tokenize(&s.validation, "validation")?), (prompt, ids))
+        }
+        DataSplits::Chat(s) => {
+            let tokenize = |conversations: &[_], split: &str| {
+                InstructionDataset::tokenize(conversations, &tokenizer, |c| rendering.tokenize(c, &tokenizer)).with_context(|| context(split))
+            };
+            let prompt = rendering.prompt(&s.validation[0], &tokenizer).context("the sample prompt")?;
+            (batches(tokenize(&s.train, "train")?), batches(tokenize(&s.validation, "validation")?), prompt)
+        }
+    };
+    let masked = match (collate.mask_prompt, is_chat) {
+        (true, true) => " (only the assistant turns in the loss)",
+        (true, false) => " (prompt masked in the loss)",
+        _ => "",
+    };
     eprintln!(
-        "{}: {} train / {} validation / {} test records from {}{}",
+        "{}: {train_len} train / {validation_len} validation / {test_len} test {} from {}{masked}",
         job.lm.model,
-        splits.train.len(),
-        splits.validation.len(),
-        splits.test.len(),
-        loaded.path.display(),
-        if collate.mask_prompt { " (prompt masked in the loss)" } else { "" }
+        if is_chat { "conversations" } else { "records" },
+        path.display(),
     );
+    if is_chat {
+        eprintln!("conversations rendered with {}", rendering.origin);
+    }
     let mut lm = job.lm.clone();
     lm.details = json!({
-        "data": job.data, "records": loaded.path, "shuffle": job.shuffle, "collate": collate,
-        "group_by_length": job.group_by_length, "splits": { "train": splits.train.len(), "validation": splits.validation.len(), "test": splits.test.len() },
-        "prompt_format": "alpaca", "end_token": tokenizer.eot(),
+        "data": job.data, "records": path, "shuffle": job.shuffle, "collate": collate,
+        "group_by_length": job.group_by_length, "splits": { "train": train_len, "validation": validation_len, "test": test_len },
+        "prompt_format": if is_chat { "chat" } else { "alpaca" }, "end_token": tokenizer.eot(),
+        "chat_template": if is_chat { Some(&rendering.origin) } else { None },
+        "train_on": if collate.mask_prompt { "assistant" } else { "all" },
     });
-    let prompt_ids = encode(&tokenizer, &sample_prompt)?;
     let hooks = SampleHook::new(lm.run_dir.join("samples.jsonl"), &sample_prompt, prompt_ids, tokenizer, job.sample_tokens, extract_response, !lm.dashboard);
     train_language_model(&lm, model, train_data, valid_data, hooks, |run| {
         let dir = run.join("data");
-        write_splits(&dir, &splits).with_context(|| format!("writing the splits to {}", dir.display()))
+        match &splits {
+            DataSplits::Alpaca(s) => write_splits(&dir, s),
+            DataSplits::Chat(s) => write_chat_splits(&dir, s),
+        }
+        .with_context(|| format!("writing the splits to {}", dir.display()))
     })
 }

@@ -42,6 +42,8 @@ fn job(run_dir: &Path) -> InstructionFinetune {
         cache_dir: run_dir.join("cache"),
         shuffle: false,
         collate: CollateConfig { mask_prompt: false, allowed_max_length: Some(1024) },
+        train_on_assistant: None,
+        chat_template: None,
         group_by_length: false,
         sample_tokens: 8,
     }

@@ -9,7 +9,7 @@ use crate::common_http::{Reply, Server, fixtures};
 use gpt::burn::prelude::*;
 use gpt::{EOT_TOKEN, Tokenizer};
 use pipelines::data::instruction::{
-    CollateConfig, InstructionDataset, InstructionRecord, cache_path, collate, format_input, full_text, length_grouped_batches,
+    CollateConfig, Example, InstructionDataset, InstructionRecord, cache_path, collate, format_input, full_text, length_grouped_batches,
     load_records, parse_records, read_records, read_splits, split_records, write_splits,
 };
 use pipelines::train::epoch_order;
@@ -174,7 +174,7 @@ fn a_url_is_downloaded_once_into_the_cache() {
 #[test]
 fn collate_matches_the_books_example() {
     let (a, b, c) = ([0u32, 1, 2, 3, 4], [5u32, 6], [7u32, 8, 9]);
-    let examples: Vec<(&[u32], usize)> = vec![(&a, 1), (&b, 1), (&c, 1)];
+    let examples = [Example::alpaca(&a, 1), Example::alpaca(&b, 1), Example::alpaca(&c, 1)];
     let batch = collate(&examples, &CollateConfig::default(), gpt::EOT_TOKEN);
     assert_eq!((batch.batch, batch.len), (3, 5));
     #[rustfmt::skip]
@@ -196,7 +196,7 @@ fn collate_matches_the_books_example() {
 fn collate_masks_the_prompt_and_truncates() {
     let (a, b, c) = ([0u32, 1, 2, 3, 4], [5u32, 6], [7u32, 8, 9]);
     // Prompts of 3, 2 and 1 tokens: the first 2, 1 and 0 targets predict prompt tokens.
-    let examples: Vec<(&[u32], usize)> = vec![(&a, 3), (&b, 2), (&c, 1)];
+    let examples = [Example::alpaca(&a, 3), Example::alpaca(&b, 2), Example::alpaca(&c, 1)];
     let masked = CollateConfig { mask_prompt: true, ..CollateConfig::default() };
     let batch = collate(&examples, &masked, gpt::EOT_TOKEN);
     #[rustfmt::skip]

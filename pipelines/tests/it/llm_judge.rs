@@ -15,7 +15,7 @@ use pipelines::eval::responses::ResponseRecord;
 use serde_json::{Value, json};
 
 fn response(instruction: &str, input: &str, output: &str, model_response: &str) -> ResponseRecord {
-    ResponseRecord { instruction: instruction.into(), input: input.into(), output: output.into(), model_response: model_response.into() }
+    ResponseRecord { instruction: instruction.into(), input: input.into(), output: output.into(), model_response: model_response.into(), messages: None }
 }
 
 /// Four records; the fake judges answer by the model response they are asked about.
