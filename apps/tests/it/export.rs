@@ -131,3 +131,60 @@ fn llama_family_exports_round_trip_with_their_tokenizer() {
         assert!(diff < 1e-4, "{name}: transformers' logits differ from llmfs's by {diff}");
     }
 }
+
+/// A Llama-family classifier run (LoRA adapters here) exports as `LlamaForSequenceClassification`
+/// with the adapters folded in: llmfs and transformers (when at hand) give its probabilities. A
+/// GPT-2 classifier is refused with the reason.
+#[test]
+fn a_llama_family_classifier_exports_for_sequence_classification() {
+    let home = tempfile::tempdir().unwrap();
+    let data = home.path().join("spam");
+    pipelines::data::spam::prepare_spam(fixtures().join("data/sms_spam_collection.zip").to_str().unwrap(), &data, 123).unwrap();
+    let finetune = |model: &std::path::Path, run_dir: &std::path::Path| {
+        run(llmfs(home.path())
+            .args(["finetune", "spam", "--epochs", "1", "--max-length", "24", "--lr", "1e-3", "--plain", "--device", "cpu", "--lora-rank", "2", "--model"])
+            .arg(model)
+            .arg("--data")
+            .arg(&data)
+            .arg("--run-dir")
+            .arg(run_dir))
+    };
+    let run_dir = home.path().join("cls");
+    let out = finetune(&fixtures().join("llama-tiny"), &run_dir);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out_dir = home.path().join("exported");
+    let out = run(llmfs(home.path()).args(["export", "--device", "cpu", "--model"]).arg(&run_dir).arg("--out").arg(&out_dir));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("ForSequenceClassification, 2 classes"), "{}", stderr(&out));
+    let config: serde_json::Value = serde_json::from_slice(&std::fs::read(out_dir.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["architectures"][0], "LlamaForSequenceClassification");
+    assert_eq!(config["id2label"]["1"], "spam");
+    assert!(out_dir.join("tokenizer.json").is_file());
+
+    let text = "WINNER! Claim your free prize now";
+    let probability = |model: &std::path::Path| {
+        let out = run(llmfs(home.path()).args(["classify", "--json", "--device", "cpu", "--text", text, "--model"]).arg(model));
+        assert!(out.status.success(), "{}", stderr(&out));
+        let line: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+        line["probabilities"].as_array().unwrap().iter().map(|p| p.as_f64().unwrap()).collect::<Vec<_>>()
+    };
+    let (trained, exported) = (probability(&run_dir), probability(&out_dir));
+    assert!(trained.iter().zip(&exported).all(|(a, b)| (a - b).abs() < 1e-5), "{trained:?} vs {exported:?}");
+
+    let gpt2_run = home.path().join("gpt2-cls");
+    assert!(finetune(&tiny_model_dir(), &gpt2_run).status.success());
+    let out = run(llmfs(home.path()).args(["export", "--device", "cpu", "--model"]).arg(&gpt2_run).arg("--out").arg(home.path().join("gpt2-exported")));
+    assert!(!out.status.success() && stderr(&out).contains("GPT-2 classifier") && stderr(&out).contains("bias"), "{}", stderr(&out));
+
+    let Some(python) = python_with("torch, transformers") else {
+        eprintln!("skipped the transformers check: no Python with torch + transformers (set LLMFS_PYTHON)");
+        return;
+    };
+    let script = "import sys, json, torch\nfrom transformers import AutoModelForSequenceClassification, AutoTokenizer\n\
+        m = AutoModelForSequenceClassification.from_pretrained(sys.argv[1]).eval()\nt = AutoTokenizer.from_pretrained(sys.argv[1])\n\
+        with torch.no_grad():\n    p = m(**t(sys.argv[2], return_tensors='pt')).logits.softmax(-1)[0]\nprint(json.dumps(p.tolist()))";
+    let check = Command::new(python).args(["-c", script]).arg(&out_dir).arg(text).output().unwrap();
+    assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stderr));
+    let reference: Vec<f64> = serde_json::from_slice(check.stdout.trim_ascii()).unwrap();
+    assert!(reference.iter().zip(&exported).all(|(a, b)| (a - b).abs() < 1e-4), "transformers {reference:?} vs llmfs {exported:?}");
+}
