@@ -25,9 +25,13 @@ impl ChatFormat {
     /// [`ChatFormat::Alpaca`] when `model` is a run directory (or a run's `model/` or `adapter/`)
     /// whose `run.json` has `config.task == "instruction"`; else the tokenizer's chat template when
     /// it has one; otherwise [`ChatFormat::Plain`].
+    /// A run fine-tuned on conversations (`prompt_format: chat`) with a template keeps it.
     pub fn detect(model: &str, tokenizer: &Tokenizer) -> Result<Self> {
-        let task = ModelRef::resolve(model).task()?;
+        let model_ref = ModelRef::resolve(model);
+        let task = model_ref.task()?;
+        let chat_run = task.as_deref() == Some("instruction") && model_ref.prompt_format()?.as_deref() == Some("chat");
         Ok(match (task.as_deref(), tokenizer.chat_template()) {
+            (Some("instruction"), Some(template)) if chat_run => Self::Template(template.clone()),
             (Some("instruction"), _) => Self::Alpaca,
             (_, Some(template)) => Self::Template(template.clone()),
             _ => Self::Plain,
@@ -108,6 +112,10 @@ mod tests {
         assert!(matches!(ChatFormat::detect("gpt2", &gpt2).unwrap(), ChatFormat::Plain));
         let qwen = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/qwen3-tiny");
         let tokenizer = Tokenizer::from_model_dir(&qwen).unwrap();
+        // A run fine-tuned on conversations answers in its chat template.
+        std::fs::write(dir.path().join("run.json"), r#"{"config": {"task": "instruction", "details": {"prompt_format": "chat"}}}"#).unwrap();
+        assert!(matches!(ChatFormat::detect(&path, &tokenizer).unwrap(), ChatFormat::Template(_)));
+        assert!(matches!(ChatFormat::detect(&path, &gpt2).unwrap(), ChatFormat::Alpaca));
         let format = ChatFormat::detect(&qwen.display().to_string(), &tokenizer).unwrap();
         let prompt = format.render(&[message("system", "Be brief."), message("user", "Hi")]).unwrap();
         assert_eq!(prompt, "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n");

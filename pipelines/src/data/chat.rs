@@ -176,7 +176,7 @@ mod tests {
             assert_eq!(trained_texts(&tokenizer, &example.ids, &trained), want, "{name}");
 
             // The batch: with the prompt masked, exactly the targets that predict those tokens.
-            let data = InstructionDataset::tokenize(&[chat.clone()], &tokenizer, |c| rendering.tokenize(c, &tokenizer)).unwrap();
+            let data = InstructionDataset::tokenize(std::slice::from_ref(&chat), &tokenizer, |c| rendering.tokenize(c, &tokenizer)).unwrap();
             let masked = data.collate(&[0], &CollateConfig { mask_prompt: true, allowed_max_length: None });
             let n = example.ids.len();
             assert_eq!(masked.len, n);
@@ -191,7 +191,8 @@ mod tests {
             // The prompt stops where the last assistant turn starts.
             let (prompt, _) = rendering.prompt(&chat, &tokenizer).unwrap();
             let full = rendering.render(&chat.messages, false).unwrap();
-            assert!(full.starts_with(&prompt) && prompt.ends_with("assistant<|end_header_id|>\n\n") || prompt.ends_with("<|im_start|>assistant\n"), "{prompt:?}");
+            let header = if name == "llama-tiny" { "And 3+3?<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n" } else { "And 3+3?<|im_end|>\n<|im_start|>assistant\n" };
+            assert!(full.starts_with(&prompt) && prompt.ends_with(header), "{prompt:?}");
             assert_eq!(chat.reference(), "6, of course.");
         }
     }

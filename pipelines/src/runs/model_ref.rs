@@ -52,16 +52,27 @@ impl ModelRef {
     /// The task the run was trained for (`run.json`'s `config.task`, e.g. `instruction`), if
     /// `--model` names a run.
     pub fn task(&self) -> Result<Option<String>> {
+        let Some(run) = self.run_json()? else { return Ok(None) };
+        // `RunDir::write_run_json` keeps the job under "config".
+        let task = run.pointer("/config/task").or_else(|| run.get("task")).and_then(|t| t.as_str());
+        Ok(task.map(str::to_string))
+    }
+
+    /// The prompt format an instruction run was trained on (`config.details.prompt_format`:
+    /// `alpaca` or `chat`), if `--model` names such a run.
+    pub fn prompt_format(&self) -> Result<Option<String>> {
+        let Some(run) = self.run_json()? else { return Ok(None) };
+        Ok(run.pointer("/config/details/prompt_format").and_then(|t| t.as_str()).map(str::to_string))
+    }
+
+    fn run_json(&self) -> Result<Option<serde_json::Value>> {
         let Some(run) = &self.run else { return Ok(None) };
         let path = run.join(RUN_JSON);
         if !path.is_file() {
             return Ok(None);
         }
         let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-        let run: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
-        // `RunDir::write_run_json` keeps the job under "config".
-        let task = run.pointer("/config/task").or_else(|| run.get("task")).and_then(|t| t.as_str());
-        Ok(task.map(str::to_string))
+        Ok(Some(serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?))
     }
 
     /// Whether the model is a classifier (an HF classifier directory or a classifier's adapter).
