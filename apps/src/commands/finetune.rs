@@ -228,7 +228,8 @@ pub struct InstructArgs {
     pub model: String,
     /// Alpaca records {instruction, input, output} (a JSON list or JSONL) or conversations, one a
     /// line: {"messages": [{"role", "content"}, ...]} (OpenAI) or {"conversations": [{"from",
-    /// "value"}, ...]} (ShareGPT); a file or an http(s) URL
+    /// "value"}, ...]} (ShareGPT); a .jsonl / .json / .csv / .tsv / .parquet file, an http(s) URL, a
+    /// directory of split files or hf:owner/name[:config][@split] (its train split by default)
     #[arg(long, default_value = instruction::DEFAULT_URL)]
     pub data: String,
     /// Where a downloaded --data is kept

@@ -162,3 +162,38 @@ fn classify_reads_parquet_directories_and_hub_datasets() {
     let out = eval(home.path(), &hub_run, "hf:nothing-here", &hub, false);
     assert!(!out.status.success() && stderr(&out).contains("expected hf:owner/name"), "{}", stderr(&out));
 }
+
+/// `finetune instruct --data hf:owner/name`: Alpaca records from a hub data set's parquet file
+/// (tatsu-lab/alpaca's layout: `data/train-*.parquet` with instruction, input, output, text)
+/// split as the same records from the book's JSON file.
+#[test]
+fn finetune_instruct_reads_an_hf_dataset() {
+    let home = tempfile::tempdir().unwrap();
+    let records: Vec<serde_json::Value> = serde_json::from_slice(&std::fs::read(fixtures().join("data/instruction_data_60.json")).unwrap()).unwrap();
+    let column = |key: &str| -> ArrayRef {
+        Arc::new(StringArray::from(records.iter().map(|r| r[key].as_str().unwrap_or("").to_string()).collect::<Vec<_>>()))
+    };
+    let text = column("output");
+    let batch = RecordBatch::try_from_iter([("instruction", column("instruction")), ("input", column("input")), ("output", column("output")), ("text", text)]).unwrap();
+    let parquet_file = home.path().join("alpaca.parquet");
+    let mut writer = parquet::arrow::ArrowWriter::try_new(std::fs::File::create(&parquet_file).unwrap(), batch.schema(), None).unwrap();
+    writer.write(&batch).unwrap();
+    writer.close().unwrap();
+    let hub = FakeHub::start(HashMap::from([(
+        "datasets/llmfs-test/alpaca".to_string(),
+        HashMap::from([("data/train-00000-of-00001-a09b74b3ef9c3b56.parquet".to_string(), parquet_file)]),
+    )]));
+    let run_dir = home.path().join("run");
+    let out = run(llmfs(home.path())
+        .env("HF_ENDPOINT", &hub.url)
+        .args(["finetune", "instruct", "--epochs", "1", "--batch-size", "8", "--plain", "--device", "cpu", "--data", "hf:llmfs-test/alpaca", "--model"])
+        .arg(tiny_model_dir())
+        .arg("--run-dir")
+        .arg(&run_dir));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("51 train / 3 validation / 6 test records from hf:llmfs-test/alpaca (train)"), "{}", stderr(&out));
+    let train = read_json(&run_dir.join("data/train.json"));
+    let expected: Vec<serde_json::Value> =
+        records[..51].iter().map(|r| serde_json::json!({ "instruction": r["instruction"], "input": r["input"], "output": r["output"] })).collect();
+    assert_eq!(train, serde_json::Value::Array(expected), "the book's first 85 %, in file order");
+}

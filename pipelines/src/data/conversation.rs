@@ -9,11 +9,13 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
+use gpt::io::HubOptions;
 use gpt::text::ChatMessage;
 use serde_json::{Value, json};
 
 use super::instruction::{InstructionRecord, SPLIT_FILES, Splits, alpaca_record, cache_path, record_object};
 use super::records::read_records;
+use super::source::DataSource;
 use crate::data::json_kind;
 use crate::download;
 
@@ -177,6 +179,9 @@ pub fn read_instruction_data(path: &Path) -> Result<InstructionData> {
 /// `cache_dir` (a download that is no data set is deleted, so that the next run fetches it again).
 /// Returns the file read and its records.
 pub fn load_instruction_data(source: &str, cache_dir: &Path) -> Result<(PathBuf, InstructionData)> {
+    if source.starts_with("hf:") || Path::new(source).is_dir() {
+        return read_source(source);
+    }
     let cache = cache_path(source, cache_dir);
     let path = download::fetch_cached(source, &cache)?;
     match read_instruction_data(&path) {
@@ -187,6 +192,21 @@ pub fn load_instruction_data(source: &str, cache_dir: &Path) -> Result<(PathBuf,
         }
         Err(error) => Err(error),
     }
+}
+
+/// The main split (`@split`, else `train`) of an `hf:` data set or a directory of split files
+/// ([`DataSource`]), as one instruction data set; the name returned says which split it was.
+fn read_source(source: &str) -> Result<(PathBuf, InstructionData)> {
+    let data = DataSource::open(source, &HubOptions::from_env())?;
+    let split = data.main_split("train")?;
+    let items = data
+        .read(&split, None)?
+        .into_iter()
+        .map(|record| Ok((record.at.clone(), parse_item(&record.value, &record.at, &record.file)?)))
+        .collect::<Result<Vec<_>>>()?;
+    let name = PathBuf::from(format!("{source} ({split})"));
+    let data = collect_items(items, &name)?;
+    Ok((name, data))
 }
 
 /// Conversations as JSON lines in OpenAI's form.
