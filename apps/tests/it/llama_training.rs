@@ -309,3 +309,30 @@ fn finetune_instruct_on_chat_conversations_then_generate_responses_and_judge() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(last_json(&out), serde_json::json!({ "mean_score": 50.0, "scored": 2, "unparseable": 0 }));
 }
+
+/// `--chat-template FILE` renders the conversations in training, and the trained model keeps it
+/// (`model/chat_template.jinja`), so that chat, serve and generate-responses render as training did.
+#[test]
+fn a_chat_template_given_in_training_stays_with_the_model() {
+    let home = tempfile::tempdir().unwrap();
+    let (data, _) = chat_data(home.path());
+    let template = "{% for m in messages %}<<{{ m.role }}>> {{ m.content }}{{ eos_token }}{% endfor %}{% if add_generation_prompt %}<<assistant>> {% endif %}";
+    let template_file = home.path().join("mine.jinja");
+    std::fs::write(&template_file, template).unwrap();
+    let run_dir = home.path().join("run");
+    let out = run(llmfs(home.path())
+        .args(["finetune", "instruct", "--batch-size", "4", "--sample-tokens", "2", "--plain", "--device", "cpu", "--epochs", "1", "--model"])
+        .arg(llama_tiny())
+        .arg("--data")
+        .arg(&data)
+        .arg("--chat-template")
+        .arg(&template_file)
+        .arg("--run-dir")
+        .arg(&run_dir));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let sample: Value = serde_json::from_str(std::fs::read_to_string(run_dir.join("samples.jsonl")).unwrap().lines().next().unwrap()).unwrap();
+    assert!(sample["prompt"].as_str().unwrap_or_default().ends_with("<<user>> And twice that?<|eot_id|><<assistant>> "), "{sample}");
+    assert_eq!(std::fs::read_to_string(run_dir.join("model/chat_template.jinja")).unwrap(), template);
+    let tokenizer = gpt::Tokenizer::from_model_dir(&run_dir.join("model")).unwrap();
+    assert_eq!(tokenizer.chat_template().map(|t| t.source()), Some(template), "the model's own template is the one trained with");
+}

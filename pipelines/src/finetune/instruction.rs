@@ -176,12 +176,22 @@ pub fn finetune_instruction(job: &InstructionFinetune) -> Result<LanguageModelRe
         "train_on": if collate.mask_prompt { "assistant" } else { "all" },
     });
     let hooks = SampleHook::new(lm.run_dir.join("samples.jsonl"), &sample_prompt, prompt_ids, tokenizer, job.sample_tokens, extract_response, !lm.dashboard);
-    train_language_model(&lm, model, train_data, valid_data, hooks, |run| {
+    let report = train_language_model(&lm, model, train_data, valid_data, hooks, |run| {
         let dir = run.join("data");
         match &splits {
             DataSplits::Alpaca(s) => write_splits(&dir, s),
             DataSplits::Chat(s) => write_chat_splits(&dir, s),
         }
         .with_context(|| format!("writing the splits to {}", dir.display()))
-    })
+    })?;
+    // A model trained with --chat-template keeps it (chat_template.jinja wins over the base's),
+    // so that chat, serve, generate-responses and an export render as training did. GPT-2's
+    // compiled-in tokenizer and adapter-only runs have no such file: the flag is given again.
+    if let Some((source, _)) = &job.chat_template
+        && report.model_dir.join(gpt::text::hf_tokenizer::TOKENIZER_FILE).is_file()
+    {
+        let file = report.model_dir.join(gpt::text::hf_tokenizer::CHAT_TEMPLATE_FILE);
+        gpt::io::write_atomic(&file, source.as_bytes()).with_context(|| format!("writing {}", file.display()))?;
+    }
+    Ok(report)
 }
