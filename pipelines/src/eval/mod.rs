@@ -1,5 +1,5 @@
 //! Evaluation: classifiers (their predictions and metrics), HellaSwag, perplexity, model responses to instruction data,
-//! and an LLM judge that scores them.
+//! an LLM judge that scores them, and reference-based text metrics (ROUGE, BLEU, chrF).
 
 pub mod classifier;
 pub mod hellaswag;
@@ -7,3 +7,4 @@ pub mod judge;
 pub mod metrics;
 pub mod perplexity;
 pub mod responses;
+pub mod text_metrics;
