@@ -53,6 +53,8 @@ enum Command {
     /// Serve a model over HTTP with OpenAI's API (/v1/completions, /v1/chat/completions, /v1/models;
     /// /v1/classify for a classifier run).
     Serve(serve::Args),
+    /// Mirror a run directory's metrics, samples and config to a tracker (TensorBoard event files).
+    Track(commands::track::Args),
     /// Speed benchmarks on any compiled backend (GPT-2 124M shape unless --preset).
     ///
     /// Without a command: the standard workloads as a table (--compare: ratios against a saved
@@ -79,6 +81,7 @@ fn main() {
         Command::Pretrain(args) => commands::pretrain::run(args),
         Command::GenerateResponses(args) => commands::generate_responses::run(args),
         Command::Serve(args) => serve::run(args),
+        Command::Track(args) => commands::track::run(args),
     };
     if let Err(error) = result {
         eprintln!("error: {error:#}");

@@ -9,6 +9,7 @@ pub mod plots;
 pub mod pretrain;
 pub mod retry;
 pub mod runs;
+pub mod track;
 pub mod train;
 
 /// The model crate, re-exported so that users of the pipelines need one dependency.

@@ -14,6 +14,7 @@ use pipelines::finetune::{
 };
 use pipelines::train::{LrSchedule, OptimConfig, TrainConfig};
 
+use crate::commands::track::TrackArgs;
 use crate::runtime::RuntimeArgs;
 
 #[derive(clap::Args, Debug)]
@@ -90,6 +91,8 @@ pub struct TrainArgs {
     /// Print the final report as one JSON object on stdout
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub tracking: TrackArgs,
 }
 
 impl TrainArgs {
@@ -345,7 +348,7 @@ fn run_instruct(args: InstructArgs) -> Result<()> {
         group_by_length: args.group_by_length,
         sample_tokens: args.sample_tokens,
     };
-    let report = finetune_instruction(&job)?;
+    let report = args.train.tracking.around(&args.run_dir, args.train.resume, || finetune_instruction(&job))?;
     eprintln!(
         "validation loss {:.4} after {} steps in {:.1}s; model in {} (test split in {})",
         report.validation_loss,
@@ -424,7 +427,7 @@ fn run_classifier(model: String, run_dir: std::path::PathBuf, data: ClassifierDa
         dashboard: args.train.dashboard(),
         device,
     };
-    let report = finetune_classifier(&job)?;
+    let report = args.train.tracking.around(&job.run_dir, args.train.resume, || finetune_classifier(&job))?;
     eprintln!(
         "accuracy: train {:.2}%, validation {:.2}%, test {:.2}% (macro-F1 {:.4}) after {} steps in {:.1}s; model in {}",
         100.0 * report.train_accuracy,

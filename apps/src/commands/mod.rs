@@ -13,3 +13,4 @@ pub mod plot;
 pub mod prepare;
 pub mod pretrain;
 pub mod tokenize;
+pub mod track;

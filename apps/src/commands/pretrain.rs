@@ -10,6 +10,7 @@ use pipelines::pretrain::{PretrainJob, accumulation_for, pretrain};
 use pipelines::train::{LrSchedule, OptimConfig, TrainConfig};
 
 use crate::commands::finetune::wants_dashboard;
+use crate::commands::track::TrackArgs;
 use crate::runtime::RuntimeArgs;
 
 #[derive(clap::Args, Debug)]
@@ -89,6 +90,8 @@ pub struct Args {
     #[arg(long)]
     pub json: bool,
     #[command(flatten)]
+    pub tracking: TrackArgs,
+    #[command(flatten)]
     pub runtime: RuntimeArgs,
 }
 
@@ -159,7 +162,7 @@ pub fn run(args: Args) -> Result<()> {
         hellaswag_every: args.hellaswag_every,
         hellaswag,
     };
-    let report = pretrain(&job)?;
+    let report = args.tracking.around(&args.run_dir, args.resume, || pretrain(&job))?;
     eprintln!(
         "validation loss {:.4} (perplexity {:.1}) after {} steps in {:.1}s; model in {}",
         report.validation_loss,

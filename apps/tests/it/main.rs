@@ -22,3 +22,4 @@ mod plot;
 mod prepare;
 mod prepare_fineweb;
 mod serve;
+mod tracking;
