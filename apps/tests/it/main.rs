@@ -18,6 +18,7 @@ mod instruct_eval;
 mod llama_training;
 mod lm_training;
 mod monitor;
+mod perplexity;
 mod plot;
 mod prepare;
 mod prepare_fineweb;

@@ -4,6 +4,7 @@
 mod classify;
 mod hellaswag;
 mod judge;
+mod perplexity;
 mod spam;
 
 use anyhow::Result;
@@ -28,6 +29,9 @@ pub enum Task {
     /// Score model responses (from `llmfs generate-responses`) 0-100 with an LLM judge: Ollama
     /// (llama3.1 by default) or any OpenAI-compatible server.
     Judge(judge::JudgeArgs),
+    /// Token-level perplexity and bits per byte of a text (a .txt file, a data source's text column
+    /// or GPT-2 token shards), by Hugging Face's strided sliding window.
+    Perplexity(perplexity::PerplexityArgs),
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -36,5 +40,6 @@ pub fn run(args: Args) -> Result<()> {
         Task::Spam(args) => spam::run(args),
         Task::Classify(args) => classify::run(args),
         Task::Judge(args) => judge::run(args),
+        Task::Perplexity(args) => perplexity::run(args),
     }
 }
