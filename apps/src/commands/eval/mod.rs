@@ -6,6 +6,7 @@ mod hellaswag;
 mod judge;
 mod perplexity;
 mod spam;
+mod text;
 
 use anyhow::Result;
 
@@ -29,6 +30,9 @@ pub enum Task {
     /// Score model responses (from `llmfs generate-responses`) 0-100 with an LLM judge: Ollama
     /// (llama3.1 by default) or any OpenAI-compatible server.
     Judge(judge::JudgeArgs),
+    /// Reference-based scores of model responses: ROUGE-1/2/L/Lsum (as rouge-score), corpus BLEU
+    /// and chrF (as sacrebleu), exact match; per-record scores in a report file.
+    Text(text::TextArgs),
     /// Token-level perplexity and bits per byte of a text (a .txt file, a data source's text column
     /// or GPT-2 token shards), by Hugging Face's strided sliding window.
     Perplexity(perplexity::PerplexityArgs),
@@ -40,6 +44,7 @@ pub fn run(args: Args) -> Result<()> {
         Task::Spam(args) => spam::run(args),
         Task::Classify(args) => classify::run(args),
         Task::Judge(args) => judge::run(args),
+        Task::Text(args) => text::run(args),
         Task::Perplexity(args) => perplexity::run(args),
     }
 }

@@ -93,7 +93,7 @@ pub fn score(stats: &BleuStats, effective_order: bool) -> f64 {
     let mut precisions = [0.0f64; MAX_ORDER];
     let mut smooth = 1.0;
     let mut order = MAX_ORDER;
-    for n in 0..MAX_ORDER {
+    for (n, precision) in precisions.iter_mut().enumerate() {
         if stats.total[n] == 0 {
             break;
         }
@@ -101,7 +101,7 @@ pub fn score(stats: &BleuStats, effective_order: bool) -> f64 {
             order = n + 1;
         }
         let total = stats.total[n] as f64;
-        precisions[n] = if stats.correct[n] == 0 {
+        *precision = if stats.correct[n] == 0 {
             smooth *= 2.0;
             100.0 / (smooth * total)
         } else {

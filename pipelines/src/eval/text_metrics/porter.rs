@@ -72,7 +72,8 @@ fn is_consonant(word: &[u8], mut i: usize) -> bool {
         negate = !negate;
         i -= 1;
     }
-    !vowel(word[i]) != negate
+    // `y`s alternate: an even run after a consonant, or an odd one after a vowel, ends in a consonant.
+    vowel(word[i]) == negate
 }
 
 /// [`is_consonant`] for every position in one pass: a `y` is a consonant iff the letter before is not.
