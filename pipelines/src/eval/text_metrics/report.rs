@@ -249,4 +249,39 @@ pub(crate) mod tests {
         assert!(error.contains("line 1 has no \"answer\""), "{error}");
         assert_eq!(default_report_path(&lines), dir.path().join("responses.text-scores.json"));
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(1000))]
+
+        /// Any text (words, punctuation, digits, white space of every kind, any character) scores
+        /// in range without a panic; a text against itself is an exact match with ROUGE 1 when it
+        /// has a word, and chrF 100 when it has a character that is not white space.
+        #[test]
+        fn any_text_scores_in_range(
+            reference in "([a-zA-Z0-9]{1,6}|[ \\n\\t\\u{1f}\\u{a0}.,;:!?&<>'\"-]|\\PC){0,40}",
+            hypothesis in "([a-zA-Z0-9]{1,6}|[ \\n\\t\\u{1f}\\u{a0}.,;:!?&<>'\"-]|\\PC){0,40}",
+            stemmer in proptest::bool::ANY,
+        ) {
+            let all = [Metric::Rouge, Metric::Bleu, Metric::Chrf, Metric::Exact];
+            let report = score_pairs(&pairs(&[(&reference, &hypothesis), (&reference, &reference)]), &all, stemmer);
+            for scores in report.records.iter().map(|r| r.scores).chain([report.summary.scores]) {
+                for fraction in [scores.rouge1, scores.rouge2, scores.rouge_l, scores.rouge_lsum, scores.exact] {
+                    let fraction = fraction.expect("chosen");
+                    proptest::prop_assert!((0.0..=1.0 + 1e-12).contains(&fraction), "{fraction}");
+                }
+                for percent in [scores.bleu, scores.chrf] {
+                    let percent = percent.expect("chosen");
+                    proptest::prop_assert!((0.0..=100.0 + 1e-9).contains(&percent), "{percent}");
+                }
+            }
+            let same = report.records[1].scores;
+            proptest::prop_assert_eq!(same.exact, Some(1.0));
+            if !rouge::tokenize(&reference, stemmer).is_empty() {
+                proptest::prop_assert!((same.rouge_l.expect("rougeL") - 1.0).abs() < 1e-12);
+            }
+            if reference.chars().any(|c| !crate::eval::text_metrics::is_python_space(c)) {
+                proptest::prop_assert!((same.chrf.expect("chrf") - 100.0).abs() < 1e-9);
+            }
+        }
+    }
 }
