@@ -25,9 +25,11 @@ pub const NLTK_VERSION: &str = "3.10.4";
 pub enum Metric {
     /// ROUGE-1, ROUGE-2, ROUGE-L and ROUGE-Lsum F1.
     Rouge,
+    /// Corpus BLEU (sacrebleu's defaults), sentence BLEU per record.
     Bleu,
     /// Reference and response equal after stripping white space at both ends.
     Exact,
+    /// chrF (sacrebleu's defaults), corpus and per record.
     Chrf,
 }
 
