@@ -22,6 +22,21 @@ else
     echo "note: no Python venv with the openai client; the server's openai-client test will skip" >&2
 fi
 
+# The tracking test against a real MLflow server (apps/tests/it/tracking.rs) gets `mlflow` from PyPI
+# into a cached venv of its own (~0.9 GB once); without Python or PyPI that test says it skipped.
+mlflow_venv="${LLMFS_MLFLOW_VENV:-$HOME/.cache/llmfs/mlflow-venv}"
+setup_mlflow() {
+    command -v python3 >/dev/null || return 1
+    [ -x "$mlflow_venv/bin/python" ] || python3 -m venv "$mlflow_venv" || return 1
+    "$mlflow_venv/bin/python" -c "import mlflow.server" 2>/dev/null ||
+        "$mlflow_venv/bin/pip" install --quiet --disable-pip-version-check "mlflow>=2.14,<4" || return 1
+}
+if setup_mlflow; then
+    export LLMFS_MLFLOW_PYTHON="$mlflow_venv/bin/python"
+else
+    echo "note: no Python venv with mlflow; the MLflow tracking test will skip" >&2
+fi
+
 started=$(date +%s)
 # Two test binaries at a time: each runs Burn on rayon's pool, and more would only fight over cores.
 cargo test --workspace --locked -- --test-threads="${TEST_THREADS:-2}"

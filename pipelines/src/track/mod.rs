@@ -3,8 +3,11 @@
 //! the trackers, on its own thread while a job runs ([`follow`]) or after the fact from the
 //! files (`llmfs track`). Training never waits for a tracker: it only appends to its files.
 //!
-//! Trackers: TensorBoard event files ([`tensorboard`]; W&B through `wandb sync --sync-tensorboard`).
+//! Trackers: TensorBoard event files ([`tensorboard`]; W&B through `wandb sync --sync-tensorboard`),
+//! and MLflow through its REST API ([`mlflow`], [`mlflow_run`]).
 
+pub mod mlflow;
+pub mod mlflow_run;
 pub mod tensorboard;
 
 use std::path::{Path, PathBuf};
@@ -18,6 +21,8 @@ use serde_json::Value;
 
 use crate::runs::metrics::{MetricEvent, metrics_path};
 use crate::runs::RUN_JSON;
+use mlflow::Status;
+use mlflow_run::{MlflowRun, Naming};
 use tensorboard::EventWriter;
 
 /// The default folder of `--track tensorboard` in a run directory.
@@ -30,10 +35,13 @@ const POLL: Duration = Duration::from_millis(500);
 pub enum Target {
     /// TensorBoard event files in this directory.
     TensorBoard(PathBuf),
+    /// An MLflow tracking server.
+    Mlflow(String),
 }
 
 impl Target {
-    /// `tensorboard` (into `RUN_DIR/tensorboard`) or `tensorboard=DIR`.
+    /// `tensorboard` (into `RUN_DIR/tensorboard`), `tensorboard=DIR`, `mlflow` (the server of
+    /// `$MLFLOW_TRACKING_URI`) or `mlflow=URI`.
     pub fn parse(text: &str, run_dir: &Path) -> Result<Self> {
         let (kind, place) = match text.split_once('=') {
             Some((kind, place)) => (kind.trim(), Some(place.trim())),
@@ -42,7 +50,71 @@ impl Target {
         match (kind, place) {
             ("tensorboard", None) => Ok(Self::TensorBoard(run_dir.join(TENSORBOARD_DIR))),
             ("tensorboard", Some(dir)) if !dir.is_empty() => Ok(Self::TensorBoard(PathBuf::from(dir))),
-            _ => bail!("tracker {text:?}: expected tensorboard or tensorboard=DIR (MLflow is not supported yet)"),
+            ("mlflow", None) => match std::env::var("MLFLOW_TRACKING_URI").ok().filter(|u| !u.trim().is_empty()) {
+                Some(uri) => Ok(Self::Mlflow(uri)),
+                None => bail!("tracker \"mlflow\": name the server (mlflow=http://host:port) or set MLFLOW_TRACKING_URI"),
+            },
+            ("mlflow", Some(uri)) if !uri.is_empty() => Ok(Self::Mlflow(uri.to_string())),
+            _ => bail!("tracker {text:?}: expected tensorboard[=DIR] or mlflow[=URI]"),
+        }
+    }
+}
+
+/// One tracker a [`Mirror`] writes to.
+enum Sink {
+    TensorBoard(EventWriter),
+    Mlflow(Box<MlflowRun>),
+}
+
+impl Sink {
+    fn config(&mut self, run_json: &Value) -> Result<()> {
+        match self {
+            Self::TensorBoard(writer) => {
+                let pretty = serde_json::to_string_pretty(run_json).unwrap_or_default();
+                // Markdown: indented by four spaces, the JSON shows as code.
+                let block: String = pretty.lines().map(|l| format!("    {l}\n")).collect();
+                writer.text(0, now(), "config", &block)
+            }
+            Self::Mlflow(run) => {
+                run.config(run_json);
+                Ok(())
+            }
+        }
+    }
+
+    fn scalars(&mut self, step: u64, time: f64, values: &[(String, f64)]) -> Result<()> {
+        match self {
+            Self::TensorBoard(writer) => writer.scalars(step, time, values),
+            Self::Mlflow(run) => {
+                run.scalars(step, time, values);
+                Ok(())
+            }
+        }
+    }
+
+    fn text(&mut self, step: u64, time: f64, tag: &str, text: &str) -> Result<()> {
+        match self {
+            Self::TensorBoard(writer) => writer.text(step, time, tag, text),
+            // The samples reach MLflow as the samples.jsonl artifact.
+            Self::Mlflow(_) => Ok(()),
+        }
+    }
+
+    /// The run's files were rewritten and are read again from their start.
+    fn restart(&mut self) -> Result<()> {
+        match self {
+            Self::TensorBoard(writer) => writer.session_start(0, now()),
+            Self::Mlflow(run) => {
+                run.restart();
+                Ok(())
+            }
+        }
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        match self {
+            Self::TensorBoard(writer) => writer.flush(),
+            Self::Mlflow(run) => run.flush(),
         }
     }
 }
@@ -79,45 +151,49 @@ impl Tail {
 /// Mirrors one run directory into its trackers.
 pub struct Mirror {
     run_dir: PathBuf,
-    writers: Vec<EventWriter>,
+    sinks: Vec<Sink>,
     metrics: Tail,
     samples: Tail,
     config_written: bool,
-    /// Metric events written so far.
+    /// Metric events read so far.
     pub events: usize,
 }
 
+/// What a finished mirror did.
+#[derive(Debug, Clone, Default)]
+pub struct MirrorReport {
+    pub events: usize,
+    /// The TensorBoard event files written.
+    pub files: Vec<PathBuf>,
+    /// MLflow runs written: (server, run id).
+    pub mlflow_runs: Vec<(String, String)>,
+}
+
 impl Mirror {
-    /// New tracker files for `run_dir`. Each starts with a session start at step 0, so that what
-    /// earlier files (an interrupted process, an earlier `llmfs track`) hold is replaced.
-    pub fn new(run_dir: &Path, targets: &[Target]) -> Result<Self> {
-        let mut writers = Vec::new();
+    /// The trackers of `run_dir`. A TensorBoard file starts with a session start at step 0, so that
+    /// what earlier files (an interrupted process, an earlier `llmfs track`) hold is replaced; an
+    /// MLflow run continues the one `tracking.json` names, if any.
+    pub fn new(run_dir: &Path, targets: &[Target], naming: &Naming) -> Result<Self> {
+        let mut sinks = Vec::new();
         for target in targets {
             match target {
                 Target::TensorBoard(dir) => {
                     let mut writer = EventWriter::create(dir)?;
                     writer.session_start(0, now())?;
-                    writers.push(writer);
+                    sinks.push(Sink::TensorBoard(writer));
                 }
+                Target::Mlflow(uri) => sinks.push(Sink::Mlflow(Box::new(MlflowRun::new(run_dir, uri, naming.clone())?))),
             }
         }
-        Ok(Self { run_dir: run_dir.to_path_buf(), writers, metrics: Tail::default(), samples: Tail::default(), config_written: false, events: 0 })
-    }
-
-    /// The event files written.
-    pub fn files(&self) -> Vec<PathBuf> {
-        self.writers.iter().map(|w| w.path().to_path_buf()).collect()
+        Ok(Self { run_dir: run_dir.to_path_buf(), sinks, metrics: Tail::default(), samples: Tail::default(), config_written: false, events: 0 })
     }
 
     /// Writes what the run's files gained since the last call.
     pub fn poll(&mut self) -> Result<()> {
         if !self.config_written && let Ok(text) = std::fs::read_to_string(self.run_dir.join(RUN_JSON)) {
-            let config: Value = serde_json::from_str(&text).with_context(|| format!("{}: not JSON", self.run_dir.join(RUN_JSON).display()))?;
-            let pretty = serde_json::to_string_pretty(&config).unwrap_or_default();
-            // Markdown: indented by four spaces, the JSON shows as code.
-            let block: String = pretty.lines().map(|l| format!("    {l}\n")).collect();
-            for writer in &mut self.writers {
-                writer.text(0, now(), "config", &block)?;
+            let run_json: Value = serde_json::from_str(&text).with_context(|| format!("{}: not JSON", self.run_dir.join(RUN_JSON).display()))?;
+            for sink in &mut self.sinks {
+                sink.config(&run_json)?;
             }
             self.config_written = true;
         }
@@ -125,9 +201,8 @@ impl Mirror {
         let lines = match self.metrics.read(&metrics)? {
             Lines::New(lines) => lines,
             Lines::Rewritten => {
-                // Replace everything: the file is read again from its start.
-                for writer in &mut self.writers {
-                    writer.session_start(0, now())?;
+                for sink in &mut self.sinks {
+                    sink.restart()?;
                 }
                 (self.config_written, self.samples) = (false, Tail::default());
                 return self.poll();
@@ -137,8 +212,8 @@ impl Mirror {
             let event: MetricEvent = serde_json::from_str(&line).with_context(|| format!("{}: a line is not a metric event", metrics.display()))?;
             let scalars = scalars(&event);
             if !scalars.is_empty() {
-                for writer in &mut self.writers {
-                    writer.scalars(event.step, event.time, &scalars)?;
+                for sink in &mut self.sinks {
+                    sink.scalars(event.step, event.time, &scalars)?;
                 }
                 self.events += 1;
             }
@@ -153,15 +228,36 @@ impl Mirror {
                     sample["text"].as_str().unwrap_or_default().replace('\n', "\n    ")
                 );
                 let step = sample["step"].as_u64().unwrap_or(0);
-                for writer in &mut self.writers {
-                    writer.text(step, sample["time"].as_f64().unwrap_or_else(now), "samples", &text)?;
+                for sink in &mut self.sinks {
+                    sink.text(step, sample["time"].as_f64().unwrap_or_else(now), "samples", &text)?;
                 }
             }
         }
-        for writer in &mut self.writers {
-            writer.flush()?;
+        for sink in &mut self.sinks {
+            sink.flush()?;
         }
         Ok(())
+    }
+
+    /// The last of the run's files, then each tracker's end: MLflow's artifacts and run status.
+    /// A tracker that cannot finish is an error after the others have finished.
+    pub fn finish(mut self, status: Status) -> Result<MirrorReport> {
+        self.poll()?;
+        let mut report = MirrorReport { events: self.events, ..MirrorReport::default() };
+        let mut failures = Vec::new();
+        for sink in &mut self.sinks {
+            match sink {
+                Sink::TensorBoard(writer) => report.files.push(writer.path().to_path_buf()),
+                Sink::Mlflow(run) => match run.finish(status) {
+                    Ok(_) => report.mlflow_runs.push((run.state().uri.clone(), run.state().run_id.clone().unwrap_or_default())),
+                    Err(error) => failures.push(format!("MLflow: {error:#}")),
+                },
+            }
+        }
+        if !failures.is_empty() {
+            bail!("{}", failures.join("; "));
+        }
+        Ok(report)
     }
 }
 
@@ -191,8 +287,8 @@ pub struct Follower {
 }
 
 /// Starts mirroring `run_dir` to `targets` while the job writes it.
-pub fn follow(run_dir: &Path, targets: &[Target]) -> Result<Follower> {
-    let mut mirror = Mirror::new(run_dir, targets)?;
+pub fn follow(run_dir: &Path, targets: &[Target], naming: &Naming) -> Result<Follower> {
+    let mut mirror = Mirror::new(run_dir, targets, naming)?;
     let stop = Arc::new(AtomicBool::new(false));
     let stopped = stop.clone();
     let thread = std::thread::Builder::new()
@@ -209,13 +305,12 @@ pub fn follow(run_dir: &Path, targets: &[Target]) -> Result<Follower> {
 }
 
 impl Follower {
-    /// Stops following and mirrors what is left; returns the mirror (its files, its counts).
-    pub fn finish(mut self) -> Result<Mirror> {
+    /// Stops following, mirrors what is left and ends the trackers' runs with `status`.
+    pub fn finish(mut self, status: Status) -> Result<MirrorReport> {
         self.stop.store(true, Ordering::SeqCst);
         let thread = self.thread.take().context("the tracking thread is gone")?;
-        let mut mirror = thread.join().map_err(|_| anyhow::anyhow!("the tracking thread panicked"))??;
-        mirror.poll()?;
-        Ok(mirror)
+        let mirror = thread.join().map_err(|_| anyhow::anyhow!("the tracking thread panicked"))??;
+        mirror.finish(status)
     }
 }
 
@@ -223,9 +318,9 @@ impl Drop for Follower {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
         if let Some(thread) = self.thread.take()
-            && let Ok(Ok(mut mirror)) = thread.join()
+            && let Ok(Ok(mirror)) = thread.join()
         {
-            let _ = mirror.poll();
+            let _ = mirror.finish(Status::Killed);
         }
     }
 }
@@ -234,6 +329,10 @@ impl Drop for Follower {
 mod tests {
     use super::*;
     use crate::runs::metrics::MetricsLog;
+
+    fn files(mirror: &Mirror) -> Vec<PathBuf> {
+        mirror.sinks.iter().filter_map(|s| if let Sink::TensorBoard(w) = s { Some(w.path().to_path_buf()) } else { None }).collect()
+    }
 
     /// Every metric event becomes scalars at its step; a rewritten metrics file (a resume) is
     /// replayed after a session start that replaces what was written.
@@ -247,14 +346,15 @@ mod tests {
         log.log(&event).unwrap();
         let target = Target::parse("tensorboard", run.path()).unwrap();
         assert_eq!(target, Target::TensorBoard(run.path().join("tensorboard")));
-        let mut mirror = Mirror::new(run.path(), &[target]).unwrap();
+        let naming = Naming { experiment: "e".into(), run_name: "r".into(), track_model: false };
+        let mut mirror = Mirror::new(run.path(), &[target], &naming).unwrap();
         mirror.poll().unwrap();
         let mut later = MetricEvent::new(2, 1, "val");
         later.loss = Some(1.5);
         log.log(&later).unwrap();
         mirror.poll().unwrap();
         mirror.poll().unwrap();
-        let events = tensorboard::read_events(&mirror.files()[0]).unwrap();
+        let events = tensorboard::read_events(&files(&mirror)[0]).unwrap();
         let scalars: Vec<(i64, String, f32)> = events
             .iter()
             .flat_map(|e| e.summary.iter().flat_map(move |s| s.value.iter().filter_map(move |v| Some((e.step, v.tag.clone(), v.simple_value?)))))
@@ -269,9 +369,10 @@ mod tests {
         drop(log);
         MetricsLog::open(&metrics_path(run.path()), Some(1)).unwrap();
         mirror.poll().unwrap();
-        let events = tensorboard::read_events(&mirror.files()[0]).unwrap();
+        let events = tensorboard::read_events(&files(&mirror)[0]).unwrap();
         assert_eq!(starts(&events), 2);
         assert_eq!(events.last().unwrap().summary.as_ref().unwrap().value[0].tag, "train/loss", "step 1 again, step 2 gone");
-        assert!(Target::parse("mlflow", run.path()).is_err());
+        assert_eq!(Target::parse("mlflow=http://127.0.0.1:5000", run.path()).unwrap(), Target::Mlflow("http://127.0.0.1:5000".into()));
+        assert!(Target::parse("wandb", run.path()).is_err());
     }
 }
