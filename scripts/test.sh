@@ -7,31 +7,24 @@ cd "$(dirname "$0")/.."
 
 command -v cargo >/dev/null || { echo "cargo not found: install Rust from https://rustup.rs" >&2; exit 1; }
 
-# The server's optional check with the official `openai` client (apps/tests/it/serve.rs) gets the
-# package from PyPI into a venv of its own; without Python or PyPI that test says it skipped.
-openai_venv="${LLMFS_OPENAI_VENV:-$HOME/.cache/llmfs/openai-venv}"
-setup_openai_client() {
+# Optional checks against real Python packages get them from PyPI into cached venvs of their own:
+# the official `openai` client (apps/tests/it/serve.rs) and an MLflow server (~0.9 GB once,
+# apps/tests/it/tracking.rs). Without Python or PyPI those tests say they skipped.
+# setup_venv DIR MODULE SPEC: the venv in DIR, made and filled when MODULE does not import.
+setup_venv() {
     command -v python3 >/dev/null || return 1
-    [ -x "$openai_venv/bin/python" ] || python3 -m venv "$openai_venv" || return 1
-    "$openai_venv/bin/python" -c "import openai" 2>/dev/null ||
-        "$openai_venv/bin/pip" install --quiet --disable-pip-version-check "openai>=1.40,<3" || return 1
+    [ -x "$1/bin/python" ] || python3 -m venv "$1" || return 1
+    "$1/bin/python" -c "import $2" 2>/dev/null ||
+        "$1/bin/pip" install --quiet --disable-pip-version-check "$3" || return 1
 }
-if setup_openai_client; then
+openai_venv="${LLMFS_OPENAI_VENV:-$HOME/.cache/llmfs/openai-venv}"
+if setup_venv "$openai_venv" openai "openai>=1.40,<3"; then
     export LLMFS_OPENAI_PYTHON="$openai_venv/bin/python"
 else
     echo "note: no Python venv with the openai client; the server's openai-client test will skip" >&2
 fi
-
-# The tracking test against a real MLflow server (apps/tests/it/tracking.rs) gets `mlflow` from PyPI
-# into a cached venv of its own (~0.9 GB once); without Python or PyPI that test says it skipped.
 mlflow_venv="${LLMFS_MLFLOW_VENV:-$HOME/.cache/llmfs/mlflow-venv}"
-setup_mlflow() {
-    command -v python3 >/dev/null || return 1
-    [ -x "$mlflow_venv/bin/python" ] || python3 -m venv "$mlflow_venv" || return 1
-    "$mlflow_venv/bin/python" -c "import mlflow.server" 2>/dev/null ||
-        "$mlflow_venv/bin/pip" install --quiet --disable-pip-version-check "mlflow>=2.14,<4" || return 1
-}
-if setup_mlflow; then
+if setup_venv "$mlflow_venv" mlflow.server "mlflow>=2.14,<4"; then
     export LLMFS_MLFLOW_PYTHON="$mlflow_venv/bin/python"
 else
     echo "note: no Python venv with mlflow; the MLflow tracking test will skip" >&2
