@@ -204,7 +204,7 @@ fn read_source(source: &str) -> Result<(PathBuf, InstructionData)> {
         .into_iter()
         .map(|record| Ok((record.at.clone(), parse_item(&record.value, &record.at, &record.file)?)))
         .collect::<Result<Vec<_>>>()?;
-    let name = PathBuf::from(format!("{source} ({split})"));
+    let name = PathBuf::from(data.split_label(&split));
     let data = collect_items(items, &name)?;
     Ok((name, data))
 }

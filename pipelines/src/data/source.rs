@@ -35,6 +35,8 @@ pub struct DataSource {
     pub name: String,
     /// The split `@split` chose, or `None` (a plain file's data is its only split, `train`).
     pub chosen_split: Option<String>,
+    /// A single file, not a directory or a data set.
+    is_file: bool,
     splits: BTreeMap<String, Vec<String>>,
     place: Place,
 }
@@ -58,7 +60,7 @@ impl DataSource {
             let root = path.parent().map(Path::to_path_buf).unwrap_or_default();
             let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
             let splits = BTreeMap::from([("train".to_string(), vec![name])]);
-            return Ok(Self { name: text.to_string(), chosen_split: None, splits, place: Place::Local { root } });
+            return Ok(Self { name: text.to_string(), chosen_split: None, is_file: true, splits, place: Place::Local { root } });
         }
         let files = list_local(path)?;
         let config = default_config(&configs_of(&files)).map_err(|e| anyhow!("{text}: {e}"))?;
@@ -67,7 +69,7 @@ impl DataSource {
             !splits.is_empty(),
             "{text}: no split files (expected train.csv / train.jsonl / train.parquet …, and optionally validation.* and test.*)"
         );
-        Ok(Self { name: text.to_string(), chosen_split: None, splits, place: Place::Local { root: path.to_path_buf() } })
+        Ok(Self { name: text.to_string(), chosen_split: None, is_file: false, splits, place: Place::Local { root: path.to_path_buf() } })
     }
 
     fn hub(text: &str, spec: &str, options: &HubOptions) -> Result<Self> {
@@ -110,6 +112,7 @@ impl DataSource {
                 let source = Self {
                     name: text.to_string(),
                     chosen_split: split.clone(),
+                    is_file: false,
                     splits,
                     place: Place::Hub { dataset: dataset.to_string(), config: chosen, files: Box::new(files), options: options.clone() },
                 };
@@ -151,7 +154,7 @@ impl DataSource {
         };
         let short_name = dataset.rsplit('/').next().unwrap_or(dataset);
         let splits = splits_of(&files, Some(&chosen), short_name)?;
-        let source = Self { name: text.to_string(), chosen_split: split, splits, place: Place::Local { root: snapshot } };
+        let source = Self { name: text.to_string(), chosen_split: split, is_file: false, splits, place: Place::Local { root: snapshot } };
         source.check_chosen_split()?;
         Ok(source)
     }
@@ -191,6 +194,12 @@ impl DataSource {
         }
         let names: &[&str] = if which == "validation" { &VALIDATION_NAMES } else { &[which] };
         names.iter().find(|n| self.splits.contains_key(**n)).map(|n| n.to_string())
+    }
+
+    /// `split` of this source for messages: `data.csv` for a file (its data is its one split),
+    /// `hf:owner/name (test)` for a split of a directory or a data set.
+    pub fn split_label(&self, split: &str) -> String {
+        if self.is_file { self.name.clone() } else { format!("{} ({split})", self.name) }
     }
 
     /// The records of `split`, its files downloaded first when they are on the hub.

@@ -45,7 +45,7 @@ pub fn run(args: ClassifyArgs) -> Result<()> {
     // Every label must be one of the classifier's classes (an error naming the row otherwise).
     let messages = labelled::messages(records, classifier.labels())?;
     let result = evaluate_messages(&classifier, &tokenizer, &messages, args.batch_size)?;
-    report(&format!("{} ({split})", args.data), classifier.labels(), &result, args.json)
+    report(&data.split_label(&split), classifier.labels(), &result, args.json)
 }
 
 /// The scores on stderr (accuracy, macro-F1, a per-class table, the confusion matrix) and, with

@@ -145,8 +145,9 @@ fn read_corpus(data: &str, column: &str, tokenizer: &Tokenizer, model: &str) -> 
             None => bail!("{}: no `{column}` column (choose one with --text-column)", record.location()),
         }
     }
-    ensure!(!documents.is_empty(), "{data} ({split}) holds no records");
-    let what = format!("{data} ({split}, {} documents joined with blank lines)", documents.len());
+    let label = source.split_label(&split);
+    ensure!(!documents.is_empty(), "{label} holds no records");
+    let what = format!("{label}: {} documents joined with blank lines", documents.len());
     encode(documents.join(DOCUMENT_SEPARATOR), what)
 }
 
