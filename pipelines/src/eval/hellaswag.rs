@@ -32,7 +32,7 @@ use gpt::models::CausalLm;
 use serde::Serialize;
 
 use crate::data::hellaswag::{Example, NUM_ENDINGS, RenderedExample, render_example};
-use crate::train::cross_entropy_per_token;
+use super::loglikelihood::{Loglikelihood, Request, ScoredPositions, score_requests};
 
 /// Examples per forward pass (4 rows each) on a GPU.
 pub const GPU_BATCH_SIZE: usize = 8;
@@ -160,118 +160,29 @@ pub fn evaluate_with<M: CausalLm + Module>(
 
 /// The ending losses of a batch of rendered examples. The 4 rows of an example share its context,
 /// so the context runs through the model once, and its keys and values (the KV cache, copied to the
-/// 4 rows) are what the 4 endings attend to in a second pass: about half the positions of running
-/// every row whole (HellaSwag's contexts are longer than its endings), the same numbers up to float
-/// rounding. An example without context is scored by [`score_full_rows`].
+/// 4 rows) are what the 4 endings attend to in a second pass ([`score_requests`]): about half the
+/// positions of running every row whole (HellaSwag's contexts are longer than its endings), the
+/// same numbers up to float rounding. An example without context is scored by [`score_full_rows`].
 pub fn score_batch<R: Borrow<RenderedExample>>(model: &dyn CausalLm, batch: &[R]) -> Result<Vec<EndingLosses>> {
-    if batch.is_empty() {
-        return Ok(Vec::new());
-    }
     if batch.iter().any(|r| r.borrow().ctx_tokens.is_empty()) {
         return score_full_rows(model, batch);
     }
-    let context = model.context_length();
-    let examples = batch.len();
-    let ctx_width = batch.iter().map(|r| r.borrow().ctx_tokens.len()).max().unwrap_or(0);
-    let end_width = batch.iter().flat_map(|r| r.borrow().ending_tokens.iter().map(Vec::len)).max().unwrap_or(0);
-    ensure!(
-        ctx_width + end_width <= context,
-        "a batch row has {} tokens, more than the model's context of {context}",
-        ctx_width + end_width
-    );
-
-    // Pass 1: the contexts, right-padded (padding is masked out and takes no position id).
-    let (mut tokens, mut is_pad) = (Vec::with_capacity(examples * ctx_width), Vec::with_capacity(examples * ctx_width));
-    for example in batch.iter().map(Borrow::borrow) {
-        right_pad(&example.ctx_tokens, ctx_width, &mut tokens, &mut is_pad);
-    }
-    let mut cache = model.new_cache(examples);
-    let context_states = model.forward_cached(&tokens, &is_pad, &mut cache)?;
-    // Pass 2: row 4e + i is ending i of example e, after the context's cached positions.
-    let rows: Vec<usize> = (0..examples).flat_map(|e| [e; NUM_ENDINGS]).collect();
-    cache.retain_rows(&rows);
-    let (mut tokens, mut is_pad) = (Vec::with_capacity(rows.len() * end_width), Vec::with_capacity(rows.len() * end_width));
-    for example in batch.iter().map(Borrow::borrow) {
-        for ending in &example.ending_tokens {
-            right_pad(ending, end_width, &mut tokens, &mut is_pad);
-        }
-    }
-    let ending_states = model.forward_cached(&tokens, &is_pad, &mut cache)?;
-
-    // The states that predict each ending token, as rows of [context states; ending states]: the
-    // first token is predicted by the context's last position, token j by the ending's position j - 1.
-    let ending_offset = examples * ctx_width;
-    let mut scored = ScoredPositions::default();
-    for (e, example) in batch.iter().map(Borrow::borrow).enumerate() {
-        for (i, ending) in example.ending_tokens.iter().enumerate() {
-            let r = NUM_ENDINGS * e + i;
-            ensure!(!ending.is_empty(), "ending {i} of a batch example has no tokens");
-            let predictors = std::iter::once(e * ctx_width + example.ctx_tokens.len() - 1)
-                .chain((0..ending.len() - 1).map(|j| ending_offset + r * end_width + j));
-            scored.push_row(predictors, ending);
-        }
-    }
-    let c = context_states.dims()[2];
-    let states = Tensor::cat(vec![context_states.reshape([examples * ctx_width, c]), ending_states.reshape([rows.len() * end_width, c])], 0);
-    scored.losses(model, states, examples)
+    let requests: Vec<Request> = batch
+        .iter()
+        .map(Borrow::borrow)
+        .map(|r| Request { context: r.ctx_tokens.clone(), continuations: r.ending_tokens.to_vec() })
+        .collect();
+    Ok(score_requests(model, &requests)?.into_iter().map(|scores| ending_losses(&scores)).collect())
 }
 
-/// `row` then padding up to `width`, with the padding flags.
-fn right_pad(row: &[u32], width: usize, tokens: &mut Vec<u32>, is_pad: &mut Vec<bool>) {
-    tokens.extend(row.iter().copied().chain(std::iter::repeat(0).take(width - row.len())));
-    is_pad.extend((0..width).map(|t| t >= row.len()));
-}
-
-/// The scoring of a batch: the states that predict each ending token (indices into a `[N, C]`
-/// tensor of final hidden states) with their targets, ending by ending.
-#[derive(Default)]
-struct ScoredPositions {
-    positions: Vec<i64>,
-    targets: Vec<i64>,
-    /// Scored tokens per ending (4 per example, in order).
-    counts: Vec<usize>,
-}
-
-impl ScoredPositions {
-    fn push_row(&mut self, predictors: impl Iterator<Item = usize>, targets: &[u32]) {
-        let before = self.positions.len();
-        for (position, &target) in predictors.zip(targets) {
-            self.positions.push(position as i64);
-            self.targets.push(target as i64);
-        }
-        self.counts.push(self.positions.len() - before);
+/// An example's ending losses from the log-likelihoods of its endings.
+fn ending_losses(scores: &[Loglikelihood]) -> EndingLosses {
+    let mut losses = EndingLosses { sum: [0.0; NUM_ENDINGS], mean: [0.0; NUM_ENDINGS] };
+    for (i, score) in scores.iter().enumerate().take(NUM_ENDINGS) {
+        losses.sum[i] = -score.logprob;
+        losses.mean[i] = -score.logprob / score.tokens as f64;
     }
-
-    /// The output head (the largest product of a small model) on the scored states only, then each
-    /// ending's summed and mean cross-entropy.
-    fn losses(self, model: &dyn CausalLm, states: Tensor<2>, examples: usize) -> Result<Vec<EndingLosses>> {
-        let device = model.device();
-        let n = self.positions.len();
-        let c = states.dims()[1];
-        let picked = states.select(0, Tensor::<1, Int>::from_data(TensorData::new(self.positions, [n]), &device));
-        let targets = Tensor::<2, Int>::from_data(TensorData::new(self.targets, [1, n]), &device);
-        let nll: Vec<f32> = cross_entropy_per_token(model.head(picked.reshape([1, n, c])), targets)
-            .into_data()
-            .try_into_vec_as::<f32>()
-            .map_err(|e| anyhow::anyhow!("reading the HellaSwag losses: {e:?}"))?;
-
-        let mut row_losses = self.counts.iter().scan(0, |offset, &count| {
-            let row = &nll[*offset..*offset + count];
-            *offset += count;
-            Some((row.iter().map(|&l| l as f64).sum::<f64>(), count))
-        });
-        let mut losses = Vec::with_capacity(examples);
-        for _ in 0..examples {
-            let mut ending = EndingLosses { sum: [0.0; NUM_ENDINGS], mean: [0.0; NUM_ENDINGS] };
-            for i in 0..NUM_ENDINGS {
-                let (sum, count) = row_losses.next().context("one loss per row")?;
-                ending.sum[i] = sum;
-                ending.mean[i] = sum / count as f64;
-            }
-            losses.push(ending);
-        }
-        Ok(losses)
-    }
+    losses
 }
 
 /// The ending losses of a batch as build-nanogpt computes them: one forward pass of `4 × batch`
@@ -303,5 +214,6 @@ pub fn score_full_rows<R: Borrow<RenderedExample>>(model: &dyn CausalLm, batch: 
     let device = model.device();
     let hidden = model.hidden(Tensor::<2, Int>::from_data(TensorData::new(ids, [rows, width]), &device));
     let c = hidden.dims()[2];
-    scored.losses(model, hidden.reshape([rows * width, c]), batch.len())
+    let scores = scored.score(model, hidden.reshape([rows * width, c]))?;
+    Ok(scores.chunks(NUM_ENDINGS).map(ending_losses).collect())
 }
