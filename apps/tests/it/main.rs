@@ -10,6 +10,7 @@ mod cli;
 mod data_sources;
 mod crash_resume;
 mod disk_full;
+mod eval_tasks;
 mod eval_text;
 mod export;
 mod finetune;

@@ -6,6 +6,7 @@ mod hellaswag;
 mod judge;
 mod perplexity;
 mod spam;
+mod tasks;
 mod text;
 
 use anyhow::Result;
@@ -36,6 +37,10 @@ pub enum Task {
     /// Token-level perplexity and bits per byte of a text (a .txt file, a data source's text column
     /// or GPT-2 token shards), by Hugging Face's strided sliding window.
     Perplexity(perplexity::PerplexityArgs),
+    /// lm-evaluation-harness's loglikelihood tasks (arc_easy, arc_challenge, openbookqa, piqa,
+    /// winogrande, lambada_openai, hellaswag) with its prompts, acc / acc_norm / perplexity and
+    /// standard errors; results in lm-eval's JSON schema.
+    Tasks(tasks::TasksArgs),
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -46,5 +51,6 @@ pub fn run(args: Args) -> Result<()> {
         Task::Judge(args) => judge::run(args),
         Task::Text(args) => text::run(args),
         Task::Perplexity(args) => perplexity::run(args),
+        Task::Tasks(args) => tasks::run(args),
     }
 }

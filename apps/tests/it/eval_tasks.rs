@@ -1,0 +1,126 @@
+//! `llmfs eval tasks` end to end with the real binary: the tiny GPT-2 fixture on the task records
+//! of `tests/fixtures/data/tasks/` (through `--data-dir`, and from the loopback fake hub as the
+//! tasks' Hugging Face data sets, then offline from the cache); the `--json` file in lm-eval's
+//! results schema, its values equal to `tests/fixtures/lm_eval_reference.json` (lm-eval 0.4.13's
+//! own results on the same records; scripts/reference/lm_eval_reference.py).
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use serde_json::Value;
+
+use crate::common::*;
+
+fn reference_results(task: &str) -> Value {
+    let text = std::fs::read_to_string(fixtures().join("lm_eval_reference.json")).unwrap();
+    let reference: Value = serde_json::from_str(&text).unwrap();
+    reference["models"]["gpt2-tiny"]["tasks"][task]["results"].clone()
+}
+
+fn eval_tasks(home: &Path, tasks: &str, json: &Path, flags: &[&str]) -> std::process::Output {
+    let mut cmd = llmfs(home);
+    cmd.args(["eval", "tasks", "--device", "cpu", "--threads", "2", "--tasks", tasks, "--model"]).arg(tiny_model_dir()).arg("--json").arg(json).args(flags);
+    run(&mut cmd)
+}
+
+/// Every metric and standard error of `task` in the results file equals lm-eval's: acc's to
+/// 1e-12, perplexity's to 1e-4 relative (it carries the f32 log-likelihoods' rounding); the same keys.
+fn assert_task_matches(results: &Value, task: &str) {
+    let ours = results["results"][task].as_object().unwrap_or_else(|| panic!("no results for {task}: {results}"));
+    let theirs = reference_results(task);
+    let theirs = theirs.as_object().unwrap();
+    let mut our_keys: Vec<&String> = ours.keys().collect();
+    let mut their_keys: Vec<&String> = theirs.keys().collect();
+    our_keys.sort();
+    their_keys.sort();
+    assert_eq!(our_keys, their_keys, "{task}");
+    for (key, value) in theirs {
+        let Some(expected) = value.as_f64() else { continue };
+        if key == "sample_len" {
+            assert_eq!(ours[key], *value, "{task} {key}");
+            continue;
+        }
+        let got = ours[key].as_f64().unwrap();
+        let tolerance = if key.starts_with("perplexity") { 1e-4 } else { 1e-12 };
+        assert!(got == expected || ((got - expected) / expected).abs() < tolerance, "{task} {key}: {got} vs lm-eval's {expected}");
+    }
+}
+
+#[test]
+fn results_from_a_data_dir_equal_lm_evals() {
+    let home = tempfile::tempdir().unwrap();
+    let json = home.path().join("results.json");
+    let tasks = "arc_easy,arc_challenge,openbookqa,piqa,winogrande,lambada_openai,hellaswag";
+    let out = eval_tasks(home.path(), tasks, &json, &["--data-dir", fixtures().join("data/tasks").to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let results: Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    for key in ["results", "group_subtasks", "configs", "versions", "n-shot", "higher_is_better", "n-samples", "config"] {
+        assert!(results.get(key).is_some(), "no `{key}` in {results}");
+    }
+    for task in tasks.split(',') {
+        assert_task_matches(&results, task);
+        assert_eq!(results["n-shot"][task], 0);
+        assert_eq!(results["n-samples"][task]["original"], results["n-samples"][task]["effective"]);
+    }
+    assert_eq!(results["configs"]["arc_easy"]["doc_to_text"], "Question: {{question}}\nAnswer:");
+    assert_eq!(results["configs"]["arc_easy"]["target_delimiter"], " ");
+    assert_eq!(results["higher_is_better"]["lambada_openai"]["perplexity"], false);
+    // lm-eval's table on stdout, one row per metric
+    let table = stdout(&out);
+    assert!(table.contains("|arc_easy        |      1|none  |     0|acc       |↑  |    0.4000|±  |    0.2449|"), "{table}");
+
+    // --limit: the first docs only, the split's size kept as `original`
+    let out = eval_tasks(home.path(), "piqa", &json, &["--limit", "2", "--data-dir", fixtures().join("data/tasks").to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let results: Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    assert_eq!(results["n-samples"]["piqa"], serde_json::json!({ "original": 4, "effective": 2 }));
+    assert_eq!(results["config"]["limit"], 2);
+}
+
+#[test]
+fn tasks_come_from_the_hub_then_from_the_cache_offline() {
+    let data = fixtures().join("data/tasks");
+    let hub = FakeHub::start(HashMap::from([
+        ("datasets/baber/piqa".to_string(), HashMap::from([("validation.jsonl".to_string(), data.join("piqa/validation.jsonl"))])),
+        ("datasets/EleutherAI/lambada_openai".to_string(), HashMap::from([("test.jsonl".to_string(), data.join("lambada_openai/test.jsonl"))])),
+    ]));
+    let home = tempfile::tempdir().unwrap();
+    let json = home.path().join("results.json");
+    for offline in [false, true] {
+        let mut cmd = llmfs(home.path());
+        cmd.env("HF_ENDPOINT", &hub.url).args(["eval", "tasks", "--device", "cpu", "--tasks", "piqa,lambada_openai", "--model"]);
+        if offline {
+            cmd.env("HF_HUB_OFFLINE", "1");
+        }
+        let requests = hub.request_count();
+        let out = run(cmd.arg(tiny_model_dir()).arg("--json").arg(&json));
+        assert!(out.status.success(), "{}", stderr(&out));
+        let results: Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+        assert_task_matches(&results, "piqa");
+        assert_task_matches(&results, "lambada_openai");
+        if offline {
+            assert_eq!(hub.request_count(), requests, "offline, nothing is asked of the hub");
+        }
+    }
+}
+
+#[test]
+fn bad_arguments_are_clear_errors() {
+    let home = tempfile::tempdir().unwrap();
+    let json = home.path().join("results.json");
+    let data_dir = fixtures().join("data/tasks");
+    let cases: [(&str, &[&str], &str); 3] = [
+        ("arc_easy,mmlu_x", &[], "unknown task `mmlu_x`"),
+        ("arc_easy", &["--num-fewshot", "5"], "few-shot prompts are not implemented yet"),
+        ("arc_easy", &["--data-dir", "/nonexistent-llmfs-dir"], "no directory /nonexistent-llmfs-dir/arc_easy"),
+    ];
+    for (tasks, flags, message) in cases {
+        let mut flags = flags.to_vec();
+        if !flags.contains(&"--data-dir") {
+            flags.extend(["--data-dir", data_dir.to_str().unwrap()]);
+        }
+        let out = eval_tasks(home.path(), tasks, &json, &flags);
+        assert!(!out.status.success() && stderr(&out).contains(message), "{tasks} {flags:?}: {}", stderr(&out));
+        assert!(!json.exists());
+    }
+}
