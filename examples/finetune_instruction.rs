@@ -70,6 +70,7 @@ fn main() -> anyhow::Result<()> {
         chat_template: None,
         group_by_length: false,
         sample_tokens: DEFAULT_MAX_NEW_TOKENS,
+        eval_tasks: Default::default(),
     };
     let report = finetune_instruction(&job)?;
     println!("validation loss {:.3} after {} steps ({:.0} s)", report.validation_loss, report.steps, report.seconds);

@@ -88,6 +88,7 @@ fn main() -> Result<()> {
         sample_every: Some(100),
         hellaswag_every: None,
         hellaswag: hellaswag_rows.clone(),
+        eval_tasks: Default::default(),
     };
     let report = pretrain(&job)?;
     println!("validation loss {:.3} (perplexity {:.1}) after {} steps, {:.0} s", report.validation_loss, report.validation_perplexity, report.steps, report.seconds);

@@ -17,6 +17,7 @@ use crate::runs::MetricEvent;
 use crate::data::hellaswag::Example;
 use crate::data::shards::{Split, TokenFile, find_shards};
 use crate::eval::hellaswag;
+use crate::eval::tasks::hook::EvalTasks;
 use crate::finetune::language_model::{LanguageModelJob, LanguageModelReport, SampleHook, load_for_training, train_language_model};
 use crate::train::steps::{LanguageModelTraining, LmBatch};
 use crate::train::trainer::{BatchSource, TrainHooks};
@@ -37,6 +38,8 @@ pub struct PretrainJob {
     pub hellaswag_every: Option<usize>,
     /// HellaSwag examples scored each time (the first N of `hellaswag`).
     pub hellaswag: Vec<Example>,
+    /// Benchmark tasks scored during training (`--eval-tasks`).
+    pub eval_tasks: EvalTasks,
 }
 
 /// The windows `DataLoaderLite` reads, as examples the loop can batch by index: in shard `s` of
@@ -231,9 +234,10 @@ pub fn pretrain(job: &PretrainJob) -> Result<LanguageModelReport> {
         print,
         last_scored: Mutex::new(None),
     };
+    let tasks = job.eval_tasks.hook(Tokenizer::gpt2(), hellaswag::default_batch_size(&job.lm.device), print);
     lm.details = json!({ "data": job.data, "seq_len": job.seq_len, "hellaswag_examples": job.hellaswag.len(),
-        "tokens_per_step": batch_size * job.seq_len * lm.train.grad_accumulation, "extra": lm.details });
-    train_language_model(&lm, model, Arc::new(train_data), Arc::new(valid_data), hooks, |_| Ok(()))
+        "tokens_per_step": batch_size * job.seq_len * lm.train.grad_accumulation, "eval_tasks": job.eval_tasks.describe(), "extra": lm.details });
+    train_language_model(&lm, model, Arc::new(train_data), Arc::new(valid_data), (hooks, tasks), |_| Ok(()))
 }
 
 /// Gradient-accumulation steps that make a total batch of `total_tokens` from micro-batches of

@@ -14,6 +14,7 @@ use pipelines::finetune::{
 };
 use pipelines::train::{LrSchedule, OptimConfig, TrainConfig};
 
+use crate::commands::eval::tasks::EvalTasksArgs;
 use crate::commands::track::TrackArgs;
 use crate::runtime::RuntimeArgs;
 
@@ -269,6 +270,8 @@ pub struct InstructArgs {
     #[command(flatten)]
     pub train: TrainArgs,
     #[command(flatten)]
+    pub eval_tasks: EvalTasksArgs,
+    #[command(flatten)]
     pub runtime: RuntimeArgs,
 }
 
@@ -347,6 +350,7 @@ fn run_instruct(args: InstructArgs) -> Result<()> {
         },
         group_by_length: args.group_by_length,
         sample_tokens: args.sample_tokens,
+        eval_tasks: args.eval_tasks.read()?,
     };
     let report = args.train.tracking.around(&args.run_dir, args.train.resume, || finetune_instruction(&job))?;
     eprintln!(

@@ -10,6 +10,7 @@ use pipelines::pretrain::{PretrainJob, accumulation_for, pretrain};
 use pipelines::train::{LrSchedule, OptimConfig, TrainConfig};
 
 use crate::commands::finetune::wants_dashboard;
+use crate::commands::eval::tasks::EvalTasksArgs;
 use crate::commands::track::TrackArgs;
 use crate::runtime::RuntimeArgs;
 
@@ -90,6 +91,8 @@ pub struct Args {
     #[arg(long)]
     pub json: bool,
     #[command(flatten)]
+    pub eval_tasks: EvalTasksArgs,
+    #[command(flatten)]
     pub tracking: TrackArgs,
     #[command(flatten)]
     pub runtime: RuntimeArgs,
@@ -161,6 +164,7 @@ pub fn run(args: Args) -> Result<()> {
         sample_every: Some(args.sample_every),
         hellaswag_every: args.hellaswag_every,
         hellaswag,
+        eval_tasks: args.eval_tasks.read()?,
     };
     let report = args.tracking.around(&args.run_dir, args.resume, || pretrain(&job))?;
     eprintln!(

@@ -124,3 +124,37 @@ fn bad_arguments_are_clear_errors() {
         assert!(!json.exists());
     }
 }
+
+/// `finetune instruct --eval-tasks`: the tasks are scored every 3 steps and at the epoch's end (once
+/// at the final step), into metrics.jsonl; the last scores are what `eval tasks` gives the trained
+/// model.
+#[test]
+fn tasks_are_scored_during_training_as_eval_tasks_scores_the_result() {
+    let home = tempfile::tempdir().unwrap();
+    let run_dir = home.path().join("run");
+    let data_dir = fixtures().join("data/tasks");
+    let flags = ["--epochs", "1", "--batch-size", "8", "--eval-tasks", "arc_easy,lambada_openai", "--eval-tasks-every", "3", "--eval-tasks-data-dir", data_dir.to_str().unwrap()];
+    let out = run(&mut finetune_instruct(home.path(), &run_dir, false, &flags));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let events = pipelines::runs::metrics::read_metrics(&run_dir.join("metrics.jsonl")).unwrap();
+    let scored = |task: &str| events.iter().filter(|e| e.split == task).collect::<Vec<_>>();
+    let arc = scored("arc_easy");
+    assert_eq!(arc.iter().map(|e| e.step).collect::<Vec<_>>(), [3, 6], "every 3 steps; the epoch's end at step 6 is not scored twice");
+    assert_eq!(scored("lambada_openai").len(), 2);
+
+    let json = home.path().join("results.json");
+    let mut cmd = llmfs(home.path());
+    cmd.args(["eval", "tasks", "--device", "cpu", "--threads", "1", "--tasks", "arc_easy,lambada_openai", "--model"]).arg(&run_dir);
+    let out = run(cmd.arg("--json").arg(&json).arg("--data-dir").arg(&data_dir));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let results: Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let last_arc = arc[1];
+    assert_eq!(last_arc.extra["acc"].as_f64(), results["results"]["arc_easy"]["acc,none"].as_f64());
+    assert_eq!(last_arc.extra["acc_norm"].as_f64(), results["results"]["arc_easy"]["acc_norm,none"].as_f64());
+    assert_eq!(last_arc.accuracy, last_arc.extra["acc_norm"].as_f64(), "the headline number is acc_norm");
+    let lambada = scored("lambada_openai")[1];
+    let perplexity = results["results"]["lambada_openai"]["perplexity,none"].as_f64().unwrap();
+    assert!((lambada.perplexity.unwrap() - perplexity).abs() <= 1e-9 * perplexity, "{:?} vs {perplexity}", lambada.perplexity);
+    let run_json: Value = serde_json::from_slice(&std::fs::read(run_dir.join("run.json")).unwrap()).unwrap();
+    assert_eq!(run_json["config"]["details"]["eval_tasks"]["tasks"][0]["task"], "arc_easy");
+}

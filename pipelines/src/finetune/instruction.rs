@@ -21,7 +21,9 @@ use crate::data::conversation::{InstructionData, load_instruction_data, write_ch
 use crate::data::instruction::{
     CollateConfig, InstructionDataset, Splits, encode, format_input, length_grouped_batches, split_records, write_splits,
 };
+use crate::eval::hellaswag::default_batch_size;
 use crate::eval::responses::extract_response;
+use crate::eval::tasks::hook::EvalTasks;
 use crate::finetune::language_model::{LanguageModelJob, LanguageModelReport, SampleHook, load_for_training, train_language_model};
 use crate::runs::ModelRef;
 use crate::train::steps::LmBatch;
@@ -48,6 +50,8 @@ pub struct InstructionFinetune {
     pub group_by_length: bool,
     /// New tokens of the per-epoch sample response.
     pub sample_tokens: usize,
+    /// Benchmark tasks scored during training (`--eval-tasks`).
+    pub eval_tasks: EvalTasks,
 }
 
 /// Batches of tokenised records.
@@ -173,10 +177,11 @@ pub fn finetune_instruction(job: &InstructionFinetune) -> Result<LanguageModelRe
         "group_by_length": job.group_by_length, "splits": { "train": train_len, "validation": validation_len, "test": test_len },
         "prompt_format": if is_chat { "chat" } else { "alpaca" }, "end_token": tokenizer.eot(),
         "chat_template": if is_chat { Some(&rendering.origin) } else { None },
-        "train_on": if collate.mask_prompt { "assistant" } else { "all" },
+        "train_on": if collate.mask_prompt { "assistant" } else { "all" }, "eval_tasks": job.eval_tasks.describe(),
     });
-    let hooks = SampleHook::new(lm.run_dir.join("samples.jsonl"), &sample_prompt, prompt_ids, tokenizer, job.sample_tokens, extract_response, !lm.dashboard);
-    let report = train_language_model(&lm, model, train_data, valid_data, hooks, |run| {
+    let tasks = job.eval_tasks.hook(tokenizer.clone(), default_batch_size(&lm.device), !lm.dashboard);
+    let samples = SampleHook::new(lm.run_dir.join("samples.jsonl"), &sample_prompt, prompt_ids, tokenizer, job.sample_tokens, extract_response, !lm.dashboard);
+    let report = train_language_model(&lm, model, train_data, valid_data, (samples, tasks), |run| {
         let dir = run.join("data");
         match &splits {
             DataSplits::Alpaca(s) => write_splits(&dir, s),

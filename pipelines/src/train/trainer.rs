@@ -190,6 +190,33 @@ pub struct NoHooks;
 
 impl<M> TrainHooks<M> for NoHooks {}
 
+/// Two hooks as one: both see every call (each `step_end` only at its own steps); their events
+/// in this order.
+impl<M, A: TrainHooks<M>, B: TrainHooks<M>> TrainHooks<M> for (A, B) {
+    fn start(&self, resume_step: Option<usize>) -> Result<()> {
+        self.0.start(resume_step)?;
+        self.1.start(resume_step)
+    }
+
+    fn epoch_end(&self, model: &M, epoch: usize, step: usize) -> Result<Vec<MetricEvent>> {
+        let mut events = self.0.epoch_end(model, epoch, step)?;
+        events.extend(self.1.epoch_end(model, epoch, step)?);
+        Ok(events)
+    }
+
+    fn wants_step(&self, step: usize) -> bool {
+        self.0.wants_step(step) || self.1.wants_step(step)
+    }
+
+    fn step_end(&self, model: &M, epoch: usize, step: usize) -> Result<Vec<MetricEvent>> {
+        let mut events = if self.0.wants_step(step) { self.0.step_end(model, epoch, step)? } else { Vec::new() };
+        if self.1.wants_step(step) {
+            events.extend(self.1.step_end(model, epoch, step)?);
+        }
+        Ok(events)
+    }
+}
+
 /// The trained model (in eval mode) and where the run stopped.
 pub struct TrainOutcome<M> {
     pub model: M,

@@ -46,6 +46,7 @@ fn job(run_dir: &Path) -> InstructionFinetune {
         chat_template: None,
         group_by_length: false,
         sample_tokens: 8,
+        eval_tasks: Default::default(),
     }
 }
 

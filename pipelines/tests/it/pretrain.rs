@@ -105,6 +105,7 @@ fn job(data: &Path, run_dir: &Path) -> PretrainJob {
         sample_every: Some(10),
         hellaswag_every: Some(10),
         hellaswag: hellaswag[..4].to_vec(),
+        eval_tasks: Default::default(),
     }
 }
 

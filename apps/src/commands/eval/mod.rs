@@ -6,7 +6,7 @@ mod hellaswag;
 mod judge;
 mod perplexity;
 mod spam;
-mod tasks;
+pub mod tasks;
 mod text;
 
 use anyhow::Result;

@@ -7,9 +7,8 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail, ensure};
 use gpt::io::HubOptions;
-use pipelines::data::records::Record;
-use pipelines::data::source::DataSource;
 use pipelines::eval::hellaswag::default_batch_size;
+use pipelines::eval::tasks::hook::EvalTasks;
 use pipelines::eval::tasks::{self, Aggregate, BOOTSTRAP_ITERS, RunInfo, Task, TaskResult, aggregate_samples, evaluate, results_json};
 use pipelines::runs::ModelRef;
 
@@ -62,7 +61,7 @@ pub fn run(args: TasksArgs) -> Result<()> {
     let options = HubOptions::from_env();
     let mut data = Vec::with_capacity(chosen.len());
     for &task in &chosen {
-        let (records, original) = read_task(task, args.data_dir.as_deref(), args.limit, &options)?;
+        let (records, original) = tasks::read_task(task, args.data_dir.as_deref(), args.limit, &options).map_err(|e| if args.data_dir.is_some() { e.context("--data-dir") } else { e })?;
         data.push((task, records, original));
     }
 
@@ -103,24 +102,32 @@ pub fn run(args: TasksArgs) -> Result<()> {
     Ok(())
 }
 
-/// A task's records (the first `limit`) and how many the split holds: from `data_dir/<task>/`
-/// when given, else the task's Hugging Face data set (cached; `HF_HUB_OFFLINE` reads the cache).
-fn read_task(task: &Task, data_dir: Option<&std::path::Path>, limit: Option<usize>, options: &HubOptions) -> Result<(Vec<Record>, usize)> {
-    let source = match data_dir {
-        Some(dir) => {
-            let dir = dir.join(task.name);
-            ensure!(dir.is_dir(), "--data-dir: no directory {} for the task {} (expected its split files, e.g. {}.jsonl)", dir.display(), task.name, task.split);
-            DataSource::open(&dir.to_string_lossy(), options)?
+/// Benchmark tasks during `pretrain` and `finetune instruct`.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct EvalTasksArgs {
+    /// Score these tasks (comma-separated, as `llmfs eval tasks`) at each epoch's end and every
+    /// --eval-tasks-every steps; their acc / acc_norm go to metrics.jsonl as events named after the task
+    #[arg(long)]
+    pub eval_tasks: Option<String>,
+    #[arg(long, requires = "eval_tasks")]
+    pub eval_tasks_every: Option<usize>,
+    /// The first N docs of each task
+    #[arg(long, default_value_t = 200)]
+    pub eval_tasks_limit: usize,
+    /// Local split files of the tasks, DIR/<task>/ (as `eval tasks --data-dir`)
+    #[arg(long, requires = "eval_tasks")]
+    pub eval_tasks_data_dir: Option<PathBuf>,
+}
+
+impl EvalTasksArgs {
+    /// The tasks' docs, read before training starts.
+    pub fn read(&self) -> Result<EvalTasks> {
+        ensure!(self.eval_tasks_limit > 0, "--eval-tasks-limit must be at least 1");
+        match &self.eval_tasks {
+            None => Ok(EvalTasks::default()),
+            Some(names) => EvalTasks::read(names, self.eval_tasks_every, self.eval_tasks_data_dir.as_deref(), Some(self.eval_tasks_limit)),
         }
-        None => DataSource::open(&task.hub_source(), options)?,
-    };
-    let mut records = source.read(task.split, None).with_context(|| format!("reading the {} split of {} for {}", task.split, source.name, task.name))?;
-    ensure!(!records.is_empty(), "{} ({}) holds no records for {}", source.name, task.split, task.name);
-    let original = records.len();
-    if let Some(limit) = limit {
-        records.truncate(limit);
     }
-    Ok((records, original))
 }
 
 /// lm-eval's results table.

@@ -9,6 +9,7 @@
 //! with lm-eval's standard errors ([`aggregate`]).
 
 mod aggregate;
+pub mod hook;
 mod lambada;
 mod multiple_choice;
 mod python_random;
@@ -26,6 +27,7 @@ use serde_json::{Map, Value};
 
 use super::loglikelihood::{Loglikelihood, Request, score_requests};
 use crate::data::records::Record;
+use crate::data::source::DataSource;
 
 pub use aggregate::{Aggregate, BOOTSTRAP_ITERS, aggregate};
 pub use results::{RunInfo, TaskResult, results_json};
@@ -155,6 +157,26 @@ fn fit(context: &[u32], continuation: &[u32], window: usize) -> Result<Vec<u32>>
     ensure!(continuation.len() <= window, "a continuation of {} tokens is longer than the model's context of {window}", continuation.len());
     let keep = (window + 1 - continuation.len()).min(context.len());
     Ok(context[context.len() - keep..].to_vec())
+}
+
+/// A task's documents: its split of `data_dir/<task>/` (split files) when given, else of its
+/// Hugging Face data set; the first `limit`. Returns them and how many the split has.
+pub fn read_task(task: &Task, data_dir: Option<&std::path::Path>, limit: Option<usize>, options: &gpt::io::HubOptions) -> Result<(Vec<Record>, usize)> {
+    let source = match data_dir {
+        Some(dir) => {
+            let dir = dir.join(task.name);
+            ensure!(dir.is_dir(), "no directory {} for the task {} (expected its split files, e.g. {}.jsonl)", dir.display(), task.name, task.split);
+            DataSource::open(&dir.to_string_lossy(), options)?
+        }
+        None => DataSource::open(&task.hub_source(), options)?,
+    };
+    let mut records = source.read(task.split, None).with_context(|| format!("reading the {} split of {} for {}", task.split, source.name, task.name))?;
+    ensure!(!records.is_empty(), "{} ({}) holds no records for {}", source.name, task.split, task.name);
+    let original = records.len();
+    if let Some(limit) = limit {
+        records.truncate(limit);
+    }
+    Ok((records, original))
 }
 
 /// Scores `records` on `task`, `batch_size` docs per forward pass (longest first); `progress` is
