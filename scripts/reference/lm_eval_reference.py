@@ -16,6 +16,7 @@ build or run time needs Python.
 
     ~/.cache/llmfs-torch-venv/bin/pip install lm-eval   # 0.4.13 made the checked-in fixture
     ~/.cache/llmfs-torch-venv/bin/python scripts/reference/lm_eval_reference.py [--out FILE] [--bpe-dir DIR]
+    …/python scripts/reference/lm_eval_reference.py --only-mmlu   # only the MMLU part, the rest kept
 
 `--time DATA_DIR [--tasks hellaswag,arc_easy] [--threads N]` times lm-eval instead (a random GPT-2
 124M, the speed comparison in the README).
@@ -45,6 +46,14 @@ TASKS = {
     "lambada_openai": ("lambada/lambada_openai.yaml", "test"),
     "hellaswag": ("hellaswag/hellaswag.yaml", "validation"),
 }
+# MMLU subjects (test split, few-shot examples from dev), scored 5-shot, and a group of them
+# aggregated as lm-eval's `mmlu` groups are (weighted by docs, pooled stderr).
+MMLU_TASKS = {
+    "mmlu_anatomy": ("mmlu/default/mmlu_anatomy.yaml", "test"),
+    "mmlu_high_school_geography": ("mmlu/default/mmlu_high_school_geography.yaml", "test"),
+}
+MMLU_FEWSHOT = 5
+MMLU_GROUP = "mmlu"
 PREFIX = "fixture_"
 
 
@@ -52,17 +61,18 @@ def read_config(path):
     """A task YAML with its `include:` inlined (the included keys first, so the file's own win)."""
     with open(path) as f:
         lines = f.read().splitlines()
-    included = [line for line in lines if line.startswith("include:")]
-    own = [line for line in lines if not line.startswith("include:")]
+    # MMLU's per-subject YAMLs quote their keys ("include": "_default_template_yaml").
+    included = [line for line in lines if line.startswith(("include:", '"include":'))]
+    own = [line for line in lines if not line.startswith(("include:", '"include":'))]
     for line in included:
-        parent = read_config(os.path.join(os.path.dirname(path), line.split(":", 1)[1].strip()))
+        parent = read_config(os.path.join(os.path.dirname(path), line.split(":", 1)[1].strip().strip('"')))
         own = parent.splitlines() + own
     return "\n".join(own)
 
 
-def write_task_configs(directory, tasks_root):
-    """One YAML per task: lm-eval's own, its data the fixture file (no few-shot splits)."""
-    for task, (yaml_path, split) in TASKS.items():
+def write_task_configs(directory, tasks_root, tasks=None):
+    """One YAML per task: lm-eval's own, its data the fixture file (and its dev split for MMLU)."""
+    for task, (yaml_path, split) in (tasks or TASKS).items():
         source = os.path.join(tasks_root, yaml_path)
         # `include` would copy `!function` paths relative to the included file; copy the task's
         # directory instead, so preprocess_*.py modules resolve, and override only the data.
@@ -74,16 +84,22 @@ def write_task_configs(directory, tasks_root):
             "tag": [],
             "dataset_path": "json",
             "dataset_name": None,
-            "dataset_kwargs": {"data_files": {split: os.path.join(DATA, task, split + ".jsonl")}},
+            "dataset_kwargs": {"data_files": {s: os.path.join(DATA, task, s + ".jsonl") for s in ([split, "dev"] if task in MMLU_TASKS else [split])}},
             "training_split": None,
             "validation_split": split if split == "validation" else None,
             "test_split": split if split == "test" else None,
         }
-        lines = [line for line in text.splitlines() if not line.startswith(tuple(k + ":" for k in overrides)) and not line.startswith("  - ai2_arc") and not line.startswith(("  - lambada", "  - multiple_choice"))]
+        keys = tuple(k + ":" for k in overrides) + tuple(f'"{k}":' for k in overrides)
+        lines = [line for line in text.splitlines() if not line.startswith(keys) and not line.startswith("  - ai2_arc") and not line.startswith(("  - lambada", "  - multiple_choice"))]
         with open(os.path.join(task_dir, PREFIX + task + ".yaml"), "w") as f:
             f.write("\n".join(lines) + "\n")
             for key, value in overrides.items():
                 f.write(f"{key}: {json.dumps(value)}\n")
+    if tasks is MMLU_TASKS:
+        with open(os.path.join(directory, PREFIX + MMLU_GROUP + ".yaml"), "w") as f:
+            f.write(f"group: {PREFIX}{MMLU_GROUP}\ntask:\n")
+            f.write("".join(f"  - {PREFIX}{t}\n" for t in MMLU_TASKS))
+            f.write("aggregate_metric_list:\n  - metric: acc\n    weight_by_size: True\nmetadata:\n  version: 2\n")
 
 
 def gpt2_model_dir(model_dir, bpe_dir, tmp):
@@ -131,6 +147,46 @@ def time_tasks(args, bpe_dir, tmp):
     shutil.rmtree(tmp)
 
 
+def task_entries(result, tasks):
+    """Per task: lm-eval's `results` entry, its n-shot and each logged sample."""
+    entries = {}
+    for task in tasks:
+        key = PREFIX + task
+        samples = []
+        for sample in sorted(result["samples"][key], key=lambda s: s["doc_id"]):
+            samples.append(
+                {
+                    "doc_id": sample["doc_id"],
+                    "target": sample["target"],
+                    "arguments": [[a[0], a[1]] for a in (arg for arg in sample["arguments"])],
+                    "resps": [[float(r[0][0]), bool(r[0][1])] for r in sample["resps"]],
+                    "metrics": {m: sample[m] for m in sample["metrics"]},
+                }
+            )
+        entry = dict(result["results"][key])
+        entry["alias"] = task
+        entries[task] = {"results": entry, "n-shot": result["n-shot"][key], "samples": samples}
+    return entries
+
+
+def run_mmlu(lm_eval, model, manager):
+    """The MMLU subjects 5-shot (first_n from dev) and their group's acc and pooled stderr."""
+    result = lm_eval.simple_evaluate(
+        model=model,
+        tasks=[PREFIX + MMLU_GROUP],
+        task_manager=manager,
+        num_fewshot=MMLU_FEWSHOT,
+        log_samples=True,
+        bootstrap_iters=100000,
+        random_seed=0,
+        numpy_random_seed=1234,
+        torch_random_seed=1234,
+        fewshot_random_seed=1234,
+    )
+    group = dict(result["results"][PREFIX + MMLU_GROUP])
+    return {"num_fewshot": MMLU_FEWSHOT, "tasks": task_entries(result, MMLU_TASKS), "group": group}
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", default=os.path.join(FIXTURES, "lm_eval_reference.json"))
@@ -139,6 +195,8 @@ def main():
                         "(seed 0) over DATA_DIR/<task>/ (as `llmfs eval tasks --model random:gpt2 --data-dir DATA_DIR`) and print docs/s")
     parser.add_argument("--tasks", default="hellaswag", help="with --time: comma-separated tasks")
     parser.add_argument("--threads", type=int, default=1, help="with --time: PyTorch CPU threads")
+    parser.add_argument("--only-mmlu", action="store_true", help="recompute only the MMLU part (each model's `mmlu`) of the "
+                        "existing --out file, leaving the other tasks' values as they are")
     args = parser.parse_args()
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -157,7 +215,9 @@ def main():
     if args.time:
         return time_tasks(args, bpe_dir, tmp)
     configs = os.path.join(tmp, "tasks")
-    write_task_configs(configs, os.path.join(os.path.dirname(lm_eval.__file__), "tasks"))
+    if not args.only_mmlu:
+        write_task_configs(configs, os.path.join(os.path.dirname(lm_eval.__file__), "tasks"))
+    write_task_configs(configs, os.path.join(os.path.dirname(lm_eval.__file__), "tasks"), MMLU_TASKS)
     models = {
         "gpt2-tiny": gpt2_model_dir(os.path.join(FIXTURES, "gpt2-tiny"), bpe_dir, tmp),
         "llama-tiny": os.path.join(FIXTURES, "llama-tiny"),
@@ -167,9 +227,17 @@ def main():
         "torch_version": torch.__version__,
         "models": {},
     }
+    if args.only_mmlu:
+        with open(args.out) as f:
+            out = json.load(f)
     manager = TaskManager(include_path=configs, include_defaults=True)
     for name, path in models.items():
         model = HFLM(pretrained=path, device="cpu", batch_size=1, dtype="float32")
+        mmlu = run_mmlu(lm_eval, model, manager)
+        print(name, "mmlu", json.dumps(mmlu["group"]))
+        if args.only_mmlu:
+            out["models"][name]["mmlu"] = mmlu
+            continue
         result = lm_eval.simple_evaluate(
             model=model,
             tasks=[PREFIX + t for t in TASKS],
@@ -182,24 +250,8 @@ def main():
             torch_random_seed=1234,
             fewshot_random_seed=1234,
         )
-        tasks = {}
-        for task in TASKS:
-            key = PREFIX + task
-            samples = []
-            for sample in sorted(result["samples"][key], key=lambda s: s["doc_id"]):
-                samples.append(
-                    {
-                        "doc_id": sample["doc_id"],
-                        "target": sample["target"],
-                        "arguments": [[a[0], a[1]] for a in (arg for arg in sample["arguments"])],
-                        "resps": [[float(r[0][0]), bool(r[0][1])] for r in sample["resps"]],
-                        "metrics": {m: sample[m] for m in sample["metrics"]},
-                    }
-                )
-            entry = dict(result["results"][key])
-            entry["alias"] = task
-            tasks[task] = {"results": entry, "n-shot": result["n-shot"][key], "samples": samples}
-        out["models"][name] = {"max_length": model.max_length, "tasks": tasks}
+        tasks = task_entries(result, TASKS)
+        out["models"][name] = {"max_length": model.max_length, "tasks": tasks, "mmlu": mmlu}
         out["top_level_keys"] = sorted(k for k in result if k != "samples")
         print(name, json.dumps({t: {k: v for k, v in d["results"].items()} for t, d in tasks.items()}, indent=1))
     with open(args.out, "w") as f:

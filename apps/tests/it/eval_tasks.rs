@@ -14,7 +14,10 @@ use crate::common::*;
 fn reference_results(task: &str) -> Value {
     let text = std::fs::read_to_string(fixtures().join("lm_eval_reference.json")).unwrap();
     let reference: Value = serde_json::from_str(&text).unwrap();
-    reference["models"]["gpt2-tiny"]["tasks"][task]["results"].clone()
+    let model = &reference["models"]["gpt2-tiny"];
+    // MMLU's subjects are kept apart (5-shot, with their group).
+    let tasks = if task.starts_with("mmlu_") { &model["mmlu"]["tasks"] } else { &model["tasks"] };
+    tasks[task]["results"].clone()
 }
 
 fn eval_tasks(home: &Path, tasks: &str, json: &Path, flags: &[&str]) -> std::process::Output {
@@ -102,6 +105,37 @@ fn tasks_come_from_the_hub_then_from_the_cache_offline() {
             assert_eq!(hub.request_count(), requests, "offline, nothing is asked of the hub");
         }
     }
+}
+
+/// MMLU subjects 5-shot by default (the dev split's first docs after the description), equal to
+/// lm-eval's `--num_fewshot 5`; `--num-fewshot 0` is the description alone; `mmlu` asks for all
+/// 57 subjects' directories.
+#[test]
+fn mmlu_subjects_are_five_shot_as_lm_eval() {
+    let home = tempfile::tempdir().unwrap();
+    let json = home.path().join("results.json");
+    let data_dir = fixtures().join("data/tasks");
+    let tasks = "mmlu_anatomy,mmlu_high_school_geography";
+    let out = eval_tasks(home.path(), tasks, &json, &["--data-dir", data_dir.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let results: Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    for task in tasks.split(',') {
+        assert_task_matches(&results, task);
+        assert_eq!(results["n-shot"][task], 5);
+        assert_eq!(results["configs"][task]["fewshot_split"], "dev");
+    }
+    assert_eq!(results["configs"]["mmlu_anatomy"]["description"], "The following are multiple choice questions (with answers) about anatomy.\n\n");
+    assert!(results.get("groups").is_none(), "subjects named one by one are no group");
+
+    let out = eval_tasks(home.path(), "mmlu_anatomy", &json, &["--num-fewshot", "0", "--data-dir", data_dir.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let results: Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    assert_eq!(results["n-shot"]["mmlu_anatomy"], 0);
+
+    let out = eval_tasks(home.path(), "mmlu", &json, &["--data-dir", data_dir.to_str().unwrap()]);
+    assert!(!out.status.success() && stderr(&out).contains("mmlu_abstract_algebra"), "{}", stderr(&out));
+    let out = eval_tasks(home.path(), "mmlu_high_school_geography", &json, &["--num-fewshot", "7", "--data-dir", data_dir.to_str().unwrap()]);
+    assert!(!out.status.success() && stderr(&out).contains("7 few-shot examples asked for, the dev split has 6"), "{}", stderr(&out));
 }
 
 #[test]

@@ -10,7 +10,7 @@ use gpt::burn::prelude::*;
 use gpt::io::HubOptions;
 use gpt::models::LanguageModel;
 use pipelines::data::source::DataSource;
-use pipelines::eval::tasks::{BOOTSTRAP_ITERS, Sample, TASKS, Task, aggregate_samples, evaluate};
+use pipelines::eval::tasks::{BOOTSTRAP_ITERS, Sample, TASKS, Task, aggregate_samples, evaluate, evaluate_with_prefix, fewshot_prefix, group_aggregate};
 use serde_json::Value;
 
 use crate::common_http::fixtures;
@@ -30,9 +30,13 @@ fn model_and_tokenizer(name: &str) -> (LanguageModel, Tokenizer) {
 }
 
 fn records(task: &Task) -> Vec<pipelines::data::records::Record> {
+    split(task, task.split)
+}
+
+fn split(task: &Task, split: &str) -> Vec<pipelines::data::records::Record> {
     let dir = fixtures().join("data/tasks").join(task.name);
     let source = DataSource::open(dir.to_str().unwrap(), &HubOptions::from_env()).unwrap();
-    source.read(task.split, None).unwrap()
+    source.read(split, None).unwrap()
 }
 
 fn rel(a: f64, b: f64) -> f64 {
@@ -105,6 +109,49 @@ fn gpt2_scores_every_task_as_lm_eval_does() {
 #[test]
 fn llama_family_models_score_every_task_as_lm_eval_does() {
     check_model("llama-tiny");
+}
+
+/// MMLU 5-shot (the description and the first 5 dev docs before each question; the prompts are
+/// longer than gpt2-tiny's 128 tokens, so the left truncation is checked too) on two subjects,
+/// and their group's acc and pooled stderr as lm-eval's group aggregation.
+fn check_mmlu(model_name: &str) {
+    let reference = reference();
+    let (model, tokenizer) = model_and_tokenizer(model_name);
+    let expected = &reference["models"][model_name]["mmlu"];
+    let k = expected["num_fewshot"].as_u64().unwrap() as usize;
+    let mut scored = Vec::new();
+    for (name, expected) in expected["tasks"].as_object().unwrap() {
+        let task = pipelines::eval::tasks::task(name).unwrap();
+        assert_eq!(expected["n-shot"].as_u64(), Some(k as u64));
+        let prefix = fewshot_prefix(task, &split(task, "dev"), k).unwrap();
+        let samples = evaluate_with_prefix(&model, &tokenizer, task, &prefix, &records(task), 2, |_| {}).unwrap();
+        check_samples(model_name, task, &samples, expected);
+        check_aggregates(model_name, task, &samples, expected);
+        let acc = aggregate_samples(task, &samples, BOOTSTRAP_ITERS).remove(0);
+        scored.push((acc.value, acc.stderr, samples.len()));
+    }
+    assert_eq!(scored.len(), 2);
+    let group = group_aggregate("acc", &scored);
+    let theirs = &expected["group"];
+    assert!(rel(group.value, theirs["acc,none"].as_f64().unwrap()) < 1e-12, "{model_name} group acc {group:?} vs {theirs}");
+    assert!(rel(group.stderr.unwrap(), theirs["acc_stderr,none"].as_f64().unwrap()) < 1e-12, "{model_name} group stderr {group:?} vs {theirs}");
+}
+
+#[test]
+fn mmlu_five_shot_scores_as_lm_eval_does() {
+    check_mmlu("gpt2-tiny");
+    check_mmlu("llama-tiny");
+}
+
+#[test]
+fn mmlu_few_shot_needs_enough_dev_docs() {
+    let task = pipelines::eval::tasks::task("mmlu_anatomy").unwrap();
+    let error = fewshot_prefix(task, &split(task, "dev"), 6).unwrap_err().to_string();
+    assert!(error.contains("6 few-shot examples asked for, the dev split has 5"), "{error}");
+    let zero = fewshot_prefix(task, &split(task, "dev"), 0).unwrap();
+    assert_eq!(zero, "The following are multiple choice questions (with answers) about anatomy.\n\n");
+    assert_eq!(pipelines::eval::tasks::tasks_named("mmlu").unwrap().len(), 57);
+    assert_eq!(pipelines::eval::tasks::tasks_named("mmlu_stem").unwrap().len(), 19);
 }
 
 #[test]

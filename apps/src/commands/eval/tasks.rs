@@ -9,7 +9,8 @@ use anyhow::{Context, Result, bail, ensure};
 use gpt::io::HubOptions;
 use pipelines::eval::hellaswag::default_batch_size;
 use pipelines::eval::tasks::hook::EvalTasks;
-use pipelines::eval::tasks::{self, Aggregate, BOOTSTRAP_ITERS, RunInfo, Task, TaskResult, aggregate_samples, evaluate, results_json};
+use pipelines::eval::tasks::mmlu::{self, DEFAULT_FEWSHOT};
+use pipelines::eval::tasks::{self, Aggregate, BOOTSTRAP_ITERS, GroupResult, RunInfo, Task, TaskResult, aggregate_samples, evaluate_with_prefix, fewshot_prefix, results_json};
 use pipelines::runs::ModelRef;
 
 use crate::progress::counting_bar;
@@ -20,17 +21,20 @@ pub struct TasksArgs {
     /// A preset/hub id (gpt2), a local HF-format directory, a run directory, or random:<preset>
     #[arg(long)]
     pub model: String,
-    /// Comma-separated tasks: arc_easy, arc_challenge, openbookqa, piqa, winogrande, lambada_openai, hellaswag
+    /// Comma-separated tasks: arc_easy, arc_challenge, openbookqa, piqa, winogrande, lambada_openai,
+    /// hellaswag, mmlu (its 57 subjects and groups), mmlu_stem / mmlu_humanities / mmlu_social_sciences /
+    /// mmlu_other, mmlu_<subject>
     #[arg(long, value_delimiter = ',', required = true)]
     pub tasks: Vec<String>,
-    /// Examples in each prompt before the question (only 0, lm-eval's default for these tasks, so far)
-    #[arg(long, default_value_t = 0)]
-    pub num_fewshot: usize,
+    /// Examples in each prompt before the question, from the task's dev split (MMLU: default 5, 0
+    /// allowed; the other tasks are 0-shot only, lm-eval's default for them)
+    #[arg(long)]
+    pub num_fewshot: Option<usize>,
     /// Evaluate only the first N docs of each task (lm-eval's --limit)
     #[arg(long)]
     pub limit: Option<usize>,
-    /// Read each task from DIR/<task>/ (a directory of split files: test.jsonl, validation.parquet …)
-    /// instead of its Hugging Face data set
+    /// Read each task from DIR/<task>/ (a directory of split files: test.jsonl, validation.parquet …;
+    /// MMLU's DIR/mmlu_<subject>/ also dev.*) instead of its Hugging Face data set
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
     /// Docs (each context with its continuations) per forward pass (default: 1 on the CPU, 8 on a
@@ -47,22 +51,35 @@ pub struct TasksArgs {
 pub fn run(args: TasksArgs) -> Result<()> {
     ensure!(args.batch_size != Some(0), "--batch-size must be at least 1");
     ensure!(args.limit != Some(0), "--limit must be at least 1");
-    if args.num_fewshot != 0 {
-        bail!("--num-fewshot {}: few-shot prompts are not implemented yet (0-shot is lm-eval's default for these tasks)", args.num_fewshot);
-    }
     let mut chosen: Vec<&'static Task> = Vec::new();
+    let mut groups: Vec<(&'static str, Vec<&'static Task>)> = Vec::new();
     for name in &args.tasks {
-        let task = tasks::task(name.trim())?;
-        if !chosen.iter().any(|t| t.name == task.name) {
-            chosen.push(task);
+        let name = name.trim();
+        for task in tasks::tasks_named(name)? {
+            if !chosen.iter().any(|t| t.name == task.name) {
+                chosen.push(task);
+            }
+        }
+        for group in mmlu::groups_named(name) {
+            if !groups.iter().any(|(g, _)| *g == group.0) {
+                groups.push(group);
+            }
         }
     }
     // The data first: a bad task or data directory fails before a model download.
     let options = HubOptions::from_env();
+    let data_dir_context = |e: anyhow::Error| if args.data_dir.is_some() { e.context("--data-dir") } else { e };
     let mut data = Vec::with_capacity(chosen.len());
     for &task in &chosen {
-        let (records, original) = tasks::read_task(task, args.data_dir.as_deref(), args.limit, &options).map_err(|e| if args.data_dir.is_some() { e.context("--data-dir") } else { e })?;
-        data.push((task, records, original));
+        let k = match (task.fewshot_split, args.num_fewshot) {
+            (Some(_), k) => k.unwrap_or(DEFAULT_FEWSHOT),
+            (None, None | Some(0)) => 0,
+            (None, Some(k)) => bail!("--num-fewshot {k}: {} is 0-shot only (few-shot prompts are not implemented yet for it; 0-shot is lm-eval's default)", task.name),
+        };
+        let examples = if k > 0 { tasks::read_fewshot(task, args.data_dir.as_deref(), &options).map_err(data_dir_context)? } else { Vec::new() };
+        let prefix = fewshot_prefix(task, &examples, k)?;
+        let (records, original) = tasks::read_task(task, args.data_dir.as_deref(), args.limit, &options).map_err(data_dir_context)?;
+        data.push((task, k, prefix, records, original));
     }
 
     let device = args.runtime.device()?;
@@ -75,27 +92,30 @@ pub fn run(args: TasksArgs) -> Result<()> {
 
     let start = Instant::now();
     let mut results = Vec::with_capacity(data.len());
-    for (task, records, original) in &data {
+    for (task, k, prefix, records, original) in &data {
         let progress = counting_bar(records.len(), &format!("{} {{pos}}/{{len}} docs [{{wide_bar}}] {{per_sec}} eta {{eta}}", task.name));
         let task_start = Instant::now();
-        let samples = evaluate(&model, &tokenizer, task, records, batch_size, |done| progress.set_position(done as u64))
+        let samples = evaluate_with_prefix(&model, &tokenizer, task, prefix, records, batch_size, |done| progress.set_position(done as u64))
             .with_context(|| format!("evaluating {} on {}", args.model, task.name))?;
         progress.finish_and_clear();
         let seconds = task_start.elapsed().as_secs_f64();
         eprintln!("{}: {} docs in {seconds:.1}s ({:.1} docs/s)", task.name, samples.len(), samples.len() as f64 / seconds.max(1e-9));
         let aggregates = aggregate_samples(task, &samples, BOOTSTRAP_ITERS);
-        results.push(TaskResult { task, original: *original, effective: samples.len(), aggregates });
+        results.push(TaskResult { task, original: *original, effective: samples.len(), num_fewshot: *k, aggregates });
     }
-    print_table(&results);
+    let groups: Vec<GroupResult> =
+        groups.into_iter().filter_map(|(name, members)| GroupResult::of(name, mmlu::group_subtasks(name), &members, &results)).collect();
+    print_table(&results, &groups);
     if let Some(path) = &args.json {
         let run = RunInfo {
             model: args.model.clone(),
             batch_size,
             device: format!("{device:?}"),
             limit: args.limit,
+            num_fewshot: args.num_fewshot,
             seconds: start.elapsed().as_secs_f64(),
         };
-        let text = serde_json::to_string_pretty(&results_json(&results, &run))?;
+        let text = serde_json::to_string_pretty(&results_json(&results, &groups, &run))?;
         gpt::io::files::write_atomic(path, format!("{text}\n").as_bytes()).with_context(|| format!("writing {}", path.display()))?;
         eprintln!("results written to {}", path.display());
     }
@@ -130,16 +150,29 @@ impl EvalTasksArgs {
     }
 }
 
-/// lm-eval's results table.
-fn print_table(results: &[TaskResult]) {
+/// lm-eval's results table, then its groups table when groups were evaluated.
+fn print_table(results: &[TaskResult], groups: &[GroupResult]) {
     println!("|     Tasks      |Version|Filter|n-shot|  Metric  |   |  Value   |   |  Stderr  |");
     println!("|----------------|------:|------|-----:|----------|---|---------:|---|---------:|");
     for result in results {
-        for (i, Aggregate { metric, value, stderr }) in result.aggregates.iter().enumerate() {
-            let (name, version) = if i == 0 { (result.task.name, format!("{}", result.task.version)) } else { ("", String::new()) };
-            let arrow = if *metric == "perplexity" { "↓" } else { "↑" };
-            let stderr = stderr.map_or("N/A".to_string(), |s| format!("{s:.4}"));
-            println!("|{name:<16}|{version:>7}|none  |{:>6}|{metric:<10}|{arrow}  |{value:>10.4}|±  |{stderr:>10}|", if i == 0 { "0" } else { "" });
+        print_rows(result.task.name, &format!("{}", result.task.version), &result.num_fewshot.to_string(), &result.aggregates);
+    }
+    if !groups.is_empty() {
+        println!();
+        println!("|     Groups     |Version|Filter|n-shot|  Metric  |   |  Value   |   |  Stderr  |");
+        println!("|----------------|------:|------|-----:|----------|---|---------:|---|---------:|");
+        for group in groups {
+            print_rows(group.name, "2", "", &group.aggregates);
         }
+    }
+}
+
+/// A task's or group's rows: one per metric, the name on the first.
+fn print_rows(name: &str, version: &str, n_shot: &str, aggregates: &[Aggregate]) {
+    for (i, Aggregate { metric, value, stderr }) in aggregates.iter().enumerate() {
+        let (name, version, n_shot) = if i == 0 { (name, version, n_shot) } else { ("", "", "") };
+        let arrow = if *metric == "perplexity" { "↓" } else { "↑" };
+        let stderr = stderr.map_or("N/A".to_string(), |s| format!("{s:.4}"));
+        println!("|{name:<16}|{version:>7}|none  |{n_shot:>6}|{metric:<10}|{arrow}  |{value:>10.4}|±  |{stderr:>10}|");
     }
 }

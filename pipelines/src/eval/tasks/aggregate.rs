@@ -31,6 +31,17 @@ pub fn aggregate(metric: &'static str, values: &[f64], bootstrap_iters: usize) -
     Aggregate { metric, value: statistic(values), stderr }
 }
 
+/// A group's score from its tasks' (value, stderr, docs) as lm-eval 0.4.13's `Group.aggregate`
+/// with `weight_by_size`: the mean weighted by docs (`aggregate_subtask_metrics`) and the pooled
+/// standard error (`pooled_sample_stderr`), none ("N/A") when a task has none (a single doc).
+pub fn group_aggregate(metric: &'static str, tasks: &[(f64, Option<f64>, usize)]) -> Aggregate {
+    let docs: usize = tasks.iter().map(|&(_, _, n)| n).sum();
+    let value = tasks.iter().map(|&(v, _, n)| v * n as f64).sum::<f64>() / docs as f64;
+    let stderr = tasks.iter().map(|&(_, s, n)| s.map(|s| (n as f64 - 1.0) * s * s * n as f64)).sum::<Option<f64>>();
+    let stderr = stderr.map(|pooled| (pooled / (docs - tasks.len()) as f64 / docs as f64).sqrt());
+    Aggregate { metric, value, stderr }
+}
+
 fn mean(values: &[f64]) -> f64 {
     values.iter().sum::<f64>() / values.len() as f64
 }

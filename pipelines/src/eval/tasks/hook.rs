@@ -36,6 +36,8 @@ impl EvalTasks {
         let mut tasks = Vec::new();
         for name in names.split(',').map(str::trim).filter(|n| !n.is_empty()) {
             let task = super::task(name)?;
+            // The hook scores 0-shot without a description: not how MMLU is scored.
+            anyhow::ensure!(task.fewshot_split.is_none(), "--eval-tasks {name}: MMLU is not scored during training (use `llmfs eval tasks`)");
             let (records, _) = super::read_task(task, data_dir, limit, &options)?;
             tasks.push((task, records));
         }

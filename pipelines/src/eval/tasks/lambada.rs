@@ -21,6 +21,8 @@ pub static LAMBADA_OPENAI: Task = Task {
         ("doc_to_choice", ""),
     ],
     version: 1.0,
+    fewshot_split: None,
+    description: "",
     render: lambada,
 };
 

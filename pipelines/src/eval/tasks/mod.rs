@@ -1,5 +1,5 @@
 //! lm-evaluation-harness's loglikelihood tasks (`llmfs eval tasks`): ARC, OpenBookQA, PIQA,
-//! Winogrande, LAMBADA, scored as lm-eval 0.4 scores them.
+//! Winogrande, LAMBADA, HellaSwag and MMLU's subjects, scored as lm-eval 0.4 scores them.
 //!
 //! A task turns a data set record into a [`Doc`]: lm-eval's requests, `(context, continuation)`
 //! strings (its `doc_to_text` / `doc_to_choice` / `doc_to_target` templates joined by the target
@@ -9,8 +9,10 @@
 //! with lm-eval's standard errors ([`aggregate`]).
 
 mod aggregate;
+mod fewshot;
 pub mod hook;
 mod lambada;
+pub mod mmlu;
 mod multiple_choice;
 mod python_random;
 mod results;
@@ -29,12 +31,13 @@ use super::loglikelihood::{Loglikelihood, Request, score_requests};
 use crate::data::records::Record;
 use crate::data::source::DataSource;
 
-pub use aggregate::{Aggregate, BOOTSTRAP_ITERS, aggregate};
-pub use results::{RunInfo, TaskResult, results_json};
+pub use aggregate::{Aggregate, BOOTSTRAP_ITERS, aggregate, group_aggregate};
+pub use fewshot::fewshot_prefix;
+pub use results::{GroupResult, RunInfo, TaskResult, results_json};
 
 /// lm-eval's `target_delimiter`: what joins a context and a continuation.
 pub const TARGET_DELIMITER: &str = " ";
-/// lm-eval's `fewshot_delimiter` (recorded in the results' configs; few-shot prompts are not built yet).
+/// lm-eval's `fewshot_delimiter`: what follows each few-shot example.
 pub const FEWSHOT_DELIMITER: &str = "\n\n";
 
 /// How a task's docs are scored (lm-eval's `output_type`).
@@ -64,6 +67,10 @@ pub struct Task {
     /// lm-eval's `doc_to_text` / `doc_to_target` / `doc_to_choice`, for the results' `configs`.
     pub templates: [(&'static str, &'static str); 3],
     pub version: f64,
+    /// The split few-shot examples come from (lm-eval's `fewshot_split`; MMLU's `dev`), if any.
+    pub fewshot_split: Option<&'static str>,
+    /// lm-eval's `description`: the text before the examples and the prompt ("" for most tasks).
+    pub description: &'static str,
     render: fn(&Map<String, Value>) -> Result<Doc>,
 }
 
@@ -78,19 +85,34 @@ pub const TASKS: [&Task; 7] = [
     &multiple_choice::HELLASWAG,
 ];
 
-/// The task named `name`.
+/// The task named `name` (one of [`TASKS`] or an MMLU subject, `mmlu_<subject>`).
 pub fn task(name: &str) -> Result<&'static Task> {
-    TASKS.iter().copied().find(|t| t.name == name).with_context(|| {
-        format!("unknown task `{name}` (known: {})", TASKS.iter().map(|t| t.name).collect::<Vec<_>>().join(", "))
+    TASKS.iter().copied().chain(mmlu::subjects(None)).find(|t| t.name == name).with_context(|| {
+        format!(
+            "unknown task `{name}` (known: {}, and mmlu_<subject>; `eval tasks --tasks` also takes mmlu and its groups)",
+            TASKS.iter().map(|t| t.name).collect::<Vec<_>>().join(", ")
+        )
     })
 }
 
+/// The tasks a name on the command line stands for: `mmlu` is its 57 subjects, `mmlu_stem`,
+/// `mmlu_humanities`, `mmlu_social_sciences` and `mmlu_other` theirs, any other name one task.
+pub fn tasks_named(name: &str) -> Result<Vec<&'static Task>> {
+    if name == "mmlu" {
+        return Ok(mmlu::subjects(None).collect());
+    }
+    if let Some(&category) = mmlu::CATEGORIES.iter().find(|c| c.group() == name) {
+        return Ok(mmlu::subjects(Some(category)).collect());
+    }
+    Ok(vec![task(name)?])
+}
+
 impl Task {
-    /// The data source of the task on the hub: `hf:dataset[:config]@split`.
-    pub fn hub_source(&self) -> String {
+    /// The data source of a split of the task on the hub: `hf:dataset[:config]@split`.
+    pub fn hub_source(&self, split: &str) -> String {
         match self.config {
-            Some(config) => format!("hf:{}:{config}@{}", self.dataset, self.split),
-            None => format!("hf:{}@{}", self.dataset, self.split),
+            Some(config) => format!("hf:{}:{config}@{split}", self.dataset),
+            None => format!("hf:{}@{split}", self.dataset),
         }
     }
 
@@ -162,16 +184,7 @@ fn fit(context: &[u32], continuation: &[u32], window: usize) -> Result<Vec<u32>>
 /// A task's documents: its split of `data_dir/<task>/` (split files) when given, else of its
 /// Hugging Face data set; the first `limit`. Returns them and how many the split has.
 pub fn read_task(task: &Task, data_dir: Option<&std::path::Path>, limit: Option<usize>, options: &gpt::io::HubOptions) -> Result<(Vec<Record>, usize)> {
-    let source = match data_dir {
-        Some(dir) => {
-            let dir = dir.join(task.name);
-            ensure!(dir.is_dir(), "no directory {} for the task {} (expected its split files, e.g. {}.jsonl)", dir.display(), task.name, task.split);
-            DataSource::open(&dir.to_string_lossy(), options)?
-        }
-        None => DataSource::open(&task.hub_source(), options)?,
-    };
-    let mut records = source.read(task.split, None).with_context(|| format!("reading the {} split of {} for {}", task.split, source.name, task.name))?;
-    ensure!(!records.is_empty(), "{} ({}) holds no records for {}", source.name, task.split, task.name);
+    let mut records = read_split(task, task.split, data_dir, options)?;
     let original = records.len();
     if let Some(limit) = limit {
         records.truncate(limit);
@@ -179,12 +192,48 @@ pub fn read_task(task: &Task, data_dir: Option<&std::path::Path>, limit: Option<
     Ok((records, original))
 }
 
-/// Scores `records` on `task`, `batch_size` docs per forward pass (longest first); `progress` is
-/// called with the docs done. Returns one [`Sample`] per record, in order.
+/// The docs of the task's few-shot split (`dev` for MMLU), from where [`read_task`] reads.
+pub fn read_fewshot(task: &Task, data_dir: Option<&std::path::Path>, options: &gpt::io::HubOptions) -> Result<Vec<Record>> {
+    let split = task.fewshot_split.with_context(|| format!("{} has no few-shot split (only 0-shot, lm-eval's default for it)", task.name))?;
+    read_split(task, split, data_dir, options)
+}
+
+/// One split of the task: `data_dir/<task>/<split>.*`, or the split of its Hugging Face data set.
+fn read_split(task: &Task, split: &str, data_dir: Option<&std::path::Path>, options: &gpt::io::HubOptions) -> Result<Vec<Record>> {
+    let source = match data_dir {
+        Some(dir) => {
+            let dir = dir.join(task.name);
+            ensure!(dir.is_dir(), "no directory {} for the task {} (expected its split files, e.g. {split}.jsonl)", dir.display(), task.name);
+            DataSource::open(&dir.to_string_lossy(), options)?
+        }
+        None => DataSource::open(&task.hub_source(split), options)?,
+    };
+    let records = source.read(split, None).with_context(|| format!("reading the {split} split of {} for {}", source.name, task.name))?;
+    ensure!(!records.is_empty(), "{} ({split}) holds no records for {}", source.name, task.name);
+    Ok(records)
+}
+
+/// Scores `records` on `task` 0-shot with no description (every task but MMLU's subjects):
+/// [`evaluate_with_prefix`] with an empty prefix.
 pub fn evaluate<M: CausalLm + Module>(
     model: &M,
     tokenizer: &Tokenizer,
     task: &Task,
+    records: &[Record],
+    batch_size: usize,
+    progress: impl FnMut(usize),
+) -> Result<Vec<Sample>> {
+    evaluate_with_prefix(model, tokenizer, task, "", records, batch_size, progress)
+}
+
+/// Scores `records` on `task`, `prefix` ([`fewshot_prefix`]: the description and few-shot
+/// examples) before every context, `batch_size` docs per forward pass (longest first);
+/// `progress` is called with the docs done. Returns one [`Sample`] per record, in order.
+pub fn evaluate_with_prefix<M: CausalLm + Module>(
+    model: &M,
+    tokenizer: &Tokenizer,
+    task: &Task,
+    prefix: &str,
     records: &[Record],
     batch_size: usize,
     mut progress: impl FnMut(usize),
@@ -196,7 +245,10 @@ pub fn evaluate<M: CausalLm + Module>(
     // The scoring units: a request (one context, its continuations) and, per continuation, (doc, request).
     let mut units: Vec<(usize, Request, Vec<usize>)> = Vec::new();
     for (d, record) in records.iter().enumerate() {
-        let doc = task.doc(record)?;
+        let mut doc = task.doc(record)?;
+        for (context, _) in &mut doc.requests {
+            context.insert_str(0, prefix);
+        }
         let first_unit = units.len();
         for (r, (context, continuation)) in doc.requests.iter().enumerate() {
             let (context, continuation) =

@@ -25,6 +25,8 @@ pub static ARC_EASY: Task = Task {
         ("doc_to_choice", "{{choices.text}}"),
     ],
     version: 1.0,
+    fewshot_split: None,
+    description: "",
     render: arc,
 };
 
@@ -43,6 +45,8 @@ pub static OPENBOOKQA: Task = Task {
         ("doc_to_choice", "{{choices.text}}"),
     ],
     version: 1.0,
+    fewshot_split: None,
+    description: "",
     render: openbookqa,
 };
 
@@ -55,6 +59,8 @@ pub static PIQA: Task = Task {
     metrics: ACC_NORM,
     templates: [("doc_to_text", "Question: {{goal}}\nAnswer:"), ("doc_to_target", "label"), ("doc_to_choice", "{{[sol1, sol2]}}")],
     version: 1.0,
+    fewshot_split: None,
+    description: "",
     render: piqa,
 };
 
@@ -67,6 +73,8 @@ pub static HELLASWAG: Task = Task {
     metrics: ACC_NORM,
     templates: [("doc_to_text", "{{query}}"), ("doc_to_target", "{{label}}"), ("doc_to_choice", "choices")],
     version: 1.0,
+    fewshot_split: None,
+    description: "",
     render: hellaswag,
 };
 

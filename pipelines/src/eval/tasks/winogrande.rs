@@ -20,6 +20,8 @@ pub static WINOGRANDE: Task = Task {
         ("doc_to_choice", "!function preprocess_winogrande.doc_to_choice"),
     ],
     version: 1.0,
+    fewshot_split: None,
+    description: "",
     render: winogrande,
 };
 
