@@ -111,7 +111,7 @@ impl TrainHooks<LanguageModelTraining> for TaskHook {
     }
 
     fn wants_step(&self, step: usize) -> bool {
-        self.every.is_some_and(|every| step % every == 0)
+        self.every.is_some_and(|every| step.is_multiple_of(every))
     }
 
     fn step_end(&self, model: &LanguageModelTraining, epoch: usize, step: usize) -> Result<Vec<MetricEvent>> {
