@@ -10,9 +10,11 @@ use serde_json::{Value, json};
 
 pub mod metrics;
 pub mod model_ref;
+pub mod tail;
 
 pub use metrics::{METRICS_FILE, MetricEvent, MetricsLog, read_metrics};
 pub use model_ref::{ModelRef, load_classifier, load_model};
+pub use tail::Tail;
 
 /// A run's configuration, versions and command line.
 pub const RUN_JSON: &str = "run.json";

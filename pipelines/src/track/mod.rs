@@ -16,11 +16,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, bail, ensure};
 use serde_json::Value;
 
 use crate::runs::metrics::{MetricEvent, metrics_path};
-use crate::runs::RUN_JSON;
+use crate::runs::{RUN_JSON, Tail};
 use mlflow::Status;
 use mlflow_run::{MlflowRun, Naming};
 use tensorboard::EventWriter;
@@ -119,35 +119,6 @@ impl Sink {
     }
 }
 
-/// A file read line by line as it grows, by byte offset; a file that shrank was rewritten
-/// (a resumed run drops the steps it redoes) and is read again from the start.
-#[derive(Default)]
-struct Tail {
-    offset: u64,
-}
-
-enum Lines {
-    New(Vec<String>),
-    /// The file is shorter than what was read: it was rewritten.
-    Rewritten,
-}
-
-impl Tail {
-    fn read(&mut self, path: &Path) -> Result<Lines> {
-        let Ok(bytes) = std::fs::read(path) else { return Ok(Lines::New(Vec::new())) };
-        if (bytes.len() as u64) < self.offset {
-            self.offset = 0;
-            return Ok(Lines::Rewritten);
-        }
-        let new = &bytes[self.offset as usize..];
-        // Only whole lines: the writer may be in the middle of one.
-        let Some(end) = new.iter().rposition(|&b| b == b'\n') else { return Ok(Lines::New(Vec::new())) };
-        self.offset += end as u64 + 1;
-        let text = String::from_utf8_lossy(&new[..end]);
-        Ok(Lines::New(text.lines().filter(|l| !l.trim().is_empty()).map(str::to_string).collect()))
-    }
-}
-
 /// Mirrors one run directory into its trackers.
 pub struct Mirror {
     run_dir: PathBuf,
@@ -185,11 +156,22 @@ impl Mirror {
                 Target::Mlflow(uri) => sinks.push(Sink::Mlflow(Box::new(MlflowRun::new(run_dir, uri, naming.clone())?))),
             }
         }
-        Ok(Self { run_dir: run_dir.to_path_buf(), sinks, metrics: Tail::default(), samples: Tail::default(), config_written: false, events: 0 })
+        let (metrics, samples) = (Tail::new(metrics_path(run_dir)), Tail::new(run_dir.join("samples.jsonl")));
+        Ok(Self { run_dir: run_dir.to_path_buf(), sinks, metrics, samples, config_written: false, events: 0 })
     }
 
     /// Writes what the run's files gained since the last call.
     pub fn poll(&mut self) -> Result<()> {
+        let (events, rewritten) = self.metrics.read_new();
+        // Only the trainer writes these files: a line that does not parse is a fault to report.
+        ensure!(self.metrics.bad_lines == 0, "{}: a line is not a metric event", metrics_path(&self.run_dir).display());
+        if rewritten {
+            // Read again from its start (a resume dropped the steps it redoes): replace everything.
+            for sink in &mut self.sinks {
+                sink.restart()?;
+            }
+            (self.config_written, self.samples) = (false, Tail::new(self.run_dir.join("samples.jsonl")));
+        }
         if !self.config_written && let Ok(text) = std::fs::read_to_string(self.run_dir.join(RUN_JSON)) {
             let run_json: Value = serde_json::from_str(&text).with_context(|| format!("{}: not JSON", self.run_dir.join(RUN_JSON).display()))?;
             for sink in &mut self.sinks {
@@ -197,19 +179,8 @@ impl Mirror {
             }
             self.config_written = true;
         }
-        let metrics = metrics_path(&self.run_dir);
-        let lines = match self.metrics.read(&metrics)? {
-            Lines::New(lines) => lines,
-            Lines::Rewritten => {
-                for sink in &mut self.sinks {
-                    sink.restart()?;
-                }
-                (self.config_written, self.samples) = (false, Tail::default());
-                return self.poll();
-            }
-        };
-        for line in lines {
-            let event: MetricEvent = serde_json::from_str(&line).with_context(|| format!("{}: a line is not a metric event", metrics.display()))?;
+        for event in events {
+            let event: MetricEvent = serde_json::from_value(event).with_context(|| format!("{}: a line is not a metric event", metrics_path(&self.run_dir).display()))?;
             let scalars = scalars(&event);
             if !scalars.is_empty() {
                 for sink in &mut self.sinks {
@@ -218,19 +189,17 @@ impl Mirror {
                 self.events += 1;
             }
         }
-        let samples = self.run_dir.join("samples.jsonl");
-        if let Lines::New(lines) = self.samples.read(&samples)? {
-            for line in lines {
-                let sample: Value = serde_json::from_str(&line).with_context(|| format!("{}: a line is not JSON", samples.display()))?;
-                let text = format!(
-                    "**prompt**\n\n    {}\n\n**response**\n\n    {}",
-                    sample["prompt"].as_str().unwrap_or_default().replace('\n', "\n    "),
-                    sample["text"].as_str().unwrap_or_default().replace('\n', "\n    ")
-                );
-                let step = sample["step"].as_u64().unwrap_or(0);
-                for sink in &mut self.sinks {
-                    sink.text(step, sample["time"].as_f64().unwrap_or_else(now), "samples", &text)?;
-                }
+        let (samples, _) = self.samples.read_new();
+        ensure!(self.samples.bad_lines == 0, "{}: a line is not JSON", self.run_dir.join("samples.jsonl").display());
+        for sample in samples {
+            let text = format!(
+                "**prompt**\n\n    {}\n\n**response**\n\n    {}",
+                sample["prompt"].as_str().unwrap_or_default().replace('\n', "\n    "),
+                sample["text"].as_str().unwrap_or_default().replace('\n', "\n    ")
+            );
+            let step = sample["step"].as_u64().unwrap_or(0);
+            for sink in &mut self.sinks {
+                sink.text(step, sample["time"].as_f64().unwrap_or_else(now), "samples", &text)?;
             }
         }
         for sink in &mut self.sinks {
