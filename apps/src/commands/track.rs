@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 use pipelines::runs::RUN_JSON;
+use pipelines::train::Interrupted;
 use pipelines::track::mlflow::Status;
 use pipelines::track::mlflow_run::Naming;
 use pipelines::track::{self, MirrorReport, Target};
@@ -63,7 +64,7 @@ impl TrackArgs {
         let result = job();
         let status = match &result {
             Ok(_) => Status::Finished,
-            Err(error) if format!("{error:#}").contains("interrupted") => Status::Killed,
+            Err(error) if error.downcast_ref::<Interrupted>().is_some() => Status::Killed,
             Err(_) => Status::Failed,
         };
         match follower.finish(status) {

@@ -127,7 +127,7 @@ pub fn train_language_model(
         hooks,
     )?;
     if outcome.interrupted {
-        anyhow::bail!("training was interrupted at step {}; continue with --resume", outcome.steps);
+        return Err(crate::train::Interrupted { step: outcome.steps }.into());
     }
 
     let model = outcome.model.valid();

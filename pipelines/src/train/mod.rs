@@ -13,4 +13,4 @@ pub mod trainer;
 pub use loss::{IGNORE_INDEX, cross_entropy_masked, cross_entropy_per_token};
 pub use optim::{LrSchedule, OptimConfig};
 pub use steps::{ClassificationBatch, ClassifierInput, ClassifierTraining, LanguageModelTraining, LmBatch, StepReport};
-pub use trainer::{BatchSource, NoHooks, TrainConfig, TrainHooks, TrainJob, TrainOutcome, epoch_order, train};
+pub use trainer::{BatchSource, Interrupted, NoHooks, TrainConfig, TrainHooks, TrainJob, TrainOutcome, epoch_order, train};

@@ -217,6 +217,14 @@ impl<M, A: TrainHooks<M>, B: TrainHooks<M>> TrainHooks<M> for (A, B) {
     }
 }
 
+/// A run that stopped before its end (Ctrl-C, `--max-steps`), with its last checkpoint: the error
+/// of the job, which callers can tell from a failure (a tracker ends the run KILLED, not FAILED).
+#[derive(Debug, thiserror::Error)]
+#[error("training was interrupted at step {step}; continue with --resume")]
+pub struct Interrupted {
+    pub step: usize,
+}
+
 /// The trained model (in eval mode) and where the run stopped.
 pub struct TrainOutcome<M> {
     pub model: M,

@@ -126,7 +126,7 @@ pub fn finetune_classifier(job: &ClassifierFinetune) -> Result<ClassifierReport>
     let model = ClassifierTraining { classifier, first_block, grad_clip: job.train.optim.grad_clip };
     let outcome = train_classifier(model, job, &run, &device, &sources)?;
     if outcome.interrupted {
-        anyhow::bail!("training was interrupted at step {}; continue with --resume", outcome.steps);
+        return Err(crate::train::Interrupted { step: outcome.steps }.into());
     }
 
     let model = outcome.model.valid();
