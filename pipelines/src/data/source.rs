@@ -102,12 +102,7 @@ impl DataSource {
             };
             let data: Vec<String> = files.files.iter().filter(|f| is_data_file(Path::new(f))).cloned().collect();
             let configs = configs_of(&data);
-            let chosen = match &config {
-                Some(config) if configs.contains(config) => Some(config.clone()),
-                Some(_) => None,
-                None => default_config(&configs).map_err(|e| anyhow!("{text}: {e}"))?,
-            };
-            if let Some(chosen) = chosen {
+            if let Some(chosen) = choose_config(&configs, config.as_deref()).map_err(|e| anyhow!("{text}: {e}"))? {
                 let splits = splits_of(&data, Some(&chosen), short_name)?;
                 let source = Self {
                     name: text.to_string(),
@@ -147,11 +142,10 @@ impl DataSource {
         };
         let files = list_local(&snapshot)?;
         let configs = configs_of(&files);
-        let chosen = match config {
-            Some(config) if configs.contains(&config) => config,
-            Some(config) => bail!("{text}: the cached copy in {} has no config `{config}` (it has {})", snapshot.display(), configs.join(", ")),
-            None => default_config(&configs).map_err(|e| anyhow!("{text}: {e}"))?.with_context(|| format!("{text}: the cached copy in {} has no data files", snapshot.display()))?,
-        };
+        let chosen = choose_config(&configs, config.as_deref()).map_err(|e| anyhow!("{text}: {e}"))?.with_context(|| match &config {
+            Some(config) => format!("{text}: the cached copy in {} has no config `{config}` (it has {})", snapshot.display(), configs.join(", ")),
+            None => format!("{text}: the cached copy in {} has no data files", snapshot.display()),
+        })?;
         let short_name = dataset.rsplit('/').next().unwrap_or(dataset);
         let splits = splits_of(&files, Some(&chosen), short_name)?;
         let source = Self { name: text.to_string(), chosen_split: split, is_file: false, splits, place: Place::Local { root: snapshot } };
@@ -275,6 +269,14 @@ fn default_config(configs: &[String]) -> Result<Option<String>> {
         [only] => Ok(Some(only.clone())),
         _ if configs.iter().any(|c| c == DEFAULT_CONFIG) => Ok(Some(DEFAULT_CONFIG.to_string())),
         _ => bail!("the data set has several configs ({}): name one, hf:owner/name:CONFIG", configs.join(", ")),
+    }
+}
+
+/// The config to read: `named` when the files have it (else `None`), or [`default_config`].
+fn choose_config(configs: &[String], named: Option<&str>) -> Result<Option<String>> {
+    match named {
+        Some(config) => Ok(configs.iter().find(|c| *c == config).cloned()),
+        None => default_config(configs),
     }
 }
 
