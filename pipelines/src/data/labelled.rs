@@ -32,6 +32,11 @@ impl Columns {
         ensure!(!label.trim().is_empty(), "--label-column names no column");
         Ok(Self { text, label: label.trim().to_string() })
     }
+
+    /// Every column these name (what a parquet file needs to read).
+    pub fn all(&self) -> Vec<String> {
+        self.text.iter().chain([&self.label]).cloned().collect()
+    }
 }
 
 impl Default for Columns {
@@ -48,13 +53,6 @@ pub struct LabelledText {
     pub label: String,
     /// `FILE: line N` (CSV, TSV, JSONL), `FILE: record N` (a JSON list), `FILE: row N` (parquet).
     pub at: String,
-}
-
-impl Columns {
-    /// Every column these name (what a parquet file needs to read).
-    pub fn all(&self) -> Vec<String> {
-        self.text.iter().chain([&self.label]).cloned().collect()
-    }
 }
 
 /// Reads a labelled file of any format [`records`](super::records) reads.
