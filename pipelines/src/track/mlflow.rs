@@ -73,32 +73,42 @@ impl Client {
         &self.base
     }
 
+    /// One request to `url` (made by `send`), tried again after timeouts, refused connections,
+    /// 429 and 5xx; `read` turns the answer into the value (a reply cut short is tried again).
+    fn request<T>(
+        &self,
+        url: &str,
+        send: impl Fn() -> std::result::Result<ureq::Response, ureq::Error>,
+        read: impl Fn(ureq::Response) -> std::result::Result<T, Attempt<anyhow::Error>>,
+    ) -> Result<T> {
+        let try_once = || match send() {
+            Ok(response) => read(response),
+            Err(ureq::Error::Status(status, response)) => {
+                let error = anyhow!("{url}: HTTP {status}: {}", server_message(&response.into_string().unwrap_or_default()));
+                Err(if status >= 500 || status == 429 { Attempt::Transient(error) } else { Attempt::Final(error) })
+            }
+            Err(ureq::Error::Transport(error)) => Err(Attempt::Transient(anyhow!("cannot reach the MLflow server at {}: {error}", self.base))),
+        };
+        self.backoff.run(try_once, |_, _, _| {}).map_err(|(error, attempts)| if attempts > 1 { error.context(format!("after {attempts} attempts")) } else { error })
+    }
+
     /// One REST call: `GET` with query parameters, or `POST` with a JSON body.
     fn call(&self, method: &str, endpoint: &str, query: &[(&str, &str)], body: Option<&Value>) -> Result<Value> {
         let url = format!("{}/api/2.0/mlflow/{endpoint}", self.base);
-        let try_once = || -> std::result::Result<Value, Attempt<anyhow::Error>> {
+        let send = || {
             let mut request = self.agent.request(method, &url);
             for (key, value) in query {
                 request = request.query(key, value);
             }
-            let response = match body {
+            match body {
                 Some(body) => request.set("Content-Type", "application/json").send_string(&body.to_string()),
                 None => request.call(),
-            };
-            match response {
-                Ok(response) => {
-                    let text = response.into_string().map_err(|e| Attempt::Transient(anyhow!("{url}: the reply was cut short: {e}")))?;
-                    Ok(if text.trim().is_empty() { json!({}) } else { serde_json::from_str(&text).map_err(|e| Attempt::Final(anyhow!("{url}: not JSON: {e}")))? })
-                }
-                Err(ureq::Error::Status(status, response)) => {
-                    let text = response.into_string().unwrap_or_default();
-                    let error = anyhow!("{url}: HTTP {status}: {}", server_message(&text));
-                    Err(if status >= 500 || status == 429 { Attempt::Transient(error) } else { Attempt::Final(error) })
-                }
-                Err(ureq::Error::Transport(error)) => Err(Attempt::Transient(anyhow!("cannot reach the MLflow server at {}: {error}", self.base))),
             }
         };
-        self.backoff.run(try_once, |_, _, _| {}).map_err(|(error, attempts)| if attempts > 1 { error.context(format!("after {attempts} attempts")) } else { error })
+        self.request(&url, send, |response| {
+            let text = response.into_string().map_err(|e| Attempt::Transient(anyhow!("{url}: the reply was cut short: {e}")))?;
+            Ok(if text.trim().is_empty() { json!({}) } else { serde_json::from_str(&text).map_err(|e| Attempt::Final(anyhow!("{url}: not JSON: {e}")))? })
+        })
     }
 
     /// The id of experiment `name`, created when it does not exist.
@@ -162,17 +172,8 @@ impl Client {
         let root = root.trim_start_matches("//");
         let root = if artifact_uri.starts_with("mlflow-artifacts://") { root.split_once('/').map_or("", |(_, rest)| rest) } else { root };
         let url = format!("{}/api/2.0/mlflow-artifacts/artifacts/{}/{}", self.base, root.trim_matches('/'), path);
-        let try_once = || -> std::result::Result<(), Attempt<anyhow::Error>> {
-            match self.agent.put(&url).set("Content-Type", "application/octet-stream").send_bytes(bytes) {
-                Ok(_) => Ok(()),
-                Err(ureq::Error::Status(status, response)) => {
-                    let error = anyhow!("{url}: HTTP {status}: {}", server_message(&response.into_string().unwrap_or_default()));
-                    Err(if status >= 500 { Attempt::Transient(error) } else { Attempt::Final(error) })
-                }
-                Err(ureq::Error::Transport(error)) => Err(Attempt::Transient(anyhow!("cannot reach the MLflow server at {}: {error}", self.base))),
-            }
-        };
-        self.backoff.run(try_once, |_, _, _| {}).map_err(|(error, _)| error)
+        let send = || self.agent.put(&url).set("Content-Type", "application/octet-stream").send_bytes(bytes);
+        self.request(&url, send, |_| Ok(()))
     }
 }
 
