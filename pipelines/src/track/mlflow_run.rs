@@ -240,6 +240,7 @@ impl MlflowRun {
     }
 }
 
+/// Milliseconds since the epoch, as MLflow stamps things.
 fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+    (crate::runs::now() * 1000.0) as i64
 }

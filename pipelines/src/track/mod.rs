@@ -20,7 +20,7 @@ use anyhow::{Context, Result, bail, ensure};
 use serde_json::Value;
 
 use crate::runs::metrics::{MetricEvent, metrics_path};
-use crate::runs::{RUN_JSON, Tail};
+use crate::runs::{RUN_JSON, Tail, now};
 use mlflow::Status;
 use mlflow_run::{MlflowRun, Naming};
 use tensorboard::EventWriter;
@@ -243,10 +243,6 @@ pub fn scalars(event: &MetricEvent) -> Vec<(String, f64)> {
     ];
     let extra = event.extra.iter().filter(|(_, v)| v.is_number()).map(|(k, v)| (k.as_str(), v.as_f64()));
     known.into_iter().chain(extra).filter_map(|(name, value)| Some((format!("{}/{name}", event.split), value?))).collect()
-}
-
-fn now() -> f64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
 }
 
 /// A [`Mirror`] of a running job, on its own thread; [`Follower::finish`] mirrors the rest.
