@@ -1,8 +1,9 @@
 //! Alpaca-style instruction data, prepared for instruction fine-tuning as in *Build a Large
 //! Language Model From Scratch*, chapter 7:
 //!
-//! 1. read a JSON list of `{"instruction", "input", "output"}` records (a local file, or a URL
-//!    downloaded once into a cache directory): [`load_records`];
+//! 1. read a JSON list of `{"instruction", "input", "output"}` records ([`read_records`]; any
+//!    source, a URL downloaded once into a cache directory, and conversations:
+//!    [`load_instruction_data`](super::conversation::load_instruction_data));
 //! 2. split 85 % train / 10 % test / 5 % validation in file order, or after a seeded shuffle:
 //!    [`split_records`];
 //! 3. format each record as an Alpaca prompt ([`format_input`]) followed by the response
@@ -26,7 +27,6 @@ use serde_json::Value;
 
 pub use super::spam::Splits;
 use crate::data::json_kind;
-use crate::download;
 use crate::train::{IGNORE_INDEX, LmBatch, epoch_order};
 
 /// The book's instruction data set (1,100 records).
@@ -153,29 +153,6 @@ pub fn cache_path(url: &str, cache_dir: &Path) -> PathBuf {
     let stem = clean.strip_suffix(&format!(".{extension}")).unwrap_or(&clean);
     let stem = if stem.trim_matches(['.', '_']).is_empty() { "instruction-data" } else { stem };
     cache_dir.join(format!("{stem}-{:016x}.{extension}", gpt::io::stable_hash(url)))
-}
-
-/// Records loaded from a source, and the local file they came from.
-#[derive(Clone, Debug)]
-pub struct LoadedRecords {
-    pub path: PathBuf,
-    pub records: Vec<InstructionRecord>,
-}
-
-/// Loads `source`: a local path (or `file://` URL) is read as it is; an http(s) URL is
-/// downloaded into `cache_dir` on first use ([`cache_path`]) and read from there afterwards. A
-/// download that is not a valid record list is deleted, so that the next run fetches it again.
-pub fn load_records(source: &str, cache_dir: &Path) -> Result<LoadedRecords> {
-    let cache = cache_path(source, cache_dir);
-    let path = download::fetch_cached(source, &cache)?;
-    match read_records(&path) {
-        Ok(records) => Ok(LoadedRecords { path, records }),
-        Err(error) if path == cache => {
-            let _ = std::fs::remove_file(&cache);
-            Err(error.context(format!("{source} did not give an instruction data set (the download was deleted)")))
-        }
-        Err(error) => Err(error),
-    }
 }
 
 /// Splits as the book does, with the same float arithmetic: train = `int(n * 0.85)`,

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use crate::data::chat::ChatRendering;
 use crate::data::conversation::{Conversation, InstructionData, find_test_split, load_instruction_data, parse_messages, read_instruction_data};
 use crate::data::instruction::{
-    self, InstructionRecord, SPLIT_FILES, format_input, parse_json_list, record_object, required_field, string_field,
+    self, InstructionRecord, format_input, parse_json_list, record_object, required_field, string_field,
     to_pretty_json,
 };
 use crate::download;
@@ -185,24 +185,9 @@ pub fn read_responses(path: &Path) -> Result<Vec<ResponseRecord>> {
         .collect()
 }
 
-/// The records `--data` names: an Alpaca JSON file, a URL of one (cached in `cache_dir`), or a
-/// directory holding the test split `test.json` (itself, or a run directory's `data/test.json`).
-/// Returns the file read and its records.
-pub fn load_test_records(source: &str, cache_dir: &Path) -> Result<(PathBuf, Vec<InstructionRecord>)> {
-    if let Some(dir) = download::local_path(source).filter(|p| p.is_dir()) {
-        let test_split = SPLIT_FILES[2];
-        let candidates = [dir.join(test_split), dir.join("data").join(test_split)];
-        let Some(file) = candidates.iter().find(|p| p.is_file()) else {
-            bail!("{} is a directory without a test split ({test_split} or data/{test_split})", dir.display());
-        };
-        return Ok((file.clone(), instruction::read_records(file)?));
-    }
-    let loaded = instruction::load_records(source, cache_dir)?;
-    Ok((loaded.path, loaded.records))
-}
-
-/// [`load_test_records`] for either kind of data: a directory's test split may be `test.json`
-/// (Alpaca) or `test.jsonl` (conversations); a file or URL holds Alpaca records or conversations.
+/// The records `--data` names: a file or a URL of one (cached in `cache_dir`) of Alpaca records or
+/// conversations, or a directory holding the test split (itself, or a run directory's `data/`):
+/// `test.json` (Alpaca) or `test.jsonl` (conversations). Returns the file read and its records.
 pub fn load_test_data(source: &str, cache_dir: &Path) -> Result<(PathBuf, InstructionData)> {
     if let Some(dir) = download::local_path(source).filter(|p| p.is_dir()) {
         let Some(file) = find_test_split(&dir) else {

@@ -10,8 +10,9 @@ use gpt::burn::prelude::*;
 use gpt::{EOT_TOKEN, Tokenizer};
 use pipelines::data::instruction::{
     CollateConfig, Example, InstructionDataset, InstructionRecord, cache_path, collate, format_input, full_text, length_grouped_batches,
-    load_records, parse_records, read_records, read_splits, split_records, write_splits,
+    parse_records, read_records, read_splits, split_records, write_splits,
 };
+use pipelines::data::conversation::{InstructionData, load_instruction_data};
 use pipelines::train::epoch_order;
 
 const E: i64 = EOT_TOKEN as i64;
@@ -147,12 +148,21 @@ fn a_url_is_downloaded_once_into_the_cache() {
     let cache = tempfile::tempdir().unwrap();
     let url = server.url("/ch07/instruction-data.json");
 
-    let first = load_records(&url, cache.path()).unwrap();
+    // Alpaca records, and the file they were read from.
+    struct Loaded {
+        path: PathBuf,
+        records: Vec<InstructionRecord>,
+    }
+    let load = |source: &str| match load_instruction_data(source, cache.path()).unwrap() {
+        (path, InstructionData::Alpaca(records)) => Loaded { path, records },
+        (path, _) => panic!("{} read as conversations", path.display()),
+    };
+    let first = load(&url);
     assert_eq!(first.path, cache_path(&url, cache.path()));
     assert!(first.path.file_name().unwrap().to_string_lossy().starts_with("instruction-data-"));
     assert_eq!(std::fs::read(&first.path).unwrap(), bytes, "kept byte for byte");
     assert_eq!(first.records, fixture_records());
-    let second = load_records(&url, cache.path()).unwrap();
+    let second = load(&url);
     assert_eq!(second.records.len(), 60);
     assert_eq!(server.request_count(), 1, "the second load reads the cache");
 
@@ -161,12 +171,12 @@ fn a_url_is_downloaded_once_into_the_cache() {
 
     // A download that is not a data set is an error, and is not kept.
     let html = server.url("/page.html");
-    let message = format!("{:#}", load_records(&html, cache.path()).unwrap_err());
+    let message = format!("{:#}", load_instruction_data(&html, cache.path()).unwrap_err());
     assert!(message.contains("did not give an instruction data set") && message.contains("is not valid JSON"), "{message}");
     assert!(!cache_path(&html, cache.path()).exists());
 
     // A local path is read where it is.
-    let local = load_records(fixture_path().to_str().unwrap(), cache.path()).unwrap();
+    let local = load(fixture_path().to_str().unwrap());
     assert_eq!(local.path, fixture_path());
 }
 

@@ -10,9 +10,10 @@ use gpt::generate::sampling::Sampling;
 use gpt::hf::load_model;
 use pipelines::data::instruction::{InstructionRecord, format_input, read_records, split_records, write_splits};
 use pipelines::eval::responses::{
-    ResponseRecord, extract_response, generate_completions, generate_responses, load_test_records, read_responses,
+    ResponseRecord, extract_response, generate_completions, generate_responses, load_test_data, read_responses,
     write_responses,
 };
+use pipelines::data::conversation::InstructionData;
 use serde_json::Value;
 
 fn test_records() -> Vec<InstructionRecord> {
@@ -112,6 +113,12 @@ fn test_records_come_from_a_file_or_a_directory_with_the_test_split() {
     let splits = split_records(read_records(&fixtures().join("data/instruction_data_60.json")).unwrap(), false, 0);
     write_splits(&dir.path().join("data"), &splits).unwrap();
     let cache = dir.path().join("cache");
+    let load_test_records = |source: &str, cache: &std::path::Path| {
+        load_test_data(source, cache).map(|loaded| match loaded {
+            (file, InstructionData::Alpaca(records)) => (file, records),
+            (file, _) => panic!("{} read as conversations", file.display()),
+        })
+    };
 
     let (file, records) = load_test_records(dir.path().to_str().unwrap(), &cache).unwrap();
     assert_eq!((file, records.clone()), (dir.path().join("data/test.json"), splits.test.clone()));
