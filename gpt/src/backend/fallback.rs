@@ -3,7 +3,18 @@
 
 use burn::prelude::*;
 
-use super::{AdamWStep, Moments};
+use super::{AdamWStep, MatmulPrecision, Moments};
+
+/// Without the CPU kernels every product is Burn's, in f32: the setting changes nothing.
+pub fn set_matmul_precision(_precision: MatmulPrecision) {}
+
+pub fn matmul_precision() -> MatmulPrecision {
+    MatmulPrecision::F32
+}
+
+pub fn matmul_path() -> &'static str {
+    "f32"
+}
 
 pub fn streaming_linear(_x: &Tensor<2>, _weight: &Tensor<2>, _bias: Option<&Tensor<1>>) -> Option<Tensor<2>> {
     None

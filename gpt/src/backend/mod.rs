@@ -40,5 +40,15 @@ pub struct AdamWStep {
     pub time: i32,
 }
 
+/// The precision of the CPU kernels' matrix products (`set_matmul_precision`): `Bf16` rounds
+/// their inputs to bf16 and accumulates in f32 (mixed precision) where the CPU has the
+/// instructions for it, and keeps f32 elsewhere.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum MatmulPrecision {
+    #[default]
+    F32,
+    Bf16,
+}
+
 /// The moments of one parameter, or the inputs handed back when the update cannot be fused.
 pub type Moments<const D: usize> = (Tensor<D>, Tensor<D>);

@@ -41,7 +41,8 @@ impl Matrix {
     }
 }
 
-/// `dst = a·b` (`dst += a·b` when `accumulate`): `a.rows × b.cols` values written at `dst`, rows
+/// `dst = a·b` (`dst += a·b` when `accumulate`), at the products' precision
+/// ([`super::bf16::set_matmul_precision`]): `a.rows × b.cols` values written at `dst`, rows
 /// `dst_row` apart. `threads`: let the GEMM split a large product over rayon's pool (below ~7 M
 /// multiply-adds a thread hop costs more than it saves: Flex's own threshold).
 ///
@@ -49,6 +50,19 @@ impl Matrix {
 /// `dst` has room for those rows; without `accumulate` they need not be initialised (the GEMM
 /// writes every value without reading it). `a` and `b` lie inside live buffers.
 pub(super) unsafe fn gemm_into(dst: *mut f32, dst_row: usize, a: Matrix, b: Matrix, accumulate: bool, threads: bool) {
+    if super::bf16::enabled() {
+        // SAFETY: as the caller promises; `enabled` checked the CPU.
+        return unsafe { super::bf16::gemm_into(dst, dst_row, a, b, accumulate, threads) };
+    }
+    // SAFETY: as the caller promises.
+    unsafe { gemm_f32(dst, dst_row, a, b, accumulate, threads) }
+}
+
+/// [`gemm_into`] in f32, whatever the products' precision (the bf16 tests' reference).
+///
+/// # Safety
+/// As [`gemm_into`].
+pub(super) unsafe fn gemm_f32(dst: *mut f32, dst_row: usize, a: Matrix, b: Matrix, accumulate: bool, threads: bool) {
     let (m, n, k) = (a.rows, b.cols, a.cols);
     debug_assert_eq!(k, b.rows);
     let parallelism = if threads && m * n * k >= 192 * 192 * 192 && rayon::current_num_threads() > 1 {
@@ -80,4 +94,17 @@ pub(super) unsafe fn gemm_into(dst: *mut f32, dst_row: usize, a: Matrix, b: Matr
             parallelism,
         );
     }
+}
+
+/// `out = a·b` through [`gemm_into`], at the products' precision, on rayon's pool for a large
+/// product: for benchmarks of the products outside this crate. `a` holds `[m, k]` row-major, or
+/// `[k, m]` when `a_transposed` (the product then reads it as a transposed view, as backward
+/// does); `b` likewise `[k, n]` or `[n, k]`; `out` `[m, n]`.
+#[allow(clippy::too_many_arguments)]
+pub fn matmul(out: &mut [f32], a: &[f32], a_transposed: bool, b: &[f32], b_transposed: bool, m: usize, k: usize, n: usize) {
+    assert!(out.len() == m * n && a.len() == m * k && b.len() == k * n, "matmul: lengths do not match [{m}, {k}]·[{k}, {n}]");
+    let a = if a_transposed { Matrix::rows_of(a, k, m, m).t() } else { Matrix::rows_of(a, m, k, k) };
+    let b = if b_transposed { Matrix::rows_of(b, n, k, k).t() } else { Matrix::rows_of(b, k, n, n) };
+    // SAFETY: `out` holds m·n values; the views are inside `a` and `b` (lengths asserted).
+    unsafe { gemm_into(out.as_mut_ptr(), n, a, b, false, true) }
 }

@@ -1,0 +1,139 @@
+//! Cache blocking and threads of the bf16 products, in BLIS's loop order: a block of B (`KC`
+//! values of k by `NC` columns) is packed once and shared; each task packs `MC` rows of A and runs
+//! the micro-kernel over its (B panel, A panel) pairs, A panels innermost so that one B panel
+//! stays in L1 while the A block streams from L2.
+
+use rayon::prelude::*;
+
+use super::super::gemm::Matrix;
+use super::avx512::kernel;
+use super::pack::{MR, NR, Packer, pack_a, pack_b};
+
+/// Even, so that only the last block of k can end in a half pair: a B panel is then 16 KiB.
+const KC: usize = 256;
+const MC: usize = 16 * MR;
+const NC: usize = 128 * NR;
+
+/// Panels start on cache lines (the kernel's B loads then never split one).
+#[repr(align(64))]
+#[derive(Clone, Copy)]
+#[allow(dead_code)] // read only through `words`
+struct Line([u32; 16]);
+
+fn buffer(len: usize) -> Vec<Line> {
+    vec![Line([0; 16]); len.div_ceil(16)]
+}
+
+fn words(lines: &mut [Line]) -> &mut [u32] {
+    // SAFETY: a Line is 16 u32 with no padding.
+    unsafe { std::slice::from_raw_parts_mut(lines.as_mut_ptr().cast(), lines.len() * 16) }
+}
+
+/// The destination, written by several tasks at disjoint blocks.
+#[derive(Clone, Copy)]
+struct Dst(*mut f32);
+// SAFETY: each task writes its own rows × columns of the destination.
+unsafe impl Send for Dst {}
+unsafe impl Sync for Dst {}
+
+/// The inputs, which the tasks only read.
+#[derive(Clone, Copy)]
+struct Inputs(Matrix, Matrix);
+// SAFETY: the caller keeps the views' memory alive and unchanged during the product.
+unsafe impl Send for Inputs {}
+unsafe impl Sync for Inputs {}
+
+impl Inputs {
+    // Methods, so that closures capture the whole (Sync) pair rather than a field.
+    fn a(&self) -> Matrix {
+        self.0
+    }
+
+    fn b(&self) -> Matrix {
+        self.1
+    }
+}
+
+impl Dst {
+    /// # Safety
+    /// `offset` is inside the destination.
+    unsafe fn at(self, offset: usize) -> *mut f32 {
+        // SAFETY: as the caller promises.
+        unsafe { self.0.add(offset) }
+    }
+}
+
+/// `dst (+)= a·b` in bf16 with f32 accumulation; `threads` as in [`super::super::gemm::gemm_into`].
+///
+/// # Safety
+/// As [`super::super::gemm::gemm_into`]; the CPU has AVX512-BF16.
+pub(super) unsafe fn gemm(dst: *mut f32, ldc: usize, a: Matrix, b: Matrix, accumulate: bool, threads: bool) {
+    let (m, n, k) = (a.rows, b.cols, a.cols);
+    debug_assert_eq!(k, b.rows);
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        if !accumulate {
+            // SAFETY: the caller's m rows of n values.
+            (0..m).for_each(|i| unsafe { std::ptr::write_bytes(dst.add(i * ldc), 0, n) });
+        }
+        return;
+    }
+    let workers = rayon::current_num_threads();
+    let parallel = threads && m * n * k >= 192 * 192 * 192 && workers > 1;
+    let dst = Dst(dst);
+    let inputs = Inputs(a, b);
+    let blocks_m = m.div_ceil(MC);
+    for jc in (0..n).step_by(NC) {
+        let nc = NC.min(n - jc);
+        let panels_n = nc.div_ceil(NR);
+        // Too few row blocks to keep every worker busy: split the columns too.
+        let chunks_n = if parallel && blocks_m < 2 * workers { (2 * workers).div_ceil(blocks_m).min(panels_n) } else { 1 };
+        let per_chunk = panels_n.div_ceil(chunks_n);
+        for pc in (0..k).step_by(KC) {
+            let kc = KC.min(k - pc);
+            let pairs = kc.div_ceil(2);
+            // The first block of k writes the destination unless the caller accumulates into it.
+            let add = accumulate || pc > 0;
+            let mut b_lines = buffer(panels_n * pairs * NR);
+            let b_words = words(&mut b_lines);
+            let pack_panel = |(q, out): (usize, &mut [u32])| pack_b(inputs.b(), pc, kc, jc + q * NR, NR.min(nc - q * NR), out, Packer::Avx512);
+            if parallel {
+                b_words.par_chunks_mut(pairs * NR).enumerate().for_each(pack_panel);
+            } else {
+                b_words.chunks_mut(pairs * NR).enumerate().for_each(pack_panel);
+            }
+            let b_words = &*b_words;
+            let task = |t: usize| {
+                let (block, chunk) = (t / chunks_n, t % chunks_n);
+                let i0 = block * MC;
+                let mc = MC.min(m - i0);
+                let panels_m = mc.div_ceil(MR);
+                let mut a_lines = buffer(panels_m * pairs * MR);
+                let a_words = words(&mut a_lines);
+                for (q, out) in a_words.chunks_mut(pairs * MR).take(panels_m).enumerate() {
+                    pack_a(inputs.a(), i0 + q * MR, MR.min(mc - q * MR), pc, kc, out, Packer::Avx512);
+                }
+                for qb in chunk * per_chunk..((chunk + 1) * per_chunk).min(panels_n) {
+                    let j = qb * NR;
+                    let b_panel = b_words[qb * pairs * NR..].as_ptr();
+                    for qa in 0..panels_m {
+                        let r = qa * MR;
+                        // SAFETY: both panels hold `pairs` pairs; the block is inside the
+                        // caller's destination; the caller checked the CPU.
+                        unsafe {
+                            let c = dst.at((i0 + r) * ldc + jc + j);
+                            kernel(pairs, a_words[qa * pairs * MR..].as_ptr(), b_panel, c, ldc, MR.min(mc - r), NR.min(nc - j), add);
+                        }
+                    }
+                }
+            };
+            if parallel {
+                (0..blocks_m * chunks_n).into_par_iter().for_each(task);
+            } else {
+                (0..blocks_m * chunks_n).for_each(task);
+            }
+        }
+    }
+}

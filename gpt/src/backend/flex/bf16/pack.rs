@@ -1,0 +1,178 @@
+//! bf16 rounding and the packed panels the micro-kernel reads.
+//!
+//! `vdpbf16ps` multiplies pairs of bf16 values held in one 32-bit lane, so both operands are
+//! packed as k-pairs: a pair `(x[k], x[k+1])` is one `u32`, `x[k]` in the low half. An A panel
+//! holds `MR` rows, pair `p` of row `r` at `p·MR + r` (the kernel broadcasts it); a B panel holds
+//! `NR` columns, pair `p` of column `j` at `p·NR + j` (two registers of 16 columns). Rows, columns
+//! and an odd last k past the matrix are zeros, so the kernel never needs an edge case inside its loop.
+
+use super::super::gemm::Matrix;
+
+/// Rows of an A panel and columns of a B panel (the micro-kernel's register block).
+pub(super) const MR: usize = 12;
+pub(super) const NR: usize = 32;
+
+/// `x` rounded to bf16 as `vcvtne2ps2bf16` does: to nearest, ties to even; NaN stays NaN (made
+/// quiet); zeros and subnormals become zeros of their sign (the instruction treats subnormal
+/// inputs as zero, and the packed panels must not depend on which path packed them).
+pub fn to_bf16(x: f32) -> u16 {
+    let bits = x.to_bits();
+    if x.is_nan() {
+        return (bits >> 16) as u16 | 0x0040;
+    }
+    if bits & 0x7f80_0000 == 0 {
+        return ((bits >> 16) & 0x8000) as u16;
+    }
+    ((bits + 0x7fff + ((bits >> 16) & 1)) >> 16) as u16
+}
+
+/// The f32 a bf16 value stands for.
+pub fn from_bf16(h: u16) -> f32 {
+    f32::from_bits((h as u32) << 16)
+}
+
+fn pair(lo: f32, hi: f32) -> u32 {
+    to_bf16(lo) as u32 | (to_bf16(hi) as u32) << 16
+}
+
+/// How a matrix may be packed: its values along one axis adjacent in memory lets the vector
+/// conversion read 16 or 32 at a time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Packer {
+    Scalar,
+    #[cfg(target_arch = "x86_64")]
+    Avx512,
+}
+
+/// Rows `i0..i0 + rows` (`rows ≤ MR`) and columns `k0..k0 + kc` of `a` as one A panel of
+/// `kc.div_ceil(2)` pairs into `out` (`kc.div_ceil(2)·MR` values).
+pub(super) fn pack_a(a: Matrix, i0: usize, rows: usize, k0: usize, kc: usize, out: &mut [u32], packer: Packer) {
+    let pairs = kc.div_ceil(2);
+    debug_assert!(rows <= MR && out.len() == pairs * MR && i0 + rows <= a.rows && k0 + kc <= a.cols);
+    match packer {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: the views are inside `a` (asserted above); the packer is chosen only where the CPU has AVX-512 BF16.
+        Packer::Avx512 => unsafe {
+            if a.col_stride == 1 {
+                return super::avx512::pack_pairs_along_rows(a, i0, rows, k0, kc, out, MR);
+            }
+            if a.row_stride == 1 {
+                return super::avx512::pack_pairs_across_rows(a.t(), k0, kc, i0, rows, out, MR);
+            }
+        },
+        Packer::Scalar => {}
+    }
+    for p in 0..pairs {
+        for r in 0..MR {
+            out[p * MR + r] = if r < rows { pair_at(a, i0 + r, k0, kc, 2 * p) } else { 0 };
+        }
+    }
+}
+
+/// Rows `k0..k0 + kc` and columns `j0..j0 + cols` (`cols ≤ NR`) of `b` as one B panel into
+/// `out` (`kc.div_ceil(2)·NR` values).
+pub(super) fn pack_b(b: Matrix, k0: usize, kc: usize, j0: usize, cols: usize, out: &mut [u32], packer: Packer) {
+    let pairs = kc.div_ceil(2);
+    debug_assert!(cols <= NR && out.len() == pairs * NR && j0 + cols <= b.cols && k0 + kc <= b.rows);
+    match packer {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as in pack_a.
+        Packer::Avx512 => unsafe {
+            if b.col_stride == 1 {
+                return super::avx512::pack_pairs_across_rows(b, k0, kc, j0, cols, out, NR);
+            }
+            if b.row_stride == 1 {
+                return super::avx512::pack_pairs_along_rows(b.t(), j0, cols, k0, kc, out, NR);
+            }
+        },
+        Packer::Scalar => {}
+    }
+    let bt = b.t();
+    for p in 0..pairs {
+        for j in 0..NR {
+            out[p * NR + j] = if j < cols { pair_at(bt, j0 + j, k0, kc, 2 * p) } else { 0 };
+        }
+    }
+}
+
+/// Row `i`'s values `k0 + k` and `k0 + k + 1` as a pair, zero past `kc`.
+fn pair_at(m: Matrix, i: usize, k0: usize, kc: usize, k: usize) -> u32 {
+    let hi = if k + 1 < kc { m.at(i, k0 + k + 1) } else { 0.0 };
+    pair(m.at(i, k0 + k), hi)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rounds_to_nearest_even_like_the_instruction() {
+        let cases: [(u32, u16); 16] = [
+            (0x3f80_0000, 0x3f80),  // 1.0
+            (0x3f80_8000, 0x3f80),  // 1 + 2⁻⁸: a tie, to the even 1.0
+            (0x3f81_8000, 0x3f82),  // 1 + 3·2⁻⁸: a tie, to the even neighbour above
+            (0x3f80_8001, 0x3f81),  // just above the tie
+            (0x3f80_7fff, 0x3f80),  // just below it
+            (0xc020_0000, 0xc020),  // -2.5, exact
+            (0x4049_0fdb, 0x4049),  // π → 3.140625
+            (0x7f80_0000, 0x7f80),  // +inf
+            (0xff80_0000, 0xff80),  // -inf
+            (0x7f7f_ffff, 0x7f80),  // f32::MAX rounds up to inf
+            (0x7fc0_0000, 0x7fc0),  // quiet NaN
+            (0x7f80_0001, 0x7fc0),  // signalling NaN, low payload: quiet, still NaN
+            (0xffa0_0000, 0xffe0),  // negative signalling NaN keeps sign and payload
+            (0x0000_0000, 0x0000),  // +0
+            (0x8000_0000, 0x8000),  // -0
+            (0x0040_0000, 0x0000),  // a subnormal is zero
+        ];
+        for (bits, want) in cases {
+            assert_eq!(to_bf16(f32::from_bits(bits)), want, "{bits:#010x}");
+        }
+        assert_eq!(to_bf16(-1e-40), 0x8000, "a negative subnormal is -0");
+        assert!(from_bf16(to_bf16(f32::NAN)).is_nan());
+        assert_eq!(from_bf16(0x3f82), 1.015625);
+    }
+
+    /// Normal values round as `half` rounds them.
+    #[test]
+    fn matches_half_on_normal_values() {
+        let mut state = 0x9E37_79B9_7F4A_7C15u64;
+        for _ in 0..100_000 {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let x = f32::from_bits(state as u32);
+            if x.is_normal() {
+                assert_eq!(to_bf16(x), half::bf16::from_f32(x).to_bits(), "{x:e}");
+            }
+        }
+    }
+
+    /// The scalar packing of every layout gives the pairs it promises, with zero padding.
+    #[test]
+    fn packs_pairs_with_zero_padding() {
+        let values: Vec<f32> = (0..5 * 7).map(|v| v as f32).collect();
+        let a = Matrix::rows_of(&values, 5, 7, 7); // a[i][k] = 7i + k
+        let mut out = vec![u32::MAX; 4 * MR];
+        pack_a(a, 2, 3, 0, 7, &mut out, Packer::Scalar);
+        for p in 0..4 {
+            for r in 0..MR {
+                let v = out[p * MR + r];
+                let (lo, hi) = (from_bf16(v as u16), from_bf16((v >> 16) as u16));
+                let want_lo = if r < 3 { (7 * (2 + r) + 2 * p) as f32 } else { 0.0 };
+                let want_hi = if r < 3 && 2 * p + 1 < 7 { want_lo + 1.0 } else { 0.0 };
+                assert_eq!((lo, hi), (want_lo, want_hi), "pair {p} row {r}");
+            }
+        }
+        let mut out = vec![u32::MAX; 3 * NR];
+        pack_b(a, 0, 5, 4, 3, &mut out, Packer::Scalar);
+        for p in 0..3 {
+            for j in 0..NR {
+                let v = out[p * NR + j];
+                let want_lo = if j < 3 { (7 * 2 * p + 4 + j) as f32 } else { 0.0 };
+                let want_hi = if j < 3 && 2 * p + 1 < 5 { want_lo + 7.0 } else { 0.0 };
+                assert_eq!((from_bf16(v as u16), from_bf16((v >> 16) as u16)), (want_lo, want_hi), "pair {p} column {j}");
+            }
+        }
+    }
+}

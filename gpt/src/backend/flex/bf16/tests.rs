@@ -1,0 +1,277 @@
+//! The bf16 products against an f64 reference on the rounded inputs (they differ only in the
+//! order of the f32 additions) and against the f32 GEMM (they differ by the rounding of the
+//! inputs), over odd shapes, every layout the products take, accumulation and threads.
+
+use super::super::gemm::{Matrix, gemm_f32};
+use super::pack::{MR, NR, Packer, pack_a, pack_b};
+use super::{avx512_bf16, from_bf16, gemm_into, to_bf16};
+
+/// Whether the tests of the kernels can run here; says so when they cannot.
+fn runs_here() -> bool {
+    let runs = avx512_bf16();
+    if !runs {
+        eprintln!("skipped: this CPU has no AVX512-BF16, the products stay f32");
+    }
+    runs
+}
+
+fn random(n: usize, seed: u64) -> Vec<f32> {
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..n)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+        })
+        .collect()
+}
+
+/// How a matrix lies in memory.
+#[derive(Debug, Clone, Copy)]
+enum Layout {
+    /// Rows of `cols + 5` values: columns adjacent (a Linear layer's input, a weight).
+    Rows,
+    /// The transpose of a row-major matrix: rows adjacent (the views backward multiplies).
+    Transposed,
+    /// Neither axis adjacent: the scalar packing.
+    Strided,
+}
+
+const LAYOUTS: [Layout; 3] = [Layout::Rows, Layout::Transposed, Layout::Strided];
+
+/// A `rows × cols` matrix of random values in `layout`, and the storage it points into.
+fn matrix(rows: usize, cols: usize, layout: Layout, seed: u64) -> (Vec<f32>, Matrix) {
+    let (len, row_stride, col_stride) = match layout {
+        Layout::Rows => (rows * (cols + 5), cols + 5, 1),
+        Layout::Transposed => (cols * (rows + 3), 1, rows + 3),
+        Layout::Strided => (rows * (2 * cols + 1), 2 * cols + 1, 2),
+    };
+    let values = random(len.max(1), seed);
+    let m = Matrix { ptr: values.as_ptr(), rows, cols, row_stride: row_stride as isize, col_stride: col_stride as isize };
+    (values, m)
+}
+
+fn rounded(x: f32) -> f64 {
+    from_bf16(to_bf16(x)) as f64
+}
+
+/// The destination: rows `n + 2` apart, the gaps holding a sentinel that must survive;
+/// `initial` in the product's values (NaN where the product must not read them).
+fn destination(m: usize, n: usize, initial: &dyn Fn(usize) -> f32) -> (Vec<f32>, usize) {
+    let ldc = n + 2;
+    let dst = (0..m * ldc).map(|x| if x % ldc < n { initial(x) } else { 7777.0 }).collect();
+    (dst, ldc)
+}
+
+/// Runs `product` on `dst` and checks every value against `reference(i, j) → (value, scale)`:
+/// within `tolerance · scale`; the gaps between rows untouched.
+fn check(what: &str, dst: &[f32], ldc: usize, m: usize, n: usize, tolerance: f64, reference: impl Fn(usize, usize) -> (f64, f64)) {
+    for i in 0..m {
+        for j in 0..ldc {
+            let got = dst[i * ldc + j];
+            if j >= n {
+                assert_eq!(got, 7777.0, "{what}: wrote past row {i}'s end");
+                continue;
+            }
+            let (want, scale) = reference(i, j);
+            assert!((got as f64 - want).abs() <= tolerance * scale + 1e-30, "{what}: ({i}, {j}) = {got}, want {want} (scale {scale})");
+        }
+    }
+}
+
+/// Σₖ a·b and Σₖ |a·b| in f64, over the bf16-rounded inputs or the f32 ones.
+fn dot(a: Matrix, b: Matrix, i: usize, j: usize, round: bool) -> (f64, f64) {
+    let value = |x: f32| if round { rounded(x) } else { x as f64 };
+    (0..a.cols).fold((0.0, 0.0), |(sum, abs), k| {
+        let p = value(a.at(i, k)) * value(b.at(k, j));
+        (sum + p, abs + p.abs())
+    })
+}
+
+fn shapes() -> Vec<(usize, usize, usize)> {
+    let dims = [1, 3, 17, 33, 100];
+    let mut shapes = Vec::new();
+    for m in dims {
+        for n in dims {
+            shapes.extend(dims.map(|k| (m, n, k)));
+        }
+    }
+    shapes.extend([(257, 100, 33), (33, 257, 100), (100, 33, 257), (1, 257, 257), (257, 1, 257), (13, 40, 0)]);
+    shapes
+}
+
+/// Every shape, layout and accumulate against f64 on the rounded inputs: only the order of the
+/// f32 additions differs, so within 1e-5 of Σ|a·b| (plus |c| when accumulating).
+#[test]
+fn matches_f64_on_rounded_inputs() {
+    if !runs_here() {
+        return;
+    }
+    let mut seed = 1;
+    for (m, n, k) in shapes() {
+        for a_layout in LAYOUTS {
+            for b_layout in LAYOUTS {
+                for accumulate in [false, true] {
+                    seed += 1;
+                    let ((_a_values, a), (_b_values, b)) = (matrix(m, k, a_layout, seed), matrix(k, n, b_layout, seed + 1000));
+                    let initial = random(m * (n + 2), seed + 2000);
+                    let (mut dst, ldc) = destination(m, n, &|x| if accumulate { initial[x] } else { f32::NAN });
+                    // SAFETY: dst holds m rows of ldc ≥ n values; the views are inside their storage.
+                    unsafe { gemm_into(dst.as_mut_ptr(), ldc, a, b, accumulate, false) };
+                    let what = format!("{m}x{n}x{k} {a_layout:?}·{b_layout:?} accumulate {accumulate}");
+                    check(&what, &dst, ldc, m, n, 1e-5, |i, j| {
+                        let (sum, abs) = dot(a, b, i, j, true);
+                        let c = if accumulate { initial[i * ldc + j] as f64 } else { 0.0 };
+                        (sum + c, abs + c.abs())
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// Against the f32 GEMM on the unrounded inputs: rounding to bf16 (8 significant bits) moves
+/// each input by at most 2⁻⁸ of itself, so each product by at most (2⁻⁷ + 2⁻¹⁶) of itself, and
+/// the sums differ by at most that times Σ|a·b|, plus both sides' f32 additions (1e-5·Σ|a·b|).
+#[test]
+fn matches_f32_within_bf16_rounding() {
+    if !runs_here() {
+        return;
+    }
+    let tolerance = 2f64.powi(-7) + 2f64.powi(-16) + 1e-5;
+    let mut seed = 10_000;
+    // Blocks of m, n and k beyond the cache blocks' sizes (192 rows, 4096 columns, 256 of k).
+    let mut shapes = shapes();
+    shapes.push((200, 4130, 300));
+    for (m, n, k) in shapes {
+        let big = m * n * k > 1 << 24;
+        for a_layout in LAYOUTS {
+            for b_layout in LAYOUTS {
+                if big && (matches!(a_layout, Layout::Strided) || matches!(b_layout, Layout::Strided)) {
+                    continue;
+                }
+                for accumulate in [false, true] {
+                    seed += 1;
+                    let ((_a_values, a), (_b_values, b)) = (matrix(m, k, a_layout, seed), matrix(k, n, b_layout, seed + 1000));
+                    let initial = random(m * (n + 2), seed + 2000);
+                    let start = |x: usize| if accumulate { initial[x] } else { f32::NAN };
+                    let ((mut ours, ldc), (mut f32s, _)) = (destination(m, n, &start), destination(m, n, &start));
+                    // SAFETY: as above.
+                    unsafe {
+                        gemm_into(ours.as_mut_ptr(), ldc, a, b, accumulate, false);
+                        gemm_f32(f32s.as_mut_ptr(), ldc, a, b, accumulate, false);
+                    }
+                    let what = format!("{m}x{n}x{k} {a_layout:?}·{b_layout:?} accumulate {accumulate}");
+                    check(&what, &ours, ldc, m, n, tolerance, |i, j| {
+                        let abs = (0..k).map(|l| (a.at(i, l) as f64 * b.at(l, j) as f64).abs()).sum::<f64>();
+                        let c = if accumulate { initial[i * ldc + j] as f64 } else { 0.0 };
+                        (f32s[i * ldc + j] as f64, abs + c.abs() * 1e-5 / tolerance)
+                    });
+                }
+            }
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+struct Views(Matrix, Matrix);
+// SAFETY: the storage outlives the product and is only read.
+unsafe impl Send for Views {}
+unsafe impl Sync for Views {}
+
+impl Views {
+    // A method: a closure then captures the whole (Sync) pair.
+    fn get(self) -> (Matrix, Matrix) {
+        (self.0, self.1)
+    }
+}
+
+/// Split over threads, by rows and (few row blocks) by columns too, a product gives the same
+/// bits as on one: every value is summed in the same order.
+#[test]
+fn threads_change_nothing() {
+    if !runs_here() {
+        return;
+    }
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(3).build().expect("a thread pool");
+    for (m, n, k, layout) in [(300, 520, 600, Layout::Rows), (64, 3000, 200, Layout::Rows), (600, 300, 513, Layout::Transposed)] {
+        for accumulate in [false, true] {
+            let ((_a_values, a), (_b_values, b)) = (matrix(m, k, layout, 1), matrix(k, n, Layout::Transposed, 2));
+            let initial = random(m * n, 3);
+            let (mut one, mut many) = (initial.clone(), initial.clone());
+            // SAFETY: m rows of n values; the views are inside their storage.
+            unsafe { gemm_into(one.as_mut_ptr(), n, a, b, accumulate, false) };
+            let views = Views(a, b);
+            pool.install(|| {
+                let (a, b) = views.get();
+                // SAFETY: as above.
+                unsafe { gemm_into(many.as_mut_ptr(), n, a, b, accumulate, true) }
+            });
+            assert!(one.iter().zip(&many).all(|(x, y)| x.to_bits() == y.to_bits()), "{m}x{n}x{k} accumulate {accumulate}");
+        }
+    }
+}
+
+/// `vcvtne2ps2bf16` rounds as [`to_bf16`] does: ties, overflow, NaN, infinities, subnormals, and
+/// random bit patterns.
+#[test]
+fn the_instruction_rounds_as_to_bf16() {
+    if !runs_here() {
+        return;
+    }
+    let special: [u32; 20] = [
+        0x3f80_0000, 0x3f80_8000, 0x3f81_8000, 0x3f80_8001, 0x3f80_7fff, 0x7f7f_ffff, 0xff7f_ffff, 0x7f80_0000, 0xff80_0000, 0x7fc0_0000,
+        0x7f80_0001, 0xffa0_0000, 0x0000_0000, 0x8000_0000, 0x0040_0000, 0x8000_0001, 0x0080_0000, 0x0080_8000, 0x0000_8000, 0x7fff_ffff,
+    ];
+    let mut values: Vec<f32> = special.iter().map(|&b| f32::from_bits(b)).collect();
+    let mut state = 0x2545_F491_4F6C_DD1Du64;
+    values.extend((0..32 * 1000).map(|_| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        f32::from_bits(state as u32)
+    }));
+    for chunk in values.chunks(32) {
+        let mut block = [0.0f32; 32];
+        block[..chunk.len()].copy_from_slice(chunk);
+        let by_instruction = super::avx512::round_by_the_instruction(&block);
+        for (x, got) in block.iter().zip(by_instruction) {
+            assert_eq!(got, to_bf16(*x), "{:#010x}", x.to_bits());
+        }
+    }
+}
+
+/// The vector packing writes what the scalar packing writes, for every layout, edge and odd k.
+#[test]
+fn vector_packing_equals_scalar_packing() {
+    if !runs_here() {
+        return;
+    }
+    for layout in LAYOUTS {
+        for (rows, cols) in [(1, 1), (5, 7), (13, 33), (40, 70)] {
+            let (_values, x) = matrix(rows, cols, layout, 7);
+            for (k0, kc) in [(0, cols), (1, cols - 1), (cols / 2, cols - cols / 2)] {
+                if kc == 0 {
+                    continue;
+                }
+                let pairs = kc.div_ceil(2);
+                for i0 in (0..rows).step_by(MR) {
+                    let count = MR.min(rows - i0);
+                    let (mut simd, mut scalar) = (vec![1u32; pairs * MR], vec![2u32; pairs * MR]);
+                    pack_a(x, i0, count, k0, kc, &mut simd, Packer::Avx512);
+                    pack_a(x, i0, count, k0, kc, &mut scalar, Packer::Scalar);
+                    assert_eq!(simd, scalar, "A {layout:?} {rows}x{cols} rows {i0}+{count} k {k0}+{kc}");
+                }
+                let xt = x.t(); // cols × rows: k runs over x's columns
+                for j0 in (0..rows).step_by(NR) {
+                    let count = NR.min(rows - j0);
+                    let (mut simd, mut scalar) = (vec![1u32; pairs * NR], vec![2u32; pairs * NR]);
+                    pack_b(xt, k0, kc, j0, count, &mut simd, Packer::Avx512);
+                    pack_b(xt, k0, kc, j0, count, &mut scalar, Packer::Scalar);
+                    assert_eq!(simd, scalar, "B {layout:?} {cols}x{rows} columns {j0}+{count} k {k0}+{kc}");
+                }
+            }
+        }
+    }
+}
