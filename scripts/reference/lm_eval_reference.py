@@ -9,7 +9,8 @@ model is lm-eval's `HFLM` on the tiny fixtures (`gpt2-tiny` gets GPT-2's tokeniz
 `--bpe-dir`, as it has none; `llama-tiny` has its `tokenizer.json`). `simple_evaluate` runs the
 whole harness (requests, `loglikelihood`, `process_results`, aggregation, stderr) and logs every
 sample: the fixture keeps, per task and model, lm-eval's `results` entry and per document the
-requests' (context, continuation) strings, their (loglikelihood, is_greedy) and the doc's metrics.
+requests' (context, continuation) strings, their (loglikelihood, is_greedy) and the doc's metrics;
+0-shot, MMLU 5-shot (`mmlu`), and the other tasks 2-shot from their `train.jsonl` (`fewshot`).
 
 Writes `tests/fixtures/lm_eval_reference.json`, which the Rust tests read. Optional: nothing at
 build or run time needs Python.
@@ -54,6 +55,10 @@ MMLU_TASKS = {
 }
 MMLU_FEWSHOT = 5
 MMLU_GROUP = "mmlu"
+# The other tasks few-shot: examples drawn by lm-eval's seeded sampler (`fewshot_random_seed`
+# 1234) from the task's training split (`train.jsonl`), or from the evaluated split where the task
+# has none (LAMBADA).
+FEWSHOT = 2
 PREFIX = "fixture_"
 
 
@@ -79,13 +84,16 @@ def write_task_configs(directory, tasks_root, tasks=None):
         task_dir = os.path.join(directory, task)
         shutil.copytree(os.path.dirname(source), task_dir, ignore=shutil.ignore_patterns("*.yaml", "__pycache__"))
         text = read_config(source)
+        splits = [split, "dev"] if task in MMLU_TASKS else [split]
+        if os.path.exists(os.path.join(DATA, task, "train.jsonl")):
+            splits.append("train")
         overrides = {
             "task": PREFIX + task,
             "tag": [],
             "dataset_path": "json",
             "dataset_name": None,
-            "dataset_kwargs": {"data_files": {s: os.path.join(DATA, task, s + ".jsonl") for s in ([split, "dev"] if task in MMLU_TASKS else [split])}},
-            "training_split": None,
+            "dataset_kwargs": {"data_files": {s: os.path.join(DATA, task, s + ".jsonl") for s in splits}},
+            "training_split": "train" if "train" in splits else None,
             "validation_split": split if split == "validation" else None,
             "test_split": split if split == "test" else None,
         }
@@ -187,6 +195,23 @@ def run_mmlu(lm_eval, model, manager):
     return {"num_fewshot": MMLU_FEWSHOT, "tasks": task_entries(result, MMLU_TASKS), "group": group}
 
 
+def run_fewshot(lm_eval, model, manager):
+    """The tasks but MMLU with FEWSHOT examples before each doc, drawn as lm-eval draws them."""
+    result = lm_eval.simple_evaluate(
+        model=model,
+        tasks=[PREFIX + t for t in TASKS],
+        task_manager=manager,
+        num_fewshot=FEWSHOT,
+        log_samples=True,
+        bootstrap_iters=100000,
+        random_seed=0,
+        numpy_random_seed=1234,
+        torch_random_seed=1234,
+        fewshot_random_seed=1234,
+    )
+    return {"num_fewshot": FEWSHOT, "tasks": task_entries(result, TASKS)}
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", default=os.path.join(FIXTURES, "lm_eval_reference.json"))
@@ -251,7 +276,8 @@ def main():
             fewshot_random_seed=1234,
         )
         tasks = task_entries(result, TASKS)
-        out["models"][name] = {"max_length": model.max_length, "tasks": tasks, "mmlu": mmlu}
+        fewshot = run_fewshot(lm_eval, model, manager)
+        out["models"][name] = {"max_length": model.max_length, "tasks": tasks, "mmlu": mmlu, "fewshot": fewshot}
         out["top_level_keys"] = sorted(k for k in result if k != "samples")
         print(name, json.dumps({t: {k: v for k, v in d["results"].items()} for t, d in tasks.items()}, indent=1))
     with open(args.out, "w") as f:

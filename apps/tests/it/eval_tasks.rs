@@ -11,12 +11,17 @@ use serde_json::Value;
 
 use crate::common::*;
 
-fn reference_results(task: &str) -> Value {
+/// lm-eval's results for `task` on gpt2-tiny: 0-shot, or `fewshot` (the other tasks 2-shot);
+/// MMLU's subjects are kept apart (5-shot, with their group).
+fn reference_results(task: &str, fewshot: bool) -> Value {
     let text = std::fs::read_to_string(fixtures().join("lm_eval_reference.json")).unwrap();
     let reference: Value = serde_json::from_str(&text).unwrap();
     let model = &reference["models"]["gpt2-tiny"];
-    // MMLU's subjects are kept apart (5-shot, with their group).
-    let tasks = if task.starts_with("mmlu_") { &model["mmlu"]["tasks"] } else { &model["tasks"] };
+    let tasks = match (task.starts_with("mmlu_"), fewshot) {
+        (true, _) => &model["mmlu"]["tasks"],
+        (false, true) => &model["fewshot"]["tasks"],
+        (false, false) => &model["tasks"],
+    };
     tasks[task]["results"].clone()
 }
 
@@ -29,8 +34,12 @@ fn eval_tasks(home: &Path, tasks: &str, json: &Path, flags: &[&str]) -> std::pro
 /// Every metric and standard error of `task` in the results file equals lm-eval's: acc's to
 /// 1e-12, perplexity's to 1e-4 relative (it carries the f32 log-likelihoods' rounding); the same keys.
 fn assert_task_matches(results: &Value, task: &str) {
+    assert_matches(results, task, false);
+}
+
+fn assert_matches(results: &Value, task: &str, fewshot: bool) {
     let ours = results["results"][task].as_object().unwrap_or_else(|| panic!("no results for {task}: {results}"));
-    let theirs = reference_results(task);
+    let theirs = reference_results(task, fewshot);
     let theirs = theirs.as_object().unwrap();
     let mut our_keys: Vec<&String> = ours.keys().collect();
     let mut their_keys: Vec<&String> = theirs.keys().collect();
@@ -78,6 +87,27 @@ fn results_from_a_data_dir_equal_lm_evals() {
     let results: Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
     assert_eq!(results["n-samples"]["piqa"], serde_json::json!({ "original": 4, "effective": 2 }));
     assert_eq!(results["config"]["limit"], 2);
+}
+
+/// `--num-fewshot 2` on the other tasks: each doc's examples drawn as lm-eval's seeded sampler
+/// draws them from the train split (LAMBADA: its test split), equal to `lm_eval --num_fewshot 2`.
+#[test]
+fn few_shot_results_equal_lm_evals() {
+    let home = tempfile::tempdir().unwrap();
+    let json = home.path().join("results.json");
+    let tasks = "arc_easy,arc_challenge,openbookqa,piqa,winogrande,lambada_openai,hellaswag";
+    let out = eval_tasks(home.path(), tasks, &json, &["--num-fewshot", "2", "--data-dir", fixtures().join("data/tasks").to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let results: Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    for task in tasks.split(',') {
+        assert_matches(&results, task, true);
+        assert_eq!(results["n-shot"][task], 2);
+        assert_eq!(results["configs"][task]["num_fewshot"], 2);
+        assert_eq!(results["configs"][task]["fewshot_config"]["sampler"], "default");
+    }
+    assert_eq!(results["configs"]["arc_easy"]["training_split"], "train");
+    assert!(results["configs"]["lambada_openai"].get("training_split").is_none());
+    assert_eq!(results["config"]["num_fewshot"], 2);
 }
 
 #[test]
@@ -145,7 +175,7 @@ fn bad_arguments_are_clear_errors() {
     let data_dir = fixtures().join("data/tasks");
     let cases: [(&str, &[&str], &str); 3] = [
         ("arc_easy,mmlu_x", &[], "unknown task `mmlu_x`"),
-        ("arc_easy", &["--num-fewshot", "5"], "few-shot prompts are not implemented yet"),
+        ("arc_easy", &["--num-fewshot", "7"], "7 few-shot examples asked for, the train split has 6"),
         ("arc_easy", &["--data-dir", "/nonexistent-llmfs-dir"], "no directory /nonexistent-llmfs-dir/arc_easy"),
     ];
     for (tasks, flags, message) in cases {

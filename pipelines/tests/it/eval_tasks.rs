@@ -10,7 +10,7 @@ use gpt::burn::prelude::*;
 use gpt::io::HubOptions;
 use gpt::models::LanguageModel;
 use pipelines::data::source::DataSource;
-use pipelines::eval::tasks::{BOOTSTRAP_ITERS, Sample, TASKS, Task, aggregate_samples, evaluate, evaluate_with_prefix, fewshot_prefix, group_aggregate};
+use pipelines::eval::tasks::{BOOTSTRAP_ITERS, Fewshot, Sample, TASKS, Task, aggregate_samples, evaluate, evaluate_fewshot, group_aggregate};
 use serde_json::Value;
 
 use crate::common_http::fixtures;
@@ -123,8 +123,8 @@ fn check_mmlu(model_name: &str) {
     for (name, expected) in expected["tasks"].as_object().unwrap() {
         let task = pipelines::eval::tasks::task(name).unwrap();
         assert_eq!(expected["n-shot"].as_u64(), Some(k as u64));
-        let prefix = fewshot_prefix(task, &split(task, "dev"), k).unwrap();
-        let samples = evaluate_with_prefix(&model, &tokenizer, task, &prefix, &records(task), 2, |_| {}).unwrap();
+        let mut fewshot = Fewshot::new(task, split(task, "dev"), k).unwrap();
+        let samples = evaluate_fewshot(&model, &tokenizer, task, &mut fewshot, &records(task), 2, |_| {}).unwrap();
         check_samples(model_name, task, &samples, expected);
         check_aggregates(model_name, task, &samples, expected);
         let acc = aggregate_samples(task, &samples, BOOTSTRAP_ITERS).remove(0);
@@ -143,12 +143,49 @@ fn mmlu_five_shot_scores_as_lm_eval_does() {
     check_mmlu("llama-tiny");
 }
 
+/// The other tasks few-shot: each doc's examples drawn as lm-eval's seeded sampler draws them
+/// (from the train split; LAMBADA from its test split, the doc itself included; HellaSwag, PIQA and
+/// Winogrande leave the doc out), rendered with each task's delimiters, then scored.
+fn check_fewshot(model_name: &str) {
+    let reference = reference();
+    let (model, tokenizer) = model_and_tokenizer(model_name);
+    let expected = &reference["models"][model_name]["fewshot"];
+    let k = expected["num_fewshot"].as_u64().unwrap() as usize;
+    for task in TASKS {
+        let expected = &expected["tasks"][task.name];
+        assert_eq!(expected["n-shot"].as_u64(), Some(k as u64), "{}", task.name);
+        let mut fewshot = Fewshot::new(task, split(task, task.examples_split()), k).unwrap();
+        let samples = evaluate_fewshot(&model, &tokenizer, task, &mut fewshot, &records(task), 3, |_| {}).unwrap();
+        check_samples(model_name, task, &samples, expected);
+        check_aggregates(model_name, task, &samples, expected);
+    }
+}
+
+#[test]
+fn gpt2_scores_every_task_few_shot_as_lm_eval_does() {
+    check_fewshot("gpt2-tiny");
+}
+
+#[test]
+fn llama_family_models_score_every_task_few_shot_as_lm_eval_does() {
+    check_fewshot("llama-tiny");
+}
+
+#[test]
+fn few_shot_needs_enough_examples() {
+    // HellaSwag leaves the doc out of its draws, so lm-eval draws k + 1 of the 5 train docs.
+    let task = pipelines::eval::tasks::task("hellaswag").unwrap();
+    assert!(Fewshot::new(task, split(task, "train"), 4).is_ok());
+    let error = Fewshot::new(task, split(task, "train"), 5).err().unwrap().to_string();
+    assert!(error.contains("5 few-shot examples asked for (lm-eval draws one more, to leave the doc itself out), the train split has 5"), "{error}");
+}
+
 #[test]
 fn mmlu_few_shot_needs_enough_dev_docs() {
     let task = pipelines::eval::tasks::task("mmlu_anatomy").unwrap();
-    let error = fewshot_prefix(task, &split(task, "dev"), 6).unwrap_err().to_string();
+    let error = Fewshot::new(task, split(task, "dev"), 6).err().unwrap().to_string();
     assert!(error.contains("6 few-shot examples asked for, the dev split has 5"), "{error}");
-    let zero = fewshot_prefix(task, &split(task, "dev"), 0).unwrap();
+    let zero = Fewshot::new(task, split(task, "dev"), 0).unwrap().context(&records(task)[0]).unwrap();
     assert_eq!(zero, "The following are multiple choice questions (with answers) about anatomy.\n\n");
     assert_eq!(pipelines::eval::tasks::tasks_named("mmlu").unwrap().len(), 57);
     assert_eq!(pipelines::eval::tasks::tasks_named("mmlu_stem").unwrap().len(), 19);

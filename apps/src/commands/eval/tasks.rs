@@ -5,12 +5,12 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context, Result, ensure};
 use gpt::io::HubOptions;
 use pipelines::eval::hellaswag::default_batch_size;
 use pipelines::eval::tasks::hook::EvalTasks;
 use pipelines::eval::tasks::mmlu::{self, DEFAULT_FEWSHOT};
-use pipelines::eval::tasks::{self, Aggregate, BOOTSTRAP_ITERS, GroupResult, RunInfo, Task, TaskResult, aggregate_samples, evaluate_with_prefix, fewshot_prefix, results_json};
+use pipelines::eval::tasks::{self, Aggregate, BOOTSTRAP_ITERS, Fewshot, GroupResult, RunInfo, Task, TaskResult, aggregate_samples, evaluate_fewshot, results_json};
 use pipelines::runs::ModelRef;
 
 use crate::progress::counting_bar;
@@ -26,8 +26,9 @@ pub struct TasksArgs {
     /// mmlu_other, mmlu_<subject>
     #[arg(long, value_delimiter = ',', required = true)]
     pub tasks: Vec<String>,
-    /// Examples in each prompt before the question, from the task's dev split (MMLU: default 5, 0
-    /// allowed; the other tasks are 0-shot only, lm-eval's default for them)
+    /// Examples in each prompt before the question, as lm-eval picks them: MMLU the first K of its
+    /// dev split (default 5); the others K drawn with lm-eval's seed from their train split
+    /// (LAMBADA: its test split) for each doc (default 0, lm-eval's)
     #[arg(long)]
     pub num_fewshot: Option<usize>,
     /// Evaluate only the first N docs of each task (lm-eval's --limit)
@@ -71,15 +72,12 @@ pub fn run(args: TasksArgs) -> Result<()> {
     let data_dir_context = |e: anyhow::Error| if args.data_dir.is_some() { e.context("--data-dir") } else { e };
     let mut data = Vec::with_capacity(chosen.len());
     for &task in &chosen {
-        let k = match (task.fewshot_split, args.num_fewshot) {
-            (Some(_), k) => k.unwrap_or(DEFAULT_FEWSHOT),
-            (None, None | Some(0)) => 0,
-            (None, Some(k)) => bail!("--num-fewshot {k}: {} is 0-shot only (few-shot prompts are not implemented yet for it; 0-shot is lm-eval's default)", task.name),
-        };
+        let default = if mmlu::category(task).is_some() { DEFAULT_FEWSHOT } else { 0 };
+        let k = args.num_fewshot.unwrap_or(default);
         let examples = if k > 0 { tasks::read_fewshot(task, args.data_dir.as_deref(), &options).map_err(data_dir_context)? } else { Vec::new() };
-        let prefix = fewshot_prefix(task, &examples, k)?;
+        let fewshot = Fewshot::new(task, examples, k).context("--num-fewshot")?;
         let (records, original) = tasks::read_task(task, args.data_dir.as_deref(), args.limit, &options).map_err(data_dir_context)?;
-        data.push((task, k, prefix, records, original));
+        data.push((task, k, fewshot, records, original));
     }
 
     let device = args.runtime.device()?;
@@ -92,10 +90,10 @@ pub fn run(args: TasksArgs) -> Result<()> {
 
     let start = Instant::now();
     let mut results = Vec::with_capacity(data.len());
-    for (task, k, prefix, records, original) in &data {
+    for (task, k, fewshot, records, original) in &mut data {
         let progress = counting_bar(records.len(), &format!("{} {{pos}}/{{len}} docs [{{wide_bar}}] {{per_sec}} eta {{eta}}", task.name));
         let task_start = Instant::now();
-        let samples = evaluate_with_prefix(&model, &tokenizer, task, prefix, records, batch_size, |done| progress.set_position(done as u64))
+        let samples = evaluate_fewshot(&model, &tokenizer, task, fewshot, records, batch_size, |done| progress.set_position(done as u64))
             .with_context(|| format!("evaluating {} on {}", args.model, task.name))?;
         progress.finish_and_clear();
         let seconds = task_start.elapsed().as_secs_f64();

@@ -6,7 +6,7 @@
 use anyhow::Result;
 use serde_json::{Map, Value};
 
-use super::{Doc, Output, Task, text};
+use super::{Doc, Output, Sampler, Task, text};
 
 pub static LAMBADA_OPENAI: Task = Task {
     name: "lambada_openai",
@@ -22,6 +22,8 @@ pub static LAMBADA_OPENAI: Task = Task {
     ],
     version: 1.0,
     fewshot_split: None,
+    training_split: None,
+    sampler: Sampler::Random,
     description: "",
     render: lambada,
 };

@@ -9,7 +9,7 @@ use std::sync::LazyLock;
 use anyhow::{Context, Result, bail, ensure};
 use serde_json::{Map, Value};
 
-use super::{Doc, Output, Task, strings, text};
+use super::{Doc, Output, Sampler, Task, strings, text};
 
 /// lm-eval's MMLU groups of subjects (the `tag` of each subject's YAML).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -85,6 +85,8 @@ pub static MMLU: LazyLock<Vec<(Task, Category)>> = LazyLock::new(|| {
                 ],
                 version: 1.0,
                 fewshot_split: Some("dev"),
+                training_split: None,
+                sampler: Sampler::FirstN,
                 description: Box::leak(description.into_boxed_str()),
                 render,
             };

@@ -32,7 +32,7 @@ use crate::data::records::Record;
 use crate::data::source::DataSource;
 
 pub use aggregate::{Aggregate, BOOTSTRAP_ITERS, aggregate, group_aggregate};
-pub use fewshot::fewshot_prefix;
+pub use fewshot::{FEWSHOT_SEED, Fewshot, Sampler};
 pub use results::{GroupResult, RunInfo, TaskResult, results_json};
 
 /// lm-eval's `target_delimiter`: what joins a context and a continuation.
@@ -67,8 +67,12 @@ pub struct Task {
     /// lm-eval's `doc_to_text` / `doc_to_target` / `doc_to_choice`, for the results' `configs`.
     pub templates: [(&'static str, &'static str); 3],
     pub version: f64,
-    /// The split few-shot examples come from (lm-eval's `fewshot_split`; MMLU's `dev`), if any.
+    /// lm-eval's `fewshot_split` (MMLU's `dev`), if the task names one.
     pub fewshot_split: Option<&'static str>,
+    /// lm-eval's `training_split`, if the task has one: its few-shot examples otherwise.
+    pub training_split: Option<&'static str>,
+    /// How the examples are picked.
+    pub sampler: Sampler,
     /// lm-eval's `description`: the text before the examples and the prompt ("" for most tasks).
     pub description: &'static str,
     render: fn(&Map<String, Value>) -> Result<Doc>,
@@ -116,6 +120,20 @@ impl Task {
         }
     }
 
+    /// The split few-shot examples come from: lm-eval's `fewshot_docs()`, the task's
+    /// `fewshot_split`, else its training split, else the evaluated one (none of these tasks has
+    /// a validation split without a training split).
+    pub fn examples_split(&self) -> &'static str {
+        self.fewshot_split.or(self.training_split).unwrap_or(self.split)
+    }
+
+    /// Whether lm-eval leaves the doc itself out of its examples: when `fewshot_split` equals
+    /// `test_split` as configured (both unset for tasks scored on their validation split).
+    pub fn excludes_eval_doc(&self) -> bool {
+        let test_split = (self.split == "test").then_some("test");
+        self.fewshot_split == test_split
+    }
+
     /// lm-eval's doc for `record`; errors name the record.
     pub fn doc(&self, record: &Record) -> Result<Doc> {
         (self.render)(record.object()?).with_context(|| format!("{}: not a {} record", record.location(), self.name))
@@ -157,8 +175,20 @@ pub struct Sample {
 /// continuation, `context + continuation` is encoded whole and split where the context's own
 /// encoding ends (so a word's leading space stays in its token). Both with the tokenizer's
 /// defaults, as lm-eval's `HFLM.tok_encode` (a Llama 3 tokenizer adds `<|begin_of_text|>`).
+/// An empty context is lm-eval's `prefix_token_id`, the BOS token (else end of text), before the
+/// continuation encoded without special tokens (the continuation's first token when it is that token).
 pub fn encode_pair(tokenizer: &Tokenizer, context: &str, continuation: &str) -> Result<(Vec<u32>, Vec<u32>)> {
-    ensure!(!context.is_empty(), "an empty context (lm-eval would condition on the BOS token; no task here has one)");
+    if context.is_empty() {
+        let mut continuation_ids = tokenizer.try_encode_ordinary(continuation)?;
+        ensure!(!continuation_ids.is_empty(), "the continuation {continuation:?} has no tokens");
+        let start = tokenizer.start_id();
+        return Ok(if continuation_ids[0] == start {
+            let rest = continuation_ids.split_off(1);
+            (continuation_ids, rest)
+        } else {
+            (vec![start], continuation_ids)
+        });
+    }
     let trimmed = context.trim_end_matches(is_python_space);
     let continuation = format!("{}{continuation}", &context[trimmed.len()..]);
     let whole = tokenizer.try_encode(&format!("{trimmed}{continuation}"))?;
@@ -192,10 +222,10 @@ pub fn read_task(task: &Task, data_dir: Option<&std::path::Path>, limit: Option<
     Ok((records, original))
 }
 
-/// The docs of the task's few-shot split (`dev` for MMLU), from where [`read_task`] reads.
+/// The docs few-shot examples come from ([`Task::examples_split`]: `dev` for MMLU, `train` for
+/// most), from where [`read_task`] reads.
 pub fn read_fewshot(task: &Task, data_dir: Option<&std::path::Path>, options: &gpt::io::HubOptions) -> Result<Vec<Record>> {
-    let split = task.fewshot_split.with_context(|| format!("{} has no few-shot split (only 0-shot, lm-eval's default for it)", task.name))?;
-    read_split(task, split, data_dir, options)
+    read_split(task, task.examples_split(), data_dir, options)
 }
 
 /// One split of the task: `data_dir/<task>/<split>.*`, or the split of its Hugging Face data set.
@@ -213,8 +243,8 @@ fn read_split(task: &Task, split: &str, data_dir: Option<&std::path::Path>, opti
     Ok(records)
 }
 
-/// Scores `records` on `task` 0-shot with no description (every task but MMLU's subjects):
-/// [`evaluate_with_prefix`] with an empty prefix.
+/// Scores `records` on `task` 0-shot (the task's description, if any, before each prompt):
+/// [`evaluate_fewshot`] with no examples.
 pub fn evaluate<M: CausalLm + Module>(
     model: &M,
     tokenizer: &Tokenizer,
@@ -223,17 +253,17 @@ pub fn evaluate<M: CausalLm + Module>(
     batch_size: usize,
     progress: impl FnMut(usize),
 ) -> Result<Vec<Sample>> {
-    evaluate_with_prefix(model, tokenizer, task, "", records, batch_size, progress)
+    evaluate_fewshot(model, tokenizer, task, &mut Fewshot::zero_shot(task), records, batch_size, progress)
 }
 
-/// Scores `records` on `task`, `prefix` ([`fewshot_prefix`]: the description and few-shot
-/// examples) before every context, `batch_size` docs per forward pass (longest first);
-/// `progress` is called with the docs done. Returns one [`Sample`] per record, in order.
-pub fn evaluate_with_prefix<M: CausalLm + Module>(
+/// Scores `records` on `task`, each doc's [`Fewshot::context`] (the description and few-shot
+/// examples) before its prompt, `batch_size` docs per forward pass (longest first); `progress`
+/// is called with the docs done. Returns one [`Sample`] per record, in order.
+pub fn evaluate_fewshot<M: CausalLm + Module>(
     model: &M,
     tokenizer: &Tokenizer,
     task: &Task,
-    prefix: &str,
+    fewshot: &mut Fewshot,
     records: &[Record],
     batch_size: usize,
     mut progress: impl FnMut(usize),
@@ -246,8 +276,9 @@ pub fn evaluate_with_prefix<M: CausalLm + Module>(
     let mut units: Vec<(usize, Request, Vec<usize>)> = Vec::new();
     for (d, record) in records.iter().enumerate() {
         let mut doc = task.doc(record)?;
+        let prefix = fewshot.context(record)?;
         for (context, _) in &mut doc.requests {
-            context.insert_str(0, prefix);
+            context.insert_str(0, &prefix);
         }
         let first_unit = units.len();
         for (r, (context, continuation)) in doc.requests.iter().enumerate() {
@@ -271,8 +302,9 @@ pub fn evaluate_with_prefix<M: CausalLm + Module>(
     let mut resps: Vec<Vec<Option<Loglikelihood>>> = docs.iter().map(|d| vec![None; d.requests.len()]).collect();
     let mut remaining: Vec<usize> = docs.iter().map(|d| d.requests.len()).collect();
     let mut done = 0;
-    for chunk in order.chunks(batch_size) {
-        let batch: Vec<&Request> = chunk.iter().map(|&u| &units[u].1).collect();
+    let requests: Vec<&Request> = units.iter().map(|(_, request, _)| request).collect();
+    for chunk in batches(&requests, &order, batch_size, window) {
+        let batch: Vec<&Request> = chunk.iter().map(|&u| requests[u]).collect();
         for (&u, scores) in chunk.iter().zip(score_requests(&model, &batch)?) {
             let (d, _, index) = &units[u];
             for (&r, score) in index.iter().zip(scores) {
@@ -291,6 +323,29 @@ pub fn evaluate_with_prefix<M: CausalLm + Module>(
         samples.push(Sample { doc_id, doc, resps, metrics });
     }
     Ok(samples)
+}
+
+/// Cuts `order` into batches of at most `batch_size` requests whose rows fit the window together:
+/// a batch runs its longest context and then its longest continuation, so a left-truncated
+/// context and another request's longer continuation go to different batches.
+fn batches(requests: &[&Request], order: &[usize], batch_size: usize, window: usize) -> Vec<Vec<usize>> {
+    let mut batches: Vec<Vec<usize>> = Vec::new();
+    let (mut context, mut end) = (0, 0);
+    for &u in order {
+        let request = requests[u];
+        let (c, e) = (request.context.len(), request.continuations.iter().map(|c| c.len() - 1).max().unwrap_or(0));
+        match batches.last_mut() {
+            Some(batch) if batch.len() < batch_size && context.max(c) + end.max(e) <= window => {
+                batch.push(u);
+                (context, end) = (context.max(c), end.max(e));
+            }
+            _ => {
+                batches.push(vec![u]);
+                (context, end) = (c, e);
+            }
+        }
+    }
+    batches
 }
 
 /// The task's metrics over `samples`, aggregated as lm-eval does.
@@ -385,5 +440,22 @@ mod tests {
         let (context, continuation) = encode_pair(&tokenizer, "Question: 2+2?\nAnswer:", " 4").unwrap();
         assert_eq!(context, tokenizer.encode("Question: 2+2?\nAnswer:"));
         assert_eq!(continuation, tokenizer.encode(" 4"));
+    }
+
+    #[test]
+    fn a_batch_fits_the_window_together() {
+        let request = |context: usize, continuation: usize| Request { context: vec![1; context], continuations: vec![vec![2; continuation]] };
+        // Each fits 8 positions alone; 7 + 1 and 4 + 4 fit, 7 + 4 does not.
+        let requests = [request(7, 2), request(4, 5), request(4, 2), request(2, 2)];
+        let refs: Vec<&Request> = requests.iter().collect();
+        assert_eq!(batches(&refs, &[0, 1, 2, 3], 3, 8), vec![vec![0], vec![1, 2, 3]]);
+        assert_eq!(batches(&refs, &[0, 2, 3, 1], 2, 8), vec![vec![0, 2], vec![3, 1]]);
+    }
+
+    #[test]
+    fn an_empty_context_is_the_start_token() {
+        let tokenizer = Tokenizer::gpt2();
+        let (context, continuation) = encode_pair(&tokenizer, "", " Goodbye").unwrap();
+        assert_eq!((context, continuation), (vec![50256], tokenizer.encode(" Goodbye")));
     }
 }

@@ -8,7 +8,7 @@ use anyhow::{Context, Result, bail};
 use regex::Regex;
 use serde_json::{Map, Value};
 
-use super::{Doc, Output, Task, strings, text};
+use super::{Doc, Output, Sampler, Task, strings, text};
 
 const ACC_NORM: &[&str] = &["acc", "acc_norm"];
 
@@ -26,6 +26,8 @@ pub static ARC_EASY: Task = Task {
     ],
     version: 1.0,
     fewshot_split: None,
+    training_split: Some("train"),
+    sampler: Sampler::Random,
     description: "",
     render: arc,
 };
@@ -46,6 +48,8 @@ pub static OPENBOOKQA: Task = Task {
     ],
     version: 1.0,
     fewshot_split: None,
+    training_split: Some("train"),
+    sampler: Sampler::Random,
     description: "",
     render: openbookqa,
 };
@@ -60,6 +64,8 @@ pub static PIQA: Task = Task {
     templates: [("doc_to_text", "Question: {{goal}}\nAnswer:"), ("doc_to_target", "label"), ("doc_to_choice", "{{[sol1, sol2]}}")],
     version: 1.0,
     fewshot_split: None,
+    training_split: Some("train"),
+    sampler: Sampler::Random,
     description: "",
     render: piqa,
 };
@@ -74,6 +80,8 @@ pub static HELLASWAG: Task = Task {
     templates: [("doc_to_text", "{{query}}"), ("doc_to_target", "{{label}}"), ("doc_to_choice", "choices")],
     version: 1.0,
     fewshot_split: None,
+    training_split: Some("train"),
+    sampler: Sampler::Random,
     description: "",
     render: hellaswag,
 };

@@ -1,6 +1,7 @@
 //! Python's `random.Random`: the Mersenne Twister (MT19937) seeded from an integer as CPython
-//! seeds it, `random()` and `choices()`. lm-eval draws its bootstrap resamples with
-//! `random.Random(i).choices(xs, k=len(xs))`, so the same draws give the same standard error.
+//! seeds it, `random()`, `choices()` and `sample()`. lm-eval draws its bootstrap resamples with
+//! `random.Random(i).choices(xs, k=len(xs))` and its few-shot examples with
+//! `random.Random(1234).sample(docs, k)`, so the same draws give the same numbers and prompts.
 
 const N: usize = 624;
 const M: usize = 397;
@@ -74,6 +75,54 @@ impl PythonRandom {
     pub fn choice_index(&mut self, n: usize) -> usize {
         (self.random() * n as f64).floor() as usize
     }
+
+    /// `getrandbits(k)` for `k` ≤ 32: the top `k` bits of the next word.
+    fn getrandbits(&mut self, k: u32) -> u32 {
+        if k == 0 { 0 } else { self.next_u32() >> (32 - k) }
+    }
+
+    /// `_randbelow(n)`: uniform in `0..n` by rejection over `n.bit_length()` bits (`n` ≥ 1).
+    fn randbelow(&mut self, n: usize) -> usize {
+        let bits = usize::BITS - n.leading_zeros();
+        assert!(bits <= 32, "a population of {n} is beyond these draws");
+        loop {
+            let r = self.getrandbits(bits) as usize;
+            if r < n {
+                return r;
+            }
+        }
+    }
+
+    /// `sample(range(n), k)`: `k` distinct indices below `n` in the order CPython 3.11 draws
+    /// them (a partial shuffle of a pool for small populations, rejection of repeats for large).
+    pub fn sample(&mut self, n: usize, k: usize) -> Vec<usize> {
+        assert!(k <= n, "a sample of {k} from {n}");
+        let mut setsize = 21usize;
+        if k > 5 {
+            // 4 ** ceil(log(k * 3, 4)), with Python's float logarithm.
+            setsize += 4usize.pow((((k * 3) as f64).ln() / 4f64.ln()).ceil() as u32);
+        }
+        let mut result = Vec::with_capacity(k);
+        if n <= setsize {
+            let mut pool: Vec<usize> = (0..n).collect();
+            for i in 0..k {
+                let j = self.randbelow(n - i);
+                result.push(pool[j]);
+                pool[j] = pool[n - i - 1];
+            }
+        } else {
+            let mut selected = std::collections::HashSet::new();
+            for _ in 0..k {
+                let mut j = self.randbelow(n);
+                while selected.contains(&j) {
+                    j = self.randbelow(n);
+                }
+                selected.insert(j);
+                result.push(j);
+            }
+        }
+        result
+    }
 }
 
 #[cfg(test)]
@@ -90,5 +139,13 @@ mod tests {
         let mut random = PythonRandom::new(3);
         let picks: Vec<usize> = (0..10).map(|_| random.choice_index(7)).collect();
         assert_eq!(picks, [1, 3, 2, 4, 4, 0, 0, 5, 1, 1]);
+    }
+
+    #[test]
+    fn samples_equal_cpythons() {
+        // r = random.Random(1234); [r.sample(range(n), k) for n, k in ((6, 2), (6, 3), (5, 5), (100, 3), (1000, 7), (30, 8))]
+        let mut random = PythonRandom::new(1234);
+        let draws: Vec<Vec<usize>> = [(6, 2), (6, 3), (5, 5), (100, 3), (1000, 7), (30, 8)].iter().map(|&(n, k)| random.sample(n, k)).collect();
+        assert_eq!(draws, [vec![3, 0], vec![0, 5, 4], vec![0, 4, 1, 3, 2], vec![3, 2, 44], vec![663, 638, 495, 630, 474, 152, 93], vec![5, 22, 3, 0, 16, 15, 7, 2]]);
     }
 }

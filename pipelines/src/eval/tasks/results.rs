@@ -6,7 +6,7 @@
 
 use serde_json::{Map, Value, json};
 
-use super::{Aggregate, BOOTSTRAP_ITERS, FEWSHOT_DELIMITER, TARGET_DELIMITER, Task, group_aggregate};
+use super::{Aggregate, BOOTSTRAP_ITERS, FEWSHOT_DELIMITER, Sampler, TARGET_DELIMITER, Task, group_aggregate};
 
 /// How the run was made, for the results' `config`.
 pub struct RunInfo {
@@ -115,6 +115,7 @@ pub fn results_json(tasks: &[TaskResult], groups: &[GroupResult], run: &RunInfo)
             "limit": run.limit,
             "bootstrap_iters": BOOTSTRAP_ITERS,
             "num_fewshot": run.num_fewshot,
+            "fewshot_seed": super::FEWSHOT_SEED,
         },
         "llmfs_version": env!("CARGO_PKG_VERSION"),
         "date": std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or_default(),
@@ -140,10 +141,17 @@ fn task_config(task: &Task, num_fewshot: usize) -> Value {
             config.insert(key.into(), json!(template));
         }
     }
+    if let Some(split) = task.training_split {
+        config.insert("training_split".into(), json!(split));
+    }
     if let Some(split) = task.fewshot_split {
         config.insert("fewshot_split".into(), json!(split));
-        config.insert("fewshot_config".into(), json!({ "sampler": "first_n" }));
     }
+    let sampler = match task.sampler {
+        Sampler::FirstN => "first_n",
+        Sampler::Random => "default",
+    };
+    config.insert("fewshot_config".into(), json!({ "sampler": sampler }));
     config.insert("description".into(), json!(task.description));
     config.insert("target_delimiter".into(), json!(TARGET_DELIMITER));
     config.insert("fewshot_delimiter".into(), json!(FEWSHOT_DELIMITER));

@@ -5,7 +5,7 @@
 use anyhow::{Context, Result, bail};
 use serde_json::{Map, Value};
 
-use super::{Doc, Output, TARGET_DELIMITER, Task, text};
+use super::{Doc, Output, Sampler, TARGET_DELIMITER, Task, text};
 
 pub static WINOGRANDE: Task = Task {
     name: "winogrande",
@@ -21,6 +21,8 @@ pub static WINOGRANDE: Task = Task {
     ],
     version: 1.0,
     fewshot_split: None,
+    training_split: Some("train"),
+    sampler: Sampler::Random,
     description: "",
     render: winogrande,
 };
