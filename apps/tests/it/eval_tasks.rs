@@ -6,7 +6,9 @@
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Arc;
 
+use arrow_array::ArrayRef;
 use serde_json::Value;
 
 use crate::common::*;
@@ -135,6 +137,63 @@ fn tasks_come_from_the_hub_then_from_the_cache_offline() {
             assert_eq!(hub.request_count(), requests, "offline, nothing is asked of the hub");
         }
     }
+}
+
+/// `fixtures/data/tasks/<task>/<split>.jsonl` of an MMLU subject as the hub's `cais/mmlu` holds
+/// it: `question`, `subject`, `choices` (a list of strings), `answer` (an integer), in parquet.
+fn write_mmlu_parquet(jsonl: &Path, out: &Path) {
+    use arrow_array::builder::{Int64Builder, ListBuilder, StringBuilder};
+    let (mut question, mut subject, mut answer) = (StringBuilder::new(), StringBuilder::new(), Int64Builder::new());
+    let mut choices = ListBuilder::new(StringBuilder::new());
+    for line in std::fs::read_to_string(jsonl).unwrap().lines() {
+        let record: Value = serde_json::from_str(line).unwrap();
+        question.append_value(record["question"].as_str().unwrap());
+        subject.append_value(record["subject"].as_str().unwrap_or("anatomy"));
+        for choice in record["choices"].as_array().unwrap() {
+            choices.values().append_value(choice.as_str().unwrap());
+        }
+        choices.append(true);
+        answer.append_value(record["answer"].as_i64().unwrap());
+    }
+    let columns: [(&str, ArrayRef); 4] = [
+        ("question", Arc::new(question.finish())),
+        ("subject", Arc::new(subject.finish())),
+        ("choices", Arc::new(choices.finish())),
+        ("answer", Arc::new(answer.finish())),
+    ];
+    let batch = arrow_array::RecordBatch::try_from_iter(columns).unwrap();
+    let mut writer = parquet::arrow::ArrowWriter::try_new(std::fs::File::create(out).unwrap(), batch.schema(), None).unwrap();
+    writer.write(&batch).unwrap();
+    writer.close().unwrap();
+}
+
+/// An MMLU subject from the hub's own `cais/mmlu` layout (one directory of parquet shards per
+/// subject, `all/` beside them): its test and dev splits found and scored as from `--data-dir`.
+#[test]
+fn mmlu_comes_from_the_hubs_cais_mmlu_layout() {
+    let home = tempfile::tempdir().unwrap();
+    let data = fixtures().join("data/tasks/mmlu_anatomy");
+    let parquet = home.path().join("parquet");
+    std::fs::create_dir_all(&parquet).unwrap();
+    for split in ["test", "dev"] {
+        write_mmlu_parquet(&data.join(format!("{split}.jsonl")), &parquet.join(format!("{split}.parquet")));
+    }
+    let files = HashMap::from([
+        ("anatomy/test-00000-of-00001.parquet".to_string(), parquet.join("test.parquet")),
+        ("anatomy/dev-00000-of-00001.parquet".to_string(), parquet.join("dev.parquet")),
+        ("anatomy/validation-00000-of-00001.parquet".to_string(), parquet.join("dev.parquet")),
+        ("all/test-00000-of-00001.parquet".to_string(), parquet.join("test.parquet")),
+        ("all/dev-00000-of-00001.parquet".to_string(), parquet.join("dev.parquet")),
+    ]);
+    let hub = FakeHub::start(HashMap::from([("datasets/cais/mmlu".to_string(), files)]));
+    let json = home.path().join("results.json");
+    let mut cmd = llmfs(home.path());
+    cmd.env("HF_ENDPOINT", &hub.url).args(["eval", "tasks", "--device", "cpu", "--tasks", "mmlu_anatomy", "--model"]);
+    let out = run(cmd.arg(tiny_model_dir()).arg("--json").arg(&json));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let results: Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    assert_task_matches(&results, "mmlu_anatomy");
+    assert_eq!(results["n-shot"]["mmlu_anatomy"], 5);
 }
 
 /// MMLU subjects 5-shot by default (the dev split's first docs after the description), equal to
