@@ -12,7 +12,7 @@ use pipelines::data::{labelled, spam};
 use pipelines::finetune::{
     ClassifierData, ClassifierFinetune, InstructionFinetune, LanguageModelJob, LoraFinetune, finetune_classifier, finetune_instruction,
 };
-use pipelines::train::{LrSchedule, OptimConfig, TrainConfig};
+use pipelines::train::{LrSchedule, OptimConfig, Precision, TrainConfig};
 
 use crate::commands::eval::tasks::EvalTasksArgs;
 use crate::commands::track::TrackArgs;
@@ -86,6 +86,10 @@ pub struct TrainArgs {
     /// Continue the run in --run-dir from its last checkpoint
     #[arg(long)]
     pub resume: bool,
+    /// Matrix products in f32, or bf16-mixed (bf16 inputs, f32 accumulation; f32 weights and
+    /// optimizer state): the CPU's AVX512-BF16 kernels
+    #[arg(long, default_value = "f32")]
+    pub precision: Precision,
     /// Plain one-line progress even in a terminal (no dashboard)
     #[arg(long)]
     pub plain: bool,
@@ -120,6 +124,7 @@ impl TrainArgs {
             checkpoint_every: self.checkpoint_every,
             drop_last: true,
             stop_after_steps: self.max_steps,
+            precision: self.precision,
             ..TrainConfig::default()
         }
     }

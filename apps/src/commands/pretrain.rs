@@ -7,7 +7,7 @@ use anyhow::{Result, bail};
 use pipelines::data::hellaswag;
 use pipelines::finetune::LanguageModelJob;
 use pipelines::pretrain::{PretrainJob, accumulation_for, pretrain};
-use pipelines::train::{LrSchedule, OptimConfig, TrainConfig};
+use pipelines::train::{LrSchedule, OptimConfig, Precision, TrainConfig};
 
 use crate::commands::finetune::wants_dashboard;
 use crate::commands::eval::tasks::EvalTasksArgs;
@@ -92,6 +92,10 @@ pub struct Args {
     pub json: bool,
     #[command(flatten)]
     pub eval_tasks: EvalTasksArgs,
+    /// Matrix products in f32, or bf16-mixed (bf16 inputs, f32 accumulation; f32 weights and
+    /// optimizer state): the CPU's AVX512-BF16 kernels
+    #[arg(long, default_value = "f32")]
+    pub precision: Precision,
     #[command(flatten)]
     pub tracking: TrackArgs,
     #[command(flatten)]
@@ -133,6 +137,7 @@ pub fn run(args: Args) -> Result<()> {
         run_steps: args.steps,
         shuffle: false,
         full_validation: false,
+        precision: args.precision,
     };
     let hellaswag = match args.hellaswag_every {
         Some(_) => {

@@ -22,6 +22,7 @@ mod lm_training;
 mod monitor;
 mod perplexity;
 mod plot;
+mod precision;
 mod prepare;
 mod prepare_fineweb;
 mod serve;

@@ -7,10 +7,12 @@ pub mod decisions;
 pub mod loss;
 pub mod metrics;
 pub mod optim;
+pub mod precision;
 pub mod steps;
 pub mod trainer;
 
 pub use loss::{IGNORE_INDEX, cross_entropy_masked, cross_entropy_per_token};
 pub use optim::{LrSchedule, OptimConfig};
+pub use precision::Precision;
 pub use steps::{ClassificationBatch, ClassifierInput, ClassifierTraining, LanguageModelTraining, LmBatch, StepReport};
 pub use trainer::{BatchSource, Interrupted, NoHooks, TrainConfig, TrainHooks, TrainJob, TrainOutcome, epoch_order, train};

@@ -28,6 +28,7 @@ use crate::runs::{MetricEvent, MetricsLog, RunDir};
 use crate::train::checkpoint::{AtomicFileCheckpointer, KeepLast, TrainState};
 use crate::train::decisions::{Stop, after_batch, after_epoch};
 use crate::train::optim::{OptimConfig, Scheduler, scale_gradients};
+use crate::train::precision::Precision;
 use crate::train::steps::StepReport;
 
 /// What every training run is configured with.
@@ -62,6 +63,9 @@ pub struct TrainConfig {
     /// `eval_batches` evaluations, for validation sets too large to go through).
     #[serde(default = "yes")]
     pub full_validation: bool,
+    /// The arithmetic of the matrix products (`--precision`).
+    #[serde(default)]
+    pub precision: Precision,
 }
 
 fn yes() -> bool {
@@ -84,6 +88,7 @@ impl Default for TrainConfig {
             run_steps: None,
             shuffle: true,
             full_validation: true,
+            precision: Precision::F32,
         }
     }
 }
@@ -251,6 +256,11 @@ where
         bail!("{} training examples make no batch of {}", job.train.len(), job.config.batch_size);
     }
     job.run.check_space(model.num_params())?;
+    let precision = job.config.precision.apply(&job.device)?;
+    if job.config.precision != Precision::F32 {
+        eprintln!("--precision {}: matrix products on the {} path", job.config.precision, precision.path());
+    }
+    job.run.record_in_run_json("matmul", serde_json::json!(precision.path()))?;
     let checkpoints = job.run.checkpoints();
     let state = if job.resume { latest_complete_checkpoint(&checkpoints)? } else { None };
     if job.resume && state.is_none() {

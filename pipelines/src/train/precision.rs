@@ -1,0 +1,77 @@
+//! `--precision`: the arithmetic of training's matrix products, by Lightning's names. Master
+//! weights, AdamW's moments, norms, softmax, the loss and every reduction stay f32 either way;
+//! `bf16-mixed` rounds the inputs of the Linear layers', output head's and attention's products
+//! (forward and backward) to bf16 and accumulates in f32, as `torch.autocast` with bf16 does.
+
+use anyhow::{Result, bail};
+use gpt::backend::MatmulPrecision;
+use gpt::backend::kernels::{matmul_precision, set_matmul_precision};
+use gpt::burn::prelude::Device;
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Precision {
+    /// Everything in f32.
+    #[default]
+    F32,
+    /// Matrix products with bf16 inputs and f32 accumulation (the CPU's AVX512-BF16 kernels).
+    Bf16Mixed,
+}
+
+impl Precision {
+    /// Makes the products of a run on `device` take this precision until the guard drops. On the
+    /// CPU bf16 products need AVX512-BF16 (elsewhere they stay f32, and the guard says so).
+    pub fn apply(self, device: &Device) -> Result<PrecisionGuard> {
+        let wanted = match self {
+            Precision::F32 => MatmulPrecision::F32,
+            Precision::Bf16Mixed if gpt::backend::is_flex(device) => MatmulPrecision::Bf16,
+            Precision::Bf16Mixed => bail!("--precision bf16-mixed: only the CPU backend has it so far ({device:?} trains in f32)"),
+        };
+        let previous = matmul_precision();
+        set_matmul_precision(wanted);
+        Ok(PrecisionGuard { previous })
+    }
+}
+
+impl std::fmt::Display for Precision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Precision::F32 => "f32",
+            Precision::Bf16Mixed => "bf16-mixed",
+        })
+    }
+}
+
+/// Puts the products' precision back as it was (a run inside a process, as in tests, leaves
+/// no trace on the next).
+#[must_use]
+pub struct PrecisionGuard {
+    previous: MatmulPrecision,
+}
+
+impl PrecisionGuard {
+    /// Which path the products take now: `"f32"`, `"avx512-bf16"`, or `"f32 (no AVX512-BF16)"`.
+    pub fn path(&self) -> &'static str {
+        gpt::backend::kernels::matmul_path()
+    }
+}
+
+impl Drop for PrecisionGuard {
+    fn drop(&mut self) {
+        set_matmul_precision(self.previous);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_lightnings_and_f32_is_the_default() {
+        assert_eq!(serde_json::to_value(Precision::Bf16Mixed).unwrap(), "bf16-mixed");
+        assert_eq!(serde_json::from_value::<Precision>("f32".into()).unwrap(), Precision::F32);
+        assert_eq!(Precision::default(), Precision::F32);
+        assert_eq!(<Precision as clap::ValueEnum>::from_str("bf16-mixed", false).unwrap(), Precision::Bf16Mixed);
+    }
+}
