@@ -39,6 +39,8 @@ fn pair(lo: f32, hi: f32) -> u32 {
 /// conversion read 16 or 32 at a time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Packer {
+    /// Any layout, one value at a time (what the vector packing falls back on, and the tests' reference).
+    #[cfg_attr(not(test), allow(dead_code))]
     Scalar,
     #[cfg(target_arch = "x86_64")]
     Avx512,
