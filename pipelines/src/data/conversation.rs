@@ -112,7 +112,7 @@ pub fn parse_item(value: &Value, at: &str, file: &Path) -> Result<InstructionIte
     } else if object.contains_key("conversations") {
         conversation(parse_messages(object, "conversations", at, file)?)
     } else {
-        alpaca_record(object, at, file).map(InstructionItem::Alpaca).with_context(|| {
+        alpaca_record(value, at, file).map(InstructionItem::Alpaca).with_context(|| {
             format!("{}: {at}: expected a conversation (\"messages\" or \"conversations\") or an Alpaca record", file.display())
         })
     }

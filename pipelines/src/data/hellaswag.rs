@@ -14,10 +14,11 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use gpt::Tokenizer;
-use serde::Serialize;
-use serde_json::{Map, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use serde_path_to_error::Segment;
 
-use crate::data::json_kind;
+use crate::data::{FieldError, from_record, present, records};
 use crate::download;
 
 /// Where the HellaSwag repository keeps its data files (`hellaswag_val.jsonl`, ...).
@@ -126,61 +127,63 @@ pub fn read_unlabelled_examples(path: &Path) -> Result<Vec<Example>> {
 
 fn read_jsonl(path: &Path, labelled: bool) -> Result<Vec<Example>> {
     let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&bytes);
-    let mut examples = Vec::new();
-    for (index, raw) in bytes.split(|&b| b == b'\n').enumerate() {
-        let line = index + 1;
-        let text = std::str::from_utf8(raw)
-            .map_err(|e| anyhow::anyhow!("{} line {line}: not UTF-8 ({e})", path.display()))?;
-        if text.trim().is_empty() {
-            continue;
-        }
-        let position = examples.len() as u64;
-        let example = parse_example(text, line, position, labelled)
-            .map_err(|message| anyhow::anyhow!("{} line {line}: {message}", path.display()))?;
-        examples.push(example);
+    let at = |line: usize, message: String| anyhow::anyhow!("{} line {line}: {message}", path.display());
+    records::jsonl_values(&bytes)
+        .enumerate()
+        .map(|(position, line)| {
+            let (line, value) = line.map_err(|e| at(e.line, e.message))?;
+            parse_example(&value, line, position as u64, labelled).map_err(|message| at(line, message))
+        })
+        .collect()
+}
+
+/// A line as the file has it: a missing field is `None`, `null` is a wrong type.
+#[derive(Deserialize)]
+struct Line {
+    #[serde(default, deserialize_with = "present")]
+    ind: Option<u64>,
+    #[serde(default, deserialize_with = "present")]
+    ctx: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    endings: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "present")]
+    label: Option<u64>,
+}
+
+/// Checks one line's fields; the error says what is wrong with it (the caller adds file and line).
+fn parse_example(value: &Value, line: usize, position: u64, labelled: bool) -> Result<Example, String> {
+    let fields: Line = from_record(value).map_err(|error| field_error(&error))?;
+    let missing = |key: &str| format!("missing key \"{key}\"");
+    let ctx = fields.ctx.ok_or_else(|| missing("ctx"))?;
+    let endings = fields.endings.ok_or_else(|| missing("endings"))?;
+    let endings: [String; NUM_ENDINGS] =
+        endings.try_into().map_err(|items: Vec<String>| format!("\"endings\" has {} entries, expected {NUM_ENDINGS}", items.len()))?;
+    let label = match fields.label {
+        None if labelled => return Err(missing("label")),
+        None => None,
+        Some(label) if label < NUM_ENDINGS as u64 => Some(label as usize),
+        Some(label) => return Err(label_error(&label)),
+    };
+    Ok(Example { ind: fields.ind.unwrap_or(position), line, ctx, endings, label })
+}
+
+fn label_error(found: &dyn std::fmt::Display) -> String {
+    format!("\"label\" must be an integer from 0 to {}, found {found}", NUM_ENDINGS - 1)
+}
+
+/// A field of the wrong type, in this data set's words.
+fn field_error(error: &FieldError<'_>) -> String {
+    let kind = error.kind();
+    let key = |segment: &Segment, name: &str| matches!(segment, Segment::Map { key } if key == name);
+    match (error.path.as_slice(), error.found) {
+        ([], _) => format!("expected a JSON object, found {kind}"),
+        ([field], _) if key(field, "ctx") => format!("\"ctx\" must be a string, found {kind}"),
+        ([field], _) if key(field, "endings") => format!("\"endings\" must be a list of {NUM_ENDINGS} strings, found {kind}"),
+        ([field, Segment::Seq { index }], _) if key(field, "endings") => format!("ending {index} must be a string, found {kind}"),
+        ([field], Some(found)) if key(field, "label") => label_error(found),
+        ([field], Some(found)) if key(field, "ind") => format!("\"ind\" must be a non-negative integer, found {found}"),
+        _ => error.to_string(),
     }
-    Ok(examples)
-}
-
-/// Parses one line; the error says what is wrong with it (the caller adds file and line).
-fn parse_example(text: &str, line: usize, position: u64, labelled: bool) -> Result<Example, String> {
-    let value: Value = serde_json::from_str(text).map_err(|e| format!("not valid JSON: {e}"))?;
-    let Value::Object(object) = value else {
-        return Err(format!("expected a JSON object, found {}", json_kind(&value)));
-    };
-    let ctx = match get(&object, "ctx")? {
-        Value::String(ctx) => ctx.clone(),
-        other => return Err(format!("\"ctx\" must be a string, found {}", json_kind(other))),
-    };
-    let endings = match get(&object, "endings")? {
-        Value::Array(items) if items.len() == NUM_ENDINGS => {
-            let mut endings: [String; NUM_ENDINGS] = Default::default();
-            for (i, (slot, item)) in endings.iter_mut().zip(items).enumerate() {
-                *slot = item.as_str().ok_or_else(|| format!("ending {i} must be a string, found {}", json_kind(item)))?.to_string();
-            }
-            endings
-        }
-        Value::Array(items) => return Err(format!("\"endings\" has {} entries, expected {NUM_ENDINGS}", items.len())),
-        other => return Err(format!("\"endings\" must be a list of {NUM_ENDINGS} strings, found {}", json_kind(other))),
-    };
-    let label = match object.get("label") {
-        None if !labelled => None,
-        None => return Err("missing key \"label\"".into()),
-        Some(value) => match value.as_u64() {
-            Some(label) if (label as usize) < NUM_ENDINGS => Some(label as usize),
-            _ => return Err(format!("\"label\" must be an integer from 0 to {}, found {value}", NUM_ENDINGS - 1)),
-        },
-    };
-    let ind = match object.get("ind") {
-        None => position,
-        Some(value) => value.as_u64().ok_or_else(|| format!("\"ind\" must be a non-negative integer, found {value}"))?,
-    };
-    Ok(Example { ind, line, ctx, endings, label })
-}
-
-fn get<'a>(object: &'a Map<String, Value>, key: &str) -> Result<&'a Value, String> {
-    object.get(key).ok_or_else(|| format!("missing key \"{key}\""))
 }
 
 /// An example as the model sees it: 4 rows of context + ending, zero-padded to the longest.

@@ -15,7 +15,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, anyhow, bail};
 use gpt::burn::prelude::*;
 use gpt::Tokenizer;
 use rand::SeedableRng;
@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 pub use super::spam::Splits;
-use crate::data::json_kind;
+use crate::data::{from_record, json_kind, present};
 use crate::train::{IGNORE_INDEX, LmBatch, epoch_order};
 
 /// The book's instruction data set (1,100 records).
@@ -91,24 +91,47 @@ pub(crate) fn string_field(record: &serde_json::Map<String, Value>, name: &str, 
     match record.get(name) {
         None => Ok(None),
         Some(Value::String(text)) => Ok(Some(text.clone())),
-        Some(other) => {
-            bail!("{}: {at}: \"{name}\" is {}, expected a string", file.display(), json_kind(other))
-        }
+        Some(other) => Err(not_a_string(name, json_kind(other), at, file)),
     }
+}
+
+fn not_a_string(name: &str, kind: &str, at: &str, file: &Path) -> anyhow::Error {
+    anyhow!("{}: {at}: \"{name}\" is {kind}, expected a string", file.display())
+}
+
+fn missing(name: &str, at: &str, file: &Path) -> anyhow::Error {
+    anyhow!("{}: {at} has no \"{name}\"", file.display())
 }
 
 /// Like [`string_field`], but a missing field is an error too.
 pub(crate) fn required_field(record: &serde_json::Map<String, Value>, name: &str, at: &str, file: &Path) -> Result<String> {
-    string_field(record, name, at, file)?.with_context(|| format!("{}: {at} has no \"{name}\"", file.display()))
+    string_field(record, name, at, file)?.ok_or_else(|| missing(name, at, file))
+}
+
+/// An Alpaca record as a file has it: a missing field is `None`, `null` is a wrong type.
+#[derive(Deserialize)]
+struct AlpacaFields {
+    #[serde(default, deserialize_with = "present")]
+    instruction: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    input: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    output: Option<String>,
 }
 
 /// An Alpaca record from its JSON object: `instruction` and `output` are required strings,
-/// `input` an optional string (missing = empty); other keys are ignored.
-pub fn alpaca_record(object: &serde_json::Map<String, Value>, at: &str, file: &Path) -> Result<InstructionRecord> {
+/// `input` an optional string (missing = empty); other keys are ignored. Errors name `file`, the
+/// record (`at`) and the field.
+pub fn alpaca_record(value: &Value, at: &str, file: &Path) -> Result<InstructionRecord> {
+    let fields: AlpacaFields = from_record(value).map_err(|error| match error.path.as_slice() {
+        [] => anyhow!("{}: {at} is {}, expected an object", file.display(), error.kind()),
+        _ => not_a_string(&error.field(), error.kind(), at, file),
+    })?;
+    let required = |field: Option<String>, name: &str| field.ok_or_else(|| missing(name, at, file));
     Ok(InstructionRecord {
-        instruction: required_field(object, "instruction", at, file)?,
-        input: string_field(object, "input", at, file)?.unwrap_or_default(),
-        output: required_field(object, "output", at, file)?,
+        instruction: required(fields.instruction, "instruction")?,
+        input: fields.input.unwrap_or_default(),
+        output: required(fields.output, "output")?,
     })
 }
 
@@ -129,10 +152,7 @@ pub fn parse_records(text: &str, file: &Path) -> Result<Vec<InstructionRecord>> 
     items
         .iter()
         .enumerate()
-        .map(|(index, item)| {
-            let at = format!("record {index}");
-            alpaca_record(record_object(item, &at, file)?, &at, file)
-        })
+        .map(|(index, item)| alpaca_record(item, &format!("record {index}"), file))
         .collect()
 }
 

@@ -92,15 +92,44 @@ fn read_delimited(file: Arc<Path>, delimiter: u8, columns: Option<&[String]>) ->
     Ok(records)
 }
 
+/// A line of a JSON-lines file that is not UTF-8 or not JSON: its 1-based number and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JsonlError {
+    pub line: usize,
+    pub message: String,
+}
+
+/// The values of a JSON-lines file's bytes, one a line, in order, with their 1-based line numbers:
+/// blank lines are skipped (and counted), a UTF-8 BOM at the start is ignored, a line that is not
+/// UTF-8 or not JSON is an error naming it. The one JSONL parser behind [`read_records`] and the
+/// HellaSwag files.
+pub fn jsonl_values(bytes: &[u8]) -> impl Iterator<Item = std::result::Result<(usize, Value), JsonlError>> + '_ {
+    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
+    bytes.split(|&b| b == b'\n').enumerate().filter_map(|(index, raw)| {
+        let line = index + 1;
+        let error = |message: String| Some(Err(JsonlError { line, message }));
+        let text = match std::str::from_utf8(raw) {
+            Ok(text) => text,
+            Err(e) => return error(format!("not UTF-8 ({e})")),
+        };
+        if text.trim().is_empty() {
+            return None;
+        }
+        match serde_json::from_str(text) {
+            Ok(value) => Some(Ok((line, value))),
+            Err(e) => error(format!("not valid JSON: {e}")),
+        }
+    })
+}
+
 fn read_jsonl(file: Arc<Path>) -> Result<Vec<Record>> {
-    let text = std::fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?;
-    let mut records = Vec::new();
-    for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
-        let at = format!("line {}", i + 1);
-        let value: Value = serde_json::from_str(line).with_context(|| format!("{}: {at}: not JSON", file.display()))?;
-        records.push(Record { file: file.clone(), at, value });
-    }
-    Ok(records)
+    let bytes = std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
+    jsonl_values(&bytes)
+        .map(|line| {
+            let (line, value) = line.map_err(|e| anyhow::anyhow!("{}: line {}: {}", file.display(), e.line, e.message))?;
+            Ok(Record { file: file.clone(), at: format!("line {line}"), value })
+        })
+        .collect()
 }
 
 fn read_json_list(file: Arc<Path>) -> Result<Vec<Record>> {

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use crate::data::chat::ChatRendering;
 use crate::data::conversation::{Conversation, InstructionData, find_test_split, load_instruction_data, parse_messages, read_instruction_data};
 use crate::data::instruction::{
-    self, InstructionRecord, format_input, parse_json_list, record_object, required_field, string_field,
+    self, InstructionRecord, alpaca_record, format_input, parse_json_list, record_object, required_field,
     to_pretty_json,
 };
 use crate::download;
@@ -174,12 +174,11 @@ pub fn read_responses(path: &Path) -> Result<Vec<ResponseRecord>> {
         .map(|(index, item)| {
             let at = format!("record {index}");
             let object = record_object(item, &at, path)?;
+            let record = alpaca_record(item, &at, path)?;
             Ok(ResponseRecord {
-                instruction: required_field(object, "instruction", &at, path)?,
-                input: string_field(object, "input", &at, path)?.unwrap_or_default(),
-                output: required_field(object, "output", &at, path)?,
                 model_response: required_field(object, "model_response", &at, path)?,
                 messages: object.contains_key("messages").then(|| parse_messages(object, "messages", &at, path)).transpose()?,
+                ..ResponseRecord::new(&record, String::new())
             })
         })
         .collect()
