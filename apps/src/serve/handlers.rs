@@ -121,10 +121,10 @@ pub fn completion_job(request: &CompletionRequest, limits: Limits, tokenizer: &T
     if let Some(bad) = prompt.iter().find(|&&id| id as usize >= vocab_size) {
         return Err(ApiError::invalid(format!("token id {bad} is outside the vocabulary ({vocab_size})"), Some("prompt")));
     }
-    let params = request.params();
+    let params = &request.params;
     let default_max = DefaultMaxTokens::Fixed(COMPLETIONS_DEFAULT_MAX_TOKENS);
     let config = params.config(prompt.len(), "prompt", limits.n_positions, default_max, limits.seed)?.with_tokenizer(tokenizer);
-    Ok(Job { prompt, config, stream: params.stream, include_usage: params.include_usage })
+    Ok(Job { prompt, config, stream: params.stream(), include_usage: params.include_usage() })
 }
 
 /// A prompt encoded with the tokenizer's defaults (a tokenizer failure is the request's 400).
@@ -136,9 +136,9 @@ pub fn encode(tokenizer: &Tokenizer, text: &str) -> Result<Vec<u32>, ApiError> {
 pub fn chat_job(request: &ChatRequest, format: &ChatFormat, limits: Limits, tokenizer: &Tokenizer) -> Result<Job, ApiError> {
     let messages = request.messages.as_deref().ok_or_else(|| ApiError::invalid("you must provide messages", Some("messages")))?;
     let prompt = super::chat::encode(format, tokenizer, messages)?;
-    let params = request.params();
+    let params = request.generation_params();
     let config = params.config(prompt.len(), "messages", limits.n_positions, DefaultMaxTokens::RestOfContext, limits.seed)?.with_tokenizer(tokenizer);
-    Ok(Job { prompt, config, stream: params.stream, include_usage: params.include_usage })
+    Ok(Job { prompt, config, stream: params.stream(), include_usage: params.include_usage() })
 }
 
 impl AppState {

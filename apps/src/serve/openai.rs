@@ -11,6 +11,7 @@ use gpt::generate::Completion;
 use pipelines::eval::classifier::Prediction;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
+use serde_path_to_error::Segment;
 use serde_json::{Value, json};
 
 /// The largest request body the server reads (a larger one is a 413).
@@ -117,7 +118,7 @@ impl IntoResponse for ApiError {
 /// A JSON body read into `T`; any failure is an [`ApiError`] (400, or 413 when too large).
 pub struct OpenAiJson<T>(pub T);
 
-impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for OpenAiJson<T> {
+impl<S: Send + Sync, T: RequestBody> FromRequest<S> for OpenAiJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
@@ -132,37 +133,69 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for OpenAiJson<T> {
     }
 }
 
+/// A request body. `Flattened`: the part of it read through `#[serde(flatten)]`, whose errors
+/// serde reports without their path; [`parse_body`] reads that part again on its own to name the
+/// field at fault.
+pub trait RequestBody: DeserializeOwned {
+    type Flattened: DeserializeOwned;
+}
+
+impl RequestBody for CompletionRequest {
+    type Flattened = GenerationParams;
+}
+
+impl RequestBody for ChatRequest {
+    type Flattened = GenerationParams;
+}
+
+impl RequestBody for ClassifyRequest {
+    type Flattened = serde::de::IgnoredAny;
+}
+
 /// Parses a request body, naming the field at fault (`param`) when a value has the wrong type.
-pub fn parse_body<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+pub fn parse_body<T: RequestBody>(bytes: &[u8]) -> Result<T, ApiError> {
     let mut deserializer = serde_json::Deserializer::from_slice(bytes);
     let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
-        let path = error.path().to_string();
-        let inner = error.into_inner();
-        if inner.is_syntax() || inner.is_eof() || inner.is_io() {
-            return ApiError::invalid(format!("We could not parse the JSON body of your request: {inner}"), None);
+        let in_flattened = error.path().iter().next().is_none() && error.inner().classify() == serde_json::error::Category::Data;
+        if in_flattened {
+            let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+            match serde_path_to_error::deserialize::<_, T::Flattened>(&mut deserializer) {
+                Err(field) if matches!(field.path().iter().next(), Some(Segment::Map { .. })) => return invalid_body(field),
+                _ => {}
+            }
         }
-        if path == "." {
-            return ApiError::invalid(format!("The request body must be a JSON object: {inner}"), None);
-        }
-        let hint = match path.as_str() {
-            "prompt" => "a string, a list with one string, or a list of token ids",
-            "stop" => "a string or a list of strings",
-            "input" => "a string or a list of strings",
-            "messages" => "a list of {\"role\", \"content\"} objects",
-            _ => "",
-        };
-        let message = if hint.is_empty() {
-            format!("Invalid value for '{path}': {inner}")
-        } else {
-            format!("Invalid value for '{path}': expected {hint} ({inner})")
-        };
-        let param = path.split(['.', '[']).next().unwrap_or(&path);
-        ApiError::invalid(message, Some(param))
+        invalid_body(error)
     })?;
     deserializer
         .end()
         .map_err(|e| ApiError::invalid(format!("We could not parse the JSON body of your request: {e}"), None))?;
     Ok(value)
+}
+
+/// The 400 for a body serde could not read.
+fn invalid_body(error: serde_path_to_error::Error<serde_json::Error>) -> ApiError {
+    let path = error.path().to_string();
+    let inner = error.into_inner();
+    if inner.is_syntax() || inner.is_eof() || inner.is_io() {
+        return ApiError::invalid(format!("We could not parse the JSON body of your request: {inner}"), None);
+    }
+    if path == "." {
+        return ApiError::invalid(format!("The request body must be a JSON object: {inner}"), None);
+    }
+    let hint = match path.as_str() {
+        "prompt" => "a string, a list with one string, or a list of token ids",
+        "stop" => "a string or a list of strings",
+        "input" => "a string or a list of strings",
+        "messages" => "a list of {\"role\", \"content\"} objects",
+        _ => "",
+    };
+    let message = if hint.is_empty() {
+        format!("Invalid value for '{path}': {inner}")
+    } else {
+        format!("Invalid value for '{path}': expected {hint} ({inner})")
+    };
+    let param = path.split(['.', '[']).next().unwrap_or(&path);
+    ApiError::invalid(message, Some(param))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -192,26 +225,11 @@ pub struct StreamOptions {
     pub include_usage: Option<bool>,
 }
 
-/// What `/v1/completions` and `/v1/chat/completions` share: how to generate.
-#[derive(Debug, Clone, Default)]
-pub struct GenerationParams {
-    pub max_tokens: Option<usize>,
-    pub temperature: Option<f64>,
-    pub top_p: Option<f64>,
-    pub top_k: Option<usize>,
-    pub stop: Option<Stop>,
-    pub seed: Option<u64>,
-    pub n: Option<usize>,
-    pub stream: bool,
-    pub include_usage: bool,
-}
-
-/// `POST /v1/completions`.
+/// What `/v1/completions` and `/v1/chat/completions` share: how to generate (flattened into both
+/// requests).
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default)]
-pub struct CompletionRequest {
-    pub model: Option<String>,
-    pub prompt: Option<Prompt>,
+pub struct GenerationParams {
     pub max_tokens: Option<usize>,
     pub temperature: Option<f64>,
     pub top_p: Option<f64>,
@@ -222,6 +240,27 @@ pub struct CompletionRequest {
     pub n: Option<usize>,
     pub stream: Option<bool>,
     pub stream_options: Option<StreamOptions>,
+}
+
+impl GenerationParams {
+    pub fn stream(&self) -> bool {
+        self.stream.unwrap_or(false)
+    }
+
+    /// `stream_options.include_usage`.
+    pub fn include_usage(&self) -> bool {
+        self.stream_options.as_ref().and_then(|o| o.include_usage).unwrap_or(false)
+    }
+}
+
+/// `POST /v1/completions`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct CompletionRequest {
+    pub model: Option<String>,
+    pub prompt: Option<Prompt>,
+    #[serde(flatten)]
+    pub params: GenerationParams,
 }
 
 /// One message's `content`: a string or a list of parts (`{"type": "text", "text": ...}`).
@@ -253,17 +292,17 @@ pub struct ChatMessage {
 pub struct ChatRequest {
     pub model: Option<String>,
     pub messages: Option<Vec<ChatMessage>>,
-    pub max_tokens: Option<usize>,
     /// The newer name of `max_tokens`.
     pub max_completion_tokens: Option<usize>,
-    pub temperature: Option<f64>,
-    pub top_p: Option<f64>,
-    pub top_k: Option<usize>,
-    pub stop: Option<Stop>,
-    pub seed: Option<u64>,
-    pub n: Option<usize>,
-    pub stream: Option<bool>,
-    pub stream_options: Option<StreamOptions>,
+    #[serde(flatten)]
+    pub params: GenerationParams,
+}
+
+impl ChatRequest {
+    /// The generation parameters, `max_completion_tokens` taking the place of `max_tokens`.
+    pub fn generation_params(&self) -> GenerationParams {
+        GenerationParams { max_tokens: self.max_completion_tokens.or(self.params.max_tokens), ..self.params.clone() }
+    }
 }
 
 /// `input` of `/v1/classify`.
@@ -280,38 +319,6 @@ pub enum ClassifyInput {
 pub struct ClassifyRequest {
     pub model: Option<String>,
     pub input: Option<ClassifyInput>,
-}
-
-impl CompletionRequest {
-    pub fn params(&self) -> GenerationParams {
-        GenerationParams {
-            max_tokens: self.max_tokens,
-            temperature: self.temperature,
-            top_p: self.top_p,
-            top_k: self.top_k,
-            stop: self.stop.clone(),
-            seed: self.seed,
-            n: self.n,
-            stream: self.stream.unwrap_or(false),
-            include_usage: self.stream_options.as_ref().and_then(|o| o.include_usage).unwrap_or(false),
-        }
-    }
-}
-
-impl ChatRequest {
-    pub fn params(&self) -> GenerationParams {
-        GenerationParams {
-            max_tokens: self.max_completion_tokens.or(self.max_tokens),
-            temperature: self.temperature,
-            top_p: self.top_p,
-            top_k: self.top_k,
-            stop: self.stop.clone(),
-            seed: self.seed,
-            n: self.n,
-            stream: self.stream.unwrap_or(false),
-            include_usage: self.stream_options.as_ref().and_then(|o| o.include_usage).unwrap_or(false),
-        }
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -406,4 +413,38 @@ pub fn classify_response(id: &str, model: &str, labels: &[String], predictions: 
         })
         .collect();
     json!({ "id": id, "object": "list", "model": model, "data": data })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `#[serde(flatten)]` loses the path of a bad sampling field; [`parse_body`] still names it.
+    #[test]
+    fn a_bad_flattened_field_is_named() {
+        let bad = [("max_tokens", "\"ten\""), ("temperature", "\"hot\""), ("top_p", "[]"), ("top_k", "-1"), ("stop", "5"), ("seed", "1.5"), ("n", "{}"), ("stream", "1"), ("stream_options", "2")];
+        for (field, value) in bad {
+            let completion = format!(r#"{{"prompt": "hi", "{field}": {value}}}"#);
+            let chat = format!(r#"{{"messages": [{{"role": "user", "content": "hi"}}], "{field}": {value}}}"#);
+            for error in [parse_body::<CompletionRequest>(completion.as_bytes()).unwrap_err(), parse_body::<ChatRequest>(chat.as_bytes()).unwrap_err()] {
+                assert_eq!(error.param.as_deref(), Some(field), "{}", error.message);
+                assert!(error.message.starts_with(&format!("Invalid value for '{field}")) && error.message.contains("line 1 column"), "{}", error.message);
+            }
+        }
+        let error = parse_body::<CompletionRequest>(br#"{"stop": 5}"#).unwrap_err();
+        assert!(error.message.contains("expected a string or a list of strings"), "{}", error.message);
+        // The other fields, and bodies that are no object, as before.
+        let error = parse_body::<ChatRequest>(br#"{"max_completion_tokens": "x"}"#).unwrap_err();
+        assert_eq!(error.param.as_deref(), Some("max_completion_tokens"));
+        for body in ["[1, 2]", "42", "null"] {
+            let error = parse_body::<CompletionRequest>(body.as_bytes()).unwrap_err();
+            assert!(error.message.starts_with("The request body must be a JSON object") && error.param.is_none(), "{body}: {}", error.message);
+        }
+        let error = parse_body::<CompletionRequest>(br#"{"prompt": "hi"} x"#).unwrap_err();
+        assert!(error.message.starts_with("We could not parse the JSON body"), "{}", error.message);
+        // Valid values, flattened or not, still arrive.
+        let request = parse_body::<ChatRequest>(br#"{"messages": [], "max_tokens": 3, "max_completion_tokens": 5, "stop": ["a"], "stream": true, "stream_options": {"include_usage": true}, "temperature": null}"#).unwrap();
+        let params = request.generation_params();
+        assert_eq!((params.max_tokens, params.stream(), params.include_usage(), params.temperature), (Some(5), true, true, None));
+    }
 }
