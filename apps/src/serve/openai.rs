@@ -211,13 +211,16 @@ pub enum Prompt {
     TokenLists(Vec<Vec<u32>>),
 }
 
-/// `stop`: one string or a list.
+/// One string or a list of them (`stop`, `input`).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
-pub enum Stop {
+pub enum OneOrMany {
     One(String),
     Many(Vec<String>),
 }
+
+/// `stop`: one string or a list.
+pub type Stop = OneOrMany;
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default)]
@@ -305,13 +308,8 @@ impl ChatRequest {
     }
 }
 
-/// `input` of `/v1/classify`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
-pub enum ClassifyInput {
-    One(String),
-    Many(Vec<String>),
-}
+/// `input` of `/v1/classify`: one string or a list.
+pub type ClassifyInput = OneOrMany;
 
 /// `POST /v1/classify` (not OpenAI's: an llmfs endpoint for classifier runs).
 #[derive(Debug, Clone, Default, Deserialize)]
