@@ -42,6 +42,14 @@ cargo check --locked --no-default-features --features wgpu -p llmfs-gpt -p llmfs
 # The benchmarks are built only by `cargo bench` (release): type-check them so that they keep compiling.
 cargo check --locked --benches
 
+# MPI (data-parallel training, feature `mpi`): the collectives with two real ranks under mpirun,
+# once scripts/setup-mpi.sh has installed Open MPI (the tests skip with a note without it).
+if bash scripts/setup-mpi.sh && command -v mpirun >/dev/null; then
+    cargo test --locked --features mpi -p llmfs-pipelines --test it -- distributed:: --test-threads=1
+else
+    echo "note: no Open MPI; the MPI tests skip (bash scripts/setup-mpi.sh as root installs it)" >&2
+fi
+
 # wgpu (Burn's WGSL shaders through Vulkan) on Mesa's lavapipe, a CPU Vulkan driver: the CPU
 # backend's parity tests (logits, hidden states, cached steps, greedy tokens, the masked loss,
 # AdamW; the Llama family's logits and greedy tokens) on another backend. Burn's wgpu stack takes ~40 minutes to build the first time on 2

@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod data;
+pub mod distributed;
 pub mod download;
 pub mod eval;
 pub mod finetune;
