@@ -18,6 +18,7 @@ use serde_json::json;
 use crate::plots::plot_run;
 use crate::runs::{MetricEvent, MetricsLog, RunDir};
 use crate::train::steps::{LanguageModelTraining, LmBatch, StepReport};
+use crate::train::dashboard::DashboardMetrics;
 use crate::train::trainer::{BatchSource, TrainConfig, TrainHooks, TrainJob, train};
 
 /// A language-model training run.
@@ -112,17 +113,9 @@ pub fn train_language_model(
             resume: job.resume,
             dashboard: job.dashboard,
         },
-        |training| {
-            use crate::train::metrics::{LearningRate, Perplexity, TokensPerSecond};
-            use gpt::burn::train::metric::LossMetric;
-            training
-                .metric_train_numeric(LossMetric::new())
-                .metric_valid_numeric(LossMetric::new())
-                .metric_train_numeric(Perplexity::new())
-                .metric_valid_numeric(Perplexity::new())
-                .metric_train_numeric(TokensPerSecond::new())
-                .metric_train_numeric(LearningRate::new())
-                .summary()
+        {
+            use crate::train::metrics::{LearningRate, Loss, Perplexity, TokensPerSecond};
+            DashboardMetrics::new().both(Loss::new()).both(Perplexity::new()).train(TokensPerSecond::new()).train(LearningRate::new())
         },
         hooks,
     )?;

@@ -3,10 +3,74 @@
 
 use std::path::{Path, PathBuf};
 
-use gpt::burn::train::checkpoint::{Checkpoint, Checkpointer, CheckpointerError, CheckpointingAction, CheckpointingStrategy};
-use gpt::burn::train::metric::store::EventStoreClient;
+use anyhow::Context;
+use gpt::burn::lr_scheduler::LrSchedulerRecord;
+use gpt::burn::module::Module;
+use gpt::burn::optim::OptimizerRecord;
+use gpt::burn::store::ModuleRecord;
+use gpt::burn::train::{Interrupter, TrainStep};
+use gpt::burn::train::checkpoint::{AsyncCheckpointer, Checkpoint, Checkpointer, CheckpointerError, CheckpointingAction};
 use gpt::io::write_atomic;
 use serde::{Deserialize, Serialize};
+
+use crate::train::learner::{Learner, LearnerRecords};
+
+/// A run's checkpoints: the learner's three records written on background threads (training goes
+/// on meanwhile; a failed write stops the run through `interrupter`), the last two kept.
+pub struct Checkpoints {
+    dir: PathBuf,
+    model: AsyncCheckpointer<ModuleRecord>,
+    optimizer: AsyncCheckpointer<OptimizerRecord>,
+    scheduler: AsyncCheckpointer<LrSchedulerRecord>,
+    keep: KeepLast,
+}
+
+impl Checkpoints {
+    pub fn new(dir: &Path, interrupter: &Interrupter) -> Self {
+        Self {
+            dir: dir.to_path_buf(),
+            model: Self::writer(dir, "model", interrupter),
+            optimizer: Self::writer(dir, "optim", interrupter),
+            scheduler: Self::writer(dir, "scheduler", interrupter),
+            keep: KeepLast::new(2),
+        }
+    }
+
+    fn writer<R: Checkpoint + 'static>(dir: &Path, name: &'static str, interrupter: &Interrupter) -> AsyncCheckpointer<R> {
+        AsyncCheckpointer::new(AtomicFileCheckpointer::new(dir, name)).with_interrupter(interrupter.clone())
+    }
+
+    /// Saves the learner at `state` and drops the checkpoints [`KeepLast`] lets go.
+    pub fn save<M: Module + TrainStep>(&mut self, learner: &Learner<M>, state: TrainState) -> anyhow::Result<()> {
+        for action in self.keep.actions(state.step) {
+            match action {
+                CheckpointingAction::Save => {
+                    let records = learner.records();
+                    self.model.save(state.step, records.model)?;
+                    self.optimizer.save(state.step, records.optimizer)?;
+                    self.scheduler.save(state.step, records.scheduler)?;
+                }
+                CheckpointingAction::Delete(step) => {
+                    self.model.delete(step)?;
+                    self.optimizer.delete(step)?;
+                    self.scheduler.delete(step)?;
+                }
+            }
+        }
+        state.append_to(&self.dir)
+    }
+
+    /// The learner as checkpoint `step` left it.
+    pub fn restore<M: Module + TrainStep>(&self, learner: Learner<M>, step: usize) -> anyhow::Result<Learner<M>> {
+        let context = || format!("loading checkpoint {step} from {}", self.dir.display());
+        let records = LearnerRecords {
+            model: self.model.restore(step).with_context(context)?,
+            optimizer: self.optimizer.restore(step).with_context(context)?,
+            scheduler: self.scheduler.restore(step).with_context(context)?,
+        };
+        Ok(learner.load(records))
+    }
+}
 
 /// Where a checkpoint stands: the next batch to train is batch `batch` of epoch `epoch`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -95,15 +159,32 @@ impl KeepLast {
     pub fn new(keep: usize) -> Self {
         Self { keep: keep.max(1), saved: Vec::new() }
     }
-}
 
-impl CheckpointingStrategy for KeepLast {
-    fn checkpointing(&mut self, key: usize, _store: &EventStoreClient) -> Vec<CheckpointingAction> {
+    /// Save `key`, and delete what falls out of the last `keep`.
+    pub fn actions(&mut self, key: usize) -> Vec<CheckpointingAction> {
         let mut actions = vec![CheckpointingAction::Save];
         self.saved.push(key);
         while self.saved.len() > self.keep {
             actions.push(CheckpointingAction::Delete(self.saved.remove(0)));
         }
         actions
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keep_last_saves_every_time_and_deletes_the_oldest() {
+        let mut keep = KeepLast::new(2);
+        let deleted = |actions: Vec<CheckpointingAction>| -> Vec<usize> {
+            assert!(matches!(actions[0], CheckpointingAction::Save));
+            actions.iter().filter_map(|a| if let CheckpointingAction::Delete(step) = a { Some(*step) } else { None }).collect()
+        };
+        assert_eq!(deleted(keep.actions(5)), Vec::<usize>::new());
+        assert_eq!(deleted(keep.actions(10)), Vec::<usize>::new());
+        assert_eq!(deleted(keep.actions(15)), [5]);
+        assert_eq!(deleted(keep.actions(20)), [10]);
     }
 }

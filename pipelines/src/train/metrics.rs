@@ -1,9 +1,9 @@
-//! Dashboard metrics burn-train does not have in the form training needs: the learning rate in
-//! scientific notation (burn-train's rounds 5e-5 to "0.00"), tokens per second, and perplexity as
-//! exp(mean loss) (burn-train's `PerplexityMetric` recomputes the loss from the full logits,
-//! which for a 50k vocabulary costs as much as the loss itself).
-//!
-//! Step outputs feed them through [`StepStats`] (`impl Adaptor<StepStats> for Output`).
+//! What the loop measures: one batch's numbers ([`StepStats`], read once from its step output),
+//! their means over batches ([`Tally`], for `metrics.jsonl`), and the dashboard's metrics as
+//! burn-train `Metric`s fed with those numbers. burn-train's own `LossMetric`/`AccuracyMetric`
+//! read tensors the loop has already read; its learning rate rounds 5e-5 to "0.00"; its
+//! `PerplexityMetric` recomputes the loss from the full logits, which for a 50k vocabulary costs
+//! as much as the loss itself.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -11,15 +11,189 @@ use std::time::Instant;
 use gpt::burn::tensor::TensorReadError;
 use gpt::burn::train::metric::state::{FormatOptions, NumericMetricState};
 use gpt::burn::train::metric::{
-    Metric, MetricAttributes, MetricMetadata, MetricName, Numeric, NumericAttributes, NumericEntry, SerializedEntry,
+    Adaptor, Metric, MetricAttributes, MetricMetadata, MetricName, Numeric, NumericAttributes, NumericEntry, SerializedEntry,
 };
 
-/// What the metrics below read from a step's output.
+use crate::runs::MetricEvent;
+use crate::train::steps::StepReport;
+
+/// One batch's numbers.
+#[derive(Debug, Clone, Copy, Default)]
 pub struct StepStats {
     /// Mean loss of the batch.
     pub loss: f64,
     /// Tokens the step learned from (targets that count).
     pub tokens: usize,
+    /// (correct, counted) predictions, where accuracy means something.
+    pub correct: Option<(usize, usize)>,
+    /// A per-token language-modelling loss (then perplexity = exp(loss) means something).
+    pub language_modelling: bool,
+}
+
+impl StepStats {
+    /// Reads the numbers of a step's output (each read waits for the device, so only once).
+    pub fn of(report: &impl StepReport) -> Self {
+        Self { loss: report.loss(), tokens: report.tokens(), correct: report.correct(), language_modelling: report.is_language_modelling() }
+    }
+}
+
+/// The dashboard's metrics take the batch's numbers as they are.
+impl Adaptor<StepStats> for StepStats {
+    fn adapt(&self) -> StepStats {
+        *self
+    }
+}
+
+/// Mean loss and accuracy over batches.
+#[derive(Debug, Default)]
+pub struct Tally {
+    loss_sum: f64,
+    batches: usize,
+    correct: usize,
+    counted: usize,
+    language_modelling: bool,
+}
+
+impl Tally {
+    pub fn add(&mut self, stats: &StepStats) {
+        self.loss_sum += stats.loss;
+        self.batches += 1;
+        self.language_modelling |= stats.language_modelling;
+        if let Some((correct, counted)) = stats.correct {
+            self.correct += correct;
+            self.counted += counted;
+        }
+    }
+
+    /// Sets the event's mean loss, and its accuracy and perplexity where they apply.
+    pub fn fill(&self, event: &mut MetricEvent) {
+        let loss = self.loss_sum / self.batches.max(1) as f64;
+        event.loss = Some(loss);
+        if self.counted > 0 {
+            event.accuracy = Some(self.correct as f64 / self.counted as f64);
+        }
+        if self.language_modelling {
+            event.perplexity = Some(loss.exp());
+        }
+    }
+}
+
+/// Mean loss, as burn-train's `LossMetric` shows it.
+#[derive(Clone)]
+pub struct Loss {
+    name: MetricName,
+    state: NumericMetricState,
+}
+
+impl Loss {
+    pub fn new() -> Self {
+        Self { name: Arc::new("Loss".into()), state: NumericMetricState::new() }
+    }
+}
+
+impl Default for Loss {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metric for Loss {
+    type Input = StepStats;
+
+    fn update(&mut self, stats: &StepStats, _: &MetricMetadata) -> Result<SerializedEntry, TensorReadError> {
+        self.state.update(stats.loss, 1);
+        Ok(self.state.compute_update(FormatOptions::new(self.name()).precision(2)))
+    }
+
+    fn compute(&mut self) -> Result<SerializedEntry, TensorReadError> {
+        Ok(self.state.compute_final(FormatOptions::new(self.name()).precision(2)))
+    }
+
+    fn clear(&mut self) {
+        self.state.reset();
+    }
+
+    fn name(&self) -> MetricName {
+        self.name.clone()
+    }
+
+    fn attributes(&self) -> MetricAttributes {
+        NumericAttributes { unit: None, higher_is_better: false }.into()
+    }
+}
+
+impl Numeric for Loss {
+    fn value(&self) -> Option<NumericEntry> {
+        Some(self.state.current_value())
+    }
+
+    fn running_value(&self) -> Option<NumericEntry> {
+        Some(self.state.running_value())
+    }
+
+    fn final_value(&self) -> NumericEntry {
+        self.state.final_value()
+    }
+}
+
+/// Accuracy in percent, weighted by the examples counted, as burn-train's `AccuracyMetric` shows it.
+#[derive(Clone)]
+pub struct Accuracy {
+    name: MetricName,
+    state: NumericMetricState,
+}
+
+impl Accuracy {
+    pub fn new() -> Self {
+        Self { name: Arc::new("Accuracy".into()), state: NumericMetricState::new() }
+    }
+}
+
+impl Default for Accuracy {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metric for Accuracy {
+    type Input = StepStats;
+
+    fn update(&mut self, stats: &StepStats, _: &MetricMetadata) -> Result<SerializedEntry, TensorReadError> {
+        if let Some((correct, counted)) = stats.correct.filter(|&(_, counted)| counted > 0) {
+            self.state.update(100.0 * correct as f64 / counted as f64, counted);
+        }
+        Ok(self.state.compute_update(FormatOptions::new(self.name()).unit("%").precision(2)))
+    }
+
+    fn compute(&mut self) -> Result<SerializedEntry, TensorReadError> {
+        Ok(self.state.compute_final(FormatOptions::new(self.name()).unit("%").precision(2)))
+    }
+
+    fn clear(&mut self) {
+        self.state.reset();
+    }
+
+    fn name(&self) -> MetricName {
+        self.name.clone()
+    }
+
+    fn attributes(&self) -> MetricAttributes {
+        NumericAttributes { unit: Some("%".into()), higher_is_better: true }.into()
+    }
+}
+
+impl Numeric for Accuracy {
+    fn value(&self) -> Option<NumericEntry> {
+        Some(self.state.current_value())
+    }
+
+    fn running_value(&self) -> Option<NumericEntry> {
+        Some(self.state.running_value())
+    }
+
+    fn final_value(&self) -> NumericEntry {
+        self.state.final_value()
+    }
 }
 
 /// The dashboard's "epoch X - batch Y" line, as burn-train's own numeric metrics show it.
@@ -233,11 +407,27 @@ mod tests {
     }
 
     #[test]
+    fn accuracy_counts_examples_and_the_tally_means_batches() {
+        let batches = [StepStats { loss: 1.0, correct: Some((8, 8)), ..StepStats::default() }, StepStats { loss: 3.0, correct: Some((1, 2)), ..StepStats::default() }];
+        let mut accuracy = Accuracy::new();
+        let mut tally = Tally::default();
+        for stats in &batches {
+            accuracy.update(stats, &metadata()).unwrap();
+            tally.add(stats);
+        }
+        // 9 of 10 examples, as burn-train's accuracy weighs batches; not the mean of 100 % and 50 %.
+        assert_eq!(accuracy.compute().unwrap().formatted, "epoch 90.00 % - batch 50.00 %");
+        let mut event = MetricEvent::new(2, 1, "val");
+        tally.fill(&mut event);
+        assert_eq!((event.loss, event.accuracy, event.perplexity), (Some(2.0), Some(0.9), None));
+    }
+
+    #[test]
     fn perplexity_is_exp_of_the_mean_loss() {
         let mut metric = Perplexity::new();
-        let entry = metric.update(&StepStats { loss: 2f64.ln(), tokens: 10 }, &metadata()).unwrap();
+        let entry = metric.update(&StepStats { loss: 2f64.ln(), tokens: 10, ..StepStats::default() }, &metadata()).unwrap();
         assert_eq!(entry.formatted, "epoch 2.00 - batch 2.00");
-        metric.update(&StepStats { loss: 8f64.ln(), tokens: 10 }, &metadata()).unwrap();
+        metric.update(&StepStats { loss: 8f64.ln(), tokens: 10, ..StepStats::default() }, &metadata()).unwrap();
         // exp((ln 2 + ln 8) / 2) = 4, not the mean of the perplexities (5).
         match metric.final_value() {
             NumericEntry::Final(value) => assert!((value - 4.0).abs() < 1e-12, "{value}"),
@@ -251,19 +441,19 @@ mod tests {
     #[test]
     fn tokens_per_second_counts_from_the_second_step() {
         let mut metric = TokensPerSecond::new();
-        metric.update(&StepStats { loss: 1.0, tokens: 1000 }, &metadata()).unwrap();
+        metric.update(&StepStats { loss: 1.0, tokens: 1000, ..StepStats::default() }, &metadata()).unwrap();
         let NumericEntry::Aggregated { count, .. } = metric.state.running_value() else { panic!() };
         assert_eq!(count, 0, "no rate before a second step");
         std::thread::sleep(std::time::Duration::from_millis(20));
-        metric.update(&StepStats { loss: 1.0, tokens: 1000 }, &metadata()).unwrap();
+        metric.update(&StepStats { loss: 1.0, tokens: 1000, ..StepStats::default() }, &metadata()).unwrap();
         let NumericEntry::Aggregated { aggregated_value, count } = metric.state.running_value() else { panic!() };
         // 1000 tokens in ≥ 20 ms: at most 50,000 tokens/s, and a sane lower bound for a busy machine.
         assert_eq!(count, 1);
         assert!(aggregated_value <= 50_000.0 && aggregated_value > 100.0, "{aggregated_value}");
     }
 
-    /// burn-train's file logger makes a file per metric name (`epoch-1/<name>.log`): a `/` in a
-    /// name is a directory that does not exist, and the run panics inside burn-train.
+    /// Wherever burn-train logs metrics to files it makes a file per metric name
+    /// (`epoch-1/<name>.log`): a `/` in a name is a directory that does not exist.
     #[test]
     fn metric_names_are_file_names() {
         let names = [LearningRate::new().name(), TokensPerSecond::new().name(), Perplexity::new().name()];

@@ -6,13 +6,12 @@ use gpt::burn::module::Module;
 use gpt::burn::optim::{GradientsParams, ModuleOptimizer};
 use gpt::burn::prelude::*;
 use gpt::burn::tensor::ExecutionError;
-use gpt::burn::train::metric::{Adaptor, ItemLazy, LossInput};
+use gpt::burn::train::metric::ItemLazy;
 use gpt::burn::train::{ClassificationOutput, InferenceStep, TrainOutput, TrainStep};
 use gpt::burn::lr_scheduler::module_lr_scheduler::ModuleLearningRate;
 use gpt::models::{CausalLm, Classifier, LanguageModel};
 
 use crate::train::loss::cross_entropy_masked;
-use crate::train::metrics::StepStats;
 use crate::train::optim::clip_global_norm;
 
 /// What the training loop reads from a step's output for metrics.jsonl.
@@ -24,6 +23,10 @@ pub trait StepReport {
     /// Whether the loss is a per-token language-modelling loss (then perplexity = exp(loss) is logged).
     fn is_language_modelling(&self) -> bool {
         false
+    }
+    /// Tokens the step learned from, for the dashboard's tokens/s (0 where it does not apply).
+    fn tokens(&self) -> usize {
+        0
     }
 }
 
@@ -155,18 +158,6 @@ impl ItemLazy for LmOutput {
     }
 }
 
-impl Adaptor<LossInput> for LmOutput {
-    fn adapt(&self) -> LossInput {
-        LossInput::new(self.loss.clone())
-    }
-}
-
-impl Adaptor<StepStats> for LmOutput {
-    fn adapt(&self) -> StepStats {
-        StepStats { loss: StepReport::loss(self), tokens: self.tokens }
-    }
-}
-
 impl StepReport for LmOutput {
     fn loss(&self) -> f64 {
         self.loss.clone().into_scalar::<f32>() as f64
@@ -178,6 +169,10 @@ impl StepReport for LmOutput {
 
     fn is_language_modelling(&self) -> bool {
         true
+    }
+
+    fn tokens(&self) -> usize {
+        self.tokens
     }
 }
 

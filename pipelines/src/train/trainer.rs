@@ -1,32 +1,28 @@
-//! The one training loop of llmfs, as a burn-train learning strategy: burn-train supplies the
-//! learner (model, AdamW, LR schedule), the TUI dashboard and its metrics; this loop adds what
-//! fine-tuning and pretraining need on top: a data order that is a function of (seed, epoch), so
-//! a run resumes mid-epoch exactly; evaluation every N steps on K batches; checkpoints every N
-//! steps and every epoch; dropout seeded per step; every event in `metrics.jsonl`.
+//! The one training loop of llmfs: epochs of batches in a data order that is a function of
+//! (seed, epoch), so a run resumes mid-epoch exactly; evaluation every N steps on K batches;
+//! checkpoints every N steps and every epoch; dropout seeded per step; every event in
+//! `metrics.jsonl`. What to do after a batch or an epoch is [`decisions`](super::decisions)'
+//! pure function; burn-train supplies the parts: the optimizer and LR schedule stepping, the
+//! checkpoint records and the terminal dashboard.
 
-use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use gpt::burn::data::dataloader::{DataLoaderBuilder, Progress, batcher::Batcher};
-use gpt::burn::data::dataset::InMemDataset;
 use gpt::burn::optim::GradientsAccumulator;
 use gpt::burn::prelude::*;
-use gpt::burn::train::renderer::{EvaluationName, MetricState, MetricsRenderer, MetricsRendererEvaluation, MetricsRendererTraining};
-use gpt::burn::train::{
-    EventProcessorTraining, InferenceStep, Learner, LearnerEvent, LearnerModel, LearningResult, SupervisedLearningStrategy,
-    SupervisedTraining, SupervisedTrainingEventProcessor, TrainLoader, TrainStep, TrainingComponents, TrainingItem,
-    TrainingStrategy, ValidLoader,
-};
+use gpt::burn::train::{InferenceStep, Interrupter, LearnerModel, TrainStep};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
 
 use crate::runs::{MetricEvent, MetricsLog, RunDir};
-use crate::train::checkpoint::{AtomicFileCheckpointer, KeepLast, TrainState};
+use crate::train::checkpoint::{Checkpoints, TrainState};
+use crate::train::dashboard::{Dashboard, DashboardMetrics, Split, plain_line};
 use crate::train::decisions::{Stop, after_batch, after_epoch};
+use crate::train::learner::Learner;
+use crate::train::metrics::{StepStats, Tally};
 use crate::train::optim::{OptimConfig, Scheduler, scale_gradients};
 use crate::train::precision::Precision;
 use crate::train::steps::StepReport;
@@ -237,19 +233,13 @@ pub struct TrainOutcome<M> {
     pub interrupted: bool,
 }
 
-/// Runs the job. `metrics` registers the dashboard's metrics on burn-train's builder (they
-/// depend on the model's output type).
-pub fn train<M, B>(
-    model: M,
-    job: TrainJob<B>,
-    metrics: impl FnOnce(SupervisedTraining<M>) -> SupervisedTraining<M>,
-    hooks: impl TrainHooks<M> + 'static,
-) -> Result<TrainOutcome<M>>
+/// Runs the job: checks and set-up, then the loop ([`Trainer::run`]), then what it left: the
+/// trained model, or the error that stopped it. `metrics` are the dashboard's.
+pub fn train<M, B>(model: M, job: TrainJob<B>, metrics: DashboardMetrics, hooks: impl TrainHooks<M>) -> Result<TrainOutcome<M>>
 where
     M: LearnerModel + TrainStep<Input = B> + InferenceStep<Input = B>,
     <M as TrainStep>::Output: StepReport,
     <M as InferenceStep>::Output: StepReport,
-    B: Clone + std::fmt::Debug + Send + Sync + 'static,
 {
     job.config.validate()?;
     if job.train.len() < job.config.batch_size && job.config.drop_last {
@@ -261,68 +251,49 @@ where
         eprintln!("--precision {}: matrix products on the {} path", job.config.precision, precision.path());
     }
     job.run.record_in_run_json("matmul", serde_json::json!(precision.path()))?;
-    let checkpoints = job.run.checkpoints();
-    let state = if job.resume { latest_complete_checkpoint(&checkpoints)? } else { None };
-    if job.resume && state.is_none() {
+    let dir = job.run.checkpoints();
+    let resume_from = if job.resume { latest_complete_checkpoint(&dir)? } else { None };
+    if job.resume && resume_from.is_none() {
         // Killed before its first checkpoint: nothing was kept, so resuming is starting over (and
         // dropping whatever the killed run logged).
-        eprintln!("--resume: no complete checkpoint in {} yet: the run starts from the beginning", checkpoints.display());
+        eprintln!("--resume: no complete checkpoint in {} yet: the run starts from the beginning", dir.display());
     }
     // What the logs keep on resume: events up to the checkpoint's step (none before the first).
-    let keep_through_step = job.resume.then(|| state.map_or(0, |s| s.step));
-    let total_steps = job.config.total_steps(job.train.len());
-    let optimizer = job.config.optim.optimizer();
-    let scheduler = Scheduler::new(job.config.optim.schedule, job.config.optim.lr, total_steps);
-    let learner = Learner::new(model, optimizer, scheduler);
-
+    let keep_through_step = job.resume.then(|| resume_from.map_or(0, |s| s.step));
+    let scheduler = Scheduler::new(job.config.optim.schedule, job.config.optim.lr, job.config.total_steps(job.train.len()));
+    let mut learner = Learner::new(model, job.config.optim.optimizer(), scheduler, &job.device);
+    // Stopped by the dashboard's stop key, or by a checkpoint that could not be written.
+    let interrupter = Interrupter::new();
+    let checkpoints = Checkpoints::new(&dir, &interrupter);
+    if let Some(state) = resume_from {
+        learner = checkpoints.restore(learner, state.step)?;
+    }
     let metrics_log = MetricsLog::open(&job.run.metrics(), keep_through_step)?;
     hooks.start(keep_through_step)?;
-    let strategy = LoopStrategy {
-        config: job.config.clone(),
-        device: job.device.clone(),
-        train: job.train.clone(),
-        valid: job.valid.clone(),
-        checkpoints: checkpoints.clone(),
-        resume_from: state,
-        log: Mutex::new(metrics_log),
-        outcome: Mutex::new(None),
-        plain_progress: !job.dashboard,
+    let dashboard = Dashboard::open(job.dashboard, metrics, &interrupter, job.config.epochs);
+    let mut trainer = Trainer {
+        config: job.config,
+        device: job.device,
+        train: job.train,
+        valid: job.valid,
+        learner,
+        checkpoints,
+        metrics_log,
+        dashboard,
+        plain: !job.dashboard,
+        interrupter,
         hooks,
     };
-    let strategy = Arc::new(strategy);
-
-    // burn-train wants data loaders; the loop batches by index itself (see `epoch_order`), so
-    // these only describe the splits.
-    let index_loader = |source: Arc<dyn BatchSource<B>>| {
-        DataLoaderBuilder::new(IndexBatcher(source.clone())).batch_size(job.config.batch_size).build(InMemDataset::new((0..source.len()).collect::<Vec<_>>()))
-    };
-    let mut training = SupervisedTraining::new(job.run.root(), index_loader(job.train.clone()), index_loader(job.valid.clone()))
-        .with_training_strategy(TrainingStrategy::Custom(strategy.clone()))
-        .with_custom_checkpointers(
-            AtomicFileCheckpointer::new(&checkpoints, "model"),
-            AtomicFileCheckpointer::new(&checkpoints, "optim"),
-            AtomicFileCheckpointer::new(&checkpoints, "scheduler"),
-        )
-        .with_checkpointing_strategy(KeepLast::new(2))
-        .with_application_logger(None)
-        .num_epochs(job.config.epochs);
-    if !job.dashboard {
-        training = training.renderer(Box::new(QuietRenderer));
-    }
-    let result: LearningResult<M> = metrics(training).launch(learner);
-    if let Some(error) = result.error {
+    let result = trainer.run(resume_from.unwrap_or(TrainState { step: 0, epoch: 1, batch: 0 }));
+    let Trainer { learner, checkpoints, dashboard, interrupter, .. } = trainer;
+    // The dashboard leaves the terminal before anything else prints; the last checkpoint's files
+    // are on disk before the run counts as done.
+    drop((dashboard, checkpoints));
+    if let Some(error) = interrupter.error() {
         bail!("training failed: {error}");
     }
-    let outcome = strategy.outcome.lock().map_err(|_| anyhow::anyhow!("the training loop panicked"))?.take();
-    let (steps, interrupted) = match outcome {
-        Some(Ok(done)) => done,
-        Some(Err(error)) => bail!("training stopped: {error}"),
-        None => bail!("the training loop did not run"),
-    };
-    let model = result.model;
-    // Drop the renderer (the TUI leaves the alternate screen) before anything else prints.
-    drop(result.renderer);
-    Ok(TrainOutcome { model, steps, interrupted })
+    let (steps, stop) = result.context("training stopped")?;
+    Ok(TrainOutcome { model: learner.model.valid(), steps, interrupted: stop.is_some_and(Stop::leaves_run_unfinished) })
 }
 
 /// The newest checkpoint whose three record files are all on disk.
@@ -335,363 +306,193 @@ fn latest_complete_checkpoint(dir: &std::path::Path) -> Result<Option<TrainState
     }))
 }
 
-#[derive(Clone)]
-struct IndexBatcher<B>(Arc<dyn BatchSource<B>>);
-
-impl<B: Send + Sync> Batcher<usize, B> for IndexBatcher<B> {
-    fn batch(&self, items: Vec<usize>, device: &Device) -> B {
-        self.0.batch(&items, device)
-    }
-}
-
-/// A renderer that draws nothing: without a terminal the loop prints its own one-line events.
-struct QuietRenderer;
-
-impl MetricsRendererTraining for QuietRenderer {
-    fn update_train(&mut self, _state: MetricState) {}
-    fn update_valid(&mut self, _state: MetricState) {}
-}
-
-impl MetricsRendererEvaluation for QuietRenderer {
-    fn update_test(&mut self, _name: EvaluationName, _state: MetricState) {}
-}
-
-impl gpt::burn::train::logger::TrainingProgressLogger for QuietRenderer {
-    fn start(&mut self, _: usize, _: usize, _: Option<usize>, _: Option<&str>) {}
-    fn update_epoch(&mut self, _: usize) {}
-    fn start_split(&mut self, _: &str, _: usize) {}
-    fn update_split(&mut self, _: usize) {}
-    fn end_split(&mut self) {}
-    fn end(&mut self) {}
-    fn log_event_training(&mut self, _: String) {}
-}
-
-impl gpt::burn::train::logger::EvaluationProgressLogger for QuietRenderer {
-    fn start_global_progress(&mut self, _: usize) {}
-    fn start_test(&mut self, _: &str, _: usize) {}
-    fn update_test_progress(&mut self, _: usize) {}
-    fn end_test(&mut self) {}
-    fn end_global_progress(&mut self) {}
-    fn log_event_evaluation(&mut self, _: String) {}
-}
-
-impl MetricsRenderer for QuietRenderer {
-    fn manual_close(&mut self) {}
-    fn register_metric(&mut self, _definition: gpt::burn::train::metric::MetricDefinition) {}
-}
-
-struct LoopStrategy<B, H> {
+/// What the loop works with.
+struct Trainer<M, B, H> {
     config: TrainConfig,
     device: Device,
     train: Arc<dyn BatchSource<B>>,
     valid: Arc<dyn BatchSource<B>>,
-    checkpoints: PathBuf,
-    resume_from: Option<TrainState>,
-    log: Mutex<MetricsLog>,
-    /// (optimizer steps done, stopped before the last epoch), or the error that stopped the loop,
-    /// handed back to `train`. (burn-train's own `interrupted` flag is unreliable: its dashboard
-    /// resets the interrupter when training ends.)
-    outcome: Mutex<Option<std::result::Result<(usize, bool), String>>>,
-    plain_progress: bool,
+    learner: Learner<M>,
+    checkpoints: Checkpoints,
+    metrics_log: MetricsLog,
+    dashboard: Dashboard,
+    /// Each event as a line on stderr (there is no dashboard).
+    plain: bool,
+    interrupter: Interrupter,
     hooks: H,
 }
 
-/// Mean loss and accuracy over batches.
-#[derive(Default)]
-struct Tally {
-    loss_sum: f64,
+/// Gradients of the batches since the last optimizer step.
+struct Pending<M> {
+    grads: GradientsAccumulator<M>,
     batches: usize,
-    correct: usize,
-    counted: usize,
-    language_modelling: bool,
 }
 
-impl Tally {
-    fn add(&mut self, report: &impl StepReport) {
-        self.loss_sum += report.loss();
-        self.batches += 1;
-        self.language_modelling |= report.is_language_modelling();
-        if let Some((correct, counted)) = report.correct() {
-            self.correct += correct;
-            self.counted += counted;
-        }
-    }
-
-    /// Sets the event's mean loss, and its accuracy and perplexity where they apply.
-    fn fill(&self, event: &mut MetricEvent) {
-        let loss = self.loss_sum / self.batches.max(1) as f64;
-        event.loss = Some(loss);
-        if self.counted > 0 {
-            event.accuracy = Some(self.correct as f64 / self.counted as f64);
-        }
-        if self.language_modelling {
-            event.perplexity = Some(loss.exp());
-        }
-    }
-}
-
-impl<B, H> LoopStrategy<B, H>
+impl<M, B, H> Trainer<M, B, H>
 where
-    B: Clone + std::fmt::Debug + Send + Sync + 'static,
+    M: LearnerModel + TrainStep<Input = B> + InferenceStep<Input = B>,
+    <M as TrainStep>::Output: StepReport,
+    <M as InferenceStep>::Output: StepReport,
+    H: TrainHooks<M>,
 {
-    fn log(&self, event: MetricEvent) -> Result<()> {
-        if self.plain_progress {
-            eprintln!("{}", plain_line(&event));
+    /// The loop, from `at` on: epochs of batches, and after each batch and each epoch what
+    /// [`after_batch`] and [`after_epoch`] decide. Returns the optimizer steps done and why the run
+    /// stopped, if it stopped before its last epoch ended.
+    fn run(&mut self, mut at: TrainState) -> Result<(usize, Option<Stop>)> {
+        let batches = self.config.batches_per_epoch(self.train.len());
+        while at.epoch <= self.config.epochs {
+            let order = self.epoch_order(at.epoch)?;
+            self.dashboard.start_split(Split::Train, batches);
+            let mut pending = Pending { grads: GradientsAccumulator::new(), batches: 0 };
+            while at.batch < batches {
+                let started = Instant::now();
+                let indices = &order[at.batch * self.config.batch_size..((at.batch + 1) * self.config.batch_size).min(order.len())];
+                let last_of_epoch = at.batch + 1 == batches;
+                let stats = self.forward_backward(indices, at, batches, &mut pending);
+                let stepped = pending.batches == self.config.grad_accumulation || last_of_epoch;
+                if stepped {
+                    self.optimizer_step(&mut pending);
+                    at.step += 1;
+                }
+                at.batch += 1;
+                self.log_batch(&stats, at, batches, self.train.tokens(indices), started)?;
+
+                let next = after_batch(&self.config, at.step, stepped, last_of_epoch, self.interrupter.should_stop());
+                if next.evaluate {
+                    self.evaluate_briefly(at)?;
+                }
+                if stepped && self.hooks.wants_step(at.step) {
+                    self.step_hooks(at)?;
+                }
+                if next.checkpoint {
+                    self.checkpoints.save(&self.learner, at)?;
+                }
+                if let Some(stop) = next.stop {
+                    self.dashboard.end_split(Split::Train);
+                    if stop == Stop::RunComplete {
+                        // The run's last epoch ends here: its hooks, not its validation pass.
+                        self.epoch_hooks(&self.learner.model.valid(), at)?;
+                    }
+                    return Ok((at.step, Some(stop)));
+                }
+            }
+            self.dashboard.end_split(Split::Train);
+            self.end_epoch(at)?;
+            at = TrainState { step: at.step, epoch: at.epoch + 1, batch: 0 };
+            self.checkpoints.save(&self.learner, at)?;
+            if let Some(stop) = after_epoch(&self.config, at.step, at.epoch, self.interrupter.should_stop()) {
+                return Ok((at.step, Some(stop)));
+            }
         }
-        self.log.lock().map_err(|_| anyhow::anyhow!("metrics log poisoned"))?.log(&event)
+        Ok((at.step, None))
     }
 
-    /// Mean loss/accuracy of `model` (eval mode) on the first `max_batches` batches of `source`
-    /// (all with `None`), in file order.
-    fn evaluate<M>(&self, model: &M, source: &dyn BatchSource<B>, max_batches: Option<usize>) -> Tally
-    where
-        M: InferenceStep<Input = B>,
-        <M as InferenceStep>::Output: StepReport,
-    {
+    /// The source's order of `epoch`, checked to be a permutation's length.
+    fn epoch_order(&self, epoch: usize) -> Result<Vec<usize>> {
+        let order = self.train.epoch_order(&self.config, epoch);
+        if order.len() != self.train.len() {
+            bail!("the training order of epoch {epoch} has {} examples, not {}", order.len(), self.train.len());
+        }
+        Ok(order)
+    }
+
+    /// Forward and backward on batch `at.batch` (of `batches`), its gradients added to `pending`.
+    fn forward_backward(&mut self, indices: &[usize], at: TrainState, batches: usize, pending: &mut Pending<M>) -> StepStats {
+        // Dropout masks depend only on (seed, epoch, batch): a resumed run draws the same.
+        self.device.seed(self.config.seed ^ ((at.epoch * batches + at.batch) as u64).wrapping_mul(0x2545_f491_4f6c_dd1d));
+        let output = self.learner.train_step(self.train.batch(indices, &self.device));
+        pending.grads.accumulate(&self.learner.model, output.grads);
+        pending.batches += 1;
+        StepStats::of(&output.item)
+    }
+
+    /// One optimizer step on the mean of the pending gradients: what one large batch would give
+    /// (and what --grad-clip should see), not their sum.
+    fn optimizer_step(&mut self, pending: &mut Pending<M>) {
+        let grads = pending.grads.grads();
+        let grads = if pending.batches > 1 { scale_gradients(&self.learner.model, grads, 1.0 / pending.batches as f64) } else { grads };
+        self.learner.optimizer_step(grads);
+        pending.batches = 0;
+    }
+
+    /// The batch just trained (`at` is past it): its event, and the dashboard's batch.
+    fn log_batch(&mut self, stats: &StepStats, at: TrainState, batches: usize, tokens: usize, started: Instant) -> Result<()> {
+        let mut event = MetricEvent::new(at.step, at.epoch, "train").with("batch", at.batch);
+        event.examples_seen = Some(((at.epoch - 1) * self.train.len() + at.batch * self.config.batch_size) as u64);
+        event.lr = Some(self.learner.lr().base());
+        event.tokens_per_s = Some(tokens as f64 / started.elapsed().as_secs_f64().max(1e-9));
+        let mut tally = Tally::default();
+        tally.add(stats);
+        tally.fill(&mut event);
+        self.log(event)?;
+        self.dashboard.batch(Split::Train, stats, at.batch, batches, Some(self.learner.lr()));
+        Ok(())
+    }
+
+    /// Loss (and accuracy) on `eval_batches` batches of the training and the validation split.
+    fn evaluate_briefly(&mut self, at: TrainState) -> Result<()> {
+        let model = self.learner.model.valid();
+        for (split, source) in [("train_eval", self.train.clone()), ("val", self.valid.clone())] {
+            let mut event = MetricEvent::new(at.step, at.epoch, split);
+            self.evaluate(&model, source.as_ref(), self.config.eval_batches, false).fill(&mut event);
+            self.log(event)?;
+        }
+        Ok(())
+    }
+
+    /// The end of an epoch: a full validation pass (when configured), then the task's hooks.
+    fn end_epoch(&mut self, at: TrainState) -> Result<()> {
+        let model = self.learner.model.valid();
+        if self.config.full_validation {
+            let valid = self.valid.clone();
+            self.dashboard.start_split(Split::Valid, valid.len().div_ceil(self.config.batch_size));
+            let tally = self.evaluate(&model, valid.as_ref(), usize::MAX, true);
+            self.dashboard.end_split(Split::Valid);
+            let mut event = MetricEvent::new(at.step, at.epoch, "val").with("full", true);
+            tally.fill(&mut event);
+            self.log(event)?;
+        }
+        self.epoch_hooks(&model, at)?;
+        self.dashboard.end_epoch(at.epoch);
+        Ok(())
+    }
+
+    /// Mean loss/accuracy of `model` (eval mode) on the first `max_batches` batches of `source`,
+    /// in file order; each batch on the dashboard's validation split when `show`.
+    fn evaluate(&mut self, model: &M, source: &dyn BatchSource<B>, max_batches: usize, show: bool) -> Tally {
         let device = self.device.clone().without_autodiff();
         let indices: Vec<usize> = (0..source.len()).collect();
+        let batches = indices.chunks(self.config.batch_size).len().min(max_batches);
         let mut tally = Tally::default();
-        for chunk in indices.chunks(self.config.batch_size).take(max_batches.unwrap_or(usize::MAX)) {
-            tally.add(&InferenceStep::step(model, source.batch(chunk, &device)));
+        for (i, chunk) in indices.chunks(self.config.batch_size).take(batches).enumerate() {
+            let stats = StepStats::of(&InferenceStep::step(model, source.batch(chunk, &device)));
+            tally.add(&stats);
+            if show {
+                self.dashboard.batch(Split::Valid, &stats, i + 1, batches, None);
+            }
         }
         tally
     }
 
-    fn checkpoint<M: LearnerModel>(&self, components: &mut TrainingComponents<M>, learner: &Learner<M>, state: TrainState) -> Result<()> {
-        if let Some(checkpointer) = &mut components.checkpointer {
-            checkpointer.checkpoint(learner, state.step, &components.event_store);
-            state.append_to(&self.checkpoints)?;
-        }
-        Ok(())
-    }
-}
-
-/// Tells burn-train (and its dashboard) that `--max-steps` stopped the run; other stops came from
-/// its interrupter or end the run.
-fn announce<M: LearnerModel>(components: &TrainingComponents<M>, stop: Stop, step: usize) {
-    if stop == Stop::MaxSteps {
-        components.interrupter.stop(Some(&format!("stopped after {step} steps (--max-steps)")));
-    }
-}
-
-/// One human line for an event, for logs and pipes.
-fn plain_line(event: &MetricEvent) -> String {
-    let mut line = format!("epoch {} step {} {}", event.epoch, event.step, event.split);
-    if let Some(loss) = event.loss {
-        line.push_str(&format!(" loss {loss:.4}"));
-    }
-    if let Some(accuracy) = event.accuracy {
-        line.push_str(&format!(" accuracy {:.1}%", 100.0 * accuracy));
-    }
-    if let Some(perplexity) = event.perplexity {
-        line.push_str(&format!(" perplexity {perplexity:.2}"));
-    }
-    if let Some(lr) = event.lr {
-        line.push_str(&format!(" lr {lr:.2e}"));
-    }
-    if let Some(speed) = event.tokens_per_s {
-        line.push_str(&format!(" {speed:.0} tok/s"));
-    }
-    line
-}
-
-impl<M, B, H> SupervisedLearningStrategy<M> for LoopStrategy<B, H>
-where
-    H: TrainHooks<M> + 'static,
-    M: LearnerModel + TrainStep<Input = B> + InferenceStep<Input = B>,
-    <M as TrainStep>::Output: StepReport,
-    <M as InferenceStep>::Output: StepReport,
-    B: Clone + std::fmt::Debug + Send + Sync + 'static,
-{
-    fn fit(
-        &self,
-        mut components: TrainingComponents<M>,
-        mut learner: Learner<M>,
-        _train: TrainLoader<M>,
-        _valid: ValidLoader<M>,
-        _starting_epoch: usize,
-    ) -> (M, SupervisedTrainingEventProcessor<M>) {
-        let result = self.run(&mut components, &mut learner).map_err(|e| format!("{e:#}"));
-        if let Ok(mut outcome) = self.outcome.lock() {
-            *outcome = Some(result);
-        }
-        (learner.model(), components.event_processor)
-    }
-}
-
-impl<B, H> LoopStrategy<B, H>
-where
-    B: Clone + std::fmt::Debug + Send + Sync + 'static,
-{
-    /// The whole run: epochs until the last, or until a stop. Returns the optimizer steps done and
-    /// whether the run was left unfinished (to be continued with `--resume`).
-    fn run<M>(&self, components: &mut TrainingComponents<M>, learner: &mut Learner<M>) -> Result<(usize, bool)>
-    where
-        M: LearnerModel + TrainStep<Input = B> + InferenceStep<Input = B>,
-        <M as TrainStep>::Output: StepReport,
-        <M as InferenceStep>::Output: StepReport,
-        H: TrainHooks<M>,
-    {
-        learner.fork(&self.device);
-        let mut state = TrainState { step: 0, epoch: 1, batch: 0 };
-        if let Some(resume) = self.resume_from {
-            let checkpointer = components.checkpointer.as_ref().context("resuming needs the checkpointer")?;
-            *learner = checkpointer.load_checkpoint(learner.clone(), resume.step);
-            state = resume;
-        }
-        while state.epoch <= self.config.epochs {
-            let epoch = state.epoch;
-            let stopped = self.train_epoch(components, learner, &mut state)?;
-            components.event_processor.process_train(LearnerEvent::EndSplit(epoch))?;
-            if let Some(stop) = stopped {
-                if stop == Stop::RunComplete {
-                    self.run_hooks(&learner.model().valid(), epoch, state.step)?;
-                }
-                return Ok((state.step, stop.leaves_run_unfinished()));
-            }
-            self.end_epoch(components, &learner.model().valid(), epoch, state.step)?;
-            state = TrainState { step: state.step, epoch: epoch + 1, batch: 0 };
-            self.checkpoint(components, learner, state)?;
-            if let Some(stop) = after_epoch(&self.config, state.step, state.epoch, components.interrupter.should_stop()) {
-                announce(components, stop, state.step);
-                return Ok((state.step, stop.leaves_run_unfinished()));
-            }
-        }
-        Ok((state.step, false))
-    }
-
-    /// The batches of `state.epoch` from `state.batch` on, with the evaluations, hooks and
-    /// checkpoints [`after_batch`] asks for. `Some(stop)` when the run stops inside the epoch
-    /// (checkpointed there).
-    fn train_epoch<M>(&self, components: &mut TrainingComponents<M>, learner: &mut Learner<M>, state: &mut TrainState) -> Result<Option<Stop>>
-    where
-        M: LearnerModel + TrainStep<Input = B> + InferenceStep<Input = B>,
-        <M as TrainStep>::Output: StepReport,
-        <M as InferenceStep>::Output: StepReport,
-        H: TrainHooks<M>,
-    {
-        let (config, epoch, n_train) = (&self.config, state.epoch, self.train.len());
-        let batches = config.batches_per_epoch(n_train);
-        let order = self.train.epoch_order(config, epoch);
-        if order.len() != n_train {
-            bail!("the training order of epoch {epoch} has {} examples, not {n_train}", order.len());
-        }
-        components.event_processor.process_train(LearnerEvent::StartSplit { epoch_number: epoch, total_items: batches })?;
-        let mut accumulator = GradientsAccumulator::new();
-        let mut accumulated = 0;
-        for batch_index in state.batch..batches {
-            let started = Instant::now();
-            let indices = &order[batch_index * config.batch_size..((batch_index + 1) * config.batch_size).min(n_train)];
-            // Dropout masks depend only on (seed, step, batch): a resumed run draws the same.
-            self.device.seed(config.seed ^ ((epoch * batches + batch_index) as u64).wrapping_mul(0x2545_f491_4f6c_dd1d));
-            let output = learner.train_step(self.train.batch(indices, &self.device));
-            accumulator.accumulate(&learner.model(), output.grads);
-            accumulated += 1;
-            let last_of_epoch = batch_index + 1 == batches;
-            let stepped = accumulated == config.grad_accumulation || last_of_epoch;
-            if stepped {
-                learner.lr_step();
-                // The mean over the accumulated batches, as one large batch would give (and
-                // what --grad-clip should see), not their sum.
-                let grads = accumulator.grads();
-                let grads = if accumulated > 1 { scale_gradients(&learner.model(), grads, 1.0 / accumulated as f64) } else { grads };
-                learner.optimizer_step(grads);
-                accumulated = 0;
-                state.step += 1;
-            }
-            let mut event = MetricEvent::new(state.step, epoch, "train").with("batch", batch_index + 1);
-            event.examples_seen = Some(((epoch - 1) * n_train + (batch_index + 1) * config.batch_size) as u64);
-            event.lr = Some(learner.lr_current().base());
-            event.tokens_per_s = Some(self.train.tokens(indices) as f64 / started.elapsed().as_secs_f64().max(1e-9));
-            let mut tally = Tally::default();
-            tally.add(&output.item);
-            tally.fill(&mut event);
-            self.log(event)?;
-            let progress = Progress::new(batch_index + 1, batches, Some("batches".to_string()));
-            let item = TrainingItem::new(output.item, progress, Some(batch_index + 1), Some(learner.lr_current()));
-            components.event_processor.process_train(LearnerEvent::ProcessedItem(item))?;
-
-            let actions = after_batch(config, state.step, stepped, last_of_epoch, components.interrupter.should_stop());
-            if actions.evaluate {
-                self.periodic_evaluation(&learner.model().valid(), epoch, state.step)?;
-            }
-            if stepped && self.hooks.wants_step(state.step) {
-                for event in self.hooks.step_end(&learner.model().valid(), epoch, state.step)? {
-                    self.log(event)?;
-                }
-            }
-            if actions.checkpoint {
-                self.checkpoint(components, learner, TrainState { step: state.step, epoch, batch: batch_index + 1 })?;
-            }
-            if let Some(stop) = actions.stop {
-                announce(components, stop, state.step);
-                return Ok(Some(stop));
-            }
-        }
-        Ok(None)
-    }
-
-    /// Loss (and accuracy) on `eval_batches` batches of the training and the validation split.
-    fn periodic_evaluation<M>(&self, model: &M, epoch: usize, step: usize) -> Result<()>
-    where
-        M: InferenceStep<Input = B>,
-        <M as InferenceStep>::Output: StepReport,
-    {
-        for (split, source) in [("train_eval", &self.train), ("val", &self.valid)] {
-            let mut event = MetricEvent::new(step, epoch, split);
-            self.evaluate(model, source.as_ref(), Some(self.config.eval_batches)).fill(&mut event);
+    fn epoch_hooks(&mut self, model: &M, at: TrainState) -> Result<()> {
+        for event in self.hooks.epoch_end(model, at.epoch, at.step)? {
             self.log(event)?;
         }
         Ok(())
     }
 
-    /// The end of an epoch: a full validation pass (when configured), the task's hooks, the
-    /// dashboard's epoch event.
-    fn end_epoch<M>(&self, components: &mut TrainingComponents<M>, model: &M, epoch: usize, step: usize) -> Result<()>
-    where
-        M: LearnerModel + TrainStep<Input = B> + InferenceStep<Input = B>,
-        <M as InferenceStep>::Output: StepReport,
-        H: TrainHooks<M>,
-    {
-        if self.config.full_validation {
-            self.full_validation(components, model, epoch, step)?;
-        }
-        self.run_hooks(model, epoch, step)?;
-        components.event_processor.process_train(LearnerEvent::EndEpoch(epoch))?;
-        Ok(())
-    }
-
-    /// Events from the task's hooks, logged.
-    fn run_hooks<M>(&self, model: &M, epoch: usize, step: usize) -> Result<()>
-    where
-        H: TrainHooks<M>,
-    {
-        for event in self.hooks.epoch_end(model, epoch, step)? {
+    fn step_hooks(&mut self, at: TrainState) -> Result<()> {
+        for event in self.hooks.step_end(&self.learner.model.valid(), at.epoch, at.step)? {
             self.log(event)?;
         }
         Ok(())
     }
 
-    /// A pass over the whole validation split, shown on the dashboard too.
-    fn full_validation<M>(&self, components: &mut TrainingComponents<M>, model: &M, epoch: usize, step: usize) -> Result<()>
-    where
-        M: LearnerModel + TrainStep<Input = B> + InferenceStep<Input = B>,
-        <M as InferenceStep>::Output: StepReport,
-    {
-        let valid_indices: Vec<usize> = (0..self.valid.len()).collect();
-        let valid_batches = valid_indices.chunks(self.config.batch_size).count();
-        components.event_processor.process_valid(LearnerEvent::StartSplit { epoch_number: epoch, total_items: valid_batches })?;
-        let mut tally = Tally::default();
-        let plain_device = self.device.clone().without_autodiff();
-        for (i, chunk) in valid_indices.chunks(self.config.batch_size).enumerate() {
-            let output = InferenceStep::step(model, self.valid.batch(chunk, &plain_device));
-            tally.add(&output);
-            let progress = Progress::new(i + 1, valid_batches, Some("batches".to_string()));
-            components.event_processor.process_valid(LearnerEvent::ProcessedItem(TrainingItem::new(output, progress, Some(i + 1), None)))?;
+    /// An event to `metrics.jsonl`, and as a line on stderr when there is no dashboard.
+    fn log(&mut self, event: MetricEvent) -> Result<()> {
+        if self.plain {
+            eprintln!("{}", plain_line(&event));
         }
-        components.event_processor.process_valid(LearnerEvent::EndSplit(epoch))?;
-        let mut event = MetricEvent::new(step, epoch, "val").with("full", true);
-        tally.fill(&mut event);
-        self.log(event)
+        self.metrics_log.log(&event)
     }
 }

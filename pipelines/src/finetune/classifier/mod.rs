@@ -201,10 +201,9 @@ fn train_classifier(
         resume: job.resume,
         dashboard: job.dashboard,
     };
-    let metrics = |training: gpt::burn::train::SupervisedTraining<ClassifierTraining>| {
-        use crate::train::metrics::LearningRate;
-        use gpt::burn::train::metric::{AccuracyMetric, LossMetric};
-        training.metrics((LossMetric::new(), AccuracyMetric::new())).metric_train_numeric(LearningRate::new()).summary()
+    let metrics = {
+        use crate::train::metrics::{Accuracy, LearningRate, Loss};
+        crate::train::DashboardMetrics::new().both(Loss::new()).both(Accuracy::new()).train(LearningRate::new())
     };
     train(model, job_for_loop, metrics, crate::train::trainer::NoHooks)
 }
