@@ -8,10 +8,12 @@ use std::time::Duration;
 
 use anyhow::{Result, bail};
 
+mod gradients;
 #[cfg(feature = "mpi")]
 pub mod mpi;
 mod watchdog;
 
+pub use gradients::{average_gradients, broadcast_parameters};
 pub use watchdog::Watchdog;
 
 /// How long a rank waits in a collective for the others before it stops (`--collective-timeout`).
