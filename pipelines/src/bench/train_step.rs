@@ -17,7 +17,7 @@ use gpt::models::{CausalLm, LanguageModel};
 use serde_json::{Value, json};
 
 use super::{median, peak_rss_mib};
-use crate::train::OptimConfig;
+use crate::train::{OptimConfig, Precision};
 use crate::train::steps::{LanguageModelTraining, LmBatch};
 
 /// The workload (`llmfs bench train-step` and `cargo bench --bench train_step` take these flags).
@@ -36,6 +36,10 @@ pub struct Options {
     /// What trains: all, last-block (+ final norm), lora:R (adapters on every projection)
     #[arg(long, default_value = "all")]
     pub trains: Trains,
+    /// The matrix products' arithmetic: f32, or bf16-mixed (bf16 inputs, f32 accumulation: the
+    /// CPU's AVX512-BF16 kernels)
+    #[arg(long, value_enum, default_value_t = Precision::F32)]
+    pub precision: Precision,
 }
 
 /// What a benchmarked step trains: `all`, `last-block` (+ final norm), or `lora:R` (adapters of
@@ -88,8 +92,9 @@ impl Trains {
 
 /// `preset`: the model shape (`gpt2` = 124M, `smollm2-135m` ...).
 pub fn run(spec: DeviceSpec, preset: &str, options: &Options) -> Result<Value> {
-    let Options { batch, seq_len, steps, dropout, trains } = options.clone();
+    let Options { batch, seq_len, steps, dropout, trains, precision } = options.clone();
     let device = spec.resolve()?.autodiff();
+    let products = precision.apply(&device)?;
     device.seed(0);
     let base = super::preset_model(preset, &device)?;
     let dropout = dropout.unwrap_or(if base.as_gpt2().is_some() { 0.1 } else { 0.0 });
@@ -125,6 +130,7 @@ pub fn run(spec: DeviceSpec, preset: &str, options: &Options) -> Result<Value> {
     Ok(json!({
         "bench": super::bench_name("train", preset), "preset": preset, "backend": spec.to_string(), "threads": rayon::current_num_threads(),
         "batch": batch, "seq_len": seq_len, "n_params": params, "trainable_params": trainable, "trains": trains.to_string(), "dropout": dropout,
+        "precision": precision.to_string(), "matmul": products.path(),
         "step": { "median_s": step, "all_s": times },
         "tokens_per_s": (batch * seq_len) as f64 / step,
         "forward": { "median_s": forward_s, "all_s": forward, "tokens_per_s": (batch * seq_len) as f64 / forward_s },

@@ -15,6 +15,8 @@ use crate::backend::MatmulPrecision;
 mod avx512;
 #[cfg(target_arch = "x86_64")]
 mod blocked;
+// Only the rounding is used without the x86-64 kernels.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 mod pack;
 
 pub use pack::{from_bf16, to_bf16};
