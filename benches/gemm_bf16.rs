@@ -29,7 +29,7 @@ const fn shape(name: &'static str, m: usize, k: usize, n: usize, a_transposed: b
     Shape { name, m, k, n, a_transposed, b_transposed }
 }
 
-const SHAPES: [Shape; 13] = [
+const SHAPES: [Shape; 17] = [
     shape("qkv      x·W", 1024, 768, 2304, false, false),
     shape("attn out x·W", 1024, 768, 768, false, false),
     shape("fc       x·W", 1024, 768, 3072, false, false),
@@ -43,6 +43,11 @@ const SHAPES: [Shape; 13] = [
     shape("proj dW  xᵀ·g", 3072, 1024, 768, true, false),
     shape("head dx  g·E", 1024, 50257, 768, false, false),
     shape("head dE  gᵀ·x", 50257, 1024, 768, true, false),
+    // One head's row block of the fused attention (64 rows, head size 64, 256 keys): single-threaded.
+    shape("attn q·kᵀ", 64, 64, 256, false, true),
+    shape("attn p·v", 64, 256, 64, false, false),
+    shape("attn dk sᵀ·q", 64, 256, 64, true, false),
+    shape("attn dp g·vᵀ", 64, 64, 256, false, true),
 ];
 
 fn random(n: usize, seed: u64) -> Vec<f32> {
@@ -92,11 +97,16 @@ fn main() {
     for (i, s) in SHAPES.iter().enumerate() {
         let (a, b) = (random(s.m * s.k, 2 * i as u64 + 1), random(s.k * s.n, 2 * i as u64 + 2));
         let (mut out_f32, mut out_bf16) = (vec![0.0f32; s.m * s.n], vec![0.0f32; s.m * s.n]);
+        let flops = 2.0 * (s.m * s.k * s.n) as f64;
+        // Small products repeated to ~0.2 GFLOP a run, timed per product.
+        let repeat = (2e8 / flops).ceil() as usize;
         let run = |precision: MatmulPrecision, out: &mut [f32]| {
             set_matmul_precision(precision);
             let start = Instant::now();
-            matmul(out, &a, s.a_transposed, &b, s.b_transposed, s.m, s.k, s.n);
-            start.elapsed().as_secs_f64()
+            for _ in 0..repeat {
+                matmul(out, &a, s.a_transposed, &b, s.b_transposed, s.m, s.k, s.n);
+            }
+            start.elapsed().as_secs_f64() / repeat as f64
         };
         let (mut t_f32, mut t_bf16) = (Vec::new(), Vec::new());
         for rep in 0..reps + 1 {
@@ -108,7 +118,6 @@ fn main() {
         }
         // ‖bf16 − f32‖ / ‖f32‖ over the whole output: the inputs' rounding, about 2⁻⁹ here.
         let (diff, norm) = out_f32.iter().zip(&out_bf16).fold((0.0f64, 0.0f64), |(d, n), (&x, &y)| (d + ((x - y) as f64).powi(2), n + (x as f64).powi(2)));
-        let flops = 2.0 * (s.m * s.k * s.n) as f64;
         let (f, h) = (median(t_f32), median(t_bf16));
         (total_f32, total_bf16, flops_all) = (total_f32 + f, total_bf16 + h, flops_all + flops);
         println!("{:<16} {:>6} {:>6} {:>6} {:>9.1} {:>9.1} {:>5.2}x {:>10.2e}", s.name, s.m, s.k, s.n, flops / f / 1e9, flops / h / 1e9, f / h, (diff / norm).sqrt());
