@@ -43,9 +43,10 @@ cargo check --locked --no-default-features --features wgpu -p llmfs-gpt -p llmfs
 cargo check --locked --benches
 
 # MPI (data-parallel training, feature `mpi`): the collectives with two real ranks under mpirun,
-# once scripts/setup-mpi.sh has installed Open MPI (the tests skip with a note without it).
+# and `mpirun -np 2 llmfs pretrain` against one process, once scripts/setup-mpi.sh has installed
+# Open MPI (the tests skip with a note without it).
 if bash scripts/setup-mpi.sh && command -v mpirun >/dev/null; then
-    cargo test --locked --features mpi -p llmfs-pipelines --test it -- distributed:: --test-threads=1
+    cargo test --locked --features mpi -p llmfs-pipelines -p llmfs-apps --test it -- distributed:: --test-threads=1
 else
     echo "note: no Open MPI; the MPI tests skip (bash scripts/setup-mpi.sh as root installs it)" >&2
 fi

@@ -200,23 +200,29 @@ pub fn pretrain(job: &PretrainJob) -> Result<LanguageModelReport> {
     lm.train.shuffle = false;
     lm.train.full_validation = false;
     lm.train.drop_last = true;
+    // Data-parallel: each rank takes `batch_size` windows of every global batch.
+    let world = crate::distributed::current();
+    let ranks = world.world_size();
     if let Some(steps) = lm.train.run_steps {
         // As many passes over the shards as the steps need (the run ends at the step count).
-        let per_epoch = lm.train.batches_per_epoch(train_data.len()).div_ceil(lm.train.grad_accumulation).max(1);
+        let per_epoch = lm.train.batches_per_epoch(train_data.len() / ranks).div_ceil(lm.train.grad_accumulation).max(1);
         lm.train.epochs = steps.div_ceil(per_epoch).max(1);
     }
-    eprintln!(
-        "{}: {} parameters; {} training tokens in {} windows of {}, {} tokens a step ({} × {} × {} accumulated)",
-        job.lm.model,
-        model.num_params(),
-        train_data.tokens_total(),
-        train_data.len(),
-        job.seq_len,
-        batch_size * job.seq_len * lm.train.grad_accumulation,
-        batch_size,
-        job.seq_len,
-        lm.train.grad_accumulation
-    );
+    if world.rank() == 0 {
+        eprintln!(
+            "{}: {} parameters; {} training tokens in {} windows of {}, {} tokens a step ({} × {} × {} accumulated{})",
+            job.lm.model,
+            model.num_params(),
+            train_data.tokens_total(),
+            train_data.len(),
+            job.seq_len,
+            batch_size * ranks * job.seq_len * lm.train.grad_accumulation,
+            batch_size,
+            job.seq_len,
+            lm.train.grad_accumulation,
+            if ranks > 1 { format!(" × {ranks} ranks") } else { String::new() }
+        );
+    }
     let print = !lm.dashboard;
     let samples = job.sample_prompt.as_ref().map(|prompt| {
         let tokenizer = Tokenizer::gpt2();

@@ -90,6 +90,9 @@ pub struct TrainArgs {
     /// optimizer state): the CPU's AVX512-BF16 kernels
     #[arg(long, default_value = "f32")]
     pub precision: Precision,
+    /// Under `mpirun`: seconds a rank waits for the others in a collective before every rank stops
+    #[arg(long, default_value_t = 300)]
+    pub collective_timeout: u64,
     /// Plain one-line progress even in a terminal (no dashboard)
     #[arg(long)]
     pub plain: bool,
@@ -322,11 +325,18 @@ impl LoraArgs {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    match args.task {
+    let timeout = match &args.task {
+        Task::Spam(args) => args.classifier.train.collective_timeout,
+        Task::Classify(args) => args.classifier.train.collective_timeout,
+        Task::Instruct(args) => args.train.collective_timeout,
+    };
+    // Under `mpirun -np N`: the ranks of a data-parallel run (else one process).
+    let world = pipelines::distributed::init(std::time::Duration::from_secs(timeout))?;
+    world.finish(match args.task {
         Task::Spam(args) => run_spam(args),
         Task::Classify(args) => run_classify(args),
         Task::Instruct(args) => run_instruct(args),
-    }
+    })
 }
 
 fn run_instruct(args: InstructArgs) -> Result<()> {
@@ -358,6 +368,9 @@ fn run_instruct(args: InstructArgs) -> Result<()> {
         eval_tasks: args.eval_tasks.read()?,
     };
     let report = args.train.tracking.around(&args.run_dir, args.train.resume, || finetune_instruction(&job))?;
+    if pipelines::distributed::current().rank() != 0 {
+        return Ok(()); // rank 0 reports
+    }
     eprintln!(
         "validation loss {:.4} after {} steps in {:.1}s; model in {} (test split in {})",
         report.validation_loss,

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use pipelines::data::hellaswag;
 use pipelines::finetune::LanguageModelJob;
 use pipelines::pretrain::{PretrainJob, accumulation_for, pretrain};
@@ -92,6 +92,9 @@ pub struct Args {
     pub json: bool,
     #[command(flatten)]
     pub eval_tasks: EvalTasksArgs,
+    /// Under `mpirun`: seconds a rank waits for the others in a collective before every rank stops
+    #[arg(long, default_value_t = 300)]
+    pub collective_timeout: u64,
     /// Matrix products in f32, or bf16-mixed (bf16 inputs, f32 accumulation; f32 weights and
     /// optimizer state): the CPU's AVX512-BF16 kernels
     #[arg(long, default_value = "f32")]
@@ -103,6 +106,12 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<()> {
+    // Under `mpirun -np N`: the ranks of a data-parallel run (else one process).
+    let world = pipelines::distributed::init(std::time::Duration::from_secs(args.collective_timeout))?;
+    world.finish(train(args))
+}
+
+fn train(args: Args) -> Result<()> {
     let device = args.runtime.device()?;
     let model = match (&args.config, &args.init) {
         (Some(preset), None) => format!("random:{preset}"),
@@ -111,7 +120,11 @@ pub fn run(args: Args) -> Result<()> {
         (Some(_), Some(_)) => bail!("give --config (from scratch) or --init (from weights), not both"),
     };
     let grad_accumulation = match args.total_batch {
-        Some(total) => accumulation_for(total, args.batch_size, args.seq_len)?,
+        Some(total) => {
+            // Each optimizer step sees every rank's micro-batches.
+            let ranks = pipelines::distributed::current().world_size();
+            accumulation_for(total, args.batch_size * ranks, args.seq_len).with_context(|| format!("--batch-size {} on each of {ranks} rank(s)", args.batch_size))?
+        }
         None => 1,
     };
     let train = TrainConfig {
@@ -172,6 +185,9 @@ pub fn run(args: Args) -> Result<()> {
         eval_tasks: args.eval_tasks.read()?,
     };
     let report = args.tracking.around(&args.run_dir, args.resume, || pretrain(&job))?;
+    if pipelines::distributed::current().rank() != 0 {
+        return Ok(()); // rank 0 reports
+    }
     eprintln!(
         "validation loss {:.4} (perplexity {:.1}) after {} steps in {:.1}s; model in {}",
         report.validation_loss,

@@ -57,7 +57,8 @@ impl TrackArgs {
         let targets = self.track.iter().map(|t| Target::parse(t, run_dir)).collect::<Result<Vec<_>>>()?;
         // A new run into a directory that holds one fails before training: its tracker files
         // must not be touched.
-        if targets.is_empty() || (!resume && run_dir.join(RUN_JSON).exists()) {
+        // Rank 0 of a data-parallel run owns the run directory, and mirrors it.
+        if targets.is_empty() || pipelines::distributed::current().rank() != 0 || (!resume && run_dir.join(RUN_JSON).exists()) {
             return job();
         }
         let follower = track::follow(run_dir, &targets, &self.naming.naming(run_dir))?;

@@ -8,6 +8,7 @@ mod bad_input;
 mod bench_suite;
 mod cli;
 mod data_sources;
+mod distributed;
 mod crash_resume;
 mod disk_full;
 mod eval_tasks;

@@ -118,6 +118,9 @@ mod tests {
         fn barrier(&self) -> Result<()> {
             Ok(())
         }
+        fn abort(&self) -> ! {
+            unreachable!()
+        }
     }
 
     fn linear(device: &Device) -> Linear {

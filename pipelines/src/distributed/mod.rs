@@ -4,9 +4,10 @@
 //! feature, [`mpi::MpiWorld`] (`mpirun -np N llmfs …`: MPI launches the ranks, does the rendezvous
 //! and carries the buffers).
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 
 mod gradients;
 #[cfg(feature = "mpi")]
@@ -32,6 +33,8 @@ pub trait Collective: Send + Sync {
     fn broadcast(&self, values: &mut [f32], root: usize) -> Result<()>;
     /// Returns when every rank has called it.
     fn barrier(&self) -> Result<()>;
+    /// Ends every rank now (MPI_Abort): after an error on one rank, the others would wait for it.
+    fn abort(&self) -> !;
 }
 
 /// One process: the world of a run not launched by `mpirun`.
@@ -56,6 +59,48 @@ impl Collective for Single {
     }
     fn barrier(&self) -> Result<()> {
         Ok(())
+    }
+    fn abort(&self) -> ! {
+        std::process::exit(1)
+    }
+}
+
+/// The world of this process once [`init`] made it: training asks for it with [`current`].
+static WORLD: Mutex<Option<Arc<dyn Collective>>> = Mutex::new(None);
+
+/// Joins the ranks this process was launched with ([`world`]) for the commands that train;
+/// the world lasts until the guard's [`WorldGuard::finish`].
+pub fn init(timeout: Duration) -> Result<WorldGuard> {
+    let world: Arc<dyn Collective> = Arc::from(world(timeout)?);
+    if world.world_size() > 1 {
+        eprintln!("rank {} of {}", world.rank(), world.world_size());
+    }
+    *WORLD.lock().map_err(|_| anyhow::anyhow!("the world's lock is poisoned"))? = Some(world);
+    Ok(WorldGuard)
+}
+
+/// The ranks training runs on: the world [`init`] joined, else one process.
+pub fn current() -> Arc<dyn Collective> {
+    WORLD.lock().ok().and_then(|w| w.clone()).unwrap_or_else(|| Arc::new(Single))
+}
+
+/// Ends the world: MPI is finalised after a command that succeeded on this rank; after an error
+/// every rank is stopped (the others may be waiting for this one in a collective).
+#[must_use]
+pub struct WorldGuard;
+
+impl WorldGuard {
+    pub fn finish<T>(self, result: Result<T>) -> Result<T> {
+        let world = WORLD.lock().ok().and_then(|mut w| w.take());
+        if let (Some(world), Err(error)) = (&world, &result)
+            && world.world_size() > 1
+        {
+            eprintln!("error: rank {}: {error:#}", world.rank());
+            world.abort();
+        }
+        // The last reference: MPI_Finalize, once the training loop has let go of the world.
+        drop(world);
+        result
     }
 }
 
@@ -82,16 +127,7 @@ fn open_mpi(_size: usize, timeout: Duration) -> Result<Box<dyn Collective>> {
 
 #[cfg(not(feature = "mpi"))]
 fn open_mpi(size: usize, _timeout: Duration) -> Result<Box<dyn Collective>> {
-    bail!("launched as one of {size} MPI ranks, but this llmfs was built without the `mpi` feature (cargo build --features mpi; scripts/setup-mpi.sh installs Open MPI)")
-}
-
-/// Checks that `batch` examples per rank over `world` ranks can make a global batch of `total`.
-pub fn check_split(total: usize, per_rank: usize, world: usize) -> Result<usize> {
-    let per_step = per_rank * world;
-    if per_step == 0 || total % per_step != 0 {
-        bail!("a global batch of {total} cannot be split into {world} rank(s) × micro-batches of {per_rank}: it must be a multiple of {per_step}");
-    }
-    Ok(total / per_step)
+    anyhow::bail!("launched as one of {size} MPI ranks, but this llmfs was built without the `mpi` feature (cargo build --features mpi; scripts/setup-mpi.sh installs Open MPI)")
 }
 
 #[cfg(test)]
@@ -104,12 +140,5 @@ mod tests {
         let mut values = [1.0f32, 2.0];
         single.all_reduce_mean(&mut values).unwrap();
         assert_eq!((single.rank(), single.world_size(), values), (0, 1, [1.0, 2.0]));
-    }
-
-    #[test]
-    fn a_global_batch_splits_into_whole_micro_batches() {
-        assert_eq!(check_split(32, 4, 2).unwrap(), 4);
-        let error = check_split(30, 4, 2).unwrap_err().to_string();
-        assert!(error.contains("multiple of 8"), "{error}");
     }
 }

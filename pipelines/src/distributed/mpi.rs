@@ -87,4 +87,8 @@ impl Collective for MpiWorld {
         self.watchdog.time("a barrier", || self.world.barrier());
         Ok(())
     }
+
+    fn abort(&self) -> ! {
+        self.world.abort(1)
+    }
 }

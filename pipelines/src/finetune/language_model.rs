@@ -83,21 +83,29 @@ pub fn train_language_model(
     prepare_run: impl FnOnce(&std::path::Path) -> Result<()>,
 ) -> Result<LanguageModelReport> {
     let started = std::time::Instant::now();
-    let run = RunDir::open(&job.run_dir, job.resume)?;
-    prepare_run(run.root())?;
+    // Data-parallel: rank 0 opens and writes the run directory; the other ranks only read its
+    // checkpoints on --resume.
+    let world = crate::distributed::current();
+    let leader = world.rank() == 0;
+    let run = if leader { RunDir::open(&job.run_dir, job.resume)? } else { RunDir::joined(&job.run_dir) };
+    if leader {
+        prepare_run(run.root())?;
+        check_world_size(&run, job.resume, world.world_size())?;
+    }
     let (trainable_parameters, parameters) = gpt::io::parameter_counts(&model);
     // `attn`, `mlp`, `all` name both families' projections: record the model's.
     let lora = job.lora.as_ref().map(|lora| lora.for_model(&model)).transpose()?;
-    if let Some(lora) = &lora {
+    if let Some(lora) = lora.as_ref().filter(|_| leader) {
         eprintln!("{}: {trainable_parameters} of {parameters} parameters train", lora.summary());
     }
     let config = model.config_json();
-    if !job.resume {
+    if !job.resume && leader {
         run.write_run_json(json!({
             "task": job.task, "model": job.model, "architecture": model.architecture(), "dropout": job.dropout, "train": job.train,
             "lora": lora.as_ref().map(|l| l.describe()), "trainable_parameters": trainable_parameters,
             "device": format!("{:?}", job.device), "parameters": parameters, "config": config,
             "examples": { "train": train_data.len(), "validation": valid_data.len() },
+            "world_size": world.world_size(),
             "details": job.details,
         }))?;
     }
@@ -125,8 +133,15 @@ pub fn train_language_model(
 
     let model = outcome.model.valid();
     let plain = job.device.clone();
-    let batches = if job.train.full_validation { None } else { Some(job.train.eval_batches) };
+    // `eval_batches` global batches: each rank's micro-batch of each.
+    let batches = if job.train.full_validation { None } else { Some(job.train.eval_batches * world.world_size()) };
     let validation_loss = mean_loss(&model, valid_data.as_ref(), job.train.batch_size, batches, &plain);
+    if !leader {
+        // Every rank holds the same model: rank 0 logs and saves it.
+        let seconds = started.elapsed().as_secs_f64();
+        let validation_perplexity = validation_loss.exp();
+        return Ok(LanguageModelReport { steps: outcome.steps, validation_loss, validation_perplexity, parameters, trainable_parameters, seconds, model_dir: run.model() });
+    }
     let mut log = MetricsLog::open(&run.metrics(), None)?;
     let mut event = MetricEvent::new(outcome.steps, job.train.epochs, "val").with("full", job.train.full_validation).with("final", true);
     (event.loss, event.perplexity) = (Some(validation_loss), Some(validation_loss.exp()));
@@ -147,6 +162,23 @@ pub fn train_language_model(
     std::fs::create_dir_all(run.eval()).with_context(|| format!("creating {}", run.eval().display()))?;
     gpt::io::write_atomic(&run.eval().join("validation.json"), serde_json::to_string_pretty(&report)?.as_bytes())?;
     Ok(report)
+}
+
+/// A run resumes with the world size it started with: every rank's share of a global batch, and
+/// so the data order, depends on it.
+fn check_world_size(run: &RunDir, resume: bool, world_size: usize) -> Result<()> {
+    if !resume {
+        return Ok(());
+    }
+    let path = run.run_json();
+    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let info: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("{}: not JSON", path.display()))?;
+    let started_with = info["config"]["world_size"].as_u64().unwrap_or(1) as usize;
+    anyhow::ensure!(
+        started_with == world_size,
+        "--resume: the run started on {started_with} rank(s) and resumes on {world_size}: resume it with `mpirun -np {started_with}` (its data order depends on the world size)"
+    );
+    Ok(())
 }
 
 /// Saves the trained model in the HF layout under `RUN_DIR/model` (with the base's tokenizer

@@ -30,6 +30,12 @@ pub struct RunDir {
 
 impl RunDir {
     /// Opens `root` for a new run (it must not hold a run yet) or, with `resume`, for continuing one.
+    /// The run directory another rank (rank 0) opened: this one reads its checkpoints and writes
+    /// nothing.
+    pub fn joined(root: &Path) -> Self {
+        Self { root: root.to_path_buf() }
+    }
+
     pub fn open(root: &Path, resume: bool) -> Result<Self> {
         let run = Self { root: root.to_path_buf() };
         let exists = run.run_json().exists();

@@ -65,6 +65,18 @@ impl Tally {
         }
     }
 
+    /// The tallies of every rank summed into each (data-parallel evaluation shards the batches).
+    pub fn all_reduce(&mut self, world: &dyn crate::distributed::Collective) -> anyhow::Result<()> {
+        if world.world_size() == 1 {
+            return Ok(());
+        }
+        let mut sums = [self.loss_sum, self.batches as f64, self.correct as f64, self.counted as f64, f64::from(u8::from(self.language_modelling))];
+        world.all_reduce_sum(&mut sums)?;
+        (self.loss_sum, self.batches, self.correct, self.counted) = (sums[0], sums[1] as usize, sums[2] as usize, sums[3] as usize);
+        self.language_modelling = sums[4] > 0.0;
+        Ok(())
+    }
+
     /// Sets the event's mean loss, and its accuracy and perplexity where they apply.
     pub fn fill(&self, event: &mut MetricEvent) {
         let loss = self.loss_sum / self.batches.max(1) as f64;

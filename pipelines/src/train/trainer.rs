@@ -17,6 +17,7 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
 
+use crate::distributed::{Collective, average_gradients, broadcast_parameters};
 use crate::runs::{MetricEvent, MetricsLog, RunDir};
 use crate::train::checkpoint::{Checkpoints, TrainState};
 use crate::train::dashboard::{Dashboard, DashboardMetrics, Split, plain_line};
@@ -245,12 +246,20 @@ where
     if job.train.len() < job.config.batch_size && job.config.drop_last {
         bail!("{} training examples make no batch of {}", job.train.len(), job.config.batch_size);
     }
+    // Data-parallel: every rank trains on its share of each global batch; rank 0 alone writes.
+    let world = crate::distributed::current();
+    let leader = world.rank() == 0;
+    if world.world_size() > 1 && !job.config.drop_last {
+        bail!("data-parallel training drops the last, smaller batch of each epoch (every rank needs a batch)");
+    }
     job.run.check_space(model.num_params())?;
     let precision = job.config.precision.apply(&job.device)?;
-    if job.config.precision != Precision::F32 {
+    if job.config.precision != Precision::F32 && leader {
         eprintln!("--precision {}: matrix products on the {} path", job.config.precision, precision.path());
     }
-    job.run.record_in_run_json("matmul", serde_json::json!(precision.path()))?;
+    if leader {
+        job.run.record_in_run_json("matmul", serde_json::json!(precision.path()))?;
+    }
     let dir = job.run.checkpoints();
     let resume_from = if job.resume { latest_complete_checkpoint(&dir)? } else { None };
     if job.resume && resume_from.is_none() {
@@ -268,9 +277,13 @@ where
     if let Some(state) = resume_from {
         learner = checkpoints.restore(learner, state.step)?;
     }
-    let metrics_log = MetricsLog::open(&job.run.metrics(), keep_through_step)?;
-    hooks.start(keep_through_step)?;
-    let dashboard = Dashboard::open(job.dashboard, metrics, &interrupter, job.config.epochs);
+    // Same seed, same model, but not bit for bit across machines: rank 0's weights everywhere.
+    learner.model = broadcast_parameters(learner.model, world.as_ref(), 0)?;
+    let metrics_log = if leader { Some(MetricsLog::open(&job.run.metrics(), keep_through_step)?) } else { None };
+    if leader {
+        hooks.start(keep_through_step)?;
+    }
+    let dashboard = Dashboard::open(job.dashboard && leader, metrics, &interrupter, job.config.epochs);
     let mut trainer = Trainer {
         config: job.config,
         device: job.device,
@@ -280,9 +293,10 @@ where
         checkpoints,
         metrics_log,
         dashboard,
-        plain: !job.dashboard,
+        plain: !job.dashboard && leader,
         interrupter,
         hooks,
+        world,
     };
     let result = trainer.run(resume_from.unwrap_or(TrainState { step: 0, epoch: 1, batch: 0 }));
     let Trainer { learner, checkpoints, dashboard, interrupter, .. } = trainer;
@@ -314,12 +328,15 @@ struct Trainer<M, B, H> {
     valid: Arc<dyn BatchSource<B>>,
     learner: Learner<M>,
     checkpoints: Checkpoints,
-    metrics_log: MetricsLog,
+    /// Rank 0's: the other ranks write nothing.
+    metrics_log: Option<MetricsLog>,
     dashboard: Dashboard,
     /// Each event as a line on stderr (there is no dashboard).
     plain: bool,
     interrupter: Interrupter,
     hooks: H,
+    /// The ranks of a data-parallel run (one process: a world of one).
+    world: Arc<dyn Collective>,
 }
 
 /// Gradients of the batches since the last optimizer step.
@@ -339,25 +356,30 @@ where
     /// [`after_batch`] and [`after_epoch`] decide. Returns the optimizer steps done and why the run
     /// stopped, if it stopped before its last epoch ended.
     fn run(&mut self, mut at: TrainState) -> Result<(usize, Option<Stop>)> {
-        let batches = self.config.batches_per_epoch(self.train.len());
+        let ranks = self.world.world_size();
+        // A global batch is `batch_size` examples for each rank, rank r's the r-th of them.
+        let batches = self.config.batches_per_epoch(self.train.len() / ranks);
+        let (global, offset) = (self.config.batch_size * ranks, self.config.batch_size * self.world.rank());
         while at.epoch <= self.config.epochs {
             let order = self.epoch_order(at.epoch)?;
             self.dashboard.start_split(Split::Train, batches);
             let mut pending = Pending { grads: GradientsAccumulator::new(), batches: 0 };
             while at.batch < batches {
                 let started = Instant::now();
-                let indices = &order[at.batch * self.config.batch_size..((at.batch + 1) * self.config.batch_size).min(order.len())];
+                let start = at.batch * global + offset;
+                let indices = &order[start..(start + self.config.batch_size).min(order.len())];
                 let last_of_epoch = at.batch + 1 == batches;
                 let stats = self.forward_backward(indices, at, batches, &mut pending);
                 let stepped = pending.batches == self.config.grad_accumulation || last_of_epoch;
                 if stepped {
-                    self.optimizer_step(&mut pending);
+                    self.optimizer_step(&mut pending)?;
                     at.step += 1;
                 }
                 at.batch += 1;
-                self.log_batch(&stats, at, batches, self.train.tokens(indices), started)?;
+                let (stats, tokens, stop) = self.global_batch(stats, self.train.tokens(indices))?;
+                self.log_batch(&stats, at, batches, tokens, started)?;
 
-                let next = after_batch(&self.config, at.step, stepped, last_of_epoch, self.interrupter.should_stop());
+                let next = after_batch(&self.config, at.step, stepped, last_of_epoch, stop);
                 if next.evaluate {
                     self.evaluate_briefly(at)?;
                 }
@@ -365,7 +387,7 @@ where
                     self.step_hooks(at)?;
                 }
                 if next.checkpoint {
-                    self.checkpoints.save(&self.learner, at)?;
+                    self.checkpoint(at)?;
                 }
                 if let Some(stop) = next.stop {
                     self.dashboard.end_split(Split::Train);
@@ -379,8 +401,9 @@ where
             self.dashboard.end_split(Split::Train);
             self.end_epoch(at)?;
             at = TrainState { step: at.step, epoch: at.epoch + 1, batch: 0 };
-            self.checkpoints.save(&self.learner, at)?;
-            if let Some(stop) = after_epoch(&self.config, at.step, at.epoch, self.interrupter.should_stop()) {
+            self.checkpoint(at)?;
+            let stop = self.anyone_stops()?;
+            if let Some(stop) = after_epoch(&self.config, at.step, at.epoch, stop) {
                 return Ok((at.step, Some(stop)));
             }
         }
@@ -398,27 +421,68 @@ where
 
     /// Forward and backward on batch `at.batch` (of `batches`), its gradients added to `pending`.
     fn forward_backward(&mut self, indices: &[usize], at: TrainState, batches: usize, pending: &mut Pending<M>) -> StepStats {
-        // Dropout masks depend only on (seed, epoch, batch): a resumed run draws the same.
-        self.device.seed(self.config.seed ^ ((at.epoch * batches + at.batch) as u64).wrapping_mul(0x2545_f491_4f6c_dd1d));
+        // Dropout masks depend only on (seed, epoch, batch) and differ between ranks: a resumed
+        // run draws the same.
+        let rank = (self.world.rank() as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        self.device.seed(self.config.seed ^ rank ^ ((at.epoch * batches + at.batch) as u64).wrapping_mul(0x2545_f491_4f6c_dd1d));
         let output = self.learner.train_step(self.train.batch(indices, &self.device));
         pending.grads.accumulate(&self.learner.model, output.grads);
         pending.batches += 1;
         StepStats::of(&output.item)
     }
 
-    /// One optimizer step on the mean of the pending gradients: what one large batch would give
-    /// (and what --grad-clip should see), not their sum.
-    fn optimizer_step(&mut self, pending: &mut Pending<M>) {
+    /// One optimizer step on the mean of the pending gradients over the batches and the ranks:
+    /// what one large batch would give (and what --grad-clip should see), not their sum.
+    fn optimizer_step(&mut self, pending: &mut Pending<M>) -> Result<()> {
         let grads = pending.grads.grads();
         let grads = if pending.batches > 1 { scale_gradients(&self.learner.model, grads, 1.0 / pending.batches as f64) } else { grads };
+        let grads = average_gradients(&self.learner.model, grads, self.world.as_ref())?;
         self.learner.optimizer_step(grads);
         pending.batches = 0;
+        Ok(())
+    }
+
+    /// The global batch's numbers from this rank's (the mean loss over the ranks, the sums of
+    /// tokens and counts), and whether any rank's run was stopped (its dashboard's stop key, a
+    /// checkpoint that could not be written): then every rank stops.
+    fn global_batch(&mut self, stats: StepStats, tokens: usize) -> Result<(StepStats, usize, bool)> {
+        let stop = self.interrupter.should_stop();
+        if self.world.world_size() == 1 {
+            return Ok((stats, tokens, stop));
+        }
+        let (correct, counted) = stats.correct.unwrap_or((0, 0));
+        let mut sums = [stats.loss, stats.tokens as f64, correct as f64, counted as f64, tokens as f64, f64::from(u8::from(stop))];
+        self.world.all_reduce_sum(&mut sums)?;
+        let ranks = self.world.world_size() as f64;
+        let global = StepStats {
+            loss: sums[0] / ranks,
+            tokens: sums[1] as usize,
+            correct: stats.correct.map(|_| (sums[2] as usize, sums[3] as usize)),
+            language_modelling: stats.language_modelling,
+        };
+        Ok((global, sums[4] as usize, sums[5] > 0.0))
+    }
+
+    /// Whether any rank's run was stopped (at an epoch's end, where no batch reduces it).
+    fn anyone_stops(&self) -> Result<bool> {
+        let mut stop = [f64::from(u8::from(self.interrupter.should_stop()))];
+        self.world.all_reduce_sum(&mut stop)?;
+        Ok(stop[0] > 0.0)
+    }
+
+    /// A checkpoint of the run at `at`, by rank 0 (every rank holds the same model).
+    fn checkpoint(&mut self, at: TrainState) -> Result<()> {
+        if self.world.rank() == 0 {
+            self.checkpoints.save(&self.learner, at)?;
+        }
+        Ok(())
     }
 
     /// The batch just trained (`at` is past it): its event, and the dashboard's batch.
     fn log_batch(&mut self, stats: &StepStats, at: TrainState, batches: usize, tokens: usize, started: Instant) -> Result<()> {
         let mut event = MetricEvent::new(at.step, at.epoch, "train").with("batch", at.batch);
-        event.examples_seen = Some(((at.epoch - 1) * self.train.len() + at.batch * self.config.batch_size) as u64);
+        let global_batch = self.config.batch_size * self.world.world_size();
+        event.examples_seen = Some(((at.epoch - 1) * self.train.len() + at.batch * global_batch) as u64);
         event.lr = Some(self.learner.lr().base());
         event.tokens_per_s = Some(tokens as f64 / started.elapsed().as_secs_f64().max(1e-9));
         let mut tally = Tally::default();
@@ -434,7 +498,7 @@ where
         let model = self.learner.model.valid();
         for (split, source) in [("train_eval", self.train.clone()), ("val", self.valid.clone())] {
             let mut event = MetricEvent::new(at.step, at.epoch, split);
-            self.evaluate(&model, source.as_ref(), self.config.eval_batches, false).fill(&mut event);
+            self.evaluate(&model, source.as_ref(), self.config.eval_batches, false)?.fill(&mut event);
             self.log(event)?;
         }
         Ok(())
@@ -446,7 +510,7 @@ where
         if self.config.full_validation {
             let valid = self.valid.clone();
             self.dashboard.start_split(Split::Valid, valid.len().div_ceil(self.config.batch_size));
-            let tally = self.evaluate(&model, valid.as_ref(), usize::MAX, true);
+            let tally = self.evaluate(&model, valid.as_ref(), usize::MAX, true)?;
             self.dashboard.end_split(Split::Valid);
             let mut event = MetricEvent::new(at.step, at.epoch, "val").with("full", true);
             tally.fill(&mut event);
@@ -457,24 +521,30 @@ where
         Ok(())
     }
 
-    /// Mean loss/accuracy of `model` (eval mode) on the first `max_batches` batches of `source`,
-    /// in file order; each batch on the dashboard's validation split when `show`.
-    fn evaluate(&mut self, model: &M, source: &dyn BatchSource<B>, max_batches: usize, show: bool) -> Tally {
+    /// Mean loss/accuracy of `model` (eval mode) on the first `max_batches` global batches of
+    /// `source`, in file order, each rank scoring its micro-batch of each; each batch on the
+    /// dashboard's validation split when `show`.
+    fn evaluate(&mut self, model: &M, source: &dyn BatchSource<B>, max_batches: usize, show: bool) -> Result<Tally> {
         let device = self.device.clone().without_autodiff();
         let indices: Vec<usize> = (0..source.len()).collect();
-        let batches = indices.chunks(self.config.batch_size).len().min(max_batches);
+        let (rank, ranks) = (self.world.rank(), self.world.world_size());
+        let batches = indices.chunks(self.config.batch_size).len().min(max_batches.saturating_mul(ranks));
         let mut tally = Tally::default();
-        for (i, chunk) in indices.chunks(self.config.batch_size).take(batches).enumerate() {
+        for (i, chunk) in indices.chunks(self.config.batch_size).take(batches).enumerate().filter(|(i, _)| i % ranks == rank) {
             let stats = StepStats::of(&InferenceStep::step(model, source.batch(chunk, &device)));
             tally.add(&stats);
             if show {
                 self.dashboard.batch(Split::Valid, &stats, i + 1, batches, None);
             }
         }
-        tally
+        tally.all_reduce(self.world.as_ref())?;
+        Ok(tally)
     }
 
     fn epoch_hooks(&mut self, model: &M, at: TrainState) -> Result<()> {
+        if self.world.rank() != 0 {
+            return Ok(());
+        }
         for event in self.hooks.epoch_end(model, at.epoch, at.step)? {
             self.log(event)?;
         }
@@ -482,6 +552,9 @@ where
     }
 
     fn step_hooks(&mut self, at: TrainState) -> Result<()> {
+        if self.world.rank() != 0 {
+            return Ok(());
+        }
         for event in self.hooks.step_end(&self.learner.model.valid(), at.epoch, at.step)? {
             self.log(event)?;
         }
@@ -493,6 +566,9 @@ where
         if self.plain {
             eprintln!("{}", plain_line(&event));
         }
-        self.metrics_log.log(&event)
+        match &mut self.metrics_log {
+            Some(log) => log.log(&event),
+            None => Ok(()),
+        }
     }
 }

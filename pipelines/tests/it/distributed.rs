@@ -6,7 +6,7 @@
 use std::process::Command;
 use std::time::Duration;
 
-use pipelines::distributed::{self, Collective};
+use pipelines::distributed;
 
 const SCENARIO: &str = "LLMFS_MPI_TEST_SCENARIO";
 

@@ -97,6 +97,10 @@ pub struct ClassifierReport {
 /// Fine-tunes, evaluates every split, saves the classifier to `RUN_DIR/model` and draws the plots.
 pub fn finetune_classifier(job: &ClassifierFinetune) -> Result<ClassifierReport> {
     let started = std::time::Instant::now();
+    anyhow::ensure!(
+        crate::distributed::current().world_size() == 1,
+        "classifier fine-tuning runs in one process (data-parallel training covers pretrain and finetune instruct so far)"
+    );
     let run = RunDir::open(&job.run_dir, job.resume)?;
     let device = job.device.clone().autodiff();
     device.seed(job.train.seed);
