@@ -23,6 +23,10 @@ fn have_mpirun() -> bool {
 /// `pretrain` of the tiny model for 10 steps of `batch` sequences of 32 tokens (dropout 0, one
 /// thread per rank), under `mpirun -np ranks` when `ranks` > 1.
 fn pretrain(home: &Path, shards: &Path, run_dir: &Path, ranks: usize, batch: usize, extra: &[&str]) -> std::process::Output {
+    run(&mut pretrain_command(home, shards, run_dir, ranks, batch, extra))
+}
+
+fn pretrain_command(home: &Path, shards: &Path, run_dir: &Path, ranks: usize, batch: usize, extra: &[&str]) -> Command {
     let mut cmd = if ranks > 1 {
         let mut cmd = Command::new("mpirun");
         cmd.args(["-np", &ranks.to_string(), "--oversubscribe"]).arg(env!("CARGO_BIN_EXE_llmfs"));
@@ -32,7 +36,7 @@ fn pretrain(home: &Path, shards: &Path, run_dir: &Path, ranks: usize, batch: usi
     } else {
         llmfs(home)
     };
-    cmd.args(["pretrain", "--seq-len", "32", "--batch-size", &batch.to_string(), "--steps", "10", "--warmup-steps", "2", "--dropout", "0"])
+    cmd.args(["pretrain", "--seq-len", "32", "--batch-size", &batch.to_string(), "--warmup-steps", "2", "--dropout", "0"])
         .args(["--eval-every", "5", "--eval-batches", "2", "--sample-every", "100", "--plain", "--json", "--device", "cpu", "--threads", "1"])
         .arg("--init")
         .arg(tiny_model_dir())
@@ -41,7 +45,14 @@ fn pretrain(home: &Path, shards: &Path, run_dir: &Path, ranks: usize, batch: usi
         .arg("--run-dir")
         .arg(run_dir)
         .args(extra);
-    run(&mut cmd)
+    cmd
+}
+
+fn prepare_shards(home: &Path) -> std::path::PathBuf {
+    let shards = home.join("shards");
+    let out = run(llmfs(home).args(["prepare", "fineweb", "--shard-size", "20000", "--input"]).arg(fixtures().join("data/fineweb_edu_sample.parquet")).arg("--out").arg(&shards));
+    assert!(out.status.success(), "{}", stderr(&out));
+    shards
 }
 
 fn events(run_dir: &Path, split: &str) -> Vec<Value> {
@@ -71,14 +82,11 @@ fn two_ranks_pretrain_as_one_process_with_their_batches_together() {
         return;
     }
     let home = tempfile::tempdir().unwrap();
-    let shards = home.path().join("shards");
-    let out = run(llmfs(home.path()).args(["prepare", "fineweb", "--shard-size", "20000", "--input"]).arg(fixtures().join("data/fineweb_edu_sample.parquet")).arg("--out").arg(&shards));
-    assert!(out.status.success(), "{}", stderr(&out));
-
+    let shards = prepare_shards(home.path());
     let (single, ddp) = (home.path().join("single"), home.path().join("ddp"));
-    let out = pretrain(home.path(), &shards, &single, 1, 8, &[]);
+    let out = pretrain(home.path(), &shards, &single, 1, 8, &["--steps", "10"]);
     assert!(out.status.success(), "{}", stderr(&out));
-    let out = pretrain(home.path(), &shards, &ddp, 2, 4, &[]);
+    let out = pretrain(home.path(), &shards, &ddp, 2, 4, &["--steps", "10"]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stderr(&out).contains("256 tokens a step (4 × 32 × 1 accumulated × 2 ranks)"), "{}", stderr(&out));
     assert_eq!(stdout(&out).lines().filter(|l| l.starts_with('{')).count(), 1, "rank 0 alone reports: {}", stdout(&out));
@@ -108,6 +116,66 @@ fn two_ranks_pretrain_as_one_process_with_their_batches_together() {
     assert_eq!(run_json["config"]["world_size"], 2);
 
     // A run resumes on the world size it started with.
-    let out = pretrain(home.path(), &shards, &ddp, 1, 4, &["--resume"]);
+    let out = pretrain(home.path(), &shards, &ddp, 1, 4, &["--steps", "10", "--resume"]);
     assert!(!out.status.success() && stderr(&out).contains("the run started on 2 rank(s) and resumes on 1"), "{}", stderr(&out));
+}
+
+/// The ranks `mpirun` (pid `parent`) started: its children running llmfs.
+fn ranks_of(parent: u32) -> Vec<u32> {
+    let mut ranks = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else { continue };
+        // pid (comm) state ppid …: the fields after the command's closing parenthesis.
+        let ppid = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<u32>().ok());
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        if ppid == Some(parent) && String::from_utf8_lossy(&cmdline).contains("llmfs") {
+            ranks.push(pid);
+        }
+    }
+    ranks
+}
+
+/// One rank SIGKILLed mid-run: `mpirun` ends the run, the last complete checkpoint stays, and
+/// `--resume` on two ranks finishes with the weights of the run that was not interrupted.
+#[test]
+fn a_run_with_a_killed_rank_resumes_to_the_uninterrupted_weights() {
+    if !have_mpirun() {
+        return;
+    }
+    let home = tempfile::tempdir().unwrap();
+    let shards = prepare_shards(home.path());
+    let flags = ["--steps", "30", "--checkpoint-every", "5"];
+    let (whole, killed) = (home.path().join("whole"), home.path().join("killed"));
+    let out = pretrain(home.path(), &shards, &whole, 2, 4, &flags);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    let mut child = pretrain_command(home.path(), &shards, &killed, 2, 4, &flags).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
+    let started = std::time::Instant::now();
+    let mut victim = None;
+    while victim.is_none() && started.elapsed() < std::time::Duration::from_secs(120) {
+        let trained = std::fs::read_to_string(killed.join("metrics.jsonl")).map(|t| t.lines().filter(|l| l.contains("\"train\"")).count()).unwrap_or(0);
+        if trained >= 12 {
+            victim = ranks_of(child.id()).into_iter().max();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let victim = victim.expect("a rank to kill after step 12");
+    kill_9(victim);
+    let status = child.wait().unwrap();
+    assert!(!status.success(), "the run stops when a rank dies");
+    let trained = std::fs::read_to_string(killed.join("metrics.jsonl")).unwrap().lines().filter(|l| l.contains("\"train\"")).count();
+    assert!(trained < 30, "killed before the end ({trained} steps logged)");
+
+    let out = pretrain(home.path(), &shards, &killed, 2, 4, &[&flags[..], &["--resume"]].concat());
+    assert!(out.status.success(), "{}", stderr(&out));
+    let (a, b) = (tensors(&whole.join("model/model.safetensors")), tensors(&killed.join("model/model.safetensors")));
+    let worst = a.iter().flat_map(|(name, x)| x.iter().zip(&b[name]).map(|(p, q)| (p - q).abs())).fold(0.0f32, f32::max);
+    assert_eq!(worst, 0.0, "resumed weights differ from the uninterrupted run's by up to {worst}");
+}
+
+/// SIGKILL, as `kill -9` sends it.
+fn kill_9(pid: u32) {
+    let status = Command::new("kill").args(["-9", &pid.to_string()]).status().unwrap();
+    assert!(status.success());
 }
