@@ -84,6 +84,8 @@ fn median(mut xs: Vec<f64>) -> f64 {
 }
 
 fn main() {
+    // As every llmfs binary: freed memory is kept, not handed back and faulted in again.
+    llmfs::gpt::backend::allocator::keep_freed_memory();
     let threads = arg("--threads");
     llmfs::gpt::backend::set_cpu_threads(threads).expect("the thread pool");
     // Rayon's global pool: as many threads as cores unless told.

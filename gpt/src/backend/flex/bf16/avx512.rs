@@ -107,7 +107,7 @@ pub(super) unsafe fn pack_pairs_across_rows(m: Matrix, k0: usize, kc: usize, j0:
 
 /// The micro-kernel: the `MR × NR` block of `c` (rows `ldc` apart) `=` or `+=` (`add`) the product
 /// of an A panel and a B panel of `pairs` k-pairs, stored for its first `rows` rows and `cols`
-/// columns. 24 accumulators take the latency of `vdpbf16ps`; per pair it loads two B registers
+/// columns. 24 accumulators take the latency of `vdpbf16ps`; per pair it loads four B registers
 /// and broadcasts each row's pair from A.
 ///
 /// # Safety
@@ -115,20 +115,21 @@ pub(super) unsafe fn pack_pairs_across_rows(m: Matrix, k0: usize, kc: usize, j0:
 /// `add`); the CPU has AVX512-BF16.
 #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
 pub(super) unsafe fn kernel(pairs: usize, a: *const u32, b: *const u32, c: *mut f32, ldc: usize, rows: usize, cols: usize, add: bool) {
-    let mut acc = [[_mm512_setzero_ps(); 2]; MR];
+    const NV: usize = NR / 16;
+    let mut acc = [[_mm512_setzero_ps(); NV]; MR];
     for p in 0..pairs {
         // SAFETY: pair p of both panels.
         unsafe {
-            let b0: __m512bh = std::mem::transmute(_mm512_loadu_epi32(b.add(p * NR).cast()));
-            let b1: __m512bh = std::mem::transmute(_mm512_loadu_epi32(b.add(p * NR + 16).cast()));
+            let bv: [__m512bh; NV] = std::array::from_fn(|v| std::mem::transmute(_mm512_loadu_epi32(b.add(p * NR + 16 * v).cast())));
             for (i, acc) in acc.iter_mut().enumerate() {
                 let ai: __m512bh = std::mem::transmute(_mm512_set1_epi32(*a.add(p * MR + i) as i32));
-                acc[0] = _mm512_dpbf16_ps(acc[0], ai, b0);
-                acc[1] = _mm512_dpbf16_ps(acc[1], ai, b1);
+                for v in 0..NV {
+                    acc[v] = _mm512_dpbf16_ps(acc[v], ai, bv[v]);
+                }
             }
         }
     }
-    let masks = [lanes(cols), lanes(cols.saturating_sub(16))];
+    let masks: [__mmask16; NV] = std::array::from_fn(|v| lanes(cols.saturating_sub(16 * v)));
     for (i, acc) in acc.iter().enumerate() {
         if i >= rows {
             break;

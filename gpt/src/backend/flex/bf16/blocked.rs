@@ -9,10 +9,10 @@ use super::super::gemm::Matrix;
 use super::avx512::kernel;
 use super::pack::{MR, NR, Packer, pack_a, pack_b};
 
-/// Even, so that only the last block of k can end in a half pair: a B panel is then 16 KiB.
-const KC: usize = 256;
-const MC: usize = 16 * MR;
-const NC: usize = 128 * NR;
+/// Even, so that only the last block of k can end in a half pair: a B panel is then 24 KiB (L1).
+const KC: usize = 192;
+const MC: usize = 32 * MR;
+const NC: usize = 64 * NR;
 
 /// Panels start on cache lines (the kernel's B loads then never split one).
 #[repr(align(64))]
@@ -27,6 +27,21 @@ fn buffer(len: usize) -> Vec<Line> {
 fn words(lines: &mut [Line]) -> &mut [u32] {
     // SAFETY: a Line is 16 u32 with no padding.
     unsafe { std::slice::from_raw_parts_mut(lines.as_mut_ptr().cast(), lines.len() * 16) }
+}
+
+thread_local! {
+    /// Each thread's A block, kept between products: attention makes thousands of small ones.
+    static A_BLOCK: std::cell::RefCell<Vec<Line>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// `f` on this thread's A block of at least `len` values.
+fn with_a_block<R>(len: usize, f: impl FnOnce(&mut [u32]) -> R) -> R {
+    A_BLOCK.with_borrow_mut(|lines| {
+        if lines.len() * 16 < len {
+            *lines = buffer(len);
+        }
+        f(&mut words(lines)[..len])
+    })
 }
 
 /// The destination, written by several tasks at disjoint blocks.
@@ -85,6 +100,8 @@ pub(super) unsafe fn gemm(dst: *mut f32, ldc: usize, a: Matrix, b: Matrix, accum
     let dst = Dst(dst);
     let inputs = Inputs(a, b);
     let blocks_m = m.div_ceil(MC);
+    // One B block for the whole product, cut to each block's size below.
+    let mut b_lines = buffer(NC.min(n).div_ceil(NR) * KC.min(k).div_ceil(2) * NR);
     for jc in (0..n).step_by(NC) {
         let nc = NC.min(n - jc);
         let panels_n = nc.div_ceil(NR);
@@ -96,8 +113,7 @@ pub(super) unsafe fn gemm(dst: *mut f32, ldc: usize, a: Matrix, b: Matrix, accum
             let pairs = kc.div_ceil(2);
             // The first block of k writes the destination unless the caller accumulates into it.
             let add = accumulate || pc > 0;
-            let mut b_lines = buffer(panels_n * pairs * NR);
-            let b_words = words(&mut b_lines);
+            let b_words = &mut words(&mut b_lines)[..panels_n * pairs * NR];
             let pack_panel = |(q, out): (usize, &mut [u32])| pack_b(inputs.b(), pc, kc, jc + q * NR, NR.min(nc - q * NR), out, Packer::Avx512);
             if parallel {
                 b_words.par_chunks_mut(pairs * NR).enumerate().for_each(pack_panel);
@@ -110,24 +126,24 @@ pub(super) unsafe fn gemm(dst: *mut f32, ldc: usize, a: Matrix, b: Matrix, accum
                 let i0 = block * MC;
                 let mc = MC.min(m - i0);
                 let panels_m = mc.div_ceil(MR);
-                let mut a_lines = buffer(panels_m * pairs * MR);
-                let a_words = words(&mut a_lines);
-                for (q, out) in a_words.chunks_mut(pairs * MR).take(panels_m).enumerate() {
-                    pack_a(inputs.a(), i0 + q * MR, MR.min(mc - q * MR), pc, kc, out, Packer::Avx512);
-                }
-                for qb in chunk * per_chunk..((chunk + 1) * per_chunk).min(panels_n) {
-                    let j = qb * NR;
-                    let b_panel = b_words[qb * pairs * NR..].as_ptr();
-                    for qa in 0..panels_m {
-                        let r = qa * MR;
-                        // SAFETY: both panels hold `pairs` pairs; the block is inside the
-                        // caller's destination; the caller checked the CPU.
-                        unsafe {
-                            let c = dst.at((i0 + r) * ldc + jc + j);
-                            kernel(pairs, a_words[qa * pairs * MR..].as_ptr(), b_panel, c, ldc, MR.min(mc - r), NR.min(nc - j), add);
+                with_a_block(panels_m * pairs * MR, |a_words| {
+                    for (q, out) in a_words.chunks_mut(pairs * MR).enumerate() {
+                        pack_a(inputs.a(), i0 + q * MR, MR.min(mc - q * MR), pc, kc, out, Packer::Avx512);
+                    }
+                    for qb in chunk * per_chunk..((chunk + 1) * per_chunk).min(panels_n) {
+                        let j = qb * NR;
+                        let b_panel = b_words[qb * pairs * NR..].as_ptr();
+                        for qa in 0..panels_m {
+                            let r = qa * MR;
+                            // SAFETY: both panels hold `pairs` pairs; the block is inside the
+                            // caller's destination; the caller checked the CPU.
+                            unsafe {
+                                let c = dst.at((i0 + r) * ldc + jc + j);
+                                kernel(pairs, a_words[qa * pairs * MR..].as_ptr(), b_panel, c, ldc, MR.min(mc - r), NR.min(nc - j), add);
+                            }
                         }
                     }
-                }
+                });
             };
             if parallel {
                 (0..blocks_m * chunks_n).into_par_iter().for_each(task);

@@ -3,14 +3,15 @@
 //! `vdpbf16ps` multiplies pairs of bf16 values held in one 32-bit lane, so both operands are
 //! packed as k-pairs: a pair `(x[k], x[k+1])` is one `u32`, `x[k]` in the low half. An A panel
 //! holds `MR` rows, pair `p` of row `r` at `p·MR + r` (the kernel broadcasts it); a B panel holds
-//! `NR` columns, pair `p` of column `j` at `p·NR + j` (two registers of 16 columns). Rows, columns
+//! `NR` columns, pair `p` of column `j` at `p·NR + j` (four registers of 16 columns). Rows, columns
 //! and an odd last k past the matrix are zeros, so the kernel never needs an edge case inside its loop.
 
 use super::super::gemm::Matrix;
 
-/// Rows of an A panel and columns of a B panel (the micro-kernel's register block).
-pub(super) const MR: usize = 12;
-pub(super) const NR: usize = 32;
+/// Rows of an A panel and columns of a B panel (the micro-kernel's register block): 64 columns
+/// are a head's width in attention, and each broadcast of A feeds four `vdpbf16ps`.
+pub(super) const MR: usize = 6;
+pub(super) const NR: usize = 64;
 
 /// `x` rounded to bf16 as `vcvtne2ps2bf16` does: to nearest, ties to even; NaN stays NaN (made
 /// quiet); zeros and subnormals become zeros of their sign (the instruction treats subnormal
