@@ -86,16 +86,25 @@ fn check_aggregates(model: &str, task: &Task, samples: &[Sample], expected: &Val
     }
 }
 
-fn check_model(model_name: &str) {
+/// Every task on `model_name` against the fixture's `section`: 0-shot (`tasks`) or few-shot
+/// (`fewshot`: each doc's examples drawn as lm-eval's seeded sampler draws them, from the train
+/// split; LAMBADA from its test split, the doc itself included; HellaSwag, PIQA and Winogrande
+/// leave the doc out).
+fn check_model(model_name: &str, section: &str) {
     let reference = reference();
     let (model, tokenizer) = model_and_tokenizer(model_name);
-    let expected_tasks = &reference["models"][model_name]["tasks"];
+    let (expected_tasks, k) = match section {
+        "fewshot" => (&reference["models"][model_name]["fewshot"]["tasks"], reference["models"][model_name]["fewshot"]["num_fewshot"].as_u64().unwrap() as usize),
+        _ => (&reference["models"][model_name]["tasks"], 0),
+    };
     for task in TASKS {
         let expected = &expected_tasks[task.name];
         assert!(expected.is_object(), "the fixture has no {} for {model_name}", task.name);
-        let records = records(task);
+        assert_eq!(expected["n-shot"].as_u64(), Some(k as u64), "{}", task.name);
+        let examples = if k > 0 { split(task, task.examples_split()) } else { Vec::new() };
+        let mut fewshot = Fewshot::new(task, examples, k).unwrap();
         // 3 docs' units per forward pass: contexts of different lengths share a pass.
-        let samples = evaluate(&model, &tokenizer, task, &records, 3, |_| {}).unwrap();
+        let samples = evaluate_fewshot(&model, &tokenizer, task, &mut fewshot, &records(task), 3, |_| {}).unwrap();
         check_samples(model_name, task, &samples, expected);
         check_aggregates(model_name, task, &samples, expected);
     }
@@ -103,12 +112,12 @@ fn check_model(model_name: &str) {
 
 #[test]
 fn gpt2_scores_every_task_as_lm_eval_does() {
-    check_model("gpt2-tiny");
+    check_model("gpt2-tiny", "tasks");
 }
 
 #[test]
 fn llama_family_models_score_every_task_as_lm_eval_does() {
-    check_model("llama-tiny");
+    check_model("llama-tiny", "tasks");
 }
 
 /// MMLU 5-shot (the description and the first 5 dev docs before each question; the prompts are
@@ -143,32 +152,14 @@ fn mmlu_five_shot_scores_as_lm_eval_does() {
     check_mmlu("llama-tiny");
 }
 
-/// The other tasks few-shot: each doc's examples drawn as lm-eval's seeded sampler draws them
-/// (from the train split; LAMBADA from its test split, the doc itself included; HellaSwag, PIQA and
-/// Winogrande leave the doc out), rendered with each task's delimiters, then scored.
-fn check_fewshot(model_name: &str) {
-    let reference = reference();
-    let (model, tokenizer) = model_and_tokenizer(model_name);
-    let expected = &reference["models"][model_name]["fewshot"];
-    let k = expected["num_fewshot"].as_u64().unwrap() as usize;
-    for task in TASKS {
-        let expected = &expected["tasks"][task.name];
-        assert_eq!(expected["n-shot"].as_u64(), Some(k as u64), "{}", task.name);
-        let mut fewshot = Fewshot::new(task, split(task, task.examples_split()), k).unwrap();
-        let samples = evaluate_fewshot(&model, &tokenizer, task, &mut fewshot, &records(task), 3, |_| {}).unwrap();
-        check_samples(model_name, task, &samples, expected);
-        check_aggregates(model_name, task, &samples, expected);
-    }
-}
-
 #[test]
 fn gpt2_scores_every_task_few_shot_as_lm_eval_does() {
-    check_fewshot("gpt2-tiny");
+    check_model("gpt2-tiny", "fewshot");
 }
 
 #[test]
 fn llama_family_models_score_every_task_few_shot_as_lm_eval_does() {
-    check_fewshot("llama-tiny");
+    check_model("llama-tiny", "fewshot");
 }
 
 #[test]
