@@ -113,6 +113,7 @@ pub(super) unsafe fn pack_pairs_across_rows(m: Matrix, k0: usize, kc: usize, j0:
 /// # Safety
 /// The panels hold `pairs` pairs; `c` has room for `rows` rows of `cols` values (read too when
 /// `add`); the CPU has AVX512-BF16.
+#[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
 pub(super) unsafe fn kernel(pairs: usize, a: *const u32, b: *const u32, c: *mut f32, ldc: usize, rows: usize, cols: usize, add: bool) {
     const NV: usize = NR / 16;
