@@ -91,7 +91,7 @@ pub struct TrainArgs {
     #[arg(long, default_value = "f32")]
     pub precision: Precision,
     /// Under `mpirun`: seconds a rank waits for the others in a collective before every rank stops
-    #[arg(long, default_value_t = 300)]
+    #[arg(long, default_value_t = pipelines::distributed::DEFAULT_TIMEOUT.as_secs())]
     pub collective_timeout: u64,
     /// Plain one-line progress even in a terminal (no dashboard)
     #[arg(long)]

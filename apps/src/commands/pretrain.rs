@@ -93,7 +93,7 @@ pub struct Args {
     #[command(flatten)]
     pub eval_tasks: EvalTasksArgs,
     /// Under `mpirun`: seconds a rank waits for the others in a collective before every rank stops
-    #[arg(long, default_value_t = 300)]
+    #[arg(long, default_value_t = pipelines::distributed::DEFAULT_TIMEOUT.as_secs())]
     pub collective_timeout: u64,
     /// Matrix products in f32, or bf16-mixed (bf16 inputs, f32 accumulation; f32 weights and
     /// optimizer state): the CPU's AVX512-BF16 kernels

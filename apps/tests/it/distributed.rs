@@ -179,3 +179,51 @@ fn kill_9(pid: u32) {
     let status = Command::new("kill").args(["-9", &pid.to_string()]).status().unwrap();
     assert!(status.success());
 }
+
+/// `finetune instruct` on two ranks with micro-batches of 4 trains as one process that
+/// accumulates two batches of 4 (both average the two batches' mean losses): each step's loss is
+/// the mean of the process's two micro-batch losses, and the final weights agree.
+#[test]
+fn two_ranks_fine_tune_as_one_process_accumulating_their_batches() {
+    if !have_mpirun() {
+        return;
+    }
+    let home = tempfile::tempdir().unwrap();
+    let (single, ddp) = (home.path().join("single"), home.path().join("ddp"));
+    let finetune = |ranks: usize, run_dir: &Path, extra: &[&str]| {
+        let mut cmd = if ranks > 1 {
+            let mut cmd = Command::new("mpirun");
+            cmd.args(["-np", &ranks.to_string(), "--oversubscribe"]).arg(env!("CARGO_BIN_EXE_llmfs"));
+            cmd.env("OMPI_ALLOW_RUN_AS_ROOT", "1").env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1").env("HF_HOME", home.path()).env("HF_HUB_OFFLINE", "1");
+            cmd
+        } else {
+            llmfs(home.path())
+        };
+        cmd.args(["finetune", "instruct", "--epochs", "1", "--batch-size", "4", "--lr", "1e-3", "--dropout", "0", "--eval-every", "100"])
+            .args(["--sample-tokens", "2", "--plain", "--json", "--device", "cpu", "--threads", "1", "--model"])
+            .arg(tiny_model_dir())
+            .arg("--data")
+            .arg(fixtures().join("data/instruction_data_60.json"))
+            .arg("--run-dir")
+            .arg(run_dir)
+            .args(extra);
+        run(&mut cmd)
+    };
+    let out = finetune(1, &single, &["--grad-accumulation", "2"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = finetune(2, &ddp, &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    // 51 training records: 12 micro-batches of 4, 6 steps of 8 either way.
+    let (a, b) = (events(&single, "train"), events(&ddp, "train"));
+    assert_eq!((a.len(), b.len()), (12, 6));
+    for (pair, y) in a.chunks(2).zip(&b) {
+        let x = (pair[0]["loss"].as_f64().unwrap() + pair[1]["loss"].as_f64().unwrap()) / 2.0;
+        let y = y["loss"].as_f64().unwrap();
+        assert!((x - y).abs() <= 1e-5 * x.abs(), "step loss {y} on 2 ranks vs {x} accumulated in one process");
+    }
+    let (wa, wb) = (tensors(&single.join("model/model.safetensors")), tensors(&ddp.join("model/model.safetensors")));
+    let worst = wa.iter().flat_map(|(name, x)| x.iter().zip(&wb[name]).map(|(p, q)| (p - q).abs())).fold(0.0f32, f32::max);
+    eprintln!("largest weight difference after 6 steps: {worst:e}");
+    assert!(worst <= 1e-4, "weights differ by up to {worst}");
+}
