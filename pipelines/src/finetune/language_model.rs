@@ -170,10 +170,7 @@ fn check_world_size(run: &RunDir, resume: bool, world_size: usize) -> Result<()>
     if !resume {
         return Ok(());
     }
-    let path = run.run_json();
-    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-    let info: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("{}: not JSON", path.display()))?;
-    let started_with = info["config"]["world_size"].as_u64().unwrap_or(1) as usize;
+    let started_with = run.read_run_json()?["config"]["world_size"].as_u64().unwrap_or(1) as usize;
     anyhow::ensure!(
         started_with == world_size,
         "--resume: the run started on {started_with} rank(s) and resumes on {world_size}: resume it with `mpirun -np {started_with}` (its data order depends on the world size)"

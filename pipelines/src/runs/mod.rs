@@ -142,11 +142,17 @@ impl RunDir {
         Ok(())
     }
 
+    /// What `run.json` holds.
+    pub fn read_run_json(&self) -> Result<Value> {
+        let path = self.run_json();
+        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+        serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+    }
+
     /// Sets `key` of `run.json` to what the run found out once it started (which kernels run).
     pub fn record_in_run_json(&self, key: &str, value: Value) -> Result<()> {
         let path = self.run_json();
-        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-        let mut info: Value = serde_json::from_str(&text).with_context(|| format!("{}: not JSON", path.display()))?;
+        let mut info = self.read_run_json()?;
         let Some(object) = info.as_object_mut() else { bail!("{}: not a JSON object", path.display()) };
         object.insert(key.to_string(), value);
         write_atomic(&path, serde_json::to_string_pretty(&info)?.as_bytes())?;

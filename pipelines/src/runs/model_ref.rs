@@ -67,12 +67,11 @@ impl ModelRef {
 
     fn run_json(&self) -> Result<Option<serde_json::Value>> {
         let Some(run) = &self.run else { return Ok(None) };
-        let path = run.join(RUN_JSON);
-        if !path.is_file() {
+        let run = super::RunDir::joined(run);
+        if !run.run_json().is_file() {
             return Ok(None);
         }
-        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-        Ok(Some(serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?))
+        run.read_run_json().map(Some)
     }
 
     /// Whether the model is a classifier (an HF classifier directory or a classifier's adapter).
