@@ -74,45 +74,42 @@ impl<'t> Fewshot<'t> {
             return Ok(Vec::new());
         }
         let exclude = self.task.excludes_eval_doc();
-        let is_doc = |i: usize| -> Result<bool> { Ok(exclude && self.examples[i].object()? == doc.object()?) };
         match self.task.sampler {
             Sampler::FirstN => {
-                let mut picks = Vec::with_capacity(self.k);
-                for i in 0..self.examples.len() {
-                    if picks.len() == self.k {
-                        break;
-                    }
-                    if !is_doc(i)? {
-                        picks.push(i);
-                    }
-                }
-                ensure!(picks.len() == self.k, "{}: fewer than {} few-shot examples besides the doc itself", self.task.name, self.k);
-                Ok(picks)
+                let pool = self.others(doc, exclude)?;
+                ensure!(pool.len() >= self.k, "{}: fewer than {} few-shot examples besides the doc itself", self.task.name, self.k);
+                Ok(pool[..self.k].to_vec())
             }
             Sampler::Random if !exclude => Ok(self.random.sample(self.examples.len(), self.k)),
             Sampler::Random => {
-                let drawn = self.random.sample(self.examples.len(), self.k + 1);
+                // Only the drawn examples are compared with the doc: the pool can be a whole train split.
                 let mut picks = Vec::with_capacity(self.k);
-                for i in drawn {
-                    if !is_doc(i)? {
+                for i in self.random.sample(self.examples.len(), self.k + 1) {
+                    if self.examples[i].object()? != doc.object()? {
                         picks.push(i);
                     }
                 }
                 picks.truncate(self.k);
                 if picks.len() < self.k {
                     // The doc was drawn more than once (duplicate rows): lm-eval draws again from the rest.
-                    let mut pool = Vec::with_capacity(self.examples.len());
-                    for i in 0..self.examples.len() {
-                        if !is_doc(i)? {
-                            pool.push(i);
-                        }
-                    }
+                    let pool = self.others(doc, true)?;
                     ensure!(pool.len() >= self.k, "{}: fewer than {} few-shot examples besides the doc itself", self.task.name, self.k);
                     picks = self.random.sample(pool.len(), self.k).into_iter().map(|i| pool[i]).collect();
                 }
                 Ok(picks)
             }
         }
+    }
+
+    /// The examples that are not `doc` (all of them without `exclude`), in order.
+    fn others(&self, doc: &Record, exclude: bool) -> Result<Vec<usize>> {
+        let mut pool = Vec::with_capacity(self.examples.len());
+        for (i, example) in self.examples.iter().enumerate() {
+            if !(exclude && example.object()? == doc.object()?) {
+                pool.push(i);
+            }
+        }
+        Ok(pool)
     }
 }
 
