@@ -122,8 +122,8 @@ pub fn train_language_model(
             dashboard: job.dashboard,
         },
         {
-            use crate::train::metrics::{LearningRate, Loss, Perplexity, TokensPerSecond};
-            DashboardMetrics::new().both(Loss::new()).both(Perplexity::new()).train(TokensPerSecond::new()).train(LearningRate::new())
+            use crate::train::metrics::{Averaged, LearningRate, Perplexity, TokensPerSecond};
+            DashboardMetrics::new().both(Averaged::loss()).both(Perplexity::new()).train(TokensPerSecond::new()).train(LearningRate::new())
         },
         hooks,
     )?;

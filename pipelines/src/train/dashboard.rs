@@ -180,12 +180,12 @@ pub fn plain_line(event: &MetricEvent) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::train::metrics::{LearningRate, Loss, Perplexity, TokensPerSecond};
+    use crate::train::metrics::{Averaged, LearningRate, Perplexity, TokensPerSecond};
 
     /// The TUI's tabs follow the first registration of each name, as burn-train's builder did.
     #[test]
     fn each_metric_is_defined_once_in_registration_order() {
-        let metrics = DashboardMetrics::new().both(Loss::new()).both(Perplexity::new()).train(TokensPerSecond::new()).train(LearningRate::new());
+        let metrics = DashboardMetrics::new().both(Averaged::loss()).both(Perplexity::new()).train(TokensPerSecond::new()).train(LearningRate::new());
         let names: Vec<String> = metrics.definitions.iter().map(|d| d.name.to_string()).collect();
         assert_eq!(names, ["Loss", "Perplexity", "Tokens per second", "Learning Rate"]);
         assert_eq!((metrics.train.len(), metrics.valid.len()), (4, 2));
@@ -194,7 +194,7 @@ mod tests {
     /// Without a terminal nothing is drawn and no metric is updated.
     #[test]
     fn a_closed_dashboard_does_nothing() {
-        let mut dashboard = Dashboard::open(false, DashboardMetrics::new().both(Loss::new()), &Interrupter::new(), 1);
+        let mut dashboard = Dashboard::open(false, DashboardMetrics::new().both(Averaged::loss()), &Interrupter::new(), 1);
         dashboard.start_split(Split::Train, 1);
         dashboard.batch(Split::Train, &StepStats { loss: 1.0, ..StepStats::default() }, 1, 1, None);
         dashboard.end_split(Split::Train);

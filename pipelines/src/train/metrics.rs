@@ -90,95 +90,53 @@ impl Tally {
     }
 }
 
-/// Mean loss, as burn-train's `LossMetric` shows it.
+/// A running mean of one number of each batch, as burn-train's `LossMetric` (the mean loss) and
+/// `AccuracyMetric` (accuracy in percent, weighted by the examples counted) show them.
 #[derive(Clone)]
-pub struct Loss {
+pub struct Averaged {
     name: MetricName,
+    unit: Option<&'static str>,
+    higher_is_better: bool,
+    /// The batch's value and its weight, where the batch has one.
+    read: fn(&StepStats) -> Option<(f64, usize)>,
     state: NumericMetricState,
 }
 
-impl Loss {
-    pub fn new() -> Self {
-        Self { name: Arc::new("Loss".into()), state: NumericMetricState::new() }
-    }
-}
-
-impl Default for Loss {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl Metric for Loss {
-    type Input = StepStats;
-
-    fn update(&mut self, stats: &StepStats, _: &MetricMetadata) -> Result<SerializedEntry, TensorReadError> {
-        self.state.update(stats.loss, 1);
-        Ok(self.state.compute_update(FormatOptions::new(self.name()).precision(2)))
+impl Averaged {
+    pub fn loss() -> Self {
+        Self::new("Loss", None, false, |stats| Some((stats.loss, 1)))
     }
 
-    fn compute(&mut self) -> Result<SerializedEntry, TensorReadError> {
-        Ok(self.state.compute_final(FormatOptions::new(self.name()).precision(2)))
+    pub fn accuracy() -> Self {
+        let read = |stats: &StepStats| stats.correct.filter(|&(_, counted)| counted > 0).map(|(correct, counted)| (100.0 * correct as f64 / counted as f64, counted));
+        Self::new("Accuracy", Some("%"), true, read)
     }
 
-    fn clear(&mut self) {
-        self.state.reset();
+    fn new(name: &str, unit: Option<&'static str>, higher_is_better: bool, read: fn(&StepStats) -> Option<(f64, usize)>) -> Self {
+        Self { name: Arc::new(name.into()), unit, higher_is_better, read, state: NumericMetricState::new() }
     }
 
-    fn name(&self) -> MetricName {
-        self.name.clone()
-    }
-
-    fn attributes(&self) -> MetricAttributes {
-        NumericAttributes { unit: None, higher_is_better: false }.into()
-    }
-}
-
-impl Numeric for Loss {
-    fn value(&self) -> Option<NumericEntry> {
-        Some(self.state.current_value())
-    }
-
-    fn running_value(&self) -> Option<NumericEntry> {
-        Some(self.state.running_value())
-    }
-
-    fn final_value(&self) -> NumericEntry {
-        self.state.final_value()
-    }
-}
-
-/// Accuracy in percent, weighted by the examples counted, as burn-train's `AccuracyMetric` shows it.
-#[derive(Clone)]
-pub struct Accuracy {
-    name: MetricName,
-    state: NumericMetricState,
-}
-
-impl Accuracy {
-    pub fn new() -> Self {
-        Self { name: Arc::new("Accuracy".into()), state: NumericMetricState::new() }
-    }
-}
-
-impl Default for Accuracy {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl Metric for Accuracy {
-    type Input = StepStats;
-
-    fn update(&mut self, stats: &StepStats, _: &MetricMetadata) -> Result<SerializedEntry, TensorReadError> {
-        if let Some((correct, counted)) = stats.correct.filter(|&(_, counted)| counted > 0) {
-            self.state.update(100.0 * correct as f64 / counted as f64, counted);
+    fn format(&self) -> FormatOptions {
+        let format = FormatOptions::new(self.name()).precision(2);
+        match self.unit {
+            Some(unit) => format.unit(unit),
+            None => format,
         }
-        Ok(self.state.compute_update(FormatOptions::new(self.name()).unit("%").precision(2)))
+    }
+}
+
+impl Metric for Averaged {
+    type Input = StepStats;
+
+    fn update(&mut self, stats: &StepStats, _: &MetricMetadata) -> Result<SerializedEntry, TensorReadError> {
+        if let Some((value, weight)) = (self.read)(stats) {
+            self.state.update(value, weight);
+        }
+        Ok(self.state.compute_update(self.format()))
     }
 
     fn compute(&mut self) -> Result<SerializedEntry, TensorReadError> {
-        Ok(self.state.compute_final(FormatOptions::new(self.name()).unit("%").precision(2)))
+        Ok(self.state.compute_final(self.format()))
     }
 
     fn clear(&mut self) {
@@ -190,11 +148,11 @@ impl Metric for Accuracy {
     }
 
     fn attributes(&self) -> MetricAttributes {
-        NumericAttributes { unit: Some("%".into()), higher_is_better: true }.into()
+        NumericAttributes { unit: self.unit.map(str::to_string), higher_is_better: self.higher_is_better }.into()
     }
 }
 
-impl Numeric for Accuracy {
+impl Numeric for Averaged {
     fn value(&self) -> Option<NumericEntry> {
         Some(self.state.current_value())
     }
@@ -421,7 +379,7 @@ mod tests {
     #[test]
     fn accuracy_counts_examples_and_the_tally_means_batches() {
         let batches = [StepStats { loss: 1.0, correct: Some((8, 8)), ..StepStats::default() }, StepStats { loss: 3.0, correct: Some((1, 2)), ..StepStats::default() }];
-        let mut accuracy = Accuracy::new();
+        let mut accuracy = Averaged::accuracy();
         let mut tally = Tally::default();
         for stats in &batches {
             accuracy.update(stats, &metadata()).unwrap();

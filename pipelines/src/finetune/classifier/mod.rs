@@ -206,8 +206,8 @@ fn train_classifier(
         dashboard: job.dashboard,
     };
     let metrics = {
-        use crate::train::metrics::{Accuracy, LearningRate, Loss};
-        crate::train::DashboardMetrics::new().both(Loss::new()).both(Accuracy::new()).train(LearningRate::new())
+        use crate::train::metrics::{Averaged, LearningRate};
+        crate::train::DashboardMetrics::new().both(Averaged::loss()).both(Averaged::accuracy()).train(LearningRate::new())
     };
     train(model, job_for_loop, metrics, crate::train::trainer::NoHooks)
 }
