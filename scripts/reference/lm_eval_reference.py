@@ -177,13 +177,13 @@ def task_entries(result, tasks):
     return entries
 
 
-def run_mmlu(lm_eval, model, manager):
-    """The MMLU subjects 5-shot (first_n from dev) and their group's acc and pooled stderr."""
-    result = lm_eval.simple_evaluate(
+def evaluate(lm_eval, model, manager, tasks, num_fewshot):
+    """lm-eval's whole harness on `tasks`, every sample logged, its seeds fixed (few-shot: 1234)."""
+    return lm_eval.simple_evaluate(
         model=model,
-        tasks=[PREFIX + MMLU_GROUP],
+        tasks=tasks,
         task_manager=manager,
-        num_fewshot=MMLU_FEWSHOT,
+        num_fewshot=num_fewshot,
         log_samples=True,
         bootstrap_iters=100000,
         random_seed=0,
@@ -191,24 +191,18 @@ def run_mmlu(lm_eval, model, manager):
         torch_random_seed=1234,
         fewshot_random_seed=1234,
     )
+
+
+def run_mmlu(lm_eval, model, manager):
+    """The MMLU subjects 5-shot (first_n from dev) and their group's acc and pooled stderr."""
+    result = evaluate(lm_eval, model, manager, [PREFIX + MMLU_GROUP], MMLU_FEWSHOT)
     group = dict(result["results"][PREFIX + MMLU_GROUP])
     return {"num_fewshot": MMLU_FEWSHOT, "tasks": task_entries(result, MMLU_TASKS), "group": group}
 
 
 def run_fewshot(lm_eval, model, manager):
     """The tasks but MMLU with FEWSHOT examples before each doc, drawn as lm-eval draws them."""
-    result = lm_eval.simple_evaluate(
-        model=model,
-        tasks=[PREFIX + t for t in TASKS],
-        task_manager=manager,
-        num_fewshot=FEWSHOT,
-        log_samples=True,
-        bootstrap_iters=100000,
-        random_seed=0,
-        numpy_random_seed=1234,
-        torch_random_seed=1234,
-        fewshot_random_seed=1234,
-    )
+    result = evaluate(lm_eval, model, manager, [PREFIX + t for t in TASKS], FEWSHOT)
     return {"num_fewshot": FEWSHOT, "tasks": task_entries(result, TASKS)}
 
 
@@ -263,18 +257,7 @@ def main():
         if args.only_mmlu:
             out["models"][name]["mmlu"] = mmlu
             continue
-        result = lm_eval.simple_evaluate(
-            model=model,
-            tasks=[PREFIX + t for t in TASKS],
-            task_manager=manager,
-            num_fewshot=0,
-            log_samples=True,
-            bootstrap_iters=100000,
-            random_seed=0,
-            numpy_random_seed=1234,
-            torch_random_seed=1234,
-            fewshot_random_seed=1234,
-        )
+        result = evaluate(lm_eval, model, manager, [PREFIX + t for t in TASKS], 0)
         tasks = task_entries(result, TASKS)
         fewshot = run_fewshot(lm_eval, model, manager)
         out["models"][name] = {"max_length": model.max_length, "tasks": tasks, "mmlu": mmlu, "fewshot": fewshot}

@@ -26,16 +26,20 @@ fn pretrain(home: &Path, shards: &Path, run_dir: &Path, ranks: usize, batch: usi
     run(&mut pretrain_command(home, shards, run_dir, ranks, batch, extra))
 }
 
+/// `llmfs`, under `mpirun -np ranks` when `ranks` > 1.
+fn llmfs_on(home: &Path, ranks: usize) -> Command {
+    if ranks == 1 {
+        return llmfs(home);
+    }
+    let mut cmd = Command::new("mpirun");
+    cmd.args(["-np", &ranks.to_string(), "--oversubscribe"]).arg(env!("CARGO_BIN_EXE_llmfs"));
+    // Open MPI refuses root unless told (CI containers run as root).
+    cmd.env("OMPI_ALLOW_RUN_AS_ROOT", "1").env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1").env("HF_HOME", home).env("HF_HUB_OFFLINE", "1");
+    cmd
+}
+
 fn pretrain_command(home: &Path, shards: &Path, run_dir: &Path, ranks: usize, batch: usize, extra: &[&str]) -> Command {
-    let mut cmd = if ranks > 1 {
-        let mut cmd = Command::new("mpirun");
-        cmd.args(["-np", &ranks.to_string(), "--oversubscribe"]).arg(env!("CARGO_BIN_EXE_llmfs"));
-        // Open MPI refuses root unless told (CI containers run as root).
-        cmd.env("OMPI_ALLOW_RUN_AS_ROOT", "1").env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1").env("HF_HOME", home).env("HF_HUB_OFFLINE", "1");
-        cmd
-    } else {
-        llmfs(home)
-    };
+    let mut cmd = llmfs_on(home, ranks);
     cmd.args(["pretrain", "--seq-len", "32", "--batch-size", &batch.to_string(), "--warmup-steps", "2", "--dropout", "0"])
         .args(["--eval-every", "5", "--eval-batches", "2", "--sample-every", "100", "--plain", "--json", "--device", "cpu", "--threads", "1"])
         .arg("--init")
@@ -76,6 +80,13 @@ fn tensors(path: &Path) -> BTreeMap<String, Vec<f32>> {
         .collect()
 }
 
+/// The largest absolute difference between the saved models of two runs (the same tensors).
+fn largest_weight_difference(a: &Path, b: &Path) -> f32 {
+    let (a, b) = (tensors(&a.join("model/model.safetensors")), tensors(&b.join("model/model.safetensors")));
+    assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
+    a.iter().flat_map(|(name, x)| x.iter().zip(&b[name]).map(|(p, q)| (p - q).abs())).fold(0.0, f32::max)
+}
+
 #[test]
 fn two_ranks_pretrain_as_one_process_with_their_batches_together() {
     if !have_mpirun() {
@@ -104,9 +115,7 @@ fn two_ranks_pretrain_as_one_process_with_their_batches_together() {
         let (x, y) = (x["loss"].as_f64().unwrap(), y["loss"].as_f64().unwrap());
         assert!((x - y).abs() <= 1e-5 * x.abs(), "validation loss {y} on 2 ranks vs {x}");
     }
-    let (wa, wb) = (tensors(&single.join("model/model.safetensors")), tensors(&ddp.join("model/model.safetensors")));
-    assert_eq!(wa.keys().collect::<Vec<_>>(), wb.keys().collect::<Vec<_>>());
-    let worst = wa.iter().flat_map(|(name, x)| x.iter().zip(&wb[name]).map(|(p, q)| (p - q).abs())).fold(0.0f32, f32::max);
+    let worst = largest_weight_difference(&single, &ddp);
     eprintln!("largest weight difference after 10 steps: {worst:e}");
     // AdamW divides each gradient by its running RMS: where a gradient is near zero, float-level
     // differences (other GEMM blocking for 4 rows than 8, the all-reduce's order) move a weight
@@ -169,8 +178,7 @@ fn a_run_with_a_killed_rank_resumes_to_the_uninterrupted_weights() {
 
     let out = pretrain(home.path(), &shards, &killed, 2, 4, &[&flags[..], &["--resume"]].concat());
     assert!(out.status.success(), "{}", stderr(&out));
-    let (a, b) = (tensors(&whole.join("model/model.safetensors")), tensors(&killed.join("model/model.safetensors")));
-    let worst = a.iter().flat_map(|(name, x)| x.iter().zip(&b[name]).map(|(p, q)| (p - q).abs())).fold(0.0f32, f32::max);
+    let worst = largest_weight_difference(&whole, &killed);
     assert_eq!(worst, 0.0, "resumed weights differ from the uninterrupted run's by up to {worst}");
 }
 
@@ -191,14 +199,7 @@ fn two_ranks_fine_tune_as_one_process_accumulating_their_batches() {
     let home = tempfile::tempdir().unwrap();
     let (single, ddp) = (home.path().join("single"), home.path().join("ddp"));
     let finetune = |ranks: usize, run_dir: &Path, extra: &[&str]| {
-        let mut cmd = if ranks > 1 {
-            let mut cmd = Command::new("mpirun");
-            cmd.args(["-np", &ranks.to_string(), "--oversubscribe"]).arg(env!("CARGO_BIN_EXE_llmfs"));
-            cmd.env("OMPI_ALLOW_RUN_AS_ROOT", "1").env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1").env("HF_HOME", home.path()).env("HF_HUB_OFFLINE", "1");
-            cmd
-        } else {
-            llmfs(home.path())
-        };
+        let mut cmd = llmfs_on(home.path(), ranks);
         cmd.args(["finetune", "instruct", "--epochs", "1", "--batch-size", "4", "--lr", "1e-3", "--dropout", "0", "--eval-every", "100"])
             .args(["--sample-tokens", "2", "--plain", "--json", "--device", "cpu", "--threads", "1", "--model"])
             .arg(tiny_model_dir())
@@ -222,8 +223,7 @@ fn two_ranks_fine_tune_as_one_process_accumulating_their_batches() {
         let y = y["loss"].as_f64().unwrap();
         assert!((x - y).abs() <= 1e-5 * x.abs(), "step loss {y} on 2 ranks vs {x} accumulated in one process");
     }
-    let (wa, wb) = (tensors(&single.join("model/model.safetensors")), tensors(&ddp.join("model/model.safetensors")));
-    let worst = wa.iter().flat_map(|(name, x)| x.iter().zip(&wb[name]).map(|(p, q)| (p - q).abs())).fold(0.0f32, f32::max);
+    let worst = largest_weight_difference(&single, &ddp);
     eprintln!("largest weight difference after 6 steps: {worst:e}");
     assert!(worst <= 1e-4, "weights differ by up to {worst}");
 }
