@@ -42,12 +42,14 @@ pub struct AdamWStep {
 
 /// The precision of the CPU kernels' matrix products (`set_matmul_precision`): `Bf16` rounds
 /// their inputs to bf16 and accumulates in f32 (mixed precision) where the CPU has the
-/// instructions for it, and keeps f32 elsewhere.
+/// instructions for it, and keeps f32 elsewhere; `F16` rounds them to IEEE f16 (overflow to
+/// infinity, subnormals as f16 has them) and accumulates in f32, on any CPU.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum MatmulPrecision {
     #[default]
     F32,
     Bf16,
+    F16,
 }
 
 /// The moments of one parameter, or the inputs handed back when the update cannot be fused.

@@ -42,7 +42,7 @@ impl Matrix {
 }
 
 /// `dst = a·b` (`dst += a·b` when `accumulate`), at the products' precision
-/// ([`super::bf16::set_matmul_precision`]): `a.rows × b.cols` values written at `dst`, rows
+/// ([`super::precision::set_matmul_precision`]): `a.rows × b.cols` values written at `dst`, rows
 /// `dst_row` apart. `threads`: let the GEMM split a large product over rayon's pool (below ~7 M
 /// multiply-adds a thread hop costs more than it saves: Flex's own threshold).
 ///
@@ -54,11 +54,16 @@ pub(super) unsafe fn gemm_into(dst: *mut f32, dst_row: usize, a: Matrix, b: Matr
         // SAFETY: as the caller promises; `enabled` checked the CPU.
         return unsafe { super::bf16::gemm_into(dst, dst_row, a, b, accumulate, threads) };
     }
+    if super::f16::enabled() {
+        // SAFETY: as the caller promises.
+        return unsafe { super::f16::gemm_into(dst, dst_row, a, b, accumulate, threads) };
+    }
     // SAFETY: as the caller promises.
     unsafe { gemm_f32(dst, dst_row, a, b, accumulate, threads) }
 }
 
-/// [`gemm_into`] in f32, whatever the products' precision (the bf16 tests' reference).
+/// [`gemm_into`] in f32, whatever the products' precision (the bf16 tests' reference, and the
+/// f16 emulation's GEMM).
 ///
 /// # Safety
 /// As [`gemm_into`].

@@ -7,19 +7,23 @@
 //! (`None` / `Err`) when it does not apply (not an f32 Flex tensor, a shape it does not take), and
 //! the caller in [`crate::ops`] takes Burn's ops: the GPU backends fuse those themselves.
 //! [`super::fallback`] has the same functions for builds without Flex. Every product goes through
-//! one GEMM call, f32 or, after [`set_matmul_precision`]`(Bf16)`, bf16 with f32 accumulation.
+//! one GEMM call, f32 or, after [`set_matmul_precision`]`(Bf16)`, bf16 with f32 accumulation
+//! (`F16`: inputs rounded to f16, f32 accumulation).
 
 mod attention;
 mod bf16;
 mod decode;
+mod f16;
 mod gemm;
 mod linear;
+mod precision;
 mod tensor;
 mod training;
 
 pub use attention::{causal_attention, causal_attention_by_burn_ops};
-pub use bf16::{from_bf16, matmul_path, matmul_precision, set_matmul_precision, to_bf16};
+pub use bf16::{from_bf16, to_bf16};
 pub use decode::{streaming_linear, streaming_times_transposed};
 pub use gemm::matmul;
 pub use linear::{linear, lora_linear, times_transposed};
+pub use precision::{matmul_path, matmul_precision, set_matmul_precision};
 pub use training::{adamw_update, cross_entropy_rows, gelu_tanh, swiglu};

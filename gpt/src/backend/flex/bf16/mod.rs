@@ -1,12 +1,10 @@
-//! bf16 matrix products with f32 accumulation (mixed precision) for the CPU kernels, and the
-//! process-wide switch that sends [`super::gemm::gemm_into`] to them.
+//! bf16 matrix products with f32 accumulation (mixed precision) for the CPU kernels;
+//! [`super::precision`]'s switch sends [`super::gemm::gemm_into`] to them.
 //!
 //! - [`pack`]: rounding to bf16 and the k-pair panels.
 //! - [`blocked`]: cache blocking and threads over the panels.
 //! - `avx512`: the `vdpbf16ps` micro-kernel and the vector packing (x86-64 with AVX512-BF16,
 //!   detected at run time). Elsewhere the products stay f32.
-
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::gemm::Matrix;
 use crate::backend::MatmulPrecision;
@@ -20,29 +18,6 @@ mod blocked;
 mod pack;
 
 pub use pack::{from_bf16, to_bf16};
-
-static BF16: AtomicBool = AtomicBool::new(false);
-
-/// The precision of every product the CPU kernels make from now on (Linear layers, the tied head,
-/// LoRA, attention), in every thread. `Bf16` takes effect only where the CPU has AVX512-BF16
-/// ([`matmul_path`] says which path runs).
-pub fn set_matmul_precision(precision: MatmulPrecision) {
-    BF16.store(precision == MatmulPrecision::Bf16, Ordering::Relaxed);
-}
-
-pub fn matmul_precision() -> MatmulPrecision {
-    if BF16.load(Ordering::Relaxed) { MatmulPrecision::Bf16 } else { MatmulPrecision::F32 }
-}
-
-/// Which path the products take: `"f32"`, `"avx512-bf16"`, or `"f32 (no AVX512-BF16)"` when bf16
-/// was asked for on a CPU without it (for benchmark output and run records).
-pub fn matmul_path() -> &'static str {
-    match (matmul_precision(), avx512_bf16()) {
-        (MatmulPrecision::F32, _) => "f32",
-        (MatmulPrecision::Bf16, true) => "avx512-bf16",
-        (MatmulPrecision::Bf16, false) => "f32 (no AVX512-BF16)",
-    }
-}
 
 /// Whether this CPU runs the bf16 kernels (std caches the detection).
 pub(super) fn avx512_bf16() -> bool {
@@ -58,7 +33,7 @@ pub(super) fn avx512_bf16() -> bool {
 
 /// Whether [`super::gemm::gemm_into`] should hand its product to [`gemm_into`].
 pub(super) fn enabled() -> bool {
-    BF16.load(Ordering::Relaxed) && avx512_bf16()
+    super::precision::matmul_precision() == MatmulPrecision::Bf16 && avx512_bf16()
 }
 
 /// `dst (+)= a·b` with `a` and `b` rounded to bf16, accumulated in f32: the contract of
