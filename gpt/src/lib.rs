@@ -17,6 +17,7 @@
 //! The layers, each using only those above it in this list:
 //! - [`error`]: the crate's error type.
 //! - [`io`]: files, tensors by Hugging Face name, safetensors, the hub.
+//! - [`quant`]: quantized frozen weights (QLoRA's NF4, in bitsandbytes' format).
 //! - [`backend`]: devices, the allocator, the CPU kernels.
 //! - [`ops`]: the operations models call on every backend (linear, GELU, dropout, tied head).
 //! - [`models`]: model families ([`models::gpt2`]) and the KV cache they share.
@@ -33,6 +34,7 @@ pub mod io;
 pub mod lora;
 pub mod models;
 pub mod ops;
+pub mod quant;
 pub mod text;
 
 pub use backend::DeviceSpec;
