@@ -493,4 +493,47 @@ mod tests {
         assert!(double.size_bytes() < single.size_bytes());
         assert_eq!(Nf4Matrix::from_parts("w", [300, 128], double.packed().to_vec(), double.absmax().clone()).unwrap(), double);
     }
+
+    /// `tests/fixtures/nf4_reference.safetensors`: bitsandbytes 0.50.2's `quantize_4bit` (with
+    /// and without `compress_statistics`) and `dequantize_4bit` on CPU, from
+    /// scripts/reference/nf4_reference.py. Every byte and every f32 bit pattern is equal: the
+    /// packed values, absmax, dequantized values, and the double quantization's bytes, its
+    /// second-level absmax, offset and the absmax it reads back; and both code books.
+    #[test]
+    fn quantized_bytes_and_values_equal_bitsandbytes() {
+        use safetensors::{Dtype, SafeTensors};
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/nf4_reference.safetensors");
+        let file = std::fs::read(&path).unwrap();
+        let fixture = SafeTensors::deserialize(&file).unwrap();
+        let tensor = |name: &str| fixture.tensor(name).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let bytes = |name: &str| tensor(name).data().to_vec();
+        // f32 bit patterns (bf16 widened), so that -0.0 ≠ 0.0 and every last bit counts.
+        let bits = |name: &str| -> Vec<u32> {
+            let t = tensor(name);
+            match t.dtype() {
+                Dtype::F32 => t.data().chunks_exact(4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
+                Dtype::BF16 => t.data().chunks_exact(2).map(|b| u32::from(u16::from_le_bytes([b[0], b[1]])) << 16).collect(),
+                other => panic!("{name}: {other:?}"),
+            }
+        };
+        let f32_bits = |values: &[f32]| values.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits("nf4_code"), f32_bits(&NF4_CODE));
+        assert_eq!(bits("dynamic_map"), f32_bits(&DYNAMIC_MAP));
+        for name in ["aligned", "ragged", "nested"] {
+            let &[rows, cols] = tensor(&format!("{name}.weight")).shape() else { panic!("{name}: 2-D") };
+            let weight: Vec<f32> = bits(&format!("{name}.weight")).into_iter().map(f32::from_bits).collect();
+            let single = Nf4Matrix::quantize(name, &weight, [rows, cols]).unwrap();
+            assert_eq!(single.packed(), bytes(&format!("{name}.packed")), "{name}: packed");
+            assert_eq!(f32_bits(&single.scales()), bits(&format!("{name}.absmax")), "{name}: absmax");
+            if fixture.tensor(&format!("{name}.dequantized")).is_ok() {
+                assert_eq!(f32_bits(&single.dequantize()), bits(&format!("{name}.dequantized")), "{name}: dequantized");
+            }
+            let double = single.double_quantized();
+            let Absmax::Double(d) = double.absmax() else { panic!("doubly quantized") };
+            assert_eq!(d.quantized, bytes(&format!("{name}.double.absmax_q")), "{name}: quantized absmax");
+            assert_eq!(f32_bits(&d.absmax), bits(&format!("{name}.double.absmax2")), "{name}: second-level absmax");
+            assert_eq!(vec![d.offset.to_bits()], bits(&format!("{name}.double.offset")), "{name}: offset");
+            assert_eq!(f32_bits(&double.scales()), bits(&format!("{name}.double.absmax_dequantized")), "{name}: absmax read back");
+        }
+    }
 }
