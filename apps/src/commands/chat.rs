@@ -15,7 +15,7 @@ use pipelines::runs::ModelRef;
 use super::generate::SamplingArgs;
 use super::tokenize::read_template;
 use crate::chat_format::ChatFormat;
-use crate::runtime::RuntimeArgs;
+use crate::runtime::{DtypeArgs, RuntimeArgs};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -34,6 +34,8 @@ pub struct Args {
     #[command(flatten)]
     pub sampling: SamplingArgs,
     #[command(flatten)]
+    pub weights: DtypeArgs,
+    #[command(flatten)]
     pub runtime: RuntimeArgs,
 }
 
@@ -47,7 +49,7 @@ pub fn run(args: Args) -> Result<()> {
         None => ChatFormat::detect(&args.model, &tokenizer)?,
     };
     let start = Instant::now();
-    let model = model_ref.load_language_model(&device, args.runtime.seed)?;
+    let model = model_ref.load_language_model_as(&device, args.runtime.seed, args.weights.dtype)?;
     eprintln!(
         "loaded {} in {:.1}s; chat format: {}. /reset starts over, /exit quits.",
         args.model,

@@ -10,7 +10,7 @@ use gpt::generate::sampling::Sampling;
 use pipelines::runs::ModelRef;
 use serde_json::json;
 
-use crate::runtime::RuntimeArgs;
+use crate::runtime::{DtypeArgs, RuntimeArgs};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -42,6 +42,8 @@ pub struct Args {
     /// Recompute the whole sequence at every step instead of using the KV cache (slow; a reference)
     #[arg(long)]
     pub no_cache: bool,
+    #[command(flatten)]
+    pub weights: DtypeArgs,
     #[command(flatten)]
     pub runtime: RuntimeArgs,
 }
@@ -105,7 +107,7 @@ pub fn run(args: Args) -> Result<()> {
     let model_ref = ModelRef::resolve(&args.model);
     let tokenizer = model_ref.tokenizer()?;
     let config = args.config(&tokenizer);
-    let model = model_ref.load_language_model(&device, args.runtime.seed)?;
+    let model = model_ref.load_language_model_as(&device, args.runtime.seed, args.weights.dtype)?;
     let parameters = gpt::io::parameter_counts(&model).1;
     eprintln!("loaded {} ({parameters} parameters) on {device:?} in {:.1}s", args.model, load_start.elapsed().as_secs_f64());
 

@@ -20,7 +20,7 @@ use serde_json::json;
 use crate::commands::generate::SamplingArgs;
 use crate::commands::tokenize::read_template;
 use crate::progress::counting_bar;
-use crate::runtime::RuntimeArgs;
+use crate::runtime::{DtypeArgs, RuntimeArgs};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -55,6 +55,8 @@ pub struct Args {
     #[arg(long)]
     pub json: bool,
     #[command(flatten)]
+    pub weights: DtypeArgs,
+    #[command(flatten)]
     pub runtime: RuntimeArgs,
 }
 
@@ -73,7 +75,7 @@ pub fn run(args: Args) -> Result<()> {
 
     let device = args.runtime.device()?;
     let model_ref = ModelRef::resolve(&args.model);
-    let model = model_ref.load_language_model(&device, args.runtime.seed)?;
+    let model = model_ref.load_language_model_as(&device, args.runtime.seed, args.weights.dtype)?;
     // The model's tokenizer encodes the prompts, decodes the responses and says where they end.
     let tokenizer = model_ref.tokenizer()?;
     let config = config.with_tokenizer(&tokenizer);

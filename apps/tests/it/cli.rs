@@ -92,6 +92,7 @@ fn bad_input_gives_one_clear_error() {
         (vec!["generate", "--model", "random:tiny", "--prompt", "x", "--max-new-tokens", "500"], "context window"),
         (vec!["logits", "--model", "random:tiny", "--ids", "1,99999", "--out", "/tmp/x.safetensors"], "outside the vocabulary"),
         (vec!["logits", "--model", "random:tiny", "--ids", "1,x", "--out", "/tmp/x.safetensors"], "invalid value"),
+        (vec!["generate", "--model", "random:tiny", "--prompt", "x", "--dtype", "f16"], "unknown dtype `f16`: f32 or bf16"),
     ];
     if !cfg!(feature = "cuda") {
         cases.push((vec!["generate", "--model", "random:tiny", "--prompt", "x", "--device", "cuda"], "--features cuda"));
@@ -167,12 +168,15 @@ mod llama_family {
             let model = fixture(name).display().to_string();
             let expected = expected(name);
             let prompt = expected["greedy_prompt"].as_str().unwrap();
-            let out = run(llmfs(home.path()).args(["generate", "--model", &model, "--prompt", prompt, "--max-new-tokens", "20", "--ignore-eos", "--json"]));
-            assert!(out.status.success(), "{}", stderr(&out));
-            let json = last_json(&out);
-            assert_eq!(json["prompt_ids"], expected["greedy_prompt_ids"], "{name}");
-            assert_eq!(json["token_ids"], serde_json::json!(expected_ids(name, "greedy_ids")), "{name}");
-            assert_eq!(json["text"], expected["greedy_text"], "{name}");
+            // The fixtures are stored in bf16: kept so (--dtype bf16) they give transformers' ids too.
+            for dtype in ["f32", "bf16"] {
+                let out = run(llmfs(home.path()).args(["generate", "--model", &model, "--prompt", prompt, "--max-new-tokens", "20", "--ignore-eos", "--json", "--dtype", dtype]));
+                assert!(out.status.success(), "{}", stderr(&out));
+                let json = last_json(&out);
+                assert_eq!(json["prompt_ids"], expected["greedy_prompt_ids"], "{name}");
+                assert_eq!(json["token_ids"], serde_json::json!(expected_ids(name, "greedy_ids")), "{name}, --dtype {dtype}");
+                assert_eq!(json["text"], expected["greedy_text"], "{name}, --dtype {dtype}");
+            }
 
             let out_file = home.path().join(format!("{name}.safetensors"));
             let out = run(llmfs(home.path()).args(["logits", "--model", &model, "--prompt", prompt, "--json", "--out"]).arg(&out_file));

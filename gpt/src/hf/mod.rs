@@ -13,11 +13,12 @@ use burn::prelude::*;
 pub use adapter_dir::{load_base, load_merged};
 pub use classifier_dir::{classifier_labels, is_classifier_dir, load_classifier_dir, save_classifier_adapter_dir, save_classifier_dir};
 pub use model_dir::{
-    Family, family_of, load_language_model_dir, load_llama_dir, load_model_dir, save_language_model_dir, save_llama_dir, save_model_dir,
+    Family, family_of, load_language_model_dir, load_language_model_dir_as, load_llama_dir, load_model_dir, save_language_model_dir,
+    save_llama_dir, save_model_dir,
 };
 
 use crate::error::{GptError, Result};
-use crate::io::{HubOptions, fetch_model, hub};
+use crate::io::{HubOptions, WeightDtype, cast_matrices, fetch_model, hub};
 use crate::lora::{ADAPTER_CONFIG, is_adapter_dir};
 use crate::models::LanguageModel;
 use crate::text::Tokenizer;
@@ -98,6 +99,20 @@ impl ModelSpec {
 
     /// Loads a language model of any family (GPT-2, the Llama family).
     pub fn load_language_model(&self, device: &Device, hub: &HubOptions, seed: u64) -> Result<LanguageModel> {
+        self.load_language_model_as(device, hub, seed, WeightDtype::F32)
+    }
+
+    /// [`Self::load_language_model`] with the weight matrices kept as `dtype` (`--dtype`): read
+    /// so from a checkpoint, converted after the fact for random presets and merged adapters.
+    pub fn load_language_model_as(&self, device: &Device, hub: &HubOptions, seed: u64, dtype: WeightDtype) -> Result<LanguageModel> {
+        match self {
+            Self::Dir(dir) => load_language_model_dir_as(dir, device, dtype),
+            Self::Hub(repo) => load_language_model_dir_as(&fetch_model(repo, hub)?, device, dtype),
+            Self::Random(_) | Self::Adapter(_) => Ok(cast_matrices(self.load_f32_language_model(device, hub, seed)?, dtype)),
+        }
+    }
+
+    fn load_f32_language_model(&self, device: &Device, hub: &HubOptions, seed: u64) -> Result<LanguageModel> {
         match self {
             Self::Dir(dir) => load_language_model_dir(dir, device),
             Self::Hub(repo) => load_language_model_dir(&fetch_model(repo, hub)?, device),
@@ -160,7 +175,12 @@ pub fn copy_model_tokenizer(spec: &str, dir: &Path) -> Result<Option<Vec<&'stati
 
 /// Loads what `--model M` names as a language model of any family.
 pub fn load_language_model(spec: &str, device: &Device, seed: u64) -> Result<LanguageModel> {
-    ModelSpec::parse(spec)?.load_language_model(device, &HubOptions::from_env(), seed)
+    load_language_model_as(spec, device, seed, WeightDtype::F32)
+}
+
+/// [`load_language_model`] with the weight matrices kept as `dtype` (`--dtype`).
+pub fn load_language_model_as(spec: &str, device: &Device, seed: u64, dtype: WeightDtype) -> Result<LanguageModel> {
+    ModelSpec::parse(spec)?.load_language_model_as(device, &HubOptions::from_env(), seed, dtype)
 }
 
 /// Loads what `--model M` names (see [`ModelSpec::parse`]), with the hub settings of the environment.

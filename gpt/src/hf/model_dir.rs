@@ -7,7 +7,7 @@ use burn::prelude::*;
 
 use super::classifier_dir::classifier_labels;
 use crate::error::{GptError, Result};
-use crate::io::{OutInLinears, SafetensorsSource, fill_params, named_params, write_atomic, write_safetensors};
+use crate::io::{OutInLinears, SafetensorsSource, WeightDtype, fill_params, named_params, write_atomic, write_safetensors};
 use crate::models::LanguageModel;
 use crate::models::gpt2::{EOT_TOKEN, Gpt, GptConfig};
 use crate::models::llama::config::{Architecture, unsupported};
@@ -53,20 +53,29 @@ pub(super) fn family_in(json: &serde_json::Map<String, serde_json::Value>, confi
 
 /// Loads a model directory of any supported family (see [`family_of`]).
 pub fn load_language_model_dir(dir: &Path, device: &Device) -> Result<LanguageModel> {
+    load_language_model_dir_as(dir, device, WeightDtype::F32)
+}
+
+/// [`load_language_model_dir`] with the weight matrices kept as `dtype` (`--dtype`).
+pub fn load_language_model_dir_as(dir: &Path, device: &Device, dtype: WeightDtype) -> Result<LanguageModel> {
     match family_of(&dir.join("config.json"))? {
-        Family::Gpt2 => load_model_dir(dir, device).map(LanguageModel::from),
-        Family::Llama(_) => load_llama_dir(dir, device).map(LanguageModel::from),
+        Family::Gpt2 => load_model_dir_as(dir, device, dtype).map(LanguageModel::from),
+        Family::Llama(_) => load_llama_dir_as(dir, device, dtype).map(LanguageModel::from),
     }
 }
 
 /// Loads a Llama-family directory: `config.json` and the weights (single or sharded; f32, f16 or
 /// bf16, widened to f32), HF's `[out, in]` Linear weights turned into Burn's `[in, out]`.
 pub fn load_llama_dir(dir: &Path, device: &Device) -> Result<Llama> {
+    load_llama_dir_as(dir, device, WeightDtype::F32)
+}
+
+fn load_llama_dir_as(dir: &Path, device: &Device, dtype: WeightDtype) -> Result<Llama> {
     let config = LlamaConfig::load(&dir.join("config.json"))?;
     if classifier_labels(&config.extra).is_some() {
         return Err(GptError::Model(format!("{} holds a classifier, not a language model: use `llmfs classify`", dir.display())));
     }
-    let mut source = SafetensorsSource::open_dir(dir)?;
+    let mut source = SafetensorsSource::open_dir(dir)?.with_matrices(dtype);
     let skeleton = Llama::skeleton(&config, device)?;
     let mut linears = OutInLinears { source: &mut source, is_linear: Llama::is_out_in_linear };
     let model = fill_params(skeleton, &mut linears).map_err(|e| config_mismatch(dir, e))?;
@@ -150,6 +159,10 @@ fn config_mismatch(dir: &Path, error: GptError) -> GptError {
 /// Loads `dir/config.json` and the weights next to it. A missing, extra or wrong-shaped tensor
 /// is an error naming the tensor (and both shapes).
 pub fn load_model_dir(dir: &Path, device: &Device) -> Result<Gpt> {
+    load_model_dir_as(dir, device, WeightDtype::F32)
+}
+
+fn load_model_dir_as(dir: &Path, device: &Device, dtype: WeightDtype) -> Result<Gpt> {
     if let Family::Llama(architecture) = family_of(&dir.join("config.json"))? {
         return Err(GptError::Model(format!(
             "{} holds a {} (Llama family); this command runs GPT-2 models only so far",
@@ -164,7 +177,7 @@ pub fn load_model_dir(dir: &Path, device: &Device) -> Result<Gpt> {
             dir.display()
         )));
     }
-    let mut source = SafetensorsSource::open_dir(dir)?;
+    let mut source = SafetensorsSource::open_dir(dir)?.with_matrices(dtype);
     let model = load_trunk(dir, &config, &mut source, device)?;
     source.finish()?;
     Ok(model)

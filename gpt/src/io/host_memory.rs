@@ -8,9 +8,14 @@ const HUGE_PAGE_MIN_BYTES: usize = 4 << 20;
 
 /// An empty `Vec<f32>` with room for `len` values, backed by huge pages where the OS allows.
 pub fn f32_buffer(len: usize) -> Vec<f32> {
+    host_buffer(len)
+}
+
+/// An empty `Vec<T>` with room for `len` values, backed by huge pages where the OS allows.
+pub fn host_buffer<T>(len: usize) -> Vec<T> {
     let buffer = Vec::with_capacity(len);
     #[cfg(target_os = "linux")]
-    advise_huge_pages(buffer.as_ptr() as usize, len * std::mem::size_of::<f32>());
+    advise_huge_pages(buffer.as_ptr() as usize, len * std::mem::size_of::<T>());
     buffer
 }
 

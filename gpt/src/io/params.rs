@@ -3,12 +3,14 @@
 
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
 use burn::prelude::*;
+use burn::tensor::DType;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand_distr::{Distribution, Normal};
 
 use crate::error::{GptError, Result};
-use crate::io::host_memory::f32_buffer;
+use crate::io::host_memory::{f32_buffer, host_buffer};
+use crate::io::weight_dtype::WeightDtype;
 
 /// The HF tensor name of a parameter from its Burn path: the module fields already carry HF's
 /// names; only LayerNorm's parameters differ (`gamma`/`beta` = `weight`/`bias`).
@@ -57,16 +59,22 @@ impl TensorSource for OutInLinears<'_> {
             return self.source.tensor(name, shape);
         }
         let stored = self.source.tensor(name, &[d_out, d_in])?;
-        let values = stored.try_into_vec::<f32>().map_err(|e| GptError::Tensor(format!("tensor `{name}`: {e:?}")))?;
+        let bad = |e| GptError::Tensor(format!("tensor `{name}`: {e:?}"));
+        // The source decides the dtype a matrix is kept in (`--dtype`).
+        if stored.dtype() == DType::BF16 {
+            let values = stored.try_into_vec::<half::bf16>().map_err(bad)?;
+            return Ok(TensorData::new(transpose(&values, d_out, d_in), [d_in, d_out]));
+        }
+        let values = stored.try_into_vec::<f32>().map_err(bad)?;
         Ok(TensorData::new(transpose(&values, d_out, d_in), [d_in, d_out]))
     }
 }
 
 /// The `[cols, rows]` transpose of a row-major `[rows, cols]` matrix, by blocks (cache-friendly).
-pub fn transpose(values: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+pub fn transpose<T: Copy + Default>(values: &[T], rows: usize, cols: usize) -> Vec<T> {
     const BLOCK: usize = 32;
-    let mut out = f32_buffer(values.len());
-    out.resize(values.len(), 0.0);
+    let mut out = host_buffer(values.len());
+    out.resize(values.len(), T::default());
     for r0 in (0..rows).step_by(BLOCK) {
         for c0 in (0..cols).step_by(BLOCK) {
             for r in r0..(r0 + BLOCK).min(rows) {
@@ -124,7 +132,9 @@ impl ModuleMapper for Filler<'_> {
         match self.source.tensor(&name, &shape) {
             Ok(data) => {
                 let device = param.lazy_device();
-                let tensor = Tensor::<D>::from_data(data, &device);
+                // The source's dtype is the one to keep (bf16 matrices under `--dtype bf16`).
+                let dtype = data.dtype();
+                let tensor = Tensor::<D>::from_data(data, (&device, dtype));
                 Param::from_tensor(tensor)
             }
             Err(error) => {
@@ -133,6 +143,23 @@ impl ModuleMapper for Filler<'_> {
             }
         }
     }
+}
+
+/// `module` with its weight matrices (2-D parameters: Linear weights, embeddings, output heads)
+/// kept as `dtype`; vectors (biases, norms) stay as they are. Each parameter is converted in
+/// turn, so the model is never held twice.
+pub fn cast_matrices<M: Module>(module: M, dtype: WeightDtype) -> M {
+    struct Cast(DType);
+    impl ModuleMapper for Cast {
+        fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+            let dtype = self.0;
+            if D != 2 {
+                return param;
+            }
+            param.map(|tensor| if tensor.dtype() == dtype { tensor } else { tensor.cast(dtype) })
+        }
+    }
+    module.map(&mut Cast(dtype.burn()))
 }
 
 /// Every float parameter of `module` as (HF name, f32 values), in module order.

@@ -10,8 +10,9 @@ use safetensors::tensor::{Dtype, SafeTensors, TensorInfo, TensorView};
 
 use crate::error::{GptError, Result};
 use crate::io::files::write_atomic_with;
-use crate::io::host_memory::f32_buffer;
+use crate::io::host_memory::{f32_buffer, host_buffer};
 use crate::io::params::TensorSource;
+use crate::io::weight_dtype::WeightDtype;
 
 pub const SINGLE_FILE: &str = "model.safetensors";
 pub const SHARD_INDEX: &str = "model.safetensors.index.json";
@@ -55,6 +56,8 @@ pub struct SafetensorsSource {
     files: Vec<MappedFile>,
     entries: BTreeMap<String, Entry>,
     used: HashSet<String>,
+    /// The dtype matrices (2-D tensors) are handed out in; vectors are always f32.
+    matrices: WeightDtype,
 }
 
 impl SafetensorsSource {
@@ -127,7 +130,14 @@ impl SafetensorsSource {
             }
             files.push(MappedFile { path: path.clone(), mmap, data_start: 8 + header_len });
         }
-        Ok(Self { files, entries, used: HashSet::new() })
+        Ok(Self { files, entries, used: HashSet::new(), matrices: WeightDtype::F32 })
+    }
+
+    /// Hands matrices (Linear weights, embeddings, heads) out as `dtype`: bf16 ones stored in bf16
+    /// are then read as they are, never widened.
+    pub fn with_matrices(mut self, dtype: WeightDtype) -> Self {
+        self.matrices = dtype;
+        self
     }
 
     /// Names of the tensors (prefix removed, buffers skipped).
@@ -150,26 +160,39 @@ impl SafetensorsSource {
 
     /// Reads one tensor as f32 values (F16 and BF16 are widened).
     fn read_f32(&self, name: &str) -> Result<(Vec<usize>, Vec<f32>)> {
-        let entry = self.entries.get(name).ok_or_else(|| GptError::MissingTensor {
-            path: self.path_of(name),
-            name: name.to_string(),
-            expected: Vec::new(),
-        })?;
+        let entry = self.entry(name)?;
         let bytes = self.bytes(entry);
         let mut values = f32_buffer(entry.info.shape.iter().product());
         match entry.info.dtype {
             Dtype::F32 => values.extend(bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))),
             Dtype::F16 => values.extend(bytes.chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())),
             Dtype::BF16 => values.extend(bytes.chunks_exact(2).map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())),
-            other => {
-                return Err(GptError::UnsupportedDtype {
-                    path: self.path_of(name),
-                    name: name.to_string(),
-                    dtype: format!("{other:?}"),
-                });
-            }
+            other => return Err(self.unsupported(name, other)),
         }
         Ok((entry.info.shape.clone(), values))
+    }
+
+    /// Reads one tensor as bf16 values: BF16 as stored, F32 and F16 rounded to nearest (as
+    /// PyTorch's `.to(torch.bfloat16)`).
+    fn read_bf16(&self, name: &str) -> Result<(Vec<usize>, Vec<half::bf16>)> {
+        let entry = self.entry(name)?;
+        let bytes = self.bytes(entry);
+        let mut values = host_buffer(entry.info.shape.iter().product());
+        match entry.info.dtype {
+            Dtype::BF16 => values.extend(bytes.chunks_exact(2).map(|b| half::bf16::from_le_bytes([b[0], b[1]]))),
+            Dtype::F32 => values.extend(bytes.chunks_exact(4).map(|b| half::bf16::from_f32(f32::from_le_bytes([b[0], b[1], b[2], b[3]])))),
+            Dtype::F16 => values.extend(bytes.chunks_exact(2).map(|b| half::bf16::from_f32(half::f16::from_le_bytes([b[0], b[1]]).to_f32()))),
+            other => return Err(self.unsupported(name, other)),
+        }
+        Ok((entry.info.shape.clone(), values))
+    }
+
+    fn entry(&self, name: &str) -> Result<&Entry> {
+        self.entries.get(name).ok_or_else(|| GptError::MissingTensor { path: self.path_of(name), name: name.to_string(), expected: Vec::new() })
+    }
+
+    fn unsupported(&self, name: &str, dtype: Dtype) -> GptError {
+        GptError::UnsupportedDtype { path: self.path_of(name), name: name.to_string(), dtype: format!("{dtype:?}") }
     }
 
     /// Call after every parameter of a GPT-2 was filled (see [`Self::finish_tied_to`]).
@@ -215,9 +238,15 @@ impl TensorSource for SafetensorsSource {
                 found: entry.info.shape.clone(),
             });
         }
-        let (shape, values) = self.read_f32(name)?;
+        let data = if shape.len() == 2 && self.matrices == WeightDtype::Bf16 {
+            let (shape, values) = self.read_bf16(name)?;
+            TensorData::new(values, shape)
+        } else {
+            let (shape, values) = self.read_f32(name)?;
+            TensorData::new(values, shape)
+        };
         self.used.insert(name.to_string());
-        Ok(TensorData::new(values, shape))
+        Ok(data)
     }
 }
 

@@ -39,7 +39,7 @@ pub fn linear(layer: &Linear, x: Tensor<3>) -> Tensor<3> {
 /// `x·W + b` (`x`: `[N, d_in]`): the fused product on the CPU, Burn's ops elsewhere.
 fn dense(x: Tensor<2>, weight: Tensor<2>, bias: Option<Tensor<1>>) -> Tensor<2> {
     kernels::linear(&x, &weight, bias.as_ref()).unwrap_or_else(|| {
-        let y = x.matmul(weight);
+        let y = matmul_weight(x, weight);
         match bias {
             Some(bias) => y + bias.unsqueeze(),
             None => y,
@@ -60,7 +60,15 @@ fn lora_adapter(weight: &Param<Tensor<2>>) -> Option<(Tensor<2>, &LoraAdapter)> 
 pub fn tied_head(x: Tensor<2>, embedding: Tensor<2>) -> Tensor<2> {
     kernels::streaming_times_transposed(&x, &embedding)
         .or_else(|| kernels::times_transposed(&x, &embedding))
-        .unwrap_or_else(|| x.matmul(embedding.transpose()))
+        .unwrap_or_else(|| matmul_weight(x, embedding.transpose()))
+}
+
+/// `x·W` by Burn's ops, where the weight may be kept in another dtype than the activations
+/// (`--dtype bf16`): the product runs in the weight's dtype (bf16 tensor cores on GPUs) and the
+/// result comes back in the activations'. Both casts are no-ops when the dtypes agree.
+pub fn matmul_weight(x: Tensor<2>, weight: Tensor<2>) -> Tensor<2> {
+    let dtype = x.dtype();
+    x.cast(weight.dtype()).matmul(weight).cast(dtype)
 }
 
 #[cfg(all(test, feature = "flex"))]
@@ -106,6 +114,43 @@ pub(crate) mod tests {
                 let e = random([vocab, c], 5);
                 let diff = max_rel_diff(tied_head(x.clone(), e.clone()), x.matmul(e.transpose()));
                 assert!(diff < 1e-5, "c {c}, vocab {vocab}, {rows} rows: relative diff {diff}");
+            }
+        }
+    }
+
+    /// bf16 weights (`--dtype bf16`): every path (streaming up to 16 rows, the slab-widening GEMM
+    /// above, the tied head) gives the f32 product of the stored bf16 values, within f32
+    /// summation-order differences.
+    #[test]
+    fn bf16_weights_give_the_f32_products_of_their_values() {
+        use burn::tensor::DType;
+        for (d_in, d_out) in [(64, 192), (67, 300), (3, 5), (768, 2304)] {
+            for rows in [1, 3, STREAMING_MAX_ROWS, STREAMING_MAX_ROWS + 1, 40] {
+                let weight = random([d_in, d_out], 1).cast(DType::BF16);
+                let bias = random([1, d_out], 2).reshape([d_out]);
+                let layer = Linear { weight: Param::from_tensor(weight.clone()), bias: Some(Param::from_tensor(bias.clone())) };
+                let x = random([rows, d_in], 3);
+                // The CPU kernels take them (not Burn's ops, which would widen the whole weight).
+                let kernel = match rows <= STREAMING_MAX_ROWS {
+                    true => kernels::streaming_linear(&x, &weight, Some(&bias)),
+                    false => kernels::linear(&x, &weight, Some(&bias)),
+                };
+                assert!(kernel.is_some(), "{rows} rows: a kernel takes bf16 weights");
+                let out = linear(&layer, x.clone().reshape([1, rows, d_in])).reshape([rows, d_out]);
+                assert_eq!(out.dtype(), DType::F32);
+                let reference = x.clone().matmul(weight.clone().cast(DType::F32)) + bias.clone().unsqueeze();
+                let diff = max_rel_diff(out, reference);
+                assert!(diff < 1e-5, "{d_in}x{d_out}, {rows} rows: relative diff {diff}");
+                // The same matrix as a tied head `[V, C]`: x·Eᵀ with C = d_in.
+                let table = random([d_out, d_in], 4).cast(DType::BF16);
+                let kernel = match rows <= STREAMING_MAX_ROWS {
+                    true => kernels::streaming_times_transposed(&x, &table),
+                    false => kernels::times_transposed(&x, &table),
+                };
+                assert!(kernel.is_some(), "head, {rows} rows: a kernel takes bf16 weights");
+                let head = tied_head(x.clone(), table.clone());
+                let diff = max_rel_diff(head, x.matmul(table.cast(DType::F32).transpose()));
+                assert!(diff < 1e-5, "head {d_out}x{d_in}, {rows} rows: relative diff {diff}");
             }
         }
     }

@@ -4,10 +4,12 @@
 
 pub mod attention;
 pub mod dropout;
+pub mod embedding;
 pub mod gelu;
 pub mod linear;
 pub mod swiglu;
 
+pub use embedding::embedding;
 pub use gelu::gelu;
-pub use linear::{linear, tied_head};
+pub use linear::{linear, matmul_weight, tied_head};
 pub use swiglu::swiglu;

@@ -10,4 +10,5 @@ mod llama;
 mod lora;
 mod parity;
 mod tokenizer;
+mod weight_dtype;
 mod weights;

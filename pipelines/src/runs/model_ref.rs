@@ -6,6 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
+use gpt::io::WeightDtype;
 use gpt::models::LanguageModel;
 use gpt::{Classifier, Gpt, Tokenizer};
 use gpt::burn::prelude::Device;
@@ -86,11 +87,14 @@ impl ModelRef {
         Ok(gpt::hf::load_model(&self.spec()?, device, seed)?)
     }
 
-    /// Loads the classifier: a run's `model/` (or `adapter/`), a classifier directory or a
-    /// classifier's adapter.
     /// Loads the model as a language model of any family (GPT-2, Llama, Qwen ...).
     pub fn load_language_model(&self, device: &Device, seed: u64) -> Result<LanguageModel> {
-        Ok(gpt::hf::load_language_model(&self.spec()?, device, seed)?)
+        self.load_language_model_as(device, seed, WeightDtype::F32)
+    }
+
+    /// [`Self::load_language_model`] with the weight matrices kept as `dtype` (`--dtype`).
+    pub fn load_language_model_as(&self, device: &Device, seed: u64, dtype: WeightDtype) -> Result<LanguageModel> {
+        Ok(gpt::hf::load_language_model_as(&self.spec()?, device, seed, dtype)?)
     }
 
     /// The model's tokenizer (GPT-2's BPE, or the directory's `tokenizer.json`).
@@ -98,6 +102,8 @@ impl ModelRef {
         Ok(gpt::hf::load_tokenizer(&self.spec()?)?)
     }
 
+    /// Loads the classifier: a run's `model/` (or `adapter/`), a classifier directory or a
+    /// classifier's adapter.
     pub fn load_classifier(&self, device: &Device) -> Result<Classifier> {
         let dir = PathBuf::from(self.spec()?);
         gpt::hf::load_classifier_dir(&dir, device).with_context(|| format!("loading the classifier in {}", dir.display()))

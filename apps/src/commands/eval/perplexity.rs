@@ -20,7 +20,7 @@ use pipelines::runs::ModelRef;
 use serde_json::{Value, json};
 
 use crate::progress::counting_bar;
-use crate::runtime::RuntimeArgs;
+use crate::runtime::{DtypeArgs, RuntimeArgs};
 
 /// What separates the documents of a data source in the evaluated text.
 const DOCUMENT_SEPARATOR: &str = "\n\n";
@@ -53,6 +53,8 @@ pub struct PerplexityArgs {
     #[arg(long)]
     pub json: bool,
     #[command(flatten)]
+    pub weights: DtypeArgs,
+    #[command(flatten)]
     pub runtime: RuntimeArgs,
 }
 
@@ -71,7 +73,7 @@ pub fn run(args: PerplexityArgs) -> Result<()> {
     // The text first: a bad --data fails before a model download.
     let corpus = read_corpus(&args.data, &args.text_column, &model_ref.tokenizer()?, &args.model)?;
     let load_start = Instant::now();
-    let model = model_ref.load_language_model(&device, args.runtime.seed)?;
+    let model = model_ref.load_language_model_as(&device, args.runtime.seed, args.weights.dtype)?;
     let parameters = gpt::io::parameter_counts(&model).1;
     eprintln!("loaded {} ({parameters} parameters) on {device:?} in {:.1}s", args.model, load_start.elapsed().as_secs_f64());
 

@@ -14,7 +14,7 @@ use pipelines::eval::tasks::{self, Aggregate, BOOTSTRAP_ITERS, Fewshot, GroupRes
 use pipelines::runs::ModelRef;
 
 use crate::progress::counting_bar;
-use crate::runtime::RuntimeArgs;
+use crate::runtime::{DtypeArgs, RuntimeArgs};
 
 #[derive(clap::Args, Debug)]
 pub struct TasksArgs {
@@ -45,6 +45,8 @@ pub struct TasksArgs {
     /// Write the results in lm-eval's schema ({"results": {task: {"acc,none": …}}, "n-shot", "configs", …})
     #[arg(long)]
     pub json: Option<PathBuf>,
+    #[command(flatten)]
+    pub weights: DtypeArgs,
     #[command(flatten)]
     pub runtime: RuntimeArgs,
 }
@@ -84,7 +86,7 @@ pub fn run(args: TasksArgs) -> Result<()> {
     let model_ref = ModelRef::resolve(&args.model);
     let tokenizer = model_ref.tokenizer()?;
     let load_start = Instant::now();
-    let model = model_ref.load_language_model(&device, args.runtime.seed)?;
+    let model = model_ref.load_language_model_as(&device, args.runtime.seed, args.weights.dtype)?;
     eprintln!("loaded {} on {device:?} in {:.1}s", args.model, load_start.elapsed().as_secs_f64());
     let batch_size = args.batch_size.unwrap_or_else(|| default_batch_size(&device));
 

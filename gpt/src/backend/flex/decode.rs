@@ -12,7 +12,9 @@ use burn::prelude::*;
 use burn::tensor::DType;
 use rayon::prelude::*;
 
-use super::tensor::slice;
+use half::bf16;
+
+use super::tensor::{slice, slice_bf16};
 use crate::backend::STREAMING_MAX_ROWS;
 
 /// Parallel tasks get at least this many weight rows (fewer is not worth a thread hop).
@@ -20,44 +22,104 @@ const ROWS_PER_TASK_MIN: usize = 64;
 /// Vocabulary rows per parallel task of the output head.
 const VOCAB_ROWS_PER_TASK: usize = 2048;
 
-/// The contiguous f32 values of a plain (non-autodiff) Flex tensor, or `None`.
-fn flex_f32<const D: usize>(tensor: &Tensor<D>) -> Option<FlexTensor> {
-    if tensor.device().is_autodiff() || tensor.dtype() != DType::F32 {
+/// A plain (non-autodiff) contiguous Flex tensor of `dtype`, or `None`.
+fn plain<const D: usize>(tensor: &Tensor<D>, dtype: DType) -> Option<FlexTensor> {
+    if tensor.device().is_autodiff() || tensor.dtype() != dtype {
         return None;
     }
     let flex = tensor.clone().try_into_primitive::<Flex>().ok()?;
     flex.layout().contiguous_offsets().map(|_| flex)
 }
 
+/// A weight matrix as the streaming kernels read it: f32, or bf16 (`--dtype bf16`).
+enum PlainWeight {
+    F32(FlexTensor),
+    Bf16(FlexTensor),
+}
 
-/// `x·W + b` (`x`: `[rows, d_in]`, `W`: `[d_in, d_out]`) by the streaming kernel, when there are
-/// at most [`STREAMING_MAX_ROWS`] rows and every input is a plain f32 Flex tensor; else `None`.
+impl PlainWeight {
+    fn of(weight: &Tensor<2>) -> Option<Self> {
+        plain(weight, DType::F32).map(Self::F32).or_else(|| plain(weight, DType::BF16).map(Self::Bf16))
+    }
+}
+
+/// `x·W + b` (`x`: `[rows, d_in]`, `W`: `[d_in, d_out]`, f32 or bf16) by the streaming kernel,
+/// when there are at most [`STREAMING_MAX_ROWS`] rows and every input is a plain Flex tensor
+/// (`x` and `b` f32); else `None`.
 pub fn streaming_linear(x: &Tensor<2>, weight: &Tensor<2>, bias: Option<&Tensor<1>>) -> Option<Tensor<2>> {
     let [rows, d_in] = x.dims();
     let d_out = weight.dims()[1];
     if rows > STREAMING_MAX_ROWS {
         return None;
     }
-    let (xf, wf) = (flex_f32(x)?, flex_f32(weight)?);
+    let (xf, wf) = (plain(x, DType::F32)?, PlainWeight::of(weight)?);
     let bias = match bias {
-        Some(bias) => Some(flex_f32(bias)?),
+        Some(bias) => Some(plain(bias, DType::F32)?),
         None => None,
     };
-    let out = rows_times_matrix(slice(&xf), slice(&wf), bias.as_ref().map(slice), d_in, d_out);
-    Some(Tensor::from_data(TensorData::new(out, [rows, d_out]), &x.device()))
+    let x_device = x.device();
+    let (x, bias) = (slice(&xf), bias.as_ref().map(slice));
+    let out = match &wf {
+        PlainWeight::F32(w) => rows_times_matrix(x, slice(w), bias, d_in, d_out),
+        PlainWeight::Bf16(w) => rows_times_matrix(x, slice_bf16(w), bias, d_in, d_out),
+    };
+    Some(Tensor::from_data(TensorData::new(out, [rows, d_out]), &x_device))
 }
 
-/// `x·Eᵀ` (`x`: `[rows, C]`, `E`: `[V, C]`, the tied output head) by the streaming kernel, under
-/// the same conditions as [`streaming_linear`]; else `None`.
+/// `x·Eᵀ` (`x`: `[rows, C]`, `E`: `[V, C]`, f32 or bf16, the tied output head) by the streaming
+/// kernel, under the same conditions as [`streaming_linear`]; else `None`.
 pub fn streaming_times_transposed(x: &Tensor<2>, embedding: &Tensor<2>) -> Option<Tensor<2>> {
     let [rows, c] = x.dims();
     let vocab = embedding.dims()[0];
     if rows > STREAMING_MAX_ROWS {
         return None;
     }
-    let (xf, ef) = (flex_f32(x)?, flex_f32(embedding)?);
-    let out = rows_times_transposed(slice(&xf), slice(&ef), c, vocab);
+    let (xf, ef) = (plain(x, DType::F32)?, PlainWeight::of(embedding)?);
+    let out = match &ef {
+        PlainWeight::F32(e) => rows_times_transposed(slice(&xf), slice(e), c, vocab),
+        PlainWeight::Bf16(e) => rows_times_transposed(slice(&xf), slice_bf16(e), c, vocab),
+    };
     Some(Tensor::from_data(TensorData::new(out, [rows, vocab]), &x.device()))
+}
+
+/// A weight value the streaming kernels read: f32, or bf16 widened to f32 as it is loaded, so
+/// that the activations and the sums stay f32 while half the bytes stream from memory.
+trait WeightElement: Copy + Send + Sync {
+    fn widen(self) -> f32;
+    /// Eight consecutive values as f32 lanes.
+    ///
+    /// # Safety
+    /// `ptr..ptr + 8` is readable; the CPU has AVX2 (callers are compiled for it and inline this).
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn load8(ptr: *const Self) -> std::arch::x86_64::__m256;
+}
+
+impl WeightElement for f32 {
+    #[inline(always)]
+    fn widen(self) -> f32 {
+        self
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn load8(ptr: *const Self) -> std::arch::x86_64::__m256 {
+        // SAFETY: as the caller promises.
+        unsafe { std::arch::x86_64::_mm256_loadu_ps(ptr) }
+    }
+}
+
+impl WeightElement for bf16 {
+    #[inline(always)]
+    fn widen(self) -> f32 {
+        self.to_f32()
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn load8(ptr: *const Self) -> std::arch::x86_64::__m256 {
+        use std::arch::x86_64::*;
+        // A bf16 is the top half of the f32 it stands for: zero-extend to 32 bits, shift up.
+        // SAFETY: as the caller promises (8 values of 2 bytes).
+        unsafe { _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128(ptr.cast())), 16)) }
+    }
 }
 
 /// `(0..tasks).map(f)` on rayon's pool, or on the calling thread when the pool has one thread:
@@ -74,7 +136,7 @@ fn par_map<T: Send>(tasks: usize, f: impl Fn(usize) -> T + Sync + Send) -> Vec<T
 /// `out[m, :] = x[m, :] @ w + bias` with `w` `[k, n]` row-major. The weight rows are split into
 /// one contiguous range per thread, so that every thread streams memory strictly in order (the
 /// hardware prefetcher's best case); the per-thread partial sums are added at the end.
-fn rows_times_matrix(x: &[f32], w: &[f32], bias: Option<&[f32]>, k: usize, n: usize) -> Vec<f32> {
+fn rows_times_matrix<E: WeightElement>(x: &[f32], w: &[E], bias: Option<&[f32]>, k: usize, n: usize) -> Vec<f32> {
     let m = x.len() / k;
     let tasks = rayon::current_num_threads().clamp(1, k.div_ceil(ROWS_PER_TASK_MIN));
     let rows_per_task = k.div_ceil(tasks).next_multiple_of(4);
@@ -97,7 +159,7 @@ fn rows_times_matrix(x: &[f32], w: &[f32], bias: Option<&[f32]>, k: usize, n: us
     out
 }
 
-fn accumulate_rows(x: &[f32], w: &[f32], acc: &mut [f32], k: usize, n: usize, k0: usize, k1: usize) {
+fn accumulate_rows<E: WeightElement>(x: &[f32], w: &[E], acc: &mut [f32], k: usize, n: usize, k0: usize, k1: usize) {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
         // SAFETY: the CPU supports the features the function is compiled for.
@@ -111,7 +173,7 @@ fn accumulate_rows(x: &[f32], w: &[f32], acc: &mut [f32], k: usize, n: usize, k0
 /// distant streams than on one (README, "Speed").
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn accumulate_rows_avx2(x: &[f32], w: &[f32], acc: &mut [f32], k: usize, n: usize, k0: usize, k1: usize) {
+unsafe fn accumulate_rows_avx2<E: WeightElement>(x: &[f32], w: &[E], acc: &mut [f32], k: usize, n: usize, k0: usize, k1: usize) {
     use std::arch::x86_64::*;
     const STREAMS: usize = 8;
     // 8 rows × 256 floats = 8 KB of weights, plus 1 KB of accumulators per batch row: L1.
@@ -120,7 +182,7 @@ unsafe fn accumulate_rows_avx2(x: &[f32], w: &[f32], acc: &mut [f32], k: usize, 
     let vec_end = n / 8 * 8;
     for i in k0..k0 + segment {
         let row_index: [usize; STREAMS] = std::array::from_fn(|s| i + s * segment);
-        let rows: [&[f32]; STREAMS] = std::array::from_fn(|s| &w[row_index[s] * n..(row_index[s] + 1) * n]);
+        let rows: [&[E]; STREAMS] = std::array::from_fn(|s| &w[row_index[s] * n..(row_index[s] + 1) * n]);
         // Columns in blocks of COLUMNS: with several batch rows, the eight weight-row pieces are
         // read from memory for the first batch row and from L1 for the others (whole rows, 72 KB
         // for n = 2304, would only fit L2).
@@ -135,7 +197,7 @@ unsafe fn accumulate_rows_avx2(x: &[f32], w: &[f32], acc: &mut [f32], k: usize, 
                     for j in (j0..j1).step_by(8) {
                         let mut y = _mm256_loadu_ps(out.as_ptr().add(j));
                         for (row, ar) in rows.iter().zip(&a) {
-                            y = _mm256_fmadd_ps(*ar, _mm256_loadu_ps(row.as_ptr().add(j)), y);
+                            y = _mm256_fmadd_ps(*ar, E::load8(row.as_ptr().add(j)), y);
                         }
                         _mm256_storeu_ps(out.as_mut_ptr().add(j), y);
                     }
@@ -145,7 +207,7 @@ unsafe fn accumulate_rows_avx2(x: &[f32], w: &[f32], acc: &mut [f32], k: usize, 
         for (mi, out) in acc.chunks_exact_mut(n).enumerate() {
             let xs: [f32; STREAMS] = std::array::from_fn(|s| x[mi * k + row_index[s]]);
             for j in vec_end..n {
-                out[j] += (0..STREAMS).map(|s| xs[s] * rows[s][j]).sum::<f32>();
+                out[j] += (0..STREAMS).map(|s| xs[s] * rows[s][j].widen()).sum::<f32>();
             }
         }
     }
@@ -155,7 +217,7 @@ unsafe fn accumulate_rows_avx2(x: &[f32], w: &[f32], acc: &mut [f32], k: usize, 
 /// `acc[m, :] += Σ_{i in k0..k1} x[m, i] · w[i, :]`, four weight rows at a time so that each pass
 /// over `acc` (in L1/L2) does four multiply-adds per element. Plain loops the compiler vectorises.
 #[inline(always)]
-fn accumulate_rows_portable(x: &[f32], w: &[f32], acc: &mut [f32], k: usize, n: usize, k0: usize, k1: usize) {
+fn accumulate_rows_portable<E: WeightElement>(x: &[f32], w: &[E], acc: &mut [f32], k: usize, n: usize, k0: usize, k1: usize) {
     let row = |i: usize| &w[i * n..(i + 1) * n];
     let mut i = k0;
     while i + 4 <= k1 {
@@ -164,7 +226,7 @@ fn accumulate_rows_portable(x: &[f32], w: &[f32], acc: &mut [f32], k: usize, n: 
             let xs = &x[mi * k + i..mi * k + i + 4];
             let (a0, a1, a2, a3) = (xs[0], xs[1], xs[2], xs[3]);
             for j in 0..n {
-                out[j] += a0 * r0[j] + a1 * r1[j] + a2 * r2[j] + a3 * r3[j];
+                out[j] += a0 * r0[j].widen() + a1 * r1[j].widen() + a2 * r2[j].widen() + a3 * r3[j].widen();
             }
         }
         i += 4;
@@ -173,13 +235,13 @@ fn accumulate_rows_portable(x: &[f32], w: &[f32], acc: &mut [f32], k: usize, n: 
         let r = row(i);
         for (mi, out) in acc.chunks_exact_mut(n).enumerate() {
             let a = x[mi * k + i];
-            out.iter_mut().zip(r).for_each(|(y, &wv)| *y += a * wv);
+            out.iter_mut().zip(r).for_each(|(y, &wv)| *y += a * wv.widen());
         }
     }
 }
 
 /// `out[m, v] = x[m, :] · e[v, :]` with `e` `[vocab, c]` row-major: one pass over `e`.
-fn rows_times_transposed(x: &[f32], e: &[f32], c: usize, vocab: usize) -> Vec<f32> {
+fn rows_times_transposed<E: WeightElement>(x: &[f32], e: &[E], c: usize, vocab: usize) -> Vec<f32> {
     let m = x.len() / c;
     let blocks: Vec<Vec<f32>> = par_map(vocab.div_ceil(VOCAB_ROWS_PER_TASK), |block| {
         let v0 = block * VOCAB_ROWS_PER_TASK;
@@ -201,7 +263,7 @@ fn rows_times_transposed(x: &[f32], e: &[f32], c: usize, vocab: usize) -> Vec<f3
     out
 }
 
-fn dot_rows(x: &[f32], e: &[f32], out: &mut [f32], c: usize) {
+fn dot_rows<E: WeightElement>(x: &[f32], e: &[E], out: &mut [f32], c: usize) {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
         // SAFETY: the CPU supports the features the function is compiled for.
@@ -215,13 +277,13 @@ fn dot_rows(x: &[f32], e: &[f32], out: &mut [f32], c: usize) {
 /// distant memory streams keeps more loads in flight.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn dot_rows_avx2(x: &[f32], e: &[f32], out: &mut [f32], c: usize) {
+unsafe fn dot_rows_avx2<E: WeightElement>(x: &[f32], e: &[E], out: &mut [f32], c: usize) {
     const STREAMS: usize = 4;
     let m = x.len() / c;
     let segment = e.len() / c / STREAMS;
     for i in 0..segment {
         let row_index: [usize; STREAMS] = std::array::from_fn(|s| i + s * segment);
-        let rows: [&[f32]; STREAMS] = std::array::from_fn(|s| &e[row_index[s] * c..(row_index[s] + 1) * c]);
+        let rows: [&[E]; STREAMS] = std::array::from_fn(|s| &e[row_index[s] * c..(row_index[s] + 1) * c]);
         // Two rows of x at a time (8 accumulators): each loaded piece of the vocabulary rows
         // serves both, 6 loads per 8 multiply-adds instead of 5 per 4; an odd last row alone.
         // The sum of every dot product runs in the same order either way.
@@ -231,10 +293,10 @@ unsafe fn dot_rows_avx2(x: &[f32], e: &[f32], out: &mut [f32], c: usize) {
             let store = |p: usize, s: usize, v: f32| out[row_index[s] * m + mi + p] = v;
             // SAFETY: the CPU supports the features (this function's own); every row has length c.
             if mi + 2 <= m {
-                unsafe { dot_block::<2, STREAMS>([x_row(0), x_row(1)], &rows, store) };
+                unsafe { dot_block::<E, 2, STREAMS>([x_row(0), x_row(1)], &rows, store) };
                 mi += 2;
             } else {
-                unsafe { dot_block::<1, STREAMS>([x_row(0)], &rows, store) };
+                unsafe { dot_block::<E, 1, STREAMS>([x_row(0)], &rows, store) };
                 mi += 1;
             }
         }
@@ -249,7 +311,7 @@ unsafe fn dot_rows_avx2(x: &[f32], e: &[f32], out: &mut [f32], c: usize) {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 #[inline]
-unsafe fn dot_block<const R: usize, const S: usize>(xs: [&[f32]; R], rows: &[&[f32]; S], mut store: impl FnMut(usize, usize, f32)) {
+unsafe fn dot_block<E: WeightElement, const R: usize, const S: usize>(xs: [&[f32]; R], rows: &[&[E]; S], mut store: impl FnMut(usize, usize, f32)) {
     use std::arch::x86_64::*;
     let c = xs[0].len();
     let vec_end = c / 8 * 8;
@@ -259,7 +321,7 @@ unsafe fn dot_block<const R: usize, const S: usize>(xs: [&[f32]; R], rows: &[&[f
         unsafe {
             let xv: [__m256; R] = std::array::from_fn(|p| _mm256_loadu_ps(xs[p].as_ptr().add(b)));
             for (s, row) in rows.iter().enumerate() {
-                let ev = _mm256_loadu_ps(row.as_ptr().add(b));
+                let ev = E::load8(row.as_ptr().add(b));
                 for p in 0..R {
                     acc[p][s] = _mm256_fmadd_ps(xv[p], ev, acc[p][s]);
                 }
@@ -271,7 +333,7 @@ unsafe fn dot_block<const R: usize, const S: usize>(xs: [&[f32]; R], rows: &[&[f
             let mut lanes = [0.0f32; 8];
             // SAFETY: `lanes` holds 8 floats.
             unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), *sum) };
-            let tail: f32 = xs[p][vec_end..].iter().zip(&rows[s][vec_end..]).map(|(a, b)| a * b).sum();
+            let tail: f32 = xs[p][vec_end..].iter().zip(&rows[s][vec_end..]).map(|(a, b)| a * b.widen()).sum();
             let total = ((lanes[0] + lanes[4]) + (lanes[1] + lanes[5])) + ((lanes[2] + lanes[6]) + (lanes[3] + lanes[7]));
             store(p, s, total + tail);
         }
@@ -282,18 +344,18 @@ unsafe fn dot_block<const R: usize, const S: usize>(xs: [&[f32]; R], rows: &[&[f
 /// Independent partial sums (4 × 8 lanes) let the compiler use vector registers and overlap
 /// loads, without reordering a floating-point reduction it may not reorder.
 #[inline(always)]
-fn dot_rows_portable(x: &[f32], e: &[f32], out: &mut [f32], c: usize) {
+fn dot_rows_portable<E: WeightElement>(x: &[f32], e: &[E], out: &mut [f32], c: usize) {
     let m = x.len() / c;
     for (row, dots) in e.chunks_exact(c).zip(out.chunks_exact_mut(m)) {
         for (mi, dot) in dots.iter_mut().enumerate() {
             let xs = &x[mi * c..(mi + 1) * c];
             let mut lanes = [[0.0f32; 8]; 4];
             let (x_blocks, e_blocks) = (xs.chunks_exact(32), row.chunks_exact(32));
-            let tail: f32 = x_blocks.remainder().iter().zip(e_blocks.remainder()).map(|(a, b)| a * b).sum();
+            let tail: f32 = x_blocks.remainder().iter().zip(e_blocks.remainder()).map(|(a, b)| a * b.widen()).sum();
             for (a, b) in x_blocks.zip(e_blocks) {
                 for (part, lane) in lanes.iter_mut().enumerate() {
                     for l in 0..8 {
-                        lane[l] += a[part * 8 + l] * b[part * 8 + l];
+                        lane[l] += a[part * 8 + l] * b[part * 8 + l].widen();
                     }
                 }
             }

@@ -20,8 +20,9 @@ use burn::prelude::*;
 use super::tensor::{FlexInput, contiguous, flex_from, record, slice};
 use super::gemm::{Matrix, gemm_into};
 
-/// `x·W + b`: `x` `[N, K]`, `weight` `[K, M]` (Burn's `Linear` layout), `bias` `[M]`. `None` when
-/// the tensors are not f32 on Flex (the caller then uses Burn's ops).
+/// `x·W + b`: `x` `[N, K]`, `weight` `[K, M]` (Burn's `Linear` layout, f32, or bf16 for
+/// inference), `bias` `[M]`. `None` when the tensors are not on Flex (the caller then uses
+/// Burn's ops).
 pub fn linear(x: &Tensor<2>, weight: &Tensor<2>, bias: Option<&Tensor<1>>) -> Option<Tensor<2>> {
     product(x, weight, false, bias)
 }
@@ -32,6 +33,9 @@ pub fn times_transposed(x: &Tensor<2>, embedding: &Tensor<2>) -> Option<Tensor<2
 }
 
 fn product(x: &Tensor<2>, weight: &Tensor<2>, transposed: bool, bias: Option<&Tensor<1>>) -> Option<Tensor<2>> {
+    if weight.dtype() == burn::tensor::DType::BF16 {
+        return super::bf16_weights::product(x, weight, transposed, bias);
+    }
     let (x_in, w_in) = (FlexInput::of(x)?, FlexInput::of(weight)?);
     let b_in = match bias {
         Some(bias) => Some(FlexInput::of(bias)?),

@@ -12,6 +12,7 @@
 
 mod attention;
 mod bf16;
+mod bf16_weights;
 mod decode;
 mod f16;
 mod gemm;

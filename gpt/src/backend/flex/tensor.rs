@@ -55,6 +55,12 @@ pub(super) fn slice(flex: &FlexTensor) -> &[f32] {
     &flex.storage::<f32>()[start..end]
 }
 
+/// The values of a contiguous bf16 tensor (weights under `--dtype bf16`).
+pub(super) fn slice_bf16(flex: &FlexTensor) -> &[half::bf16] {
+    let (start, end) = flex.layout().contiguous_offsets().expect("made contiguous");
+    &flex.storage::<half::bf16>()[start..end]
+}
+
 /// The values of a contiguous tensor, to overwrite: in place when nothing else holds its storage,
 /// in a private copy otherwise (Flex's copy-on-write).
 pub(super) fn values_mut(flex: &mut FlexTensor) -> &mut [f32] {

@@ -59,7 +59,7 @@ impl CausalSelfAttention {
         let bias = self.c_attn.bias.as_ref().map(|bias| bias.val());
         let project = |x: Tensor<3>, from: usize, width: usize| {
             let rows = x.dims()[1];
-            let y = x.reshape([b * rows, c]).matmul(weight.clone().narrow(1, from, width));
+            let y = ops::matmul_weight(x.reshape([b * rows, c]), weight.clone().narrow(1, from, width));
             let y = match &bias {
                 Some(bias) => y + bias.clone().narrow(0, from, width).unsqueeze::<2>(),
                 None => y,

@@ -97,7 +97,7 @@ impl Gpt {
 
     /// Token + position embeddings (with embedding dropout). `positions`: `[B, T]` or `[1, T]`.
     fn embed(&self, ids: Tensor<2, Int>, positions: Tensor<2, Int>) -> Tensor<3> {
-        dropout::forward(&self.drop, self.wte.forward(ids) + self.wpe.forward(positions))
+        dropout::forward(&self.drop, ops::embedding(&self.wte, ids) + ops::embedding(&self.wpe, positions))
     }
 
     fn check_length(&self, t: usize) {

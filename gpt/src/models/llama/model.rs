@@ -136,7 +136,7 @@ impl Llama {
     /// Token embeddings of ids `[B, T]`: the input of layer 0.
     pub fn embed_tokens(&self, ids: Tensor<2, Int>) -> Tensor<3> {
         self.check_length(ids.dims()[1]);
-        self.model.embed_tokens.forward(ids)
+        ops::embedding(&self.model.embed_tokens, ids)
     }
 
     /// Runs the residual stream `x` `[B, T, C]` (positions 0..T, causal, no padding) through
@@ -187,7 +187,7 @@ impl Llama {
     /// advance its row's positions. Returns the final hidden states `[B, T, C]`.
     pub fn forward_cached(&self, tokens: &[u32], is_pad: &[bool], cache: &mut KvCache) -> Result<Tensor<3>> {
         let step = cache.step(tokens, is_pad, self.config.max_position_embeddings, self.config.vocab_size, &self.device())?;
-        let mut x = self.model.embed_tokens.forward(step.ids);
+        let mut x = ops::embedding(&self.model.embed_tokens, step.ids);
         let (cos, sin) = self.rope.cos_sin(step.positions);
         for (layer, layer_cache) in self.model.layers.iter().zip(cache.layers.iter_mut()) {
             x = layer.forward(x, &cos, &sin, Some(layer_cache), step.mask.clone());
