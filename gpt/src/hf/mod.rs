@@ -87,13 +87,7 @@ impl ModelSpec {
                     dir.display()
                 ))),
             },
-            Self::Random(preset) => {
-                let config = GptConfig::preset(preset).ok_or_else(|| match LlamaConfig::preset(preset) {
-                    Some(_) => GptError::Model(format!("random:{preset} is a Llama-family model; this command runs GPT-2 models only so far")),
-                    None => GptError::Model(format!("unknown preset {preset}")),
-                })?;
-                Gpt::init(&config, seed, device)
-            }
+            Self::Random(preset) => Gpt::init(&gpt2_preset(preset)?, seed, device),
         }
     }
 
@@ -103,24 +97,17 @@ impl ModelSpec {
     }
 
     /// [`Self::load_language_model`] with the weight matrices kept as `dtype` (`--dtype`): read
-    /// so from a checkpoint, converted after the fact for random presets and merged adapters.
+    /// so from a checkpoint, rounded tensor by tensor at a random preset's init, and after the
+    /// merge for an adapter (its factors fold into the base in f32).
     pub fn load_language_model_as(&self, device: &Device, hub: &HubOptions, seed: u64, dtype: WeightDtype) -> Result<LanguageModel> {
         match self {
             Self::Dir(dir) => load_language_model_dir_as(dir, device, dtype),
             Self::Hub(repo) => load_language_model_dir_as(&fetch_model(repo, hub)?, device, dtype),
-            Self::Random(_) | Self::Adapter(_) => Ok(cast_matrices(self.load_f32_language_model(device, hub, seed)?, dtype)),
-        }
-    }
-
-    fn load_f32_language_model(&self, device: &Device, hub: &HubOptions, seed: u64) -> Result<LanguageModel> {
-        match self {
-            Self::Dir(dir) => load_language_model_dir(dir, device),
-            Self::Hub(repo) => load_language_model_dir(&fetch_model(repo, hub)?, device),
             Self::Random(preset) => match LlamaConfig::preset(preset) {
-                Some(config) => Llama::init(&config, seed, device).map(LanguageModel::from),
-                None => self.load(device, hub, seed).map(LanguageModel::from),
+                Some(config) => Llama::init_as(&config, seed, device, dtype).map(LanguageModel::from),
+                None => Gpt::init_as(&gpt2_preset(preset)?, seed, device, dtype).map(LanguageModel::from),
             },
-            Self::Adapter(dir) => load_merged(dir, device, hub, seed),
+            Self::Adapter(dir) => Ok(cast_matrices(load_merged(dir, device, hub, seed)?, dtype)),
         }
     }
 
@@ -155,6 +142,14 @@ impl ModelSpec {
             Family::Llama(_) => Tokenizer::from_model_dir(&dir),
         }
     }
+}
+
+/// A GPT-2 preset's config, or an error naming what the preset is.
+fn gpt2_preset(preset: &str) -> Result<GptConfig> {
+    GptConfig::preset(preset).ok_or_else(|| match LlamaConfig::preset(preset) {
+        Some(_) => GptError::Model(format!("random:{preset} is a Llama-family model; this command runs GPT-2 models only so far")),
+        None => GptError::Model(format!("unknown preset {preset}")),
+    })
 }
 
 /// The tokenizer of what `--model M` names (see [`ModelSpec::tokenizer`]).

@@ -18,7 +18,7 @@ pub mod weight_dtype;
 pub use self::files::{available_space, replace_atomically, temp_path_for, write_atomic, write_atomic_with};
 pub use self::hub::{HubOptions, fetch_model};
 pub use self::params::{
-    OutInLinears, TensorSource, cast_matrices, fill_params, fill_params_matching, hf_name, named_params, parameter_counts, seeded_normal,
+    MatricesAs, OutInLinears, TensorSource, cast_matrices, fill_params, fill_params_matching, hf_name, named_params, parameter_counts, seeded_normal,
     stable_hash,
 };
 pub use self::safetensors::{SafetensorsSource, write_safetensors};

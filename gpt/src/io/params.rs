@@ -70,6 +70,23 @@ impl TensorSource for OutInLinears<'_> {
     }
 }
 
+/// A source whose matrices (2-D tensors) come out as `dtype`: seeded init's f32 values narrowed
+/// one tensor at a time, so that a bf16 model is never held in f32 first.
+pub struct MatricesAs<'a> {
+    pub source: &'a mut dyn TensorSource,
+    pub dtype: WeightDtype,
+}
+
+impl TensorSource for MatricesAs<'_> {
+    fn tensor(&mut self, name: &str, shape: &[usize]) -> Result<TensorData> {
+        let data = self.source.tensor(name, shape)?;
+        Ok(match (shape.len(), self.dtype) {
+            (2, WeightDtype::Bf16) if data.dtype() == DType::F32 => data.convert::<half::bf16>(),
+            _ => data,
+        })
+    }
+}
+
 /// The `[cols, rows]` transpose of a row-major `[rows, cols]` matrix, by blocks (cache-friendly).
 pub fn transpose<T: Copy + Default>(values: &[T], rows: usize, cols: usize) -> Vec<T> {
     const BLOCK: usize = 32;

@@ -154,3 +154,15 @@ fn a_bf16_checkpoint_is_kept_as_stored() {
     assert_eq!(got, logits(&rounded_at_load, ids.clone()));
     assert!(max_abs_diff(&got, &logits(&widened, ids)) <= 1e-5, "bf16 kept or widened to f32: the same values");
 }
+
+#[test]
+fn random_presets_round_their_init_to_bf16_tensor_by_tensor() {
+    for preset in ["random:tiny", "random:smollm2-135m"] {
+        let load = |dtype| gpt::hf::load_language_model_as(preset, &device(), 7, dtype).unwrap();
+        let bf16 = load(WeightDtype::Bf16);
+        assert!(param_dtypes(&bf16).iter().all(|&(rank, dtype)| (rank == 2) == (dtype == DType::BF16)), "{preset}");
+        let rounded_after = cast_matrices(load(WeightDtype::F32), WeightDtype::Bf16);
+        let ids = token_ids(&bf16, 1, 5);
+        assert_eq!(logits(&bf16, ids.clone()), logits(&rounded_after, ids), "{preset}: the same values");
+    }
+}

@@ -14,7 +14,7 @@ use super::config::GptConfig;
 use super::init::RandomInit;
 use super::mlp::Mlp;
 use crate::error::Result;
-use crate::io::fill_params;
+use crate::io::{MatricesAs, WeightDtype, fill_params};
 use crate::models::kv_cache::KvCache;
 use crate::ops::{self, dropout};
 
@@ -70,8 +70,13 @@ impl Gpt {
     /// projections (`attn.c_proj`, `mlp.c_proj`) scaled by 1/sqrt(2·n_layer), biases 0, LayerNorm
     /// 1/0. The same seed gives the same weights on every backend.
     pub fn init(config: &GptConfig, seed: u64, device: &Device) -> Result<Self> {
+        Self::init_as(config, seed, device, WeightDtype::F32)
+    }
+
+    /// [`Gpt::init`] with the weight matrices kept as `dtype` (the same values, rounded).
+    pub fn init_as(config: &GptConfig, seed: u64, device: &Device, dtype: WeightDtype) -> Result<Self> {
         config.validate()?;
-        fill_params(Self::skeleton(config, device), &mut RandomInit::new(config, seed))
+        fill_params(Self::skeleton(config, device), &mut MatricesAs { source: &mut RandomInit::new(config, seed), dtype })
     }
 
     /// Sets every dropout probability (embeddings, attention, residual) to `p`, e.g. 0 for

@@ -18,7 +18,7 @@ use super::init::LlamaInit;
 use super::mlp::Mlp;
 use super::rope::Rope;
 use crate::error::Result;
-use crate::io::fill_params;
+use crate::io::{MatricesAs, WeightDtype, fill_params};
 use crate::models::kv_cache::KvCache;
 use crate::ops;
 
@@ -93,7 +93,12 @@ impl Llama {
     /// A freshly initialised model (transformers' init); the same seed gives the same weights on
     /// every backend.
     pub fn init(config: &LlamaConfig, seed: u64, device: &Device) -> Result<Self> {
-        fill_params(Self::skeleton(config, device)?, &mut LlamaInit::new(config, seed))
+        Self::init_as(config, seed, device, WeightDtype::F32)
+    }
+
+    /// [`Llama::init`] with the weight matrices kept as `dtype` (the same values, rounded).
+    pub fn init_as(config: &LlamaConfig, seed: u64, device: &Device, dtype: WeightDtype) -> Result<Self> {
+        fill_params(Self::skeleton(config, device)?, &mut MatricesAs { source: &mut LlamaInit::new(config, seed), dtype })
     }
 
     /// Whether HF tensor `name` is a `Linear` weight, stored `[out, in]` by HF (Burn's are `[in, out]`).
