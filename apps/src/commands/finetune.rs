@@ -86,8 +86,9 @@ pub struct TrainArgs {
     /// Continue the run in --run-dir from its last checkpoint
     #[arg(long)]
     pub resume: bool,
-    /// Matrix products in f32, or bf16-mixed (bf16 inputs, f32 accumulation; f32 weights and
-    /// optimizer state): the CPU's AVX512-BF16 kernels
+    /// Matrix products in f32, bf16-mixed (bf16 inputs, f32 accumulation; f32 weights and
+    /// optimizer state: the CPU's AVX512-BF16 kernels), or f16-mixed (f16 inputs, emulated on
+    /// the CPU, with dynamic loss scaling as torch.amp.GradScaler)
     #[arg(long, default_value = "f32")]
     pub precision: Precision,
     /// Under `mpirun`: seconds a rank waits for the others in a collective before every rank stops

@@ -95,8 +95,9 @@ pub struct Args {
     /// Under `mpirun`: seconds a rank waits for the others in a collective before every rank stops
     #[arg(long, default_value_t = pipelines::distributed::DEFAULT_TIMEOUT.as_secs())]
     pub collective_timeout: u64,
-    /// Matrix products in f32, or bf16-mixed (bf16 inputs, f32 accumulation; f32 weights and
-    /// optimizer state): the CPU's AVX512-BF16 kernels
+    /// Matrix products in f32, bf16-mixed (bf16 inputs, f32 accumulation; f32 weights and
+    /// optimizer state: the CPU's AVX512-BF16 kernels), or f16-mixed (f16 inputs, emulated on
+    /// the CPU, with dynamic loss scaling as torch.amp.GradScaler)
     #[arg(long, default_value = "f32")]
     pub precision: Precision,
     #[command(flatten)]

@@ -36,8 +36,9 @@ pub struct Options {
     /// What trains: all, last-block (+ final norm), lora:R (adapters on every projection)
     #[arg(long, default_value = "all")]
     pub trains: Trains,
-    /// The matrix products' arithmetic: f32, or bf16-mixed (bf16 inputs, f32 accumulation: the
-    /// CPU's AVX512-BF16 kernels)
+    /// The matrix products' arithmetic: f32, bf16-mixed (bf16 inputs, f32 accumulation: the
+    /// CPU's AVX512-BF16 kernels), or f16-mixed (f16 inputs, emulated; the loss scaled as
+    /// torch.amp.GradScaler does)
     #[arg(long, value_enum, default_value_t = Precision::F32)]
     pub precision: Precision,
 }
@@ -113,12 +114,31 @@ pub fn run(spec: DeviceSpec, preset: &str, options: &Options) -> Result<Value> {
     let lm_batch = LmBatch { inputs: tokens.clone().slice([0..batch, 0..seq_len]), targets: tokens.slice([0..batch, 1..seq_len + 1]) };
     let forward = time_forward(&model.model, &lm_batch.inputs);
 
+    // f16-mixed's loop as torch's with a GradScaler: scale, backward, unscale, step unless an
+    // inf turned up, update.
+    let mut scaler = precision.loss_scaler();
+    let mut skipped = 0;
     let (mut times, mut losses) = (Vec::new(), Vec::new());
     for i in 0..steps + 2 {
         let start = Instant::now();
         let out = model.forward_batch(lm_batch.clone());
-        let grads = GradientsParams::from_grads(out.loss.clone().backward(), &model);
-        model = optimizer.step(5e-5, model, grads);
+        let scaled = match &scaler {
+            Some(scaler) => out.loss.clone().mul_scalar(scaler.scale()),
+            None => out.loss.clone(),
+        };
+        let grads = GradientsParams::from_grads(scaled.backward(), &model);
+        let grads = match &mut scaler {
+            Some(scaler) => {
+                let (grads, finite) = scaler.unscale(&model, grads);
+                scaler.update(!finite);
+                finite.then_some(grads)
+            }
+            None => Some(grads),
+        };
+        match grads {
+            Some(grads) => model = optimizer.step(5e-5, model, grads),
+            None => skipped += 1,
+        }
         // Reading the loss waits for the step to finish (GPU backends run asynchronously).
         losses.push(out.loss.into_scalar::<f32>() as f64);
         if i >= 2 {
@@ -131,6 +151,7 @@ pub fn run(spec: DeviceSpec, preset: &str, options: &Options) -> Result<Value> {
         "bench": super::bench_name("train", preset), "preset": preset, "backend": spec.to_string(), "threads": rayon::current_num_threads(),
         "batch": batch, "seq_len": seq_len, "n_params": params, "trainable_params": trainable, "trains": trains.to_string(), "dropout": dropout,
         "precision": precision.to_string(), "matmul": products.path(),
+        "loss_scale": scaler.as_ref().map(|s| s.scale()), "skipped_steps": skipped,
         "step": { "median_s": step, "all_s": times },
         "tokens_per_s": (batch * seq_len) as f64 / step,
         "forward": { "median_s": forward_s, "all_s": forward, "tokens_per_s": (batch * seq_len) as f64 / forward_s },

@@ -1,5 +1,6 @@
 //! Checkpoints keyed by optimizer step: Burn's model / optimizer / scheduler records, each written
-//! atomically, plus a small `state.json` saying where in the data the run was.
+//! atomically, plus a small `state.json` saying where in the data the run was (and, for f16-mixed
+//! runs, the loss scaler's state).
 
 use std::path::{Path, PathBuf};
 
@@ -13,6 +14,7 @@ use gpt::burn::train::checkpoint::{AsyncCheckpointer, Checkpoint, Checkpointer, 
 use gpt::io::write_atomic;
 use serde::{Deserialize, Serialize};
 
+use crate::train::grad_scaler::GradScalerState;
 use crate::train::learner::{Learner, LearnerRecords};
 
 /// A run's checkpoints: the learner's three records written on background threads (training goes
@@ -42,10 +44,12 @@ impl Checkpoints {
 
     /// Saves the learner at `state` and drops the checkpoints [`KeepLast`] lets go.
     pub fn save<M: Module + TrainStep>(&mut self, learner: &Learner<M>, state: TrainState) -> anyhow::Result<()> {
+        let mut loss_scaler = None;
         for action in self.keep.actions(state.step) {
             match action {
                 CheckpointingAction::Save => {
                     let records = learner.records();
+                    loss_scaler = records.loss_scaler;
                     self.model.save(state.step, records.model)?;
                     self.optimizer.save(state.step, records.optimizer)?;
                     self.scheduler.save(state.step, records.scheduler)?;
@@ -57,16 +61,18 @@ impl Checkpoints {
                 }
             }
         }
-        state.append_to(&self.dir)
+        Saved { at: state, loss_scaler }.append_to(&self.dir)
     }
 
-    /// The learner as checkpoint `step` left it.
-    pub fn restore<M: Module + TrainStep>(&self, learner: Learner<M>, step: usize) -> anyhow::Result<Learner<M>> {
+    /// The learner as checkpoint `saved` left it.
+    pub fn restore<M: Module + TrainStep>(&self, learner: Learner<M>, saved: Saved) -> anyhow::Result<Learner<M>> {
+        let step = saved.at.step;
         let context = || format!("loading checkpoint {step} from {}", self.dir.display());
         let records = LearnerRecords {
             model: self.model.restore(step).with_context(context)?,
             optimizer: self.optimizer.restore(step).with_context(context)?,
             scheduler: self.scheduler.restore(step).with_context(context)?,
+            loss_scaler: saved.loss_scaler,
         };
         Ok(learner.load(records))
     }
@@ -83,12 +89,22 @@ pub struct TrainState {
     pub batch: usize,
 }
 
+/// One checkpoint in `state.json`: where it stands, and the loss scaler's state (f16-mixed runs;
+/// absent from the others and from checkpoints older than loss scaling).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Saved {
+    #[serde(flatten)]
+    pub at: TrainState,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loss_scaler: Option<GradScalerState>,
+}
+
 const STATE_FILE: &str = "state.json";
 /// How many checkpoint states `state.json` remembers (the records of older ones are deleted).
 const STATES_KEPT: usize = 4;
 
-impl TrainState {
-    /// The checkpoint states recorded in `dir/state.json`, oldest first (`None`: no checkpoint yet).
+impl Saved {
+    /// The checkpoints recorded in `dir/state.json`, oldest first (`None`: no checkpoint yet).
     pub fn load_all(dir: &Path) -> anyhow::Result<Option<Vec<Self>>> {
         let path = dir.join(STATE_FILE);
         if !path.exists() {
@@ -104,7 +120,7 @@ impl TrainState {
     pub fn append_to(&self, dir: &Path) -> anyhow::Result<()> {
         std::fs::create_dir_all(dir).map_err(|e| anyhow::anyhow!("creating {}: {e}", dir.display()))?;
         let mut states = Self::load_all(dir)?.unwrap_or_default();
-        states.retain(|s| s.step != self.step);
+        states.retain(|s| s.at.step != self.at.step);
         states.push(*self);
         let excess = states.len().saturating_sub(STATES_KEPT);
         states.drain(..excess);
@@ -174,6 +190,21 @@ impl KeepLast {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// state.json written before loss scaling (no `loss_scaler`) still loads; f32 and bf16 runs
+    /// write none; an f16-mixed run's comes back exactly.
+    #[test]
+    fn state_json_with_and_without_the_loss_scaler() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(STATE_FILE), r#"[{"step": 5, "epoch": 1, "batch": 5}]"#).unwrap();
+        let at = TrainState { step: 5, epoch: 1, batch: 5 };
+        assert_eq!(Saved::load_all(dir.path()).unwrap(), Some(vec![Saved { at, loss_scaler: None }]));
+        let scaled = Saved { at: TrainState { step: 10, epoch: 2, batch: 0 }, loss_scaler: Some(GradScalerState { scale: 0.125, growth_tracker: 3 }) };
+        scaled.append_to(dir.path()).unwrap();
+        let text = std::fs::read_to_string(dir.path().join(STATE_FILE)).unwrap();
+        assert_eq!(text.matches("loss_scaler").count(), 1, "{text}");
+        assert_eq!(Saved::load_all(dir.path()).unwrap(), Some(vec![Saved { at, loss_scaler: None }, scaled]));
+    }
 
     #[test]
     fn keep_last_saves_every_time_and_deletes_the_oldest() {

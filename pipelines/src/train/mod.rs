@@ -5,6 +5,7 @@ pub mod adamw;
 pub mod checkpoint;
 pub mod dashboard;
 pub mod decisions;
+pub mod grad_scaler;
 pub mod learner;
 pub mod loss;
 pub mod metrics;

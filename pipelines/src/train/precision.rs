@@ -1,13 +1,17 @@
 //! `--precision`: the arithmetic of training's matrix products, by Lightning's names. Master
 //! weights, AdamW's moments, norms, softmax, the loss and every reduction stay f32 either way;
 //! `bf16-mixed` rounds the inputs of the Linear layers', output head's and attention's products
-//! (forward and backward) to bf16 and accumulates in f32, as `torch.autocast` with bf16 does.
+//! (forward and backward) to bf16 and accumulates in f32, as `torch.autocast` with bf16 does;
+//! `f16-mixed` rounds them to f16 and scales the loss ([`GradScaler`]), as `torch.autocast` with
+//! f16 and `torch.amp.GradScaler` do.
 
 use anyhow::{Result, bail};
 use gpt::backend::MatmulPrecision;
 use gpt::backend::kernels::{matmul_precision, set_matmul_precision};
 use gpt::burn::prelude::Device;
 use serde::{Deserialize, Serialize};
+
+use crate::train::grad_scaler::GradScaler;
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
@@ -17,20 +21,33 @@ pub enum Precision {
     F32,
     /// Matrix products with bf16 inputs and f32 accumulation (the CPU's AVX512-BF16 kernels).
     Bf16Mixed,
+    /// Matrix products with f16 inputs and f32 accumulation (emulated: f16-rounded inputs, the
+    /// f32 GEMM), and dynamic loss scaling.
+    F16Mixed,
 }
 
 impl Precision {
     /// Makes the products of a run on `device` take this precision until the guard drops. On the
-    /// CPU bf16 products need AVX512-BF16 (elsewhere they stay f32, and the guard says so).
+    /// CPU bf16 products need AVX512-BF16 (elsewhere they stay f32, and the guard says so); f16
+    /// products are emulated on any CPU. Other devices train in f32 only.
     pub fn apply(self, device: &Device) -> Result<PrecisionGuard> {
         let wanted = match self {
             Precision::F32 => MatmulPrecision::F32,
             Precision::Bf16Mixed if gpt::backend::is_flex(device) => MatmulPrecision::Bf16,
-            Precision::Bf16Mixed => bail!("--precision bf16-mixed: only the CPU backend has it so far ({device:?} trains in f32)"),
+            Precision::F16Mixed if gpt::backend::is_flex(device) => MatmulPrecision::F16,
+            Precision::Bf16Mixed | Precision::F16Mixed => {
+                bail!("--precision {self}: only the CPU backend has it so far ({device:?} trains in f32)")
+            }
         };
         let previous = matmul_precision();
         set_matmul_precision(wanted);
         Ok(PrecisionGuard { previous })
+    }
+
+    /// The loss scaler a run at this precision needs: f16's 5 exponent bits flush small gradients
+    /// to zero unless the loss is scaled up; bf16 has f32's range and f32 needs none.
+    pub fn loss_scaler(self) -> Option<GradScaler> {
+        (self == Precision::F16Mixed).then(GradScaler::default)
     }
 }
 
@@ -39,6 +56,7 @@ impl std::fmt::Display for Precision {
         f.write_str(match self {
             Precision::F32 => "f32",
             Precision::Bf16Mixed => "bf16-mixed",
+            Precision::F16Mixed => "f16-mixed",
         })
     }
 }
@@ -51,7 +69,8 @@ pub struct PrecisionGuard {
 }
 
 impl PrecisionGuard {
-    /// Which path the products take now: `"f32"`, `"avx512-bf16"`, or `"f32 (no AVX512-BF16)"`.
+    /// Which path the products take now: `"f32"`, `"avx512-bf16"`, `"f32 (no AVX512-BF16)"`, or
+    /// the f16 emulation's.
     pub fn path(&self) -> &'static str {
         gpt::backend::kernels::matmul_path()
     }
@@ -73,5 +92,15 @@ mod tests {
         assert_eq!(serde_json::from_value::<Precision>("f32".into()).unwrap(), Precision::F32);
         assert_eq!(Precision::default(), Precision::F32);
         assert_eq!(<Precision as clap::ValueEnum>::from_str("bf16-mixed", false).unwrap(), Precision::Bf16Mixed);
+        assert_eq!(serde_json::to_value(Precision::F16Mixed).unwrap(), "f16-mixed");
+        assert_eq!(<Precision as clap::ValueEnum>::from_str("f16-mixed", false).unwrap(), Precision::F16Mixed);
+        assert_eq!(Precision::F16Mixed.to_string(), "f16-mixed");
+    }
+
+    #[test]
+    fn only_f16_mixed_scales_the_loss() {
+        assert_eq!(Precision::F16Mixed.loss_scaler(), Some(GradScaler::default()));
+        assert_eq!(Precision::Bf16Mixed.loss_scaler(), None);
+        assert_eq!(Precision::F32.loss_scaler(), None);
     }
 }

@@ -11,6 +11,7 @@ use gpt::burn::train::{ClassificationOutput, InferenceStep, TrainOutput, TrainSt
 use gpt::burn::lr_scheduler::module_lr_scheduler::ModuleLearningRate;
 use gpt::models::{CausalLm, Classifier, LanguageModel};
 
+use crate::train::grad_scaler::scaled_backward;
 use crate::train::loss::cross_entropy_masked;
 use crate::train::optim::clip_global_norm;
 
@@ -107,7 +108,7 @@ impl TrainStep for ClassifierTraining {
 
     fn step(&self, batch: ClassificationBatch) -> TrainOutput<ClassificationOutput> {
         let out = self.forward_batch(batch);
-        TrainOutput::new(self, out.loss.backward(), out)
+        TrainOutput::new(self, scaled_backward(&out.loss), out)
     }
 
     fn optimize(self, optim: &mut ModuleOptimizer, lr: ModuleLearningRate, grads: GradientsParams) -> Self {
@@ -198,7 +199,7 @@ impl TrainStep for LanguageModelTraining {
 
     fn step(&self, batch: LmBatch) -> TrainOutput<LmOutput> {
         let out = self.forward_batch(batch);
-        TrainOutput::new(self, out.loss.backward(), out)
+        TrainOutput::new(self, scaled_backward(&out.loss), out)
     }
 
     fn optimize(self, optim: &mut ModuleOptimizer, lr: ModuleLearningRate, grads: GradientsParams) -> Self {

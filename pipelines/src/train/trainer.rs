@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::distributed::{Collective, average_gradients, broadcast_parameters};
 use crate::runs::{MetricEvent, MetricsLog, RunDir};
-use crate::train::checkpoint::{Checkpoints, TrainState};
+use crate::train::checkpoint::{Checkpoints, Saved, TrainState};
 use crate::train::dashboard::{Dashboard, DashboardMetrics, Split, plain_line};
 use crate::train::decisions::{Stop, after_batch, after_epoch};
 use crate::train::learner::Learner;
@@ -268,14 +268,14 @@ where
         eprintln!("--resume: no complete checkpoint in {} yet: the run starts from the beginning", dir.display());
     }
     // What the logs keep on resume: events up to the checkpoint's step (none before the first).
-    let keep_through_step = job.resume.then(|| resume_from.map_or(0, |s| s.step));
+    let keep_through_step = job.resume.then(|| resume_from.map_or(0, |s| s.at.step));
     let scheduler = Scheduler::new(job.config.optim.schedule, job.config.optim.lr, job.config.total_steps(job.train.len()));
-    let mut learner = Learner::new(model, job.config.optim.optimizer(), scheduler, &job.device);
+    let mut learner = Learner::new(model, job.config.optim.optimizer(), scheduler, &job.device).with_loss_scaler(job.config.precision.loss_scaler());
     // Stopped by the dashboard's stop key, or by a checkpoint that could not be written.
     let interrupter = Interrupter::new();
     let checkpoints = Checkpoints::new(&dir, &interrupter);
-    if let Some(state) = resume_from {
-        learner = checkpoints.restore(learner, state.step)?;
+    if let Some(saved) = resume_from {
+        learner = checkpoints.restore(learner, saved)?;
     }
     // Same seed, same model, but not bit for bit across machines: rank 0's weights everywhere.
     learner.model = broadcast_parameters(learner.model, world.as_ref(), 0)?;
@@ -297,8 +297,9 @@ where
         interrupter,
         hooks,
         world,
+        inf_loss_at_step: inf_loss_at_step()?,
     };
-    let result = trainer.run(resume_from.unwrap_or(TrainState { step: 0, epoch: 1, batch: 0 }));
+    let result = trainer.run(resume_from.map_or(TrainState { step: 0, epoch: 1, batch: 0 }, |s| s.at));
     let Trainer { learner, checkpoints, dashboard, interrupter, .. } = trainer;
     // The dashboard leaves the terminal before anything else prints; the last checkpoint's files
     // are on disk before the run counts as done.
@@ -311,13 +312,25 @@ where
 }
 
 /// The newest checkpoint whose three record files are all on disk.
-fn latest_complete_checkpoint(dir: &std::path::Path) -> Result<Option<TrainState>> {
-    let Some(states) = TrainState::load_all(dir)? else {
+fn latest_complete_checkpoint(dir: &std::path::Path) -> Result<Option<Saved>> {
+    let Some(states) = Saved::load_all(dir)? else {
         return Ok(None);
     };
     Ok(states.into_iter().rev().find(|s| {
-        ["model", "optim", "scheduler"].iter().all(|name| dir.join(format!("{name}-{}.bpk", s.step)).is_file())
+        ["model", "optim", "scheduler"].iter().all(|name| dir.join(format!("{name}-{}.bpk", s.at.step)).is_file())
     }))
+}
+
+/// A test hook (the f16-mixed tests): `LLMFS_TEST_INF_LOSS_AT_STEP=N` multiplies the loss of
+/// optimizer step N (from 1) by infinity before backward, the overflow the loss scaler must catch:
+/// on the last rank only, where every rank of a data-parallel run must still skip the step.
+const INF_LOSS_AT_STEP: &str = "LLMFS_TEST_INF_LOSS_AT_STEP";
+
+fn inf_loss_at_step() -> Result<Option<usize>> {
+    match std::env::var(INF_LOSS_AT_STEP) {
+        Ok(step) => step.parse().map(Some).with_context(|| format!("{INF_LOSS_AT_STEP}={step:?}: not a step number")),
+        Err(_) => Ok(None),
+    }
 }
 
 /// What the loop works with.
@@ -337,6 +350,8 @@ struct Trainer<M, B, H> {
     hooks: H,
     /// The ranks of a data-parallel run (one process: a world of one).
     world: Arc<dyn Collective>,
+    /// The step whose loss [`INF_LOSS_AT_STEP`] makes infinite.
+    inf_loss_at_step: Option<usize>,
 }
 
 /// Gradients of the batches since the last optimizer step.
@@ -369,15 +384,18 @@ where
                 let start = at.batch * global + offset;
                 let indices = &order[start..(start + self.config.batch_size).min(order.len())];
                 let last_of_epoch = at.batch + 1 == batches;
+                // The scale of this batch's loss: it changes only at optimizer steps.
+                let loss_scale = self.learner.loss_scale();
                 let stats = self.forward_backward(indices, at, batches, &mut pending);
                 let stepped = pending.batches == self.config.grad_accumulation || last_of_epoch;
+                let mut skipped = false;
                 if stepped {
-                    self.optimizer_step(&mut pending)?;
+                    skipped = !self.optimizer_step(&mut pending)?;
                     at.step += 1;
                 }
                 at.batch += 1;
                 let (stats, tokens, stop) = self.global_batch(stats, self.train.tokens(indices))?;
-                self.log_batch(&stats, at, batches, tokens, started)?;
+                self.log_batch(&stats, at, batches, tokens, started, loss_scale.map(|scale| (scale, skipped)))?;
 
                 let next = after_batch(&self.config, at.step, stepped, last_of_epoch, stop);
                 if next.evaluate {
@@ -425,21 +443,26 @@ where
         // run draws the same.
         let rank = (self.world.rank() as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
         self.device.seed(self.config.seed ^ rank ^ ((at.epoch * batches + at.batch) as u64).wrapping_mul(0x2545_f491_4f6c_dd1d));
-        let output = self.learner.train_step(self.train.batch(indices, &self.device));
+        let mut loss_scale = self.learner.loss_scale().unwrap_or(1.0);
+        if self.inf_loss_at_step == Some(at.step + 1) && self.world.rank() + 1 == self.world.world_size() {
+            loss_scale *= f32::INFINITY;
+        }
+        let output = self.learner.train_step(self.train.batch(indices, &self.device), loss_scale);
         pending.grads.accumulate(&self.learner.model, output.grads);
         pending.batches += 1;
         StepStats::of(&output.item)
     }
 
     /// One optimizer step on the mean of the pending gradients over the batches and the ranks:
-    /// what one large batch would give (and what --grad-clip should see), not their sum.
-    fn optimizer_step(&mut self, pending: &mut Pending<M>) -> Result<()> {
+    /// what one large batch would give (and what --grad-clip should see), not their sum. Returns
+    /// whether the optimizer stepped (f16-mixed skips steps whose gradients overflowed: the mean
+    /// over the ranks is every rank's, so they all skip the same).
+    fn optimizer_step(&mut self, pending: &mut Pending<M>) -> Result<bool> {
         let grads = pending.grads.grads();
         let grads = if pending.batches > 1 { scale_gradients(&self.learner.model, grads, 1.0 / pending.batches as f64) } else { grads };
         let grads = average_gradients(&self.learner.model, grads, self.world.as_ref())?;
-        self.learner.optimizer_step(grads);
         pending.batches = 0;
-        Ok(())
+        Ok(self.learner.optimizer_step(grads))
     }
 
     /// The global batch's numbers from this rank's (the mean loss over the ranks, the sums of
@@ -478,9 +501,16 @@ where
         Ok(())
     }
 
-    /// The batch just trained (`at` is past it): its event, and the dashboard's batch.
-    fn log_batch(&mut self, stats: &StepStats, at: TrainState, batches: usize, tokens: usize, started: Instant) -> Result<()> {
+    /// The batch just trained (`at` is past it): its event, and the dashboard's batch. With loss
+    /// scaling, the scale of its loss and whether its optimizer step was skipped.
+    fn log_batch(&mut self, stats: &StepStats, at: TrainState, batches: usize, tokens: usize, started: Instant, scaling: Option<(f32, bool)>) -> Result<()> {
         let mut event = MetricEvent::new(at.step, at.epoch, "train").with("batch", at.batch);
+        if let Some((loss_scale, skipped)) = scaling {
+            event = event.with("loss_scale", loss_scale);
+            if skipped {
+                event = event.with("step_skipped", true);
+            }
+        }
         let global_batch = self.config.batch_size * self.world.world_size();
         event.examples_seen = Some(((at.epoch - 1) * self.train.len() + at.batch * global_batch) as u64);
         event.lr = Some(self.learner.lr().base());
