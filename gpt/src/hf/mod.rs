@@ -100,6 +100,10 @@ impl ModelSpec {
     /// so from a checkpoint, rounded tensor by tensor at a random preset's init, and after the
     /// merge for an adapter (its factors fold into the base in f32).
     pub fn load_language_model_as(&self, device: &Device, hub: &HubOptions, seed: u64, dtype: WeightDtype) -> Result<LanguageModel> {
+        // Burn computes garbage in a dtype a backend lacks (WGSL has no bf16): say so before loading.
+        if !device.supports_dtype(dtype.burn()) {
+            return Err(GptError::Model(format!("--dtype {dtype}: the device {device:?} has no {dtype} arithmetic; use --dtype f32")));
+        }
         match self {
             Self::Dir(dir) => load_language_model_dir_as(dir, device, dtype),
             Self::Hub(repo) => load_language_model_dir_as(&fetch_model(repo, hub)?, device, dtype),
