@@ -19,6 +19,7 @@ mod gemm;
 mod linear;
 mod nf4;
 mod precision;
+mod qlora;
 mod tensor;
 mod training;
 
@@ -29,4 +30,5 @@ pub use gemm::matmul;
 pub use linear::{linear, lora_linear, times_transposed};
 pub use nf4::{nf4_times, nf4_times_transposed};
 pub use precision::{matmul_path, matmul_precision, set_matmul_precision};
+pub use qlora::{nf4_linear, qlora_linear};
 pub use training::{adamw_update, cross_entropy_rows, gelu_tanh, swiglu};
