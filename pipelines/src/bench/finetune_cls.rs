@@ -1,4 +1,4 @@
-//! Classification fine-tuning speed (random fp32 weights): batch 8 × 120 tokens, last block + final
+//! Classification fine-tuning speed (random f32 weights, products at `--precision`): batch 8 × 120 tokens, last block + final
 //! norm + 2-class head trainable, AdamW — the `cls` case of `../shared/bench/torch_baseline` — with
 //! and without the frozen-prefix cache. Also reports the cost of caching one example's prefix, from
 //! which `scripts/bench-finetune.sh` estimates a 5-epoch run on the book's split sizes.
@@ -15,6 +15,7 @@ use serde_json::{Value, json};
 
 use super::median;
 use crate::train::OptimConfig;
+use crate::train::precision::Precision;
 use crate::train::steps::{ClassificationBatch, ClassifierInput, ClassifierTraining};
 
 const BATCH: usize = 8;
@@ -45,12 +46,17 @@ pub struct Options {
     /// Timed steps of each variant (after 2 warm-up steps)
     #[arg(long, default_value_t = 5)]
     pub steps: usize,
+    /// The products' arithmetic, as the fine-tuning commands' --precision (f16-mixed is timed
+    /// without its loss scaling, whose cost is one pass over the trainable gradients)
+    #[arg(long, default_value = "f32")]
+    pub precision: Precision,
 }
 
 /// `preset`: the model shape (`gpt2` = 124M, `smollm2-135m` ...).
 pub fn run(spec: DeviceSpec, preset: &str, options: &Options) -> Result<Value> {
     let steps = options.steps;
     let device = spec.resolve()?.autodiff();
+    let products = options.precision.apply(&device)?;
     let model = super::preset_model(preset, &device)?.with_dropout(0.0);
     let length = LENGTH.min(model.context_length());
     // The last id pads (GPT-2's `<|endoftext|>`); the texts are drawn below it.
@@ -86,6 +92,7 @@ pub fn run(spec: DeviceSpec, preset: &str, options: &Options) -> Result<Value> {
     Ok(json!({
         "bench": super::bench_name("cls", preset), "preset": preset, "backend": spec.to_string(), "threads": rayon::current_num_threads(),
         "batch": BATCH, "seq_len": length, "trainable_params": trainable,
+        "precision": options.precision.to_string(), "matmul": products.path(),
         "plain_step": { "median_s": median(plain_times.clone()), "all_s": plain_times },
         "autodiff_everywhere_step": { "median_s": median(autodiff_times.clone()), "all_s": autodiff_times },
         "cached_step": { "median_s": median(cached_times.clone()), "all_s": cached_times },
