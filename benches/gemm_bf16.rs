@@ -4,9 +4,11 @@
 //! ratio. Forward products read row-major inputs; backward ones read the transposed views the
 //! fused Linear op passes (`ᵀ`).
 //!
-//!     cargo bench --bench gemm_bf16 -- [--threads N] [--reps R]
+//!     cargo bench --bench gemm_bf16 -- [--threads N] [--reps R] [--f16]
 //!
 //! Where the CPU has no AVX512-BF16 the bf16 column runs the f32 path (the header says which).
+//! `--f16` compares f32 with the f16 products instead (emulated: inputs rounded to f16, the f32
+//! GEMM), to see what the rounding passes cost.
 
 use std::time::Instant;
 
@@ -92,9 +94,10 @@ fn main() {
     let threads = threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let reps = arg("--reps").unwrap_or(5).max(1);
     let (model, flags) = cpu();
-    set_matmul_precision(MatmulPrecision::Bf16);
-    println!("CPU: {model} ({flags}); threads: {threads}; bf16 path: {}; median of {reps} runs each, alternating", matmul_path());
-    println!("{:<16} {:>6} {:>6} {:>6} {:>9} {:>9} {:>6} {:>10}", "product", "m", "k", "n", "f32 GF/s", "bf16 GF/s", "ratio", "rel. diff");
+    let (lower, label) = if std::env::args().any(|a| a == "--f16") { (MatmulPrecision::F16, "f16") } else { (MatmulPrecision::Bf16, "bf16") };
+    set_matmul_precision(lower);
+    println!("CPU: {model} ({flags}); threads: {threads}; {label} path: {}; median of {reps} runs each, alternating", matmul_path());
+    println!("{:<16} {:>6} {:>6} {:>6} {:>9} {:>9} {:>6} {:>10}", "product", "m", "k", "n", "f32 GF/s", format!("{label} GF/s"), "ratio", "rel. diff");
     let (mut total_f32, mut total_bf16, mut flops_all) = (0.0, 0.0, 0.0);
     for (i, s) in SHAPES.iter().enumerate() {
         let (a, b) = (random(s.m * s.k, 2 * i as u64 + 1), random(s.k * s.n, 2 * i as u64 + 2));
@@ -112,20 +115,20 @@ fn main() {
         };
         let (mut t_f32, mut t_bf16) = (Vec::new(), Vec::new());
         for rep in 0..reps + 1 {
-            let (x, y) = (run(MatmulPrecision::F32, &mut out_f32), run(MatmulPrecision::Bf16, &mut out_bf16));
+            let (x, y) = (run(MatmulPrecision::F32, &mut out_f32), run(lower, &mut out_bf16));
             if rep > 0 {
                 t_f32.push(x);
                 t_bf16.push(y);
             }
         }
-        // ‖bf16 − f32‖ / ‖f32‖ over the whole output: the inputs' rounding, about 2⁻⁹ here.
+        // ‖bf16 − f32‖ / ‖f32‖ over the whole output: the inputs' rounding, about 2⁻⁹ here (f16: 2⁻¹²).
         let (diff, norm) = out_f32.iter().zip(&out_bf16).fold((0.0f64, 0.0f64), |(d, n), (&x, &y)| (d + ((x - y) as f64).powi(2), n + (x as f64).powi(2)));
         let (f, h) = (median(t_f32), median(t_bf16));
         (total_f32, total_bf16, flops_all) = (total_f32 + f, total_bf16 + h, flops_all + flops);
         println!("{:<16} {:>6} {:>6} {:>6} {:>9.1} {:>9.1} {:>5.2}x {:>10.2e}", s.name, s.m, s.k, s.n, flops / f / 1e9, flops / h / 1e9, f / h, (diff / norm).sqrt());
     }
     println!(
-        "{:<16} {:>20} {:>9.1} {:>9.1} {:>5.2}x   (all products: {:.3} s f32, {:.3} s bf16)",
+        "{:<16} {:>20} {:>9.1} {:>9.1} {:>5.2}x   (all products: {:.3} s f32, {:.3} s {label})",
         "all",
         "",
         flops_all / total_f32 / 1e9,

@@ -5,6 +5,8 @@
 //! multiplies the rounded copies. The numbers are those of an f16 GEMM accumulating in f32; the
 //! time is the f32 GEMM's plus the rounding passes.
 
+use std::mem::MaybeUninit;
+
 use rayon::prelude::*;
 
 use super::gemm::{Matrix, gemm_f32};
@@ -47,31 +49,36 @@ fn rounded(m: Matrix, threads: bool) -> (Vec<f32>, Matrix) {
     let by_columns = m.col_stride != 1 && m.row_stride == 1;
     let (lines, len, line_stride, step) =
         if by_columns { (m.cols, m.rows, m.col_stride, 1) } else { (m.rows, m.cols, m.row_stride, m.col_stride) };
-    let mut values = vec![0.0f32; lines * len];
+    let n = lines * len;
+    // Not zeroed first: every value is written once (a memset would be one more pass).
+    let mut values = Vec::with_capacity(n);
     if len > 0 {
         // A raw pointer is neither Send nor Sync: the threads get its address.
         let base = m.ptr as usize;
-        let round = |(i, out): (usize, &mut [f32])| {
+        let round = |(i, out): (usize, &mut [MaybeUninit<f32>])| {
             let src = (base as *const f32).wrapping_offset(i as isize * line_stride);
             // SAFETY: line `i` of the view, `len` values `step` apart, is inside its storage.
             unsafe { round_line(src, step, out) }
         };
-        if threads && values.len() >= PARALLEL_MIN_VALUES && rayon::current_num_threads() > 1 {
-            values.par_chunks_mut(len).enumerate().for_each(round);
+        let out = &mut values.spare_capacity_mut()[..n];
+        if threads && n >= PARALLEL_MIN_VALUES && rayon::current_num_threads() > 1 {
+            out.par_chunks_mut(len).enumerate().for_each(round);
         } else {
-            values.chunks_mut(len).enumerate().for_each(round);
+            out.chunks_mut(len).enumerate().for_each(round);
         }
     }
+    // SAFETY: the `n` values were written above (none when `len` is 0).
+    unsafe { values.set_len(n) };
     let (row_stride, col_stride) = if by_columns { (1, m.rows as isize) } else { (m.cols as isize, 1) };
     let view = Matrix { ptr: values.as_ptr(), rows: m.rows, cols: m.cols, row_stride, col_stride };
     (values, view)
 }
 
-/// `out[i] = round_to_f16(src[i·step])`.
+/// `out[i] = round_to_f16(src[i·step])`, every value of `out` written.
 ///
 /// # Safety
 /// `src` points at `out.len()` values `step` apart.
-unsafe fn round_line(src: *const f32, step: isize, out: &mut [f32]) {
+unsafe fn round_line(src: *const f32, step: isize, out: &mut [MaybeUninit<f32>]) {
     #[cfg(target_arch = "x86_64")]
     if step == 1 {
         // SAFETY: `out.len()` adjacent values at `src`; each path only where the CPU has its instructions.
@@ -86,7 +93,7 @@ unsafe fn round_line(src: *const f32, step: isize, out: &mut [f32]) {
     }
     for (i, out) in out.iter_mut().enumerate() {
         // SAFETY: value `i` of the line.
-        *out = round_to_f16(unsafe { *src.offset(i as isize * step) });
+        out.write(round_to_f16(unsafe { *src.offset(i as isize * step) }));
     }
 }
 
@@ -96,7 +103,7 @@ unsafe fn round_line(src: *const f32, step: isize, out: &mut [f32]) {
 /// `out.len()` values at `src`; the CPU has AVX-512F.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn round_avx512(src: *const f32, out: &mut [f32]) {
+unsafe fn round_avx512(src: *const f32, out: &mut [MaybeUninit<f32>]) {
     use std::arch::x86_64::*;
     let n = out.len();
     let mut i = 0;
@@ -105,13 +112,13 @@ unsafe fn round_avx512(src: *const f32, out: &mut [f32]) {
         unsafe {
             let x = _mm512_loadu_ps(src.add(i));
             let h = _mm512_cvtps_ph::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(x);
-            _mm512_storeu_ps(out.as_mut_ptr().add(i), _mm512_cvtph_ps(h));
+            _mm512_storeu_ps(out.as_mut_ptr().add(i).cast(), _mm512_cvtph_ps(h));
         }
         i += 16;
     }
     for (j, out) in out.iter_mut().enumerate().skip(i) {
         // SAFETY: value j of the line.
-        *out = round_to_f16(unsafe { *src.add(j) });
+        out.write(round_to_f16(unsafe { *src.add(j) }));
     }
 }
 
@@ -121,7 +128,7 @@ unsafe fn round_avx512(src: *const f32, out: &mut [f32]) {
 /// `out.len()` values at `src`; the CPU has AVX and F16C.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx,f16c")]
-unsafe fn round_f16c(src: *const f32, out: &mut [f32]) {
+unsafe fn round_f16c(src: *const f32, out: &mut [MaybeUninit<f32>]) {
     use std::arch::x86_64::*;
     let n = out.len();
     let mut i = 0;
@@ -130,13 +137,13 @@ unsafe fn round_f16c(src: *const f32, out: &mut [f32]) {
         unsafe {
             let x = _mm256_loadu_ps(src.add(i));
             let h = _mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(x);
-            _mm256_storeu_ps(out.as_mut_ptr().add(i), _mm256_cvtph_ps(h));
+            _mm256_storeu_ps(out.as_mut_ptr().add(i).cast(), _mm256_cvtph_ps(h));
         }
         i += 8;
     }
     for (j, out) in out.iter_mut().enumerate().skip(i) {
         // SAFETY: value j of the line.
-        *out = round_to_f16(unsafe { *src.add(j) });
+        out.write(round_to_f16(unsafe { *src.add(j) }));
     }
 }
 
@@ -192,6 +199,18 @@ mod tests {
         assert!(round_to_f16(f32::NAN).is_nan());
     }
 
+    /// `len` values of `src`, `step` apart, through `round`.
+    fn line(src: &[f32], step: usize, len: usize, round: unsafe fn(*const f32, &mut [MaybeUninit<f32>])) -> Vec<f32> {
+        assert!(len == 0 || (len - 1) * step < src.len());
+        let mut out = Vec::with_capacity(len);
+        // SAFETY: `len` values `step` apart lie inside `src` (asserted); `round` writes all of `out`.
+        unsafe {
+            round(src.as_ptr(), &mut out.spare_capacity_mut()[..len]);
+            out.set_len(len);
+        }
+        out
+    }
+
     /// Every path of [`round_line`] (16 and 8 at a time with their tails, strided) rounds as `half`.
     #[test]
     fn every_line_path_rounds_as_half() {
@@ -199,23 +218,18 @@ mod tests {
         values.push(f32::NAN);
         let want: Vec<f32> = values.iter().map(|&x| round_to_f16(x)).collect();
         for len in [0, 1, 7, 8, 9, 15, 16, 17, 33, values.len()] {
-            let mut out = vec![7.0; len];
-            // SAFETY: `len` adjacent values at the start of `values`.
-            unsafe { round_line(values.as_ptr(), 1, &mut out) };
+            // SAFETY (of each path): as `line` calls it; F16C only where the CPU has it.
+            let out = line(&values, 1, len, |src, out| unsafe { round_line(src, 1, out) });
             for (i, (&got, &want)) in out.iter().zip(&want).enumerate() {
                 assert!(same(got, want), "length {len}, value {i} ({:e}): {got:e}, want {want:e}", values[i]);
             }
             #[cfg(target_arch = "x86_64")]
             if is_x86_feature_detected!("f16c") && is_x86_feature_detected!("avx") {
-                let mut out = vec![7.0; len];
-                // SAFETY: as above; the CPU has F16C.
-                unsafe { round_f16c(values.as_ptr(), &mut out) };
+                let out = line(&values, 1, len, |src, out| unsafe { round_f16c(src, out) });
                 assert!(out.iter().zip(&want).all(|(&x, &y)| same(x, y)), "F16C, length {len}");
             }
         }
-        let mut out = vec![7.0; values.len() / 3];
-        // SAFETY: every third value of `values`.
-        unsafe { round_line(values.as_ptr(), 3, &mut out) };
+        let out = line(&values, 3, values.len() / 3, |src, out| unsafe { round_line(src, 3, out) });
         assert!(out.iter().enumerate().all(|(i, &x)| same(x, want[3 * i])), "strided");
     }
 
