@@ -1,9 +1,12 @@
 //! The kernels' signatures for builds without the Flex backend: each hands its input back, and
 //! the callers take Burn's ops.
 
+use std::sync::Arc;
+
 use burn::prelude::*;
 
 use super::{AdamWStep, MatmulPrecision, Moments};
+use crate::quant::Nf4Matrix;
 
 /// Without the CPU kernels every product is Burn's, in f32: the setting changes nothing.
 pub fn set_matmul_precision(_precision: MatmulPrecision) {}
@@ -33,6 +36,14 @@ pub fn times_transposed(_x: &Tensor<2>, _embedding: &Tensor<2>) -> Option<Tensor
 }
 
 pub fn lora_linear(_x: &Tensor<2>, _weight: &Tensor<2>, _bias: Option<&Tensor<1>>, _a: &Tensor<2>, _b: &Tensor<2>, _scale: f64) -> Option<Tensor<2>> {
+    None
+}
+
+pub fn nf4_linear(_x: &Tensor<2>, _weight: &Arc<Nf4Matrix>, _bias: Option<&Tensor<1>>) -> Option<Tensor<2>> {
+    None
+}
+
+pub fn qlora_linear(_x: &Tensor<2>, _weight: &Arc<Nf4Matrix>, _bias: Option<&Tensor<1>>, _a: &Tensor<2>, _b: &Tensor<2>, _scale: f64) -> Option<Tensor<2>> {
     None
 }
 

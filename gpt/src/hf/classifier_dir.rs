@@ -59,6 +59,7 @@ fn classifier_keys(classifier: &Classifier, architecture: String, extra: &mut Ma
 /// layout; GPT-2's `score.bias`), and a config `transformers` reads as the family's
 /// `*ForSequenceClassification`. Tokenizer files are the caller's.
 pub fn save_classifier_dir(classifier: &Classifier, dir: &Path) -> Result<()> {
+    crate::quant::ensure_not_quantized(classifier, dir)?;
     match &classifier.model {
         LanguageModel::Gpt2(gpt) => {
             let mut tensors = trunk_tensors(gpt);

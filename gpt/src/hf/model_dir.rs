@@ -88,6 +88,7 @@ fn load_llama_dir_as(dir: &Path, device: &Device, dtype: WeightDtype) -> Result<
 /// with the same logits. Each file is written atomically, the weights first. Tokenizer files are
 /// the caller's (see `gpt::text::hf_tokenizer::copy_tokenizer_files`).
 pub fn save_llama_dir(model: &Llama, dir: &Path) -> Result<()> {
+    crate::quant::ensure_not_quantized(model, dir)?;
     write_llama_files(dir, llama_tensors(model)?, model.config().clone())
 }
 
@@ -192,6 +193,7 @@ pub(super) fn load_trunk(dir: &Path, config: &GptConfig, source: &mut Safetensor
 /// `generation_config.json`) that `transformers` loads. Each file is written atomically, the
 /// weights first, so an interrupted save never leaves a config next to half the weights.
 pub fn save_model_dir(model: &Gpt, dir: &Path) -> Result<()> {
+    crate::quant::ensure_not_quantized(model, dir)?;
     write_model_files(dir, trunk_tensors(model), model.config().clone())
 }
 

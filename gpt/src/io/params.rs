@@ -207,10 +207,18 @@ impl ModuleVisitor for Collector {
 }
 
 /// (trainable, total) parameter counts of `module`: trainable = gradients on, which needs a
-/// module on an autodiff device (without autodiff nothing trains).
+/// module on an autodiff device (without autodiff nothing trains). A quantized weight
+/// (`crate::quant::reparam`) counts its quantized matrix's elements as frozen parameters (its
+/// stored placeholder holds none).
 pub fn parameter_counts<M: Module>(module: &M) -> (usize, usize) {
     struct Count(usize, usize);
     impl ModuleVisitor for Count {
+        fn enter_module(&mut self, name: &str, container_type: &str) {
+            if container_type == crate::quant::reparam::NF4_CONTAINER {
+                self.1 += crate::quant::Nf4Base::parse_shape(name).map_or(0, |(rows, cols)| rows * cols);
+            }
+        }
+
         fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
             let n = param.lazy_shape().num_elements();
             self.1 += n;

@@ -4,9 +4,10 @@
 //! The model code does not change; `materialize()` folds the adapters into plain weights, and
 //! [`crate::ops::linear`] computes an adapted layer as `x·W + s·(x·A)·B`.
 //!
-//! [`peft`]: the adapters on disk, in PEFT's layout.
+//! [`peft`]: the adapters on disk, in PEFT's layout. [`qlora`]: the same adapters on an NF4 base.
 
 pub mod peft;
+pub mod qlora;
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -21,6 +22,7 @@ use crate::models::LanguageModel;
 use crate::models::Classifier;
 use peft::peft_name;
 
+pub use qlora::quantize_model;
 pub use peft::{ADAPTER_CONFIG, ADAPTER_WEIGHTS, AdapterConfig, AdapterSource, AdapterTask, adapter_tensors, is_adapter_dir, save_adapter_dir};
 
 /// A projection of a transformer block that can carry an adapter, by its HF module name.

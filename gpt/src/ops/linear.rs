@@ -6,6 +6,7 @@ use burn::nn::Linear;
 use burn::prelude::*;
 
 use crate::backend::{STREAMING_MAX_ROWS, kernels};
+use crate::quant::{Nf4Weight, QloraAdapter};
 
 /// `x @ W + b` for a Linear layer (`x`: `[B, T, d_in]`), as one 2-D product over all `B·T` rows:
 /// Burn's 3-D `Linear::forward` runs one product per batch row and packs the weight each time.
@@ -14,11 +15,16 @@ use crate::backend::{STREAMING_MAX_ROWS, kernels};
 /// A LoRA weight (Burn's `LoraAdapter`, see `crate::lora`) is applied as `x·W + s·(x·A)·B`
 /// rather than as `x·(W + s·A·B)`, which is what `Param::val` composes: the frozen `W` then needs
 /// no gradient, where the composed weight's backward computes a full `[d_in, d_out]` gradient
-/// only to project it onto A and B. On the CPU the whole layer is one fused op.
+/// only to project it onto A and B. On the CPU the whole layer is one fused op. An NF4 weight
+/// (`crate::quant::reparam`) takes the NF4 kernels.
 pub fn linear(layer: &Linear, x: Tensor<3>) -> Tensor<3> {
     let [b, t, d_in] = x.dims();
     let x = x.reshape([b * t, d_in]);
     let bias = layer.bias.as_ref().map(|b| b.val());
+    if let Some(y) = quantized(&layer.weight, &x, bias.clone()) {
+        let d_out = y.dims()[1];
+        return y.reshape([b, t, d_out]);
+    }
     let y = match lora_adapter(&layer.weight) {
         Some((base, adapter)) if b * t > STREAMING_MAX_ROWS => {
             let (a, b) = (adapter.a.val(), adapter.b.val());
@@ -34,6 +40,21 @@ pub fn linear(layer: &Linear, x: Tensor<3>) -> Tensor<3> {
     };
     let d_out = y.dims()[1];
     y.reshape([b, t, d_out])
+}
+
+/// An NF4 weight's layer (`crate::quant`: `--quantize nf4`, QLoRA): on the CPU the kernels read
+/// the quantized weight (no f32 copy of it); elsewhere the dequantized weight (QLoRA's adapter
+/// still applied as `s·(x·A)·B`). `None` for other weights.
+fn quantized(weight: &Param<Tensor<2>>, x: &Tensor<2>, bias: Option<Tensor<1>>) -> Option<Tensor<2>> {
+    if let Some(adapter) = weight.reparameterization::<QloraAdapter>() {
+        let (a, b) = (adapter.a.val(), adapter.b.val());
+        return Some(kernels::qlora_linear(x, &adapter.base.0, bias.as_ref(), &a, &b, adapter.scale).unwrap_or_else(|| {
+            let low_rank = x.clone().matmul(a).mul_scalar(adapter.scale).matmul(b);
+            dense(x.clone(), adapter.base.dequantized(&x.device()), bias) + low_rank
+        }));
+    }
+    let nf4 = weight.reparameterization::<Nf4Weight>()?;
+    Some(kernels::nf4_linear(x, &nf4.base.0, bias.as_ref()).unwrap_or_else(|| dense(x.clone(), nf4.base.dequantized(&x.device()), bias)))
 }
 
 /// `x·W + b` (`x`: `[N, d_in]`): the fused product on the CPU, Burn's ops elsewhere.

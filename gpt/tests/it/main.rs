@@ -8,6 +8,7 @@ mod fuzz_loaders;
 mod generation;
 mod llama;
 mod lora;
+mod quantize;
 mod parity;
 mod tokenizer;
 mod weight_dtype;

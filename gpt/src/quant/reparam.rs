@@ -1,0 +1,301 @@
+//! NF4 weights inside Burn's modules, as reparameterizations of the Linear weights they replace:
+//! the model code does not change, and [`crate::ops::linear`] multiplies by the quantized weight
+//! directly on the CPU.
+//!
+//! - [`Nf4Weight`] (`--quantize nf4` for inference): the weight is the NF4 matrix alone.
+//! - [`QloraAdapter`] (QLoRA): the NF4 matrix plus LoRA factors `A` `[in, r]`, `B` `[r, out]`, with
+//!   the path name (`lora`) and field names of Burn's `LoraAdapter`, so the factors are
+//!   `…weight.lora.a/b` for PEFT files, seeded init, the optimizer and checkpoints alike.
+//!
+//! The stored base of a quantized parameter is an empty `[in, 0]` placeholder (the f32 copy is
+//! freed); `Param::val` dequantizes (Burn's `[in, out]`, plus `s·A·B` for an adapter), which is
+//! what non-CPU backends, `materialize()` and export use. [`NF4_CONTAINER`] lets visitors see the
+//! quantized shape (see [`Nf4Base`]).
+
+use std::sync::Arc;
+
+use burn::module::{Content, Devices, Module, ModuleDisplay, ModuleDisplayDefault, ModuleMapper, ModuleVisitor, Param, ParamGroup, Reparameterization, Reparameterizer};
+use burn::prelude::*;
+
+use super::Nf4Matrix;
+use crate::error::{GptError, Result};
+use crate::io::params::transpose;
+
+/// The container type under which an [`Nf4Base`] announces itself to module visitors; the
+/// module name it enters is `"{out}x{in}"`, the quantized matrix's shape.
+pub const NF4_CONTAINER: &str = "Nf4Matrix";
+
+/// How to quantize: NF4 in blocks of 64, optionally with the absmax double-quantized to 8 bits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Nf4Options {
+    pub double_quant: bool,
+}
+
+/// An NF4 matrix held by a module (shared, never copied: clones of the model and the autodiff
+/// graph point at the same bytes). Not a parameter: nothing trains it, records skip it.
+///
+/// A visitor cannot see a reparameterization's non-parameter fields and the stored base is an
+/// empty placeholder, so `visit` enters an empty module named after the quantized shape: that
+/// is how [`crate::io::parameter_counts`] counts quantized weights as frozen parameters.
+#[derive(Debug, Clone)]
+pub struct Nf4Base(pub Arc<Nf4Matrix>);
+
+impl Nf4Base {
+    /// The dequantized weight in Burn's `[in, out]` layout, on `device`.
+    pub fn dequantized(&self, device: &Device) -> Tensor<2> {
+        let w = &self.0;
+        let values = transpose(&w.dequantize(), w.rows(), w.cols());
+        Tensor::from_data(TensorData::new(values, [w.cols(), w.rows()]), device)
+    }
+
+    /// `(out, in)` from a name [`Nf4Base::visit`] entered under [`NF4_CONTAINER`].
+    pub fn parse_shape(name: &str) -> Option<(usize, usize)> {
+        let (rows, cols) = name.split_once('x')?;
+        Some((rows.parse().ok()?, cols.parse().ok()?))
+    }
+}
+
+impl Module for Nf4Base {
+    fn visit<V: ModuleVisitor>(&self, visitor: &mut V) {
+        let name = format!("{}x{}", self.0.rows(), self.0.cols());
+        visitor.enter_module(&name, NF4_CONTAINER);
+        visitor.exit_module(&name, NF4_CONTAINER);
+    }
+
+    fn map<M: ModuleMapper>(self, _mapper: &mut M) -> Self {
+        self
+    }
+
+    fn to_device(self, _device: &Device) -> Self {
+        self
+    }
+
+    fn fork(self, _device: &Device) -> Self {
+        self
+    }
+
+    fn collect_devices(&self, devices: Devices) -> Devices {
+        devices
+    }
+
+    fn materialize(self) -> Self {
+        self
+    }
+
+    fn valid(&self) -> Self {
+        self.clone()
+    }
+
+    fn train(self) -> Self {
+        self
+    }
+}
+
+impl ModuleDisplayDefault for Nf4Base {
+    fn content(&self, content: Content) -> Option<Content> {
+        content.add_formatted(&format!("Nf4Matrix [{}, {}]", self.0.rows(), self.0.cols())).optional()
+    }
+}
+
+impl ModuleDisplay for Nf4Base {}
+
+/// A Linear weight replaced by its NF4 quantization (inference).
+#[derive(Module, Debug)]
+pub struct Nf4Weight {
+    pub base: Nf4Base,
+}
+
+impl Reparameterization for Nf4Weight {
+    const NAME: &'static str = "nf4";
+
+    fn apply<const D: usize>(&self, placeholder: Tensor<D>) -> Tensor<D> {
+        let w = &self.base.0;
+        self.base.dequantized(&placeholder.device()).reshape(Shape::from(vec![w.cols(), w.rows()]))
+    }
+}
+
+/// QLoRA's weight: an NF4 matrix (frozen) plus trained LoRA factors, `W + scale·A·B`. Named and
+/// laid out as Burn's `LoraAdapter` (`a` `[in, r]`, `b` `[r, out]`, `scale` = alpha / r).
+#[derive(Module, Debug)]
+pub struct QloraAdapter {
+    pub a: Param<Tensor<2>>,
+    pub b: Param<Tensor<2>>,
+    pub scale: f64,
+    pub base: Nf4Base,
+}
+
+impl Reparameterization for QloraAdapter {
+    const NAME: &'static str = "lora";
+
+    fn apply<const D: usize>(&self, placeholder: Tensor<D>) -> Tensor<D> {
+        let w = &self.base.0;
+        let delta = self.a.val().matmul(self.b.val()).mul_scalar(self.scale);
+        (self.base.dequantized(&placeholder.device()) + delta).reshape(Shape::from(vec![w.cols(), w.rows()]))
+    }
+}
+
+/// Quantizes the 2-D parameters `group` names (by path) and leaves the others as they are,
+/// optionally attaching LoRA factors (QLoRA). An error (a tensor that cannot be read) is kept
+/// and returned by [`quantize_with`]: a `Reparameterizer` cannot fail.
+struct Quantizer {
+    group: ParamGroup,
+    options: Nf4Options,
+    error: Option<GptError>,
+}
+
+impl Quantizer {
+    /// The quantized matrix and the empty placeholder that replaces the stored weight, or the
+    /// parameter unchanged when it is not one to quantize.
+    fn quantize<const D: usize>(&mut self, path: &str, param: Param<Tensor<D>>) -> std::result::Result<(Param<Tensor<D>>, Nf4Base), Param<Tensor<D>>> {
+        if D != 2 || self.error.is_some() || !self.group.matches(&param.id, Some(path)) {
+            return Err(param);
+        }
+        let [d_in, d_out] = [param.lazy_shape()[0], param.lazy_shape()[1]];
+        let values = param.base().into_data().convert::<f32>().try_into_vec::<f32>();
+        let matrix = values
+            .map_err(|e| GptError::Tensor(format!("tensor `{path}`: {e:?}")))
+            .and_then(|values| Nf4Matrix::from_linear_weight(path, &values, [d_in, d_out]));
+        let matrix = match matrix {
+            Ok(matrix) if self.options.double_quant => matrix.double_quantized(),
+            Ok(matrix) => matrix,
+            Err(error) => {
+                self.error = Some(error);
+                return Err(param);
+            }
+        };
+        // The placeholder keeps `in` (dims()[0]) and holds nothing: dropping the old value
+        // frees the f32 weight (unless a clone of the model still holds it).
+        let placeholder = param.set_require_grad(false).map(|tensor| {
+            let device = tensor.device();
+            let mut dims = tensor.dims();
+            drop(tensor);
+            dims[1] = 0;
+            Tensor::<D>::zeros(dims, &device)
+        });
+        Ok((placeholder, Nf4Base(Arc::new(matrix))))
+    }
+}
+
+struct Nf4Reparameterizer<'a>(&'a mut Quantizer);
+
+impl Reparameterizer for Nf4Reparameterizer<'_> {
+    type Reparam = Nf4Weight;
+
+    fn reparameterize<const D: usize>(&mut self, path: &str, param: Param<Tensor<D>>) -> (Param<Tensor<D>>, Option<Nf4Weight>) {
+        match self.0.quantize(path, param) {
+            Ok((placeholder, base)) => (placeholder, Some(Nf4Weight { base })),
+            Err(param) => (param, None),
+        }
+    }
+}
+
+struct QloraReparameterizer<'a> {
+    quantizer: &'a mut Quantizer,
+    rank: usize,
+    scale: f64,
+}
+
+impl Reparameterizer for QloraReparameterizer<'_> {
+    type Reparam = QloraAdapter;
+
+    /// As Burn's `Lora`: every parameter is frozen, the targeted ones get factors `A` (zeros
+    /// here: the caller fills them, see `crate::lora::LoraConfig::apply`) and `B` = 0.
+    fn reparameterize<const D: usize>(&mut self, path: &str, param: Param<Tensor<D>>) -> (Param<Tensor<D>>, Option<QloraAdapter>) {
+        let param = param.set_require_grad(false);
+        match self.quantizer.quantize(path, param) {
+            Ok((placeholder, base)) => {
+                let device = placeholder.lazy_device();
+                let (d_in, d_out) = (base.0.cols(), base.0.rows());
+                let a = Param::from_tensor(Tensor::zeros([d_in, self.rank], &device));
+                let b = Param::from_tensor(Tensor::zeros([self.rank, d_out], &device));
+                (placeholder, Some(QloraAdapter { a, b, scale: self.scale, base }))
+            }
+            Err(param) => (param, None),
+        }
+    }
+}
+
+/// `module` with the 2-D parameters `group` matches replaced by their NF4 quantization
+/// ([`Nf4Weight`]); everything else unchanged.
+pub fn quantize_with<M: Module>(module: M, group: ParamGroup, options: Nf4Options) -> Result<M> {
+    let mut quantizer = Quantizer { group, options, error: None };
+    let module = module.apply_reparameterization(Nf4Reparameterizer(&mut quantizer));
+    quantizer.error.map_or(Ok(module), Err)
+}
+
+/// `module` frozen, with the 2-D parameters `group` matches quantized and given LoRA factors of
+/// `rank` scaled by `scale` ([`QloraAdapter`]; `A` and `B` zero until the caller fills `A`).
+pub fn quantize_with_adapters<M: Module>(module: M, group: ParamGroup, options: Nf4Options, rank: usize, scale: f64) -> Result<M> {
+    let mut quantizer = Quantizer { group, options, error: None };
+    let module = module.apply_reparameterization(QloraReparameterizer { quantizer: &mut quantizer, rank, scale });
+    quantizer.error.map_or(Ok(module), Err)
+}
+
+/// Whether `module` holds NF4 weights (either kind).
+pub fn is_quantized<M: Module>(module: &M) -> bool {
+    struct Find(bool);
+    impl ModuleVisitor for Find {
+        fn enter_module(&mut self, _name: &str, container_type: &str) {
+            self.0 |= container_type == NF4_CONTAINER;
+        }
+    }
+    let mut find = Find(false);
+    module.visit(&mut find);
+    find.0
+}
+
+/// Writing a model's weights: refused for a quantized one, whose stored weights are empty
+/// placeholders (its dequantized weights are `module.materialize()`'s).
+pub fn ensure_not_quantized<M: Module>(module: &M, dir: &std::path::Path) -> Result<()> {
+    match is_quantized(module) {
+        true => Err(GptError::Model(format!(
+            "{}: the model holds NF4-quantized weights (--quantize): save its adapters, or materialize() it to write the dequantized weights",
+            dir.display()
+        ))),
+        false => Ok(()),
+    }
+}
+
+/// The NF4 matrix of a quantized weight (either kind), if it is one.
+pub fn nf4_matrix(weight: &Param<Tensor<2>>) -> Option<&Arc<Nf4Matrix>> {
+    match weight.reparameterization::<QloraAdapter>() {
+        Some(adapter) => Some(&adapter.base.0),
+        None => weight.reparameterization::<Nf4Weight>().map(|w| &w.base.0),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use burn::module::ParamGroup;
+    use burn::nn::Linear;
+
+    use super::*;
+
+    fn layer(device: &Device) -> Linear {
+        let weight: Vec<f32> = (0..96 * 40).map(|i| ((i * 37 % 101) as f32 - 50.0) / 70.0).collect();
+        Linear { weight: Param::from_tensor(Tensor::from_data(TensorData::new(weight, [96, 40]), device)), bias: None }
+    }
+
+    /// The placeholder survives every traversal Burn makes of a model: valid/train, records,
+    /// materialize; `val()` gives the dequantized weight in Burn's layout.
+    #[test]
+    fn a_quantized_weight_goes_through_burns_module_lifecycle() {
+        let device = Device::default().autodiff();
+        let plain = layer(&device);
+        let expected = Nf4Matrix::from_linear_weight("w", &plain.weight.val().into_data().try_into_vec::<f32>().unwrap(), [96, 40]).unwrap();
+        let expected = transpose(&expected.dequantize(), 40, 96);
+        let quantized = quantize_with_adapters(plain, ParamGroup::all(), Nf4Options::default(), 4, 2.0).unwrap();
+        assert_eq!(quantized.weight.base().dims(), [96, 0]);
+        assert_eq!(crate::io::parameter_counts(&quantized), (96 * 4 + 4 * 40, 96 * 40 + 96 * 4 + 4 * 40));
+        let valid = quantized.valid();
+        assert_eq!(valid.weight.val().into_data().try_into_vec::<f32>().unwrap(), expected, "B = 0: the dequantized weight");
+        let trained = valid.train();
+        assert!(trained.weight.reparameterization::<QloraAdapter>().is_some_and(|a| a.a.val().is_require_grad()));
+        let record = trained.clone().into_record();
+        let reloaded = quantize_with_adapters(layer(&device), ParamGroup::all(), Nf4Options::default(), 4, 2.0).unwrap().load_record(record);
+        assert_eq!(reloaded.weight.base().dims(), [96, 0]);
+        let merged = trained.materialize();
+        assert!(merged.weight.reparameterization::<QloraAdapter>().is_none());
+        assert_eq!(merged.weight.val().dims(), [96, 40]);
+    }
+}
