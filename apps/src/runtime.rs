@@ -1,10 +1,9 @@
-//! Flags every model-running command shares: which device, how many CPU threads, which seed; and
-//! `--dtype`, which the commands that only run a model (no training) share.
+//! Flags every model-running command shares: which device, how many CPU threads, which seed (the
+//! inference commands' `--dtype` and `--quantize` are `pipelines::runs::WeightArgs`).
 
 use anyhow::Result;
 use gpt::DeviceSpec;
 use gpt::burn::prelude::Device;
-use gpt::io::WeightDtype;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct RuntimeArgs {
@@ -27,13 +26,4 @@ impl RuntimeArgs {
         device.seed(self.seed);
         Ok(device)
     }
-}
-
-/// `--dtype` of the inference commands (generate, chat, serve, logits, eval …).
-#[derive(clap::Args, Debug, Clone, Copy, Default)]
-pub struct DtypeArgs {
-    /// Weight matrices in memory: f32, or bf16 (half the memory and half the bytes each decoded
-    /// token reads; a bf16 checkpoint is kept as stored); activations, norms and biases stay f32
-    #[arg(long, default_value = "f32")]
-    pub dtype: WeightDtype,
 }

@@ -15,7 +15,8 @@ use pipelines::runs::ModelRef;
 use super::generate::SamplingArgs;
 use super::tokenize::read_template;
 use crate::chat_format::ChatFormat;
-use crate::runtime::{DtypeArgs, RuntimeArgs};
+use crate::runtime::RuntimeArgs;
+use pipelines::runs::WeightArgs;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -34,7 +35,7 @@ pub struct Args {
     #[command(flatten)]
     pub sampling: SamplingArgs,
     #[command(flatten)]
-    pub weights: DtypeArgs,
+    pub weights: WeightArgs,
     #[command(flatten)]
     pub runtime: RuntimeArgs,
 }
@@ -49,7 +50,7 @@ pub fn run(args: Args) -> Result<()> {
         None => ChatFormat::detect(&args.model, &tokenizer)?,
     };
     let start = Instant::now();
-    let model = model_ref.load_language_model_as(&device, args.runtime.seed, args.weights.dtype)?;
+    let model = args.weights.load(&model_ref, &device, args.runtime.seed)?;
     eprintln!(
         "loaded {} in {:.1}s; chat format: {}. /reset starts over, /exit quits.",
         args.model,

@@ -10,7 +10,8 @@ use gpt::generate::sampling::Sampling;
 use pipelines::runs::ModelRef;
 use serde_json::json;
 
-use crate::runtime::{DtypeArgs, RuntimeArgs};
+use crate::runtime::RuntimeArgs;
+use pipelines::runs::WeightArgs;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -43,7 +44,7 @@ pub struct Args {
     #[arg(long)]
     pub no_cache: bool,
     #[command(flatten)]
-    pub weights: DtypeArgs,
+    pub weights: WeightArgs,
     #[command(flatten)]
     pub runtime: RuntimeArgs,
 }
@@ -107,7 +108,7 @@ pub fn run(args: Args) -> Result<()> {
     let model_ref = ModelRef::resolve(&args.model);
     let tokenizer = model_ref.tokenizer()?;
     let config = args.config(&tokenizer);
-    let model = model_ref.load_language_model_as(&device, args.runtime.seed, args.weights.dtype)?;
+    let model = args.weights.load(&model_ref, &device, args.runtime.seed)?;
     let parameters = gpt::io::parameter_counts(&model).1;
     eprintln!("loaded {} ({parameters} parameters) on {device:?} in {:.1}s", args.model, load_start.elapsed().as_secs_f64());
 

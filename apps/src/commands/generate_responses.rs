@@ -20,7 +20,8 @@ use serde_json::json;
 use crate::commands::generate::SamplingArgs;
 use crate::commands::tokenize::read_template;
 use crate::progress::counting_bar;
-use crate::runtime::{DtypeArgs, RuntimeArgs};
+use crate::runtime::RuntimeArgs;
+use pipelines::runs::WeightArgs;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -55,7 +56,7 @@ pub struct Args {
     #[arg(long)]
     pub json: bool,
     #[command(flatten)]
-    pub weights: DtypeArgs,
+    pub weights: WeightArgs,
     #[command(flatten)]
     pub runtime: RuntimeArgs,
 }
@@ -75,7 +76,7 @@ pub fn run(args: Args) -> Result<()> {
 
     let device = args.runtime.device()?;
     let model_ref = ModelRef::resolve(&args.model);
-    let model = model_ref.load_language_model_as(&device, args.runtime.seed, args.weights.dtype)?;
+    let model = args.weights.load(&model_ref, &device, args.runtime.seed)?;
     // The model's tokenizer encodes the prompts, decodes the responses and says where they end.
     let tokenizer = model_ref.tokenizer()?;
     let config = config.with_tokenizer(&tokenizer);

@@ -8,7 +8,8 @@ use gpt::io::write_safetensors;
 use gpt::models::CausalLm;
 use pipelines::runs::ModelRef;
 
-use crate::runtime::{DtypeArgs, RuntimeArgs};
+use crate::runtime::RuntimeArgs;
+use pipelines::runs::WeightArgs;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -28,7 +29,7 @@ pub struct Args {
     #[arg(long)]
     pub json: bool,
     #[command(flatten)]
-    pub weights: DtypeArgs,
+    pub weights: WeightArgs,
     #[command(flatten)]
     pub runtime: RuntimeArgs,
 }
@@ -41,7 +42,7 @@ pub fn run(args: Args) -> Result<()> {
         Some(text) => model_ref.tokenizer()?.try_encode(text)?,
         None => args.ids.clone(),
     };
-    let model = model_ref.load_language_model_as(&device, args.runtime.seed, args.weights.dtype)?;
+    let model = args.weights.load(&model_ref, &device, args.runtime.seed)?;
     let (context, vocab) = (model.context_length(), model.vocab_size());
     anyhow::ensure!(!ids.is_empty(), "no token ids given");
     anyhow::ensure!(ids.len() <= context, "{} ids exceed the context window of {context}", ids.len());

@@ -67,7 +67,7 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 
 /// `clients` threads sending requests back to back against a fresh server for `seconds`.
 fn load(options: &Options, runtime: &RuntimeArgs, max_batch: usize) -> Result<Value> {
-    let server = LocalServer::start(&options.model, runtime, gpt::io::WeightDtype::F32, options.clients, max_batch)?;
+    let server = LocalServer::start(&options.model, runtime, pipelines::runs::WeightArgs::default(), options.clients, max_batch)?;
     let url = format!("http://{}/v1/completions", server.addr);
     let deadline = Instant::now() + Duration::from_secs_f64(options.seconds);
     let started = Instant::now();

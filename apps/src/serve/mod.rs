@@ -27,10 +27,10 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use gpt::Tokenizer;
-use gpt::io::WeightDtype;
 use pipelines::runs::ModelRef;
 
-use crate::runtime::{DtypeArgs, RuntimeArgs};
+use crate::runtime::RuntimeArgs;
+use pipelines::runs::WeightArgs;
 use crate::chat_format::ChatFormat;
 use worker::{Model, ModelInfo, Worker};
 
@@ -59,7 +59,7 @@ pub struct Args {
     #[arg(long)]
     pub insecure: bool,
     #[command(flatten)]
-    pub weights: DtypeArgs,
+    pub weights: WeightArgs,
     #[command(flatten)]
     pub runtime: RuntimeArgs,
 }
@@ -87,7 +87,7 @@ pub fn run(args: Args) -> Result<()> {
         anyhow::bail!("--api-key must not be empty");
     }
     auth::check_exposure(&args.host, &addrs, args.api_key.as_deref(), args.insecure)?;
-    let state = start_state(&args.model, &args.runtime, args.weights.dtype, args.api_key.clone(), args.max_concurrency, args.max_batch)?;
+    let state = start_state(&args.model, &args.runtime, args.weights, args.api_key.clone(), args.max_concurrency, args.max_batch)?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;
     runtime.block_on(serve(state, &addrs, args.max_concurrency))
 }
@@ -96,7 +96,7 @@ pub fn run(args: Args) -> Result<()> {
 fn start_state(
     model: &str,
     runtime: &RuntimeArgs,
-    dtype: WeightDtype,
+    weights: WeightArgs,
     api_key: Option<String>,
     capacity: usize,
     max_batch: Option<usize>,
@@ -107,7 +107,7 @@ fn start_state(
     let chat_format = ChatFormat::detect(model, &tokenizer)?;
     let load_start = Instant::now();
     let (spec, load_runtime) = (model.to_string(), runtime.clone());
-    let worker = Worker::start(move || load(&spec, &load_runtime, dtype), capacity, max_batch.unwrap_or(capacity))?;
+    let worker = Worker::start(move || load(&spec, &load_runtime, weights), capacity, max_batch.unwrap_or(capacity))?;
     let description = match &worker.info {
         ModelInfo::Language { parameters, .. } => format!("language model, {parameters} parameters, chat format {}", chat_format.name()),
         ModelInfo::Classifier { labels, parameters } => format!("classifier ({}), {parameters} parameters", labels.join(", ")),
@@ -132,8 +132,8 @@ pub struct LocalServer {
 }
 
 impl LocalServer {
-    pub fn start(model: &str, runtime: &RuntimeArgs, dtype: WeightDtype, capacity: usize, max_batch: usize) -> Result<Self> {
-        let state = start_state(model, runtime, dtype, None, capacity, Some(max_batch))?;
+    pub fn start(model: &str, runtime: &RuntimeArgs, weights: WeightArgs, capacity: usize, max_batch: usize) -> Result<Self> {
+        let state = start_state(model, runtime, weights, None, capacity, Some(max_batch))?;
         let listener = std::net::TcpListener::bind("127.0.0.1:0").context("binding a loopback port")?;
         listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
@@ -163,13 +163,13 @@ impl Drop for LocalServer {
 
 /// Loads the model on the model thread: a classifier when the directory holds one, else a
 /// language model.
-fn load(spec: &str, runtime: &RuntimeArgs, dtype: WeightDtype) -> Result<Model> {
+fn load(spec: &str, runtime: &RuntimeArgs, weights: WeightArgs) -> Result<Model> {
     let device = runtime.device()?;
     let model = ModelRef::resolve(spec);
     if model.is_classifier().with_context(|| format!("reading {}", model.model))? {
         return Ok(Model::Classifier(model.load_classifier(&device)?, model.tokenizer()?));
     }
-    let model = model.load_language_model_as(&device, runtime.seed, dtype).with_context(|| format!("loading {spec}"))?;
+    let model = weights.load(&model, &device, runtime.seed).with_context(|| format!("loading {spec}"))?;
     Ok(Model::Language(model))
 }
 

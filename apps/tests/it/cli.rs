@@ -93,6 +93,8 @@ fn bad_input_gives_one_clear_error() {
         (vec!["logits", "--model", "random:tiny", "--ids", "1,99999", "--out", "/tmp/x.safetensors"], "outside the vocabulary"),
         (vec!["logits", "--model", "random:tiny", "--ids", "1,x", "--out", "/tmp/x.safetensors"], "invalid value"),
         (vec!["generate", "--model", "random:tiny", "--prompt", "x", "--dtype", "f16"], "unknown dtype `f16`: f32 or bf16"),
+        (vec!["generate", "--model", "random:tiny", "--prompt", "x", "--quantize", "int4"], "[possible values: nf4]"),
+        (vec!["generate", "--model", "random:tiny", "--prompt", "x", "--quantize-double"], "--quantize-double needs --quantize nf4"),
     ];
     if !cfg!(feature = "cuda") {
         cases.push((vec!["generate", "--model", "random:tiny", "--prompt", "x", "--device", "cuda"], "--features cuda"));
@@ -184,6 +186,37 @@ mod llama_family {
             let json = last_json(&out);
             assert_eq!(json["ids"], expected["greedy_prompt_ids"]);
             assert_eq!(json["argmax_last"], serde_json::json!(expected_ids(name, "greedy_ids")[0]), "{name}");
+        }
+    }
+
+    /// `--quantize nf4 [--quantize-double]` (with `--dtype f32|bf16`): the greedy ids of the model
+    /// whose block projections are NF4, as the library's `quantize_model` gives them in-process
+    /// (the NF4 kernels themselves are tested against the dequantized weights in the gpt crate).
+    #[test]
+    fn generate_quantizes_block_projections_at_load() {
+        use gpt::generate::{GenerateConfig, generate};
+        use gpt::quant::Nf4Options;
+
+        let home = tempfile::tempdir().unwrap();
+        let device = gpt::burn::prelude::Device::flex();
+        for name in ["llama-tiny", "qwen3-tiny"] {
+            let model = fixture(name).display().to_string();
+            let prompt = expected(name)["greedy_prompt"].as_str().unwrap().to_string();
+            for (flags, double_quant) in [(vec!["--quantize", "nf4"], false), (vec!["--quantize", "nf4", "--quantize-double", "--dtype", "bf16"], true)] {
+                let out = run(llmfs(home.path()).args(["generate", "--model", &model, "--prompt", &prompt, "--max-new-tokens", "12", "--ignore-eos", "--json"]).args(&flags));
+                assert!(out.status.success(), "{}", stderr(&out));
+                let json = last_json(&out);
+                let prompt_ids: Vec<u32> = serde_json::from_value(json["prompt_ids"].clone()).unwrap();
+                let quantized = gpt::lora::quantize_model(gpt::hf::load_language_model_dir(&fixture(name), &device).unwrap(), Nf4Options { double_quant }).unwrap();
+                let tokenizer = gpt::Tokenizer::from_model_dir(&fixture(name)).unwrap();
+                let config = GenerateConfig { eos_tokens: vec![], ..GenerateConfig::greedy(12).with_tokenizer(&tokenizer) };
+                let want = generate(&quantized, &[prompt_ids], &config).unwrap();
+                assert_eq!(json["token_ids"], serde_json::json!(want[0].token_ids), "{name} {flags:?}");
+                // The fixtures' random weights are far from normal: NF4 changes their greedy ids
+                // (so the flag cannot be silently ignored).
+                let f32_ids: Vec<i64> = expected_ids(name, "greedy_ids").into_iter().take(12).collect();
+                assert_ne!(json["token_ids"], serde_json::json!(f32_ids), "{name} {flags:?}: the f32 model's ids");
+            }
         }
     }
 }

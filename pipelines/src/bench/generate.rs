@@ -1,5 +1,5 @@
-//! Generation speed: seeded random weights, f32 (or bf16 weight matrices, `--dtype`), a 16-token prompt, 128 greedy new tokens — the
-//! workload of `../shared/bench/torch_baseline` (`infer` case) — one prompt at a time, or a batch
+//! Generation speed: seeded random weights, f32 (or bf16 weight matrices, `--dtype`, or NF4 block
+//! projections, `--quantize nf4`), a 16-token prompt, 128 greedy new tokens — the workload of `../shared/bench/torch_baseline` (`infer` case) — one prompt at a time, or a batch
 //! of prompts against the same prompts one at a time (the speed-up of batching, with the tokens
 //! checked to be the same).
 
@@ -9,11 +9,11 @@ use anyhow::{Result, ensure};
 use gpt::burn::prelude::*;
 use gpt::backend::DeviceSpec;
 use gpt::generate::{GenerateConfig, generate};
-use gpt::io::WeightDtype;
 use gpt::models::{CausalLm, LanguageModel};
 use serde_json::{Value, json};
 
 use super::median;
+use crate::runs::WeightArgs;
 
 /// The first 16 tokens of the baseline's prompt ("I HAD always thought Jack Gisburn rather a cheap genius--though a").
 pub const PROMPT: [u32; 16] = [40, 367, 2885, 1464, 1807, 3619, 402, 271, 10899, 2138, 257, 7026, 15632, 438, 2016, 257];
@@ -34,15 +34,15 @@ pub struct Options {
     /// Also time the prefill of a prompt this long (the baseline's 16 tokens, repeated)
     #[arg(long)]
     pub prefill_len: Option<usize>,
-    /// Weight matrices in f32 or bf16 (as `llmfs generate --dtype`)
-    #[arg(long, default_value = "f32")]
-    pub dtype: WeightDtype,
+    /// How the weights are kept (as `llmfs generate --dtype … --quantize …`)
+    #[command(flatten)]
+    pub weights: WeightArgs,
 }
 
 /// `preset`: the model shape (`gpt2` = 124M; a Llama-family preset such as `smollm2-135m`).
 pub fn run(spec: DeviceSpec, preset: &str, options: &Options) -> Result<Value> {
     let device = spec.resolve()?;
-    let model = super::preset_model_as(preset, &device, options.dtype)?;
+    let model = options.weights.quantize.apply(super::preset_model_as(preset, &device, options.weights.dtype)?)?;
     // A shape with a shorter context (tiny) generates what fits after the prompt.
     let new_tokens = NEW_TOKENS.min(model.context_length().saturating_sub(PROMPT.len()));
     if options.batch > 1 {
@@ -70,7 +70,7 @@ pub fn run(spec: DeviceSpec, preset: &str, options: &Options) -> Result<Value> {
     let calib_after = calibrate(&device);
     Ok(json!({
         "bench": super::bench_name("generate", preset), "preset": preset, "backend": spec.to_string(),
-        "threads": rayon::current_num_threads(), "dtype": options.dtype, "batch": 1, "prompt_len": PROMPT.len(), "new_tokens": new_tokens,
+        "threads": rayon::current_num_threads(), "dtype": options.weights.dtype, "quantize": options.weights.quantize.describe(), "batch": 1, "prompt_len": PROMPT.len(), "new_tokens": new_tokens,
         "prefill_16_tokens_plus_1_s": prefill,
         "prefill": long_prefill.map(|s| json!({ "prompt_len": options.prefill_len, "s": s, "tokens_per_s": options.prefill_len.unwrap_or(0) as f64 / s })),
         "kv_cache": { "median_s": cached_s, "all_s": runs.iter().map(|r| r.0).collect::<Vec<_>>(),
@@ -141,7 +141,7 @@ fn batched_against_solo(model: &LanguageModel, preset: &str, options: &Options, 
     let tokens = (batch * new_tokens) as f64;
     Ok(json!({
         "bench": super::bench_name("generate_batched", preset), "preset": preset, "backend": spec.to_string(),
-        "threads": rayon::current_num_threads(), "dtype": options.dtype, "batch": batch, "prompt_len": PROMPT.len(), "new_tokens": new_tokens,
+        "threads": rayon::current_num_threads(), "dtype": options.weights.dtype, "quantize": options.weights.quantize.describe(), "batch": batch, "prompt_len": PROMPT.len(), "new_tokens": new_tokens,
         "batched": { "s": batched_s, "tokens_per_s": tokens / batched_s },
         "one_at_a_time": { "s": solo_s, "tokens_per_s": tokens / solo_s },
         "speedup": solo_s / batched_s, "same_tokens": true,

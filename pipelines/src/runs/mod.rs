@@ -11,10 +11,12 @@ use serde_json::{Value, json};
 pub mod metrics;
 pub mod model_ref;
 pub mod tail;
+pub mod weights;
 
 pub use metrics::{METRICS_FILE, MetricEvent, MetricsLog, read_metrics};
 pub use model_ref::{ModelRef, load_classifier, load_model};
 pub use tail::Tail;
+pub use weights::{QuantizeArgs, QuantizeScheme, WeightArgs};
 
 /// A run's configuration, versions and command line.
 pub const RUN_JSON: &str = "run.json";

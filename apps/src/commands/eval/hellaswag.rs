@@ -11,7 +11,8 @@ use pipelines::eval::hellaswag::{HellaswagScores, default_batch_size, evaluate_w
 use serde_json::json;
 
 use crate::progress::counting_bar;
-use crate::runtime::{DtypeArgs, RuntimeArgs};
+use crate::runtime::RuntimeArgs;
+use pipelines::runs::WeightArgs;
 
 #[derive(clap::Args, Debug)]
 pub struct HellaswagArgs {
@@ -43,7 +44,7 @@ pub struct HellaswagArgs {
     #[arg(long)]
     pub json: bool,
     #[command(flatten)]
-    pub weights: DtypeArgs,
+    pub weights: WeightArgs,
     #[command(flatten)]
     pub runtime: RuntimeArgs,
 }
@@ -68,7 +69,7 @@ pub fn run(args: HellaswagArgs) -> Result<()> {
     let load_start = Instant::now();
     let model_ref = ModelRef::resolve(&args.model);
     let tokenizer = model_ref.tokenizer()?;
-    let model = model_ref.load_language_model_as(&device, args.runtime.seed, args.weights.dtype)?;
+    let model = args.weights.load(&model_ref, &device, args.runtime.seed)?;
     let parameters = gpt::io::parameter_counts(&model).1;
     eprintln!("loaded {} ({parameters} parameters) on {device:?} in {:.1}s", args.model, load_start.elapsed().as_secs_f64());
 

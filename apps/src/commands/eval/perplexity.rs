@@ -20,7 +20,8 @@ use pipelines::runs::ModelRef;
 use serde_json::{Value, json};
 
 use crate::progress::counting_bar;
-use crate::runtime::{DtypeArgs, RuntimeArgs};
+use crate::runtime::RuntimeArgs;
+use pipelines::runs::WeightArgs;
 
 /// What separates the documents of a data source in the evaluated text.
 const DOCUMENT_SEPARATOR: &str = "\n\n";
@@ -53,7 +54,7 @@ pub struct PerplexityArgs {
     #[arg(long)]
     pub json: bool,
     #[command(flatten)]
-    pub weights: DtypeArgs,
+    pub weights: WeightArgs,
     #[command(flatten)]
     pub runtime: RuntimeArgs,
 }
@@ -73,7 +74,7 @@ pub fn run(args: PerplexityArgs) -> Result<()> {
     // The text first: a bad --data fails before a model download.
     let corpus = read_corpus(&args.data, &args.text_column, &model_ref.tokenizer()?, &args.model)?;
     let load_start = Instant::now();
-    let model = model_ref.load_language_model_as(&device, args.runtime.seed, args.weights.dtype)?;
+    let model = args.weights.load(&model_ref, &device, args.runtime.seed)?;
     let parameters = gpt::io::parameter_counts(&model).1;
     eprintln!("loaded {} ({parameters} parameters) on {device:?} in {:.1}s", args.model, load_start.elapsed().as_secs_f64());
 

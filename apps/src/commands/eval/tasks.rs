@@ -14,7 +14,8 @@ use pipelines::eval::tasks::{self, Aggregate, BOOTSTRAP_ITERS, Fewshot, GroupRes
 use pipelines::runs::ModelRef;
 
 use crate::progress::counting_bar;
-use crate::runtime::{DtypeArgs, RuntimeArgs};
+use crate::runtime::RuntimeArgs;
+use pipelines::runs::WeightArgs;
 
 #[derive(clap::Args, Debug)]
 pub struct TasksArgs {
@@ -46,7 +47,7 @@ pub struct TasksArgs {
     #[arg(long)]
     pub json: Option<PathBuf>,
     #[command(flatten)]
-    pub weights: DtypeArgs,
+    pub weights: WeightArgs,
     #[command(flatten)]
     pub runtime: RuntimeArgs,
 }
@@ -86,7 +87,7 @@ pub fn run(args: TasksArgs) -> Result<()> {
     let model_ref = ModelRef::resolve(&args.model);
     let tokenizer = model_ref.tokenizer()?;
     let load_start = Instant::now();
-    let model = model_ref.load_language_model_as(&device, args.runtime.seed, args.weights.dtype)?;
+    let model = args.weights.load(&model_ref, &device, args.runtime.seed)?;
     eprintln!("loaded {} on {device:?} in {:.1}s", args.model, load_start.elapsed().as_secs_f64());
     let batch_size = args.batch_size.unwrap_or_else(|| default_batch_size(&device));
 

@@ -1,0 +1,87 @@
+//! How a loaded model keeps its weights: `--dtype` (f32 or bf16 matrices) and `--quantize nf4`
+//! (block projections as 4-bit NormalFloat, see `gpt::quant`), shared by the inference commands,
+//! the fine-tuning tasks (QLoRA) and the benchmarks.
+
+use anyhow::{Result, bail};
+use gpt::burn::prelude::Device;
+use gpt::io::WeightDtype;
+use gpt::models::LanguageModel;
+use gpt::quant::Nf4Options;
+use serde_json::{Value, json};
+
+use super::ModelRef;
+
+/// `--quantize`: the schemes a frozen weight can be stored in.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum QuantizeScheme {
+    /// 4-bit NormalFloat in blocks of 64 (bitsandbytes' `nf4`)
+    Nf4,
+}
+
+/// `--quantize nf4 [--quantize-double]`.
+#[derive(clap::Args, Debug, Clone, Copy, Default)]
+pub struct QuantizeArgs {
+    /// Store the block projections' weights as 4-bit NF4, as bitsandbytes does (one absmax per 64
+    /// values); embeddings, norms and the output head stay as they are. For fine-tuning: QLoRA
+    /// (needs --lora-rank)
+    #[arg(long, value_enum)]
+    pub quantize: Option<QuantizeScheme>,
+    /// With --quantize nf4: also quantize the absmax to 8 bits in blocks of 256 (bitsandbytes'
+    /// double quantization, ~0.4 bit less per weight)
+    #[arg(long)]
+    pub quantize_double: bool,
+}
+
+impl QuantizeArgs {
+    /// The NF4 settings, `None` without `--quantize`.
+    pub fn nf4(&self) -> Result<Option<Nf4Options>> {
+        match self.quantize {
+            Some(QuantizeScheme::Nf4) => Ok(Some(Nf4Options { double_quant: self.quantize_double })),
+            None if self.quantize_double => bail!("--quantize-double needs --quantize nf4"),
+            None => Ok(None),
+        }
+    }
+
+    /// `model` with its block projections quantized (unchanged without `--quantize`): each
+    /// one's f32 or bf16 copy is freed as it is quantized.
+    pub fn apply(&self, model: LanguageModel) -> Result<LanguageModel> {
+        Ok(match self.nf4()? {
+            Some(nf4) => gpt::lora::quantize_model(model, nf4)?,
+            None => model,
+        })
+    }
+
+    /// What run.json and the benchmarks' JSON record: `null`, `"nf4"` or `"nf4-double"`.
+    pub fn describe(&self) -> Value {
+        describe(self.nf4().ok().flatten())
+    }
+}
+
+/// `null`, `"nf4"` or `"nf4-double"` for run.json and the benchmarks' JSON.
+pub fn describe(nf4: Option<Nf4Options>) -> Value {
+    match nf4 {
+        None => Value::Null,
+        Some(Nf4Options { double_quant: false }) => json!("nf4"),
+        Some(Nf4Options { double_quant: true }) => json!("nf4-double"),
+    }
+}
+
+/// `--dtype` and `--quantize` of the commands that only run a model (generate, chat, serve,
+/// logits, eval …).
+#[derive(clap::Args, Debug, Clone, Copy, Default)]
+pub struct WeightArgs {
+    /// Weight matrices in memory: f32, or bf16 (half the memory and half the bytes each decoded
+    /// token reads; a bf16 checkpoint is kept as stored); activations, norms and biases stay f32
+    #[arg(long, default_value = "f32")]
+    pub dtype: WeightDtype,
+    #[command(flatten)]
+    pub quantize: QuantizeArgs,
+}
+
+impl WeightArgs {
+    /// Loads `model` with its matrices as `--dtype`, then applies `--quantize`.
+    pub fn load(&self, model: &ModelRef, device: &Device, seed: u64) -> Result<LanguageModel> {
+        self.quantize.nf4()?; // a flag error before the load
+        self.quantize.apply(model.load_language_model_as(device, seed, self.dtype)?)
+    }
+}
