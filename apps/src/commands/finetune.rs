@@ -12,6 +12,7 @@ use pipelines::data::{labelled, spam};
 use pipelines::finetune::{
     ClassifierData, ClassifierFinetune, InstructionFinetune, LanguageModelJob, LoraFinetune, finetune_classifier, finetune_instruction,
 };
+use pipelines::runs::QuantizeArgs;
 use pipelines::train::{LrSchedule, OptimConfig, Precision, TrainConfig};
 
 use crate::commands::eval::tasks::EvalTasksArgs;
@@ -308,12 +309,20 @@ pub struct LoraArgs {
     /// Also write the adapters merged into a plain HF-layout model under RUN_DIR/model
     #[arg(long)]
     pub merge: bool,
+    /// QLoRA: `--quantize nf4` holds the targeted projections' frozen weights as 4-bit NF4 while
+    /// the adapters train (the adapters and a --merge model are saved against the original base)
+    #[command(flatten)]
+    pub quantize: QuantizeArgs,
 }
 
 impl LoraArgs {
     /// The LoRA settings, `None` without --lora-rank (the other LoRA flags then are an error).
     pub fn finetune(&self) -> Result<Option<LoraFinetune>> {
+        let quantize = self.quantize.nf4()?;
         let Some(rank) = self.lora_rank else {
+            if quantize.is_some() {
+                bail!("--quantize needs --lora-rank (QLoRA): quantized weights stay frozen, only LoRA adapters can train on them");
+            }
             if self.lora_alpha.is_some() || self.lora_targets.is_some() || self.merge {
                 bail!("--lora-alpha, --lora-targets and --merge need --lora-rank");
             }
@@ -321,7 +330,7 @@ impl LoraArgs {
         };
         let targets: LoraTargets = self.lora_targets.as_deref().unwrap_or("attn,mlp").parse()?;
         let config = LoraConfig::new(rank, self.lora_alpha.unwrap_or(rank as f64), targets)?;
-        Ok(Some(LoraFinetune { config, merge: self.merge }))
+        Ok(Some(LoraFinetune { config, merge: self.merge, quantize }))
     }
 }
 

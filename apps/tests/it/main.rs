@@ -26,5 +26,6 @@ mod plot;
 mod precision;
 mod prepare;
 mod prepare_fineweb;
+mod qlora;
 mod serve;
 mod tracking;

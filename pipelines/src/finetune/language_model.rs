@@ -56,7 +56,9 @@ pub struct LanguageModelReport {
 }
 
 /// The model `job.model` names, on the training (autodiff) device, with the job's dropout and,
-/// with LoRA, its adapters attached (everything else frozen).
+/// with LoRA, its adapters attached (everything else frozen; with QLoRA the targeted weights
+/// quantized). `--resume` builds the model the same way before loading the checkpoint into it:
+/// checkpoints hold the adapters and an empty placeholder for each quantized weight.
 pub fn load_for_training(job: &LanguageModelJob) -> Result<LanguageModel> {
     let device = job.device.clone().autodiff();
     device.seed(job.train.seed);
@@ -66,7 +68,7 @@ pub fn load_for_training(job: &LanguageModelJob) -> Result<LanguageModel> {
         None => model,
     };
     Ok(match &job.lora {
-        Some(lora) => lora.config.apply_to(model, job.train.seed)?,
+        Some(lora) => lora.apply(model, job.train.seed)?,
         None => model,
     })
 }

@@ -1,8 +1,10 @@
 //! LoRA fine-tuning settings shared by every fine-tuning task (`--lora-rank`, `--lora-alpha`,
-//! `--lora-targets`, `--merge`): the adapters themselves are `gpt::lora`.
+//! `--lora-targets`, `--merge`, and QLoRA's `--quantize nf4`): the adapters themselves are
+//! `gpt::lora`, the quantized base `gpt::quant`.
 
 use gpt::LoraConfig;
-use gpt::models::LanguageModel;
+use gpt::models::{Classifier, LanguageModel};
+use gpt::quant::Nf4Options;
 use serde_json::json;
 
 #[derive(Debug, Clone)]
@@ -10,21 +12,48 @@ pub struct LoraFinetune {
     pub config: LoraConfig,
     /// Also write the adapters folded into a plain HF-layout model under `RUN_DIR/model`.
     pub merge: bool,
+    /// QLoRA: the targeted projections' frozen weights held as NF4 (a quarter of f32's memory
+    /// and less), the adapters trained against those quantized weights.
+    pub quantize: Option<Nf4Options>,
 }
 
 impl LoraFinetune {
     /// The settings with the targets `model`'s family has (see [`LoraConfig::for_model`]).
     pub fn for_model(&self, model: &LanguageModel) -> gpt::Result<Self> {
-        Ok(Self { config: self.config.for_model(model)?, merge: self.merge })
+        Ok(Self { config: self.config.for_model(model)?, ..self.clone() })
     }
 
-    /// What run.json records.
+    /// `model` with its adapters attached (seeded by `seed`), on a quantized base with QLoRA.
+    pub fn apply(&self, model: LanguageModel, seed: u64) -> gpt::Result<LanguageModel> {
+        match self.quantize {
+            Some(nf4) => self.config.apply_quantized_to(model, seed, nf4),
+            None => self.config.apply_to(model, seed),
+        }
+    }
+
+    /// [`Self::apply`] for a classifier (its head trains, unquantized).
+    pub fn apply_to_classifier(&self, classifier: Classifier, seed: u64) -> gpt::Result<Classifier> {
+        match self.quantize {
+            Some(nf4) => self.config.apply_quantized_to_classifier(classifier, seed, nf4),
+            None => self.config.apply_to_classifier(classifier, seed),
+        }
+    }
+
+    /// What run.json records (`quantize`: `null`, `"nf4"` or `"nf4-double"`).
     pub fn describe(&self) -> serde_json::Value {
-        json!({ "rank": self.config.rank, "alpha": self.config.alpha, "targets": self.config.targets.modules(), "merge": self.merge })
+        json!({
+            "rank": self.config.rank, "alpha": self.config.alpha, "targets": self.config.targets.modules(), "merge": self.merge,
+            "quantize": crate::runs::weights::describe(self.quantize),
+        })
     }
 
     /// One line for the start of a run.
     pub fn summary(&self) -> String {
-        format!("LoRA r={} alpha={} on {}", self.config.rank, self.config.alpha, self.config.targets)
+        let base = match self.quantize {
+            None => "",
+            Some(Nf4Options { double_quant: false }) => " (QLoRA: NF4 base)",
+            Some(Nf4Options { double_quant: true }) => " (QLoRA: NF4 base, double-quantized)",
+        };
+        format!("LoRA r={} alpha={} on {}{base}", self.config.rank, self.config.alpha, self.config.targets)
     }
 }

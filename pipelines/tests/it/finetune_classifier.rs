@@ -133,7 +133,7 @@ fn a_run_stopped_mid_epoch_resumes_to_the_same_weights() {
 fn lora_job(data: &Path, run_dir: &Path) -> ClassifierFinetune {
     let mut job = job(data, run_dir);
     let config = gpt::LoraConfig::new(4, 8.0, "attn,mlp".parse().unwrap()).unwrap();
-    job.lora = Some(LoraFinetune { config, merge: true });
+    job.lora = Some(LoraFinetune { config, merge: true, quantize: None });
     job.train.epochs = 1;
     job.train.optim.lr = 1e-3;
     job

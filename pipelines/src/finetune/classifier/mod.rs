@@ -172,7 +172,7 @@ fn classifier_and_data(job: &ClassifierFinetune, device: &Device) -> Result<(Cla
     let classifier = Classifier::new(model, labels, tokenizer.pad_id(), job.train.seed)?;
     Ok(match &job.lora {
         Some(lora) => {
-            let adapted = lora.config.apply_to_classifier(classifier, job.train.seed)?;
+            let adapted = lora.apply_to_classifier(classifier, job.train.seed)?;
             let summary = lora.for_model(&adapted.model)?.summary();
             (adapted, data, format!("{summary} + head"))
         }
