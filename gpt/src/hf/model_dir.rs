@@ -9,6 +9,7 @@ use super::classifier_dir::classifier_labels;
 use crate::error::{GptError, Result};
 use crate::io::{OutInLinears, SafetensorsSource, WeightDtype, fill_params, named_params, write_atomic, write_safetensors};
 use crate::models::LanguageModel;
+use crate::quant::bnb_checkpoint::{Bnb4bitLinears, BnbCheckpoint, attach_nf4};
 use crate::models::gpt2::{EOT_TOKEN, Gpt, GptConfig};
 use crate::models::llama::config::{Architecture, unsupported};
 use crate::models::llama::{Llama, LlamaConfig};
@@ -77,8 +78,18 @@ fn load_llama_dir_as(dir: &Path, device: &Device, dtype: WeightDtype) -> Result<
     }
     let mut source = SafetensorsSource::open_dir(dir)?.with_matrices(dtype);
     let skeleton = Llama::skeleton(&config, device)?;
-    let mut linears = OutInLinears { source: &mut source, is_linear: Llama::is_out_in_linear };
-    let model = fill_params(skeleton, &mut linears).map_err(|e| config_mismatch(dir, e))?;
+    let model = match BnbCheckpoint::of(&config.extra, &dir.join("config.json"))? {
+        BnbCheckpoint::None => {
+            let mut linears = OutInLinears { source: &mut source, is_linear: Llama::is_out_in_linear };
+            fill_params(skeleton, &mut linears).map_err(|e| config_mismatch(dir, e))?
+        }
+        // Its NF4 weights stay NF4 (as bitsandbytes stored them); the rest loads as `dtype`.
+        BnbCheckpoint::Nf4 => {
+            let mut linears = Bnb4bitLinears { source: &mut source, is_linear: Llama::is_out_in_linear, matrices: Default::default() };
+            let model = fill_params(skeleton, &mut linears).map_err(|e| config_mismatch(dir, e))?;
+            attach_nf4(model, linears.matrices)?
+        }
+    };
     source.finish_tied_to("model.embed_tokens.weight")?;
     Ok(model)
 }
@@ -111,6 +122,9 @@ pub(super) fn llama_tensors(model: &Llama) -> Result<Vec<(String, TensorData)>> 
 
 /// Writes `tensors` (f32) and `config` as a Llama-family directory, the weights first.
 pub(super) fn write_llama_files(dir: &Path, tensors: Vec<(String, TensorData)>, mut config: LlamaConfig) -> Result<()> {
+    // The weights written are plain f32 (a bitsandbytes checkpoint's materialized): its
+    // quantization_config would make transformers expect packed 4-bit tensors.
+    config.extra.remove("quantization_config");
     std::fs::create_dir_all(dir).map_err(|e| GptError::io(dir, e))?;
     write_safetensors(&dir.join(crate::io::safetensors::SINGLE_FILE), &tensors)?;
     // The weights are written in f32: a config saying bf16 would make transformers load them

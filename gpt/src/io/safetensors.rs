@@ -187,6 +187,27 @@ impl SafetensorsSource {
         Ok((entry.info.shape.clone(), values))
     }
 
+    /// Whether the checkpoint holds tensor `name`.
+    pub fn contains(&self, name: &str) -> bool {
+        self.entries.contains_key(name)
+    }
+
+    /// Tensor `name` as stored: dtype, shape and bytes, for tensors that are not parameters
+    /// (bitsandbytes' packed weights and quantization state). Counts as used.
+    pub fn raw(&mut self, name: &str) -> Result<(Dtype, Vec<usize>, Vec<u8>)> {
+        let entry = self.entry(name)?;
+        let found = (entry.info.dtype, entry.info.shape.clone(), self.bytes(entry).to_vec());
+        self.used.insert(name.to_string());
+        Ok(found)
+    }
+
+    /// Tensor `name`'s values widened to f32, whatever its shape. Counts as used.
+    pub fn f32_values(&mut self, name: &str) -> Result<Vec<f32>> {
+        let (_, values) = self.read_f32(name)?;
+        self.used.insert(name.to_string());
+        Ok(values)
+    }
+
     fn entry(&self, name: &str) -> Result<&Entry> {
         self.entries.get(name).ok_or_else(|| GptError::MissingTensor { path: self.path_of(name), name: name.to_string(), expected: Vec::new() })
     }

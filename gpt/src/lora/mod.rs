@@ -218,6 +218,7 @@ impl LoraConfig {
     /// which every thread of the process shares: two jobs in one process then cannot change
     /// each other's adapters, and a resumed run starts from the same ones.
     pub fn apply<M: Module>(&self, module: M, seed: u64) -> Result<M> {
+        ensure_plain_weights(&module)?;
         let mut init = AdapterInit { seed, std: 1.0 / self.rank as f64 };
         fill_params_matching(self.attach_unfilled(module), &mut init, |name| matches!(peft_name(name), Some((_, true))))
     }
@@ -310,5 +311,18 @@ mod tests {
         let (g, r) = (x.grad(&grads).unwrap(), x.grad(&reference).unwrap());
         assert!(max_rel_diff(g.reshape([STREAMING_MAX_ROWS + 4, 8]), r.reshape([STREAMING_MAX_ROWS + 4, 8])) < 1e-5, "dx");
         assert!(layer.weight.base().grad(&grads).is_none(), "the frozen base has no gradient");
+    }
+}
+
+/// Adapters are attached to plain weights: a model whose weights are stored 4-bit already (a
+/// bitsandbytes checkpoint, or `--quantize` at load) is refused rather than trained wrongly.
+pub(crate) fn ensure_plain_weights<M: Module>(module: &M) -> Result<()> {
+    match crate::quant::is_quantized(module) {
+        true => Err(GptError::Model(
+            "the model's weights are stored quantized (a bitsandbytes 4-bit checkpoint): LoRA on it is not supported yet; \
+             fine-tune the unquantized model with --quantize nf4 (QLoRA)"
+                .into(),
+        )),
+        false => Ok(()),
     }
 }

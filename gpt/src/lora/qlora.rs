@@ -19,6 +19,7 @@ impl LoraConfig {
     /// [`Self::apply`] with the targeted weights quantized to NF4 first: the same factors (same
     /// seeded `A`, `B` = 0), on a frozen NF4 base whose f32 copy is freed.
     pub fn apply_quantized<M: Module>(&self, module: M, seed: u64, nf4: Nf4Options) -> Result<M> {
+        super::ensure_plain_weights(&module)?;
         let mut init = AdapterInit { seed, std: 1.0 / self.rank as f64 };
         let module = quantize_with_adapters(module, self.param_group(), nf4, self.rank, self.alpha / self.rank as f64)?;
         fill_params_matching(module, &mut init, |name| matches!(peft_name(name), Some((_, true))))

@@ -4,9 +4,11 @@
 //!   absmax themselves quantized to 8 bits (double quantization), byte for byte as bitsandbytes
 //!   stores them.
 //! - [`reparam`]: such weights inside Burn's modules (`--quantize nf4`, QLoRA's frozen base).
+//! - [`bnb_checkpoint`]: checkpoints `transformers` saved with bitsandbytes 4-bit weights.
 //!
 //! The products by such a weight are CPU kernels: `crate::backend::kernels::nf4_*`.
 
+pub mod bnb_checkpoint;
 pub mod nf4;
 pub mod reparam;
 

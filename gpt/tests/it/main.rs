@@ -4,6 +4,7 @@
 mod common;
 
 mod classifier;
+mod bnb_checkpoint;
 mod fuzz_loaders;
 mod generation;
 mod llama;

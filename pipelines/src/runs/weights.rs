@@ -45,10 +45,11 @@ impl QuantizeArgs {
     /// `model` with its block projections quantized (unchanged without `--quantize`): each
     /// one's f32 or bf16 copy is freed as it is quantized.
     pub fn apply(&self, model: LanguageModel) -> Result<LanguageModel> {
-        Ok(match self.nf4()? {
-            Some(nf4) => gpt::lora::quantize_model(model, nf4)?,
-            None => model,
-        })
+        let Some(nf4) = self.nf4()? else { return Ok(model) };
+        if gpt::quant::is_quantized(&model) {
+            bail!("the model's weights are stored quantized already (a bitsandbytes 4-bit checkpoint): drop --quantize");
+        }
+        Ok(gpt::lora::quantize_model(model, nf4)?)
     }
 
     /// What run.json and the benchmarks' JSON record: `null`, `"nf4"` or `"nf4-double"`.
