@@ -69,7 +69,10 @@ pub fn load_for_training(job: &LanguageModelJob) -> Result<LanguageModel> {
     };
     Ok(match &job.lora {
         Some(lora) => lora.apply(model, job.train.seed)?,
-        None => model,
+        None => {
+            super::ensure_full_weights(&model, &job.model)?;
+            model
+        }
     })
 }
 

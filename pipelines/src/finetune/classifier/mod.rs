@@ -176,7 +176,10 @@ fn classifier_and_data(job: &ClassifierFinetune, device: &Device) -> Result<(Cla
             let summary = lora.for_model(&adapted.model)?.summary();
             (adapted, data, format!("{summary} + head"))
         }
-        None => (classifier.set_trainable(job.trainable), data, job.trainable.to_string()),
+        None => {
+            super::ensure_full_weights(&classifier.model, &job.model)?;
+            (classifier.set_trainable(job.trainable), data, job.trainable.to_string())
+        }
     })
 }
 
