@@ -12,6 +12,8 @@ use std::str::FromStr;
 
 use anyhow::{Context, Result, bail, ensure};
 use gpt::DeviceSpec;
+use pipelines::runs::WeightArgs;
+use pipelines::train::precision::Precision;
 use serde_json::{Value, json};
 
 /// `--device`: one device, a comma-separated list, or `all` (every compiled backend).
@@ -105,6 +107,33 @@ pub struct SuiteArgs {
     /// or an earlier `llmfs bench --json`
     #[arg(long)]
     pub compare: Option<PathBuf>,
+    /// The training workloads' (forward, train, cls) --precision: f32, bf16-mixed or f16-mixed
+    #[arg(long, value_enum, default_value_t = Precision::F32)]
+    pub precision: Precision,
+    /// The decoding workloads' (prefill, decode) weights, as `bench generate`'s
+    #[command(flatten)]
+    pub weights: WeightArgs,
+}
+
+impl SuiteArgs {
+    /// The flags of `child` that carry the suite's --precision, --dtype and --quantize.
+    fn child_flags(&self, child: &str) -> Vec<String> {
+        let mut flags = Vec::new();
+        match child {
+            "generate" => {
+                flags.extend(["--dtype".to_string(), self.weights.dtype.to_string()]);
+                if let Some(scheme) = self.weights.quantize.quantize {
+                    let name = clap::ValueEnum::to_possible_value(&scheme).map(|v| v.get_name().to_string()).unwrap_or_default();
+                    flags.extend(["--quantize".to_string(), name]);
+                }
+                if self.weights.quantize.quantize_double {
+                    flags.push("--quantize-double".into());
+                }
+            }
+            _ => flags.extend(["--precision".to_string(), self.precision.to_string()]),
+        }
+        flags
+    }
 }
 
 /// One measured figure of the table.
@@ -226,14 +255,14 @@ fn read_baseline(path: &Path) -> Result<Value> {
 }
 
 /// Runs one child benchmark and returns its JSON.
-fn run_child(child: &str, device: DeviceSpec, preset: &str, threads: Option<usize>, scratch: &Path) -> Result<Value> {
+fn run_child(child: &str, flags: &[String], device: DeviceSpec, preset: &str, threads: Option<usize>, scratch: &Path) -> Result<Value> {
     let out = scratch.join(format!("{child}-{}.json", device.to_string().replace(':', "_")));
     let mut cmd = Command::new(std::env::current_exe().context("finding the llmfs binary")?);
-    cmd.args(["bench", child, "--device", &device.to_string(), "--preset", preset, "--out"]).arg(&out);
+    cmd.args(["bench", child, "--device", &device.to_string(), "--preset", preset, "--out"]).arg(&out).args(flags);
     if let Some(threads) = threads {
         cmd.args(["--threads", &threads.to_string()]);
     }
-    eprintln!("llmfs bench {child} --device {device} --preset {preset} …");
+    eprintln!("llmfs bench {child} --device {device} --preset {preset} {} …", flags.join(" "));
     let output = cmd.output().with_context(|| format!("starting `llmfs bench {child}`"))?;
     if !output.status.success() {
         let stderr = String::from_utf8_lossy(&output.stderr);
@@ -257,11 +286,16 @@ pub fn run(args: &SuiteArgs, devices: &Devices, preset: &str, threads: Option<us
 
     let mut per_device = serde_json::Map::new();
     let mut table = String::new();
+    let quantized = match args.weights.quantize.describe() {
+        Value::String(scheme) => format!(", {scheme} block projections"),
+        _ => String::new(),
+    };
+    let _ = writeln!(table, "precision {} (forward, train, cls); weights {}{quantized} (prefill, decode)", args.precision, args.weights.dtype);
     let mut failures = Vec::new();
     for &device in &devices.0 {
         let mut results = serde_json::Map::new();
         for child in &children {
-            match run_child(child, device, preset, threads, scratch.path()) {
+            match run_child(child, &args.child_flags(child), device, preset, threads, scratch.path()) {
                 Ok(result) => {
                     results.insert((*child).into(), result);
                 }
@@ -302,6 +336,7 @@ pub fn run(args: &SuiteArgs, devices: &Devices, preset: &str, threads: Option<us
     let mut result = json!({
         "bench": "llmfs_suite", "preset": preset,
         "cases": args.cases.iter().map(|c| c.name()).collect::<Vec<_>>(),
+        "precision": args.precision.to_string(), "dtype": args.weights.dtype, "quantize": args.weights.quantize.describe(),
         "devices": per_device.clone(),
     });
     if let Some(first) = devices.0.first().and_then(|d| per_device.get(&d.to_string())) {

@@ -91,6 +91,26 @@ fn the_suite_runs_each_case_and_compares_with_a_pytorch_baseline() {
     assert!(ratio(&row(&table, "cls", "step")) > 0.0, "{table}");
 }
 
+/// `--precision` reaches the training workloads and `--dtype` / `--quantize` the decoding ones:
+/// each child's JSON records what it ran with, and the suite's JSON and table say so too.
+#[test]
+fn the_suite_passes_precision_and_weights_to_its_children() {
+    let home = tempfile::tempdir().unwrap();
+    let out_json = home.path().join("suite.json");
+    let out = run(llmfs(home.path())
+        .args(["bench", "--preset", "tiny", "--threads", "1", "--cases", "cls,decode"])
+        .args(["--precision", "f16-mixed", "--dtype", "bf16", "--quantize", "nf4", "--quantize-double", "--json"])
+        .arg(&out_json));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let result: Value = serde_json::from_str(&std::fs::read_to_string(&out_json).unwrap()).unwrap();
+    let results = &result["devices"]["cpu"]["results"];
+    assert_eq!(results["finetune-cls"]["precision"], "f16-mixed");
+    assert_eq!(results["generate"]["dtype"], "bf16");
+    assert_eq!(results["generate"]["quantize"], "nf4-double");
+    assert_eq!((&result["precision"], &result["dtype"], &result["quantize"]), (&json!("f16-mixed"), &json!("bf16"), &json!("nf4-double")));
+    assert!(stdout(&out).contains("precision f16-mixed (forward, train, cls); weights bf16, nf4-double block projections (prefill, decode)"), "{}", stdout(&out));
+}
+
 #[test]
 fn bad_suite_arguments_are_clear_errors() {
     let home = tempfile::tempdir().unwrap();
