@@ -3,7 +3,7 @@
 //! `--seq-len` tokens — by default B4×T256, the `train` case of `../shared/bench/torch_baseline`.
 //! The benchmark itself is `pipelines::bench::train_step` (also `llmfs bench train-step`).
 //!
-//!     cargo bench --bench train_step -- --threads 1 [--batch 4 --seq-len 256] [--steps 5] [--dropout 0.1] [--preset gpt2] [--precision f32|bf16-mixed|f16-mixed] [--out FILE.json]
+//!     cargo bench --bench train_step -- --threads 1 [--batch 4 --seq-len 256] [--steps 5] [--dropout 0.1] [--preset gpt2] [--precision f32|bf16-mixed|f16-mixed] [--trains lora:8 [--quantize nf4]] [--out FILE.json]
 //!     cargo bench --features cuda --bench train_step -- --device cuda --batch 16 --seq-len 1024
 //!
 //! `scripts/bench-train.sh` runs it back to back with PyTorch and prints the ratios.

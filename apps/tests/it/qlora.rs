@@ -227,4 +227,79 @@ fn quantize_without_lora_is_a_clear_error() {
             assert!(!run_dir.exists(), "{task} {flags:?}: nothing is written");
         }
     }
+    let out = run(llmfs(home.path()).args(["bench", "train-step", "--preset", "tiny", "--steps", "1", "--quantize", "nf4"]));
+    assert!(!out.status.success() && stderr(&out).contains("--quantize needs --trains lora:R"), "{}", stderr(&out));
+}
+
+/// `bench train-step --trains lora:R --quantize nf4`: QLoRA's steps, said so in the JSON, with
+/// the steps' own peak memory beside the process's.
+#[test]
+fn bench_train_step_times_qlora() {
+    let home = tempfile::tempdir().unwrap();
+    let out = run(llmfs(home.path()).args(["bench", "train-step", "--preset", "tiny", "--steps", "1", "--batch", "1", "--seq-len", "16"]).args([
+        "--trains",
+        "lora:2",
+        "--quantize",
+        "nf4",
+        "--quantize-double",
+    ]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let json = last_json(&out);
+    assert_eq!((json["quantize"].as_str(), json["trains"].as_str()), (Some("nf4-double"), Some("lora:2")));
+    let losses: Vec<f64> = serde_json::from_value(json["losses"].clone()).unwrap();
+    assert!(losses.len() == 3 && losses.iter().all(|l| l.is_finite()), "{json}");
+    let (process, steps) = (json["peak_rss_mib"].as_f64().unwrap(), json["steps_peak_rss_mib"].as_f64().unwrap());
+    assert!(steps > 0.0 && steps <= process, "{json}");
+}
+
+/// Data-parallel QLoRA: two ranks with micro-batches of 4 train as one process accumulating two
+/// batches of 4 (each rank quantizes the same base; only the adapters' gradients are averaged).
+/// Measured on 2026-12-07: the same losses and adapters, bit for bit.
+#[cfg(feature = "mpi")]
+#[test]
+fn two_ranks_train_qlora_as_one_process_accumulating_their_batches() {
+    if std::process::Command::new("mpirun").arg("--version").output().is_err() {
+        eprintln!("note: no mpirun (bash scripts/setup-mpi.sh installs Open MPI); the data-parallel QLoRA test skips");
+        return;
+    }
+    let home = tempfile::tempdir().unwrap();
+    let (single, ddp) = (home.path().join("single"), home.path().join("ddp"));
+    let finetune = |ranks: usize, run_dir: &Path, extra: &[&str]| {
+        let mut cmd = match ranks {
+            1 => llmfs(home.path()),
+            _ => {
+                let mut cmd = std::process::Command::new("mpirun");
+                cmd.args(["-np", &ranks.to_string(), "--oversubscribe"]).arg(env!("CARGO_BIN_EXE_llmfs"));
+                cmd.env("OMPI_ALLOW_RUN_AS_ROOT", "1").env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1").env("HF_HOME", home.path());
+                cmd
+            }
+        };
+        cmd.args(["finetune", "instruct", "--epochs", "1", "--batch-size", "4", "--lr", "1e-2", "--dropout", "0", "--eval-every", "100"])
+            .args(["--sample-tokens", "2", "--plain", "--json", "--device", "cpu", "--threads", "1", "--lora-rank", "4", "--lora-targets", "all"])
+            .args(["--quantize", "nf4", "--model"])
+            .arg(llama_tiny())
+            .arg("--data")
+            .arg(fixtures().join("data/instruction_data_60.json"))
+            .arg("--run-dir")
+            .arg(run_dir)
+            .args(extra);
+        run(&mut cmd)
+    };
+    let out = finetune(1, &single, &["--grad-accumulation", "2"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = finetune(2, &ddp, &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let (a, b) = (train_losses(&single), train_losses(&ddp));
+    assert_eq!((a.len(), b.len()), (12, 6), "51 records: 12 micro-batches of 4, 6 steps of 8 either way");
+    for (pair, (_, y)) in a.chunks(2).zip(&b) {
+        let x = (pair[0].1 + pair[1].1) / 2.0;
+        assert!((x - y).abs() <= 1e-5 * x.abs(), "step loss {y} on 2 ranks vs {x} accumulated in one process");
+    }
+    let adapters = |run_dir: &Path| std::fs::read(run_dir.join("adapter/adapter_model.safetensors")).unwrap();
+    let (x, y) = (adapters(&single), adapters(&ddp));
+    let (x, y) = (safetensors::SafeTensors::deserialize(&x).unwrap(), safetensors::SafeTensors::deserialize(&y).unwrap());
+    let floats = |t: safetensors::tensor::TensorView| t.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect::<Vec<f32>>();
+    let worst = x.tensors().into_iter().map(|(name, t)| max_abs_diff(&floats(t), &floats(y.tensor(&name).unwrap()))).fold(0.0, f32::max);
+    eprintln!("largest adapter difference after 6 QLoRA steps: {worst:e}");
+    assert!(worst <= 1e-4, "adapters differ by up to {worst}");
 }

@@ -47,6 +47,17 @@ pub fn peak_rss_mib() -> Option<f64> {
     Some(kib / 1024.0)
 }
 
+/// Starts the peak resident memory (VmHWM) afresh from what the process holds now, after giving
+/// the memory freed so far back to the OS (mimalloc keeps it for minutes): from here on
+/// [`peak_rss_mib`] is a phase's own peak, not the load's. Returns the peak before the reset,
+/// `None` where /proc cannot reset it (the peak then stays the process's).
+pub fn reset_peak_rss() -> Option<f64> {
+    let before = peak_rss_mib();
+    gpt::backend::allocator::release_freed_memory();
+    std::fs::write("/proc/self/clear_refs", "5").ok()?;
+    before
+}
+
 /// The flags every benchmark takes, in `llmfs bench` and in the `cargo bench` binaries.
 #[derive(clap::Args, Debug, Clone)]
 pub struct SharedArgs {

@@ -4,8 +4,10 @@
 //! by default B4×T256, the `train` case of `../shared/bench/torch_baseline` (what `llmfs pretrain`
 //! and `llmfs finetune instruct` run each step). With dropout 0 attention runs Burn's fused kernel;
 //! with attention dropout it materialises the T×T weights. `--trains last-block|lora:R` compares
-//! partial and LoRA fine-tuning with full training (run each in its own process: the peak RSS
-//! is the process's).
+//! partial and LoRA fine-tuning with full training; `--trains lora:R --quantize nf4` is QLoRA
+//! (the projections' frozen weights as NF4). Run each in its own process: `peak_rss_mib` is the
+//! process's (the f32 model built before it is quantized included), `steps_peak_rss_mib` that of
+//! the steps alone (freed memory given back and the peak reset once the model is built).
 
 use std::time::Instant;
 
@@ -14,9 +16,11 @@ use gpt::burn::optim::GradientsParams;
 use gpt::burn::prelude::*;
 use gpt::backend::DeviceSpec;
 use gpt::models::{CausalLm, LanguageModel};
+use gpt::quant::Nf4Options;
 use serde_json::{Value, json};
 
-use super::{median, peak_rss_mib};
+use super::{median, peak_rss_mib, reset_peak_rss};
+use crate::runs::QuantizeArgs;
 use crate::train::{OptimConfig, Precision};
 use crate::train::steps::{LanguageModelTraining, LmBatch};
 
@@ -41,6 +45,9 @@ pub struct Options {
     /// torch.amp.GradScaler does)
     #[arg(long, value_enum, default_value_t = Precision::F32)]
     pub precision: Precision,
+    /// `--quantize nf4 [--quantize-double]` with `--trains lora:R`: QLoRA
+    #[command(flatten)]
+    pub quantize: QuantizeArgs,
 }
 
 /// What a benchmarked step trains: `all`, `last-block` (+ final norm), or `lora:R` (adapters of
@@ -78,7 +85,12 @@ impl std::fmt::Display for Trains {
 }
 
 impl Trains {
-    fn apply(self, model: LanguageModel) -> Result<LanguageModel> {
+    /// `model` set up to train as `self` says; with `nf4` (QLoRA) the adapters' projections are
+    /// quantized, which only LoRA can train on.
+    fn apply(self, model: LanguageModel, nf4: Option<Nf4Options>) -> Result<LanguageModel> {
+        if let (Some(_), Self::All | Self::LastBlock) = (nf4, self) {
+            anyhow::bail!("--quantize needs --trains lora:R (QLoRA): quantized weights stay frozen, only LoRA adapters train on them");
+        }
         Ok(match self {
             Self::All => model,
             // The last block and the final norm train; embeddings (and a Llama's untied head) do not.
@@ -86,14 +98,21 @@ impl Trains {
                 let last = model.num_blocks() - 1;
                 model.set_trainable(last, false, true)
             }
-            Self::Lora(rank) => gpt::LoraConfig::new(rank, rank as f64, gpt::LoraTargets::default())?.apply_to(model, 0)?,
+            Self::Lora(rank) => {
+                let lora = gpt::LoraConfig::new(rank, rank as f64, gpt::LoraTargets::default())?;
+                match nf4 {
+                    Some(nf4) => lora.apply_quantized_to(model, 0, nf4)?,
+                    None => lora.apply_to(model, 0)?,
+                }
+            }
         })
     }
 }
 
 /// `preset`: the model shape (`gpt2` = 124M, `smollm2-135m` ...).
 pub fn run(spec: DeviceSpec, preset: &str, options: &Options) -> Result<Value> {
-    let Options { batch, seq_len, steps, dropout, trains, precision } = options.clone();
+    let Options { batch, seq_len, steps, dropout, trains, precision, quantize } = options.clone();
+    let nf4 = quantize.nf4()?;
     let device = spec.resolve()?.autodiff();
     let products = precision.apply(&device)?;
     device.seed(0);
@@ -102,7 +121,9 @@ pub fn run(spec: DeviceSpec, preset: &str, options: &Options) -> Result<Value> {
     let base = base.with_dropout(dropout);
     // A shape with a shorter context (tiny) trains on windows as long as it has.
     let (seq_len, vocab) = (seq_len.min(base.context_length()), base.vocab_size());
-    let lm = trains.apply(base)?;
+    let lm = trains.apply(base, nf4)?;
+    // What the steps hold (the model as it trains), without the f32 weights quantization freed.
+    let load_peak = reset_peak_rss();
     // The same tokens and dropout masks whatever trains: the first loss is then the same for
     // every --trains (fresh adapters change nothing).
     device.seed(1);
@@ -150,12 +171,13 @@ pub fn run(spec: DeviceSpec, preset: &str, options: &Options) -> Result<Value> {
     Ok(json!({
         "bench": super::bench_name("train", preset), "preset": preset, "backend": spec.to_string(), "threads": rayon::current_num_threads(),
         "batch": batch, "seq_len": seq_len, "n_params": params, "trainable_params": trainable, "trains": trains.to_string(), "dropout": dropout,
-        "precision": precision.to_string(), "matmul": products.path(),
+        "precision": precision.to_string(), "matmul": products.path(), "quantize": quantize.describe(),
         "loss_scale": scaler.as_ref().map(|s| s.scale()), "skipped_steps": skipped,
         "step": { "median_s": step, "all_s": times },
         "tokens_per_s": (batch * seq_len) as f64 / step,
         "forward": { "median_s": forward_s, "all_s": forward, "tokens_per_s": (batch * seq_len) as f64 / forward_s },
-        "losses": losses, "peak_rss_mib": peak_rss_mib(),
+        "losses": losses, "peak_rss_mib": load_peak.map_or(peak_rss_mib(), |load| peak_rss_mib().map(|steps| steps.max(load))),
+        "steps_peak_rss_mib": load_peak.and(peak_rss_mib()),
     }))
 }
 

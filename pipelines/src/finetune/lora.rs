@@ -26,7 +26,7 @@ impl LoraFinetune {
     /// `model` with its adapters attached (seeded by `seed`), on a quantized base with QLoRA.
     pub fn apply(&self, model: LanguageModel, seed: u64) -> gpt::Result<LanguageModel> {
         match self.quantize {
-            Some(nf4) => self.config.apply_quantized_to(model, seed, nf4),
+            Some(nf4) => Ok(released(self.config.apply_quantized_to(model, seed, nf4)?)),
             None => self.config.apply_to(model, seed),
         }
     }
@@ -34,7 +34,7 @@ impl LoraFinetune {
     /// [`Self::apply`] for a classifier (its head trains, unquantized).
     pub fn apply_to_classifier(&self, classifier: Classifier, seed: u64) -> gpt::Result<Classifier> {
         match self.quantize {
-            Some(nf4) => self.config.apply_quantized_to_classifier(classifier, seed, nf4),
+            Some(nf4) => Ok(released(self.config.apply_quantized_to_classifier(classifier, seed, nf4)?)),
             None => self.config.apply_to_classifier(classifier, seed),
         }
     }
@@ -56,4 +56,11 @@ impl LoraFinetune {
         };
         format!("LoRA r={} alpha={} on {}{base}", self.config.rank, self.config.alpha, self.config.targets)
     }
+}
+
+/// `model`, after giving the f32 weights its quantization freed back to the OS now: the
+/// allocator would keep them for minutes, and QLoRA is for machines short of memory.
+fn released<M>(model: M) -> M {
+    gpt::backend::allocator::release_freed_memory();
+    model
 }
