@@ -6,7 +6,7 @@ use std::sync::Arc;
 use burn::prelude::*;
 
 use super::{AdamWStep, MatmulPrecision, Moments};
-use crate::quant::Nf4Matrix;
+use crate::quant::{Int8Matrix, Nf4Matrix};
 
 /// Without the CPU kernels every product is Burn's, in f32: the setting changes nothing.
 pub fn set_matmul_precision(_precision: MatmulPrecision) {}
@@ -40,6 +40,10 @@ pub fn lora_linear(_x: &Tensor<2>, _weight: &Tensor<2>, _bias: Option<&Tensor<1>
 }
 
 pub fn nf4_linear(_x: &Tensor<2>, _weight: &Arc<Nf4Matrix>, _bias: Option<&Tensor<1>>) -> Option<Tensor<2>> {
+    None
+}
+
+pub fn int8_linear(_x: &Tensor<2>, _weight: &Arc<Int8Matrix>, _bias: Option<&Tensor<1>>) -> Option<Tensor<2>> {
     None
 }
 

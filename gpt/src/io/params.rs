@@ -214,8 +214,8 @@ pub fn parameter_counts<M: Module>(module: &M) -> (usize, usize) {
     struct Count(usize, usize);
     impl ModuleVisitor for Count {
         fn enter_module(&mut self, name: &str, container_type: &str) {
-            if container_type == crate::quant::reparam::NF4_CONTAINER {
-                self.1 += crate::quant::Nf4Base::parse_shape(name).map_or(0, |(rows, cols)| rows * cols);
+            if let Some((rows, cols)) = crate::quant::reparam::quantized_shape(name, container_type) {
+                self.1 += rows * cols;
             }
         }
 

@@ -22,7 +22,7 @@ use crate::models::LanguageModel;
 use crate::models::Classifier;
 use peft::peft_name;
 
-pub use qlora::quantize_model;
+pub use qlora::{quantize_model, quantize_model_as};
 pub use peft::{ADAPTER_CONFIG, ADAPTER_WEIGHTS, AdapterConfig, AdapterSource, AdapterTask, adapter_tensors, is_adapter_dir, save_adapter_dir};
 
 /// A projection of a transformer block that can carry an adapter, by its HF module name.

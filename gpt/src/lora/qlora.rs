@@ -1,7 +1,7 @@
 //! QLoRA (Dettmers et al. 2023): the targeted projections' weights quantized to NF4 and frozen,
-//! LoRA factors on top (`crate::quant::QloraAdapter`); and `--quantize nf4` for inference, every
-//! block projection quantized without adapters. Embeddings, norms, biases and the output head
-//! stay as they are.
+//! LoRA factors on top (`crate::quant::QloraAdapter`); and `--quantize nf4|int8` for inference,
+//! every block projection quantized without adapters. Embeddings, norms, biases and the output
+//! head stay as they are.
 //!
 //! The factors have LoRA's names, shapes and seeded init, so a QLoRA model's adapters save, load
 //! and merge as LoRA's do; they are trained against the quantized base, which is the dequantized
@@ -13,7 +13,7 @@ use super::{AdapterInit, LoraConfig, LoraTargets, peft_name};
 use crate::error::Result;
 use crate::io::fill_params_matching;
 use crate::models::{Classifier, LanguageModel};
-use crate::quant::{Nf4Options, quantize_with, quantize_with_adapters};
+use crate::quant::{Nf4Options, Quantization, quantize_as, quantize_with_adapters};
 
 impl LoraConfig {
     /// [`Self::apply`] with the targeted weights quantized to NF4 first: the same factors (same
@@ -41,6 +41,12 @@ impl LoraConfig {
 
 /// `--quantize nf4` for inference: every block projection (both families' names) as NF4.
 pub fn quantize_model<M: Module>(module: M, nf4: Nf4Options) -> Result<M> {
+    quantize_model_as(module, Quantization::Nf4(nf4))
+}
+
+/// `--quantize nf4|int8` for inference: every block projection (both families' names) in
+/// `scheme`.
+pub fn quantize_model_as<M: Module>(module: M, scheme: Quantization) -> Result<M> {
     let every = LoraConfig::new(1, 1.0, LoraTargets::default())?;
-    quantize_with(module, every.param_group(), nf4)
+    quantize_as(module, every.param_group(), scheme)
 }

@@ -6,7 +6,7 @@ use burn::nn::Linear;
 use burn::prelude::*;
 
 use crate::backend::{STREAMING_MAX_ROWS, kernels};
-use crate::quant::{Nf4Weight, QloraAdapter};
+use crate::quant::{Int8Weight, Nf4Weight, QloraAdapter};
 
 /// `x @ W + b` for a Linear layer (`x`: `[B, T, d_in]`), as one 2-D product over all `B·T` rows:
 /// Burn's 3-D `Linear::forward` runs one product per batch row and packs the weight each time.
@@ -15,8 +15,8 @@ use crate::quant::{Nf4Weight, QloraAdapter};
 /// A LoRA weight (Burn's `LoraAdapter`, see `crate::lora`) is applied as `x·W + s·(x·A)·B`
 /// rather than as `x·(W + s·A·B)`, which is what `Param::val` composes: the frozen `W` then needs
 /// no gradient, where the composed weight's backward computes a full `[d_in, d_out]` gradient
-/// only to project it onto A and B. On the CPU the whole layer is one fused op. An NF4 weight
-/// (`crate::quant::reparam`) takes the NF4 kernels.
+/// only to project it onto A and B. On the CPU the whole layer is one fused op. An NF4 or int8
+/// weight (`crate::quant::reparam`) takes its kernels.
 pub fn linear(layer: &Linear, x: Tensor<3>) -> Tensor<3> {
     let [b, t, d_in] = x.dims();
     let x = x.reshape([b * t, d_in]);
@@ -42,9 +42,10 @@ pub fn linear(layer: &Linear, x: Tensor<3>) -> Tensor<3> {
     y.reshape([b, t, d_out])
 }
 
-/// An NF4 weight's layer (`crate::quant`: `--quantize nf4`, QLoRA): on the CPU the kernels read
-/// the quantized weight (no f32 copy of it); elsewhere the dequantized weight (QLoRA's adapter
-/// still applied as `s·(x·A)·B`). `None` for other weights.
+/// An NF4 or int8 weight's layer (`crate::quant`: `--quantize nf4|int8`, QLoRA): on the CPU the
+/// kernels read the quantized weight (no f32 copy of it); elsewhere (and int8 under autodiff)
+/// the dequantized weight (QLoRA's adapter still applied as `s·(x·A)·B`). `None` for other
+/// weights.
 fn quantized(weight: &Param<Tensor<2>>, x: &Tensor<2>, bias: Option<Tensor<1>>) -> Option<Tensor<2>> {
     if let Some(adapter) = weight.reparameterization::<QloraAdapter>() {
         let (a, b) = (adapter.a.val(), adapter.b.val());
@@ -52,6 +53,9 @@ fn quantized(weight: &Param<Tensor<2>>, x: &Tensor<2>, bias: Option<Tensor<1>>) 
             let low_rank = x.clone().matmul(a).mul_scalar(adapter.scale).matmul(b);
             dense(x.clone(), adapter.base.dequantized(&x.device()), bias) + low_rank
         }));
+    }
+    if let Some(int8) = weight.reparameterization::<Int8Weight>() {
+        return Some(kernels::int8_linear(x, &int8.base.0, bias.as_ref()).unwrap_or_else(|| dense(x.clone(), int8.base.dequantized(&x.device()), bias)));
     }
     let nf4 = weight.reparameterization::<Nf4Weight>()?;
     Some(kernels::nf4_linear(x, &nf4.base.0, bias.as_ref()).unwrap_or_else(|| dense(x.clone(), nf4.base.dequantized(&x.device()), bias)))

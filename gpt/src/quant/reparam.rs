@@ -1,29 +1,46 @@
-//! NF4 weights inside Burn's modules, as reparameterizations of the Linear weights they replace:
-//! the model code does not change, and [`crate::ops::linear`] multiplies by the quantized weight
-//! directly on the CPU.
+//! NF4 and int8 weights inside Burn's modules, as reparameterizations of the Linear weights they
+//! replace: the model code does not change, and [`crate::ops::linear`] multiplies by the
+//! quantized weight directly on the CPU.
 //!
 //! - [`Nf4Weight`] (`--quantize nf4` for inference): the weight is the NF4 matrix alone.
+//! - [`Int8Weight`] (`--quantize int8`, inference only): the int8 matrix alone.
 //! - [`QloraAdapter`] (QLoRA): the NF4 matrix plus LoRA factors `A` `[in, r]`, `B` `[r, out]`, with
 //!   the path name (`lora`) and field names of Burn's `LoraAdapter`, so the factors are
 //!   `…weight.lora.a/b` for PEFT files, seeded init, the optimizer and checkpoints alike.
 //!
 //! The stored base of a quantized parameter is an empty `[in, 0]` placeholder (the f32 copy is
 //! freed); `Param::val` dequantizes (Burn's `[in, out]`, plus `s·A·B` for an adapter), which is
-//! what non-CPU backends, `materialize()` and export use. [`NF4_CONTAINER`] lets visitors see the
-//! quantized shape (see [`Nf4Base`]).
+//! what non-CPU backends, `materialize()` and export use. [`NF4_CONTAINER`] and
+//! [`INT8_CONTAINER`] let visitors see the quantized shape (see [`Nf4Base`]).
 
 use std::sync::Arc;
 
 use burn::module::{Content, Devices, Module, ModuleDisplay, ModuleDisplayDefault, ModuleMapper, ModuleVisitor, Param, ParamGroup, Reparameterization, Reparameterizer};
 use burn::prelude::*;
 
-use super::Nf4Matrix;
+use super::{Int8Matrix, Nf4Matrix};
 use crate::error::{GptError, Result};
 use crate::io::params::transpose;
 
 /// The container type under which an [`Nf4Base`] announces itself to module visitors; the
 /// module name it enters is `"{out}x{in}"`, the quantized matrix's shape.
 pub const NF4_CONTAINER: &str = "Nf4Matrix";
+
+/// The container type under which an [`Int8Base`] announces itself, as [`NF4_CONTAINER`].
+pub const INT8_CONTAINER: &str = "Int8Matrix";
+
+/// `(out, in)` of a quantized matrix from a module a visitor entered (`name`, `container_type`),
+/// `None` for any other module: how visitors count and find quantized weights.
+pub fn quantized_shape(name: &str, container_type: &str) -> Option<(usize, usize)> {
+    [NF4_CONTAINER, INT8_CONTAINER].contains(&container_type).then(|| Nf4Base::parse_shape(name)).flatten()
+}
+
+/// A scheme for `--quantize`: NF4 (QLoRA's, inference too) or int8 (inference).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Quantization {
+    Nf4(Nf4Options),
+    Int8,
+}
 
 /// How to quantize: NF4 in blocks of 64, optionally with the absmax double-quantized to 8 bits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -48,7 +65,7 @@ impl Nf4Base {
         Tensor::from_data(TensorData::new(values, [w.cols(), w.rows()]), device)
     }
 
-    /// `(out, in)` from a name [`Nf4Base::visit`] entered under [`NF4_CONTAINER`].
+    /// `(out, in)` from a name [`Nf4Base::visit`] (or [`Int8Base`]'s) entered.
     pub fn parse_shape(name: &str) -> Option<(usize, usize)> {
         let (rows, cols) = name.split_once('x')?;
         Some((rows.parse().ok()?, cols.parse().ok()?))
@@ -114,6 +131,79 @@ impl Reparameterization for Nf4Weight {
     }
 }
 
+/// An int8 matrix held by a module, as [`Nf4Base`] holds an NF4 one (shared, not a parameter;
+/// visitors see an empty module named `"{out}x{in}"` under [`INT8_CONTAINER`]).
+#[derive(Debug, Clone)]
+pub struct Int8Base(pub Arc<Int8Matrix>);
+
+impl Int8Base {
+    /// The dequantized weight in Burn's `[in, out]` layout, on `device`.
+    pub fn dequantized(&self, device: &Device) -> Tensor<2> {
+        let w = &self.0;
+        let values = transpose(&w.dequantize(), w.rows(), w.cols());
+        Tensor::from_data(TensorData::new(values, [w.cols(), w.rows()]), device)
+    }
+}
+
+impl Module for Int8Base {
+    fn visit<V: ModuleVisitor>(&self, visitor: &mut V) {
+        let name = format!("{}x{}", self.0.rows(), self.0.cols());
+        visitor.enter_module(&name, INT8_CONTAINER);
+        visitor.exit_module(&name, INT8_CONTAINER);
+    }
+
+    fn map<M: ModuleMapper>(self, _mapper: &mut M) -> Self {
+        self
+    }
+
+    fn to_device(self, _device: &Device) -> Self {
+        self
+    }
+
+    fn fork(self, _device: &Device) -> Self {
+        self
+    }
+
+    fn collect_devices(&self, devices: Devices) -> Devices {
+        devices
+    }
+
+    fn materialize(self) -> Self {
+        self
+    }
+
+    fn valid(&self) -> Self {
+        self.clone()
+    }
+
+    fn train(self) -> Self {
+        self
+    }
+}
+
+impl ModuleDisplayDefault for Int8Base {
+    fn content(&self, content: Content) -> Option<Content> {
+        content.add_formatted(&format!("Int8Matrix [{}, {}]", self.0.rows(), self.0.cols())).optional()
+    }
+}
+
+impl ModuleDisplay for Int8Base {}
+
+/// A Linear weight replaced by its int8 quantization (`--quantize int8`, inference).
+#[derive(Module, Debug)]
+pub struct Int8Weight {
+    pub base: Int8Base,
+}
+
+impl Reparameterization for Int8Weight {
+    const NAME: &'static str = "int8";
+
+    fn apply<const D: usize>(&self, placeholder: Tensor<D>) -> Tensor<D> {
+        let w = &self.base.0;
+        self.base.dequantized(&placeholder.device()).reshape(Shape::from(vec![w.cols(), w.rows()]))
+    }
+}
+
 /// QLoRA's weight: an NF4 matrix (frozen) plus trained LoRA factors, `W + scale·A·B`. Named and
 /// laid out as Burn's `LoraAdapter` (`a` `[in, r]`, `b` `[r, out]`, `scale` = alpha / r).
 #[derive(Module, Debug)]
@@ -150,11 +240,7 @@ impl Quantizer {
         if D != 2 || self.error.is_some() || !self.group.matches(&param.id, Some(path)) {
             return Err(param);
         }
-        let [d_in, d_out] = [param.lazy_shape()[0], param.lazy_shape()[1]];
-        let values = param.base().into_data().convert::<f32>().try_into_vec::<f32>();
-        let matrix = values
-            .map_err(|e| GptError::Tensor(format!("tensor `{path}`: {e:?}")))
-            .and_then(|values| Nf4Matrix::from_linear_weight(path, &values, [d_in, d_out]));
+        let matrix = linear_weight_values(path, &param).and_then(|(values, shape)| Nf4Matrix::from_linear_weight(path, &values, shape));
         let matrix = match matrix {
             Ok(matrix) if self.options.double_quant => matrix.double_quantized(),
             Ok(matrix) => matrix,
@@ -163,16 +249,51 @@ impl Quantizer {
                 return Err(param);
             }
         };
-        // The placeholder keeps `in` (dims()[0]) and holds nothing: dropping the old value
-        // frees the f32 weight (unless a clone of the model still holds it).
-        let placeholder = param.set_require_grad(false).map(|tensor| {
-            let device = tensor.device();
-            let mut dims = tensor.dims();
-            drop(tensor);
-            dims[1] = 0;
-            Tensor::<D>::zeros(dims, &device)
-        });
-        Ok((placeholder, Nf4Base(Arc::new(matrix))))
+        Ok((placeholder(param), Nf4Base(Arc::new(matrix))))
+    }
+}
+
+/// A 2-D Linear weight's values in f32 (Burn's `[in, out]`, whatever its dtype) and its shape.
+fn linear_weight_values<const D: usize>(path: &str, param: &Param<Tensor<D>>) -> Result<(Vec<f32>, [usize; 2])> {
+    let [d_in, d_out] = [param.lazy_shape()[0], param.lazy_shape()[1]];
+    let values = param.base().into_data().convert::<f32>().try_into_vec::<f32>();
+    Ok((values.map_err(|e| GptError::Tensor(format!("tensor `{path}`: {e:?}")))?, [d_in, d_out]))
+}
+
+/// The frozen, empty placeholder that replaces a quantized weight: it keeps `in` (dims()[0]) and
+/// holds nothing, so dropping the old value frees the f32 weight (unless a clone of the model
+/// still holds it).
+fn placeholder<const D: usize>(param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+    param.set_require_grad(false).map(|tensor| {
+        let device = tensor.device();
+        let mut dims = tensor.dims();
+        drop(tensor);
+        dims[1] = 0;
+        Tensor::<D>::zeros(dims, &device)
+    })
+}
+
+/// Replaces the 2-D parameters `group` names by their int8 quantization ([`Int8Weight`]); the
+/// first error (a tensor that cannot be read, non-finite values) is kept, as [`Quantizer`] does.
+struct Int8Reparameterizer<'a> {
+    group: ParamGroup,
+    error: &'a mut Option<GptError>,
+}
+
+impl Reparameterizer for Int8Reparameterizer<'_> {
+    type Reparam = Int8Weight;
+
+    fn reparameterize<const D: usize>(&mut self, path: &str, param: Param<Tensor<D>>) -> (Param<Tensor<D>>, Option<Int8Weight>) {
+        if D != 2 || self.error.is_some() || !self.group.matches(&param.id, Some(path)) {
+            return (param, None);
+        }
+        match linear_weight_values(path, &param).and_then(|(values, shape)| Int8Matrix::from_linear_weight(path, &values, shape)) {
+            Ok(matrix) => (placeholder(param), Some(Int8Weight { base: Int8Base(Arc::new(matrix)) })),
+            Err(error) => {
+                *self.error = Some(error);
+                (param, None)
+            }
+        }
     }
 }
 
@@ -223,6 +344,19 @@ pub fn quantize_with<M: Module>(module: M, group: ParamGroup, options: Nf4Option
     quantizer.error.map_or(Ok(module), Err)
 }
 
+/// `module` with the 2-D parameters `group` matches replaced by their quantization in `scheme`
+/// ([`Nf4Weight`] or [`Int8Weight`]); everything else unchanged.
+pub fn quantize_as<M: Module>(module: M, group: ParamGroup, scheme: Quantization) -> Result<M> {
+    match scheme {
+        Quantization::Nf4(options) => quantize_with(module, group, options),
+        Quantization::Int8 => {
+            let mut error = None;
+            let module = module.apply_reparameterization(Int8Reparameterizer { group, error: &mut error });
+            error.map_or(Ok(module), Err)
+        }
+    }
+}
+
 /// `module` frozen, with the 2-D parameters `group` matches quantized and given LoRA factors of
 /// `rank` scaled by `scale` ([`QloraAdapter`]; `A` and `B` zero until the caller fills `A`).
 pub fn quantize_with_adapters<M: Module>(module: M, group: ParamGroup, options: Nf4Options, rank: usize, scale: f64) -> Result<M> {
@@ -231,12 +365,12 @@ pub fn quantize_with_adapters<M: Module>(module: M, group: ParamGroup, options: 
     quantizer.error.map_or(Ok(module), Err)
 }
 
-/// Whether `module` holds NF4 weights (either kind).
+/// Whether `module` holds quantized weights (NF4 of either kind, or int8).
 pub fn is_quantized<M: Module>(module: &M) -> bool {
     struct Find(bool);
     impl ModuleVisitor for Find {
-        fn enter_module(&mut self, _name: &str, container_type: &str) {
-            self.0 |= container_type == NF4_CONTAINER;
+        fn enter_module(&mut self, name: &str, container_type: &str) {
+            self.0 |= quantized_shape(name, container_type).is_some();
         }
     }
     let mut find = Find(false);
@@ -249,7 +383,7 @@ pub fn is_quantized<M: Module>(module: &M) -> bool {
 pub fn ensure_not_quantized<M: Module>(module: &M, dir: &std::path::Path) -> Result<()> {
     match is_quantized(module) {
         true => Err(GptError::Model(format!(
-            "{}: the model holds NF4-quantized weights (--quantize): save its adapters, or materialize() it to write the dequantized weights",
+            "{}: the model holds NF4- or int8-quantized weights (--quantize): save its adapters, or materialize() it to write the dequantized weights",
             dir.display()
         ))),
         false => Ok(()),
@@ -297,5 +431,28 @@ mod tests {
         let merged = trained.materialize();
         assert!(merged.weight.reparameterization::<QloraAdapter>().is_none());
         assert_eq!(merged.weight.val().dims(), [96, 40]);
+    }
+
+    /// An int8 weight: counted, found, its `val()` the dequantized weight, materialized to it,
+    /// and a non-finite weight is an error naming it.
+    #[test]
+    fn an_int8_weight_goes_through_burns_module_lifecycle() {
+        let device = Device::default();
+        let plain = layer(&device);
+        let values = plain.weight.val().into_data().try_into_vec::<f32>().unwrap();
+        let expected = transpose(&Int8Matrix::from_linear_weight("w", &values, [96, 40]).unwrap().dequantize(), 40, 96);
+        let quantized = quantize_as(plain, ParamGroup::all(), Quantization::Int8).unwrap();
+        assert!(is_quantized(&quantized) && quantized.weight.reparameterization::<Int8Weight>().is_some());
+        assert_eq!(quantized.weight.base().dims(), [96, 0]);
+        assert_eq!(crate::io::parameter_counts(&quantized), (0, 96 * 40));
+        assert_eq!(quantized.weight.val().into_data().try_into_vec::<f32>().unwrap(), expected);
+        let merged = quantized.materialize();
+        assert!(!is_quantized(&merged));
+        assert_eq!(merged.weight.val().into_data().try_into_vec::<f32>().unwrap(), expected);
+
+        let mut bad = layer(&device);
+        bad.weight = Param::from_tensor(Tensor::from_data(TensorData::new(vec![f32::NAN; 6], [2, 3]), &device));
+        let error = quantize_as(bad, ParamGroup::all(), Quantization::Int8).unwrap_err().to_string();
+        assert!(error.contains("`weight`: value 0 is NaN"), "{error}");
     }
 }

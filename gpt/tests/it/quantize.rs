@@ -1,17 +1,18 @@
-//! NF4 weights (`--quantize nf4`, QLoRA) on the GPT-2 and Llama fixtures: the quantized model's
-//! logits equal those of the f32 model holding the dequantized weights (so the NF4 kernels add no
-//! error of their own) and its greedy ids equal that model's; QLoRA at init is the quantized
-//! model; merged = unmerged; the adapters load through the LoRA path on an unquantized base;
-//! parameter counts and saving are honest about the quantized weights.
+//! NF4 weights (`--quantize nf4`, QLoRA) and int8 weights (`--quantize int8`) on the GPT-2 and
+//! Llama fixtures: the quantized model's logits equal those of the f32 model holding the
+//! dequantized weights (so the kernels add no error of their own) and its greedy ids equal that
+//! model's; int8 is much closer to the f32 model than NF4; QLoRA at init is the quantized model;
+//! merged = unmerged; the adapters load through the LoRA path on an unquantized base; parameter
+//! counts and saving are honest about the quantized weights.
 
 use gpt::burn::module::Module;
 use gpt::burn::prelude::*;
 use gpt::generate::{GenerateConfig, Padding, generate};
 use gpt::hf::{load_language_model_dir, save_language_model_dir};
 use gpt::io::{fill_params_matching, named_params, parameter_counts};
-use gpt::lora::{AdapterConfig, AdapterInit, AdapterTask, quantize_model, save_adapter_dir};
+use gpt::lora::{AdapterConfig, AdapterInit, AdapterTask, quantize_model, quantize_model_as, save_adapter_dir};
 use gpt::models::{CausalLm, LanguageModel};
-use gpt::quant::{Nf4Options, is_quantized};
+use gpt::quant::{Nf4Options, Quantization, is_quantized};
 use gpt::{LoraConfig, Tokenizer};
 
 use crate::common::{device, family_fixture_dir, max_abs_diff, tolerance_scale};
@@ -99,6 +100,62 @@ fn greedy_ids_of_a_quantized_model_equal_the_dequantized_models() {
         let total: usize = f32_ids.iter().map(Vec::len).sum();
         let agree: usize = f32_ids.iter().zip(&want).map(|(a, b)| a.iter().zip(b).take_while(|(x, y)| x == y).count()).sum();
         eprintln!("{name}: NF4 greedy ids agree with f32 on {agree} of {total} tokens (up to each row's first difference)");
+    }
+}
+
+/// int8 weights: the logits of the int8 model equal those of the f32 model holding its
+/// dequantized weights (6 positions take the streaming int8 kernel, 40 the dequantized panels +
+/// GEMM), and its error against the f32 model is a fraction of NF4's (8 bits a value with a
+/// per-row scale against 4 bits with a per-64 one).
+#[test]
+fn int8_logits_equal_the_f32_model_of_the_dequantized_weights_and_beat_nf4() {
+    for name in FIXTURES {
+        let full = load(name, &device());
+        let int8 = quantize_model_as(load(name, &device()), Quantization::Int8).unwrap();
+        let nf4 = quantize_model(load(name, &device()), Nf4Options::default()).unwrap();
+        assert!(is_quantized(&int8));
+        let placeholders = named_params(&int8).iter().filter(|(_, data)| data.num_elements() == 0).count();
+        assert_eq!(placeholders, projections(name, &full), "{name}: every block projection is quantized");
+        assert_eq!(parameter_counts(&int8), parameter_counts(&full), "{name}: quantized weights count as parameters");
+        let dequantized = int8.clone().materialize();
+        assert!(!is_quantized(&dequantized));
+        for len in [6, 40] {
+            let ids = token_ids(&full, 2, len);
+            let (got, same_values, f32_logits, nf4_logits) = (logits(&int8, ids.clone()), logits(&dequantized, ids.clone()), logits(&full, ids.clone()), logits(&nf4, ids));
+            let scale = scale_of(&f32_logits);
+            let kernel_error = max_abs_diff(&got, &same_values);
+            let (int8_error, nf4_error) = (max_abs_diff(&got, &f32_logits), max_abs_diff(&nf4_logits, &f32_logits));
+            eprintln!("{name}, T={len}: |logits| ≤ {scale:.3}; int8 vs its dequantized f32 model {kernel_error:e}; vs f32: int8 {int8_error:e}, NF4 {nf4_error:e}");
+            assert!(kernel_error <= 1e-5 * scale * tolerance_scale(), "{name}, T={len}: int8 products differ by {kernel_error}");
+            assert!(int8_error > 0.0, "{name}: quantization changes the model");
+            assert!(int8_error * 8.0 < nf4_error, "{name}, T={len}: int8's error {int8_error} is not well below NF4's {nf4_error}");
+        }
+    }
+}
+
+#[test]
+fn greedy_ids_of_an_int8_model_equal_the_dequantized_models() {
+    for name in FIXTURES {
+        let dir = family_fixture_dir(name);
+        let full = load(name, &device());
+        let int8 = quantize_model_as(load(name, &device()), Quantization::Int8).unwrap();
+        let dequantized = int8.clone().materialize();
+        let tokenizer = if name == "gpt2-tiny" { Tokenizer::gpt2() } else { Tokenizer::from_model_dir(&dir).unwrap() };
+        let texts = ["Every effort moves you", "Hi", "The library opens at nine every morning, except on"];
+        let prompts: Vec<Vec<u32>> = texts.iter().map(|text| tokenizer.try_encode(text).unwrap()).collect();
+        let config = GenerateConfig { eos_tokens: vec![], ..GenerateConfig::greedy(16).with_tokenizer(&tokenizer) };
+        let ids = |model: &LanguageModel, padding| {
+            let out = generate(model, &prompts, &GenerateConfig { padding, ..config.clone() }).unwrap();
+            out.into_iter().map(|c| c.token_ids).collect::<Vec<_>>()
+        };
+        let want = ids(&dequantized, Padding::Left);
+        for padding in [Padding::Left, Padding::Right] {
+            assert_eq!(ids(&int8, padding), want, "{name}, {padding:?} padding");
+        }
+        let f32_ids = ids(&full, Padding::Left);
+        let total: usize = f32_ids.iter().map(Vec::len).sum();
+        let agree: usize = f32_ids.iter().zip(&want).map(|(a, b)| a.iter().zip(b).take_while(|(x, y)| x == y).count()).sum();
+        eprintln!("{name}: int8 greedy ids agree with f32 on {agree} of {total} tokens (up to each row's first difference)");
     }
 }
 

@@ -71,15 +71,15 @@ pub fn nf4_times(g: &[f32], n: usize, w: &Nf4Matrix) -> Vec<f32> {
     dx
 }
 
-/// The output pointer shared by parallel strips that write disjoint columns.
+/// The output pointer shared by parallel strips that write disjoint columns (also `super::int8`'s).
 #[derive(Clone, Copy)]
-struct SharedOut(*mut f32);
+pub(super) struct SharedOut(pub(super) *mut f32);
 // SAFETY: every user writes a range of columns no other task writes.
 unsafe impl Send for SharedOut {}
 unsafe impl Sync for SharedOut {}
 
 impl SharedOut {
-    fn at(self, offset: usize) -> *mut f32 {
+    pub(super) fn at(self, offset: usize) -> *mut f32 {
         // SAFETY (of the callers): the offset is inside the allocation.
         self.0.wrapping_add(offset)
     }
@@ -111,9 +111,9 @@ fn panels_times_transposed(x: &[f32], n: usize, w: &Nf4Matrix, bias: Option<&[f3
     y
 }
 
-/// The instructions the streaming product runs on.
+/// The instructions the streaming product runs on (also `super::int8`'s).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Isa {
+pub(super) enum Isa {
     Portable,
     #[cfg(target_arch = "x86_64")]
     Avx2,
@@ -122,7 +122,7 @@ enum Isa {
 }
 
 impl Isa {
-    fn detect() -> Self {
+    pub(super) fn detect() -> Self {
         #[cfg(target_arch = "x86_64")]
         {
             if std::arch::is_x86_feature_detected!("avx512f") {
@@ -137,7 +137,7 @@ impl Isa {
 }
 
 /// `(0..tasks).map(f)` on rayon's pool, or on this thread when there is one task or one thread.
-fn par_map<T: Send>(tasks: usize, f: impl Fn(usize) -> T + Sync + Send) -> Vec<T> {
+pub(super) fn par_map<T: Send>(tasks: usize, f: impl Fn(usize) -> T + Sync + Send) -> Vec<T> {
     if tasks <= 1 || rayon::current_num_threads() <= 1 {
         (0..tasks).map(f).collect()
     } else {
