@@ -93,7 +93,8 @@ fn bad_input_gives_one_clear_error() {
         (vec!["logits", "--model", "random:tiny", "--ids", "1,99999", "--out", "/tmp/x.safetensors"], "outside the vocabulary"),
         (vec!["logits", "--model", "random:tiny", "--ids", "1,x", "--out", "/tmp/x.safetensors"], "invalid value"),
         (vec!["generate", "--model", "random:tiny", "--prompt", "x", "--dtype", "f16"], "unknown dtype `f16`: f32 or bf16"),
-        (vec!["generate", "--model", "random:tiny", "--prompt", "x", "--quantize", "int4"], "[possible values: nf4]"),
+        (vec!["generate", "--model", "random:tiny", "--prompt", "x", "--quantize", "int4"], "[possible values: nf4, int8]"),
+        (vec!["generate", "--model", "random:tiny", "--prompt", "x", "--quantize", "int8", "--quantize-double"], "--quantize-double is for --quantize nf4"),
         (vec!["generate", "--model", "random:tiny", "--prompt", "x", "--quantize-double"], "--quantize-double needs --quantize nf4"),
     ];
     if !cfg!(feature = "cuda") {
@@ -218,6 +219,49 @@ mod llama_family {
                 assert_ne!(json["token_ids"], serde_json::json!(f32_ids), "{name} {flags:?}: the f32 model's ids");
             }
         }
+    }
+
+    /// `--quantize int8` at load: `logits` gives the library's int8 model's logits (the same
+    /// kernels; other ops may split their work over another number of threads, hence 1e-5 of the
+    /// scale) and not the f32 model's, and `generate` its greedy ids.
+    #[test]
+    fn logits_and_generate_take_int8_weights() {
+        use gpt::burn::prelude::*;
+        use gpt::generate::{GenerateConfig, generate};
+        use gpt::models::CausalLm;
+        use gpt::quant::Quantization;
+
+        let home = tempfile::tempdir().unwrap();
+        let device = Device::flex();
+        let name = "llama-tiny";
+        let model = fixture(name).display().to_string();
+        let prompt = expected(name)["greedy_prompt"].as_str().unwrap().to_string();
+        let quantized = gpt::lora::quantize_model_as(gpt::hf::load_language_model_dir(&fixture(name), &device).unwrap(), Quantization::Int8).unwrap();
+        let full = gpt::hf::load_language_model_dir(&fixture(name), &device).unwrap();
+
+        let out_file = home.path().join("int8.safetensors");
+        let out = run(llmfs(home.path()).args(["logits", "--model", &model, "--prompt", &prompt, "--quantize", "int8", "--json", "--out"]).arg(&out_file));
+        assert!(out.status.success(), "{}", stderr(&out));
+        let prompt_ids: Vec<i64> = serde_json::from_value(last_json(&out)["ids"].clone()).unwrap();
+        let bytes = std::fs::read(&out_file).unwrap();
+        let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        let got: Vec<f32> = st.tensor("logits").unwrap().data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+        let ids = || Tensor::<2, Int>::from_data(TensorData::new(prompt_ids.clone(), [1, prompt_ids.len()]), &device);
+        let library = |m: &gpt::models::LanguageModel| m.logits(ids()).into_data().try_into_vec_as::<f32>().unwrap();
+        let (want, f32_logits) = (library(&quantized), library(&full));
+        let scale = want.iter().fold(1.0f32, |m, v| m.max(v.abs()));
+        let diff = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
+        assert_eq!(got.len(), want.len());
+        assert!(diff(&got, &want) <= 1e-5 * scale, "int8 logits differ from the library's by {}", diff(&got, &want));
+        assert!(diff(&got, &f32_logits) > 1e-4 * scale, "--quantize int8 changes the logits");
+
+        let out = run(llmfs(home.path()).args(["generate", "--model", &model, "--prompt", &prompt, "--max-new-tokens", "12", "--ignore-eos", "--json", "--quantize", "int8"]));
+        assert!(out.status.success(), "{}", stderr(&out));
+        let prompt_ids: Vec<u32> = serde_json::from_value(last_json(&out)["prompt_ids"].clone()).unwrap();
+        let tokenizer = gpt::Tokenizer::from_model_dir(&fixture(name)).unwrap();
+        let config = GenerateConfig { eos_tokens: vec![], ..GenerateConfig::greedy(12).with_tokenizer(&tokenizer) };
+        let want = generate(&quantized, &[prompt_ids], &config).unwrap();
+        assert_eq!(last_json(&out)["token_ids"], serde_json::json!(want[0].token_ids), "{name}");
     }
 }
 

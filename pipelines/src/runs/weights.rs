@@ -1,12 +1,12 @@
-//! How a loaded model keeps its weights: `--dtype` (f32 or bf16 matrices) and `--quantize nf4`
-//! (block projections as 4-bit NormalFloat, see `gpt::quant`), shared by the inference commands,
-//! the fine-tuning tasks (QLoRA) and the benchmarks.
+//! How a loaded model keeps its weights: `--dtype` (f32 or bf16 matrices) and `--quantize
+//! nf4|int8` (block projections as 4-bit NormalFloat or 8-bit integers, see `gpt::quant`), shared
+//! by the inference commands, the fine-tuning tasks (QLoRA: nf4 only) and the benchmarks.
 
 use anyhow::{Result, bail};
 use gpt::burn::prelude::Device;
 use gpt::io::WeightDtype;
 use gpt::models::LanguageModel;
-use gpt::quant::Nf4Options;
+use gpt::quant::{Nf4Options, Quantization};
 use serde_json::{Value, json};
 
 use super::ModelRef;
@@ -16,14 +16,17 @@ use super::ModelRef;
 pub enum QuantizeScheme {
     /// 4-bit NormalFloat in blocks of 64 (bitsandbytes' `nf4`)
     Nf4,
+    /// 8-bit integers, one absmax per output row (LLM.int8's weights without outlier columns);
+    /// inference only
+    Int8,
 }
 
-/// `--quantize nf4 [--quantize-double]`.
+/// `--quantize nf4 [--quantize-double]` or `--quantize int8`.
 #[derive(clap::Args, Debug, Clone, Copy, Default)]
 pub struct QuantizeArgs {
-    /// Store the block projections' weights as 4-bit NF4, as bitsandbytes does (one absmax per 64
-    /// values); embeddings, norms and the output head stay as they are. For fine-tuning: QLoRA
-    /// (needs --lora-rank)
+    /// Store the block projections' weights quantized, as bitsandbytes does: nf4 (4-bit, one
+    /// absmax per 64 values) or int8 (one absmax per output row); embeddings, norms and the
+    /// output head stay as they are. For fine-tuning: QLoRA, nf4 only (needs --lora-rank)
     #[arg(long, value_enum)]
     pub quantize: Option<QuantizeScheme>,
     /// With --quantize nf4: also quantize the absmax to 8 bits in blocks of 256 (bitsandbytes'
@@ -33,10 +36,24 @@ pub struct QuantizeArgs {
 }
 
 impl QuantizeArgs {
-    /// The NF4 settings, `None` without `--quantize`.
+    /// The NF4 settings (QLoRA's), `None` without `--quantize`; int8 is an error.
     pub fn nf4(&self) -> Result<Option<Nf4Options>> {
+        match self.scheme()? {
+            Some(Quantization::Nf4(nf4)) => Ok(Some(nf4)),
+            Some(Quantization::Int8) => bail!("--quantize int8 is for inference: QLoRA fine-tuning takes --quantize nf4"),
+            None => Ok(None),
+        }
+    }
+
+    /// The scheme for inference, `None` without `--quantize`; `--quantize-double` without nf4 is
+    /// an error.
+    pub fn scheme(&self) -> Result<Option<Quantization>> {
         match self.quantize {
-            Some(QuantizeScheme::Nf4) => Ok(Some(Nf4Options { double_quant: self.quantize_double })),
+            Some(QuantizeScheme::Nf4) => Ok(Some(Quantization::Nf4(Nf4Options { double_quant: self.quantize_double }))),
+            Some(QuantizeScheme::Int8) if self.quantize_double => {
+                bail!("--quantize-double is for --quantize nf4 (it quantizes NF4's block absmax; int8 keeps one f32 scale per row)")
+            }
+            Some(QuantizeScheme::Int8) => Ok(Some(Quantization::Int8)),
             None if self.quantize_double => bail!("--quantize-double needs --quantize nf4"),
             None => Ok(None),
         }
@@ -45,16 +62,21 @@ impl QuantizeArgs {
     /// `model` with its block projections quantized (unchanged without `--quantize`): each
     /// one's f32 or bf16 copy is freed as it is quantized.
     pub fn apply(&self, model: LanguageModel) -> Result<LanguageModel> {
-        let Some(nf4) = self.nf4()? else { return Ok(model) };
+        let Some(scheme) = self.scheme()? else { return Ok(model) };
         if gpt::quant::is_quantized(&model) {
             bail!("the model's weights are stored quantized already (a bitsandbytes 4-bit checkpoint): drop --quantize");
         }
-        Ok(gpt::lora::quantize_model(model, nf4)?)
+        Ok(gpt::lora::quantize_model_as(model, scheme)?)
     }
 
-    /// What run.json and the benchmarks' JSON record: `null`, `"nf4"` or `"nf4-double"`.
+    /// What run.json and the benchmarks' JSON record: `null`, `"nf4"`, `"nf4-double"` or
+    /// `"int8"`.
     pub fn describe(&self) -> Value {
-        describe(self.nf4().ok().flatten())
+        match self.scheme().ok().flatten() {
+            Some(Quantization::Int8) => json!("int8"),
+            Some(Quantization::Nf4(nf4)) => describe(Some(nf4)),
+            None => Value::Null,
+        }
     }
 }
 
@@ -82,7 +104,7 @@ pub struct WeightArgs {
 impl WeightArgs {
     /// Loads `model` with its matrices as `--dtype`, then applies `--quantize`.
     pub fn load(&self, model: &ModelRef, device: &Device, seed: u64) -> Result<LanguageModel> {
-        self.quantize.nf4()?; // a flag error before the load
+        self.quantize.scheme()?; // a flag error before the load
         self.quantize.apply(model.load_language_model_as(device, seed, self.dtype)?)
     }
 }
