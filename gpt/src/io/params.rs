@@ -206,15 +206,32 @@ impl ModuleVisitor for Collector {
     }
 }
 
+/// The container type under which a module holding a frozen matrix that is not a Burn parameter
+/// (a quantized weight, `crate::quant`) announces itself to visitors, as an empty module named
+/// `"{rows}x{cols}"`: a visitor cannot see such a field otherwise.
+pub const FROZEN_MATRIX: &str = "FrozenMatrix";
+
+/// Announces a frozen `rows × cols` matrix to `visitor` (see [`FROZEN_MATRIX`]).
+pub fn visit_frozen_matrix<V: ModuleVisitor>(visitor: &mut V, rows: usize, cols: usize) {
+    let name = format!("{rows}x{cols}");
+    visitor.enter_module(&name, FROZEN_MATRIX);
+    visitor.exit_module(&name, FROZEN_MATRIX);
+}
+
+/// `(rows, cols)` of a frozen matrix from a module a visitor entered, `None` for any other module.
+pub fn frozen_matrix_shape(name: &str, container_type: &str) -> Option<(usize, usize)> {
+    let (rows, cols) = name.split_once('x').filter(|_| container_type == FROZEN_MATRIX)?;
+    Some((rows.parse().ok()?, cols.parse().ok()?))
+}
+
 /// (trainable, total) parameter counts of `module`: trainable = gradients on, which needs a
-/// module on an autodiff device (without autodiff nothing trains). A quantized weight
-/// (`crate::quant::reparam`) counts its quantized matrix's elements as frozen parameters (its
-/// stored placeholder holds none).
+/// module on an autodiff device (without autodiff nothing trains). A frozen matrix (a quantized
+/// weight, see [`FROZEN_MATRIX`]) counts as frozen parameters (its stored placeholder holds none).
 pub fn parameter_counts<M: Module>(module: &M) -> (usize, usize) {
     struct Count(usize, usize);
     impl ModuleVisitor for Count {
         fn enter_module(&mut self, name: &str, container_type: &str) {
-            if let Some((rows, cols)) = crate::quant::reparam::quantized_shape(name, container_type) {
+            if let Some((rows, cols)) = frozen_matrix_shape(name, container_type) {
                 self.1 += rows * cols;
             }
         }

@@ -10,8 +10,8 @@
 //!
 //! The stored base of a quantized parameter is an empty `[in, 0]` placeholder (the f32 copy is
 //! freed); `Param::val` dequantizes (Burn's `[in, out]`, plus `s·A·B` for an adapter), which is
-//! what non-CPU backends, `materialize()` and export use. [`NF4_CONTAINER`] and
-//! [`INT8_CONTAINER`] let visitors see the quantized shape (see [`Nf4Base`]).
+//! what non-CPU backends, `materialize()` and export use. The bases announce their matrices to
+//! visitors as `crate::io::params::FROZEN_MATRIX` modules (see [`Nf4Base`]).
 
 use std::sync::Arc;
 
@@ -20,20 +20,7 @@ use burn::prelude::*;
 
 use super::{Int8Matrix, Nf4Matrix};
 use crate::error::{GptError, Result};
-use crate::io::params::transpose;
-
-/// The container type under which an [`Nf4Base`] announces itself to module visitors; the
-/// module name it enters is `"{out}x{in}"`, the quantized matrix's shape.
-pub const NF4_CONTAINER: &str = "Nf4Matrix";
-
-/// The container type under which an [`Int8Base`] announces itself, as [`NF4_CONTAINER`].
-pub const INT8_CONTAINER: &str = "Int8Matrix";
-
-/// `(out, in)` of a quantized matrix from a module a visitor entered (`name`, `container_type`),
-/// `None` for any other module: how visitors count and find quantized weights.
-pub fn quantized_shape(name: &str, container_type: &str) -> Option<(usize, usize)> {
-    [NF4_CONTAINER, INT8_CONTAINER].contains(&container_type).then(|| Nf4Base::parse_shape(name)).flatten()
-}
+use crate::io::params::{frozen_matrix_shape, transpose, visit_frozen_matrix};
 
 /// A scheme for `--quantize`: NF4 (QLoRA's, inference too) or int8 (inference).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,19 +51,11 @@ impl Nf4Base {
         let values = transpose(&w.dequantize(), w.rows(), w.cols());
         Tensor::from_data(TensorData::new(values, [w.cols(), w.rows()]), device)
     }
-
-    /// `(out, in)` from a name [`Nf4Base::visit`] (or [`Int8Base`]'s) entered.
-    pub fn parse_shape(name: &str) -> Option<(usize, usize)> {
-        let (rows, cols) = name.split_once('x')?;
-        Some((rows.parse().ok()?, cols.parse().ok()?))
-    }
 }
 
 impl Module for Nf4Base {
     fn visit<V: ModuleVisitor>(&self, visitor: &mut V) {
-        let name = format!("{}x{}", self.0.rows(), self.0.cols());
-        visitor.enter_module(&name, NF4_CONTAINER);
-        visitor.exit_module(&name, NF4_CONTAINER);
+        visit_frozen_matrix(visitor, self.0.rows(), self.0.cols());
     }
 
     fn map<M: ModuleMapper>(self, _mapper: &mut M) -> Self {
@@ -132,7 +111,7 @@ impl Reparameterization for Nf4Weight {
 }
 
 /// An int8 matrix held by a module, as [`Nf4Base`] holds an NF4 one (shared, not a parameter;
-/// visitors see an empty module named `"{out}x{in}"` under [`INT8_CONTAINER`]).
+/// visitors see an empty `FROZEN_MATRIX` module named `"{out}x{in}"`).
 #[derive(Debug, Clone)]
 pub struct Int8Base(pub Arc<Int8Matrix>);
 
@@ -147,9 +126,7 @@ impl Int8Base {
 
 impl Module for Int8Base {
     fn visit<V: ModuleVisitor>(&self, visitor: &mut V) {
-        let name = format!("{}x{}", self.0.rows(), self.0.cols());
-        visitor.enter_module(&name, INT8_CONTAINER);
-        visitor.exit_module(&name, INT8_CONTAINER);
+        visit_frozen_matrix(visitor, self.0.rows(), self.0.cols());
     }
 
     fn map<M: ModuleMapper>(self, _mapper: &mut M) -> Self {
@@ -370,7 +347,7 @@ pub fn is_quantized<M: Module>(module: &M) -> bool {
     struct Find(bool);
     impl ModuleVisitor for Find {
         fn enter_module(&mut self, name: &str, container_type: &str) {
-            self.0 |= quantized_shape(name, container_type).is_some();
+            self.0 |= frozen_matrix_shape(name, container_type).is_some();
         }
     }
     let mut find = Find(false);
