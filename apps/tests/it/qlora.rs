@@ -79,6 +79,58 @@ fn qlora_lowers_the_loss_as_f32_lora_does() {
     assert!(gap < 0.1, "QLoRA's final loss {} vs LoRA's {}", last(&nf4_losses), last(&f32_losses));
 }
 
+/// `llama-tiny` as transformers saved it with bitsandbytes 4-bit weights (`variant`: `single` or
+/// `double`), in `dir`: the fixture's other tensors and tokenizer, the quantized ones of
+/// `tests/fixtures/bnb4` (see gpt's `bnb_checkpoint` tests, which check the reading bit for bit).
+fn bnb_checkpoint(variant: &str, dir: &Path) -> PathBuf {
+    let reference = fixtures().join("bnb4").join(variant);
+    let (base, quantized) = (std::fs::read(llama_tiny().join("model.safetensors")).unwrap(), std::fs::read(reference.join("quantized.safetensors")).unwrap());
+    let (base, quantized) = (safetensors::SafeTensors::deserialize(&base).unwrap(), safetensors::SafeTensors::deserialize(&quantized).unwrap());
+    let replaced: Vec<String> = quantized.names().into_iter().map(str::to_string).collect();
+    let mut tensors: Vec<_> = base.tensors().into_iter().filter(|(name, _)| !replaced.contains(name)).collect();
+    tensors.extend(quantized.tensors());
+    let out = dir.join(format!("llama-tiny-bnb-4bit-{variant}"));
+    std::fs::create_dir_all(&out).unwrap();
+    safetensors::serialize_to_file(tensors, None, &out.join("model.safetensors")).unwrap();
+    std::fs::copy(reference.join("config.json"), out.join("config.json")).unwrap();
+    for file in ["tokenizer.json", "tokenizer_config.json", "generation_config.json"] {
+        std::fs::copy(llama_tiny().join(file), out.join(file)).unwrap();
+    }
+    out
+}
+
+/// LoRA on a bitsandbytes 4-bit checkpoint is QLoRA on its stored NF4 weights. They are the
+/// bytes `--quantize nf4` makes of the unquantized model (bitsandbytes' quantization, bit for
+/// bit), so the run is that run: the same losses, the same adapters. Full fine-tuning is refused.
+#[test]
+fn lora_on_a_bitsandbytes_checkpoint_is_qlora_on_its_stored_weights() {
+    let home = tempfile::tempdir().unwrap();
+    let checkpoint = bnb_checkpoint("single", home.path());
+    let (on_checkpoint, quantized_here) = (home.path().join("on-checkpoint"), home.path().join("quantized-here"));
+    let out = run(llmfs(home.path())
+        .args(["finetune", "instruct", "--batch-size", "5", "--epochs", "3", "--lr", "1e-2", "--eval-every", "100", "--eval-batches", "1"])
+        .args(["--sample-tokens", "2", "--lora-rank", "4", "--lora-targets", "all", "--json", "--plain", "--device", "cpu", "--threads", "2"])
+        .arg("--model")
+        .arg(&checkpoint)
+        .arg("--data")
+        .arg(fixtures().join("data/instruction_data_60.json"))
+        .arg("--run-dir")
+        .arg(&on_checkpoint));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(last_json(&out)["trainable_parameters"], 4_864);
+    let out = finetune(home.path(), &quantized_here, &["--quantize", "nf4"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let losses = train_losses(&on_checkpoint);
+    assert_eq!(losses.len(), 30);
+    assert!(losses[29].1 < losses[0].1 - 2.5, "the loss fell by less than 2.5: {losses:?}");
+    assert_eq!(losses, train_losses(&quantized_here));
+    let adapters = |run_dir: &Path| std::fs::read(run_dir.join("adapter/adapter_model.safetensors")).unwrap();
+    assert!(adapters(&on_checkpoint) == adapters(&quantized_here), "the adapters differ");
+
+    let out = run(llmfs(home.path()).args(["finetune", "instruct", "--epochs", "1", "--plain", "--device", "cpu", "--model"]).arg(&checkpoint).arg("--data").arg(fixtures().join("data/instruction_data_60.json")).arg("--run-dir").arg(home.path().join("full")));
+    assert!(!out.status.success() && stderr(&out).contains("stored 4-bit"), "{}", stderr(&out));
+}
+
 /// A QLoRA run stopped at step 15 and resumed ends with the adapters and loss curve of the run
 /// that was not stopped, bit for bit: the checkpoint holds the adapters and AdamW's state, and
 /// the resumed run quantizes the same base to the same NF4 bytes before loading it.
@@ -136,7 +188,7 @@ fn qlora_adapters_load_and_merge_into_the_dequantized_base() {
     let device = Device::flex();
     let model = gpt::hf::load_language_model_dir(&llama_tiny(), &device).unwrap();
     let mut source = gpt::lora::AdapterSource::open(&adapter).unwrap();
-    let qlora = source.config.lora().unwrap().apply_quantized_to(model, 0, Nf4Options { double_quant: true }).unwrap();
+    let qlora = source.config.lora().unwrap().apply_quantized_to(gpt::quant::Quantized::plain(model), 0, Nf4Options { double_quant: true }).unwrap();
     let qlora = gpt::io::fill_params_matching(qlora, &mut source, |name| name.contains(".weight.lora.")).unwrap();
     source.finish().unwrap();
     let unmerged = library_logits(&qlora, &id_values, &device);

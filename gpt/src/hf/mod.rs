@@ -13,16 +13,18 @@ use burn::prelude::*;
 pub use adapter_dir::{load_base, load_merged};
 pub use classifier_dir::{classifier_labels, is_classifier_dir, load_classifier_dir, save_classifier_adapter_dir, save_classifier_dir};
 pub use model_dir::{
-    Family, family_of, load_language_model_dir, load_language_model_dir_as, load_llama_dir, load_model_dir, save_language_model_dir,
+    Family, family_of, load_language_model_dir, load_language_model_dir_as, load_language_model_dir_quantized, load_llama_dir, load_model_dir, save_language_model_dir,
     save_llama_dir, save_model_dir,
 };
 
 use crate::error::{GptError, Result};
-use crate::io::{HubOptions, WeightDtype, cast_matrices, fetch_model, hub};
+use crate::io::{HubOptions, MatricesAs, WeightDtype, cast_matrices, fetch_model, hub};
+use crate::quant::{QuantizeAtLoad, Quantized, fill_quantized};
 use crate::lora::{ADAPTER_CONFIG, is_adapter_dir};
 use crate::models::LanguageModel;
 use crate::text::Tokenizer;
-use crate::models::gpt2::{Gpt, GptConfig, PRESETS};
+use crate::models::gpt2::{Gpt, GptConfig, PRESETS, RandomInit};
+use crate::models::llama::init::LlamaInit;
 use crate::models::llama::{Llama, LlamaConfig, config::PRESETS as LLAMA_PRESETS};
 
 /// What `--model M` names.
@@ -100,18 +102,35 @@ impl ModelSpec {
     /// so from a checkpoint, rounded tensor by tensor at a random preset's init, and after the
     /// merge for an adapter (its factors fold into the base in f32).
     pub fn load_language_model_as(&self, device: &Device, hub: &HubOptions, seed: u64, dtype: WeightDtype) -> Result<LanguageModel> {
+        self.load_language_model_quantized(device, hub, seed, dtype, None)?.attach()
+    }
+
+    /// [`Self::load_language_model_as`] with the weights `quantize` targets quantized as they are
+    /// read or drawn (an adapter's merged model: after the merge), and a bitsandbytes
+    /// checkpoint's NF4 weights kept as stored, for the caller to attach (see [`Quantized`]).
+    pub fn load_language_model_quantized(
+        &self,
+        device: &Device,
+        hub: &HubOptions,
+        seed: u64,
+        dtype: WeightDtype,
+        quantize: Option<&QuantizeAtLoad>,
+    ) -> Result<Quantized<LanguageModel>> {
         // Burn computes garbage in a dtype a backend lacks (WGSL has no bf16): say so before loading.
         if !device.supports_dtype(dtype.burn()) {
             return Err(GptError::Model(format!("--dtype {dtype}: the device {device:?} has no {dtype} arithmetic; use --dtype f32")));
         }
         match self {
-            Self::Dir(dir) => load_language_model_dir_as(dir, device, dtype),
-            Self::Hub(repo) => load_language_model_dir_as(&fetch_model(repo, hub)?, device, dtype),
-            Self::Random(preset) => match LlamaConfig::preset(preset) {
-                Some(config) => Llama::init_as(&config, seed, device, dtype).map(LanguageModel::from),
-                None => Gpt::init_as(&gpt2_preset(preset)?, seed, device, dtype).map(LanguageModel::from),
-            },
-            Self::Adapter(dir) => Ok(cast_matrices(load_merged(dir, device, hub, seed)?, dtype)),
+            Self::Dir(dir) => load_language_model_dir_quantized(dir, device, dtype, quantize),
+            Self::Hub(repo) => load_language_model_dir_quantized(&fetch_model(repo, hub)?, device, dtype, quantize),
+            Self::Random(preset) => random_model(preset, seed, device, dtype, quantize),
+            Self::Adapter(dir) => {
+                let merged = cast_matrices(load_merged(dir, device, hub, seed)?, dtype);
+                match quantize {
+                    Some(q) => Quantized::quantize(merged, &q.targets, q.scheme),
+                    None => Ok(Quantized::plain(merged)),
+                }
+            }
         }
     }
 
@@ -148,6 +167,19 @@ impl ModelSpec {
     }
 }
 
+/// `random:<preset>`, its matrices drawn as `dtype` (seeded, see `Llama::init_as`) and the ones
+/// `quantize` targets quantized one at a time as they are drawn.
+fn random_model(preset: &str, seed: u64, device: &Device, dtype: WeightDtype, quantize: Option<&QuantizeAtLoad>) -> Result<Quantized<LanguageModel>> {
+    if let Some(config) = LlamaConfig::preset(preset) {
+        let mut init = MatricesAs { source: &mut LlamaInit::new(&config, seed), dtype };
+        return Ok(fill_quantized(Llama::skeleton(&config, device)?, &mut init, quantize)?.map(LanguageModel::from));
+    }
+    let config = gpt2_preset(preset)?;
+    config.validate()?;
+    let mut init = MatricesAs { source: &mut RandomInit::new(&config, seed), dtype };
+    Ok(fill_quantized(Gpt::skeleton(&config, device), &mut init, quantize)?.map(LanguageModel::from))
+}
+
 /// A GPT-2 preset's config, or an error naming what the preset is.
 fn gpt2_preset(preset: &str) -> Result<GptConfig> {
     GptConfig::preset(preset).ok_or_else(|| match LlamaConfig::preset(preset) {
@@ -180,6 +212,12 @@ pub fn load_language_model(spec: &str, device: &Device, seed: u64) -> Result<Lan
 /// [`load_language_model`] with the weight matrices kept as `dtype` (`--dtype`).
 pub fn load_language_model_as(spec: &str, device: &Device, seed: u64, dtype: WeightDtype) -> Result<LanguageModel> {
     ModelSpec::parse(spec)?.load_language_model_as(device, &HubOptions::from_env(), seed, dtype)
+}
+
+/// [`load_language_model_as`] with the weights `quantize` targets quantized while loading (see
+/// [`ModelSpec::load_language_model_quantized`]).
+pub fn load_language_model_quantized(spec: &str, device: &Device, seed: u64, dtype: WeightDtype, quantize: Option<&QuantizeAtLoad>) -> Result<Quantized<LanguageModel>> {
+    ModelSpec::parse(spec)?.load_language_model_quantized(device, &HubOptions::from_env(), seed, dtype, quantize)
 }
 
 /// Loads what `--model M` names (see [`ModelSpec::parse`]), with the hub settings of the environment.

@@ -9,7 +9,8 @@ use super::classifier_dir::classifier_labels;
 use crate::error::{GptError, Result};
 use crate::io::{OutInLinears, SafetensorsSource, WeightDtype, fill_params, named_params, write_atomic, write_safetensors};
 use crate::models::LanguageModel;
-use crate::quant::bnb_checkpoint::{Bnb4bitLinears, BnbCheckpoint, attach_nf4};
+use crate::quant::bnb_checkpoint::{Bnb4bitLinears, BnbCheckpoint};
+use crate::quant::{QuantizeAtLoad, Quantization, Quantized, fill_quantized};
 use crate::models::gpt2::{EOT_TOKEN, Gpt, GptConfig};
 use crate::models::llama::config::{Architecture, unsupported};
 use crate::models::llama::{Llama, LlamaConfig};
@@ -59,19 +60,26 @@ pub fn load_language_model_dir(dir: &Path, device: &Device) -> Result<LanguageMo
 
 /// [`load_language_model_dir`] with the weight matrices kept as `dtype` (`--dtype`).
 pub fn load_language_model_dir_as(dir: &Path, device: &Device, dtype: WeightDtype) -> Result<LanguageModel> {
-    match family_of(&dir.join("config.json"))? {
-        Family::Gpt2 => load_model_dir_as(dir, device, dtype).map(LanguageModel::from),
-        Family::Llama(_) => load_llama_dir_as(dir, device, dtype).map(LanguageModel::from),
-    }
+    load_language_model_dir_quantized(dir, device, dtype, None)?.attach()
+}
+
+/// [`load_language_model_dir_as`] with the weights `quantize` targets quantized as they are read
+/// (one f32 matrix held at a time, never the f32 model), and a bitsandbytes checkpoint's NF4
+/// weights kept as stored: the caller attaches them, for inference or under QLoRA's adapters.
+pub fn load_language_model_dir_quantized(dir: &Path, device: &Device, dtype: WeightDtype, quantize: Option<&QuantizeAtLoad>) -> Result<Quantized<LanguageModel>> {
+    Ok(match family_of(&dir.join("config.json"))? {
+        Family::Gpt2 => load_model_dir_quantized(dir, device, dtype, quantize)?.map(LanguageModel::from),
+        Family::Llama(_) => load_llama_dir_quantized(dir, device, dtype, quantize)?.map(LanguageModel::from),
+    })
 }
 
 /// Loads a Llama-family directory: `config.json` and the weights (single or sharded; f32, f16 or
 /// bf16, widened to f32), HF's `[out, in]` Linear weights turned into Burn's `[in, out]`.
 pub fn load_llama_dir(dir: &Path, device: &Device) -> Result<Llama> {
-    load_llama_dir_as(dir, device, WeightDtype::F32)
+    load_llama_dir_quantized(dir, device, WeightDtype::F32, None)?.attach()
 }
 
-fn load_llama_dir_as(dir: &Path, device: &Device, dtype: WeightDtype) -> Result<Llama> {
+fn load_llama_dir_quantized(dir: &Path, device: &Device, dtype: WeightDtype, quantize: Option<&QuantizeAtLoad>) -> Result<Quantized<Llama>> {
     let config = LlamaConfig::load(&dir.join("config.json"))?;
     if classifier_labels(&config.extra).is_some() {
         return Err(GptError::Model(format!("{} holds a classifier, not a language model: use `llmfs classify`", dir.display())));
@@ -81,13 +89,16 @@ fn load_llama_dir_as(dir: &Path, device: &Device, dtype: WeightDtype) -> Result<
     let model = match BnbCheckpoint::of(&config.extra, &dir.join("config.json"))? {
         BnbCheckpoint::None => {
             let mut linears = OutInLinears { source: &mut source, is_linear: Llama::is_out_in_linear };
-            fill_params(skeleton, &mut linears).map_err(|e| config_mismatch(dir, e))?
+            fill_quantized(skeleton, &mut linears, quantize).map_err(|e| config_mismatch(dir, e))?
         }
         // Its NF4 weights stay NF4 (as bitsandbytes stored them); the rest loads as `dtype`.
         BnbCheckpoint::Nf4 => {
+            if let Some(QuantizeAtLoad { scheme: Quantization::Int8, .. }) = quantize {
+                return Err(GptError::Model(format!("{}: the weights are stored 4-bit (NF4, bitsandbytes): --quantize int8 cannot apply", dir.display())));
+            }
             let mut linears = Bnb4bitLinears { source: &mut source, is_linear: Llama::is_out_in_linear, matrices: Default::default() };
             let model = fill_params(skeleton, &mut linears).map_err(|e| config_mismatch(dir, e))?;
-            attach_nf4(model, linears.matrices)?
+            Quantized::from_named(model, linears.matrices)?
         }
     };
     source.finish_tied_to("model.embed_tokens.weight")?;
@@ -174,10 +185,10 @@ fn config_mismatch(dir: &Path, error: GptError) -> GptError {
 /// Loads `dir/config.json` and the weights next to it. A missing, extra or wrong-shaped tensor
 /// is an error naming the tensor (and both shapes).
 pub fn load_model_dir(dir: &Path, device: &Device) -> Result<Gpt> {
-    load_model_dir_as(dir, device, WeightDtype::F32)
+    load_model_dir_quantized(dir, device, WeightDtype::F32, None)?.attach()
 }
 
-fn load_model_dir_as(dir: &Path, device: &Device, dtype: WeightDtype) -> Result<Gpt> {
+fn load_model_dir_quantized(dir: &Path, device: &Device, dtype: WeightDtype, quantize: Option<&QuantizeAtLoad>) -> Result<Quantized<Gpt>> {
     if let Family::Llama(architecture) = family_of(&dir.join("config.json"))? {
         return Err(GptError::Model(format!(
             "{} holds a {} (Llama family); this command runs GPT-2 models only so far",
@@ -193,7 +204,7 @@ fn load_model_dir_as(dir: &Path, device: &Device, dtype: WeightDtype) -> Result<
         )));
     }
     let mut source = SafetensorsSource::open_dir(dir)?.with_matrices(dtype);
-    let model = load_trunk(dir, &config, &mut source, device)?;
+    let model = fill_quantized(Gpt::skeleton(&config, device), &mut source, quantize).map_err(|e| config_mismatch(dir, e))?;
     source.finish()?;
     Ok(model)
 }

@@ -1,7 +1,9 @@
 //! Walking a module's parameters by their Hugging Face names, to fill them (loading, seeded init)
 //! or to read them out (saving). Burn paths are HF names up to the norms' parameters (below).
 
-use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
+use std::collections::HashMap;
+
+use burn::module::{Module, ModuleMapper, ModuleVisitor, Param, ParamId};
 use burn::prelude::*;
 use burn::tensor::DType;
 use rand::SeedableRng;
@@ -177,6 +179,30 @@ pub fn cast_matrices<M: Module>(module: M, dtype: WeightDtype) -> M {
         }
     }
     module.map(&mut Cast(dtype.burn()))
+}
+
+/// Every float parameter's id by its HF name.
+pub fn param_ids_by_name<M: Module>(module: &M) -> HashMap<String, ParamId> {
+    struct Ids {
+        path: Vec<String>,
+        out: HashMap<String, ParamId>,
+    }
+    impl ModuleVisitor for Ids {
+        fn enter_module(&mut self, name: &str, container_type: &str) {
+            enter(&mut self.path, name, container_type);
+        }
+
+        fn exit_module(&mut self, _name: &str, container_type: &str) {
+            exit(&mut self.path, container_type);
+        }
+
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            self.out.insert(hf_name(&self.path.join(".")), param.id);
+        }
+    }
+    let mut ids = Ids { path: Vec::new(), out: HashMap::new() };
+    module.visit(&mut ids);
+    ids.out
 }
 
 /// Every float parameter of `module` as (HF name, f32 values), in module order.

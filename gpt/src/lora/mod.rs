@@ -22,7 +22,7 @@ use crate::models::LanguageModel;
 use crate::models::Classifier;
 use peft::peft_name;
 
-pub use qlora::{quantize_model, quantize_model_as};
+pub use qlora::{every_projection, quantize_model, quantize_model_as};
 pub use peft::{ADAPTER_CONFIG, ADAPTER_WEIGHTS, AdapterConfig, AdapterSource, AdapterTask, adapter_tensors, is_adapter_dir, save_adapter_dir};
 
 /// A projection of a transformer block that can carry an adapter, by its HF module name.
@@ -319,8 +319,8 @@ mod tests {
 pub(crate) fn ensure_plain_weights<M: Module>(module: &M) -> Result<()> {
     match crate::quant::is_quantized(module) {
         true => Err(GptError::Model(
-            "the model's weights are stored quantized (a bitsandbytes 4-bit checkpoint): LoRA on it is not supported yet; \
-             fine-tune the unquantized model with --quantize nf4 (QLoRA)"
+            "the model's weights are stored quantized (a bitsandbytes 4-bit checkpoint, or --quantize): plain LoRA cannot go on them; \
+             QLoRA's adapters do (LoraConfig::apply_quantized, on the model as loaded, before its quantized weights are attached)"
                 .into(),
         )),
         false => Ok(()),

@@ -9,15 +9,14 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use burn::module::{Module, Param, Reparameterizer};
 use burn::prelude::*;
 use safetensors::Dtype;
 use serde_json::Value;
 
 use super::nf4::{Absmax, BLOCK, DOUBLE_BLOCK, DYNAMIC_MAP, DoubleAbsmax, NF4_CODE, Nf4Matrix};
-use super::reparam::{Nf4Base, Nf4Weight};
+use super::FrozenMatrix;
 use crate::error::{GptError, Result};
-use crate::io::params::{TensorSource, hf_name};
+use crate::io::params::TensorSource;
 use crate::io::{OutInLinears, SafetensorsSource};
 
 /// What config.json's `quantization_config` asks for, when it names bitsandbytes.
@@ -50,13 +49,13 @@ impl BnbCheckpoint {
 }
 
 /// A source for a bitsandbytes 4-bit checkpoint: its NF4 weights are read into [`Nf4Matrix`]es
-/// (kept in `matrices` by tensor name) and handed to the model as the empty `[in, 0]`
-/// placeholders that [`attach_nf4`] then reparameterizes; every other tensor as `OutInLinears`
-/// reads it.
+/// (kept in `matrices` by tensor name) and handed to the model as empty `[in, 0]` placeholders,
+/// as [`super::QuantizeOnRead`] does (see [`super::Quantized::from_named`]); every other tensor
+/// as `OutInLinears` reads it.
 pub struct Bnb4bitLinears<'a> {
     pub source: &'a mut SafetensorsSource,
     pub is_linear: fn(&str) -> bool,
-    pub matrices: HashMap<String, Arc<Nf4Matrix>>,
+    pub matrices: HashMap<String, FrozenMatrix>,
 }
 
 impl TensorSource for Bnb4bitLinears<'_> {
@@ -71,7 +70,7 @@ impl TensorSource for Bnb4bitLinears<'_> {
             return Err(GptError::Tensor(format!("tensor `{name}`: an NF4 weight where the model has a tensor of shape {shape:?}")));
         };
         let matrix = read_nf4(self.source, name, [d_out, d_in])?;
-        self.matrices.insert(name.to_string(), Arc::new(matrix));
+        self.matrices.insert(name.to_string(), FrozenMatrix::Nf4(Arc::new(matrix)));
         Ok(TensorData::new(Vec::<f32>::new(), [d_in, 0]))
     }
 }
@@ -115,24 +114,4 @@ fn read_nf4(source: &mut SafetensorsSource, name: &str, [rows, cols]: [usize; 2]
         Absmax::F32(source.f32_values(&absmax_name)?)
     };
     Nf4Matrix::from_parts(name, [rows, cols], packed, absmax)
-}
-
-/// `module` with the weights [`Bnb4bitLinears`] read (by HF name) as [`Nf4Weight`]s, frozen.
-pub fn attach_nf4<M: Module>(module: M, mut matrices: HashMap<String, Arc<Nf4Matrix>>) -> Result<M> {
-    struct Attach<'a>(&'a mut HashMap<String, Arc<Nf4Matrix>>);
-    impl Reparameterizer for Attach<'_> {
-        type Reparam = Nf4Weight;
-
-        fn reparameterize<const D: usize>(&mut self, path: &str, param: Param<Tensor<D>>) -> (Param<Tensor<D>>, Option<Nf4Weight>) {
-            match self.0.remove(&hf_name(path)) {
-                Some(matrix) => (param.set_require_grad(false), Some(Nf4Weight { base: Nf4Base(matrix) })),
-                None => (param, None),
-            }
-        }
-    }
-    let module = module.apply_reparameterization(Attach(&mut matrices));
-    match matrices.keys().next() {
-        None => Ok(module),
-        Some(name) => Err(GptError::Model(format!("NF4 weight `{name}` has no place in the model"))),
-    }
 }

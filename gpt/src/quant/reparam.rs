@@ -15,9 +15,10 @@
 
 use std::sync::Arc;
 
-use burn::module::{Content, Devices, Module, ModuleDisplay, ModuleDisplayDefault, ModuleMapper, ModuleVisitor, Param, ParamGroup, Reparameterization, Reparameterizer};
+use burn::module::{Content, Devices, Module, ModuleDisplay, ModuleDisplayDefault, ModuleMapper, ModuleVisitor, Param, ParamGroup, Reparameterization};
 use burn::prelude::*;
 
+use super::at_load::Quantized;
 use super::{Int8Matrix, Nf4Matrix};
 use crate::error::{GptError, Result};
 use crate::io::params::{frozen_matrix_shape, transpose, visit_frozen_matrix};
@@ -201,145 +202,22 @@ impl Reparameterization for QloraAdapter {
     }
 }
 
-/// Quantizes the 2-D parameters `group` names (by path) and leaves the others as they are,
-/// optionally attaching LoRA factors (QLoRA). An error (a tensor that cannot be read) is kept
-/// and returned by [`quantize_with`]: a `Reparameterizer` cannot fail.
-struct Quantizer {
-    group: ParamGroup,
-    options: Nf4Options,
-    error: Option<GptError>,
-}
-
-impl Quantizer {
-    /// The quantized matrix and the empty placeholder that replaces the stored weight, or the
-    /// parameter unchanged when it is not one to quantize.
-    fn quantize<const D: usize>(&mut self, path: &str, param: Param<Tensor<D>>) -> std::result::Result<(Param<Tensor<D>>, Nf4Base), Param<Tensor<D>>> {
-        if D != 2 || self.error.is_some() || !self.group.matches(&param.id, Some(path)) {
-            return Err(param);
-        }
-        let matrix = linear_weight_values(path, &param).and_then(|(values, shape)| Nf4Matrix::from_linear_weight(path, &values, shape));
-        let matrix = match matrix {
-            Ok(matrix) if self.options.double_quant => matrix.double_quantized(),
-            Ok(matrix) => matrix,
-            Err(error) => {
-                self.error = Some(error);
-                return Err(param);
-            }
-        };
-        Ok((placeholder(param), Nf4Base(Arc::new(matrix))))
-    }
-}
-
-/// A 2-D Linear weight's values in f32 (Burn's `[in, out]`, whatever its dtype) and its shape.
-fn linear_weight_values<const D: usize>(path: &str, param: &Param<Tensor<D>>) -> Result<(Vec<f32>, [usize; 2])> {
-    let [d_in, d_out] = [param.lazy_shape()[0], param.lazy_shape()[1]];
-    let values = param.base().into_data().convert::<f32>().try_into_vec::<f32>();
-    Ok((values.map_err(|e| GptError::Tensor(format!("tensor `{path}`: {e:?}")))?, [d_in, d_out]))
-}
-
-/// The frozen, empty placeholder that replaces a quantized weight: it keeps `in` (dims()[0]) and
-/// holds nothing, so dropping the old value frees the f32 weight (unless a clone of the model
-/// still holds it).
-fn placeholder<const D: usize>(param: Param<Tensor<D>>) -> Param<Tensor<D>> {
-    param.set_require_grad(false).map(|tensor| {
-        let device = tensor.device();
-        let mut dims = tensor.dims();
-        drop(tensor);
-        dims[1] = 0;
-        Tensor::<D>::zeros(dims, &device)
-    })
-}
-
-/// Replaces the 2-D parameters `group` names by their int8 quantization ([`Int8Weight`]); the
-/// first error (a tensor that cannot be read, non-finite values) is kept, as [`Quantizer`] does.
-struct Int8Reparameterizer<'a> {
-    group: ParamGroup,
-    error: &'a mut Option<GptError>,
-}
-
-impl Reparameterizer for Int8Reparameterizer<'_> {
-    type Reparam = Int8Weight;
-
-    fn reparameterize<const D: usize>(&mut self, path: &str, param: Param<Tensor<D>>) -> (Param<Tensor<D>>, Option<Int8Weight>) {
-        if D != 2 || self.error.is_some() || !self.group.matches(&param.id, Some(path)) {
-            return (param, None);
-        }
-        match linear_weight_values(path, &param).and_then(|(values, shape)| Int8Matrix::from_linear_weight(path, &values, shape)) {
-            Ok(matrix) => (placeholder(param), Some(Int8Weight { base: Int8Base(Arc::new(matrix)) })),
-            Err(error) => {
-                *self.error = Some(error);
-                (param, None)
-            }
-        }
-    }
-}
-
-struct Nf4Reparameterizer<'a>(&'a mut Quantizer);
-
-impl Reparameterizer for Nf4Reparameterizer<'_> {
-    type Reparam = Nf4Weight;
-
-    fn reparameterize<const D: usize>(&mut self, path: &str, param: Param<Tensor<D>>) -> (Param<Tensor<D>>, Option<Nf4Weight>) {
-        match self.0.quantize(path, param) {
-            Ok((placeholder, base)) => (placeholder, Some(Nf4Weight { base })),
-            Err(param) => (param, None),
-        }
-    }
-}
-
-struct QloraReparameterizer<'a> {
-    quantizer: &'a mut Quantizer,
-    rank: usize,
-    scale: f64,
-}
-
-impl Reparameterizer for QloraReparameterizer<'_> {
-    type Reparam = QloraAdapter;
-
-    /// As Burn's `Lora`: every parameter is frozen, the targeted ones get factors `A` (zeros
-    /// here: the caller fills them, see `crate::lora::LoraConfig::apply`) and `B` = 0.
-    fn reparameterize<const D: usize>(&mut self, path: &str, param: Param<Tensor<D>>) -> (Param<Tensor<D>>, Option<QloraAdapter>) {
-        let param = param.set_require_grad(false);
-        match self.quantizer.quantize(path, param) {
-            Ok((placeholder, base)) => {
-                let device = placeholder.lazy_device();
-                let (d_in, d_out) = (base.0.cols(), base.0.rows());
-                let a = Param::from_tensor(Tensor::zeros([d_in, self.rank], &device));
-                let b = Param::from_tensor(Tensor::zeros([self.rank, d_out], &device));
-                (placeholder, Some(QloraAdapter { a, b, scale: self.scale, base }))
-            }
-            Err(param) => (param, None),
-        }
-    }
-}
-
 /// `module` with the 2-D parameters `group` matches replaced by their NF4 quantization
 /// ([`Nf4Weight`]); everything else unchanged.
 pub fn quantize_with<M: Module>(module: M, group: ParamGroup, options: Nf4Options) -> Result<M> {
-    let mut quantizer = Quantizer { group, options, error: None };
-    let module = module.apply_reparameterization(Nf4Reparameterizer(&mut quantizer));
-    quantizer.error.map_or(Ok(module), Err)
+    quantize_as(module, group, Quantization::Nf4(options))
 }
 
 /// `module` with the 2-D parameters `group` matches replaced by their quantization in `scheme`
 /// ([`Nf4Weight`] or [`Int8Weight`]); everything else unchanged.
 pub fn quantize_as<M: Module>(module: M, group: ParamGroup, scheme: Quantization) -> Result<M> {
-    match scheme {
-        Quantization::Nf4(options) => quantize_with(module, group, options),
-        Quantization::Int8 => {
-            let mut error = None;
-            let module = module.apply_reparameterization(Int8Reparameterizer { group, error: &mut error });
-            error.map_or(Ok(module), Err)
-        }
-    }
+    Quantized::quantize(module, &group, scheme)?.attach()
 }
 
 /// `module` frozen, with the 2-D parameters `group` matches quantized and given LoRA factors of
 /// `rank` scaled by `scale` ([`QloraAdapter`]; `A` and `B` zero until the caller fills `A`).
 pub fn quantize_with_adapters<M: Module>(module: M, group: ParamGroup, options: Nf4Options, rank: usize, scale: f64) -> Result<M> {
-    let mut quantizer = Quantizer { group, options, error: None };
-    let module = module.apply_reparameterization(QloraReparameterizer { quantizer: &mut quantizer, rank, scale });
-    quantizer.error.map_or(Ok(module), Err)
+    Quantized::quantize(module, &group, Quantization::Nf4(options))?.attach_with_adapters(&group, rank, scale)
 }
 
 /// Whether `module` holds quantized weights (NF4 of either kind, or int8).

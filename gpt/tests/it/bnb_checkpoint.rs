@@ -8,10 +8,10 @@ use std::path::{Path, PathBuf};
 
 use gpt::burn::module::Module;
 use gpt::burn::prelude::*;
-use gpt::hf::{load_language_model_dir, save_language_model_dir};
-use gpt::io::named_params;
-use gpt::models::CausalLm;
-use gpt::quant::is_quantized;
+use gpt::hf::{load_language_model_dir, load_language_model_dir_quantized, save_language_model_dir};
+use gpt::io::{WeightDtype, named_params, parameter_counts};
+use gpt::models::{CausalLm, LanguageModel};
+use gpt::quant::{Nf4Options, QloraAdapter, is_quantized, nf4_matrix};
 use safetensors::SafeTensors;
 
 use crate::common::{expected_f32_in, expected_i64_in, family_fixture_dir, max_abs_diff, tolerance_scale};
@@ -54,10 +54,12 @@ fn a_bitsandbytes_4bit_checkpoint_loads_as_stored() {
         let dir = checkpoint(variant, tmp.path());
         let model = load_language_model_dir(&dir, &crate::common::device()).unwrap();
         assert!(is_quantized(&model), "{variant}: the NF4 weights stay NF4");
-        // LoRA on the stored NF4 weights is not supported yet: refused, not trained wrongly.
+        // Plain LoRA cannot go on the stored NF4 weights (refused, not trained wrongly); QLoRA's
+        // adapters do, on the model as loaded (before its NF4 weights are attached).
         let lora = gpt::LoraConfig::new(2, 2.0, "all".parse().unwrap()).unwrap();
         let error = lora.apply_to(model.clone(), 0).map(|_| ()).unwrap_err().to_string();
-        assert!(error.contains("--quantize nf4"), "{error}");
+        assert!(error.contains("QLoRA"), "{error}");
+        qlora_on_the_stored_weights(&dir, &model, &lora);
 
         // Layer 0's q_proj as the model holds it, against bitsandbytes' dequantize_4bit.
         let (_, want) = expected_f32_in(&reference, "q_proj_dequantized");
@@ -87,6 +89,32 @@ fn a_bitsandbytes_4bit_checkpoint_loads_as_stored() {
         assert!(!is_quantized(&reloaded));
         assert!(max_abs_diff(&logits(&reloaded, &ids, &shape), &got) <= 1e-5 * scale * tolerance_scale(), "{variant}: reloaded");
     }
+}
+
+/// QLoRA on a bitsandbytes checkpoint: the adapters sit on the checkpoint's own NF4 bytes (not
+/// a re-quantization of them), at B = 0 the logits are the checkpoint's exactly, and only the
+/// factors train.
+fn qlora_on_the_stored_weights(dir: &Path, model: &LanguageModel, lora: &gpt::LoraConfig) {
+    let ad = crate::common::device().autodiff();
+    let loaded = load_language_model_dir_quantized(dir, &ad, WeightDtype::F32, None).unwrap();
+    assert!(loaded.is_quantized());
+    let qlora = lora.apply_quantized_to(loaded, 0, Nf4Options::default()).unwrap();
+    let q_proj = |m: &LanguageModel| match m {
+        LanguageModel::Llama(llama) => llama.model.layers[0].self_attn.q_proj.weight.clone(),
+        LanguageModel::Gpt2(_) => unreachable!("a Llama checkpoint"),
+    };
+    let (stored, adapted) = (q_proj(model), q_proj(&qlora));
+    assert!(adapted.reparameterization::<QloraAdapter>().is_some());
+    let (stored, adapted) = (nf4_matrix(&stored).unwrap(), nf4_matrix(&adapted).unwrap());
+    assert_eq!((stored.packed(), stored.absmax()), (adapted.packed(), adapted.absmax()), "the checkpoint's bytes");
+    let (trainable, _) = parameter_counts(&qlora);
+    let factors: usize = named_params(&qlora).iter().filter(|(n, _)| n.contains(".lora.")).map(|(_, d)| d.num_elements()).sum();
+    assert_eq!(trainable, factors, "only the factors train");
+    let ids = [3i64, 17, 42, 5, 9, 11];
+    assert_eq!(logits(&qlora.valid(), &ids, &[1, 6]), logits(model, &ids, &[1, 6]), "B = 0: the checkpoint's logits");
+    let int8 = gpt::lora::every_projection(gpt::quant::Quantization::Int8);
+    let error = load_language_model_dir_quantized(dir, &ad, WeightDtype::F32, Some(&int8)).map(|_| ()).unwrap_err().to_string();
+    assert!(error.contains("stored 4-bit") && error.contains("int8"), "{error}");
 }
 
 /// A checkpoint that says another scheme, or whose state disagrees with the model, is refused

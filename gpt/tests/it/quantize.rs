@@ -8,11 +8,11 @@
 use gpt::burn::module::Module;
 use gpt::burn::prelude::*;
 use gpt::generate::{GenerateConfig, Padding, generate};
-use gpt::hf::{load_language_model_dir, save_language_model_dir};
-use gpt::io::{fill_params_matching, named_params, parameter_counts};
-use gpt::lora::{AdapterConfig, AdapterInit, AdapterTask, quantize_model, quantize_model_as, save_adapter_dir};
+use gpt::hf::{load_language_model_dir, load_language_model_quantized, save_language_model_dir};
+use gpt::io::{WeightDtype, fill_params_matching, named_params, parameter_counts};
+use gpt::lora::{AdapterConfig, AdapterInit, AdapterTask, every_projection, quantize_model, quantize_model_as, save_adapter_dir};
 use gpt::models::{CausalLm, LanguageModel};
-use gpt::quant::{Nf4Options, Quantization, is_quantized};
+use gpt::quant::{Nf4Options, Quantization, Quantized, is_quantized};
 use gpt::{LoraConfig, Tokenizer};
 
 use crate::common::{device, family_fixture_dir, max_abs_diff, tolerance_scale};
@@ -159,6 +159,40 @@ fn greedy_ids_of_an_int8_model_equal_the_dequantized_models() {
     }
 }
 
+/// Quantizing while loading (one f32 matrix at a time) gives the model that quantizing the loaded
+/// f32 or bf16 model gives, bit for bit: from a checkpoint and from a random preset's draws, for
+/// inference (NF4, NF4 double-quantized, int8) and under QLoRA's adapters.
+#[test]
+fn quantizing_at_load_equals_quantizing_the_loaded_model() {
+    let schemes = [Quantization::Nf4(Nf4Options::default()), Quantization::Nf4(Nf4Options { double_quant: true }), Quantization::Int8];
+    let sources = FIXTURES.map(|name| family_fixture_dir(name).to_string_lossy().into_owned()).into_iter().chain(["random:tiny".to_string(), "random:llama-tiny".to_string()]);
+    for spec in sources {
+        for dtype in [WeightDtype::F32, WeightDtype::Bf16] {
+            let loaded = || gpt::hf::load_language_model_as(&spec, &device(), 7, dtype).unwrap();
+            for scheme in schemes {
+                let at_load = load_language_model_quantized(&spec, &device(), 7, dtype, Some(&every_projection(scheme))).unwrap();
+                assert!(at_load.is_quantized() && !is_quantized(at_load.model()), "{spec}: matrices wait beside the model");
+                let at_load = at_load.attach().unwrap();
+                let after = quantize_model_as(loaded(), scheme).unwrap();
+                let ids = token_ids(&after, 2, 9);
+                assert_eq!(logits(&at_load, ids.clone()), logits(&after, ids), "{spec}, {dtype}, {scheme:?}");
+                assert_eq!(parameter_counts(&at_load), parameter_counts(&after), "{spec}");
+            }
+            // QLoRA: the adapters' targets quantized at load, the same model as quantized after.
+            let lora = LoraConfig::new(4, 8.0, "attn".parse().unwrap()).unwrap();
+            let nf4 = Nf4Options::default();
+            let at_load = load_language_model_quantized(&spec, &device(), 7, dtype, Some(&lora.quantize_at_load(nf4))).unwrap();
+            let qlora = lora.apply_quantized_to(at_load, 3, nf4).unwrap();
+            let after = lora.apply_quantized_to(Quantized::plain(loaded()), 3, nf4).unwrap();
+            let fill = |m: LanguageModel| fill_params_matching(m, &mut AdapterInit { seed: 5, std: 0.05 }, |n| n.contains(".lora.")).unwrap();
+            let (qlora, after) = (fill(qlora), fill(after));
+            let ids = token_ids(&after, 2, 9);
+            assert_eq!(logits(&qlora, ids.clone()), logits(&after, ids), "{spec}, {dtype}: QLoRA");
+            assert_eq!(parameter_counts(&qlora), parameter_counts(&after), "{spec}: QLoRA");
+        }
+    }
+}
+
 /// QLoRA's adapters start at B = 0: the model is the quantized base exactly; they train as many
 /// parameters as LoRA's and the quantized weights count as frozen ones.
 #[test]
@@ -167,7 +201,7 @@ fn qlora_at_init_is_the_quantized_model() {
         let ad = device().autodiff();
         let lora = lora(name);
         let quantized = quantize_model(load(name, &device()), Nf4Options::default()).unwrap();
-        let qlora = lora.apply_quantized_to(load(name, &ad), 3, Nf4Options::default()).unwrap();
+        let qlora = lora.apply_quantized_to(Quantized::plain(load(name, &ad)), 3, Nf4Options::default()).unwrap();
         let plain = lora.apply_to(load(name, &ad), 3).unwrap();
         assert_eq!(parameter_counts(&qlora), parameter_counts(&plain), "{name}: trainable and total parameters");
         let qlora = qlora.valid();
@@ -187,7 +221,7 @@ fn qlora_at_init_is_the_quantized_model() {
 fn qlora_adapters_merge_and_load_on_an_unquantized_base() {
     for name in FIXTURES {
         let lora = lora(name);
-        let qlora = lora.apply_quantized_to(load(name, &device()), 3, Nf4Options { double_quant: true }).unwrap();
+        let qlora = lora.apply_quantized_to(Quantized::plain(load(name, &device())), 3, Nf4Options { double_quant: true }).unwrap();
         let qlora = fill_params_matching(qlora, &mut AdapterInit { seed: 5, std: 0.05 }, |n| n.contains(".lora.")).unwrap();
         let ids = token_ids(&qlora, 2, 12);
         let want = logits(&qlora, ids.clone());

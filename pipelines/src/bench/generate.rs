@@ -42,7 +42,7 @@ pub struct Options {
 /// `preset`: the model shape (`gpt2` = 124M; a Llama-family preset such as `smollm2-135m`).
 pub fn run(spec: DeviceSpec, preset: &str, options: &Options) -> Result<Value> {
     let device = spec.resolve()?;
-    let model = options.weights.quantize.apply(super::preset_model_as(preset, &device, options.weights.dtype)?)?;
+    let model = options.weights.load(&crate::runs::ModelRef::resolve(&format!("random:{preset}")), &device, 0)?;
     // A shape with a shorter context (tiny) generates what fits after the prompt.
     let new_tokens = NEW_TOKENS.min(model.context_length().saturating_sub(PROMPT.len()));
     if options.batch > 1 {

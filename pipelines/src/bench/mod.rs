@@ -16,12 +16,7 @@ pub fn preset_config(preset: &str) -> anyhow::Result<gpt::GptConfig> {
 
 /// A seeded random model of a preset's shape, of any family (`gpt2`, `smollm2-135m`, `qwen3-0.6b` ...).
 pub fn preset_model(preset: &str, device: &gpt::burn::prelude::Device) -> anyhow::Result<gpt::models::LanguageModel> {
-    preset_model_as(preset, device, gpt::io::WeightDtype::F32)
-}
-
-/// [`preset_model`] with the weight matrices kept as `dtype` (`--dtype`).
-pub fn preset_model_as(preset: &str, device: &gpt::burn::prelude::Device, dtype: gpt::io::WeightDtype) -> anyhow::Result<gpt::models::LanguageModel> {
-    Ok(gpt::hf::load_language_model_as(&format!("random:{preset}"), device, 0, dtype)?)
+    Ok(gpt::hf::load_language_model(&format!("random:{preset}"), device, 0)?)
 }
 
 /// A result's `bench` name: `llmfs_{case}_gpt2_124m` for the default shape (the name the PyTorch

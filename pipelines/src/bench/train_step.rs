@@ -5,9 +5,10 @@
 //! and `llmfs finetune instruct` run each step). With dropout 0 attention runs Burn's fused kernel;
 //! with attention dropout it materialises the T×T weights. `--trains last-block|lora:R` compares
 //! partial and LoRA fine-tuning with full training; `--trains lora:R --quantize nf4` is QLoRA
-//! (the projections' frozen weights as NF4). Run each in its own process: `peak_rss_mib` is the
-//! process's (the f32 model built before it is quantized included), `steps_peak_rss_mib` that of
-//! the steps alone (freed memory given back and the peak reset once the model is built).
+//! (the projections' frozen weights as NF4, quantized one at a time as they are drawn). Run each
+//! in its own process: `peak_rss_mib` is the process's (building the model included),
+//! `steps_peak_rss_mib` that of the steps alone (freed memory given back and the peak reset once
+//! the model is built).
 
 use std::time::Instant;
 
@@ -16,7 +17,8 @@ use gpt::burn::optim::GradientsParams;
 use gpt::burn::prelude::*;
 use gpt::backend::DeviceSpec;
 use gpt::models::{CausalLm, LanguageModel};
-use gpt::quant::Nf4Options;
+use gpt::io::WeightDtype;
+use gpt::quant::{Nf4Options, QuantizeAtLoad, Quantized};
 use serde_json::{Value, json};
 
 use super::{median, peak_rss_mib, reset_peak_rss};
@@ -85,25 +87,38 @@ impl std::fmt::Display for Trains {
 }
 
 impl Trains {
-    /// `model` set up to train as `self` says; with `nf4` (QLoRA) the adapters' projections are
-    /// quantized, which only LoRA can train on.
-    fn apply(self, model: LanguageModel, nf4: Option<Nf4Options>) -> Result<LanguageModel> {
-        if let (Some(_), Self::All | Self::LastBlock) = (nf4, self) {
-            anyhow::bail!("--quantize needs --trains lora:R (QLoRA): quantized weights stay frozen, only LoRA adapters train on them");
+    /// The adapters of `lora:R` (alpha = R, every projection), `None` for the others.
+    fn lora(self) -> Result<Option<gpt::LoraConfig>> {
+        match self {
+            Self::Lora(rank) => Ok(Some(gpt::LoraConfig::new(rank, rank as f64, gpt::LoraTargets::default())?)),
+            Self::All | Self::LastBlock => Ok(None),
         }
-        Ok(match self {
-            Self::All => model,
+    }
+
+    /// What to quantize while the model is drawn: with `nf4` (QLoRA) the adapters' projections,
+    /// which only LoRA can train on.
+    fn quantize_at_load(self, nf4: Option<Nf4Options>) -> Result<Option<QuantizeAtLoad>> {
+        match (nf4, self.lora()?) {
+            (None, _) => Ok(None),
+            (Some(nf4), Some(lora)) => Ok(Some(lora.quantize_at_load(nf4))),
+            (Some(_), None) => anyhow::bail!("--quantize needs --trains lora:R (QLoRA): quantized weights stay frozen, only LoRA adapters train on them"),
+        }
+    }
+
+    /// `model` set up to train as `self` says (QLoRA's adapters where its projections were
+    /// quantized at load).
+    fn apply(self, model: Quantized<LanguageModel>, nf4: Option<Nf4Options>) -> Result<LanguageModel> {
+        Ok(match (self, self.lora()?) {
+            (_, Some(lora)) => match nf4 {
+                Some(nf4) => lora.apply_quantized_to(model, 0, nf4)?,
+                None => lora.apply_to(model.attach()?, 0)?,
+            },
+            (Self::All, None) => model.attach()?,
             // The last block and the final norm train; embeddings (and a Llama's untied head) do not.
-            Self::LastBlock => {
+            (_, None) => {
+                let model = model.attach()?;
                 let last = model.num_blocks() - 1;
                 model.set_trainable(last, false, true)
-            }
-            Self::Lora(rank) => {
-                let lora = gpt::LoraConfig::new(rank, rank as f64, gpt::LoraTargets::default())?;
-                match nf4 {
-                    Some(nf4) => lora.apply_quantized_to(model, 0, nf4)?,
-                    None => lora.apply_to(model, 0)?,
-                }
             }
         })
     }
@@ -116,13 +131,14 @@ pub fn run(spec: DeviceSpec, preset: &str, options: &Options) -> Result<Value> {
     let device = spec.resolve()?.autodiff();
     let products = precision.apply(&device)?;
     device.seed(0);
-    let base = super::preset_model(preset, &device)?;
-    let dropout = dropout.unwrap_or(if base.as_gpt2().is_some() { 0.1 } else { 0.0 });
-    let base = base.with_dropout(dropout);
+    let at_load = trains.quantize_at_load(nf4)?;
+    let base = gpt::hf::load_language_model_quantized(&format!("random:{preset}"), &device, 0, WeightDtype::F32, at_load.as_ref())?;
+    let dropout = dropout.unwrap_or(if base.model().as_gpt2().is_some() { 0.1 } else { 0.0 });
+    let base = base.map(|model| model.with_dropout(dropout));
     // A shape with a shorter context (tiny) trains on windows as long as it has.
-    let (seq_len, vocab) = (seq_len.min(base.context_length()), base.vocab_size());
+    let (seq_len, vocab) = (seq_len.min(base.model().context_length()), base.model().vocab_size());
     let lm = trains.apply(base, nf4)?;
-    // What the steps hold (the model as it trains), without the f32 weights quantization freed.
+    // What the steps hold (the model as it trains), without what building it freed.
     let load_peak = reset_peak_rss();
     // The same tokens and dropout masks whatever trains: the first loss is then the same for
     // every --trains (fresh adapters change nothing).

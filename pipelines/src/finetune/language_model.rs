@@ -11,6 +11,8 @@ use gpt::burn::prelude::*;
 use gpt::generate::{GenerateConfig, generate};
 use gpt::models::{CausalLm, LanguageModel};
 use gpt::Tokenizer;
+use gpt::io::WeightDtype;
+use super::LoraFinetune;
 use crate::runs::ModelRef;
 use serde::Serialize;
 use serde_json::json;
@@ -62,14 +64,16 @@ pub struct LanguageModelReport {
 pub fn load_for_training(job: &LanguageModelJob) -> Result<LanguageModel> {
     let device = job.device.clone().autodiff();
     device.seed(job.train.seed);
-    let model = ModelRef::resolve(&job.model).load_language_model(&device, job.train.seed)?;
-    let model = match job.dropout {
+    let quantize = job.lora.as_ref().and_then(LoraFinetune::quantize_at_load);
+    let model = ModelRef::resolve(&job.model).load_language_model_quantized(&device, job.train.seed, WeightDtype::F32, quantize.as_ref())?;
+    let model = model.map(|model| match job.dropout {
         Some(p) => model.with_dropout(p),
         None => model,
-    };
+    });
     Ok(match &job.lora {
         Some(lora) => lora.apply(model, job.train.seed)?,
         None => {
+            let model = model.attach()?;
             super::ensure_full_weights(&model, &job.model)?;
             model
         }

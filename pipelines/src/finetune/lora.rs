@@ -4,7 +4,7 @@
 
 use gpt::LoraConfig;
 use gpt::models::{Classifier, LanguageModel};
-use gpt::quant::Nf4Options;
+use gpt::quant::{Nf4Options, QuantizeAtLoad, Quantized};
 use serde_json::json;
 
 #[derive(Debug, Clone)]
@@ -23,20 +23,34 @@ impl LoraFinetune {
         Ok(Self { config: self.config.for_model(model)?, ..self.clone() })
     }
 
-    /// `model` with its adapters attached (seeded by `seed`), on a quantized base with QLoRA.
-    pub fn apply(&self, model: LanguageModel, seed: u64) -> gpt::Result<LanguageModel> {
-        match self.quantize {
+    /// What to quantize while the model loads: QLoRA's targets as NF4 (`None` without
+    /// `--quantize`), so that the f32 model is never held whole.
+    pub fn quantize_at_load(&self) -> Option<QuantizeAtLoad> {
+        self.quantize.map(|nf4| self.config.quantize_at_load(nf4))
+    }
+
+    /// `model` (as loaded with [`Self::quantize_at_load`]) with its adapters attached (seeded by
+    /// `seed`): on a quantized base with QLoRA, which a bitsandbytes checkpoint's stored NF4
+    /// weights also make.
+    pub fn apply(&self, model: Quantized<LanguageModel>, seed: u64) -> gpt::Result<LanguageModel> {
+        match self.base(&model) {
             Some(nf4) => Ok(released(self.config.apply_quantized_to(model, seed, nf4)?)),
-            None => self.config.apply_to(model, seed),
+            None => self.config.apply_to(model.attach()?, seed),
         }
     }
 
     /// [`Self::apply`] for a classifier (its head trains, unquantized).
-    pub fn apply_to_classifier(&self, classifier: Classifier, seed: u64) -> gpt::Result<Classifier> {
-        match self.quantize {
+    pub fn apply_to_classifier(&self, classifier: Quantized<Classifier>, seed: u64) -> gpt::Result<Classifier> {
+        match self.base(&classifier) {
             Some(nf4) => Ok(released(self.config.apply_quantized_to_classifier(classifier, seed, nf4)?)),
-            None => self.config.apply_to_classifier(classifier, seed),
+            None => self.config.apply_to_classifier(classifier.attach()?, seed),
         }
+    }
+
+    /// The NF4 settings of QLoRA's base: `--quantize`'s, or bitsandbytes' as stored; `None` for
+    /// plain LoRA.
+    fn base<M: gpt::burn::module::Module>(&self, model: &Quantized<M>) -> Option<Nf4Options> {
+        self.quantize.or(model.is_quantized().then(Nf4Options::default))
     }
 
     /// What run.json records (`quantize`: `null`, `"nf4"` or `"nf4-double"`).

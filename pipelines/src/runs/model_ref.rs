@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use gpt::io::WeightDtype;
 use gpt::models::LanguageModel;
+use gpt::quant::{QuantizeAtLoad, Quantized};
 use gpt::{Classifier, Gpt, Tokenizer};
 use gpt::burn::prelude::Device;
 
@@ -95,6 +96,12 @@ impl ModelRef {
     /// [`Self::load_language_model`] with the weight matrices kept as `dtype` (`--dtype`).
     pub fn load_language_model_as(&self, device: &Device, seed: u64, dtype: WeightDtype) -> Result<LanguageModel> {
         Ok(gpt::hf::load_language_model_as(&self.spec()?, device, seed, dtype)?)
+    }
+
+    /// [`Self::load_language_model_as`] with the weights `quantize` targets quantized while
+    /// loading, for the caller to attach (see [`gpt::quant::Quantized`]).
+    pub fn load_language_model_quantized(&self, device: &Device, seed: u64, dtype: WeightDtype, quantize: Option<&QuantizeAtLoad>) -> Result<Quantized<LanguageModel>> {
+        Ok(gpt::hf::load_language_model_quantized(&self.spec()?, device, seed, dtype, quantize)?)
     }
 
     /// The model's tokenizer (GPT-2's BPE, or the directory's `tokenizer.json`).

@@ -6,7 +6,7 @@ use anyhow::{Result, bail};
 use gpt::burn::prelude::Device;
 use gpt::io::WeightDtype;
 use gpt::models::LanguageModel;
-use gpt::quant::{Nf4Options, Quantization};
+use gpt::quant::{Nf4Options, QuantizeAtLoad, Quantization};
 use serde_json::{Value, json};
 
 use super::ModelRef;
@@ -59,14 +59,10 @@ impl QuantizeArgs {
         }
     }
 
-    /// `model` with its block projections quantized (unchanged without `--quantize`): each
-    /// one's f32 or bf16 copy is freed as it is quantized.
-    pub fn apply(&self, model: LanguageModel) -> Result<LanguageModel> {
-        let Some(scheme) = self.scheme()? else { return Ok(model) };
-        if gpt::quant::is_quantized(&model) {
-            bail!("the model's weights are stored quantized already (a bitsandbytes 4-bit checkpoint): drop --quantize");
-        }
-        Ok(gpt::lora::quantize_model_as(model, scheme)?)
+    /// What to quantize while loading for inference: every block projection, in the scheme
+    /// (`None` without `--quantize`).
+    pub fn at_load(&self) -> Result<Option<QuantizeAtLoad>> {
+        Ok(self.scheme()?.map(gpt::lora::every_projection))
     }
 
     /// What run.json and the benchmarks' JSON record: `null`, `"nf4"`, `"nf4-double"` or
@@ -102,9 +98,11 @@ pub struct WeightArgs {
 }
 
 impl WeightArgs {
-    /// Loads `model` with its matrices as `--dtype`, then applies `--quantize`.
+    /// Loads `model` with its matrices as `--dtype` and its block projections quantized as
+    /// `--quantize` says while they are read (the f32 model is never held whole). A bitsandbytes
+    /// checkpoint's weights are NF4 as stored: `--quantize nf4` adds nothing, `int8` is an error.
     pub fn load(&self, model: &ModelRef, device: &Device, seed: u64) -> Result<LanguageModel> {
-        self.quantize.scheme()?; // a flag error before the load
-        self.quantize.apply(model.load_language_model_as(device, seed, self.dtype)?)
+        let quantize = self.quantize.at_load()?;
+        Ok(model.load_language_model_quantized(device, seed, self.dtype, quantize.as_ref())?.attach()?)
     }
 }

@@ -12,7 +12,9 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use gpt::burn::prelude::*;
 use gpt::models::CausalLm;
+use gpt::io::WeightDtype;
 use gpt::{Classifier, Tokenizer, Trainable};
+use super::LoraFinetune;
 use serde::Serialize;
 use serde_json::json;
 
@@ -166,10 +168,11 @@ pub fn finetune_classifier(job: &ClassifierFinetune) -> Result<ClassifierReport>
 fn classifier_and_data(job: &ClassifierFinetune, device: &Device) -> Result<(Classifier, Splits<SpamDataset>, String)> {
     let (labels, splits) = job.data.load()?;
     let model_ref = ModelRef::resolve(&job.model);
-    let model = model_ref.load_language_model(device, job.train.seed)?.with_dropout(job.dropout);
+    let quantize = job.lora.as_ref().and_then(LoraFinetune::quantize_at_load);
+    let model = model_ref.load_language_model_quantized(device, job.train.seed, WeightDtype::F32, quantize.as_ref())?.map(|m| m.with_dropout(job.dropout));
     let tokenizer: Tokenizer = model_ref.tokenizer()?;
-    let data = Splits::<SpamDataset>::tokenize(&splits, job.max_length, model.context_length(), &tokenizer)?;
-    let classifier = Classifier::new(model, labels, tokenizer.pad_id(), job.train.seed)?;
+    let data = Splits::<SpamDataset>::tokenize(&splits, job.max_length, model.model().context_length(), &tokenizer)?;
+    let classifier = model.try_map(|model| Classifier::new(model, labels, tokenizer.pad_id(), job.train.seed))?;
     Ok(match &job.lora {
         Some(lora) => {
             let adapted = lora.apply_to_classifier(classifier, job.train.seed)?;
@@ -177,6 +180,7 @@ fn classifier_and_data(job: &ClassifierFinetune, device: &Device) -> Result<(Cla
             (adapted, data, format!("{summary} + head"))
         }
         None => {
+            let classifier = classifier.attach()?;
             super::ensure_full_weights(&classifier.model, &job.model)?;
             (classifier.set_trainable(job.trainable), data, job.trainable.to_string())
         }
