@@ -15,7 +15,7 @@ use std::sync::Arc;
 use burn::module::{Module, ModuleMapper, Param, ParamGroup, ParamId, Reparameterization, Reparameterizer};
 use burn::prelude::*;
 
-use super::reparam::{Int8Base, Int8Weight, Nf4Base, Nf4Weight, QloraAdapter};
+use super::reparam::{FrozenBase, Int8Weight, Nf4Weight, QloraAdapter};
 use super::{Int8Matrix, Nf4Matrix, Quantization};
 use crate::error::{GptError, Result};
 use crate::io::params::{TensorSource, fill_params, param_ids_by_name};
@@ -245,7 +245,7 @@ trait FromFrozen: Reparameterization + Sized {
 impl FromFrozen for Nf4Weight {
     fn from_frozen(matrix: FrozenMatrix) -> std::result::Result<Self, FrozenMatrix> {
         match matrix {
-            FrozenMatrix::Nf4(matrix) => Ok(Nf4Weight { base: Nf4Base(matrix) }),
+            FrozenMatrix::Nf4(matrix) => Ok(Nf4Weight { base: FrozenBase(matrix) }),
             other => Err(other),
         }
     }
@@ -254,7 +254,7 @@ impl FromFrozen for Nf4Weight {
 impl FromFrozen for Int8Weight {
     fn from_frozen(matrix: FrozenMatrix) -> std::result::Result<Self, FrozenMatrix> {
         match matrix {
-            FrozenMatrix::Int8(matrix) => Ok(Int8Weight { base: Int8Base(matrix) }),
+            FrozenMatrix::Int8(matrix) => Ok(Int8Weight { base: FrozenBase(matrix) }),
             other => Err(other),
         }
     }
@@ -320,6 +320,6 @@ impl Reparameterizer for Adapters<'_> {
         let (d_in, d_out) = (matrix.cols(), matrix.rows());
         let a = Param::from_tensor(Tensor::zeros([d_in, self.rank], &device));
         let b = Param::from_tensor(Tensor::zeros([self.rank, d_out], &device));
-        (param, Some(QloraAdapter { a, b, scale: self.scale, base: Nf4Base(matrix) }))
+        (param, Some(QloraAdapter { a, b, scale: self.scale, base: FrozenBase(matrix) }))
     }
 }

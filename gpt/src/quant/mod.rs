@@ -22,6 +22,6 @@ pub use at_load::{FrozenMatrix, QuantizeAtLoad, QuantizeOnRead, Quantized, fill_
 pub use int8::Int8Matrix;
 pub use nf4::{Absmax, BLOCK, DOUBLE_BLOCK, DoubleAbsmax, NF4_CODE, Nf4Matrix};
 pub use reparam::{
-    Int8Base, Int8Weight, Nf4Base, Nf4Options, Nf4Weight, QloraAdapter, Quantization, ensure_not_quantized, is_quantized, nf4_matrix, quantize_as, quantize_with,
+    FrozenBase, FrozenFormat, Int8Base, Int8Weight, Nf4Base, Nf4Options, Nf4Weight, QloraAdapter, Quantization, ensure_not_quantized, is_quantized, nf4_matrix, quantize_as, quantize_with,
     quantize_with_adapters,
 };

@@ -36,16 +36,69 @@ pub struct Nf4Options {
     pub double_quant: bool,
 }
 
-/// An NF4 matrix held by a module (shared, never copied: clones of the model and the autodiff
-/// graph point at the same bytes). Not a parameter: nothing trains it, records skip it.
+/// A quantized matrix format a module can hold: its shape (HF's `[out, in]`) and its values
+/// dequantized, row-major.
+pub trait FrozenFormat: std::fmt::Debug + Send + Sync + 'static {
+    /// For the module's display (`Nf4Matrix [rows, cols]`).
+    const NAME: &'static str;
+    fn rows(&self) -> usize;
+    fn cols(&self) -> usize;
+    fn dequantize(&self) -> Vec<f32>;
+}
+
+impl FrozenFormat for Nf4Matrix {
+    const NAME: &'static str = "Nf4Matrix";
+
+    fn rows(&self) -> usize {
+        Nf4Matrix::rows(self)
+    }
+
+    fn cols(&self) -> usize {
+        Nf4Matrix::cols(self)
+    }
+
+    fn dequantize(&self) -> Vec<f32> {
+        Nf4Matrix::dequantize(self)
+    }
+}
+
+impl FrozenFormat for Int8Matrix {
+    const NAME: &'static str = "Int8Matrix";
+
+    fn rows(&self) -> usize {
+        Int8Matrix::rows(self)
+    }
+
+    fn cols(&self) -> usize {
+        Int8Matrix::cols(self)
+    }
+
+    fn dequantize(&self) -> Vec<f32> {
+        Int8Matrix::dequantize(self)
+    }
+}
+
+/// A quantized matrix held by a module (shared, never copied: clones of the model and the
+/// autodiff graph point at the same bytes). Not a parameter: nothing trains it, records skip it.
 ///
 /// A visitor cannot see a reparameterization's non-parameter fields and the stored base is an
 /// empty placeholder, so `visit` enters an empty module named after the quantized shape: that
 /// is how [`crate::io::parameter_counts`] counts quantized weights as frozen parameters.
-#[derive(Debug, Clone)]
-pub struct Nf4Base(pub Arc<Nf4Matrix>);
+#[derive(Debug)]
+pub struct FrozenBase<F>(pub Arc<F>);
 
-impl Nf4Base {
+/// An NF4 matrix in a module.
+pub type Nf4Base = FrozenBase<Nf4Matrix>;
+/// An int8 matrix in a module.
+pub type Int8Base = FrozenBase<Int8Matrix>;
+
+impl<F> Clone for FrozenBase<F> {
+    fn clone(&self) -> Self {
+        Self(Arc::clone(&self.0))
+    }
+}
+
+impl<F: FrozenFormat> FrozenBase<F> {
     /// The dequantized weight in Burn's `[in, out]` layout, on `device`.
     pub fn dequantized(&self, device: &Device) -> Tensor<2> {
         let w = &self.0;
@@ -54,7 +107,7 @@ impl Nf4Base {
     }
 }
 
-impl Module for Nf4Base {
+impl<F: FrozenFormat> Module for FrozenBase<F> {
     fn visit<V: ModuleVisitor>(&self, visitor: &mut V) {
         visit_frozen_matrix(visitor, self.0.rows(), self.0.cols());
     }
@@ -88,13 +141,13 @@ impl Module for Nf4Base {
     }
 }
 
-impl ModuleDisplayDefault for Nf4Base {
+impl<F: FrozenFormat> ModuleDisplayDefault for FrozenBase<F> {
     fn content(&self, content: Content) -> Option<Content> {
-        content.add_formatted(&format!("Nf4Matrix [{}, {}]", self.0.rows(), self.0.cols())).optional()
+        content.add_formatted(&format!("{} [{}, {}]", F::NAME, self.0.rows(), self.0.cols())).optional()
     }
 }
 
-impl ModuleDisplay for Nf4Base {}
+impl<F: FrozenFormat> ModuleDisplay for FrozenBase<F> {}
 
 /// A Linear weight replaced by its NF4 quantization (inference).
 #[derive(Module, Debug)]
@@ -110,62 +163,6 @@ impl Reparameterization for Nf4Weight {
         self.base.dequantized(&placeholder.device()).reshape(Shape::from(vec![w.cols(), w.rows()]))
     }
 }
-
-/// An int8 matrix held by a module, as [`Nf4Base`] holds an NF4 one (shared, not a parameter;
-/// visitors see an empty `FROZEN_MATRIX` module named `"{out}x{in}"`).
-#[derive(Debug, Clone)]
-pub struct Int8Base(pub Arc<Int8Matrix>);
-
-impl Int8Base {
-    /// The dequantized weight in Burn's `[in, out]` layout, on `device`.
-    pub fn dequantized(&self, device: &Device) -> Tensor<2> {
-        let w = &self.0;
-        let values = transpose(&w.dequantize(), w.rows(), w.cols());
-        Tensor::from_data(TensorData::new(values, [w.cols(), w.rows()]), device)
-    }
-}
-
-impl Module for Int8Base {
-    fn visit<V: ModuleVisitor>(&self, visitor: &mut V) {
-        visit_frozen_matrix(visitor, self.0.rows(), self.0.cols());
-    }
-
-    fn map<M: ModuleMapper>(self, _mapper: &mut M) -> Self {
-        self
-    }
-
-    fn to_device(self, _device: &Device) -> Self {
-        self
-    }
-
-    fn fork(self, _device: &Device) -> Self {
-        self
-    }
-
-    fn collect_devices(&self, devices: Devices) -> Devices {
-        devices
-    }
-
-    fn materialize(self) -> Self {
-        self
-    }
-
-    fn valid(&self) -> Self {
-        self.clone()
-    }
-
-    fn train(self) -> Self {
-        self
-    }
-}
-
-impl ModuleDisplayDefault for Int8Base {
-    fn content(&self, content: Content) -> Option<Content> {
-        content.add_formatted(&format!("Int8Matrix [{}, {}]", self.0.rows(), self.0.cols())).optional()
-    }
-}
-
-impl ModuleDisplay for Int8Base {}
 
 /// A Linear weight replaced by its int8 quantization (`--quantize int8`, inference).
 #[derive(Module, Debug)]
