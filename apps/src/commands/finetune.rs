@@ -460,6 +460,9 @@ fn run_classifier(model: String, run_dir: std::path::PathBuf, data: ClassifierDa
         device,
     };
     let report = args.train.tracking.around(&job.run_dir, args.train.resume, || finetune_classifier(&job))?;
+    if pipelines::distributed::current().rank() != 0 {
+        return Ok(()); // rank 0 reports
+    }
     eprintln!(
         "accuracy: train {:.2}%, validation {:.2}%, test {:.2}% (macro-F1 {:.4}) after {} steps in {:.1}s; model in {}",
         100.0 * report.train_accuracy,

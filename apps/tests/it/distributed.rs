@@ -228,6 +228,62 @@ fn two_ranks_fine_tune_as_one_process_accumulating_their_batches() {
     assert!(worst <= 1e-4, "weights differ by up to {worst}");
 }
 
+/// `finetune spam` (the last block and the head train on the frozen blocks' cached output) on
+/// two ranks with micro-batches of 4 trains as one process accumulating two of them: the same
+/// step losses, weights and final scores (each rank scores its share of every split and the
+/// ranks add up their confusion matrices); rank 0 alone writes, with the world size in run.json.
+#[test]
+fn two_ranks_fine_tune_a_classifier_as_one_process_accumulating_their_batches() {
+    if !have_mpirun() {
+        return;
+    }
+    let home = tempfile::tempdir().unwrap();
+    let data = home.path().join("spam");
+    pipelines::data::spam::prepare_spam(fixtures().join("data/sms_spam_collection.zip").to_str().unwrap(), &data, 123).unwrap();
+    let (single, ddp) = (home.path().join("single"), home.path().join("ddp"));
+    let finetune = |ranks: usize, run_dir: &Path, extra: &[&str]| {
+        let mut cmd = llmfs_on(home.path(), ranks);
+        cmd.args(["finetune", "spam", "--epochs", "1", "--batch-size", "4", "--max-length", "24", "--lr", "1e-3", "--eval-every", "100"])
+            .args(["--plain", "--json", "--device", "cpu", "--threads", "1", "--model"])
+            .arg(tiny_model_dir())
+            .arg("--data")
+            .arg(&data)
+            .arg("--run-dir")
+            .arg(run_dir)
+            .args(extra);
+        run(&mut cmd)
+    };
+    let one = finetune(1, &single, &["--grad-accumulation", "2"]);
+    assert!(one.status.success(), "{}", stderr(&one));
+    let two = finetune(2, &ddp, &[]);
+    assert!(two.status.success(), "{}", stderr(&two));
+    assert_eq!(stdout(&two).lines().count(), 1, "rank 0 alone reports: {}", stdout(&two));
+    let (one, two) = (last_json(&one), last_json(&two));
+    for key in ["steps", "test_accuracy", "validation_accuracy", "train_accuracy"] {
+        assert_eq!(one[key], two[key], "{key}");
+    }
+
+    // The steps' events (the final scores are events too).
+    let steps = |run_dir: &Path| events(run_dir, "train").into_iter().filter(|e| e["final"] != true).collect::<Vec<_>>();
+    let (a, b) = (steps(&single), steps(&ddp));
+    assert!(b.len() >= 10 && a.len() == 2 * b.len(), "{} micro-batches in one process, {} steps on two ranks", a.len(), b.len());
+    for (pair, y) in a.chunks(2).zip(&b) {
+        let x = (pair[0]["loss"].as_f64().unwrap() + pair[1]["loss"].as_f64().unwrap()) / 2.0;
+        let y = y["loss"].as_f64().unwrap();
+        assert!((x - y).abs() <= 1e-5 * x.abs(), "step loss {y} on 2 ranks vs {x} accumulated in one process");
+    }
+    let worst = largest_weight_difference(&single, &ddp);
+    eprintln!("largest classifier weight difference after {} steps: {worst:e}", b.len());
+    assert!(worst <= 1e-4, "weights differ by up to {worst}");
+    let scores = |run_dir: &Path| -> Value { serde_json::from_slice(&std::fs::read(run_dir.join("eval/metrics.json")).unwrap()).unwrap() };
+    for split in ["train", "validation", "test"] {
+        let (x, y) = (&scores(&single)[split], &scores(&ddp)[split]);
+        assert_eq!((&x["n"], &x["confusion"]), (&y["n"], &y["confusion"]), "{split}: every example scored once, the same predictions");
+    }
+    let run_json: Value = serde_json::from_slice(&std::fs::read(ddp.join("run.json")).unwrap()).unwrap();
+    assert_eq!(run_json["config"]["world_size"], 2);
+}
+
 /// `--precision f16-mixed` on two ranks, the loss of step 3 infinite on the last rank only: the
 /// inf reaches both ranks through the all-reduce, so both skip the step and halve the loss scale
 /// (rank 0, whose own gradients were finite, included), as one process with the inf in its batch

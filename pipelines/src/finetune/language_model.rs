@@ -99,7 +99,7 @@ pub fn train_language_model(
     let run = if leader { RunDir::open(&job.run_dir, job.resume)? } else { RunDir::joined(&job.run_dir) };
     if leader {
         prepare_run(run.root())?;
-        check_world_size(&run, job.resume, world.world_size())?;
+        super::check_world_size(&run, job.resume, world.world_size())?;
     }
     let (trainable_parameters, parameters) = gpt::io::parameter_counts(&model);
     // `attn`, `mlp`, `all` name both families' projections: record the model's.
@@ -171,20 +171,6 @@ pub fn train_language_model(
     std::fs::create_dir_all(run.eval()).with_context(|| format!("creating {}", run.eval().display()))?;
     gpt::io::write_atomic(&run.eval().join("validation.json"), serde_json::to_string_pretty(&report)?.as_bytes())?;
     Ok(report)
-}
-
-/// A run resumes with the world size it started with: every rank's share of a global batch, and
-/// so the data order, depends on it.
-fn check_world_size(run: &RunDir, resume: bool, world_size: usize) -> Result<()> {
-    if !resume {
-        return Ok(());
-    }
-    let started_with = run.read_run_json()?["config"]["world_size"].as_u64().unwrap_or(1) as usize;
-    anyhow::ensure!(
-        started_with == world_size,
-        "--resume: the run started on {started_with} rank(s) and resumes on {world_size}: resume it with `mpirun -np {started_with}` (its data order depends on the world size)"
-    );
-    Ok(())
 }
 
 /// Saves the trained model in the HF layout under `RUN_DIR/model` (with the base's tokenizer

@@ -21,6 +21,20 @@ fn ensure_full_weights(model: &gpt::models::LanguageModel, name: &str) -> anyhow
     Ok(())
 }
 
+/// A run resumes with the world size it started with: every rank's share of a global batch, and
+/// so the data order, depends on it.
+fn check_world_size(run: &crate::runs::RunDir, resume: bool, world_size: usize) -> anyhow::Result<()> {
+    if !resume {
+        return Ok(());
+    }
+    let started_with = run.read_run_json()?["config"]["world_size"].as_u64().unwrap_or(1) as usize;
+    anyhow::ensure!(
+        started_with == world_size,
+        "--resume: the run started on {started_with} rank(s) and resumes on {world_size}: resume it with `mpirun -np {started_with}` (its data order depends on the world size)"
+    );
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use gpt::burn::prelude::Device;

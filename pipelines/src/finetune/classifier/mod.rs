@@ -19,6 +19,7 @@ use serde::Serialize;
 use serde_json::json;
 
 use crate::data::spam::{LABEL_NAMES, Message, SpamDataset, Splits, read_splits};
+use crate::distributed::Collective;
 use crate::eval::metrics::ClassificationMetrics;
 use crate::plots::plot_run;
 use crate::runs::{MetricEvent, MetricsLog, ModelRef, RunDir};
@@ -99,34 +100,41 @@ pub struct ClassifierReport {
 /// Fine-tunes, evaluates every split, saves the classifier to `RUN_DIR/model` and draws the plots.
 pub fn finetune_classifier(job: &ClassifierFinetune) -> Result<ClassifierReport> {
     let started = std::time::Instant::now();
-    anyhow::ensure!(
-        crate::distributed::current().world_size() == 1,
-        "classifier fine-tuning runs in one process (data-parallel training covers pretrain and finetune instruct so far)"
-    );
-    let run = RunDir::open(&job.run_dir, job.resume)?;
+    // Data-parallel (`mpirun -np N`): rank 0 opens and writes the run directory; every rank
+    // trains on its share of each global batch and scores its share of each split.
+    let world = crate::distributed::current();
+    let leader = world.rank() == 0;
+    let run = if leader { RunDir::open(&job.run_dir, job.resume)? } else { RunDir::joined(&job.run_dir) };
+    if leader {
+        super::check_world_size(&run, job.resume, world.world_size())?;
+    }
     let device = job.device.clone().autodiff();
     device.seed(job.train.seed);
     let (classifier, data, what_trains) = classifier_and_data(job, &device)?;
     // `attn`, `mlp`, `all` name both families' projections: record the model's.
     let lora = job.lora.as_ref().map(|lora| lora.for_model(&classifier.model)).transpose()?;
     let (trainable_parameters, total_parameters) = classifier.parameter_counts();
-    eprintln!(
+    if leader {
+        eprintln!(
         "{}: {} train / {} validation / {} test texts of {} tokens; {trainable_parameters} of {total_parameters} parameters train ({what_trains})",
         job.model,
         data.train.len(),
         data.validation.len(),
         data.test.len(),
         data.train.length,
-    );
+        );
+    }
+    // Every rank caches the frozen prefix of every example: the trainer picks its share.
     let first_block = frozen_blocks(job, classifier.model.num_blocks());
     let use_cache = job.prefix_cache && first_block > 0;
     let sources = batches::split_sources(&classifier, &data, if use_cache { first_block } else { 0 }, job.train.batch_size)?;
-    if !job.resume {
+    if !job.resume && leader {
         run.write_run_json(json!({
             "task": "classification", "data": job.data.describe(), "model": job.model, "architecture": classifier.model.architecture(), "labels": classifier.labels(),
             "trainable": what_trains, "lora": lora.as_ref().map(|l| l.describe()), "pad_token": classifier.pad_token(), "max_length": data.train.length, "dropout": job.dropout,
             "prefix_cache": use_cache, "train": job.train, "device": format!("{:?}", job.device),
             "examples": { "train": data.train.len(), "validation": data.validation.len(), "test": data.test.len() },
+            "world_size": world.world_size(),
         }))?;
     }
     let model = ClassifierTraining { classifier, first_block, grad_clip: job.train.optim.grad_clip };
@@ -136,14 +144,10 @@ pub fn finetune_classifier(job: &ClassifierFinetune) -> Result<ClassifierReport>
     }
 
     let model = outcome.model.valid();
-    let [train, validation, test] = evaluate_splits(&model, &sources, job, &run, outcome.steps)?;
+    let [train, validation, test] = evaluate_splits(&model, &sources, job, &run, outcome.steps, world.as_ref())?;
     let mut classifier = model.classifier;
     classifier.set_max_length(data.train.length);
-    let model_dir = save_classifier(classifier, job, lora.as_ref(), &run)?;
-    if let Err(e) = plot_run(run.root()) {
-        eprintln!("warning: could not draw the plots: {e:#}");
-    }
-    let report = ClassifierReport {
+    let report = |model_dir: PathBuf| ClassifierReport {
         train_accuracy: train.metrics.accuracy,
         validation_accuracy: validation.metrics.accuracy,
         test_accuracy: test.metrics.accuracy,
@@ -158,6 +162,15 @@ pub fn finetune_classifier(job: &ClassifierFinetune) -> Result<ClassifierReport>
         seconds: started.elapsed().as_secs_f64(),
         model_dir,
     };
+    if !leader {
+        // Every rank holds the same classifier: rank 0 saves it.
+        return Ok(report(run.model()));
+    }
+    let model_dir = save_classifier(classifier, job, lora.as_ref(), &run)?;
+    if let Err(e) = plot_run(run.root()) {
+        eprintln!("warning: could not draw the plots: {e:#}");
+    }
+    let report = report(model_dir);
     std::fs::create_dir_all(run.eval()).with_context(|| format!("creating {}", run.eval().display()))?;
     gpt::io::write_atomic(&run.eval().join("accuracy.json"), serde_json::to_string_pretty(&report)?.as_bytes())?;
     Ok(report)
@@ -234,11 +247,15 @@ fn evaluate_splits(
     job: &ClassifierFinetune,
     run: &RunDir,
     steps: usize,
+    world: &dyn Collective,
 ) -> Result<[SplitScore; 3]> {
     let plain = job.device.clone();
     let labels = model.classifier.labels();
-    let score = |source: &dyn BatchSource<ClassificationBatch>| evaluate(model, labels, source, job.train.batch_size, &plain);
+    let score = |source: &dyn BatchSource<ClassificationBatch>| evaluate(model, labels, source, job.train.batch_size, &plain, world);
     let scores = [score(sources.train.as_ref())?, score(sources.validation.as_ref())?, score(sources.test.as_ref())?];
+    if world.rank() != 0 {
+        return Ok(scores);
+    }
     let mut log = MetricsLog::open(&run.metrics(), None)?;
     for (split, score) in ["train", "val", "test"].into_iter().zip(&scores) {
         let mut event = MetricEvent::new(steps, job.train.epochs, split).with("full", true).with("final", true).with("macro_f1", score.metrics.macro_f1);
@@ -252,19 +269,33 @@ fn evaluate_splits(
     Ok(scores)
 }
 
-/// Mean loss and scores of `model` on a whole split.
-fn evaluate(model: &ClassifierTraining, labels: &[String], source: &dyn BatchSource<ClassificationBatch>, batch_size: usize, device: &Device) -> Result<SplitScore> {
+/// Mean loss and scores of `model` on a whole split: each rank scores every `ranks`-th batch
+/// and the ranks add up their losses and confusion matrices.
+fn evaluate(
+    model: &ClassifierTraining,
+    labels: &[String],
+    source: &dyn BatchSource<ClassificationBatch>,
+    batch_size: usize,
+    device: &Device,
+    world: &dyn Collective,
+) -> Result<SplitScore> {
+    let (rank, ranks, n) = (world.rank(), world.world_size(), labels.len());
     let indices: Vec<usize> = (0..source.len()).collect();
-    let (mut loss, mut batches, mut pairs) = (0.0, 0, Vec::with_capacity(source.len()));
-    for chunk in indices.chunks(batch_size) {
+    // [loss sum, batches, confusion matrix row by row (truth, predicted)]
+    let mut sums = vec![0.0f64; 2 + n * n];
+    for chunk in indices.chunks(batch_size).enumerate().filter(|(i, _)| i % ranks == rank).map(|(_, chunk)| chunk) {
         let out = model.forward_batch(source.batch(chunk, device));
-        loss += out.loss();
-        batches += 1;
+        sums[0] += out.loss();
+        sums[1] += 1.0;
         let read = |t: Tensor<1, Int>| t.into_data().try_into_vec_as::<i64>().map_err(|e| anyhow::anyhow!("reading the predictions: {e:?}"));
         let (truth, predicted) = (read(out.targets.clone())?, read(out.output.clone().argmax(1).squeeze_dim::<1>(1))?);
-        pairs.extend(truth.into_iter().zip(predicted).map(|(t, p)| (t as usize, p as usize)));
+        for (t, p) in truth.into_iter().zip(predicted) {
+            sums[2 + t as usize * n + p as usize] += 1.0;
+        }
     }
-    Ok(SplitScore { loss: loss / batches.max(1) as f64, metrics: ClassificationMetrics::from_pairs(labels, pairs) })
+    world.all_reduce_sum(&mut sums)?;
+    let confusion = sums[2..].chunks(n).map(|row| row.iter().map(|&c| c as usize).collect()).collect();
+    Ok(SplitScore { loss: sums[0] / sums[1].max(1.0), metrics: ClassificationMetrics::from_confusion(labels, confusion) })
 }
 
 /// Saves the trained classifier: in the HF layout under `RUN_DIR/model` (with the base's
