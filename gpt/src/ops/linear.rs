@@ -62,7 +62,7 @@ fn quantized(weight: &Param<Tensor<2>>, x: &Tensor<2>, bias: Option<Tensor<1>>) 
 }
 
 /// `x·W + b` (`x`: `[N, d_in]`): the fused product on the CPU, Burn's ops elsewhere.
-fn dense(x: Tensor<2>, weight: Tensor<2>, bias: Option<Tensor<1>>) -> Tensor<2> {
+pub(crate) fn dense(x: Tensor<2>, weight: Tensor<2>, bias: Option<Tensor<1>>) -> Tensor<2> {
     kernels::linear(&x, &weight, bias.as_ref()).unwrap_or_else(|| {
         let y = matmul_weight(x, weight);
         match bias {

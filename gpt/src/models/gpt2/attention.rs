@@ -28,8 +28,10 @@ impl CausalSelfAttention {
         let [b, t, c] = x.dims();
         let (h, hd) = (self.n_head, c / self.n_head);
         let qkv = ops::linear(&self.c_attn, x);
-        // Training on the CPU (no cache, no padding mask): one fused op from qkv to the merged heads.
-        if cache.is_none() && mask.is_none() && qkv.device().is_autodiff() {
+        // On the CPU without cache or padding mask (training, a frozen prefix, a forward pass): one
+        // fused op from qkv to the merged heads. Burn's attention would split the heads into copies
+        // and compute the whole T×T square in f32 whatever the products' precision.
+        if cache.is_none() && mask.is_none() {
             // The weights' dropout mask, drawn as `dropout::forward` would draw it for [B, H, T, T].
             let keep_mask = dropout::flex_mask(&self.attn_dropout, b * h * t * t, &qkv.device());
             if let Some(y) = kernels::causal_attention(&qkv, h, keep_mask) {
@@ -57,13 +59,11 @@ impl CausalSelfAttention {
         let (h, hd) = (self.n_head, c / self.n_head);
         let weight = self.c_attn.weight.val(); // [C, 3C]: q | k | v
         let bias = self.c_attn.bias.as_ref().map(|bias| bias.val());
+        // Columns of the weight (a strided view) through the fused product where it applies.
         let project = |x: Tensor<3>, from: usize, width: usize| {
             let rows = x.dims()[1];
-            let y = ops::matmul_weight(x.reshape([b * rows, c]), weight.clone().narrow(1, from, width));
-            let y = match &bias {
-                Some(bias) => y + bias.clone().narrow(0, from, width).unsqueeze::<2>(),
-                None => y,
-            };
+            let bias = bias.as_ref().map(|bias| bias.clone().narrow(0, from, width));
+            let y = ops::linear::dense(x.reshape([b * rows, c]), weight.clone().narrow(1, from, width), bias);
             y.reshape([b, rows, width])
         };
         let last = x.clone().narrow(1, t - 1, 1);
