@@ -57,7 +57,7 @@ pub(super) fn pack_a(a: Matrix, i0: usize, rows: usize, k0: usize, kc: usize, ou
         // SAFETY: the views are inside `a` (asserted above); the packer is chosen only where the CPU has AVX-512 BF16.
         Packer::Avx512 => unsafe {
             if a.col_stride == 1 {
-                return super::avx512::pack_pairs_along_rows(a, i0, rows, k0, kc, out, MR);
+                return super::avx512::pack_a_along_rows(a, i0, rows, k0, kc, out);
             }
             if a.row_stride == 1 {
                 return super::avx512::pack_pairs_across_rows(a.t(), k0, kc, i0, rows, out, MR);

@@ -249,7 +249,7 @@ fn vector_packing_equals_scalar_packing() {
         return;
     }
     for layout in LAYOUTS {
-        for (rows, cols) in [(1, 1), (5, 7), (13, 33), (40, 70)] {
+        for (rows, cols) in [(1, 1), (5, 7), (13, 33), (40, 70), (9, 97)] {
             let (_values, x) = matrix(rows, cols, layout, 7);
             for (k0, kc) in [(0, cols), (1, cols - 1), (cols / 2, cols - cols / 2)] {
                 if kc == 0 {
