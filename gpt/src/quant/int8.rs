@@ -145,14 +145,7 @@ fn code(scaled: f32) -> i8 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rand::{SeedableRng, rngs::StdRng};
-    use rand_distr::{Distribution, Normal};
-
-    fn weights(n: usize, seed: u64) -> Vec<f32> {
-        let mut rng = StdRng::seed_from_u64(seed);
-        let normal = Normal::new(0.0f32, 0.02).unwrap();
-        (0..n).map(|i| normal.sample(&mut rng) * if i % 100 == 37 { 10.0 } else { 1.0 }).collect()
-    }
+    use crate::quant::test_support::{Reference, f32_bits, weights};
 
     /// Every value reads back within half a step (`a/254`) of itself, the row's absmax exactly
     /// (±127), and the codes are the rounded scaled values.
@@ -213,27 +206,13 @@ mod tests {
     /// of `CB` and every f32 bit pattern of `SCB` and of the dequantized values is equal.
     #[test]
     fn quantized_bytes_and_values_equal_bitsandbytes() {
-        use safetensors::{Dtype, SafeTensors};
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/int8_reference.safetensors");
-        let file = std::fs::read(&path).unwrap();
-        let fixture = SafeTensors::deserialize(&file).unwrap();
-        let tensor = |name: &str| fixture.tensor(name).unwrap_or_else(|e| panic!("{name}: {e}"));
-        let bits = |name: &str| -> Vec<u32> {
-            let t = tensor(name);
-            match t.dtype() {
-                Dtype::F32 => t.data().chunks_exact(4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
-                Dtype::BF16 => t.data().chunks_exact(2).map(|b| u32::from(u16::from_le_bytes([b[0], b[1]])) << 16).collect(),
-                other => panic!("{name}: {other:?}"),
-            }
-        };
-        let f32_bits = |values: &[f32]| values.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        let fixture = Reference::open("int8_reference.safetensors");
+        let bits = |name: &str| fixture.bits(name);
         for name in ["aligned", "ragged", "ties", "wide"] {
-            let &[rows, cols] = tensor(&format!("{name}.weight")).shape() else { panic!("{name}: 2-D") };
-            let weight: Vec<f32> = bits(&format!("{name}.weight")).into_iter().map(f32::from_bits).collect();
+            let [rows, cols] = fixture.shape(&format!("{name}.weight"))[..] else { panic!("{name}: 2-D") };
+            let weight = fixture.values(&format!("{name}.weight"));
             let q = Int8Matrix::quantize(name, &weight, [rows, cols]).unwrap();
-            let cb = tensor(&format!("{name}.CB"));
-            assert_eq!(cb.dtype(), Dtype::I8);
-            let cb: Vec<i8> = cb.data().iter().map(|&b| b as i8).collect();
+            let cb: Vec<i8> = fixture.bytes(&format!("{name}.CB"), safetensors::Dtype::I8).into_iter().map(|b| b as i8).collect();
             let differ: Vec<(usize, f32, i8, i8)> = (0..cb.len()).filter(|&i| q.values()[i] != cb[i]).map(|i| (i, weight[i], q.values()[i], cb[i])).collect();
             assert!(differ.is_empty(), "{name}: CB differs at (index, value, ours, bitsandbytes's) {differ:?}");
             assert_eq!(f32_bits(q.scales()), bits(&format!("{name}.SCB")), "{name}: SCB");

@@ -17,6 +17,8 @@ pub mod bnb_checkpoint;
 pub mod int8;
 pub mod nf4;
 pub mod reparam;
+#[cfg(test)]
+mod test_support;
 
 pub use at_load::{FrozenMatrix, QuantizeAtLoad, QuantizeOnRead, Quantized, fill_quantized};
 pub use int8::Int8Matrix;

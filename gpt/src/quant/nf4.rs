@@ -359,15 +359,7 @@ fn dynamic_index(scaled: f32) -> u8 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rand::{SeedableRng, rngs::StdRng};
-    use rand_distr::{Distribution, Normal};
-
-    /// Weight-like values: N(0, 0.02²) with one in a hundred ten times larger.
-    fn weights(n: usize, seed: u64) -> Vec<f32> {
-        let mut rng = StdRng::seed_from_u64(seed);
-        let normal = Normal::new(0.0f32, 0.02).unwrap();
-        (0..n).map(|i| normal.sample(&mut rng) * if i % 100 == 37 { 10.0 } else { 1.0 }).collect()
-    }
+    use crate::quant::test_support::{Reference, f32_bits, weights};
 
     /// Half the widest gap between adjacent codes of `code`.
     fn half_widest_gap(code: &[f32]) -> f32 {
@@ -501,31 +493,18 @@ mod tests {
     /// second-level absmax, offset and the absmax it reads back; and both code books.
     #[test]
     fn quantized_bytes_and_values_equal_bitsandbytes() {
-        use safetensors::{Dtype, SafeTensors};
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/nf4_reference.safetensors");
-        let file = std::fs::read(&path).unwrap();
-        let fixture = SafeTensors::deserialize(&file).unwrap();
-        let tensor = |name: &str| fixture.tensor(name).unwrap_or_else(|e| panic!("{name}: {e}"));
-        let bytes = |name: &str| tensor(name).data().to_vec();
-        // f32 bit patterns (bf16 widened), so that -0.0 ≠ 0.0 and every last bit counts.
-        let bits = |name: &str| -> Vec<u32> {
-            let t = tensor(name);
-            match t.dtype() {
-                Dtype::F32 => t.data().chunks_exact(4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
-                Dtype::BF16 => t.data().chunks_exact(2).map(|b| u32::from(u16::from_le_bytes([b[0], b[1]])) << 16).collect(),
-                other => panic!("{name}: {other:?}"),
-            }
-        };
-        let f32_bits = |values: &[f32]| values.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        let fixture = Reference::open("nf4_reference.safetensors");
+        let bytes = |name: &str| fixture.bytes(name, safetensors::Dtype::U8);
+        let bits = |name: &str| fixture.bits(name);
         assert_eq!(bits("nf4_code"), f32_bits(&NF4_CODE));
         assert_eq!(bits("dynamic_map"), f32_bits(&DYNAMIC_MAP));
         for name in ["aligned", "ragged", "nested"] {
-            let &[rows, cols] = tensor(&format!("{name}.weight")).shape() else { panic!("{name}: 2-D") };
-            let weight: Vec<f32> = bits(&format!("{name}.weight")).into_iter().map(f32::from_bits).collect();
+            let [rows, cols] = fixture.shape(&format!("{name}.weight"))[..] else { panic!("{name}: 2-D") };
+            let weight = fixture.values(&format!("{name}.weight"));
             let single = Nf4Matrix::quantize(name, &weight, [rows, cols]).unwrap();
             assert_eq!(single.packed(), bytes(&format!("{name}.packed")), "{name}: packed");
             assert_eq!(f32_bits(&single.scales()), bits(&format!("{name}.absmax")), "{name}: absmax");
-            if fixture.tensor(&format!("{name}.dequantized")).is_ok() {
+            if fixture.has(&format!("{name}.dequantized")) {
                 assert_eq!(f32_bits(&single.dequantize()), bits(&format!("{name}.dequantized")), "{name}: dequantized");
             }
             let double = single.double_quantized();

@@ -306,12 +306,7 @@ unsafe fn dequantize_avx2(q: &[i8], scale: f32, out: &mut [f32]) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rand::{Rng, SeedableRng, rngs::StdRng};
-
-    fn values(n: usize, seed: u64, scale: f32) -> Vec<f32> {
-        let mut rng = StdRng::seed_from_u64(seed);
-        (0..n).map(|_| (rng.random::<f32>() - 0.5) * scale).collect()
-    }
+    use crate::backend::flex::nf4::tests::{assert_close, isas, values};
 
     fn quantized(rows: usize, cols: usize, seed: u64) -> Int8Matrix {
         Int8Matrix::quantize("w", &values(rows * cols, seed, 0.1), [rows, cols]).unwrap()
@@ -335,29 +330,6 @@ mod tests {
             }
         }
         (out, magnitude)
-    }
-
-    /// Every value within 1e-5 of the sum of the magnitudes of its terms (f32 sums in another
-    /// order, and the scale applied to the sum: a few ulps of that sum).
-    fn assert_close(what: &str, ours: &[f32], (reference, magnitude): &(Vec<f64>, Vec<f64>)) {
-        assert_eq!(ours.len(), reference.len(), "{what}: length");
-        for (i, ((&y, &r), &mag)) in ours.iter().zip(reference).zip(magnitude).enumerate() {
-            assert!((f64::from(y) - r).abs() <= 1e-5 * mag + 1e-12, "{what}: value {i}: {y} vs {r} (Σ|terms| {mag})");
-        }
-    }
-
-    fn isas() -> Vec<Isa> {
-        let mut isas = vec![Isa::Portable];
-        #[cfg(target_arch = "x86_64")]
-        {
-            if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-                isas.push(Isa::Avx2);
-            }
-            if std::arch::is_x86_feature_detected!("avx512f") {
-                isas.push(Isa::Avx512);
-            }
-        }
-        isas
     }
 
     /// The SIMD dequantization equals bitsandbytes' values (`Int8Matrix::dequantize`) bit for

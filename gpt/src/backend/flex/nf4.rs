@@ -409,12 +409,13 @@ unsafe fn dequantize_units_avx2(w: &Nf4Matrix, unit0: usize, out: &mut [f32]) {
     }
 }
 
+/// The product kernels' tests share these (int8's too).
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use rand::{Rng, SeedableRng, rngs::StdRng};
 
-    fn values(n: usize, seed: u64, scale: f32) -> Vec<f32> {
+    pub(in crate::backend::flex) fn values(n: usize, seed: u64, scale: f32) -> Vec<f32> {
         let mut rng = StdRng::seed_from_u64(seed);
         (0..n).map(|_| (rng.random::<f32>() - 0.5) * scale).collect()
     }
@@ -443,14 +444,15 @@ mod tests {
 
     /// Every value within 1e-5 of the sum of the magnitudes of its terms (f32 sums in another
     /// order: a few ulps of that sum).
-    fn assert_close(what: &str, ours: &[f32], (reference, magnitude): &(Vec<f64>, Vec<f64>)) {
+    pub(in crate::backend::flex) fn assert_close(what: &str, ours: &[f32], (reference, magnitude): &(Vec<f64>, Vec<f64>)) {
         assert_eq!(ours.len(), reference.len(), "{what}: length");
         for (i, ((&y, &r), &mag)) in ours.iter().zip(reference).zip(magnitude).enumerate() {
             assert!((f64::from(y) - r).abs() <= 1e-5 * mag + 1e-12, "{what}: value {i}: {y} vs {r} (Σ|terms| {mag})");
         }
     }
 
-    fn isas() -> Vec<Isa> {
+    /// Every instruction set of the kernels this CPU has.
+    pub(in crate::backend::flex) fn isas() -> Vec<Isa> {
         let mut isas = vec![Isa::Portable];
         #[cfg(target_arch = "x86_64")]
         {
