@@ -26,6 +26,14 @@ const ROWS_PER_TASK_MIN: usize = 64;
 const PANEL_ROWS: usize = 16;
 const STRIP_COLUMNS: usize = 32;
 
+/// The width of the dequantized panels and strips: [`PANEL_ROWS`] or [`STRIP_COLUMNS`] in f32;
+/// under bf16-mixed two of the bf16 micro-kernel's 64-column blocks, which a 16-wide panel
+/// filled a quarter of (and re-packed `x` for each panel: measured 63 % of a QLoRA step
+/// of SmolLM2-135M in the kernel and `x`'s packing).
+fn panel_width(f32_width: usize) -> usize {
+    if super::bf16::enabled() { 2 * super::bf16::KERNEL_COLUMNS } else { f32_width }
+}
+
 /// `y = x·Wᵀ (+ bias)`: `x` `[n, w.cols()]` row-major, `y` `[n, w.rows()]`, `bias` `[w.rows()]`.
 ///
 /// # Panics
@@ -50,7 +58,7 @@ pub fn nf4_times(g: &[f32], n: usize, w: &Nf4Matrix) -> Vec<f32> {
     let mut dx: Vec<f32> = Vec::with_capacity(n * cols);
     // Strips of columns, all rows each: every strip writes its own columns of dx, so the strips run
     // in parallel without partial sums to add.
-    let width = STRIP_COLUMNS.min(cols);
+    let width = panel_width(STRIP_COLUMNS).min(cols);
     let (out, isa) = (SharedOut(dx.as_mut_ptr()), Isa::detect());
     (0..cols.div_ceil(width)).into_par_iter().for_each_init(
         || vec![0.0f32; rows * width],
@@ -92,7 +100,7 @@ fn panels_times_transposed(x: &[f32], n: usize, w: &Nf4Matrix, bias: Option<&[f3
     if let Some(bias) = bias {
         (0..n).for_each(|_| y.extend_from_slice(bias));
     }
-    let height = PANEL_ROWS.min(rows);
+    let height = panel_width(PANEL_ROWS).min(rows);
     let (out, isa) = (SharedOut(y.as_mut_ptr()), Isa::detect());
     (0..rows.div_ceil(height)).into_par_iter().for_each_init(
         || vec![0.0f32; height * cols],

@@ -19,6 +19,10 @@ mod pack;
 
 pub use pack::{from_bf16, to_bf16};
 
+/// Columns of the output the micro-kernel computes at once: a product narrower than this
+/// wastes the rest of it (see `super::nf4`'s panels).
+pub(super) const KERNEL_COLUMNS: usize = pack::NR;
+
 /// Whether this CPU runs the bf16 kernels (std caches the detection).
 pub(super) fn avx512_bf16() -> bool {
     #[cfg(target_arch = "x86_64")]
