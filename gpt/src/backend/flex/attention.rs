@@ -23,6 +23,7 @@ use rayon::prelude::*;
 use super::tensor::{FlexInput, contiguous, flex_from, record, slice};
 use super::training::{max_and_inverse_sum, softmax_backward, softmax_times};
 use super::gemm::{Matrix, gemm_into};
+use super::parallel::SharedOut;
 
 /// Query rows per block of the products: large enough for the GEMM to run at full speed, small
 /// enough that the skipped upper triangle is most of what lies above the diagonal.
@@ -124,24 +125,6 @@ impl Backward<Flex, 1> for AttentionBackward {
     }
 }
 
-/// A raw pointer that rayon tasks may share: each task writes its own (disjoint) columns.
-#[derive(Clone, Copy)]
-struct SharedOut(*mut f32);
-// SAFETY: the tasks given one write disjoint elements, and the buffer outlives them.
-unsafe impl Send for SharedOut {}
-unsafe impl Sync for SharedOut {}
-
-impl SharedOut {
-    /// The element `offset` values on (a method, so that closures capture the whole `Send` value).
-    ///
-    /// # Safety
-    /// `offset` is inside the buffer.
-    unsafe fn at(self, offset: usize) -> *mut f32 {
-        // SAFETY: the caller keeps `offset` inside the buffer.
-        unsafe { self.0.add(offset) }
-    }
-}
-
 /// The output `[B, T, C]` and the weights `[B·H, T, T]`.
 fn forward(shape: &Dims, qkv: &[f32], keep_mask: Option<&[f32]>) -> (Vec<f32>, Vec<f32>) {
     let Dims { time: t, heads, head_dim: hd, .. } = *shape;
@@ -180,7 +163,7 @@ fn forward(shape: &Dims, qkv: &[f32], keep_mask: Option<&[f32]>) -> (Vec<f32>, V
             let lhs = Matrix::rows_of(&used[r0 * t..], r1 - r0, r1, t);
             let values = Matrix::rows_of(&qkv[v..], r1, hd, c3);
             // SAFETY: the rows r0..r1 of this head's columns, inside `out`.
-            let dst = unsafe { out_ptr.at((b * t + r0) * c + h * hd) };
+            let dst = out_ptr.at((b * t + r0) * c + h * hd);
             product(dst, c, lhs, values);
         }
     });
@@ -201,7 +184,7 @@ fn backward(shape: &Dims, qkv: &[f32], weights: &[f32], keep_mask: Option<&[f32]
         let (q, k, v) = (shape.qkv_offset(b, h, 0), shape.qkv_offset(b, h, 1), shape.qkv_offset(b, h, 2));
         let grad_rows = |r0: usize, rows: usize| Matrix::rows_of(&grad[(b * t + r0) * c + h * hd..], rows, hd, c);
         // SAFETY (for the three below): rows of this head's columns of `d_qkv`.
-        let d_rows = |offset: usize, r0: usize| unsafe { d_ptr.at(offset + r0 * c3) };
+        let d_rows = |offset: usize, r0: usize| d_ptr.at(offset + r0 * c3);
         // The weights that multiplied v: after dropout (zero above the diagonal, as `p` is).
         let dropped: Vec<f32>;
         let used = match mask {

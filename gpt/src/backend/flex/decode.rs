@@ -10,10 +10,10 @@ use burn::backend::Flex;
 use burn::backend::flex::FlexTensor;
 use burn::prelude::*;
 use burn::tensor::DType;
-use rayon::prelude::*;
 
 use half::bf16;
 
+use super::parallel::par_map;
 use super::tensor::{slice, slice_bf16};
 use crate::backend::STREAMING_MAX_ROWS;
 
@@ -119,17 +119,6 @@ impl WeightElement for bf16 {
         // A bf16 is the top half of the f32 it stands for: zero-extend to 32 bits, shift up.
         // SAFETY: as the caller promises (8 values of 2 bytes).
         unsafe { _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128(ptr.cast())), 16)) }
-    }
-}
-
-/// `(0..tasks).map(f)` on rayon's pool, or on the calling thread when the pool has one thread:
-/// handing each product to a sleeping worker and back costs tens of microseconds, which adds up
-/// over the ~50 products of a decoding step.
-fn par_map<T: Send>(tasks: usize, f: impl Fn(usize) -> T + Sync + Send) -> Vec<T> {
-    if tasks <= 1 || rayon::current_num_threads() <= 1 {
-        (0..tasks).map(f).collect()
-    } else {
-        (0..tasks).into_par_iter().map(f).collect()
     }
 }
 

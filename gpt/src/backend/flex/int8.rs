@@ -5,7 +5,7 @@
 //! - Up to [`STREAMING_MAX_ROWS`] rows of `x` (decoding): a streaming dot product per output
 //!   feature, its bytes sign-extended and converted to f32 in registers and multiplied into up to
 //!   four rows of `x` at once; the row's scale `a/127` is applied once, to the sums.
-//! - More rows: panels of [`PANEL_ROWS`] weight rows dequantized to f32 (bitsandbytes' values,
+//! - More rows: panels of weight rows (`super::parallel`) dequantized to f32 (bitsandbytes' values,
 //!   bit for bit) into the f32 GEMM, one panel per task, as `super::nf4` does.
 //!
 //! Either way the result is the f32 product by the dequantized weight up to the order of the sums
@@ -15,10 +15,9 @@ use std::sync::Arc;
 
 use burn::backend::Flex;
 use burn::prelude::*;
-use rayon::prelude::*;
 
-use super::gemm::{Matrix, gemm_into};
-use super::nf4::{Isa, SharedOut, par_map};
+use super::nf4::Isa;
+use super::parallel::{panels_times_transposed, par_map};
 use super::tensor::{FlexInput, contiguous, flex_from, slice};
 use crate::backend::STREAMING_MAX_ROWS;
 use crate::quant::Int8Matrix;
@@ -26,10 +25,6 @@ use crate::quant::int8::{INV_127, dequantize_value};
 
 /// Output features per parallel task of the streaming product (fewer is not worth a thread hop).
 const ROWS_PER_TASK_MIN: usize = 64;
-/// Rows of `W` per dequantized panel: the GEMM's fastest output widths on a Zen 4 (16 to 32
-/// columns, see `super::nf4`), and a `[16, 8192]` panel (512 KB) stays in L2.
-const PANEL_ROWS: usize = 16;
-
 /// `x·Wᵀ + b` (`x` `[N, in]`, `bias` `[out]`) with `W` an int8 `[out, in]` matrix: the layer of
 /// `--quantize int8`, which is for inference. `None` for autodiff tensors (the caller then takes
 /// Burn's ops on the dequantized weight, which keep the graph), tensors that are not f32 on Flex,
@@ -61,7 +56,7 @@ pub fn int8_times_transposed(x: &[f32], n: usize, w: &Int8Matrix, bias: Option<&
     assert!(x.len() == n * cols && bias.is_none_or(|b| b.len() == rows), "int8_times_transposed: [{n}, {cols}]·[{rows}, {cols}]ᵀ");
     match n <= STREAMING_MAX_ROWS {
         true => streaming_times_transposed(x, n, w, bias, Isa::detect()),
-        false => panels_times_transposed(x, n, w, bias, Isa::detect()),
+        false => panels(x, n, w, bias, Isa::detect()),
     }
 }
 
@@ -219,31 +214,13 @@ unsafe fn dots_avx2<const R: usize>(q: &[i8], xs: [&[f32]; R]) -> [f32; R] {
 }
 
 /// `x·Wᵀ (+ bias)` by dequantized panels of `W`'s rows and the GEMM, one panel per task.
-fn panels_times_transposed(x: &[f32], n: usize, w: &Int8Matrix, bias: Option<&[f32]>, isa: Isa) -> Vec<f32> {
-    let (rows, cols) = (w.rows(), w.cols());
-    let mut y: Vec<f32> = Vec::with_capacity(n * rows);
-    if let Some(bias) = bias {
-        (0..n).for_each(|_| y.extend_from_slice(bias));
-    }
-    let height = PANEL_ROWS.min(rows);
-    let out = SharedOut(y.as_mut_ptr());
-    (0..rows.div_ceil(height)).into_par_iter().for_each_init(
-        || vec![0.0f32; height * cols],
-        |panel, p| {
-            let (r0, r1) = (p * height, ((p + 1) * height).min(rows));
-            let panel = &mut panel[..(r1 - r0) * cols];
-            for (r, row) in (r0..r1).zip(panel.chunks_exact_mut(cols)) {
-                dequantize_row(isa, w.row(r), w.scales()[r], row);
-            }
-            let (x_m, panel_t) = (Matrix::rows_of(x, n, cols, cols), Matrix::rows_of(panel, r1 - r0, cols, cols).t());
-            // SAFETY: y has room for n rows of `rows`; this panel writes columns r0..r1 of each
-            // (adding to the bias there), which no other panel writes.
-            unsafe { gemm_into(out.at(r0), rows, x_m, panel_t, bias.is_some(), false) };
-        },
-    );
-    // SAFETY: the panels cover columns 0..rows of every row (or added to the bias written there).
-    unsafe { y.set_len(n * rows) };
-    y
+fn panels(x: &[f32], n: usize, w: &Int8Matrix, bias: Option<&[f32]>, isa: Isa) -> Vec<f32> {
+    let cols = w.cols();
+    panels_times_transposed(x, n, [w.rows(), cols], bias, |r0, r1, panel| {
+        for (r, row) in (r0..r1).zip(panel.chunks_exact_mut(cols)) {
+            dequantize_row(isa, w.row(r), w.scales()[r], row);
+        }
+    })
 }
 
 /// One weight row dequantized into `out`: `(q·a)·(1/127)` per value, the same two f32 products
@@ -393,7 +370,7 @@ mod tests {
             let bias = bias.then(|| values(rows, 13, 1.0));
             let expected = reference(&x, &w, n, bias.as_deref());
             for isa in isas() {
-                let y = panels_times_transposed(&x, n, &w, bias.as_deref(), isa);
+                let y = panels(&x, n, &w, bias.as_deref(), isa);
                 assert_close(&format!("{isa:?} [{n}, {cols}]·[{rows}, {cols}]ᵀ"), &y, &expected);
             }
             assert_close("dispatch", &int8_times_transposed(&x, n, &w, bias.as_deref()), &expected);

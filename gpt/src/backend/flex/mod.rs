@@ -19,6 +19,7 @@ mod gemm;
 mod int8;
 mod linear;
 mod nf4;
+mod parallel;
 mod precision;
 mod qlora;
 mod tensor;

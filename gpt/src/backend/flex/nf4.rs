@@ -15,24 +15,14 @@
 use rayon::prelude::*;
 
 use super::gemm::{Matrix, gemm_into};
+use super::parallel::{SharedOut, panel_width, panels_times_transposed, par_map};
 use crate::backend::STREAMING_MAX_ROWS;
 use crate::quant::{BLOCK, NF4_CODE, Nf4Matrix};
 
 /// Output features per parallel task of the streaming product (fewer is not worth a thread hop).
 const ROWS_PER_TASK_MIN: usize = 64;
-/// Rows of `W` per dequantized panel of `x·Wᵀ`, and columns per strip of `g·W`: the GEMM's
-/// products with 16 to 32 output columns ran 1.5 to 2.5 times as fast as wider ones on a Zen 4
-/// (`[64 | 512, 2048]·[2048, 8192]`, one thread), and such a panel stays in L1/L2.
-const PANEL_ROWS: usize = 16;
+/// Columns of `W` per dequantized strip of `g·W` in f32 (see `super::parallel::PANEL_ROWS`).
 const STRIP_COLUMNS: usize = 32;
-
-/// The width of the dequantized panels and strips: [`PANEL_ROWS`] or [`STRIP_COLUMNS`] in f32;
-/// under bf16-mixed two of the bf16 micro-kernel's 64-column blocks, which a 16-wide panel
-/// filled a quarter of (and re-packed `x` for each panel: measured 63 % of a QLoRA step
-/// of SmolLM2-135M in the kernel and `x`'s packing).
-fn panel_width(f32_width: usize) -> usize {
-    if super::bf16::enabled() { 2 * super::bf16::KERNEL_COLUMNS } else { f32_width }
-}
 
 /// `y = x·Wᵀ (+ bias)`: `x` `[n, w.cols()]` row-major, `y` `[n, w.rows()]`, `bias` `[w.rows()]`.
 ///
@@ -44,7 +34,8 @@ pub fn nf4_times_transposed(x: &[f32], n: usize, w: &Nf4Matrix, bias: Option<&[f
     if n <= STREAMING_MAX_ROWS && cols.is_multiple_of(BLOCK) {
         streaming_times_transposed(x, n, w, bias, Isa::detect())
     } else {
-        panels_times_transposed(x, n, w, bias)
+        let isa = Isa::detect();
+        panels_times_transposed(x, n, [rows, cols], bias, |r0, _, panel| dequantize(w, r0 * cols, panel, isa))
     }
 }
 
@@ -79,46 +70,6 @@ pub fn nf4_times(g: &[f32], n: usize, w: &Nf4Matrix) -> Vec<f32> {
     dx
 }
 
-/// The output pointer shared by parallel strips that write disjoint columns (also `super::int8`'s).
-#[derive(Clone, Copy)]
-pub(super) struct SharedOut(pub(super) *mut f32);
-// SAFETY: every user writes a range of columns no other task writes.
-unsafe impl Send for SharedOut {}
-unsafe impl Sync for SharedOut {}
-
-impl SharedOut {
-    pub(super) fn at(self, offset: usize) -> *mut f32 {
-        // SAFETY (of the callers): the offset is inside the allocation.
-        self.0.wrapping_add(offset)
-    }
-}
-
-/// [`nf4_times_transposed`] by dequantized panels of `W`'s rows and the GEMM, one panel per task.
-fn panels_times_transposed(x: &[f32], n: usize, w: &Nf4Matrix, bias: Option<&[f32]>) -> Vec<f32> {
-    let (rows, cols) = (w.rows(), w.cols());
-    let mut y: Vec<f32> = Vec::with_capacity(n * rows);
-    if let Some(bias) = bias {
-        (0..n).for_each(|_| y.extend_from_slice(bias));
-    }
-    let height = panel_width(PANEL_ROWS).min(rows);
-    let (out, isa) = (SharedOut(y.as_mut_ptr()), Isa::detect());
-    (0..rows.div_ceil(height)).into_par_iter().for_each_init(
-        || vec![0.0f32; height * cols],
-        |panel, p| {
-            let (r0, r1) = (p * height, ((p + 1) * height).min(rows));
-            let panel = &mut panel[..(r1 - r0) * cols];
-            dequantize(w, r0 * cols, panel, isa);
-            let (x_m, panel_t) = (Matrix::rows_of(x, n, cols, cols), Matrix::rows_of(panel, r1 - r0, cols, cols).t());
-            // SAFETY: y has room for n rows of `rows`; this panel writes columns r0..r1 of each
-            // (adding to the bias there), which no other panel writes.
-            unsafe { gemm_into(out.at(r0), rows, x_m, panel_t, bias.is_some(), false) };
-        },
-    );
-    // SAFETY: the panels cover columns 0..rows of every row (or added to the bias written there).
-    unsafe { y.set_len(n * rows) };
-    y
-}
-
 /// The instructions the streaming product runs on (also `super::int8`'s).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Isa {
@@ -141,15 +92,6 @@ impl Isa {
             }
         }
         Self::Portable
-    }
-}
-
-/// `(0..tasks).map(f)` on rayon's pool, or on this thread when there is one task or one thread.
-pub(super) fn par_map<T: Send>(tasks: usize, f: impl Fn(usize) -> T + Sync + Send) -> Vec<T> {
-    if tasks <= 1 || rayon::current_num_threads() <= 1 {
-        (0..tasks).map(f).collect()
-    } else {
-        (0..tasks).into_par_iter().map(f).collect()
     }
 }
 
