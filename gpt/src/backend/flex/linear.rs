@@ -49,7 +49,13 @@ fn product(x: &Tensor<2>, weight: &Tensor<2>, transposed: bool, bias: Option<&Te
         return None; // a shape error: Burn's ops report it
     }
     let bias_values = b_in.as_ref().map(|b| contiguous(b.raw()));
-    let out = multiply(x_m, w, bias_values.as_ref().map(slice));
+    // A weight outside autodiff (inference, a frozen prefix) changes between products only if
+    // someone replaces it: its bf16 panels can be packed once.
+    let frozen = match &w_in {
+        FlexInput::Plain(weight) => Some(weight),
+        FlexInput::Tracked(_) => None,
+    };
+    let out = multiply_weight(x_m, w, frozen, bias_values.as_ref().map(slice));
     let out = flex_from(out, vec![x_m.rows, w.cols]);
     let tracked = |input: FlexInput| match input {
         FlexInput::Tracked(tracked) => Some(tracked),
@@ -200,6 +206,12 @@ impl<const N: usize> Backward<Flex, N> for ProductBackward {
 
 /// `a·b` (+ `bias` on every row), row-major `[a.rows, b.cols]`, each value written once.
 fn multiply(a: Matrix, b: Matrix, bias: Option<&[f32]>) -> Vec<f32> {
+    multiply_weight(a, b, None, bias)
+}
+
+/// [`multiply`], `b` viewing `frozen` when that is a weight no gradient changes (its bf16 panels
+/// are then kept between products: [`super::bf16::gemm_frozen_into`]).
+fn multiply_weight(a: Matrix, b: Matrix, frozen: Option<&FlexTensor>, bias: Option<&[f32]>) -> Vec<f32> {
     let (m, n) = (a.rows, b.cols);
     let mut out: Vec<f32> = Vec::with_capacity(m * n);
     if let Some(bias) = bias {
@@ -210,7 +222,10 @@ fn multiply(a: Matrix, b: Matrix, bias: Option<&[f32]>) -> Vec<f32> {
     // SAFETY: `out` has room for m·n values; without a bias the GEMM writes every one without
     // reading it, with one it adds to the bias rows, so all are set after it.
     unsafe {
-        gemm_into(out.as_mut_ptr(), n, a, b, bias.is_some(), true);
+        let accumulate = bias.is_some();
+        if !frozen.is_some_and(|weight| super::bf16::gemm_frozen_into(out.as_mut_ptr(), n, a, weight, b, accumulate)) {
+            gemm_into(out.as_mut_ptr(), n, a, b, accumulate, true);
+        }
         out.set_len(m * n);
     }
     out

@@ -51,21 +51,99 @@ struct Dst(*mut f32);
 unsafe impl Send for Dst {}
 unsafe impl Sync for Dst {}
 
-/// The inputs, which the tasks only read.
+/// A view the tasks only read.
 #[derive(Clone, Copy)]
-struct Inputs(Matrix, Matrix);
-// SAFETY: the caller keeps the views' memory alive and unchanged during the product.
-unsafe impl Send for Inputs {}
-unsafe impl Sync for Inputs {}
+struct Shared(Matrix);
+// SAFETY: the caller keeps the view's memory alive and unchanged during the product.
+unsafe impl Send for Shared {}
+unsafe impl Sync for Shared {}
 
-impl Inputs {
-    // Methods, so that closures capture the whole (Sync) pair rather than a field.
-    fn a(&self) -> Matrix {
+impl Shared {
+    // A method, so that closures capture the whole (Sync) value rather than its field.
+    fn get(&self) -> Matrix {
         self.0
     }
+}
 
-    fn b(&self) -> Matrix {
-        self.1
+/// The right operand of [`gemm`]: a view, packed block by block as the product goes, or the
+/// panels of every block packed before ([`PackedB`]).
+#[derive(Clone, Copy)]
+pub(super) enum Rhs<'a> {
+    View(Matrix),
+    Packed(&'a PackedB),
+}
+
+impl Rhs<'_> {
+    fn shape(&self) -> (usize, usize) {
+        match self {
+            Self::View(b) => (b.rows, b.cols),
+            Self::Packed(b) => (b.k, b.n),
+        }
+    }
+}
+
+/// Every block of a `k × n` right operand as [`gemm`] reads them, packed once: a frozen weight's
+/// ([`super::frozen`]). Column blocks follow one another, and within one the blocks of k.
+pub(in super::super) struct PackedB {
+    k: usize,
+    n: usize,
+    lines: Vec<Line>,
+}
+
+impl PackedB {
+    pub(super) fn pack(b: Matrix) -> Self {
+        let (k, n) = (b.rows, b.cols);
+        let mut lines = buffer(Self::words(k, n));
+        let all = words(&mut lines);
+        for (jc, nc, pc, kc) in blocks(k, n) {
+            let (start, len) = Self::span(k, jc, nc, pc, kc);
+            pack_block(b, jc, nc, pc, kc, &mut all[start..start + len], rayon::current_num_threads() > 1);
+        }
+        Self { k, n, lines }
+    }
+
+    /// Where block (jc, pc) lies: earlier column blocks hold every pair of k (each block of k but
+    /// the last has an even `KC`), earlier blocks of k in this column block `pc / 2` pairs.
+    fn span(k: usize, jc: usize, nc: usize, pc: usize, kc: usize) -> (usize, usize) {
+        let panels_n = nc.div_ceil(NR);
+        ((jc / NR * k.div_ceil(2) + panels_n * pc / 2) * NR, panels_n * kc.div_ceil(2) * NR)
+    }
+
+    fn block(&self, jc: usize, nc: usize, pc: usize, kc: usize) -> &[u32] {
+        let (start, len) = Self::span(self.k, jc, nc, pc, kc);
+        // SAFETY: a Line is 16 u32 with no padding.
+        let all = unsafe { std::slice::from_raw_parts(self.lines.as_ptr().cast::<u32>(), self.lines.len() * 16) };
+        &all[start..start + len]
+    }
+
+    fn words(k: usize, n: usize) -> usize {
+        n.div_ceil(NR) * k.div_ceil(2) * NR
+    }
+
+    /// The bytes the panels of a `k × n` operand take.
+    pub(super) fn bytes_for(k: usize, n: usize) -> usize {
+        Self::words(k, n).div_ceil(16) * size_of::<Line>()
+    }
+
+    pub(super) fn bytes(&self) -> usize {
+        Self::bytes_for(self.k, self.n)
+    }
+}
+
+/// The blocks of a `k × n` right operand in the products' order: `(jc, nc, pc, kc)`.
+fn blocks(k: usize, n: usize) -> impl Iterator<Item = (usize, usize, usize, usize)> {
+    (0..n).step_by(NC).flat_map(move |jc| (0..k).step_by(KC).map(move |pc| (jc, NC.min(n - jc), pc, KC.min(k - pc))))
+}
+
+/// Block (jc, pc) of `b` (`nc` columns, `kc` values of k) as panels into `out`.
+fn pack_block(b: Matrix, jc: usize, nc: usize, pc: usize, kc: usize, out: &mut [u32], parallel: bool) {
+    let b = Shared(b);
+    let panel = kc.div_ceil(2) * NR;
+    let pack_panel = |(q, out): (usize, &mut [u32])| pack_b(b.get(), pc, kc, jc + q * NR, NR.min(nc - q * NR), out, Packer::Avx512);
+    if parallel {
+        out.par_chunks_mut(panel).enumerate().for_each(pack_panel);
+    } else {
+        out.chunks_mut(panel).enumerate().for_each(pack_panel);
     }
 }
 
@@ -82,9 +160,9 @@ impl Dst {
 ///
 /// # Safety
 /// As [`super::super::gemm::gemm_into`]; the CPU has AVX512-BF16.
-pub(super) unsafe fn gemm(dst: *mut f32, ldc: usize, a: Matrix, b: Matrix, accumulate: bool, threads: bool) {
-    let (m, n, k) = (a.rows, b.cols, a.cols);
-    debug_assert_eq!(k, b.rows);
+pub(super) unsafe fn gemm(dst: *mut f32, ldc: usize, a: Matrix, b: Rhs, accumulate: bool, threads: bool) {
+    let ((k_b, n), (m, k)) = (b.shape(), (a.rows, a.cols));
+    debug_assert_eq!(k, k_b);
     if m == 0 || n == 0 {
         return;
     }
@@ -98,7 +176,7 @@ pub(super) unsafe fn gemm(dst: *mut f32, ldc: usize, a: Matrix, b: Matrix, accum
     let workers = rayon::current_num_threads();
     let parallel = threads && m * n * k >= 192 * 192 * 192 && workers > 1;
     let dst = Dst(dst);
-    let inputs = Inputs(a, b);
+    let a = Shared(a);
     // Row blocks of at most MC rows and of equal size, as many as a multiple of the workers when
     // threaded: 960 rows in five blocks of 192 left one of two threads idle for a sixth of a product.
     let panels = m.div_ceil(MR);
@@ -108,8 +186,11 @@ pub(super) unsafe fn gemm(dst: *mut f32, ldc: usize, a: Matrix, b: Matrix, accum
     }
     let block_rows = panels.div_ceil(blocks_m) * MR;
     let blocks_m = m.div_ceil(block_rows);
-    // One B block for the whole product, cut to each block's size below.
-    let mut b_lines = buffer(NC.min(n).div_ceil(NR) * KC.min(k).div_ceil(2) * NR);
+    // A view's B blocks: one buffer for the whole product, cut to each block's size below.
+    let mut b_lines = match b {
+        Rhs::View(_) => buffer(NC.min(n).div_ceil(NR) * KC.min(k).div_ceil(2) * NR),
+        Rhs::Packed(_) => Vec::new(),
+    };
     for jc in (0..n).step_by(NC) {
         let nc = NC.min(n - jc);
         let panels_n = nc.div_ceil(NR);
@@ -121,14 +202,14 @@ pub(super) unsafe fn gemm(dst: *mut f32, ldc: usize, a: Matrix, b: Matrix, accum
             let pairs = kc.div_ceil(2);
             // The first block of k writes the destination unless the caller accumulates into it.
             let add = accumulate || pc > 0;
-            let b_words = &mut words(&mut b_lines)[..panels_n * pairs * NR];
-            let pack_panel = |(q, out): (usize, &mut [u32])| pack_b(inputs.b(), pc, kc, jc + q * NR, NR.min(nc - q * NR), out, Packer::Avx512);
-            if parallel {
-                b_words.par_chunks_mut(pairs * NR).enumerate().for_each(pack_panel);
-            } else {
-                b_words.chunks_mut(pairs * NR).enumerate().for_each(pack_panel);
-            }
-            let b_words = &*b_words;
+            let b_words: &[u32] = match b {
+                Rhs::View(view) => {
+                    let out = &mut words(&mut b_lines)[..panels_n * pairs * NR];
+                    pack_block(view, jc, nc, pc, kc, out, parallel);
+                    out
+                }
+                Rhs::Packed(packed) => packed.block(jc, nc, pc, kc),
+            };
             let task = |t: usize| {
                 let (block, chunk) = (t / chunks_n, t % chunks_n);
                 let i0 = block * block_rows;
@@ -136,7 +217,7 @@ pub(super) unsafe fn gemm(dst: *mut f32, ldc: usize, a: Matrix, b: Matrix, accum
                 let panels_m = mc.div_ceil(MR);
                 with_a_block(panels_m * pairs * MR, |a_words| {
                     for (q, out) in a_words.chunks_mut(pairs * MR).enumerate() {
-                        pack_a(inputs.a(), i0 + q * MR, MR.min(mc - q * MR), pc, kc, out, Packer::Avx512);
+                        pack_a(a.get(), i0 + q * MR, MR.min(mc - q * MR), pc, kc, out, Packer::Avx512);
                     }
                     for qb in chunk * per_chunk..((chunk + 1) * per_chunk).min(panels_n) {
                         let j = qb * NR;

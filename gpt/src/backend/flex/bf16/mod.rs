@@ -3,8 +3,11 @@
 //!
 //! - [`pack`]: rounding to bf16 and the k-pair panels.
 //! - [`blocked`]: cache blocking and threads over the panels.
+//! - [`frozen`]: the panels of frozen weights, packed once and kept.
 //! - `avx512`: the `vdpbf16ps` micro-kernel and the vector packing (x86-64 with AVX512-BF16,
 //!   detected at run time). Elsewhere the products stay f32.
+
+use burn::backend::flex::FlexTensor;
 
 use super::gemm::Matrix;
 use crate::backend::MatmulPrecision;
@@ -13,6 +16,8 @@ use crate::backend::MatmulPrecision;
 mod avx512;
 #[cfg(target_arch = "x86_64")]
 mod blocked;
+#[cfg(target_arch = "x86_64")]
+mod frozen;
 // Only the rounding is used without the x86-64 kernels.
 #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 mod pack;
@@ -50,10 +55,33 @@ pub(super) unsafe fn gemm_into(dst: *mut f32, dst_row: usize, a: Matrix, b: Matr
     #[cfg(target_arch = "x86_64")]
     // SAFETY: as the caller promises.
     unsafe {
-        blocked::gemm(dst, dst_row, a, b, accumulate, threads)
+        blocked::gemm(dst, dst_row, a, blocked::Rhs::View(b), accumulate, threads)
     }
     #[cfg(not(target_arch = "x86_64"))]
     unreachable!("no bf16 products without AVX512-BF16: {dst:?} {dst_row} {a:?} {b:?} {accumulate} {threads}")
+}
+
+/// [`gemm_into`] with `b` a view of `weight`, a weight that no gradient changes (inference, a
+/// frozen layer): its panels are packed on first use and reused while its storage lives unchanged
+/// ([`frozen`]). `false`, having done nothing, unless the products are bf16 here.
+///
+/// # Safety
+/// As [`super::gemm::gemm_into`]; `b` views `weight`'s storage.
+pub(super) unsafe fn gemm_frozen_into(dst: *mut f32, dst_row: usize, a: Matrix, weight: &FlexTensor, b: Matrix, accumulate: bool) -> bool {
+    if !enabled() {
+        return false;
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        // Past the cache's budget: packed per product, as any other.
+        let packed = frozen::packed(weight, b);
+        let rhs = packed.as_deref().map_or(blocked::Rhs::View(b), blocked::Rhs::Packed);
+        // SAFETY: as the caller promises; `enabled` checked the CPU.
+        unsafe { blocked::gemm(dst, dst_row, a, rhs, accumulate, true) };
+        true
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    unreachable!("no bf16 products without AVX512-BF16: {dst:?} {dst_row} {a:?} {weight:?} {b:?} {accumulate}")
 }
 
 #[cfg(all(test, target_arch = "x86_64"))]

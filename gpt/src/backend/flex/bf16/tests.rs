@@ -3,6 +3,7 @@
 //! inputs), over odd shapes, every layout the products take, accumulation and threads.
 
 use super::super::gemm::{Matrix, gemm_f32};
+use super::blocked::{self, PackedB, Rhs};
 use super::pack::{MR, NR, Packer, pack_a, pack_b};
 use super::{avx512_bf16, from_bf16, gemm_into, to_bf16};
 
@@ -209,6 +210,40 @@ fn threads_change_nothing() {
                 unsafe { gemm_into(many.as_mut_ptr(), n, a, b, accumulate, true) }
             });
             assert!(one.iter().zip(&many).all(|(x, y)| x.to_bits() == y.to_bits()), "{m}x{n}x{k} accumulate {accumulate}");
+        }
+    }
+}
+
+/// A right operand packed once ([`PackedB`], a frozen weight's) gives the bits of the product
+/// that packs it block by block, for every layout, blocks of k and of columns past the first
+/// (odd last ones included), accumulation and threads.
+#[test]
+fn packed_operands_give_the_same_bits() {
+    if !runs_here() {
+        return;
+    }
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(3).build().expect("a thread pool");
+    let mut seed = 20_000;
+    for (m, n, k) in [(1, 1, 1), (7, 100, 33), (200, 70, 385), (50, 4130, 200), (300, 260, 600)] {
+        for b_layout in LAYOUTS {
+            for (accumulate, threads) in [(false, false), (true, true)] {
+                seed += 1;
+                let ((_a_values, a), (_b_values, b)) = (matrix(m, k, Layout::Rows, seed), matrix(k, n, b_layout, seed + 1000));
+                let initial = random(m * n, seed + 2000);
+                let (mut by_block, mut packed) = (initial.clone(), initial.clone());
+                let views = Views(a, b);
+                pool.install(|| {
+                    let (a, b) = views.get();
+                    let panels = PackedB::pack(b);
+                    // SAFETY: m rows of n values; the views are inside their storage.
+                    unsafe {
+                        blocked::gemm(by_block.as_mut_ptr(), n, a, Rhs::View(b), accumulate, threads);
+                        blocked::gemm(packed.as_mut_ptr(), n, a, Rhs::Packed(&panels), accumulate, threads);
+                    }
+                });
+                let same = by_block.iter().zip(&packed).all(|(x, y)| x.to_bits() == y.to_bits());
+                assert!(same, "{m}x{n}x{k} {b_layout:?} accumulate {accumulate} threads {threads}");
+            }
         }
     }
 }
