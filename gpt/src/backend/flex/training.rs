@@ -35,11 +35,15 @@ fn for_rows(out: &mut [f32], width: usize, f: impl Fn(usize, &mut [f32]) + Sync 
 pub fn exp_approx(x: f32) -> f32 {
     const ROUND: f32 = 12_582_912.0; // 1.5 · 2^23: adding and subtracting it rounds to an integer
     let x = x.clamp(-87.0, 88.0);
-    let k = (x * std::f32::consts::LOG2_E + ROUND) - ROUND;
+    let shifted = x * std::f32::consts::LOG2_E + ROUND;
+    let k = shifted - ROUND;
     let r = x - k * 0.693_359_4 - k * -2.121_944_4e-4;
     let p = ((((1.987_569_2e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r + 1.666_666_5e-1) * r + 5.000_000_1e-1;
     let e_r = p * r * r + r + 1.0;
-    e_r * f32::from_bits(((k as i32 + 127) as u32) << 23)
+    // k as an integer from the bits of `shifted` (its low mantissa bits hold k): `k as i32`
+    // saturates, which compiles to a scalar conversion per lane and kept GELU from vectorising.
+    let k_int = shifted.to_bits().wrapping_sub(ROUND.to_bits());
+    e_r * f32::from_bits(k_int.wrapping_add(127) << 23)
 }
 
 /// The negative log-likelihood of each row of `logits` (`[N, V]`) at its target (`targets`, N
@@ -589,5 +593,6 @@ mod tests {
         assert!(worst < 3e-7, "max relative error {worst:e}");
         assert_eq!(exp_approx(-1000.0), exp_approx(-87.0));
         assert!(exp_approx(1000.0).is_finite());
+        assert!(exp_approx(f32::NAN).is_nan());
     }
 }
