@@ -110,6 +110,13 @@ fn two_ranks_pretrain_as_one_process_with_their_batches_together() {
         let (x, y) = (x["loss"].as_f64().unwrap(), y["loss"].as_f64().unwrap());
         assert!((x - y).abs() <= 1e-5 * x.abs(), "step loss {y} on 2 ranks vs {x} in one process");
     }
+    // Each step's event says how long it took and how much of it the gradients' all-reduce did
+    // (a data-parallel run's only: one process has none to make).
+    for e in &b {
+        let (step_s, allreduce_s) = (e["step_s"].as_f64().unwrap(), e["allreduce_s"].as_f64().unwrap());
+        assert!(allreduce_s > 0.0 && allreduce_s < step_s, "{e}");
+    }
+    assert!(a.iter().all(|e| e.get("allreduce_s").is_none()));
     // Evaluation sharded over the ranks and summed: the same validation losses.
     for (x, y) in events(&single, "val").iter().zip(&events(&ddp, "val")) {
         let (x, y) = (x["loss"].as_f64().unwrap(), y["loss"].as_f64().unwrap());

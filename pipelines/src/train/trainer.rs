@@ -298,6 +298,7 @@ where
         hooks,
         world,
         inf_loss_at_step: inf_loss_at_step()?,
+        allreduce_s: None,
     };
     let result = trainer.run(resume_from.map_or(TrainState { step: 0, epoch: 1, batch: 0 }, |s| s.at));
     let Trainer { learner, checkpoints, dashboard, interrupter, .. } = trainer;
@@ -352,6 +353,9 @@ struct Trainer<M, B, H> {
     world: Arc<dyn Collective>,
     /// The step whose loss [`INF_LOSS_AT_STEP`] makes infinite.
     inf_loss_at_step: Option<usize>,
+    /// Seconds the last optimizer step spent averaging the gradients over the ranks (gathering,
+    /// all-reducing and scattering them), for its batch's event: the collective's share of a step.
+    allreduce_s: Option<f64>,
 }
 
 /// Gradients of the batches since the last optimizer step.
@@ -460,7 +464,11 @@ where
     fn optimizer_step(&mut self, pending: &mut Pending<M>) -> Result<bool> {
         let grads = pending.grads.grads();
         let grads = if pending.batches > 1 { scale_gradients(&self.learner.model, grads, 1.0 / pending.batches as f64) } else { grads };
+        let started = Instant::now();
         let grads = average_gradients(&self.learner.model, grads, self.world.as_ref())?;
+        if self.world.world_size() > 1 {
+            self.allreduce_s = Some(started.elapsed().as_secs_f64());
+        }
         pending.batches = 0;
         Ok(self.learner.optimizer_step(grads))
     }
@@ -515,6 +523,10 @@ where
         event.examples_seen = Some(((at.epoch - 1) * self.train.len() + at.batch * global_batch) as u64);
         event.lr = Some(self.learner.lr().base());
         event.tokens_per_s = Some(tokens as f64 / started.elapsed().as_secs_f64().max(1e-9));
+        // Data-parallel: the batch's seconds and those its optimizer step spent in the all-reduce.
+        if let Some(allreduce_s) = self.allreduce_s.take() {
+            event = event.with("step_s", started.elapsed().as_secs_f64()).with("allreduce_s", allreduce_s);
+        }
         let mut tally = Tally::default();
         tally.add(stats);
         tally.fill(&mut event);
