@@ -80,3 +80,31 @@ case "${LLMFS_WGPU:-auto}" in
            echo "note: the tests took ${elapsed}s (a cold build cache): the wgpu parity tests wait for the next run (LLMFS_WGPU=1 runs them now)" >&2
        fi ;;
 esac
+
+# LibTorch (feature `tch`: burn-tch on PyTorch 2.9.0) on the CPU: every backend-parity test (the
+# GPT-2 and Llama fixtures' logits, greedy ids with and without padding and the cache, the
+# classifiers, the masked loss and 3 AdamW steps, the attention mask) in the one `backends` binary,
+# on tch-cpu. It needs the venv of scripts/setup-tch.sh (torch==2.9.0 from PyPI, a 6.7 GB download
+# once) and builds Burn again with burn-tch (~30 minutes cold on 2 cores; in the release profile
+# and for the packages of `cargo build --release --features tch -p llmfs-pipelines -p llmfs-apps`,
+# whose CLI runs `llmfs bench --device tch-cpu` on the same build), so it runs by itself only when
+# the venv is already there and the run so far took at most LLMFS_TCH_AFTER seconds (a warm build
+# cache); LLMFS_TCH=1 makes the venv if needed and runs it, LLMFS_TCH=0 skips it.
+tch_parity() {
+    (
+        eval "$(bash scripts/setup-tch.sh --print-env)" &&
+            LLMFS_TEST_DEVICE=tch-cpu cargo test --locked --release --features tch -p llmfs-pipelines -p llmfs-apps --test backends -- --test-threads=1
+    )
+}
+elapsed=$(( $(date +%s) - started ))
+case "${LLMFS_TCH:-auto}" in
+    0) echo "note: LLMFS_TCH=0, the LibTorch (tch-cpu) parity tests skip" >&2 ;;
+    1) tch_parity ;;
+    *) if ! bash scripts/setup-tch.sh --check; then
+           echo "note: no PyTorch 2.9.0 venv (bash scripts/setup-tch.sh makes it, 6.7 GB): the LibTorch (tch-cpu) parity tests skip (LLMFS_TCH=1 sets it up and runs them)" >&2
+       elif [ "$elapsed" -le "${LLMFS_TCH_AFTER:-1200}" ]; then
+           tch_parity
+       else
+           echo "note: the tests took ${elapsed}s (a cold build cache): the LibTorch (tch-cpu) parity tests wait for the next run (LLMFS_TCH=1 runs them now)" >&2
+       fi ;;
+esac

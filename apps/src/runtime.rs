@@ -7,10 +7,10 @@ use gpt::burn::prelude::Device;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct RuntimeArgs {
-    /// auto, cpu, cuda, cuda:N, wgpu, vulkan or metal (a backend must be compiled in: see --help of cargo features)
+    /// auto, cpu, cuda, cuda:N, wgpu, vulkan, metal, tch-cpu, tch-cuda[:N] or tch-mps (a backend must be compiled in: see --help of cargo features)
     #[arg(long, default_value = "auto")]
     pub device: DeviceSpec,
-    /// CPU threads for the CPU backend (default: all cores)
+    /// CPU threads for the CPU backends, Flex and LibTorch (default: all cores)
     #[arg(long)]
     pub threads: Option<usize>,
     /// Seed for sampling and for random (`random:<preset>`) models

@@ -9,6 +9,8 @@
 mod common;
 use common as gpt_common;
 
+#[path = "../../gpt/tests/it/attention_mask.rs"]
+mod attention_mask;
 #[path = "../../gpt/tests/it/classifier.rs"]
 mod classifier;
 #[path = "../../gpt/tests/it/generation.rs"]

@@ -16,7 +16,8 @@ use pipelines::runs::WeightArgs;
 use pipelines::train::precision::Precision;
 use serde_json::{Value, json};
 
-/// `--device`: one device, a comma-separated list, or `all` (every compiled backend).
+/// `--device`: one device, a comma-separated list (`cpu,tch-cpu`), or `all` (every compiled
+/// backend; LibTorch's as `tch-cpu`).
 #[derive(Debug, Clone)]
 pub struct Devices(pub Vec<DeviceSpec>);
 
@@ -27,6 +28,8 @@ impl FromStr for Devices {
         if s.trim() == "all" {
             let all = gpt::backend::compiled_backends().into_iter().map(|feature| match feature {
                 "flex" => "cpu",
+                // LibTorch on the CPU: its GPUs (tch-cuda[:N], tch-mps) are named one by one.
+                "tch" => "tch-cpu",
                 other => other,
             });
             return Ok(Self(all.map(|name| name.parse()).collect::<gpt::Result<_>>()?));
@@ -395,6 +398,9 @@ mod tests {
         let all: Devices = "all".parse().unwrap();
         assert!(all.0.contains(&DeviceSpec::Cpu), "{:?}", all.0);
         assert!("cpu,tpu".parse::<Devices>().is_err());
+        let tch: Devices = "cpu,tch-cpu,tch-cuda:1".parse().unwrap();
+        assert_eq!(tch.0, vec![DeviceSpec::Cpu, DeviceSpec::TchCpu, DeviceSpec::TchCuda(1)]);
+        assert_eq!(all.0.contains(&DeviceSpec::TchCpu), cfg!(feature = "tch"), "{:?}", all.0);
     }
 
     #[test]

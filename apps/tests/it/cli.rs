@@ -100,6 +100,9 @@ fn bad_input_gives_one_clear_error() {
     if !cfg!(feature = "cuda") {
         cases.push((vec!["generate", "--model", "random:tiny", "--prompt", "x", "--device", "cuda"], "--features cuda"));
     }
+    if !cfg!(feature = "tch") {
+        cases.push((vec!["generate", "--model", "random:tiny", "--prompt", "x", "--device", "tch-cpu"], "rebuild with `--features tch`"));
+    }
     for (args, needle) in cases {
         let out = run(llmfs(home.path()).args(&args));
         assert_ne!(out.status.code(), Some(0), "{args:?}");

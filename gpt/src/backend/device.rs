@@ -1,8 +1,13 @@
-//! Run-time backend choice: `--device auto|cpu|cuda[:N]|wgpu|vulkan|metal`.
+//! Run-time backend choice: `--device auto|cpu|cuda[:N]|wgpu|vulkan|metal|tch-cpu|tch-cuda[:N]|tch-mps`.
 //!
 //! Burn 0.22 picks the backend from a `Device` value, so one build can hold several backends;
 //! which ones exist is decided by cargo features. Asking for one that was not compiled in is an
 //! error that names the feature to enable.
+//!
+//! The `tch-*` devices are LibTorch through burn-tch (feature `tch`, PyTorch 2.9.0 from
+//! scripts/setup-tch.sh). Burn 0.22 deprecates the crate and its `Device::libtorch*()`
+//! constructors; the devices are made as `Device::new(LibTorchDevice::…)`, which names the same
+//! backend without the deprecated constructors.
 
 use std::fmt;
 use std::str::FromStr;
@@ -14,7 +19,9 @@ use crate::error::{GptError, Result};
 /// A device as the user names it on the command line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum DeviceSpec {
-    /// The best compiled-in device that initialises: CUDA, Metal, Vulkan, a wgpu GPU, then the CPU.
+    /// The best compiled-in device that initialises: CUDA (CubeCL, then LibTorch's), Metal,
+    /// LibTorch's MPS, Vulkan, a wgpu GPU, then the CPU (Flex; LibTorch's CPU only in a build
+    /// without Flex).
     #[default]
     Auto,
     /// Burn's Flex backend (pure-Rust CPU).
@@ -23,6 +30,12 @@ pub enum DeviceSpec {
     Wgpu,
     Vulkan,
     Metal,
+    /// LibTorch on the CPU (feature `tch`).
+    TchCpu,
+    /// LibTorch on CUDA GPU `N` (feature `tch`, a CUDA build of PyTorch).
+    TchCuda(usize),
+    /// LibTorch on Apple's Metal Performance Shaders (feature `tch`, macOS).
+    TchMps,
 }
 
 impl FromStr for DeviceSpec {
@@ -37,14 +50,22 @@ impl FromStr for DeviceSpec {
             "wgpu" => Self::Wgpu,
             "vulkan" => Self::Vulkan,
             "metal" => Self::Metal,
-            other => match other.strip_prefix("cuda:").map(str::parse::<usize>) {
-                Some(Ok(index)) => Self::Cuda(index),
-                _ => {
-                    return Err(GptError::Device(format!(
-                        "unknown device {s:?}: expected auto, cpu, cuda, cuda:N, wgpu, vulkan or metal"
-                    )));
+            "tch-cpu" => Self::TchCpu,
+            "tch-cuda" => Self::TchCuda(0),
+            "tch-mps" => Self::TchMps,
+            other => {
+                let index = |prefix: &str| other.strip_prefix(prefix).and_then(|i| i.parse::<usize>().ok());
+                match (index("cuda:"), index("tch-cuda:")) {
+                    (Some(i), _) => Self::Cuda(i),
+                    (_, Some(i)) => Self::TchCuda(i),
+                    _ => {
+                        return Err(GptError::Device(format!(
+                            "unknown device {s:?}: expected auto, cpu, cuda, cuda:N, wgpu, vulkan, metal, \
+                             tch-cpu, tch-cuda, tch-cuda:N or tch-mps"
+                        )));
+                    }
                 }
-            },
+            }
         })
     }
 }
@@ -58,6 +79,9 @@ impl fmt::Display for DeviceSpec {
             Self::Wgpu => write!(f, "wgpu"),
             Self::Vulkan => write!(f, "vulkan"),
             Self::Metal => write!(f, "metal"),
+            Self::TchCpu => write!(f, "tch-cpu"),
+            Self::TchCuda(i) => write!(f, "tch-cuda:{i}"),
+            Self::TchMps => write!(f, "tch-mps"),
         }
     }
 }
@@ -87,6 +111,9 @@ pub fn compiled_backends() -> Vec<&'static str> {
     if cfg!(feature = "wgpu") {
         out.push("wgpu");
     }
+    if cfg!(feature = "tch") {
+        out.push("tch");
+    }
     out
 }
 
@@ -108,7 +135,12 @@ impl DeviceSpec {
     /// inputs), ~1e-3 relative error per product instead of ~1e-7 on the CPU: numerical
     /// comparisons need wider tolerances there.
     pub fn is_gpu(self) -> bool {
-        matches!(self, Self::Cuda(_) | Self::Wgpu | Self::Vulkan | Self::Metal)
+        matches!(self, Self::Cuda(_) | Self::Wgpu | Self::Vulkan | Self::Metal | Self::TchCuda(_) | Self::TchMps)
+    }
+
+    /// Whether this names a LibTorch device (`tch-*`).
+    pub fn is_tch(self) -> bool {
+        matches!(self, Self::TchCpu | Self::TchCuda(_) | Self::TchMps)
     }
 
     /// The Burn device for this spec (without autodiff). `Auto` probes the GPUs it was built with.
@@ -146,7 +178,62 @@ impl DeviceSpec {
                 #[cfg(not(feature = "metal"))]
                 return Err(not_compiled(self, "metal"));
             }
+            Self::TchCpu | Self::TchCuda(_) | Self::TchMps => {
+                #[cfg(feature = "tch")]
+                return tch::device(self);
+                #[cfg(not(feature = "tch"))]
+                return Err(not_compiled(self, "tch"));
+            }
         }
+    }
+}
+
+/// LibTorch (burn-tch). Burn 0.22 deprecates burn-tch and its `Device::libtorch()`,
+/// `libtorch_cuda(n)`, `libtorch_mps()` constructors ("use a CubeCL backend"); a `Device` is made
+/// from the backend's own device type with `Device::new`, as for any backend, which still works.
+#[cfg(feature = "tch")]
+#[allow(deprecated)]
+mod tch {
+    use burn::backend::{DispatchDevice, LibTorchDevice};
+    use burn::prelude::Device;
+
+    use super::DeviceSpec;
+    use crate::error::{GptError, Result};
+
+    pub(super) fn libtorch_device(spec: DeviceSpec) -> Option<LibTorchDevice> {
+        match spec {
+            DeviceSpec::TchCpu => Some(LibTorchDevice::Cpu),
+            DeviceSpec::TchCuda(index) => Some(LibTorchDevice::Cuda(index)),
+            DeviceSpec::TchMps => Some(LibTorchDevice::Mps),
+            _ => None,
+        }
+    }
+
+    /// The device; a GPU one only if LibTorch can reach it (tch panics on first use otherwise,
+    /// deep inside a model load).
+    pub(super) fn device(spec: DeviceSpec) -> Result<Device> {
+        let device = libtorch_device(spec).ok_or_else(|| GptError::Device(format!("{spec} is not a LibTorch device")))?;
+        let device = Device::new(device);
+        if spec != DeviceSpec::TchCpu && !super::initialises(&device) {
+            let why = match spec {
+                DeviceSpec::TchMps => "LibTorch has no MPS device here (macOS on Apple silicon only)",
+                _ => "LibTorch finds no such CUDA device (no GPU or driver, or a CPU-only PyTorch)",
+            };
+            return Err(GptError::Device(format!("device `{spec}`: {why}")));
+        }
+        Ok(device)
+    }
+
+    /// Whether `device` is a LibTorch device, with or without autodiff.
+    pub(super) fn is_libtorch(device: &Device) -> bool {
+        matches!(device.clone().without_autodiff().as_dispatch(), DispatchDevice::LibTorch(_))
+    }
+
+    /// LibTorch's intra-op threads (its own pool, not rayon's).
+    pub(super) fn set_threads(threads: usize) {
+        let threads = i32::try_from(threads).unwrap_or(i32::MAX);
+        // SAFETY: a plain setter of ATen's thread count, called before any LibTorch work.
+        unsafe { torch_sys::at_set_num_threads(threads) };
     }
 }
 
@@ -170,8 +257,16 @@ fn auto_device() -> Result<Device> {
     let mut candidates: Vec<Device> = Vec::new();
     #[cfg(feature = "cuda")]
     candidates.push(Device::cuda(0));
+    #[cfg(feature = "tch")]
+    if cfg!(not(target_os = "macos")) {
+        candidates.extend(tch::libtorch_device(DeviceSpec::TchCuda(0)).map(Device::new));
+    }
     #[cfg(feature = "metal")]
     candidates.push(Device::metal(DeviceKind::DefaultDevice));
+    #[cfg(feature = "tch")]
+    if cfg!(target_os = "macos") {
+        candidates.extend(tch::libtorch_device(DeviceSpec::TchMps).map(Device::new));
+    }
     // Only real GPUs: a CPU adapter (e.g. Mesa's lavapipe) is slower than the Flex backend.
     #[cfg(feature = "vulkan")]
     candidates.push(Device::vulkan(DeviceKind::DiscreteGpu(0)));
@@ -184,10 +279,26 @@ fn auto_device() -> Result<Device> {
     }
     #[cfg(feature = "flex")]
     return Ok(Device::flex());
-    #[cfg(not(feature = "flex"))]
+    #[cfg(all(not(feature = "flex"), feature = "tch"))]
+    return tch::device(DeviceSpec::TchCpu);
+    #[cfg(not(any(feature = "flex", feature = "tch")))]
     return Err(GptError::Device(
         "no compiled-in device initialised (and the CPU backend is not compiled: enable feature `flex`)".into(),
     ));
+}
+
+/// Whether `device` is a LibTorch (`tch-*`) device, with or without autodiff (always false when
+/// feature `tch` is not compiled in).
+pub fn is_libtorch(device: &Device) -> bool {
+    #[cfg(feature = "tch")]
+    {
+        tch::is_libtorch(device)
+    }
+    #[cfg(not(feature = "tch"))]
+    {
+        let _ = device;
+        false
+    }
 }
 
 /// Whether `device` is the CPU (Flex) backend, with or without autodiff (always false when Flex
@@ -204,13 +315,15 @@ pub fn is_flex(device: &Device) -> bool {
     }
 }
 
-/// Applies `--threads` when given (Flex and its matmuls use rayon's global pool; all cores
-/// otherwise). Call once, early.
+/// Applies `--threads` when given (Flex and its matmuls use rayon's global pool, LibTorch its own
+/// intra-op pool: both are set; all cores otherwise). Call once, early.
 pub fn set_cpu_threads(threads: Option<usize>) -> Result<()> {
     let Some(threads) = threads else { return Ok(()) };
     if threads == 0 {
         return Err(GptError::Device("--threads must be at least 1".into()));
     }
+    #[cfg(feature = "tch")]
+    tch::set_threads(threads);
     rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .build_global()
@@ -231,6 +344,44 @@ mod tests {
         let err = "tpu".parse::<DeviceSpec>().unwrap_err().to_string();
         assert!(err.contains("unknown device \"tpu\""), "{err}");
         assert!("cuda:x".parse::<DeviceSpec>().is_err());
+    }
+
+    #[test]
+    fn parses_and_prints_the_libtorch_devices() {
+        assert_eq!("tch-cpu".parse::<DeviceSpec>().unwrap(), DeviceSpec::TchCpu);
+        assert_eq!("TCH-CUDA".parse::<DeviceSpec>().unwrap(), DeviceSpec::TchCuda(0));
+        assert_eq!("tch-cuda:2".parse::<DeviceSpec>().unwrap(), DeviceSpec::TchCuda(2));
+        assert_eq!("tch-mps".parse::<DeviceSpec>().unwrap(), DeviceSpec::TchMps);
+        for spec in [DeviceSpec::TchCpu, DeviceSpec::TchCuda(3), DeviceSpec::TchMps, DeviceSpec::Cuda(1)] {
+            assert_eq!(spec.to_string().parse::<DeviceSpec>().unwrap(), spec, "{spec}");
+        }
+        assert_eq!(DeviceSpec::TchCuda(0).to_string(), "tch-cuda:0");
+        for bad in ["tch", "tch-cuda:", "tch-cuda:x", "tch-cpu:0", "tch-vulkan"] {
+            let err = bad.parse::<DeviceSpec>().unwrap_err().to_string();
+            assert!(err.contains("tch-cpu, tch-cuda, tch-cuda:N or tch-mps"), "{bad}: {err}");
+        }
+        assert!(DeviceSpec::TchCuda(0).is_gpu() && DeviceSpec::TchMps.is_gpu() && !DeviceSpec::TchCpu.is_gpu());
+        assert!(DeviceSpec::TchCpu.is_tch() && DeviceSpec::TchMps.is_tch() && !DeviceSpec::Cuda(0).is_tch());
+        assert_eq!(compiled_backends().contains(&"tch"), cfg!(feature = "tch"));
+    }
+
+    #[cfg(not(feature = "tch"))]
+    #[test]
+    fn libtorch_without_the_feature_names_it() {
+        for spec in [DeviceSpec::TchCpu, DeviceSpec::TchCuda(1), DeviceSpec::TchMps] {
+            let err = spec.resolve().unwrap_err().to_string();
+            assert!(err.contains(&format!("device `{spec}` is not compiled")) && err.contains("--features tch"), "{err}");
+        }
+    }
+
+    #[cfg(feature = "tch")]
+    #[test]
+    fn libtorch_cpu_resolves_and_is_told_apart() {
+        let device = DeviceSpec::TchCpu.resolve().unwrap();
+        assert!(is_libtorch(&device) && is_libtorch(&device.clone().autodiff()) && !is_flex(&device));
+        assert!(initialises(&device));
+        #[cfg(feature = "flex")]
+        assert!(!is_libtorch(&Device::flex()));
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! Where tensors live and the CPU kernels behind the model's ops.
 //!
-//! - [`device`]: `--device auto|cpu|cuda[:N]|wgpu|vulkan|metal`, CPU threads.
+//! - [`device`]: `--device auto|cpu|cuda[:N]|wgpu|vulkan|metal|tch-cpu|tch-cuda[:N]|tch-mps`, CPU threads.
 //! - [`allocator`]: mimalloc for every llmfs binary, tuned for tensor work.
 //! - [`kernels`]: fused CPU ops (Flex) with their own backward; [`crate::ops`] calls them and falls
 //!   back to Burn's ops when they hand their input back. Without the `flex` feature the same
@@ -23,7 +23,7 @@ pub use fallback as kernels;
 #[cfg(feature = "flex")]
 pub use flex as kernels;
 
-pub use device::{DeviceSpec, compiled_backends, is_flex, set_cpu_threads};
+pub use device::{DeviceSpec, compiled_backends, is_flex, is_libtorch, set_cpu_threads};
 
 /// Up to this many rows a product by a weight matrix takes the streaming kernels (decoding):
 /// they read the weight once, in order, where a GEMM's register blocking only pays on more rows.

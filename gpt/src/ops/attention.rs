@@ -23,7 +23,10 @@ pub fn causal(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, mask: Option<Tensor<4, B
     // Dropout on the attention weights needs them materialised (Burn's fused kernel has none).
     // So do the GPU backends: Burn 0.22.1's autotune may pick a flash-attention kernel that
     // then fails to launch for the batch at hand ("No tile size is available for the problem",
-    // README, "Backends").
+    // README, "Backends"). And LibTorch: burn-tch 0.22.1 hands the mask to torch's
+    // scaled_dot_product_attention, where true means "may attend" (padded batches would go wrong;
+    // tests/it/attention_mask.rs), and torch's `is_causal` aligns a cached step's queries to the
+    // first keys, not the last.
     if dropout::active(weights_dropout, &q) || !is_flex(&q.device()) {
         let scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(1.0 / (d as f64).sqrt());
         let future = Tensor::<2, Bool>::tril_mask([t, s], (s - t) as i64, &scores.device()).unsqueeze::<4>();

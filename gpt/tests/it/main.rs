@@ -3,6 +3,7 @@
 
 mod common;
 
+mod attention_mask;
 mod classifier;
 mod bnb_checkpoint;
 mod fuzz_loaders;
