@@ -26,11 +26,25 @@ pub fn average_gradients<M: Module>(model: &M, mut grads: GradientsParams, world
     impl ModuleVisitor for Gather<'_> {
         fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
             if let Some(g) = self.grads.get::<D>(param.id) {
-                self.values.extend(g.into_data().iter::<f32>());
+                let data = g.into_data();
+                match data.as_slice::<f32>() {
+                    Ok(values) => self.values.extend_from_slice(values),
+                    Err(_) => self.values.extend(data.iter::<f32>()),
+                }
             }
         }
     }
-    let mut gather = Gather { grads: &grads, values: Vec::new() };
+    // One buffer of the gradients' size (124M parameters' are 0.5 GB: growing it by doubling
+    // would copy them again).
+    struct Count<'a>(&'a GradientsParams, usize);
+    impl ModuleVisitor for Count<'_> {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            self.1 += self.0.get::<D>(param.id).map_or(0, |g| g.shape().num_elements());
+        }
+    }
+    let mut count = Count(&grads, 0);
+    model.visit(&mut count);
+    let mut gather = Gather { grads: &grads, values: Vec::with_capacity(count.1) };
     model.visit(&mut gather);
     let mut values = gather.values;
     for bucket in values.chunks_mut(BUCKET) {
