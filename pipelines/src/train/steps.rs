@@ -75,8 +75,10 @@ impl ClassifierTraining {
     }
 
     /// The frozen blocks' output, computed on the inference copy: no gradient bookkeeping, and
-    /// the fused CPU kernels apply. The result enters the autodiff graph as a constant.
+    /// the fused CPU kernels apply (under bf16-mixed with the frozen weights' panels packed once
+    /// for every step). The result enters the autodiff graph as a constant.
     fn frozen_prefix(&self, ids: Tensor<2, Int>) -> Tensor<3> {
+        let _frozen = gpt::backend::kernels::keep_frozen_panels();
         let device = ids.device();
         if !device.is_autodiff() {
             let model = &self.classifier.model;

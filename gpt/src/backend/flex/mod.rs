@@ -26,7 +26,7 @@ mod tensor;
 mod training;
 
 pub use attention::{causal_attention, causal_attention_by_burn_ops};
-pub use bf16::{from_bf16, to_bf16};
+pub use bf16::{KeepFrozenPanels, from_bf16, keep_frozen_panels, to_bf16};
 pub use decode::{streaming_linear, streaming_times_transposed};
 pub use gemm::matmul;
 pub use int8::{int8_linear, int8_times_transposed};

@@ -7,6 +7,9 @@
 //! - `avx512`: the `vdpbf16ps` micro-kernel and the vector packing (x86-64 with AVX512-BF16,
 //!   detected at run time). Elsewhere the products stay f32.
 
+use std::cell::Cell;
+use std::marker::PhantomData;
+
 use burn::backend::flex::FlexTensor;
 
 use super::gemm::Matrix;
@@ -61,19 +64,43 @@ pub(super) unsafe fn gemm_into(dst: *mut f32, dst_row: usize, a: Matrix, b: Matr
     unreachable!("no bf16 products without AVX512-BF16: {dst:?} {dst_row} {a:?} {b:?} {accumulate} {threads}")
 }
 
-/// [`gemm_into`] with `b` a view of `weight`, a weight that no gradient changes (inference, a
-/// frozen layer): its panels are packed on first use and reused while its storage lives unchanged
-/// ([`frozen`]). `false`, having done nothing, unless the products are bf16 here.
+thread_local! {
+    /// How many [`KeepFrozenPanels`] live on this thread.
+    static KEEP_FROZEN: Cell<usize> = const { Cell::new(0) };
+}
+
+/// While one lives, the bf16 products this thread makes of weights outside autodiff keep those
+/// weights' packed panels for the next products ([`frozen`]): for weights that no step changes,
+/// as a classifier's frozen blocks. Elsewhere (an eval's copy of weights that train) kept panels
+/// would outlive their use until the optimizer's next step, at half the weights' size.
+#[must_use]
+pub struct KeepFrozenPanels(PhantomData<*const ()>); // not Send: the count is this thread's
+
+pub fn keep_frozen_panels() -> KeepFrozenPanels {
+    KEEP_FROZEN.with(|count| count.set(count.get() + 1));
+    KeepFrozenPanels(PhantomData)
+}
+
+impl Drop for KeepFrozenPanels {
+    fn drop(&mut self) {
+        KEEP_FROZEN.with(|count| count.set(count.get() - 1));
+    }
+}
+
+/// [`gemm_into`] with `b` a view of `weight`, a weight outside autodiff, inside a
+/// [`keep_frozen_panels`] scope: its panels are packed on first use and reused while its storage
+/// lives unchanged ([`frozen`]). `false`, having done nothing, outside such a scope or unless the
+/// products are bf16 here.
 ///
 /// # Safety
 /// As [`super::gemm::gemm_into`]; `b` views `weight`'s storage.
 pub(super) unsafe fn gemm_frozen_into(dst: *mut f32, dst_row: usize, a: Matrix, weight: &FlexTensor, b: Matrix, accumulate: bool) -> bool {
-    if !enabled() {
+    if !enabled() || KEEP_FROZEN.with(Cell::get) == 0 {
         return false;
     }
     #[cfg(target_arch = "x86_64")]
     {
-        // Past the cache's budget: packed per product, as any other.
+        // None past the budget: then packed block by block, as any other.
         let packed = frozen::packed(weight, b);
         let rhs = packed.as_deref().map_or(blocked::Rhs::View(b), blocked::Rhs::Packed);
         // SAFETY: as the caller promises; `enabled` checked the CPU.
