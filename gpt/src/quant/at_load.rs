@@ -185,13 +185,10 @@ impl<M: Module> Quantized<M> {
         let Self { model, mut matrices } = self;
         let mut error = None;
         let model = model.apply_reparameterization(Adapters { group, rank, scale, matrices: &mut matrices, error: &mut error });
-        if let Some(error) = error {
-            return Err(error);
+        match error {
+            Some(error) => Err(error),
+            None => Quantized { model, matrices }.attach(),
         }
-        let model = model.apply_reparameterization(Attach::<Nf4Weight>::new(&mut matrices));
-        let model = model.apply_reparameterization(Attach::<Int8Weight>::new(&mut matrices));
-        ensure_all_attached(&matrices)?;
-        Ok(model)
     }
 
     /// Whether any weight is quantized (and waits to be attached).

@@ -105,6 +105,12 @@ impl<F: FrozenFormat> FrozenBase<F> {
         let values = transpose(&w.dequantize(), w.rows(), w.cols());
         Tensor::from_data(TensorData::new(values, [w.cols(), w.rows()]), device)
     }
+
+    /// `weight` (`[in, out]`) as the rank-`D` parameter the matrix replaces: a
+    /// reparameterization's value.
+    fn as_param<const D: usize>(&self, weight: Tensor<2>) -> Tensor<D> {
+        weight.reshape(Shape::from(vec![self.0.cols(), self.0.rows()]))
+    }
 }
 
 impl<F: FrozenFormat> Module for FrozenBase<F> {
@@ -159,8 +165,7 @@ impl Reparameterization for Nf4Weight {
     const NAME: &'static str = "nf4";
 
     fn apply<const D: usize>(&self, placeholder: Tensor<D>) -> Tensor<D> {
-        let w = &self.base.0;
-        self.base.dequantized(&placeholder.device()).reshape(Shape::from(vec![w.cols(), w.rows()]))
+        self.base.as_param(self.base.dequantized(&placeholder.device()))
     }
 }
 
@@ -174,8 +179,7 @@ impl Reparameterization for Int8Weight {
     const NAME: &'static str = "int8";
 
     fn apply<const D: usize>(&self, placeholder: Tensor<D>) -> Tensor<D> {
-        let w = &self.base.0;
-        self.base.dequantized(&placeholder.device()).reshape(Shape::from(vec![w.cols(), w.rows()]))
+        self.base.as_param(self.base.dequantized(&placeholder.device()))
     }
 }
 
@@ -193,9 +197,8 @@ impl Reparameterization for QloraAdapter {
     const NAME: &'static str = "lora";
 
     fn apply<const D: usize>(&self, placeholder: Tensor<D>) -> Tensor<D> {
-        let w = &self.base.0;
         let delta = self.a.val().matmul(self.b.val()).mul_scalar(self.scale);
-        (self.base.dequantized(&placeholder.device()) + delta).reshape(Shape::from(vec![w.cols(), w.rows()]))
+        self.base.as_param(self.base.dequantized(&placeholder.device()) + delta)
     }
 }
 
