@@ -14,6 +14,7 @@ use std::time::Duration;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use llmfs::gpt::backend::flex::{int8_times_transposed, linear, nf4_times_transposed, streaming_linear};
 use llmfs::gpt::burn::prelude::*;
+use llmfs::gpt::burn::tensor::DType;
 use llmfs::gpt::quant::{Int8Matrix, Nf4Matrix};
 
 llmfs::gpt::use_mimalloc!();
@@ -55,6 +56,7 @@ fn products(c: &mut Criterion) {
     let nf4 = Nf4Matrix::from_linear_weight("w", &w, [D_IN, D_OUT]).expect("finite values");
     let nf4_double = nf4.clone().double_quantized();
     let w_f32 = Tensor::<2>::from_data(TensorData::new(w, [D_IN, D_OUT]), &device);
+    let w_bf16 = w_f32.clone().cast(DType::BF16);
     // Each quantized product against the f32 product by its own dequantized values: the same
     // products, the sums in another order.
     let (int8_f32, nf4_f32) = (f32_weight(int8.dequantize(), &device), f32_weight(nf4.dequantize(), &device));
@@ -72,6 +74,7 @@ fn products(c: &mut Criterion) {
         let mut group = c.benchmark_group(format!("x[{n}, {D_IN}] · W[{D_IN} → {D_OUT}]"));
         group.throughput(Throughput::Elements((D_IN * D_OUT) as u64));
         group.bench_function("f32", |b| b.iter(|| f32_product(&x_tensor, &w_f32)));
+        group.bench_function("bf16", |b| b.iter(|| f32_product(&x_tensor, &w_bf16)));
         group.bench_function("int8", |b| b.iter(|| int8_times_transposed(&x, n, &int8, None)));
         group.bench_function("nf4", |b| b.iter(|| nf4_times_transposed(&x, n, &nf4, None)));
         group.bench_function("nf4 double-quant", |b| b.iter(|| nf4_times_transposed(&x, n, &nf4_double, None)));

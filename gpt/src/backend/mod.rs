@@ -23,7 +23,7 @@ pub use fallback as kernels;
 #[cfg(feature = "flex")]
 pub use flex as kernels;
 
-pub use device::{DeviceSpec, compiled_backends, is_flex, is_libtorch, set_cpu_threads};
+pub use device::{DeviceSpec, compiled_backends, is_flex, is_libtorch, on_cpu_workers, set_cpu_threads};
 
 /// Up to this many rows a product by a weight matrix takes the streaming kernels (decoding):
 /// they read the weight once, in order, where a GEMM's register blocking only pays on more rows.

@@ -18,6 +18,7 @@ use burn::prelude::*;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 
+use crate::backend::on_cpu_workers;
 use crate::error::{GptError, Result};
 use crate::models::CausalLm;
 use crate::models::kv_cache::KvCache;
@@ -250,6 +251,15 @@ fn fit_prompt(prompt: &[u32], max_new_tokens: usize, n_positions: usize) -> Vec<
     prompt.to_vec()
 }
 
+/// The logits at `positions` (one per row) of `tokens` run through `model` with `cache`, on the CPU
+/// kernels' worker threads ([`on_cpu_workers`]).
+fn cached_logits(model: &dyn CausalLm, tokens: &[u32], is_pad: &[bool], cache: &mut KvCache, positions: &[usize]) -> Result<Vec<f32>> {
+    on_cpu_workers(&model.device(), || {
+        let hidden = model.forward_cached(tokens, is_pad, cache)?;
+        logits_at(model, hidden, positions)
+    })
+}
+
 impl<'m> TokenStream<'m> {
     pub fn new(model: &'m dyn CausalLm, prompts: &[Vec<u32>], config: &GenerateConfig) -> Result<Self> {
         if prompts.is_empty() {
@@ -297,13 +307,9 @@ impl<'m> TokenStream<'m> {
             });
         }
         let mut cache = self.model.new_cache(b);
-        let hidden = self.model.forward_cached(&tokens, &is_pad, &mut cache)?;
+        let logits = cached_logits(self.model, &tokens, &is_pad, &mut cache, &last_real)?;
         self.cache = Some(cache);
-        self.logits_at(hidden, &last_real)
-    }
-
-    fn logits_at(&self, hidden: Tensor<3>, positions: &[usize]) -> Result<Vec<f32>> {
-        logits_at(self.model, hidden, positions)
+        Ok(logits)
     }
 
     /// The reference path: every unfinished row's whole sequence through the plain forward pass.
@@ -348,8 +354,7 @@ impl<'m> TokenStream<'m> {
             is_pad[step.row] = false;
         }
         let cache = self.cache.as_mut().ok_or_else(|| GptError::Generation("the KV cache is missing".into()))?;
-        let hidden = self.model.forward_cached(&tokens, &is_pad, cache)?;
-        self.logits_at(hidden, &vec![0; self.rows.len()])
+        cached_logits(self.model, &tokens, &is_pad, cache, &vec![0; self.rows.len()])
     }
 
     pub fn is_done(&self) -> bool {

@@ -9,8 +9,9 @@ use super::kv_cache::KvCache;
 use super::llama::Llama;
 use crate::error::Result;
 
-/// A decoder-only language model: embed → blocks with a KV cache → final norm → head.
-pub trait CausalLm {
+/// A decoder-only language model: embed → blocks with a KV cache → final norm → head. `Sync`, so
+/// that generation can run its forward passes on the CPU kernels' worker threads.
+pub trait CausalLm: Sync {
     fn vocab_size(&self) -> usize;
     /// The most positions one sequence may have.
     fn context_length(&self) -> usize;
