@@ -13,7 +13,8 @@
 use std::time::Instant;
 
 use llmfs::gpt::backend::MatmulPrecision;
-use llmfs::gpt::backend::flex::{matmul, matmul_path, set_matmul_precision};
+use llmfs::gpt::backend::flex::{matmul, matmul_path};
+use llmfs::gpt::backend::set_matmul_precision;
 
 llmfs::gpt::use_mimalloc!();
 

@@ -19,5 +19,7 @@ mod generation;
 mod llama;
 #[path = "it/loss_and_adamw.rs"]
 mod loss_and_adamw;
+#[path = "it/mixed_precision.rs"]
+mod mixed_precision;
 #[path = "../../gpt/tests/it/parity.rs"]
 mod parity;

@@ -49,7 +49,7 @@ def timed_steps(step, warm: int, steps: int):
     return statistics.median(times), times, losses
 
 
-def case_train(batch: int, seq_len: int, steps: int, dropout: float) -> dict:
+def case_train(batch: int, seq_len: int, steps: int, dropout: float, autocast: bool = False) -> dict:
     torch.manual_seed(0)
     model = GPT2LMHeadModel(config(dropout)).to(DEVICE).train()
     opt = torch.optim.AdamW(model.parameters(), lr=5e-5, weight_decay=0.1)
@@ -58,8 +58,10 @@ def case_train(batch: int, seq_len: int, steps: int, dropout: float) -> dict:
 
     def step():
         opt.zero_grad(set_to_none=True)
-        logits = model(input_ids=x).logits
-        loss = F.cross_entropy(logits.flatten(0, 1), y.flatten())
+        # bf16 autocast: what `--precision bf16-mixed` is compared with (no loss scaler for bf16).
+        with torch.autocast(DEVICE, dtype=torch.bfloat16, enabled=autocast):
+            logits = model(input_ids=x).logits
+            loss = F.cross_entropy(logits.flatten(0, 1).float(), y.flatten())
         loss.backward()
         opt.step()
         return loss
@@ -161,6 +163,8 @@ def main() -> None:
         }
         if DEVICE == "cuda":
             torch.cuda.empty_cache()
+    # The training step under bf16 autocast (TF32 left on for what autocast keeps in f32).
+    result["bf16"] = {"train": case_train(args.batch, args.seq_len, args.steps, args.dropout, autocast=True)}
     text = json.dumps(result)
     print(text)
     if args.out:

@@ -5,16 +5,10 @@ use std::sync::Arc;
 
 use burn::prelude::*;
 
-use super::{AdamWStep, MatmulPrecision, Moments};
+use super::{AdamWStep, Moments};
 use crate::quant::{Int8Matrix, Nf4Matrix};
 
-/// Without the CPU kernels every product is Burn's, in f32: the setting changes nothing.
-pub fn set_matmul_precision(_precision: MatmulPrecision) {}
-
-pub fn matmul_precision() -> MatmulPrecision {
-    MatmulPrecision::F32
-}
-
+/// Without the CPU kernels no product runs on the CPU's own path.
 pub fn matmul_path() -> &'static str {
     "f32"
 }

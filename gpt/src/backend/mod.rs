@@ -7,6 +7,7 @@
 //!   functions come from `fallback.rs` and always hand their input back: the one place that
 //!   knows whether the CPU kernels are compiled in.
 //! - [`keep_mask`]: dropout masks drawn on the host.
+//! - [`precision`]: the products' precision (`--precision`), on every backend.
 
 use burn::prelude::*;
 
@@ -17,6 +18,7 @@ pub mod fallback;
 #[cfg(feature = "flex")]
 pub mod flex;
 pub mod keep_mask;
+pub mod precision;
 
 #[cfg(not(feature = "flex"))]
 pub use fallback as kernels;
@@ -24,6 +26,7 @@ pub use fallback as kernels;
 pub use flex as kernels;
 
 pub use device::{DeviceSpec, compiled_backends, is_flex, is_libtorch, on_cpu_workers, set_cpu_threads};
+pub use precision::{MatmulPrecision, matmul_precision, set_matmul_precision};
 
 /// Up to this many rows a product by a weight matrix takes the streaming kernels (decoding):
 /// they read the weight once, in order, where a GEMM's register blocking only pays on more rows.
@@ -38,18 +41,6 @@ pub struct AdamWStep {
     pub epsilon: f32,
     pub weight_decay: f32,
     pub time: i32,
-}
-
-/// The precision of the CPU kernels' matrix products (`set_matmul_precision`): `Bf16` rounds
-/// their inputs to bf16 and accumulates in f32 (mixed precision) where the CPU has the
-/// instructions for it, and keeps f32 elsewhere; `F16` rounds them to IEEE f16 (overflow to
-/// infinity, subnormals as f16 has them) and accumulates in f32, on any CPU.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum MatmulPrecision {
-    #[default]
-    F32,
-    Bf16,
-    F16,
 }
 
 /// The moments of one parameter, or the inputs handed back when the update cannot be fused.

@@ -10,6 +10,7 @@ use burn::tensor::ops::AttentionModuleOptions;
 
 use crate::backend::is_flex;
 use crate::ops::dropout;
+use crate::ops::matmul::matmul;
 
 /// `softmax(q·kᵀ/√d + causal + mask)·v` for `q` `[B, H, T, d]` and `k`, `v` `[B, H, S, d]` (S ≥ T:
 /// query `i` sits at absolute position `S - T + i`, so a cache of `S - T` earlier positions is
@@ -28,14 +29,14 @@ pub fn causal(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, mask: Option<Tensor<4, B
     // tests/it/attention_mask.rs), and torch's `is_causal` aligns a cached step's queries to the
     // first keys, not the last.
     if dropout::active(weights_dropout, &q) || !is_flex(&q.device()) {
-        let scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(1.0 / (d as f64).sqrt());
+        let scores = matmul(q, k.swap_dims(2, 3)).mul_scalar(1.0 / (d as f64).sqrt());
         let future = Tensor::<2, Bool>::tril_mask([t, s], (s - t) as i64, &scores.device()).unsqueeze::<4>();
         let blocked = match mask {
             Some(mask) => mask.bool_or(future.expand([b, h, t, s])),
             None => future,
         };
         let weights = softmax(scores.mask_fill(blocked, f32::NEG_INFINITY), 3);
-        return dropout::forward(weights_dropout, weights).matmul(v);
+        return matmul(dropout::forward(weights_dropout, weights), v);
     }
     let options = AttentionModuleOptions { scale: None, softcap: None, is_causal: true };
     attention(q, k, v, mask, None, options)

@@ -5,6 +5,7 @@ use burn::module::{LoraAdapter, Param};
 use burn::nn::Linear;
 use burn::prelude::*;
 
+use super::matmul::{matmul, matmul_weight};
 use crate::backend::{STREAMING_MAX_ROWS, kernels};
 use crate::quant::{Int8Weight, Nf4Weight, QloraAdapter};
 
@@ -29,7 +30,7 @@ pub fn linear(layer: &Linear, x: Tensor<3>) -> Tensor<3> {
         Some((base, adapter)) if b * t > STREAMING_MAX_ROWS => {
             let (a, b) = (adapter.a.val(), adapter.b.val());
             kernels::lora_linear(&x, &base, bias.as_ref(), &a, &b, adapter.scale).unwrap_or_else(|| {
-                let low_rank = x.clone().matmul(a).mul_scalar(adapter.scale).matmul(b);
+                let low_rank = matmul(matmul(x.clone(), a).mul_scalar(adapter.scale), b);
                 dense(x, base, bias) + low_rank
             })
         }
@@ -50,7 +51,7 @@ fn quantized(weight: &Param<Tensor<2>>, x: &Tensor<2>, bias: Option<Tensor<1>>) 
     if let Some(adapter) = weight.reparameterization::<QloraAdapter>() {
         let (a, b) = (adapter.a.val(), adapter.b.val());
         return Some(kernels::qlora_linear(x, &adapter.base.0, bias.as_ref(), &a, &b, adapter.scale).unwrap_or_else(|| {
-            let low_rank = x.clone().matmul(a).mul_scalar(adapter.scale).matmul(b);
+            let low_rank = matmul(matmul(x.clone(), a).mul_scalar(adapter.scale), b);
             dense(x.clone(), adapter.base.dequantized(&x.device()), bias) + low_rank
         }));
     }
@@ -86,14 +87,6 @@ pub fn tied_head(x: Tensor<2>, embedding: Tensor<2>) -> Tensor<2> {
     kernels::streaming_times_transposed(&x, &embedding)
         .or_else(|| kernels::times_transposed(&x, &embedding))
         .unwrap_or_else(|| matmul_weight(x, embedding.transpose()))
-}
-
-/// `x·W` by Burn's ops, where the weight may be kept in another dtype than the activations
-/// (`--dtype bf16`): the product runs in the weight's dtype (bf16 tensor cores on GPUs) and the
-/// result comes back in the activations'. Both casts are no-ops when the dtypes agree.
-pub fn matmul_weight(x: Tensor<2>, weight: Tensor<2>) -> Tensor<2> {
-    let dtype = x.dtype();
-    x.cast(weight.dtype()).matmul(weight).cast(dtype)
 }
 
 #[cfg(all(test, feature = "flex"))]

@@ -7,9 +7,11 @@ pub mod dropout;
 pub mod embedding;
 pub mod gelu;
 pub mod linear;
+pub mod matmul;
 pub mod swiglu;
 
 pub use embedding::embedding;
 pub use gelu::gelu;
-pub use linear::{linear, matmul_weight, tied_head};
+pub use linear::{linear, tied_head};
+pub use matmul::{matmul, matmul_weight};
 pub use swiglu::swiglu;

@@ -3,12 +3,14 @@
 //! `bf16-mixed` rounds the inputs of the Linear layers', output head's and attention's products
 //! (forward and backward) to bf16 and accumulates in f32, as `torch.autocast` with bf16 does;
 //! `f16-mixed` rounds them to f16 and scales the loss ([`GradScaler`]), as `torch.autocast` with
-//! f16 and `torch.amp.GradScaler` do.
+//! f16 and `torch.amp.GradScaler` do. On the CPU llmfs's kernels do the rounding; other backends
+//! (CUDA, LibTorch) run the products in bf16 or f16 ([`gpt::ops::matmul`]).
 
 use anyhow::{Result, bail};
 use gpt::backend::MatmulPrecision;
-use gpt::backend::kernels::{matmul_precision, set_matmul_precision};
+use gpt::backend::{matmul_precision, set_matmul_precision};
 use gpt::burn::prelude::Device;
+use gpt::burn::tensor::DType;
 use serde::{Deserialize, Serialize};
 
 use crate::train::grad_scaler::GradScaler;
@@ -19,7 +21,8 @@ pub enum Precision {
     /// Everything in f32.
     #[default]
     F32,
-    /// Matrix products with bf16 inputs and f32 accumulation (the CPU's AVX512-BF16 kernels).
+    /// Matrix products with bf16 inputs and f32 accumulation (the CPU's AVX512-BF16 kernels; other
+    /// backends' bf16 products).
     Bf16Mixed,
     /// Matrix products with f16 inputs and f32 accumulation (emulated: f16-rounded inputs, the
     /// f32 GEMM), and dynamic loss scaling.
@@ -29,19 +32,21 @@ pub enum Precision {
 impl Precision {
     /// Makes the products of a run on `device` take this precision until the guard drops. On the
     /// CPU bf16 products need AVX512-BF16 (elsewhere they stay f32, and the guard says so); f16
-    /// products are emulated on any CPU. Other devices train in f32 only.
+    /// products are emulated on any CPU. Other backends cast the products' inputs to bf16 or f16
+    /// ([`gpt::ops::matmul`]): an error where the device lacks that dtype (wgpu's WGSL has no bf16).
     pub fn apply(self, device: &Device) -> Result<PrecisionGuard> {
-        let wanted = match self {
-            Precision::F32 => MatmulPrecision::F32,
-            Precision::Bf16Mixed if gpt::backend::is_flex(device) => MatmulPrecision::Bf16,
-            Precision::F16Mixed if gpt::backend::is_flex(device) => MatmulPrecision::F16,
-            Precision::Bf16Mixed | Precision::F16Mixed => {
-                bail!("--precision {self}: only the CPU backend has it so far ({device:?} trains in f32)")
-            }
+        let (wanted, dtype) = match self {
+            Precision::F32 => (MatmulPrecision::F32, None),
+            Precision::Bf16Mixed => (MatmulPrecision::Bf16, Some(DType::BF16)),
+            Precision::F16Mixed => (MatmulPrecision::F16, Some(DType::F16)),
         };
+        let flex = gpt::backend::is_flex(device);
+        if let Some(dtype) = dtype.filter(|&d| !flex && !device.supports_dtype(d)) {
+            bail!("--precision {self}: the device {device:?} has no {dtype:?} arithmetic; use --precision f32");
+        }
         let previous = matmul_precision();
         set_matmul_precision(wanted);
-        Ok(PrecisionGuard { previous })
+        Ok(PrecisionGuard { previous, flex })
     }
 
     /// The loss scaler a run at this precision needs: f16's 5 exponent bits flush small gradients
@@ -66,13 +71,21 @@ impl std::fmt::Display for Precision {
 #[must_use]
 pub struct PrecisionGuard {
     previous: MatmulPrecision,
+    /// The run's device is the CPU backend (whose kernels have paths of their own).
+    flex: bool,
 }
 
 impl PrecisionGuard {
-    /// Which path the products take now: `"f32"`, `"avx512-bf16"`, `"f32 (no AVX512-BF16)"`, or
-    /// the f16 emulation's.
+    /// Which path the products take now: on the CPU `"f32"`, `"avx512-bf16"`, `"f32 (no
+    /// AVX512-BF16)"` or the f16 emulation's; elsewhere `"f32"`, or the backend's own bf16 or f16
+    /// products.
     pub fn path(&self) -> &'static str {
-        gpt::backend::kernels::matmul_path()
+        match (self.flex, matmul_precision()) {
+            (true, _) => gpt::backend::kernels::matmul_path(),
+            (false, MatmulPrecision::F32) => "f32",
+            (false, MatmulPrecision::Bf16) => "bf16 (the backend's products, f32 results)",
+            (false, MatmulPrecision::F16) => "f16 (the backend's products, f32 results)",
+        }
     }
 }
 

@@ -16,6 +16,7 @@ mod instruction_data;
 mod instruction_responses;
 mod llm_judge;
 mod loss_and_adamw;
+mod mixed_precision;
 mod plots;
 mod pretrain;
 mod runs;

@@ -20,7 +20,7 @@ const PARALLEL_MIN_VALUES: usize = 1 << 16;
 
 /// Whether [`super::gemm::gemm_into`] should hand its product to [`gemm_into`].
 pub(super) fn enabled() -> bool {
-    super::precision::matmul_precision() == MatmulPrecision::F16
+    crate::backend::matmul_precision() == MatmulPrecision::F16
 }
 
 /// `x` rounded to f16 and back: the value an f16 operand holds (the scalar reference).

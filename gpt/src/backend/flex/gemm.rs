@@ -42,7 +42,7 @@ impl Matrix {
 }
 
 /// `dst = a·b` (`dst += a·b` when `accumulate`), at the products' precision
-/// ([`super::precision::set_matmul_precision`]): `a.rows × b.cols` values written at `dst`, rows
+/// ([`crate::backend::set_matmul_precision`]): `a.rows × b.cols` values written at `dst`, rows
 /// `dst_row` apart. `threads`: let the GEMM split a large product over rayon's pool (below ~7 M
 /// multiply-adds a thread hop costs more than it saves: Flex's own threshold).
 ///

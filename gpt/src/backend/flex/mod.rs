@@ -7,7 +7,7 @@
 //! (`None` / `Err`) when it does not apply (not an f32 Flex tensor, a shape it does not take), and
 //! the caller in [`crate::ops`] takes Burn's ops: the GPU backends fuse those themselves.
 //! [`super::fallback`] has the same functions for builds without Flex. Every product goes through
-//! one GEMM call, f32 or, after [`set_matmul_precision`]`(Bf16)`, bf16 with f32 accumulation
+//! one GEMM call, f32 or, after [`crate::backend::set_matmul_precision`]`(Bf16)`, bf16 with f32 accumulation
 //! (`F16`: inputs rounded to f16, f32 accumulation).
 
 mod attention;
@@ -32,6 +32,6 @@ pub use gemm::matmul;
 pub use int8::{int8_linear, int8_times_transposed};
 pub use linear::{linear, lora_linear, times_transposed};
 pub use nf4::{nf4_times, nf4_times_transposed};
-pub use precision::{matmul_path, matmul_precision, set_matmul_precision};
+pub use precision::matmul_path;
 pub use qlora::{nf4_linear, qlora_linear};
 pub use training::{adamw_update, cross_entropy_rows, gelu_tanh, swiglu};

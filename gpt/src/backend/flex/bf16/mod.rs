@@ -45,7 +45,7 @@ pub(super) fn avx512_bf16() -> bool {
 
 /// Whether [`super::gemm::gemm_into`] should hand its product to [`gemm_into`].
 pub(super) fn enabled() -> bool {
-    super::precision::matmul_precision() == MatmulPrecision::Bf16 && avx512_bf16()
+    crate::backend::matmul_precision() == MatmulPrecision::Bf16 && avx512_bf16()
 }
 
 /// `dst (+)= a·b` with `a` and `b` rounded to bf16, accumulated in f32: the contract of
