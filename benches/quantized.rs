@@ -3,8 +3,9 @@
 //! weight, in the same process (criterion): decoding (1 and 4 rows of x by a `[2048 → 8192]`
 //! Linear weight: the f32 side is the streaming kernel generation uses) and a short prefill (64
 //! rows: the quantized sides dequantize panels for the GEMM, the f32 side is the fused Linear
-//! op). Throughput is weights per second; the f32 weight is 64 MB, the int8 one 16, the NF4 one
-//! 8.5 (8.1 double-quantized).
+//! op). Beside them the same weight kept in bf16 (`--dtype bf16`, 32 MB), by the same kernels.
+//! Throughput is weights per second; the f32 weight is 64 MB, the int8 one 16, the NF4 one 8.5
+//! (8.1 double-quantized).
 //!
 //!     cargo bench --bench quantized                       # all cores
 //!     RAYON_NUM_THREADS=1 cargo bench --bench quantized   # one thread
