@@ -19,7 +19,7 @@ mod generation;
 mod llama;
 #[path = "it/loss_and_adamw.rs"]
 mod loss_and_adamw;
-#[path = "it/mixed_precision.rs"]
+#[path = "mixed_precision/training.rs"]
 mod mixed_precision;
 #[path = "../../gpt/tests/it/parity.rs"]
 mod parity;

@@ -281,6 +281,10 @@ fn run_child(child: &str, flags: &[String], device: DeviceSpec, preset: &str, th
 pub fn run(args: &SuiteArgs, devices: &Devices, preset: &str, threads: Option<usize>) -> Result<Value> {
     ensure!(!args.cases.is_empty(), "--cases names no workload");
     pipelines::bench::preset_config(preset)?;
+    // Every device first: one this build lacks would otherwise fail only after the others ran.
+    for &device in &devices.0 {
+        device.resolve().with_context(|| format!("--device {device}"))?;
+    }
     let baseline = args.compare.as_deref().map(read_baseline).transpose()?;
     let scratch = tempfile::tempdir().context("creating a scratch directory")?;
     let mut children: Vec<&str> = args.cases.iter().map(|c| c.child()).collect();

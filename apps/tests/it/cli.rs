@@ -110,6 +110,13 @@ fn bad_input_gives_one_clear_error() {
         assert!(err.contains(needle), "{args:?}: expected {needle:?} in {err}");
         assert!(!err.contains("panicked"), "{args:?} panicked: {err}");
     }
+    // `llmfs bench` checks every device before it runs any benchmark.
+    if !cfg!(feature = "cuda") {
+        let out = run(llmfs(home.path()).args(["bench", "--device", "cpu,cuda", "--cases", "forward", "--preset", "tiny"]));
+        assert_ne!(out.status.code(), Some(0));
+        assert!(stderr(&out).contains("--device cuda:0") && stderr(&out).contains("--features cuda"), "{}", stderr(&out));
+        assert!(!String::from_utf8_lossy(&out.stdout).contains("tok/s"), "the CPU benchmark ran first: {}", String::from_utf8_lossy(&out.stdout));
+    }
 }
 
 /// The Llama-family fixtures through the command line: `tokenize` (text and chat) against the

@@ -16,7 +16,6 @@ mod instruction_data;
 mod instruction_responses;
 mod llm_judge;
 mod loss_and_adamw;
-mod mixed_precision;
 mod plots;
 mod pretrain;
 mod runs;
