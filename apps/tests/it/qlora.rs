@@ -1,5 +1,6 @@
 //! QLoRA fine-tuning (`--lora-rank R --quantize nf4 [--quantize-double]`) of the tiny Llama
-//! fixture end to end: it lowers the loss as f32 LoRA does, a stopped run resumes bit for bit
+//! fixture end to end: it lowers the loss as f32 LoRA does (and both follow f32 under bf16-mixed,
+//! with the frozen base in bf16), a stopped run resumes bit for bit
 //! (the checkpoints hold the adapters; the quantized base is rebuilt from the model), the saved
 //! adapters load and `--merge` writes the dequantized base plus the adapters (the logits of the
 //! unmerged QLoRA model), a classifier trains, and the flags' misuses are clear errors.
@@ -88,6 +89,17 @@ fn qlora_lowers_the_loss_as_f32_lora_does() {
     assert_eq!(bf16_losses.len(), 30);
     for ((step, x), (_, y)) in nf4_losses.iter().zip(&bf16_losses) {
         assert!((x - y).abs() <= 0.02 * x.abs(), "step {step}: bf16-mixed QLoRA loss {y} vs f32 QLoRA {x}");
+    }
+    // Plain LoRA under bf16-mixed keeps its frozen base in bf16 (the products round it to bf16
+    // anyway): the same 2 % of f32 LoRA at every step.
+    let lora_bf16 = home.path().join("lora-bf16");
+    let out = finetune(home.path(), &lora_bf16, &["--precision", "bf16-mixed"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("LoRA r=4 alpha=4 on q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj, the frozen base in bf16: 4864 of"), "{}", stderr(&out));
+    let lora_bf16_losses = train_losses(&lora_bf16);
+    assert_eq!(lora_bf16_losses.len(), 30);
+    for ((step, x), (_, y)) in f32_losses.iter().zip(&lora_bf16_losses) {
+        assert!((x - y).abs() <= 0.02 * x.abs(), "step {step}: bf16-mixed LoRA loss {y} vs f32 LoRA {x}");
     }
 }
 

@@ -15,6 +15,7 @@ use std::str::FromStr;
 
 use burn::module::{Lora, Module, ParamGroup};
 use burn::prelude::*;
+use burn::tensor::FloatDType;
 
 use crate::error::{GptError, Result};
 use crate::io::{TensorSource, fill_params_matching, seeded_normal};
@@ -223,9 +224,10 @@ impl LoraConfig {
         fill_params_matching(self.attach_unfilled(module), &mut init, |name| matches!(peft_name(name), Some((_, true))))
     }
 
-    /// The adapters attached with Burn's values, for a caller that fills them next.
+    /// The adapters attached with Burn's values, for a caller that fills them next. The factors
+    /// are f32 (they train) whatever the base's dtype: a frozen base may be kept in bf16.
     fn attach_unfilled<M: Module>(&self, module: M) -> M {
-        module.apply_lora(Lora::new(self.rank, self.alpha).set_param_group(self.param_group()))
+        module.apply_lora(Lora::new(self.rank, self.alpha).set_dtype(FloatDType::F32).set_param_group(self.param_group()))
     }
 
     /// The same adapters on `model`'s family only: `attn`, `mlp` and `all` name both families'
@@ -276,6 +278,7 @@ impl TensorSource for AdapterInit {
 mod tests {
     use burn::module::{LoraAdapter, Param};
     use burn::nn::Linear;
+    use burn::tensor::DType;
 
     use super::*;
     use crate::backend::STREAMING_MAX_ROWS;
@@ -283,34 +286,37 @@ mod tests {
 
     /// A LoRA layer's output and its factors' gradients, applied as `x·W + s·(x·A)·B`, against
     /// the composed weight `W + s·A·B` (what `Param::val` gives); the frozen base gets no gradient.
+    /// Also with the base kept in bf16 (bf16-mixed's frozen base): the factors stay f32.
     #[test]
     fn lora_layers_match_the_composed_weight_with_gradients() {
+        for base_dtype in [DType::F32, DType::BF16] {
+            let ad = Device::flex().autodiff();
+            let to_ad = |t: Tensor<2>| Tensor::<2>::from_data(t.into_data(), &ad);
+            let bias = Tensor::<1>::from_data(random([1, 6], 4).reshape([6]).into_data(), &ad);
+            let layer = Linear { weight: Param::from_tensor(to_ad(random([8, 6], 3)).cast(base_dtype)), bias: Some(Param::from_tensor(bias)) };
+            let layer = layer.apply_lora(Lora::new(2, 4.0).set_dtype(FloatDType::F32));
+            // B starts at zero: give both factors values so that every gradient is non-trivial.
+            let mut factors = AdapterInit { seed: 10, std: 0.5 };
+            let layer = fill_params_matching(layer, &mut factors, |name| name.contains("lora")).unwrap();
+            let x = Tensor::<3>::from_data(random([STREAMING_MAX_ROWS + 4, 8], 5).reshape([1, STREAMING_MAX_ROWS + 4, 8]).into_data(), &ad).require_grad();
+            let weights = Tensor::<3>::from_data(random([STREAMING_MAX_ROWS + 4, 6], 6).reshape([1, STREAMING_MAX_ROWS + 4, 6]).into_data(), &ad);
 
-        let ad = Device::flex().autodiff();
-        let to_ad = |t: Tensor<2>| Tensor::<2>::from_data(t.into_data(), &ad);
-        let bias = Tensor::<1>::from_data(random([1, 6], 4).reshape([6]).into_data(), &ad);
-        let layer = Linear { weight: Param::from_tensor(to_ad(random([8, 6], 3))), bias: Some(Param::from_tensor(bias)) };
-        let layer = layer.apply_lora(Lora::new(2, 4.0));
-        // B starts at zero: give both factors values so that every gradient is non-trivial.
-        let mut factors = AdapterInit { seed: 10, std: 0.5 };
-        let layer = fill_params_matching(layer, &mut factors, |name| name.contains("lora")).unwrap();
-        let x = Tensor::<3>::from_data(random([STREAMING_MAX_ROWS + 4, 8], 5).reshape([1, STREAMING_MAX_ROWS + 4, 8]).into_data(), &ad).require_grad();
-        let weights = Tensor::<3>::from_data(random([STREAMING_MAX_ROWS + 4, 6], 6).reshape([1, STREAMING_MAX_ROWS + 4, 6]).into_data(), &ad);
-
-        let ours = crate::ops::linear(&layer, x.clone());
-        let composed = x.clone().matmul(layer.weight.val().unsqueeze()) + layer.bias.as_ref().unwrap().val().unsqueeze();
-        let adapter = layer.weight.reparameterization::<LoraAdapter>().expect("a LoRA weight");
-        let grads = (ours.clone() * weights.clone()).sum().backward();
-        let reference = (composed.clone() * weights).sum().backward();
-        let plain = |t: Tensor<3>| t.reshape([STREAMING_MAX_ROWS + 4, 6]);
-        assert!(max_rel_diff(plain(ours), plain(composed)) < 1e-5);
-        for (name, factor) in [("A", &adapter.a), ("B", &adapter.b)] {
-            let (g, r) = (factor.val().grad(&grads).unwrap(), factor.val().grad(&reference).unwrap());
-            assert!(max_rel_diff(g, r) < 1e-5, "d{name}");
+            let ours = crate::ops::linear(&layer, x.clone());
+            let composed = x.clone().matmul(layer.weight.val().unsqueeze()) + layer.bias.as_ref().unwrap().val().unsqueeze();
+            let adapter = layer.weight.reparameterization::<LoraAdapter>().expect("a LoRA weight");
+            assert_eq!((layer.weight.base().dtype(), adapter.a.val().dtype(), adapter.b.val().dtype()), (base_dtype, DType::F32, DType::F32));
+            let grads = (ours.clone() * weights.clone()).sum().backward();
+            let reference = (composed.clone() * weights).sum().backward();
+            let plain = |t: Tensor<3>| t.reshape([STREAMING_MAX_ROWS + 4, 6]);
+            assert!(max_rel_diff(plain(ours), plain(composed)) < 1e-5, "{base_dtype:?}");
+            for (name, factor) in [("A", &adapter.a), ("B", &adapter.b)] {
+                let (g, r) = (factor.val().grad(&grads).unwrap(), factor.val().grad(&reference).unwrap());
+                assert!(max_rel_diff(g, r) < 1e-5, "{base_dtype:?}: d{name}");
+            }
+            let (g, r) = (x.grad(&grads).unwrap(), x.grad(&reference).unwrap());
+            assert!(max_rel_diff(g.reshape([STREAMING_MAX_ROWS + 4, 8]), r.reshape([STREAMING_MAX_ROWS + 4, 8])) < 1e-5, "{base_dtype:?}: dx");
+            assert!(layer.weight.base().grad(&grads).is_none(), "the frozen base has no gradient");
         }
-        let (g, r) = (x.grad(&grads).unwrap(), x.grad(&reference).unwrap());
-        assert!(max_rel_diff(g.reshape([STREAMING_MAX_ROWS + 4, 8]), r.reshape([STREAMING_MAX_ROWS + 4, 8])) < 1e-5, "dx");
-        assert!(layer.weight.base().grad(&grads).is_none(), "the frozen base has no gradient");
     }
 }
 

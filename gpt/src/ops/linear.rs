@@ -4,6 +4,7 @@
 use burn::module::{LoraAdapter, Param};
 use burn::nn::Linear;
 use burn::prelude::*;
+use burn::tensor::DType;
 
 use super::matmul::{matmul, matmul_weight};
 use crate::backend::{STREAMING_MAX_ROWS, kernels};
@@ -33,6 +34,12 @@ pub fn linear(layer: &Linear, x: Tensor<3>) -> Tensor<3> {
                 let low_rank = matmul(matmul(x.clone(), a).mul_scalar(adapter.scale), b);
                 dense(x, base, bias) + low_rank
             })
+        }
+        Some((base, adapter)) if base.dtype() != adapter.a.val().dtype() => {
+            // A few rows by a base kept in bf16 (frozen, under bf16-mixed): the base's product by
+            // the streaming kernel; composing `W + s·A·B` would widen all of W to f32.
+            let low_rank = matmul(matmul(x.clone(), adapter.a.val()).mul_scalar(adapter.scale), adapter.b.val());
+            kernels::streaming_linear(&x, &base, bias.as_ref()).unwrap_or_else(|| dense(x, base, bias)) + low_rank
         }
         _ => {
             let weight = layer.weight.val();
@@ -73,12 +80,13 @@ pub(crate) fn dense(x: Tensor<2>, weight: Tensor<2>, bias: Option<Tensor<1>>) ->
     })
 }
 
-/// The frozen base weight and the adapter of a LoRA weight whose factors have the base's dtype
-/// (otherwise `Param::val`'s composition, which casts, is used).
+/// The frozen base weight and the adapter of a LoRA weight: f32 factors on a base of their dtype,
+/// or on a bf16 base (other mixes take `Param::val`'s composition, which casts).
 fn lora_adapter(weight: &Param<Tensor<2>>) -> Option<(Tensor<2>, &LoraAdapter)> {
     let adapter = weight.reparameterization::<LoraAdapter>()?;
     let base = weight.base();
-    (base.dtype() == adapter.a.val().dtype()).then_some((base, adapter))
+    let factors = adapter.a.val().dtype();
+    (base.dtype() == factors || (base.dtype() == DType::BF16 && factors == DType::F32)).then_some((base, adapter))
 }
 
 /// `x @ Eᵀ` for the output head tied to the embedding `E` (`x`: `[rows, C]`, `E`: `[V, C]`), as a
@@ -170,6 +178,45 @@ pub(crate) mod tests {
                 let diff = max_rel_diff(head, x.matmul(table.cast(DType::F32).transpose()));
                 assert!(diff < 1e-5, "head {d_out}x{d_in}, {rows} rows: relative diff {diff}");
             }
+        }
+    }
+
+    /// A frozen bf16 weight under autodiff (LoRA's and QLoRA's base under bf16-mixed): the
+    /// product, the input's gradient and the bias's are those of the f32 weight holding the same
+    /// values (Burn's ops as the reference), for a Linear layer and the tied head; the weight
+    /// gets none.
+    #[test]
+    fn frozen_bf16_weights_train_their_inputs_as_f32_weights_do() {
+        use burn::tensor::DType;
+        let ad = Device::flex().autodiff();
+        let on_ad = |t: Tensor<2>| Tensor::<2>::from_data(t.into_data(), &ad);
+        let rows = STREAMING_MAX_ROWS + 5;
+        for (d_in, d_out) in [(64, 192), (67, 300)] {
+            let weight_bf16 = on_ad(random([d_in, d_out], 1)).cast(DType::BF16);
+            assert_eq!(weight_bf16.dtype(), DType::BF16);
+            let weight_f32 = weight_bf16.clone().cast(DType::F32);
+            let bias = Tensor::<1>::from_data(random([1, d_out], 2).reshape([d_out]).into_data(), &ad).require_grad();
+            let x = on_ad(random([rows, d_in], 3)).require_grad();
+            let upstream = on_ad(random([rows, d_out], 4));
+            let layer = Linear { weight: Param::from_tensor(weight_bf16.clone()).set_require_grad(false), bias: Some(Param::from_tensor(bias.clone())) };
+            let ours = linear(&layer, x.clone().reshape([1, rows, d_in])).reshape([rows, d_out]);
+            assert!(kernels::linear(&x, &weight_bf16, Some(&bias)).is_some(), "the bf16 kernel takes it");
+            let reference = x.clone().matmul(weight_f32.clone()) + bias.clone().unsqueeze();
+            assert!(max_rel_diff(ours.clone().inner(), reference.clone().inner()) < 1e-5);
+            let (grads, want) = ((ours * upstream.clone()).sum().backward(), (reference * upstream).sum().backward());
+            assert!(max_rel_diff(x.grad(&grads).unwrap(), x.grad(&want).unwrap()) < 1e-5, "dx");
+            let (db, want_db) = (bias.grad(&grads).unwrap(), bias.grad(&want).unwrap());
+            assert!(max_rel_diff(db.unsqueeze(), want_db.unsqueeze()) < 1e-5, "dbias");
+            assert!(weight_bf16.grad(&grads).is_none(), "the frozen weight has no gradient");
+
+            // The same matrix as a tied head `[V, C]`: x·Eᵀ with C = d_out.
+            let y = on_ad(random([rows, d_out], 5)).require_grad();
+            let upstream = on_ad(random([rows, d_in], 6));
+            let head = tied_head(y.clone(), weight_bf16.clone());
+            let reference = y.clone().matmul(weight_f32.transpose());
+            assert!(max_rel_diff(head.clone().inner(), reference.clone().inner()) < 1e-5, "head");
+            let (grads, want) = ((head * upstream.clone()).sum().backward(), (reference * upstream).sum().backward());
+            assert!(max_rel_diff(y.grad(&grads).unwrap(), y.grad(&want).unwrap()) < 1e-5, "head dx");
         }
     }
 

@@ -190,3 +190,29 @@ fn a_classifier_adapter_keeps_its_head() {
     let err = gpt::hf::load_model(dir.path().to_str().unwrap(), &device(), 0).unwrap_err().to_string();
     assert!(err.contains("llmfs classify"), "{err}");
 }
+
+/// On a model kept in bf16 the adapters are f32 (they train), the base stays bf16.
+#[test]
+fn adapters_on_a_bf16_base_are_f32() {
+    let device = Device::flex().autodiff();
+    let model = gpt::hf::load_language_model_as("random:tiny", &device, 7, gpt::io::WeightDtype::Bf16).unwrap();
+    let lora = LoraConfig::new(4, 8.0, LoraTargets::default()).unwrap();
+    let model = lora.for_model(&model).unwrap().apply_to(model, 1).unwrap();
+    struct Dtypes(Vec<(usize, gpt::burn::tensor::DType, bool)>);
+    impl gpt::burn::module::ModuleVisitor for Dtypes {
+        fn visit_float<const D: usize>(&mut self, param: &gpt::burn::module::Param<Tensor<D>>) {
+            self.0.push((D, param.base().dtype(), param.is_require_grad()));
+            if let Some(adapter) = param.reparameterization::<gpt::burn::module::LoraAdapter>() {
+                for factor in [&adapter.a, &adapter.b] {
+                    self.0.push((2, factor.val().dtype(), factor.is_require_grad()));
+                }
+            }
+        }
+    }
+    let mut dtypes = Dtypes(Vec::new());
+    model.visit(&mut dtypes);
+    // What trains is f32: the factors; the frozen matrices are bf16.
+    assert!(dtypes.0.iter().any(|&(_, dtype, trains)| trains && dtype == gpt::burn::tensor::DType::F32), "{:?}", dtypes.0);
+    assert!(dtypes.0.iter().any(|&(rank, dtype, trains)| !trains && rank == 2 && dtype == gpt::burn::tensor::DType::BF16), "{:?}", dtypes.0);
+    assert!(dtypes.0.iter().all(|&(_, dtype, trains)| !trains || dtype == gpt::burn::tensor::DType::F32), "{:?}", dtypes.0);
+}

@@ -22,6 +22,7 @@ use gpt::quant::{Nf4Options, QuantizeAtLoad, Quantized};
 use serde_json::{Value, json};
 
 use super::{median, peak_rss_mib, reset_peak_rss};
+use crate::finetune::lora::base_dtype;
 use crate::runs::QuantizeArgs;
 use crate::train::{OptimConfig, Precision};
 use crate::train::steps::{LanguageModelTraining, LmBatch};
@@ -132,7 +133,8 @@ pub fn run(spec: DeviceSpec, preset: &str, options: &Options) -> Result<Value> {
     let products = precision.apply(&device)?;
     device.seed(0);
     let at_load = trains.quantize_at_load(nf4)?;
-    let base = gpt::hf::load_language_model_quantized(&format!("random:{preset}"), &device, 0, WeightDtype::F32, at_load.as_ref())?;
+    let dtype = if matches!(trains, Trains::Lora(_)) { base_dtype(precision) } else { WeightDtype::F32 };
+    let base = gpt::hf::load_language_model_quantized(&format!("random:{preset}"), &device, 0, dtype, at_load.as_ref())?;
     let dropout = dropout.unwrap_or(if base.model().as_gpt2().is_some() { 0.1 } else { 0.0 });
     let base = base.map(|model| model.with_dropout(dropout));
     // A shape with a shorter context (tiny) trains on windows as long as it has.

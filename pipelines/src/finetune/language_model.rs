@@ -13,6 +13,7 @@ use gpt::models::{CausalLm, LanguageModel};
 use gpt::Tokenizer;
 use gpt::io::WeightDtype;
 use super::LoraFinetune;
+use super::lora::base_dtype;
 use crate::runs::ModelRef;
 use serde::Serialize;
 use serde_json::json;
@@ -65,7 +66,8 @@ pub fn load_for_training(job: &LanguageModelJob) -> Result<LanguageModel> {
     let device = job.device.clone().autodiff();
     device.seed(job.train.seed);
     let quantize = job.lora.as_ref().and_then(LoraFinetune::quantize_at_load);
-    let model = ModelRef::resolve(&job.model).load_language_model_quantized(&device, job.train.seed, WeightDtype::F32, quantize.as_ref())?;
+    let dtype = if job.lora.is_some() { base_dtype(job.train.precision) } else { WeightDtype::F32 };
+    let model = ModelRef::resolve(&job.model).load_language_model_quantized(&device, job.train.seed, dtype, quantize.as_ref())?;
     let model = model.map(|model| match job.dropout {
         Some(p) => model.with_dropout(p),
         None => model,
@@ -105,7 +107,8 @@ pub fn train_language_model(
     // `attn`, `mlp`, `all` name both families' projections: record the model's.
     let lora = job.lora.as_ref().map(|lora| lora.for_model(&model)).transpose()?;
     if let Some(lora) = lora.as_ref().filter(|_| leader) {
-        eprintln!("{}: {trainable_parameters} of {parameters} parameters train", lora.summary());
+        let base = if base_dtype(job.train.precision) == WeightDtype::Bf16 { ", the frozen base in bf16" } else { "" };
+        eprintln!("{}{base}: {trainable_parameters} of {parameters} parameters train", lora.summary());
     }
     let config = model.config_json();
     if !job.resume && leader {

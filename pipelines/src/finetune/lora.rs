@@ -3,9 +3,23 @@
 //! `gpt::lora`, the quantized base `gpt::quant`.
 
 use gpt::LoraConfig;
+use gpt::io::WeightDtype;
 use gpt::models::{Classifier, LanguageModel};
 use gpt::quant::{Nf4Options, QuantizeAtLoad, Quantized};
 use serde_json::json;
+
+use crate::train::Precision;
+
+/// The dtype LoRA's and QLoRA's frozen base is loaded in: bf16 under `--precision bf16-mixed`,
+/// where the products round the weights to bf16 anyway, so the base takes half the memory and the
+/// products are the same (only the embedding rows looked up are rounded too, as in a model loaded
+/// in bf16 for PEFT); f32 otherwise. The adapters are f32 either way.
+pub fn base_dtype(precision: Precision) -> WeightDtype {
+    match precision {
+        Precision::Bf16Mixed => WeightDtype::Bf16,
+        Precision::F32 | Precision::F16Mixed => WeightDtype::F32,
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct LoraFinetune {

@@ -17,7 +17,7 @@ use burn::backend::flex::FlexTensor;
 use burn::backend::{Autodiff, Flex};
 use burn::prelude::*;
 
-use super::tensor::{FlexInput, contiguous, flex_from, record, slice};
+use super::tensor::{FlexInput, contiguous, flex_from, record, slice, slice_bf16};
 use super::gemm::{Matrix, gemm_into};
 
 /// `x·W + b`: `x` `[N, K]`, `weight` `[K, M]` (Burn's `Linear` layout, f32, or bf16 for
@@ -81,22 +81,28 @@ pub fn lora_linear(x: &Tensor<2>, weight: &Tensor<2>, bias: Option<&Tensor<1>>, 
     if weight.is_require_grad() {
         return None;
     }
-    let (x_in, w_in, a_in, b_in) = (FlexInput::of(x)?, FlexInput::of(weight)?, FlexInput::of(a)?, FlexInput::of(b)?);
+    let (x_in, a_in, b_in) = (FlexInput::of(x)?, FlexInput::of(a)?, FlexInput::of(b)?);
+    // The frozen base: f32, or bf16 (kept so under bf16-mixed: `super::bf16_weights`).
+    let wf = match weight.dtype() {
+        burn::tensor::DType::BF16 => super::bf16_weights::frozen_bf16(weight)?,
+        _ => FlexInput::of(weight)?.raw(),
+    };
     let bias_in = match bias {
         Some(bias) => Some(FlexInput::of(bias)?),
         None => None,
     };
-    let (xf, wf, af, bf) = (x_in.raw(), w_in.raw(), a_in.raw(), b_in.raw());
-    let (x_m, w, a_m, b_m) = (Matrix::of(&xf), Matrix::of(&wf), Matrix::of(&af), Matrix::of(&bf));
-    let (n, k, m, r) = (x_m.rows, x_m.cols, w.cols, a_m.cols);
-    if w.rows != k || a_m.rows != k || b_m.rows != r || b_m.cols != m || bias_in.as_ref().is_some_and(|b| b.raw().layout().shape().to_vec() != [m]) {
+    let (xf, af, bf) = (x_in.raw(), a_in.raw(), b_in.raw());
+    let (x_m, a_m, b_m) = (Matrix::of(&xf), Matrix::of(&af), Matrix::of(&bf));
+    let [w_rows, w_cols] = weight.dims();
+    let (n, k, m, r) = (x_m.rows, x_m.cols, w_cols, a_m.cols);
+    if w_rows != k || a_m.rows != k || b_m.rows != r || b_m.cols != m || bias_in.as_ref().is_some_and(|b| b.raw().layout().shape().to_vec() != [m]) {
         return None; // a shape error: Burn's ops report it
     }
     // s·(x·A), kept for B's gradient.
     let mut xa = multiply(x_m, a_m, None);
     xa.iter_mut().for_each(|v| *v *= scale as f32);
     let bias_values = bias_in.as_ref().map(|b| contiguous(b.raw()));
-    let mut out = multiply(x_m, w, bias_values.as_ref().map(slice));
+    let mut out = frozen_times(x_m, &wf, bias_values.as_ref().map(slice));
     // SAFETY: `out` holds n·m values; xa is n·r, B is r·m.
     unsafe { gemm_into(out.as_mut_ptr(), m, Matrix::rows_of(&xa, n, r, r), b_m, true, true) };
     let out = flex_from(out, vec![n, m]);
@@ -137,7 +143,8 @@ impl<const N: usize> Backward<Flex, N> for LoraBackward {
         let LoraState { x, weight, a, b, xa, scale } = ops.state;
         let grad = grads.consume::<Flex>(&ops.node);
         let g = Matrix::of(&grad);
-        let (x_m, w, a_m, b_m, xa_m) = (Matrix::of(&x), Matrix::of(&weight), Matrix::of(&a), Matrix::of(&b), Matrix::of(&xa));
+        let (x_m, a_m, b_m, xa_m) = (Matrix::of(&x), Matrix::of(&a), Matrix::of(&b), Matrix::of(&xa));
+        let w_rows = weight.layout().shape()[0];
         let [x_node, a_node, b_node, bias_node] = [0, 1, 2, 3].map(|i| ops.parents.get(i).cloned().flatten());
         // s·(g·Bᵀ) `[N, r]`: what flows back into x·A.
         let gb = (x_node.is_some() || a_node.is_some()).then(|| {
@@ -147,10 +154,10 @@ impl<const N: usize> Backward<Flex, N> for LoraBackward {
         });
         if let (Some(node), Some(gb)) = (x_node, &gb) {
             // dx = g·Wᵀ + s·(g·Bᵀ)·Aᵀ, the second product added into the first's buffer.
-            let mut dx = multiply(g, w.t(), None);
+            let mut dx = frozen_times_transposed(g, &weight);
             // SAFETY: dx holds g.rows·K values; gb is g.rows·r, Aᵀ is r·K.
-            unsafe { gemm_into(dx.as_mut_ptr(), w.rows, Matrix::rows_of(gb, g.rows, a_m.cols, a_m.cols), a_m.t(), true, true) };
-            grads.register::<Flex>(node.id, flex_from(dx, vec![g.rows, w.rows]));
+            unsafe { gemm_into(dx.as_mut_ptr(), w_rows, Matrix::rows_of(gb, g.rows, a_m.cols, a_m.cols), a_m.t(), true, true) };
+            grads.register::<Flex>(node.id, flex_from(dx, vec![g.rows, w_rows]));
         }
         if let (Some(node), Some(gb)) = (a_node, &gb) {
             // dA = xᵀ·s·(g·Bᵀ)
@@ -204,6 +211,28 @@ impl<const N: usize> Backward<Flex, N> for ProductBackward {
     }
 }
 
+/// `x·W (+ bias)` for a frozen weight `W` `[K, M]` kept in f32 or in bf16 (contiguous).
+fn frozen_times(x: Matrix, weight: &FlexTensor, bias: Option<&[f32]>) -> Vec<f32> {
+    match weight.dtype() {
+        burn::tensor::DType::BF16 => {
+            let shape = weight.layout().shape();
+            super::bf16_weights::times_matrix(x, slice_bf16(weight), shape[0], shape[1], bias)
+        }
+        _ => multiply(x, Matrix::of(weight), bias),
+    }
+}
+
+/// `g·Wᵀ` for the same weight.
+fn frozen_times_transposed(g: Matrix, weight: &FlexTensor) -> Vec<f32> {
+    match weight.dtype() {
+        burn::tensor::DType::BF16 => {
+            let shape = weight.layout().shape();
+            super::bf16_weights::times_transposed(g, slice_bf16(weight), shape[0], shape[1])
+        }
+        _ => multiply(g, Matrix::of(weight).t(), None),
+    }
+}
+
 /// `a·b` (+ `bias` on every row), row-major `[a.rows, b.cols]`, each value written once.
 fn multiply(a: Matrix, b: Matrix, bias: Option<&[f32]>) -> Vec<f32> {
     multiply_weight(a, b, None, bias)
@@ -232,7 +261,7 @@ fn multiply_weight(a: Matrix, b: Matrix, frozen: Option<&FlexTensor>, bias: Opti
 }
 
 /// `Σᵢ g[i, ·]`: the bias gradient.
-fn column_sums(g: Matrix) -> Vec<f32> {
+pub(super) fn column_sums(g: Matrix) -> Vec<f32> {
     let mut sums = vec![0.0f32; g.cols];
     if g.col_stride == 1 {
         for i in 0..g.rows {

@@ -182,7 +182,8 @@ fn classifier_and_data(job: &ClassifierFinetune, device: &Device) -> Result<(Cla
     let (labels, splits) = job.data.load()?;
     let model_ref = ModelRef::resolve(&job.model);
     let quantize = job.lora.as_ref().and_then(LoraFinetune::quantize_at_load);
-    let model = model_ref.load_language_model_quantized(device, job.train.seed, WeightDtype::F32, quantize.as_ref())?.map(|m| m.with_dropout(job.dropout));
+    let dtype = if job.lora.is_some() { super::lora::base_dtype(job.train.precision) } else { WeightDtype::F32 };
+    let model = model_ref.load_language_model_quantized(device, job.train.seed, dtype, quantize.as_ref())?.map(|m| m.with_dropout(job.dropout));
     let tokenizer: Tokenizer = model_ref.tokenizer()?;
     let data = Splits::<SpamDataset>::tokenize(&splits, job.max_length, model.model().context_length(), &tokenizer)?;
     let classifier = model.try_map(|model| Classifier::new(model, labels, tokenizer.pad_id(), job.train.seed))?;
