@@ -18,6 +18,17 @@ pub enum MatmulPrecision {
     F16,
 }
 
+impl MatmulPrecision {
+    /// The dtype the products' inputs take, `None` in f32.
+    pub fn dtype(self) -> Option<DType> {
+        match self {
+            Self::F32 => None,
+            Self::Bf16 => Some(DType::BF16),
+            Self::F16 => Some(DType::F16),
+        }
+    }
+}
+
 /// [`MatmulPrecision`] as a number (an atomic enum): every thread of the GEMM reads it.
 static PRECISION: AtomicU8 = AtomicU8::new(0);
 
@@ -43,9 +54,5 @@ pub fn matmul_precision() -> MatmulPrecision {
 /// The dtype products made with Burn's ops take at this precision (their inputs cast to it, their
 /// result cast back), `None` in f32.
 pub fn mixed_dtype() -> Option<DType> {
-    match matmul_precision() {
-        MatmulPrecision::F32 => None,
-        MatmulPrecision::Bf16 => Some(DType::BF16),
-        MatmulPrecision::F16 => Some(DType::F16),
-    }
+    matmul_precision().dtype()
 }

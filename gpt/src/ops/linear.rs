@@ -30,16 +30,14 @@ pub fn linear(layer: &Linear, x: Tensor<3>) -> Tensor<3> {
     let y = match lora_adapter(&layer.weight) {
         Some((base, adapter)) if b * t > STREAMING_MAX_ROWS => {
             let (a, b) = (adapter.a.val(), adapter.b.val());
-            kernels::lora_linear(&x, &base, bias.as_ref(), &a, &b, adapter.scale).unwrap_or_else(|| {
-                let low_rank = matmul(matmul(x.clone(), a).mul_scalar(adapter.scale), b);
-                dense(x, base, bias) + low_rank
-            })
+            kernels::lora_linear(&x, &base, bias.as_ref(), &a, &b, adapter.scale)
+                .unwrap_or_else(|| low_rank(x.clone(), a, b, adapter.scale) + dense(x, base, bias))
         }
         Some((base, adapter)) if base.dtype() != adapter.a.val().dtype() => {
             // A few rows by a base kept in bf16 (frozen, under bf16-mixed): the base's product by
             // the streaming kernel; composing `W + s·A·B` would widen all of W to f32.
-            let low_rank = matmul(matmul(x.clone(), adapter.a.val()).mul_scalar(adapter.scale), adapter.b.val());
-            kernels::streaming_linear(&x, &base, bias.as_ref()).unwrap_or_else(|| dense(x, base, bias)) + low_rank
+            let delta = low_rank(x.clone(), adapter.a.val(), adapter.b.val(), adapter.scale);
+            kernels::streaming_linear(&x, &base, bias.as_ref()).unwrap_or_else(|| dense(x, base, bias)) + delta
         }
         _ => {
             let weight = layer.weight.val();
@@ -58,8 +56,7 @@ fn quantized(weight: &Param<Tensor<2>>, x: &Tensor<2>, bias: Option<Tensor<1>>) 
     if let Some(adapter) = weight.reparameterization::<QloraAdapter>() {
         let (a, b) = (adapter.a.val(), adapter.b.val());
         return Some(kernels::qlora_linear(x, &adapter.base.0, bias.as_ref(), &a, &b, adapter.scale).unwrap_or_else(|| {
-            let low_rank = matmul(matmul(x.clone(), a).mul_scalar(adapter.scale), b);
-            dense(x.clone(), adapter.base.dequantized(&x.device()), bias) + low_rank
+            low_rank(x.clone(), a, b, adapter.scale) + dense(x.clone(), adapter.base.dequantized(&x.device()), bias)
         }));
     }
     if let Some(int8) = weight.reparameterization::<Int8Weight>() {
@@ -67,6 +64,11 @@ fn quantized(weight: &Param<Tensor<2>>, x: &Tensor<2>, bias: Option<Tensor<1>>) 
     }
     let nf4 = weight.reparameterization::<Nf4Weight>()?;
     Some(kernels::nf4_linear(x, &nf4.base.0, bias.as_ref()).unwrap_or_else(|| dense(x.clone(), nf4.base.dequantized(&x.device()), bias)))
+}
+
+/// LoRA's `s·(x·A)·B` by Burn's ops, where the fused layers do not apply.
+fn low_rank(x: Tensor<2>, a: Tensor<2>, b: Tensor<2>, scale: f64) -> Tensor<2> {
+    matmul(matmul(x, a).mul_scalar(scale), b)
 }
 
 /// `x·W + b` (`x`: `[N, d_in]`): the fused product on the CPU, Burn's ops elsewhere.

@@ -15,22 +15,22 @@ fn mixed_on(device: &Device) -> Option<DType> {
 }
 
 /// `x·W`: in the mixed-precision dtype, else in the weight's dtype (bf16 tensor cores on GPUs for
-/// a bf16 weight); the result comes back in the activations' dtype. The casts are no-ops where the
-/// dtypes agree.
+/// a bf16 weight); the result comes back in the activations' dtype.
 pub fn matmul_weight(x: Tensor<2>, weight: Tensor<2>) -> Tensor<2> {
-    let dtype = x.dtype();
     let compute = mixed_on(&x.device()).unwrap_or(weight.dtype());
-    x.cast(compute).matmul(weight.cast(compute)).cast(dtype)
+    matmul_in(x, weight, compute)
 }
 
 /// `a·b` of activations (attention's scores and weighted values, LoRA's factors), in the
 /// mixed-precision dtype when there is one.
 pub fn matmul<const D: usize>(a: Tensor<D>, b: Tensor<D>) -> Tensor<D> {
-    match mixed_on(&a.device()) {
-        Some(compute) => {
-            let dtype = a.dtype();
-            a.cast(compute).matmul(b.cast(compute)).cast(dtype)
-        }
-        None => a.matmul(b),
-    }
+    let compute = mixed_on(&a.device()).unwrap_or(a.dtype());
+    matmul_in(a, b, compute)
+}
+
+/// `a·b` with both inputs cast to `compute` and the result back to `a`'s dtype. The casts are
+/// no-ops where the dtypes agree.
+fn matmul_in<const D: usize>(a: Tensor<D>, b: Tensor<D>, compute: DType) -> Tensor<D> {
+    let dtype = a.dtype();
+    a.cast(compute).matmul(b.cast(compute)).cast(dtype)
 }

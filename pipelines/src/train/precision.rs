@@ -10,7 +10,6 @@ use anyhow::{Result, bail};
 use gpt::backend::MatmulPrecision;
 use gpt::backend::{matmul_precision, set_matmul_precision};
 use gpt::burn::prelude::Device;
-use gpt::burn::tensor::DType;
 use serde::{Deserialize, Serialize};
 
 use crate::train::grad_scaler::GradScaler;
@@ -35,13 +34,13 @@ impl Precision {
     /// products are emulated on any CPU. Other backends cast the products' inputs to bf16 or f16
     /// ([`gpt::ops::matmul`]): an error where the device lacks that dtype (wgpu's WGSL has no bf16).
     pub fn apply(self, device: &Device) -> Result<PrecisionGuard> {
-        let (wanted, dtype) = match self {
-            Precision::F32 => (MatmulPrecision::F32, None),
-            Precision::Bf16Mixed => (MatmulPrecision::Bf16, Some(DType::BF16)),
-            Precision::F16Mixed => (MatmulPrecision::F16, Some(DType::F16)),
+        let wanted = match self {
+            Precision::F32 => MatmulPrecision::F32,
+            Precision::Bf16Mixed => MatmulPrecision::Bf16,
+            Precision::F16Mixed => MatmulPrecision::F16,
         };
         let flex = gpt::backend::is_flex(device);
-        if let Some(dtype) = dtype.filter(|&d| !flex && !device.supports_dtype(d)) {
+        if let Some(dtype) = wanted.dtype().filter(|&d| !flex && !device.supports_dtype(d)) {
             bail!("--precision {self}: the device {device:?} has no {dtype:?} arithmetic; use --precision f32");
         }
         let previous = matmul_precision();

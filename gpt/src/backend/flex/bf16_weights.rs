@@ -69,24 +69,20 @@ pub(super) fn product(x: &Tensor<2>, weight: &Tensor<2>, transposed: bool, bias:
         None => None,
     };
     let xf = x_in.raw();
-    let (x_m, w) = (Matrix::of(&xf), slice_bf16(&wf));
+    let x_m = Matrix::of(&xf);
     let [rows, cols] = weight.dims();
     let (k, n) = if transposed { (cols, rows) } else { (rows, cols) };
     let bias_values = b_in.as_ref().map(|b| contiguous(b.raw()));
     if x_m.cols != k || bias_values.as_ref().is_some_and(|b| b.layout().shape().to_vec() != [n]) {
         return None; // a shape error: Burn's ops report it
     }
-    let out = if transposed { times_transposed(x_m, w, n, k) } else { times_matrix(x_m, w, k, n, bias_values.as_ref().map(slice)) };
+    let out = if transposed { weight_times_transposed(x_m, &wf) } else { weight_times(x_m, &wf, bias_values.as_ref().map(slice)) };
     let out = flex_from(out, vec![x_m.rows, n]);
-    let tracked = |input: FlexInput| match input {
-        FlexInput::Tracked(tracked) => Some(tracked),
-        FlexInput::Plain(_) => None,
-    };
-    let Some(x_t) = tracked(x_in) else {
+    let Some(x_t) = x_in.tracked() else {
         return Some(Tensor::from_primitive::<Flex>(out));
     };
-    let state = FrozenState { weight: wf, transposed, rows, cols };
-    let output = match b_in.and_then(tracked) {
+    let state = FrozenState { weight: wf, transposed };
+    let output = match b_in.and_then(FlexInput::tracked) {
         Some(b_t) => record(FrozenBackward, [x_t.node(), b_t.node()], state, out),
         None => record(FrozenBackward, [x_t.node()], state, out),
     };
@@ -96,13 +92,11 @@ pub(super) fn product(x: &Tensor<2>, weight: &Tensor<2>, transposed: bool, bias:
 #[derive(Debug)]
 struct FrozenBackward;
 
-/// The bf16 weight as stored (`[rows, cols]`), and whether the product used its transpose.
+/// The bf16 weight as stored, and whether the product used its transpose.
 #[derive(Debug, Clone)]
 struct FrozenState {
     weight: FlexTensor,
     transposed: bool,
-    rows: usize,
-    cols: usize,
 }
 
 /// Parents `[x]` or `[x, bias]` (the frozen weight is none).
@@ -110,14 +104,14 @@ impl<const N: usize> Backward<Flex, N> for FrozenBackward {
     type State = FrozenState;
 
     fn backward(self, ops: Ops<Self::State, N>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
-        let FrozenState { weight, transposed, rows, cols } = ops.state;
+        let FrozenState { weight, transposed } = ops.state;
         let grad = contiguous(grads.consume::<Flex>(&ops.node));
         let g = Matrix::of(&grad);
         let [x_node, b_node] = [0, 1].map(|i| ops.parents.get(i).cloned().flatten());
         if let Some(node) = x_node {
-            // dx = g·Wᵀ for x·W (W `[rows, cols]`: a product by the transpose), g·E for x·Eᵀ.
-            let w = slice_bf16(&weight);
-            let dx = if transposed { times_matrix(g, w, rows, cols, None) } else { times_transposed(g, w, rows, cols) };
+            // dx = g·Wᵀ for x·W, g·E for x·Eᵀ: `[N, cols]` or `[N, rows]` of the stored weight.
+            let dx = if transposed { weight_times(g, &weight, None) } else { weight_times_transposed(g, &weight) };
+            let [rows, cols] = [weight.layout().shape()[0], weight.layout().shape()[1]];
             grads.register::<Flex>(node.id, flex_from(dx, vec![g.rows, if transposed { cols } else { rows }]));
         }
         if let Some(node) = b_node {
@@ -137,9 +131,21 @@ fn widen(from: &[half::bf16], to: &mut [f32]) {
     });
 }
 
+/// `x·W (+ bias)` for a contiguous bf16 weight `W` `[K, M]`.
+pub(super) fn weight_times(x: Matrix, weight: &FlexTensor, bias: Option<&[f32]>) -> Vec<f32> {
+    let shape = weight.layout().shape();
+    times_matrix(x, slice_bf16(weight), shape[0], shape[1], bias)
+}
+
+/// `x·Wᵀ` for a contiguous bf16 weight `W` `[N, K]`: the tied head's `x·Eᵀ`, a gradient's `g·Wᵀ`.
+pub(super) fn weight_times_transposed(x: Matrix, weight: &FlexTensor) -> Vec<f32> {
+    let shape = weight.layout().shape();
+    times_transposed(x, slice_bf16(weight), shape[0], shape[1])
+}
+
 /// `x·W + b` with `W` `[k, n]` row-major: slabs of rows of `W` (of k), each product added into
 /// the output.
-pub(super) fn times_matrix(x: Matrix, w: &[half::bf16], k: usize, n: usize, bias: Option<&[f32]>) -> Vec<f32> {
+fn times_matrix(x: Matrix, w: &[half::bf16], k: usize, n: usize, bias: Option<&[f32]>) -> Vec<f32> {
     let m = x.rows;
     let mut out: Vec<f32> = Vec::with_capacity(m * n);
     if let Some(bias) = bias {
@@ -171,7 +177,7 @@ pub(super) fn times_matrix(x: Matrix, w: &[half::bf16], k: usize, n: usize, bias
 
 /// `x·Eᵀ` with `E` `[n, k]` row-major (a vocabulary of n rows): slabs of rows of `E`, each
 /// product writing its own columns of the output.
-pub(super) fn times_transposed(x: Matrix, e: &[half::bf16], n: usize, k: usize) -> Vec<f32> {
+fn times_transposed(x: Matrix, e: &[half::bf16], n: usize, k: usize) -> Vec<f32> {
     let m = x.rows;
     let mut out = vec![0.0f32; m * n];
     if k == 0 {

@@ -17,7 +17,7 @@ use burn::backend::flex::FlexTensor;
 use burn::backend::{Autodiff, Flex};
 use burn::prelude::*;
 
-use super::tensor::{FlexInput, contiguous, flex_from, record, slice, slice_bf16};
+use super::tensor::{FlexInput, contiguous, flex_from, record, slice};
 use super::gemm::{Matrix, gemm_into};
 
 /// `x·W + b`: `x` `[N, K]`, `weight` `[K, M]` (Burn's `Linear` layout, f32, or bf16 for
@@ -57,15 +57,11 @@ fn product(x: &Tensor<2>, weight: &Tensor<2>, transposed: bool, bias: Option<&Te
     };
     let out = multiply_weight(x_m, w, frozen, bias_values.as_ref().map(slice));
     let out = flex_from(out, vec![x_m.rows, w.cols]);
-    let tracked = |input: FlexInput| match input {
-        FlexInput::Tracked(tracked) => Some(tracked),
-        FlexInput::Plain(_) => None,
-    };
-    let (Some(x_t), Some(w_t)) = (tracked(x_in), tracked(w_in)) else {
+    let (Some(x_t), Some(w_t)) = (x_in.tracked(), w_in.tracked()) else {
         return Some(Tensor::from_primitive::<Flex>(out));
     };
     let state = ProductState { x: xf, weight: wf, transposed };
-    let output = match b_in.and_then(tracked) {
+    let output = match b_in.and_then(FlexInput::tracked) {
         Some(b_t) => record(ProductBackward, [x_t.node(), w_t.node(), b_t.node()], state, out),
         None => record(ProductBackward, [x_t.node(), w_t.node()], state, out),
     };
@@ -106,15 +102,11 @@ pub fn lora_linear(x: &Tensor<2>, weight: &Tensor<2>, bias: Option<&Tensor<1>>, 
     // SAFETY: `out` holds n·m values; xa is n·r, B is r·m.
     unsafe { gemm_into(out.as_mut_ptr(), m, Matrix::rows_of(&xa, n, r, r), b_m, true, true) };
     let out = flex_from(out, vec![n, m]);
-    let tracked = |input: FlexInput| match input {
-        FlexInput::Tracked(tracked) => Some(tracked),
-        FlexInput::Plain(_) => None,
-    };
-    let (Some(x_t), Some(a_t), Some(b_t)) = (tracked(x_in), tracked(a_in), tracked(b_in)) else {
+    let (Some(x_t), Some(a_t), Some(b_t)) = (x_in.tracked(), a_in.tracked(), b_in.tracked()) else {
         return Some(Tensor::from_primitive::<Flex>(out));
     };
     let state = LoraState { x: xf, weight: wf, a: af, b: bf, xa: flex_from(xa, vec![n, r]), scale: scale as f32 };
-    let output = match bias_in.and_then(tracked) {
+    let output = match bias_in.and_then(FlexInput::tracked) {
         Some(bias_t) => record(LoraBackward, [x_t.node(), a_t.node(), b_t.node(), bias_t.node()], state, out),
         None => record(LoraBackward, [x_t.node(), a_t.node(), b_t.node()], state, out),
     };
@@ -214,10 +206,7 @@ impl<const N: usize> Backward<Flex, N> for ProductBackward {
 /// `x·W (+ bias)` for a frozen weight `W` `[K, M]` kept in f32 or in bf16 (contiguous).
 fn frozen_times(x: Matrix, weight: &FlexTensor, bias: Option<&[f32]>) -> Vec<f32> {
     match weight.dtype() {
-        burn::tensor::DType::BF16 => {
-            let shape = weight.layout().shape();
-            super::bf16_weights::times_matrix(x, slice_bf16(weight), shape[0], shape[1], bias)
-        }
+        burn::tensor::DType::BF16 => super::bf16_weights::weight_times(x, weight, bias),
         _ => multiply(x, Matrix::of(weight), bias),
     }
 }
@@ -225,10 +214,7 @@ fn frozen_times(x: Matrix, weight: &FlexTensor, bias: Option<&[f32]>) -> Vec<f32
 /// `g·Wᵀ` for the same weight.
 fn frozen_times_transposed(g: Matrix, weight: &FlexTensor) -> Vec<f32> {
     match weight.dtype() {
-        burn::tensor::DType::BF16 => {
-            let shape = weight.layout().shape();
-            super::bf16_weights::times_transposed(g, slice_bf16(weight), shape[0], shape[1])
-        }
+        burn::tensor::DType::BF16 => super::bf16_weights::weight_times_transposed(g, weight),
         _ => multiply(g, Matrix::of(weight).t(), None),
     }
 }

@@ -64,18 +64,14 @@ fn layer(x: &Tensor<2>, weight: &Arc<Nf4Matrix>, bias: Option<&Tensor<1>>, adapt
         Adapter { a: af, b: bf, xa: flex_from(xa, vec![n, rank]), scale: *scale }
     });
     let out = flex_from(out, vec![n, m]);
-    let tracked = |input: FlexInput| match input {
-        FlexInput::Tracked(tracked) => Some(tracked),
-        FlexInput::Plain(_) => None,
-    };
-    let Some(x_t) = tracked(x_in) else {
+    let Some(x_t) = x_in.tracked() else {
         return Some(Tensor::from_primitive::<Flex>(out));
     };
-    let bias_t: Option<TrackedTensor> = bias_in.and_then(tracked);
+    let bias_t: Option<TrackedTensor> = bias_in.and_then(FlexInput::tracked);
     let state = QloraState { x: xf, weight: Arc::clone(weight), adapter: adapter_values, has_bias: bias_t.is_some() };
     let output = match (adapter_in, bias_t) {
         (Some((a, b, _)), bias_t) => {
-            let (a_t, b_t) = (tracked(a)?, tracked(b)?);
+            let (a_t, b_t) = (a.tracked()?, b.tracked()?);
             match bias_t {
                 Some(bias_t) => record(QloraBackward, [x_t.node(), a_t.node(), b_t.node(), bias_t.node()], state, out),
                 None => record(QloraBackward, [x_t.node(), a_t.node(), b_t.node()], state, out),

@@ -35,6 +35,14 @@ impl FlexInput {
         contiguous(self.raw())
     }
 
+    /// The autodiff handle, `None` for a plain tensor.
+    pub(super) fn tracked(self) -> Option<TrackedTensor> {
+        match self {
+            Self::Tracked(tracked) => Some(tracked),
+            Self::Plain(_) => None,
+        }
+    }
+
     /// The values as they are laid out.
     pub(super) fn raw(&self) -> FlexTensor {
         match self {
