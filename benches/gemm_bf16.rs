@@ -6,7 +6,9 @@
 //!
 //!     cargo bench --bench gemm_bf16 -- [--threads N] [--reps R] [--f16]
 //!
-//! Where the CPU has no AVX512-BF16 the bf16 column runs the f32 path (the header says which).
+//! Where the CPU has no AVX512-BF16 the bf16 column runs the f32 path (the header says which);
+//! where it has AMX the bf16 column runs the AMX kernel, and `LLMFS_AMX=0` measures the
+//! AVX512-BF16 one instead.
 //! `--f16` compares f32 with the f16 products instead (emulated: inputs rounded to f16, the f32
 //! GEMM), to see what the rounding passes cost.
 

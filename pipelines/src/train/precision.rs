@@ -75,8 +75,8 @@ pub struct PrecisionGuard {
 }
 
 impl PrecisionGuard {
-    /// Which path the products take now: on the CPU `"f32"`, `"avx512-bf16"`, `"f32 (no
-    /// AVX512-BF16)"` or the f16 emulation's; elsewhere `"f32"`, or the backend's own bf16 or f16
+    /// Which path the products take now: on the CPU `"f32"`, `"amx-bf16"`, `"avx512-bf16"`, `"f32
+    /// (no AVX512-BF16)"` or the f16 emulation's; elsewhere `"f32"`, or the backend's own bf16 or f16
     /// products.
     pub fn path(&self) -> &'static str {
         match (self.flex, matmul_precision()) {

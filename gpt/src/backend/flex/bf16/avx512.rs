@@ -5,10 +5,10 @@
 use std::arch::x86_64::*;
 
 use super::super::gemm::Matrix;
-use super::pack::{MR, NR};
+use super::pack::{MR, NR, PAIR_TILE, STRIP_ROWS};
 
 /// The first `count` (≤ 16) lanes.
-fn lanes(count: usize) -> __mmask16 {
+pub(super) fn lanes(count: usize) -> __mmask16 {
     if count >= 16 { 0xffff } else { (1u16 << count) - 1 }
 }
 
@@ -178,14 +178,71 @@ pub(super) unsafe fn pack_a_along_rows(m: Matrix, i0: usize, rows: usize, k0: us
     }
 }
 
-/// Rows `k0..k0 + kc` of `m`, whose columns are adjacent (`col_stride` 1), columns
-/// `j0..j0 + cols`, as a panel of `width` lanes: rows `k`, `k + 1` interleaved into the pairs of
-/// `out[p·width..]`, lanes past `cols` zero.
+/// [`super::pack::pack_strip`] of a view whose columns are adjacent (`col_stride` 1): each 32
+/// values of a row are rounded as 16 pairs and stored as they are (`padded` pairs a row).
 ///
 /// # Safety
 /// As [`pack_pairs_along_rows`].
 #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
-pub(super) unsafe fn pack_pairs_across_rows(m: Matrix, k0: usize, kc: usize, j0: usize, cols: usize, out: &mut [u32], width: usize) {
+pub(super) unsafe fn pack_rows_of_pairs(m: Matrix, i0: usize, rows: usize, k0: usize, kc: usize, out: &mut [u32], padded: usize) {
+    debug_assert!(m.col_stride == 1 && padded.is_multiple_of(PAIR_TILE) && out.len() == STRIP_ROWS * padded);
+    for (r, row) in out.chunks_exact_mut(padded).enumerate() {
+        if r >= rows {
+            row.fill(0);
+            continue;
+        }
+        // Each 32 values fill a tile row's 16 pairs, zeros past kc: `padded` is whole tile rows.
+        for (q, tile_row) in row.chunks_exact_mut(PAIR_TILE).enumerate() {
+            let count = kc.saturating_sub(32 * q).min(32);
+            // SAFETY: `count` values of row i0 + r from column k0 + 32q are inside the view; the
+            // store's 16 lanes are `tile_row`.
+            unsafe { _mm512_storeu_epi32(tile_row.as_mut_ptr().cast(), pairs_at(element(m, i0 + r, k0 + 32 * q), count)) };
+        }
+    }
+}
+
+/// [`super::pack::pack_strip`] of `a` given as `m = aᵀ` with adjacent columns (A's rows adjacent:
+/// `xᵀ·g`, the weight gradient): 16 rows of A's 16 pairs are packed pair by pair across `m`'s rows
+/// ([`pack_pairs_across_rows`]), then transposed in registers into 16 tile rows.
+///
+/// # Safety
+/// As [`pack_pairs_along_rows`].
+#[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+pub(super) unsafe fn pack_columns_as_rows_of_pairs(m: Matrix, k0: usize, kc: usize, i0: usize, rows: usize, out: &mut [u32], padded: usize) {
+    debug_assert!(m.col_stride == 1 && padded.is_multiple_of(PAIR_TILE) && out.len() == STRIP_ROWS * padded);
+    let mut across = [0u32; PAIR_TILE * 16];
+    for half in 0..STRIP_ROWS / 16 {
+        let (r0, count) = (16 * half, rows.saturating_sub(16 * half).min(16));
+        for q in 0..padded / PAIR_TILE {
+            let kq = kc.saturating_sub(32 * q).min(32);
+            let filled = if count == 0 || kq == 0 {
+                0
+            } else {
+                // SAFETY: the view's `count` columns from i0 + r0 and kq rows from k0 + 32q.
+                unsafe { pack_pairs_across_rows::<16>(m, k0 + 32 * q, kq, i0 + r0, count, &mut across) };
+                kq.div_ceil(2)
+            };
+            across[filled * 16..].fill(0);
+            // SAFETY: 16 vectors of 16 lanes in `across`.
+            let mut block: [__m512i; 16] = std::array::from_fn(|p| unsafe { _mm512_loadu_epi32(across.as_ptr().add(16 * p).cast()) });
+            transpose_16x16(&mut block);
+            for (r, v) in block.iter().enumerate() {
+                // SAFETY: row r0 + r's pairs 16q..16q + 16 are inside `out`.
+                unsafe { _mm512_storeu_epi32(out.as_mut_ptr().add((r0 + r) * padded + PAIR_TILE * q).cast(), *v) };
+            }
+        }
+    }
+}
+
+/// Rows `k0..k0 + kc` of `m`, whose columns are adjacent (`col_stride` 1), columns
+/// `j0..j0 + cols`, as a panel of `WIDTH` lanes: rows `k`, `k + 1` interleaved into the pairs of
+/// `out[p·WIDTH..]`, lanes past `cols` zero.
+///
+/// # Safety
+/// As [`pack_pairs_along_rows`].
+#[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+pub(super) unsafe fn pack_pairs_across_rows<const WIDTH: usize>(m: Matrix, k0: usize, kc: usize, j0: usize, cols: usize, out: &mut [u32]) {
+    let width = WIDTH; // a constant in each copy: the lanes and masks below fold
     debug_assert_eq!(m.col_stride, 1);
     debug_assert!(out.len() >= kc.div_ceil(2) * width);
     // Word `2j` from the first row's value j, word `2j + 1` from the second's (which sit 16 words up).

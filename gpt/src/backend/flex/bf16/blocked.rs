@@ -1,18 +1,63 @@
 //! Cache blocking and threads of the bf16 products, in BLIS's loop order: a block of B (`KC`
 //! values of k by `NC` columns) is packed once and shared; each task packs up to `MC` rows of A
 //! and runs the micro-kernel over its (B panel, A panel) pairs, A panels innermost so that one B
-//! panel stays in L1 while the A block streams from L2.
+//! panel stays in L1 while the A block streams from L2. The micro-kernel is AMX's where the CPU
+//! has it, else AVX512-BF16's ([`Kernel`]); both read the same B panels.
 
 use rayon::prelude::*;
 
 use super::super::gemm::Matrix;
-use super::avx512::kernel;
-use super::pack::{MR, NR, Packer, pack_a, pack_b};
+use super::pack::{MR, NR, PAIR_TILE, Packer, STRIP_ROWS, pack_a, pack_b, pack_strip, panel_pairs};
+use super::{amx, avx512};
 
-/// Even, so that only the last block of k can end in a half pair: a B panel is then 24 KiB (L1).
+/// Whole tiles of pairs, so that only the last block of k is padded: a B panel is then 24 KiB (L1).
 const KC: usize = 192;
 const MC: usize = 32 * MR;
 const NC: usize = 64 * NR;
+const _: () = assert!(KC.is_multiple_of(2 * PAIR_TILE) && MC.is_multiple_of(MR) && MC.is_multiple_of(STRIP_ROWS));
+
+/// The micro-kernel a product runs: chosen once per product, on the thread that calls it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Kernel {
+    /// `vdpbf16ps`, `MR × NR` blocks from A panels ([`pack_a`]).
+    Avx512,
+    /// `tdpbf16ps`, `STRIP_ROWS × amx::COLUMNS` blocks from A strips ([`pack_strip`]).
+    Amx,
+}
+
+#[cfg(test)]
+thread_local! {
+    /// The tests' choice of kernel on this thread, whatever the CPU has.
+    static FORCED: std::cell::Cell<Option<Kernel>> = const { std::cell::Cell::new(None) };
+}
+
+impl Kernel {
+    pub(super) fn current() -> Self {
+        #[cfg(test)]
+        if let Some(kernel) = FORCED.with(std::cell::Cell::get) {
+            return kernel;
+        }
+        if amx::available() { Self::Amx } else { Self::Avx512 }
+    }
+
+    /// Rows of A one call of the kernel reads.
+    fn rows(self) -> usize {
+        match self {
+            Self::Avx512 => MR,
+            Self::Amx => STRIP_ROWS,
+        }
+    }
+}
+
+/// `f` with this thread's products on `kernel` (the tests run both; the AMX one emulated where the
+/// CPU lacks it).
+#[cfg(test)]
+pub(super) fn forcing<R>(kernel: Kernel, f: impl FnOnce() -> R) -> R {
+    let before = FORCED.with(|forced| forced.replace(Some(kernel)));
+    let result = f();
+    FORCED.with(|forced| forced.set(before));
+    result
+}
 
 /// Panels start on cache lines (the kernel's B loads then never split one).
 #[repr(align(64))]
@@ -102,11 +147,11 @@ impl PackedB {
         Self { k, n, lines }
     }
 
-    /// Where block (jc, pc) lies: earlier column blocks hold every pair of k (each block of k but
-    /// the last has an even `KC`), earlier blocks of k in this column block `pc / 2` pairs.
+    /// Where block (jc, pc) lies: earlier column blocks hold [`column_pairs`] pairs, earlier
+    /// blocks of k in this column block `pc / 2` (each block of k but the last is `KC`, whole tiles).
     fn span(k: usize, jc: usize, nc: usize, pc: usize, kc: usize) -> (usize, usize) {
         let panels_n = nc.div_ceil(NR);
-        ((jc / NR * k.div_ceil(2) + panels_n * pc / 2) * NR, panels_n * kc.div_ceil(2) * NR)
+        ((jc / NR * column_pairs(k) + panels_n * pc / 2) * NR, panels_n * panel_pairs(kc) * NR)
     }
 
     fn block(&self, jc: usize, nc: usize, pc: usize, kc: usize) -> &[u32] {
@@ -117,7 +162,7 @@ impl PackedB {
     }
 
     fn words(k: usize, n: usize) -> usize {
-        n.div_ceil(NR) * k.div_ceil(2) * NR
+        n.div_ceil(NR) * column_pairs(k) * NR
     }
 
     /// The bytes the panels of a `k × n` operand take.
@@ -130,16 +175,27 @@ impl PackedB {
     }
 }
 
+/// The pairs a panel's column holds over all blocks of `k` (`k ≥ 1`): only the last block is padded.
+fn column_pairs(k: usize) -> usize {
+    let last = (k - 1) / KC * KC;
+    last / 2 + panel_pairs(k - last)
+}
+
 /// The blocks of a `k × n` right operand in the products' order: `(jc, nc, pc, kc)`.
 fn blocks(k: usize, n: usize) -> impl Iterator<Item = (usize, usize, usize, usize)> {
     (0..n).step_by(NC).flat_map(move |jc| (0..k).step_by(KC).map(move |pc| (jc, NC.min(n - jc), pc, KC.min(k - pc))))
 }
 
-/// Block (jc, pc) of `b` (`nc` columns, `kc` values of k) as panels into `out`.
+/// Block (jc, pc) of `b` (`nc` columns, `kc` values of k) as panels into `out`, each padded with
+/// zero pairs to [`panel_pairs`].
 fn pack_block(b: Matrix, jc: usize, nc: usize, pc: usize, kc: usize, out: &mut [u32], parallel: bool) {
     let b = Shared(b);
-    let panel = kc.div_ceil(2) * NR;
-    let pack_panel = |(q, out): (usize, &mut [u32])| pack_b(b.get(), pc, kc, jc + q * NR, NR.min(nc - q * NR), out, Packer::Avx512);
+    let (panel, packed) = (panel_pairs(kc) * NR, kc.div_ceil(2) * NR);
+    let pack_panel = |(q, out): (usize, &mut [u32])| {
+        let (pairs, padding) = out.split_at_mut(packed);
+        pack_b(b.get(), pc, kc, jc + q * NR, NR.min(nc - q * NR), pairs, Packer::Avx512);
+        padding.fill(0);
+    };
     if parallel {
         out.par_chunks_mut(panel).enumerate().for_each(pack_panel);
     } else {
@@ -173,22 +229,24 @@ pub(super) unsafe fn gemm(dst: *mut f32, ldc: usize, a: Matrix, b: Rhs, accumula
         }
         return;
     }
+    let kernel = Kernel::current();
+    let mr = kernel.rows();
     let workers = rayon::current_num_threads();
     let parallel = threads && m * n * k >= 192 * 192 * 192 && workers > 1;
     let dst = Dst(dst);
     let a = Shared(a);
     // Row blocks of at most MC rows and of equal size, as many as a multiple of the workers when
     // threaded: 960 rows in five blocks of 192 left one of two threads idle for a sixth of a product.
-    let panels = m.div_ceil(MR);
-    let mut blocks_m = panels.div_ceil(MC / MR);
+    let panels = m.div_ceil(mr);
+    let mut blocks_m = panels.div_ceil(MC / mr);
     if parallel {
         blocks_m = blocks_m.next_multiple_of(workers).min(panels);
     }
-    let block_rows = panels.div_ceil(blocks_m) * MR;
+    let block_rows = panels.div_ceil(blocks_m) * mr;
     let blocks_m = m.div_ceil(block_rows);
     // A view's B blocks: one buffer for the whole product, cut to each block's size below.
     let mut b_lines = match b {
-        Rhs::View(_) => buffer(NC.min(n).div_ceil(NR) * KC.min(k).div_ceil(2) * NR),
+        Rhs::View(_) => buffer(NC.min(n).div_ceil(NR) * panel_pairs(KC.min(k)) * NR),
         Rhs::Packed(_) => Vec::new(),
     };
     for jc in (0..n).step_by(NC) {
@@ -199,12 +257,12 @@ pub(super) unsafe fn gemm(dst: *mut f32, ldc: usize, a: Matrix, b: Rhs, accumula
         let per_chunk = panels_n.div_ceil(chunks_n);
         for pc in (0..k).step_by(KC) {
             let kc = KC.min(k - pc);
-            let pairs = kc.div_ceil(2);
+            let (pairs, padded) = (kc.div_ceil(2), panel_pairs(kc));
             // The first block of k writes the destination unless the caller accumulates into it.
             let add = accumulate || pc > 0;
             let b_words: &[u32] = match b {
                 Rhs::View(view) => {
-                    let out = &mut words(&mut b_lines)[..panels_n * pairs * NR];
+                    let out = &mut words(&mut b_lines)[..panels_n * padded * NR];
                     pack_block(view, jc, nc, pc, kc, out, parallel);
                     out
                 }
@@ -214,25 +272,52 @@ pub(super) unsafe fn gemm(dst: *mut f32, ldc: usize, a: Matrix, b: Rhs, accumula
                 let (block, chunk) = (t / chunks_n, t % chunks_n);
                 let i0 = block * block_rows;
                 let mc = block_rows.min(m - i0);
-                let panels_m = mc.div_ceil(MR);
-                with_a_block(panels_m * pairs * MR, |a_words| {
-                    for (q, out) in a_words.chunks_mut(pairs * MR).enumerate() {
-                        pack_a(a.get(), i0 + q * MR, MR.min(mc - q * MR), pc, kc, out, Packer::Avx512);
-                    }
-                    for qb in chunk * per_chunk..((chunk + 1) * per_chunk).min(panels_n) {
-                        let j = qb * NR;
-                        let b_panel = b_words[qb * pairs * NR..].as_ptr();
-                        for qa in 0..panels_m {
-                            let r = qa * MR;
-                            // SAFETY: both panels hold `pairs` pairs; the block is inside the
-                            // caller's destination; the caller checked the CPU.
-                            unsafe {
-                                let c = dst.at((i0 + r) * ldc + jc + j);
-                                kernel(pairs, a_words[qa * pairs * MR..].as_ptr(), b_panel, c, ldc, MR.min(mc - r), NR.min(nc - j), add);
+                let panels_b = chunk * per_chunk..((chunk + 1) * per_chunk).min(panels_n);
+                let b_panel = |qb: usize| b_words[qb * padded * NR..].as_ptr();
+                match kernel {
+                    Kernel::Avx512 => with_a_block(mc.div_ceil(MR) * pairs * MR, |a_words| {
+                        for (q, out) in a_words.chunks_mut(pairs * MR).enumerate() {
+                            pack_a(a.get(), i0 + q * MR, MR.min(mc - q * MR), pc, kc, out, Packer::Avx512);
+                        }
+                        for qb in panels_b {
+                            let j = qb * NR;
+                            for (q, a_panel) in a_words.chunks(pairs * MR).enumerate() {
+                                let r = q * MR;
+                                // SAFETY: both panels hold `pairs` pairs; the block is inside the
+                                // caller's destination; the caller checked the CPU.
+                                unsafe {
+                                    let c = dst.at((i0 + r) * ldc + jc + j);
+                                    avx512::kernel(pairs, a_panel.as_ptr(), b_panel(qb), c, ldc, MR.min(mc - r), NR.min(nc - j), add);
+                                }
                             }
                         }
-                    }
-                });
+                    }),
+                    Kernel::Amx => with_a_block(mc.div_ceil(STRIP_ROWS) * padded * STRIP_ROWS, |a_words| {
+                        for (q, out) in a_words.chunks_mut(padded * STRIP_ROWS).enumerate() {
+                            pack_strip(a.get(), i0 + q * STRIP_ROWS, STRIP_ROWS.min(mc - q * STRIP_ROWS), pc, kc, out, Packer::Avx512);
+                        }
+                        // SAFETY: `Kernel::Amx` only where AMX is available (or emulated in the tests).
+                        unsafe { amx::configure() };
+                        for qb in panels_b {
+                            for half in (0..NR.min(nc - qb * NR)).step_by(amx::COLUMNS) {
+                                let j = qb * NR + half;
+                                for (q, strip) in a_words.chunks(padded * STRIP_ROWS).enumerate() {
+                                    let r = q * STRIP_ROWS;
+                                    // SAFETY: the strip and the panel hold `padded` pairs (whole
+                                    // tiles); the block is inside the caller's destination; the
+                                    // tiles were configured above.
+                                    unsafe {
+                                        let c = dst.at((i0 + r) * ldc + jc + j);
+                                        let (rows, cols) = (STRIP_ROWS.min(mc - r), amx::COLUMNS.min(nc - j));
+                                        amx::kernel(padded / PAIR_TILE, strip.as_ptr(), padded, b_panel(qb).add(half), c, ldc, rows, cols, add);
+                                    }
+                                }
+                            }
+                        }
+                        // SAFETY: as configure.
+                        unsafe { amx::release() };
+                    }),
+                }
             };
             if parallel {
                 (0..blocks_m * chunks_n).into_par_iter().for_each(task);

@@ -6,6 +6,8 @@
 //! - [`frozen`]: the panels of frozen weights, packed once and kept.
 //! - `avx512`: the `vdpbf16ps` micro-kernel and the vector packing (x86-64 with AVX512-BF16,
 //!   detected at run time). Elsewhere the products stay f32.
+//! - `amx`: the `tdpbf16ps` micro-kernel (AMX, detected at run time, `LLMFS_AMX=0` to refuse it),
+//!   which `blocked` prefers where the CPU has it; `amx_emulator` runs it in the tests elsewhere.
 
 use std::cell::Cell;
 use std::marker::PhantomData;
@@ -15,6 +17,10 @@ use burn::backend::flex::FlexTensor;
 use super::gemm::Matrix;
 use crate::backend::MatmulPrecision;
 
+#[cfg(target_arch = "x86_64")]
+mod amx;
+#[cfg(all(test, target_arch = "x86_64"))]
+mod amx_emulator;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
 #[cfg(target_arch = "x86_64")]
@@ -36,6 +42,18 @@ pub(super) fn avx512_bf16() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bw") && is_x86_feature_detected!("avx512bf16")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// Whether the bf16 products run on AMX tiles here (else on `vdpbf16ps`).
+pub(super) fn amx_bf16() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        amx::available()
     }
     #[cfg(not(target_arch = "x86_64"))]
     {

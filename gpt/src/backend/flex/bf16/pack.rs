@@ -5,6 +5,11 @@
 //! holds `MR` rows, pair `p` of row `r` at `p·MR + r` (the kernel broadcasts it); a B panel holds
 //! `NR` columns, pair `p` of column `j` at `p·NR + j` (four registers of 16 columns). Rows, columns
 //! and an odd last k past the matrix are zeros, so the kernel never needs an edge case inside its loop.
+//!
+//! The AMX kernel (`super::amx`) reads the same B panels, 16 pairs (one tile's rows) at a time, so
+//! a panel's pairs are padded with zeros to a multiple of [`PAIR_TILE`] ([`panel_pairs`]). Its A
+//! operand is a strip of [`STRIP_ROWS`] rows, each row's pairs adjacent ([`pack_strip`]): a tile
+//! row is 16 pairs of one row of A.
 
 use super::super::gemm::Matrix;
 
@@ -12,6 +17,18 @@ use super::super::gemm::Matrix;
 /// are a head's width in attention, and each broadcast of A feeds four `vdpbf16ps`.
 pub(super) const MR: usize = 6;
 pub(super) const NR: usize = 64;
+
+/// Pairs of k in one AMX tile's rows (64 bytes of bf16 pairs).
+pub(super) const PAIR_TILE: usize = 16;
+
+/// Rows of an AMX A strip: two tiles of 16.
+pub(super) const STRIP_ROWS: usize = 32;
+
+/// The pairs a panel of `kc` values of k holds: `kc` rounded up to whole pairs, padded with zero
+/// pairs to whole tiles.
+pub(super) fn panel_pairs(kc: usize) -> usize {
+    kc.div_ceil(2).next_multiple_of(PAIR_TILE)
+}
 
 /// `x` rounded to bf16 as `vcvtne2ps2bf16` does: to nearest, ties to even; NaN stays NaN (made
 /// quiet); zeros and subnormals become zeros of their sign (the instruction treats subnormal
@@ -60,7 +77,7 @@ pub(super) fn pack_a(a: Matrix, i0: usize, rows: usize, k0: usize, kc: usize, ou
                 return super::avx512::pack_a_along_rows(a, i0, rows, k0, kc, out);
             }
             if a.row_stride == 1 {
-                return super::avx512::pack_pairs_across_rows(a.t(), k0, kc, i0, rows, out, MR);
+                return super::avx512::pack_pairs_across_rows::<MR>(a.t(), k0, kc, i0, rows, out);
             }
         },
         Packer::Scalar => {}
@@ -68,6 +85,32 @@ pub(super) fn pack_a(a: Matrix, i0: usize, rows: usize, k0: usize, kc: usize, ou
     for p in 0..pairs {
         for r in 0..MR {
             out[p * MR + r] = if r < rows { pair_at(a, i0 + r, k0, kc, 2 * p) } else { 0 };
+        }
+    }
+}
+
+/// Rows `i0..i0 + rows` (`rows ≤ STRIP_ROWS`) and columns `k0..k0 + kc` of `a` as one AMX strip
+/// into `out` (`STRIP_ROWS · panel_pairs(kc)` values): pair `p` of row `r` at `r·panel_pairs(kc) + p`,
+/// zeros past the rows and pairs of the view.
+pub(super) fn pack_strip(a: Matrix, i0: usize, rows: usize, k0: usize, kc: usize, out: &mut [u32], packer: Packer) {
+    let (pairs, padded) = (kc.div_ceil(2), panel_pairs(kc));
+    debug_assert!(rows <= STRIP_ROWS && out.len() == padded * STRIP_ROWS && i0 + rows <= a.rows && k0 + kc <= a.cols);
+    match packer {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as in pack_a.
+        Packer::Avx512 => unsafe {
+            if a.col_stride == 1 {
+                return super::avx512::pack_rows_of_pairs(a, i0, rows, k0, kc, out, padded);
+            }
+            if a.row_stride == 1 {
+                return super::avx512::pack_columns_as_rows_of_pairs(a.t(), k0, kc, i0, rows, out, padded);
+            }
+        },
+        Packer::Scalar => {}
+    }
+    for r in 0..STRIP_ROWS {
+        for p in 0..padded {
+            out[r * padded + p] = if r < rows && p < pairs { pair_at(a, i0 + r, k0, kc, 2 * p) } else { 0 };
         }
     }
 }
@@ -82,7 +125,7 @@ pub(super) fn pack_b(b: Matrix, k0: usize, kc: usize, j0: usize, cols: usize, ou
         // SAFETY: as in pack_a.
         Packer::Avx512 => unsafe {
             if b.col_stride == 1 {
-                return super::avx512::pack_pairs_across_rows(b, k0, kc, j0, cols, out, NR);
+                return super::avx512::pack_pairs_across_rows::<NR>(b, k0, kc, j0, cols, out);
             }
             if b.row_stride == 1 {
                 return super::avx512::pack_pairs_along_rows(b.t(), j0, cols, k0, kc, out, NR);

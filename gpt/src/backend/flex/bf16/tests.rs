@@ -1,11 +1,12 @@
 //! The bf16 products against an f64 reference on the rounded inputs (they differ only in the
 //! order of the f32 additions) and against the f32 GEMM (they differ by the rounding of the
-//! inputs), over odd shapes, every layout the products take, accumulation and threads.
+//! inputs), over odd shapes, every layout the products take, accumulation and threads; on each
+//! micro-kernel, AMX's emulated where the CPU lacks it ([`super::amx_emulator`]).
 
 use super::super::gemm::{Matrix, gemm_f32};
-use super::blocked::{self, PackedB, Rhs};
-use super::pack::{MR, NR, Packer, pack_a, pack_b};
-use super::{avx512_bf16, from_bf16, gemm_into, to_bf16};
+use super::blocked::{self, Kernel, PackedB, Rhs, forcing};
+use super::pack::{MR, NR, Packer, STRIP_ROWS, pack_a, pack_b, pack_strip, panel_pairs};
+use super::{amx, amx_emulator, avx512_bf16, from_bf16, gemm_into, to_bf16};
 
 /// Whether the tests of the kernels can run here; says so when they cannot.
 fn runs_here() -> bool {
@@ -14,6 +15,21 @@ fn runs_here() -> bool {
         eprintln!("skipped: this CPU has no AVX512-BF16, the products stay f32");
     }
     runs
+}
+
+/// The micro-kernels to test here: AVX512-BF16's, and AMX's, on the CPU where it has AMX, else
+/// emulated. A CPU with AMX that Linux (or `LLMFS_AMX=0`) keeps from it skips it: its tile
+/// configuration would load natively and its tile data fault into the emulator.
+fn kernels() -> Vec<Kernel> {
+    if amx::available() {
+        return vec![Kernel::Avx512, Kernel::Amx];
+    }
+    if amx::cpu_has_amx() {
+        eprintln!("note: this CPU has AMX but the products may not use it here: the AMX kernel is not tested");
+        return vec![Kernel::Avx512];
+    }
+    amx_emulator::install();
+    vec![Kernel::Avx512, Kernel::Amx]
 }
 
 fn random(n: usize, seed: u64) -> Vec<f32> {
@@ -110,22 +126,24 @@ fn matches_f64_on_rounded_inputs() {
         return;
     }
     let mut seed = 1;
-    for (m, n, k) in shapes() {
-        for a_layout in LAYOUTS {
-            for b_layout in LAYOUTS {
-                for accumulate in [false, true] {
-                    seed += 1;
-                    let ((_a_values, a), (_b_values, b)) = (matrix(m, k, a_layout, seed), matrix(k, n, b_layout, seed + 1000));
-                    let initial = random(m * (n + 2), seed + 2000);
-                    let (mut dst, ldc) = destination(m, n, &|x| if accumulate { initial[x] } else { f32::NAN });
-                    // SAFETY: dst holds m rows of ldc ≥ n values; the views are inside their storage.
-                    unsafe { gemm_into(dst.as_mut_ptr(), ldc, a, b, accumulate, false) };
-                    let what = format!("{m}x{n}x{k} {a_layout:?}·{b_layout:?} accumulate {accumulate}");
-                    check(&what, &dst, ldc, m, n, 1e-5, |i, j| {
-                        let (sum, abs) = dot(a, b, i, j, true);
-                        let c = if accumulate { initial[i * ldc + j] as f64 } else { 0.0 };
-                        (sum + c, abs + c.abs())
-                    });
+    for kernel in kernels() {
+        for (m, n, k) in shapes() {
+            for a_layout in LAYOUTS {
+                for b_layout in LAYOUTS {
+                    for accumulate in [false, true] {
+                        seed += 1;
+                        let ((_a_values, a), (_b_values, b)) = (matrix(m, k, a_layout, seed), matrix(k, n, b_layout, seed + 1000));
+                        let initial = random(m * (n + 2), seed + 2000);
+                        let (mut dst, ldc) = destination(m, n, &|x| if accumulate { initial[x] } else { f32::NAN });
+                        // SAFETY: dst holds m rows of ldc ≥ n values; the views are inside their storage.
+                        forcing(kernel, || unsafe { gemm_into(dst.as_mut_ptr(), ldc, a, b, accumulate, false) });
+                        let what = format!("{kernel:?} {m}x{n}x{k} {a_layout:?}·{b_layout:?} accumulate {accumulate}");
+                        check(&what, &dst, ldc, m, n, 1e-5, |i, j| {
+                            let (sum, abs) = dot(a, b, i, j, true);
+                            let c = if accumulate { initial[i * ldc + j] as f64 } else { 0.0 };
+                            (sum + c, abs + c.abs())
+                        });
+                    }
                 }
             }
         }
@@ -145,30 +163,37 @@ fn matches_f32_within_bf16_rounding() {
     // Blocks of m, n and k beyond the cache blocks' sizes (192 rows, 4096 columns, 256 of k).
     let mut shapes = shapes();
     shapes.push((200, 4130, 300));
-    for (m, n, k) in shapes {
-        let big = m * n * k > 1 << 24;
-        for a_layout in LAYOUTS {
-            for b_layout in LAYOUTS {
-                if big && (matches!(a_layout, Layout::Strided) || matches!(b_layout, Layout::Strided)) {
-                    continue;
-                }
-                for accumulate in [false, true] {
-                    seed += 1;
-                    let ((_a_values, a), (_b_values, b)) = (matrix(m, k, a_layout, seed), matrix(k, n, b_layout, seed + 1000));
-                    let initial = random(m * (n + 2), seed + 2000);
-                    let start = |x: usize| if accumulate { initial[x] } else { f32::NAN };
-                    let ((mut ours, ldc), (mut f32s, _)) = (destination(m, n, &start), destination(m, n, &start));
-                    // SAFETY: as above.
-                    unsafe {
-                        gemm_into(ours.as_mut_ptr(), ldc, a, b, accumulate, false);
-                        gemm_f32(f32s.as_mut_ptr(), ldc, a, b, accumulate, false);
+    for kernel in kernels() {
+        for &(m, n, k) in &shapes {
+            let big = m * n * k > 1 << 24;
+            // Emulated tiles take ~1 µs a multiply-add pair: the largest shape on the Rows layouts only.
+            let emulated = kernel == Kernel::Amx && !amx::available();
+            for a_layout in LAYOUTS {
+                for b_layout in LAYOUTS {
+                    if big && (matches!(a_layout, Layout::Strided) || matches!(b_layout, Layout::Strided)) {
+                        continue;
                     }
-                    let what = format!("{m}x{n}x{k} {a_layout:?}·{b_layout:?} accumulate {accumulate}");
-                    check(&what, &ours, ldc, m, n, tolerance, |i, j| {
-                        let abs = (0..k).map(|l| (a.at(i, l) as f64 * b.at(l, j) as f64).abs()).sum::<f64>();
-                        let c = if accumulate { initial[i * ldc + j] as f64 } else { 0.0 };
-                        (f32s[i * ldc + j] as f64, abs + c.abs() * 1e-5 / tolerance)
-                    });
+                    if big && emulated && !(matches!(a_layout, Layout::Rows) && matches!(b_layout, Layout::Rows)) {
+                        continue;
+                    }
+                    for accumulate in [false, true] {
+                        seed += 1;
+                        let ((_a_values, a), (_b_values, b)) = (matrix(m, k, a_layout, seed), matrix(k, n, b_layout, seed + 1000));
+                        let initial = random(m * (n + 2), seed + 2000);
+                        let start = |x: usize| if accumulate { initial[x] } else { f32::NAN };
+                        let ((mut ours, ldc), (mut f32s, _)) = (destination(m, n, &start), destination(m, n, &start));
+                        // SAFETY: as above.
+                        unsafe {
+                            forcing(kernel, || gemm_into(ours.as_mut_ptr(), ldc, a, b, accumulate, false));
+                            gemm_f32(f32s.as_mut_ptr(), ldc, a, b, accumulate, false);
+                        }
+                        let what = format!("{kernel:?} {m}x{n}x{k} {a_layout:?}·{b_layout:?} accumulate {accumulate}");
+                        check(&what, &ours, ldc, m, n, tolerance, |i, j| {
+                            let abs = (0..k).map(|l| (a.at(i, l) as f64 * b.at(l, j) as f64).abs()).sum::<f64>();
+                            let c = if accumulate { initial[i * ldc + j] as f64 } else { 0.0 };
+                            (f32s[i * ldc + j] as f64, abs + c.abs() * 1e-5 / tolerance)
+                        });
+                    }
                 }
             }
         }
@@ -188,6 +213,24 @@ impl Views {
     }
 }
 
+/// The AMX kernel runs its tiles: a 70 × 100 × 200 product is 3 strips of 32 rows, 4 calls of 32
+/// columns (a panel of 64, then 36 in two calls), and 7 tiles of 16 pairs (k's blocks of 192 and
+/// 8, the last padded), each four `tdpbf16ps`; counted by the emulator where the CPU lacks AMX.
+#[test]
+fn the_amx_kernel_multiplies_tiles() {
+    if !runs_here() || !kernels().contains(&Kernel::Amx) || amx::available() {
+        return;
+    }
+    let ((_a_values, a), (_b_values, b)) = (matrix(70, 200, Layout::Rows, 5), matrix(200, 100, Layout::Transposed, 6));
+    let mut dst = vec![0.0f32; 70 * 100];
+    let before = amx_emulator::products();
+    // SAFETY: 70 rows of 100 values; the views are inside their storage.
+    forcing(Kernel::Amx, || unsafe { gemm_into(dst.as_mut_ptr(), 100, a, b, false, false) });
+    assert_eq!(amx_emulator::products() - before, 3 * 4 * 7 * 4);
+    let (sum, _) = dot(a, b, 69, 99, true);
+    assert!((dst[69 * 100 + 99] as f64 - sum).abs() < 1e-4, "{} vs {sum}", dst[69 * 100 + 99]);
+}
+
 /// Split over threads, by rows and (few row blocks) by columns too, a product gives the same
 /// bits as on one: every value is summed in the same order.
 #[test]
@@ -196,20 +239,23 @@ fn threads_change_nothing() {
         return;
     }
     let pool = rayon::ThreadPoolBuilder::new().num_threads(3).build().expect("a thread pool");
-    for (m, n, k, layout) in [(300, 520, 600, Layout::Rows), (64, 3000, 200, Layout::Rows), (600, 300, 513, Layout::Transposed)] {
-        for accumulate in [false, true] {
-            let ((_a_values, a), (_b_values, b)) = (matrix(m, k, layout, 1), matrix(k, n, Layout::Transposed, 2));
-            let initial = random(m * n, 3);
-            let (mut one, mut many) = (initial.clone(), initial.clone());
-            // SAFETY: m rows of n values; the views are inside their storage.
-            unsafe { gemm_into(one.as_mut_ptr(), n, a, b, accumulate, false) };
-            let views = Views(a, b);
-            pool.install(|| {
-                let (a, b) = views.get();
-                // SAFETY: as above.
-                unsafe { gemm_into(many.as_mut_ptr(), n, a, b, accumulate, true) }
-            });
-            assert!(one.iter().zip(&many).all(|(x, y)| x.to_bits() == y.to_bits()), "{m}x{n}x{k} accumulate {accumulate}");
+    for kernel in kernels() {
+        for (m, n, k, layout) in [(300, 520, 600, Layout::Rows), (64, 3000, 200, Layout::Rows), (600, 300, 513, Layout::Transposed)] {
+            for accumulate in [false, true] {
+                let ((_a_values, a), (_b_values, b)) = (matrix(m, k, layout, 1), matrix(k, n, Layout::Transposed, 2));
+                let initial = random(m * n, 3);
+                let (mut one, mut many) = (initial.clone(), initial.clone());
+                // SAFETY: m rows of n values; the views are inside their storage.
+                forcing(kernel, || unsafe { gemm_into(one.as_mut_ptr(), n, a, b, accumulate, false) });
+                let views = Views(a, b);
+                pool.install(|| {
+                    let (a, b) = views.get();
+                    // SAFETY: as above.
+                    forcing(kernel, || unsafe { gemm_into(many.as_mut_ptr(), n, a, b, accumulate, true) })
+                });
+                let same = one.iter().zip(&many).all(|(x, y)| x.to_bits() == y.to_bits());
+                assert!(same, "{kernel:?} {m}x{n}x{k} accumulate {accumulate}");
+            }
         }
     }
 }
@@ -224,25 +270,27 @@ fn packed_operands_give_the_same_bits() {
     }
     let pool = rayon::ThreadPoolBuilder::new().num_threads(3).build().expect("a thread pool");
     let mut seed = 20_000;
-    for (m, n, k) in [(1, 1, 1), (7, 100, 33), (200, 70, 385), (50, 4130, 200), (300, 260, 600)] {
-        for b_layout in LAYOUTS {
-            for (accumulate, threads) in [(false, false), (true, true)] {
-                seed += 1;
-                let ((_a_values, a), (_b_values, b)) = (matrix(m, k, Layout::Rows, seed), matrix(k, n, b_layout, seed + 1000));
-                let initial = random(m * n, seed + 2000);
-                let (mut by_block, mut packed) = (initial.clone(), initial.clone());
-                let views = Views(a, b);
-                pool.install(|| {
-                    let (a, b) = views.get();
-                    let panels = PackedB::pack(b);
-                    // SAFETY: m rows of n values; the views are inside their storage.
-                    unsafe {
-                        blocked::gemm(by_block.as_mut_ptr(), n, a, Rhs::View(b), accumulate, threads);
-                        blocked::gemm(packed.as_mut_ptr(), n, a, Rhs::Packed(&panels), accumulate, threads);
-                    }
-                });
-                let same = by_block.iter().zip(&packed).all(|(x, y)| x.to_bits() == y.to_bits());
-                assert!(same, "{m}x{n}x{k} {b_layout:?} accumulate {accumulate} threads {threads}");
+    for kernel in kernels() {
+        for (m, n, k) in [(1, 1, 1), (7, 100, 33), (200, 70, 385), (50, 4130, 200), (300, 260, 600)] {
+            for b_layout in LAYOUTS {
+                for (accumulate, threads) in [(false, false), (true, true)] {
+                    seed += 1;
+                    let ((_a_values, a), (_b_values, b)) = (matrix(m, k, Layout::Rows, seed), matrix(k, n, b_layout, seed + 1000));
+                    let initial = random(m * n, seed + 2000);
+                    let (mut by_block, mut packed) = (initial.clone(), initial.clone());
+                    let views = Views(a, b);
+                    pool.install(|| {
+                        let (a, b) = views.get();
+                        let panels = PackedB::pack(b);
+                        // SAFETY: m rows of n values; the views are inside their storage.
+                        forcing(kernel, || unsafe {
+                            blocked::gemm(by_block.as_mut_ptr(), n, a, Rhs::View(b), accumulate, threads);
+                            blocked::gemm(packed.as_mut_ptr(), n, a, Rhs::Packed(&panels), accumulate, threads);
+                        });
+                    });
+                    let same = by_block.iter().zip(&packed).all(|(x, y)| x.to_bits() == y.to_bits());
+                    assert!(same, "{kernel:?} {m}x{n}x{k} {b_layout:?} accumulate {accumulate} threads {threads}");
+                }
             }
         }
     }
@@ -297,6 +345,14 @@ fn vector_packing_equals_scalar_packing() {
                     pack_a(x, i0, count, k0, kc, &mut simd, Packer::Avx512);
                     pack_a(x, i0, count, k0, kc, &mut scalar, Packer::Scalar);
                     assert_eq!(simd, scalar, "A {layout:?} {rows}x{cols} rows {i0}+{count} k {k0}+{kc}");
+                }
+                let padded = panel_pairs(kc);
+                for i0 in (0..rows).step_by(STRIP_ROWS) {
+                    let count = STRIP_ROWS.min(rows - i0);
+                    let (mut simd, mut scalar) = (vec![1u32; padded * STRIP_ROWS], vec![2u32; padded * STRIP_ROWS]);
+                    pack_strip(x, i0, count, k0, kc, &mut simd, Packer::Avx512);
+                    pack_strip(x, i0, count, k0, kc, &mut scalar, Packer::Scalar);
+                    assert_eq!(simd, scalar, "strip {layout:?} {rows}x{cols} rows {i0}+{count} k {k0}+{kc}");
                 }
                 let xt = x.t(); // cols × rows: k runs over x's columns
                 for j0 in (0..rows).step_by(NR) {
