@@ -2,8 +2,10 @@
 //! `--precision bf16-mixed`) for more rows than the streaming kernels take (prompts, batches,
 //! training): the weight is widened to f32 one slab of rows at a time and handed to the GEMM, so
 //! no f32 copy of the model is ever made and the sums are f32 sums of the stored values, as the
-//! streaming kernels' are. The weight never trains (a bf16 weight that needs a gradient hands back
-//! `None`); under autodiff the input's gradient `g·Wᵀ` is the same slab-wise product.
+//! streaming kernels' are. Where the products are bf16 (`--precision bf16-mixed`) the GEMM packs
+//! the stored values straight into its panels instead, with no slab. The weight never trains (a
+//! bf16 weight that needs a gradient hands back `None`); under autodiff the input's gradient `g·Wᵀ`
+//! is the same product.
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::grads::Gradients;
@@ -16,6 +18,7 @@ use std::cell::RefCell;
 
 use rayon::prelude::*;
 
+use super::bf16::gemm_bf16_weight_into;
 use super::gemm::{Matrix, gemm_into};
 use super::linear::column_sums;
 use super::tensor::{FlexInput, contiguous, flex_from, record, slice, slice_bf16};
@@ -155,6 +158,13 @@ fn times_matrix(x: Matrix, w: &[half::bf16], k: usize, n: usize, bias: Option<&[
         out.resize(m * n, 0.0);
         return out;
     }
+    // SAFETY: `out` has room for m·n values, written (or added to the bias rows) by the product;
+    // the views are inside x and w.
+    if unsafe { gemm_bf16_weight_into(out.as_mut_ptr(), n, x, Matrix::rows_of(w, k, n, n), bias.is_some(), true) } {
+        // SAFETY: every value is set.
+        unsafe { out.set_len(m * n) };
+        return out;
+    }
     let slab = (SLAB_VALUES / n.max(1)).clamp(1, k);
     with_slab(slab * n, |widened| {
         for k0 in (0..k).step_by(slab) {
@@ -181,6 +191,10 @@ fn times_transposed(x: Matrix, e: &[half::bf16], n: usize, k: usize) -> Vec<f32>
     let m = x.rows;
     let mut out = vec![0.0f32; m * n];
     if k == 0 {
+        return out;
+    }
+    // SAFETY: `out` holds m·n values; the views are inside x and e.
+    if unsafe { gemm_bf16_weight_into(out.as_mut_ptr(), n, x, Matrix::rows_of(e, n, k, k).t(), false, true) } {
         return out;
     }
     let slab = (SLAB_VALUES / k).clamp(1, n.max(1));

@@ -4,21 +4,34 @@
 use burn::backend::flex::FlexTensor;
 use burn::tensor::DType;
 
-/// A matrix in memory: element `(i, j)` at `ptr + i·row_stride + j·col_stride`.
+/// A matrix in memory: element `(i, j)` at `ptr + i·row_stride + j·col_stride`; of f32 values,
+/// or of bf16 ones (a frozen bf16 weight, which the bf16 products pack as stored).
 #[derive(Debug, Clone, Copy)]
-pub(super) struct Matrix {
-    pub ptr: *const f32,
+pub(super) struct Matrix<T = f32> {
+    pub ptr: *const T,
     pub rows: usize,
     pub cols: usize,
     pub row_stride: isize,
     pub col_stride: isize,
 }
 
-impl Matrix {
+impl<T: Copy> Matrix<T> {
     /// `rows × cols` values from `values[0]` on, rows `row_stride` apart, columns adjacent.
-    pub fn rows_of(values: &[f32], rows: usize, cols: usize, row_stride: usize) -> Self {
+    pub fn rows_of(values: &[T], rows: usize, cols: usize, row_stride: usize) -> Self {
         Self { ptr: values.as_ptr(), rows, cols, row_stride: row_stride as isize, col_stride: 1 }
     }
+
+    pub fn t(self) -> Self {
+        Self { rows: self.cols, cols: self.rows, row_stride: self.col_stride, col_stride: self.row_stride, ..self }
+    }
+
+    pub fn at(&self, i: usize, j: usize) -> T {
+        // SAFETY: (i, j) is inside the view, which is inside its storage.
+        unsafe { *self.ptr.offset(i as isize * self.row_stride + j as isize * self.col_stride) }
+    }
+}
+
+impl Matrix {
 
     /// A 2-D Flex f32 tensor in any layout, strided views included (the GEMM reads them as they are).
     pub fn of(flex: &FlexTensor) -> Self {
@@ -29,15 +42,6 @@ impl Matrix {
         // SAFETY: the offset is inside the storage (Flex's layout invariant).
         let ptr = unsafe { storage.as_ptr().add(layout.start_offset()) };
         Self { ptr, rows: shape[0], cols: shape[1], row_stride: strides[0], col_stride: strides[1] }
-    }
-
-    pub fn t(self) -> Self {
-        Self { rows: self.cols, cols: self.rows, row_stride: self.col_stride, col_stride: self.row_stride, ..self }
-    }
-
-    pub fn at(&self, i: usize, j: usize) -> f32 {
-        // SAFETY: (i, j) is inside the view, which is inside its storage.
-        unsafe { *self.ptr.offset(i as isize * self.row_stride + j as isize * self.col_stride) }
     }
 }
 

@@ -4,6 +4,8 @@
 
 use std::arch::x86_64::*;
 
+use half::bf16;
+
 use super::super::gemm::Matrix;
 use super::pack::{MR, NR, PAIR_TILE, STRIP_ROWS};
 
@@ -56,15 +58,47 @@ unsafe fn adjacent_pairs(ptr: *const f32, count: usize) -> [u32; 16] {
 /// The view is inside `m`; the CPU has AVX512-BF16.
 #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
 pub(super) unsafe fn pack_pairs_along_rows(m: Matrix, i0: usize, rows: usize, k0: usize, kc: usize, out: &mut [u32], width: usize) {
-    debug_assert!(m.col_stride == 1 && width % 16 == 0 && out.len() == kc.div_ceil(2) * width);
+    debug_assert!(m.col_stride == 1 && width.is_multiple_of(16) && out.len() == kc.div_ceil(2) * width);
+    // SAFETY: `count` values of row i0 + r from column k0 + c are inside the view.
+    let pairs_of = |r: usize, c: usize, count: usize| unsafe { pairs_at(element(m, i0 + r, k0 + c), count) };
+    // SAFETY: as the caller promises.
+    unsafe { transpose_pairs(rows, kc, out, width, pairs_of) }
+}
+
+/// [`pack_pairs_along_rows`] of bf16 values, which are pairs as stored: each row's 32 values are
+/// one masked load.
+///
+/// # Safety
+/// As [`pack_pairs_along_rows`].
+#[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+pub(super) unsafe fn pack_bf16_pairs_along_rows(m: Matrix<bf16>, i0: usize, rows: usize, k0: usize, kc: usize, out: &mut [u32]) {
+    debug_assert!(m.col_stride == 1 && out.len() == kc.div_ceil(2) * NR);
+    let pairs_of = |r: usize, c: usize, count: usize| {
+        let from = m.ptr.wrapping_offset((i0 + r) as isize * m.row_stride + (k0 + c) as isize);
+        // SAFETY: `count` (≤ 32) values of row i0 + r from column k0 + c are inside the view; the
+        // masked-off ones are never read (zeros: the odd last pair's high half among them).
+        unsafe { _mm512_maskz_loadu_epi16(words(count), from.cast()) }
+    };
+    // SAFETY: as the caller promises.
+    unsafe { transpose_pairs(rows, kc, out, NR, pairs_of) }
+}
+
+/// The first `count` (≤ 32) 16-bit lanes.
+fn words(count: usize) -> __mmask32 {
+    if count >= 32 { u32::MAX } else { (1u32 << count) - 1 }
+}
+
+/// The transposition of [`pack_pairs_along_rows`] and [`pack_bf16_pairs_along_rows`]:
+/// `pairs_of(r, c, count)` is row `r`'s 16 pairs of its columns `c..c + count` (`count` ≤ 32, zeros
+/// past it), zeros for rows past `rows`.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+unsafe fn transpose_pairs(rows: usize, kc: usize, out: &mut [u32], width: usize, pairs_of: impl Fn(usize, usize, usize) -> __m512i) {
     let pairs = kc.div_ceil(2);
     for h in (0..width).step_by(16) {
         for c in (0..kc).step_by(32) {
             let count = (kc - c).min(32);
-            let mut block: [__m512i; 16] = std::array::from_fn(|r| {
-                // SAFETY: `count` values of row i0 + h + r from column k0 + c are inside the view.
-                if h + r < rows { unsafe { pairs_at(element(m, i0 + h + r, k0 + c), count) } } else { _mm512_setzero_si512() }
-            });
+            let mut block: [__m512i; 16] = std::array::from_fn(|r| if h + r < rows { pairs_of(h + r, c, count) } else { _mm512_setzero_si512() });
             transpose_16x16(&mut block);
             let p0 = c / 2;
             for (q, v) in block.iter().take(pairs - p0).enumerate() {
@@ -271,6 +305,30 @@ pub(super) unsafe fn pack_pairs_across_rows<const WIDTH: usize>(m: Matrix, k0: u
             let pairs = _mm512_permutexvar_epi16(interleave, words);
             // SAFETY: lanes h..min(h + 16, width) of pair p's row are inside `out`.
             unsafe { _mm512_mask_storeu_epi32(out.as_mut_ptr().add(p * width + h).cast(), lanes(width - h), pairs) };
+        }
+    }
+}
+
+/// [`pack_pairs_across_rows`] (for a B panel) of bf16 values: rows `k`, `k + 1`'s 16 values
+/// widened to 32-bit lanes, the second shifted into the high halves.
+///
+/// # Safety
+/// As [`pack_pairs_along_rows`].
+#[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+pub(super) unsafe fn pack_bf16_pairs_across_rows(m: Matrix<bf16>, k0: usize, kc: usize, j0: usize, cols: usize, out: &mut [u32]) {
+    debug_assert!(m.col_stride == 1 && out.len() == kc.div_ceil(2) * NR);
+    let row = |k: usize, h: usize, count: usize| {
+        let from = m.ptr.wrapping_offset(k as isize * m.row_stride + (j0 + h) as isize);
+        // SAFETY: `count` (≤ 16) values of row k from column j0 + h are inside the view.
+        _mm512_cvtepu16_epi32(_mm512_castsi512_si256(unsafe { _mm512_maskz_loadu_epi16(words(count), from.cast()) }))
+    };
+    for p in 0..kc.div_ceil(2) {
+        let k = k0 + 2 * p;
+        for h in (0..NR).step_by(16) {
+            let count = cols.saturating_sub(h).min(16);
+            let second = if 2 * p + 1 < kc { _mm512_slli_epi32::<16>(row(k + 1, h, count)) } else { _mm512_setzero_si512() };
+            // SAFETY: lanes h..h + 16 of pair p's row are inside `out`.
+            unsafe { _mm512_storeu_epi32(out.as_mut_ptr().add(p * NR + h).cast(), _mm512_or_si512(row(k, h, count), second)) };
         }
     }
 }

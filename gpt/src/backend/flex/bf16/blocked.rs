@@ -4,6 +4,7 @@
 //! panel stays in L1 while the A block streams from L2. The micro-kernel is AMX's where the CPU
 //! has it, else AVX512-BF16's ([`Kernel`]); both read the same B panels.
 
+use half::bf16;
 use rayon::prelude::*;
 
 use super::super::gemm::Matrix;
@@ -96,25 +97,26 @@ struct Dst(*mut f32);
 unsafe impl Send for Dst {}
 unsafe impl Sync for Dst {}
 
-/// A view the tasks only read.
+/// A view (or views) the tasks only read.
 #[derive(Clone, Copy)]
-struct Shared(Matrix);
-// SAFETY: the caller keeps the view's memory alive and unchanged during the product.
-unsafe impl Send for Shared {}
-unsafe impl Sync for Shared {}
+struct Shared<T>(T);
+// SAFETY: the caller keeps the views' memory alive and unchanged during the product.
+unsafe impl<T> Send for Shared<T> {}
+unsafe impl<T> Sync for Shared<T> {}
 
-impl Shared {
+impl<T: Copy> Shared<T> {
     // A method, so that closures capture the whole (Sync) value rather than its field.
-    fn get(&self) -> Matrix {
+    fn get(&self) -> T {
         self.0
     }
 }
 
-/// The right operand of [`gemm`]: a view, packed block by block as the product goes, or the
-/// panels of every block packed before ([`PackedB`]).
+/// The right operand of [`gemm`]: a view of f32 or of bf16 values (a frozen bf16 weight), packed
+/// block by block as the product goes, or the panels of every block packed before ([`PackedB`]).
 #[derive(Clone, Copy)]
 pub(super) enum Rhs<'a> {
     View(Matrix),
+    Bf16(Matrix<bf16>),
     Packed(&'a PackedB),
 }
 
@@ -122,6 +124,7 @@ impl Rhs<'_> {
     fn shape(&self) -> (usize, usize) {
         match self {
             Self::View(b) => (b.rows, b.cols),
+            Self::Bf16(b) => (b.rows, b.cols),
             Self::Packed(b) => (b.k, b.n),
         }
     }
@@ -142,7 +145,7 @@ impl PackedB {
         let all = words(&mut lines);
         for (jc, nc, pc, kc) in blocks(k, n) {
             let (start, len) = Self::span(k, jc, nc, pc, kc);
-            pack_block(b, jc, nc, pc, kc, &mut all[start..start + len], rayon::current_num_threads() > 1);
+            pack_block(Rhs::View(b), jc, nc, pc, kc, &mut all[start..start + len], rayon::current_num_threads() > 1);
         }
         Self { k, n, lines }
     }
@@ -186,14 +189,19 @@ fn blocks(k: usize, n: usize) -> impl Iterator<Item = (usize, usize, usize, usiz
     (0..n).step_by(NC).flat_map(move |jc| (0..k).step_by(KC).map(move |pc| (jc, NC.min(n - jc), pc, KC.min(k - pc))))
 }
 
-/// Block (jc, pc) of `b` (`nc` columns, `kc` values of k) as panels into `out`, each padded with
-/// zero pairs to [`panel_pairs`].
-fn pack_block(b: Matrix, jc: usize, nc: usize, pc: usize, kc: usize, out: &mut [u32], parallel: bool) {
+/// Block (jc, pc) of the view `b` (`nc` columns, `kc` values of k) as panels into `out`, each
+/// padded with zero pairs to [`panel_pairs`].
+fn pack_block(b: Rhs, jc: usize, nc: usize, pc: usize, kc: usize, out: &mut [u32], parallel: bool) {
     let b = Shared(b);
     let (panel, packed) = (panel_pairs(kc) * NR, kc.div_ceil(2) * NR);
     let pack_panel = |(q, out): (usize, &mut [u32])| {
         let (pairs, padding) = out.split_at_mut(packed);
-        pack_b(b.get(), pc, kc, jc + q * NR, NR.min(nc - q * NR), pairs, Packer::Avx512);
+        let (j0, cols) = (jc + q * NR, NR.min(nc - q * NR));
+        match b.get() {
+            Rhs::View(view) => pack_b(view, pc, kc, j0, cols, pairs, Packer::Avx512),
+            Rhs::Bf16(view) => pack_b(view, pc, kc, j0, cols, pairs, Packer::Avx512),
+            Rhs::Packed(_) => unreachable!("packed panels are not packed again"),
+        }
         padding.fill(0);
     };
     if parallel {
@@ -246,7 +254,7 @@ pub(super) unsafe fn gemm(dst: *mut f32, ldc: usize, a: Matrix, b: Rhs, accumula
     let blocks_m = m.div_ceil(block_rows);
     // A view's B blocks: one buffer for the whole product, cut to each block's size below.
     let mut b_lines = match b {
-        Rhs::View(_) => buffer(NC.min(n).div_ceil(NR) * panel_pairs(KC.min(k)) * NR),
+        Rhs::View(_) | Rhs::Bf16(_) => buffer(NC.min(n).div_ceil(NR) * panel_pairs(KC.min(k)) * NR),
         Rhs::Packed(_) => Vec::new(),
     };
     for jc in (0..n).step_by(NC) {
@@ -261,9 +269,9 @@ pub(super) unsafe fn gemm(dst: *mut f32, ldc: usize, a: Matrix, b: Rhs, accumula
             // The first block of k writes the destination unless the caller accumulates into it.
             let add = accumulate || pc > 0;
             let b_words: &[u32] = match b {
-                Rhs::View(view) => {
+                Rhs::View(_) | Rhs::Bf16(_) => {
                     let out = &mut words(&mut b_lines)[..panels_n * padded * NR];
-                    pack_block(view, jc, nc, pc, kc, out, parallel);
+                    pack_block(b, jc, nc, pc, kc, out, parallel);
                     out
                 }
                 Rhs::Packed(packed) => packed.block(jc, nc, pc, kc),

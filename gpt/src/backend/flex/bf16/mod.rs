@@ -82,6 +82,26 @@ pub(super) unsafe fn gemm_into(dst: *mut f32, dst_row: usize, a: Matrix, b: Matr
     unreachable!("no bf16 products without AVX512-BF16: {dst:?} {dst_row} {a:?} {b:?} {accumulate} {threads}")
 }
 
+/// `dst (+)= a·w` with `w` a view of bf16 values (a frozen bf16 weight or its transpose), packed
+/// into the panels as stored: no f32 copy of the weight between. `false`, having done nothing,
+/// unless the products are bf16 here.
+///
+/// # Safety
+/// As [`super::gemm::gemm_into`].
+pub(super) unsafe fn gemm_bf16_weight_into(dst: *mut f32, dst_row: usize, a: Matrix, w: Matrix<half::bf16>, accumulate: bool, threads: bool) -> bool {
+    if !enabled() {
+        return false;
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        // SAFETY: as the caller promises; `enabled` checked the CPU.
+        unsafe { blocked::gemm(dst, dst_row, a, blocked::Rhs::Bf16(w), accumulate, threads) };
+        true
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    unreachable!("no bf16 products without AVX512-BF16: {dst:?} {dst_row} {a:?} {w:?} {accumulate} {threads}")
+}
+
 thread_local! {
     /// How many [`KeepFrozenPanels`] live on this thread.
     static KEEP_FROZEN: Cell<usize> = const { Cell::new(0) };

@@ -11,6 +11,8 @@
 //! operand is a strip of [`STRIP_ROWS`] rows, each row's pairs adjacent ([`pack_strip`]): a tile
 //! row is 16 pairs of one row of A.
 
+use half::bf16;
+
 use super::super::gemm::Matrix;
 
 /// Rows of an A panel and columns of a B panel (the micro-kernel's register block): 64 columns
@@ -115,9 +117,66 @@ pub(super) fn pack_strip(a: Matrix, i0: usize, rows: usize, k0: usize, kc: usize
     }
 }
 
+/// What a B panel is packed from: f32 values, rounded to bf16, or bf16 values as stored (a frozen
+/// bf16 weight `W`, or `Wᵀ`: rounding them again would change nothing, and no f32 copy is made).
+pub(super) trait Element: Copy {
+    /// `(lo, hi)` as a panel's pair, `hi` zero when `None` (past an odd `kc`).
+    fn pair(lo: Self, hi: Option<Self>) -> u32;
+
+    /// [`pack_b`]'s vector packing of a view whose columns are adjacent.
+    ///
+    /// # Safety
+    /// As [`super::avx512::pack_pairs_along_rows`].
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn pack_across_rows(b: Matrix<Self>, k0: usize, kc: usize, j0: usize, cols: usize, out: &mut [u32]);
+
+    /// [`pack_b`]'s vector packing of `bᵀ` given as `m`, whose columns are adjacent.
+    ///
+    /// # Safety
+    /// As [`super::avx512::pack_pairs_along_rows`].
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn pack_along_rows(m: Matrix<Self>, i0: usize, rows: usize, k0: usize, kc: usize, out: &mut [u32]);
+}
+
+impl Element for f32 {
+    fn pair(lo: f32, hi: Option<f32>) -> u32 {
+        pair(lo, hi.unwrap_or(0.0))
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn pack_across_rows(b: Matrix, k0: usize, kc: usize, j0: usize, cols: usize, out: &mut [u32]) {
+        // SAFETY: as the caller promises.
+        unsafe { super::avx512::pack_pairs_across_rows::<NR>(b, k0, kc, j0, cols, out) }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn pack_along_rows(m: Matrix, i0: usize, rows: usize, k0: usize, kc: usize, out: &mut [u32]) {
+        // SAFETY: as the caller promises.
+        unsafe { super::avx512::pack_pairs_along_rows(m, i0, rows, k0, kc, out, NR) }
+    }
+}
+
+impl Element for bf16 {
+    fn pair(lo: bf16, hi: Option<bf16>) -> u32 {
+        lo.to_bits() as u32 | (hi.map_or(0, bf16::to_bits) as u32) << 16
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn pack_across_rows(b: Matrix<bf16>, k0: usize, kc: usize, j0: usize, cols: usize, out: &mut [u32]) {
+        // SAFETY: as the caller promises.
+        unsafe { super::avx512::pack_bf16_pairs_across_rows(b, k0, kc, j0, cols, out) }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn pack_along_rows(m: Matrix<bf16>, i0: usize, rows: usize, k0: usize, kc: usize, out: &mut [u32]) {
+        // SAFETY: as the caller promises.
+        unsafe { super::avx512::pack_bf16_pairs_along_rows(m, i0, rows, k0, kc, out) }
+    }
+}
+
 /// Rows `k0..k0 + kc` and columns `j0..j0 + cols` (`cols ≤ NR`) of `b` as one B panel into
 /// `out` (`kc.div_ceil(2)·NR` values).
-pub(super) fn pack_b(b: Matrix, k0: usize, kc: usize, j0: usize, cols: usize, out: &mut [u32], packer: Packer) {
+pub(super) fn pack_b<T: Element>(b: Matrix<T>, k0: usize, kc: usize, j0: usize, cols: usize, out: &mut [u32], packer: Packer) {
     let pairs = kc.div_ceil(2);
     debug_assert!(cols <= NR && out.len() == pairs * NR && j0 + cols <= b.cols && k0 + kc <= b.rows);
     match packer {
@@ -125,18 +184,18 @@ pub(super) fn pack_b(b: Matrix, k0: usize, kc: usize, j0: usize, cols: usize, ou
         // SAFETY: as in pack_a.
         Packer::Avx512 => unsafe {
             if b.col_stride == 1 {
-                return super::avx512::pack_pairs_across_rows::<NR>(b, k0, kc, j0, cols, out);
+                return T::pack_across_rows(b, k0, kc, j0, cols, out);
             }
             if b.row_stride == 1 {
-                return super::avx512::pack_pairs_along_rows(b.t(), j0, cols, k0, kc, out, NR);
+                return T::pack_along_rows(b.t(), j0, cols, k0, kc, out);
             }
         },
         Packer::Scalar => {}
     }
-    let bt = b.t();
     for p in 0..pairs {
+        let k = k0 + 2 * p;
         for j in 0..NR {
-            out[p * NR + j] = if j < cols { pair_at(bt, j0 + j, k0, kc, 2 * p) } else { 0 };
+            out[p * NR + j] = if j < cols { T::pair(b.at(k, j0 + j), (2 * p + 1 < kc).then(|| b.at(k + 1, j0 + j))) } else { 0 };
         }
     }
 }

@@ -296,6 +296,74 @@ fn packed_operands_give_the_same_bits() {
     }
 }
 
+/// A matrix of bf16 values in some layout, and the same values widened to f32 in the same layout.
+struct Bf16Operand {
+    _stored: Vec<half::bf16>,
+    view: Matrix<half::bf16>,
+    _widened: Vec<f32>,
+    widened_view: Matrix,
+}
+
+fn bf16_matrix(rows: usize, cols: usize, layout: Layout, seed: u64) -> Bf16Operand {
+    let (values, m) = matrix(rows, cols, layout, seed);
+    let stored: Vec<half::bf16> = values.iter().map(|&v| half::bf16::from_bits(to_bf16(v))).collect();
+    let widened: Vec<f32> = stored.iter().map(|v| v.to_f32()).collect();
+    let view = Matrix { ptr: stored.as_ptr(), rows: m.rows, cols: m.cols, row_stride: m.row_stride, col_stride: m.col_stride };
+    let widened_view = Matrix { ptr: widened.as_ptr(), ..m };
+    Bf16Operand { _stored: stored, view, _widened: widened, widened_view }
+}
+
+/// A right operand of bf16 values (a frozen bf16 weight, `W` or `Wᵀ`) packed as stored gives the
+/// bits of the product of its f32 widening, on each kernel, every layout, blocks of k and columns
+/// past the first (odd last ones included), accumulation and threads.
+#[test]
+fn bf16_operands_give_the_bits_of_their_widening() {
+    if !runs_here() {
+        return;
+    }
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(3).build().expect("a thread pool");
+    let mut seed = 30_000;
+    for kernel in kernels() {
+        for (m, n, k) in [(1, 1, 1), (7, 100, 33), (200, 70, 385), (40, 4130, 65)] {
+            for b_layout in LAYOUTS {
+                for (accumulate, threads) in [(false, false), (true, true)] {
+                    seed += 1;
+                    let (_a_values, a) = matrix(m, k, Layout::Rows, seed);
+                    let operand = bf16_matrix(k, n, b_layout, seed + 1000);
+                    let (b_bf16, b_f32) = (operand.view, operand.widened_view);
+                    let initial = random(m * n, seed + 2000);
+                    let (mut from_bf16_values, mut from_f32_values) = (initial.clone(), initial.clone());
+                    let views = Shared3(a, b_bf16, b_f32);
+                    pool.install(|| {
+                        let Shared3(a, b_bf16, b_f32) = views.get();
+                        // SAFETY: m rows of n values; the views are inside their storage.
+                        forcing(kernel, || unsafe {
+                            blocked::gemm(from_bf16_values.as_mut_ptr(), n, a, Rhs::Bf16(b_bf16), accumulate, threads);
+                            blocked::gemm(from_f32_values.as_mut_ptr(), n, a, Rhs::View(b_f32), accumulate, threads);
+                        });
+                    });
+                    let same = from_bf16_values.iter().zip(&from_f32_values).all(|(x, y)| x.to_bits() == y.to_bits());
+                    assert!(same, "{kernel:?} {m}x{n}x{k} {b_layout:?} accumulate {accumulate} threads {threads}");
+                }
+            }
+        }
+    }
+}
+
+/// Three views for a thread pool's closure.
+#[derive(Clone, Copy)]
+struct Shared3(Matrix, Matrix<half::bf16>, Matrix);
+// SAFETY: the storage outlives the product and is only read.
+unsafe impl Send for Shared3 {}
+unsafe impl Sync for Shared3 {}
+
+impl Shared3 {
+    // A method: a closure then captures the whole (Sync) value.
+    fn get(self) -> Self {
+        self
+    }
+}
+
 /// `vcvtne2ps2bf16` rounds as [`to_bf16`] does: ties, overflow, NaN, infinities, subnormals, and
 /// random bit patterns.
 #[test]
@@ -353,6 +421,17 @@ fn vector_packing_equals_scalar_packing() {
                     pack_strip(x, i0, count, k0, kc, &mut simd, Packer::Avx512);
                     pack_strip(x, i0, count, k0, kc, &mut scalar, Packer::Scalar);
                     assert_eq!(simd, scalar, "strip {layout:?} {rows}x{cols} rows {i0}+{count} k {k0}+{kc}");
+                }
+                let operand = bf16_matrix(rows, cols, layout, 8);
+                let (x_bf16, x_f32) = (operand.view, operand.widened_view);
+                for j0 in (0..rows).step_by(NR) {
+                    let count = NR.min(rows - j0);
+                    let (mut simd, mut scalar, mut widened) = (vec![1u32; pairs * NR], vec![2u32; pairs * NR], vec![3u32; pairs * NR]);
+                    pack_b(x_bf16.t(), k0, kc, j0, count, &mut simd, Packer::Avx512);
+                    pack_b(x_bf16.t(), k0, kc, j0, count, &mut scalar, Packer::Scalar);
+                    pack_b(x_f32.t(), k0, kc, j0, count, &mut widened, Packer::Scalar);
+                    assert_eq!(simd, scalar, "bf16 B {layout:?} {cols}x{rows} columns {j0}+{count} k {k0}+{kc}");
+                    assert_eq!(scalar, widened, "bf16 B {layout:?} {cols}x{rows} columns {j0}+{count} k {k0}+{kc}");
                 }
                 let xt = x.t(); // cols × rows: k runs over x's columns
                 for j0 in (0..rows).step_by(NR) {
