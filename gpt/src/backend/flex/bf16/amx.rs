@@ -21,15 +21,38 @@ pub(super) const COLUMNS: usize = 32;
 /// that packs and stores), Linux granted the tile state, and `LLMFS_AMX` is not `0` (to measure
 /// the AVX512-BF16 kernel on an AMX machine, or to step around a fault).
 pub(super) fn available() -> bool {
-    static AVAILABLE: OnceLock<bool> = OnceLock::new();
-    *AVAILABLE.get_or_init(|| {
-        let refused = std::env::var("LLMFS_AMX").is_ok_and(|v| v.trim() == "0");
-        super::avx512_bf16() && cpu_has_amx() && !refused && tile_state_granted()
+    state() == State::Used
+}
+
+/// Whether the products run on AMX, and if the CPU has it but they do not, why.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum State {
+    Used,
+    /// No AMX-BF16 (or no AVX512-BF16) on this CPU.
+    Absent,
+    /// `LLMFS_AMX=0`.
+    Refused,
+    /// Linux did not grant the tile state (a kernel before 5.16, or a signal stack too small for it).
+    NotGranted,
+}
+
+pub(super) fn state() -> State {
+    static STATE: OnceLock<State> = OnceLock::new();
+    *STATE.get_or_init(|| {
+        if !(super::avx512_bf16() && cpu_has_amx()) {
+            State::Absent
+        } else if std::env::var("LLMFS_AMX").is_ok_and(|v| v.trim() == "0") {
+            State::Refused
+        } else if !tile_state_granted() {
+            State::NotGranted
+        } else {
+            State::Used
+        }
     })
 }
 
 /// CPUID leaf 7: EDX bit 24 is AMX-TILE, bit 22 AMX-BF16 (std's detection of them is unstable).
-pub(super) fn cpu_has_amx() -> bool {
+fn cpu_has_amx() -> bool {
     // CPUID leaf 7 exists on every CPU with AVX2 (std detects that through it too).
     let leaf = __cpuid_count(7, 0);
     leaf.edx & (1 << 24) != 0 && leaf.edx & (1 << 22) != 0

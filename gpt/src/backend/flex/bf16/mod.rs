@@ -49,15 +49,21 @@ pub(super) fn avx512_bf16() -> bool {
     }
 }
 
-/// Whether the bf16 products run on AMX tiles here (else on `vdpbf16ps`).
-pub(super) fn amx_bf16() -> bool {
+/// Which kernel the bf16 products run here, as [`super::precision::matmul_path`] names it (given
+/// [`avx512_bf16`]): AMX's, or `vdpbf16ps`'s and why not AMX's on a CPU that has it.
+pub(super) fn kernel_path() -> &'static str {
     #[cfg(target_arch = "x86_64")]
     {
-        amx::available()
+        match amx::state() {
+            amx::State::Used => "amx-bf16",
+            amx::State::Absent => "avx512-bf16",
+            amx::State::Refused => "avx512-bf16 (LLMFS_AMX=0)",
+            amx::State::NotGranted => "avx512-bf16 (Linux did not grant AMX's tile state)",
+        }
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
-        false
+        "avx512-bf16"
     }
 }
 

@@ -21,15 +21,17 @@ fn runs_here() -> bool {
 /// emulated. A CPU with AMX that Linux (or `LLMFS_AMX=0`) keeps from it skips it: its tile
 /// configuration would load natively and its tile data fault into the emulator.
 fn kernels() -> Vec<Kernel> {
-    if amx::available() {
-        return vec![Kernel::Avx512, Kernel::Amx];
+    match amx::state() {
+        amx::State::Used => vec![Kernel::Avx512, Kernel::Amx],
+        amx::State::Absent => {
+            amx_emulator::install();
+            vec![Kernel::Avx512, Kernel::Amx]
+        }
+        refused => {
+            eprintln!("note: this CPU has AMX but the products may not use it here ({refused:?}): the AMX kernel is not tested");
+            vec![Kernel::Avx512]
+        }
     }
-    if amx::cpu_has_amx() {
-        eprintln!("note: this CPU has AMX but the products may not use it here: the AMX kernel is not tested");
-        return vec![Kernel::Avx512];
-    }
-    amx_emulator::install();
-    vec![Kernel::Avx512, Kernel::Amx]
 }
 
 fn random(n: usize, seed: u64) -> Vec<f32> {
