@@ -4,6 +4,8 @@
 //! panel stays in L1 while the A block streams from L2. The micro-kernel is AMX's where the CPU
 //! has it, else AVX512-BF16's ([`Kernel`]); both read the same B panels.
 
+use std::sync::OnceLock;
+
 use half::bf16;
 use rayon::prelude::*;
 
@@ -38,7 +40,7 @@ impl Kernel {
         if let Some(kernel) = FORCED.with(std::cell::Cell::get) {
             return kernel;
         }
-        if amx::available() { Self::Amx } else { Self::Avx512 }
+        if amx_state() == amx::State::Used { Self::Amx } else { Self::Avx512 }
     }
 
     /// Rows of A one call of the kernel reads.
@@ -48,6 +50,47 @@ impl Kernel {
             Self::Amx => STRIP_ROWS,
         }
     }
+}
+
+/// AMX as the products use it: [`amx::state`], or [`amx::State::FailedCheck`] when the AMX kernel
+/// gets [`amx_agrees`]'s product wrong on this CPU (asked once, before its first product).
+pub(super) fn amx_state() -> amx::State {
+    static STATE: OnceLock<amx::State> = OnceLock::new();
+    *STATE.get_or_init(|| match amx::state() {
+        // SAFETY: `Used`: the CPU has AMX and Linux granted it.
+        amx::State::Used if !unsafe { amx_agrees() } => {
+            eprintln!("warning: the AMX kernel got a check product wrong on this CPU: the bf16 products run on AVX512-BF16");
+            amx::State::FailedCheck
+        }
+        state => state,
+    })
+}
+
+/// Whether the AMX kernel's product of a 70 × 200 by a 200 × 100 matrix (both kernels' edges: a
+/// partial strip and block, in place and spilled, a padded last tile) is within 1e-5·Σ|a·b| of the
+/// f64 product of the rounded inputs, as the tests require of it. The kernel has been tested
+/// against an emulation of Intel's specification; this checks the CPU agrees, before anyone's
+/// model trains on it.
+///
+/// # Safety
+/// The CPU has AMX and Linux granted it (or the tests' emulator stands in).
+pub(super) unsafe fn amx_agrees() -> bool {
+    let (m, k, n) = (70, 200, 100);
+    let value = |i: usize| ((i * 7919 % 1009) as f32 - 504.0) / 256.0;
+    let (a_values, b_values): (Vec<f32>, Vec<f32>) = ((0..m * k).map(value).collect(), (0..k * n).map(|i| value(i + 17)).collect());
+    let (a, b) = (Matrix::rows_of(&a_values, m, k, k), Matrix::rows_of(&b_values, k, n, n));
+    let mut out = vec![0.0f32; m * n];
+    // SAFETY: m rows of n values; the views are inside their storage; as the caller promises.
+    unsafe { gemm_on(Kernel::Amx, out.as_mut_ptr(), n, a, Rhs::View(b), false, false) };
+    let rounded = |x: f32| super::from_bf16(super::to_bf16(x)) as f64;
+    (0..m * n).all(|o| {
+        let (i, j) = (o / n, o % n);
+        let (sum, abs) = (0..k).fold((0.0, 0.0), |(sum, abs), l| {
+            let p = rounded(a.at(i, l)) * rounded(b.at(l, j));
+            (sum + p, abs + p.abs())
+        });
+        (out[o] as f64 - sum).abs() <= 1e-5 * abs + 1e-30
+    })
 }
 
 /// `f` with this thread's products on `kernel` (the tests run both; the AMX one emulated where the
@@ -225,6 +268,17 @@ impl Dst {
 /// # Safety
 /// As [`super::super::gemm::gemm_into`]; the CPU has AVX512-BF16.
 pub(super) unsafe fn gemm(dst: *mut f32, ldc: usize, a: Matrix, b: Rhs, accumulate: bool, threads: bool) {
+    // SAFETY: as the caller promises.
+    unsafe { gemm_on(Kernel::current(), dst, ldc, a, b, accumulate, threads) }
+}
+
+/// [`gemm`] on `kernel`.
+///
+/// # Safety
+/// As [`gemm`]; for [`Kernel::Amx`], the CPU has AMX and Linux granted it (or the tests' emulator
+/// stands in).
+#[allow(clippy::too_many_arguments)]
+unsafe fn gemm_on(kernel: Kernel, dst: *mut f32, ldc: usize, a: Matrix, b: Rhs, accumulate: bool, threads: bool) {
     let ((k_b, n), (m, k)) = (b.shape(), (a.rows, a.cols));
     debug_assert_eq!(k, k_b);
     if m == 0 || n == 0 {
@@ -237,7 +291,6 @@ pub(super) unsafe fn gemm(dst: *mut f32, ldc: usize, a: Matrix, b: Rhs, accumula
         }
         return;
     }
-    let kernel = Kernel::current();
     let mr = kernel.rows();
     let workers = rayon::current_num_threads();
     let parallel = threads && m * n * k >= 192 * 192 * 192 && workers > 1;

@@ -54,11 +54,12 @@ pub(super) fn avx512_bf16() -> bool {
 pub(super) fn kernel_path() -> &'static str {
     #[cfg(target_arch = "x86_64")]
     {
-        match amx::state() {
+        match blocked::amx_state() {
             amx::State::Used => "amx-bf16",
             amx::State::Absent => "avx512-bf16",
             amx::State::Refused => "avx512-bf16 (LLMFS_AMX=0)",
             amx::State::NotGranted => "avx512-bf16 (Linux did not grant AMX's tile state)",
+            amx::State::FailedCheck => "avx512-bf16 (the AMX kernel failed its check on this CPU)",
         }
     }
     #[cfg(not(target_arch = "x86_64"))]

@@ -169,7 +169,7 @@ fn matches_f32_within_bf16_rounding() {
         for &(m, n, k) in &shapes {
             let big = m * n * k > 1 << 24;
             // Emulated tiles take ~1 µs a multiply-add pair: the largest shape on the Rows layouts only.
-            let emulated = kernel == Kernel::Amx && !amx::available();
+            let emulated = kernel == Kernel::Amx && amx::state() != amx::State::Used;
             for a_layout in LAYOUTS {
                 for b_layout in LAYOUTS {
                     if big && (matches!(a_layout, Layout::Strided) || matches!(b_layout, Layout::Strided)) {
@@ -220,7 +220,7 @@ impl Views {
 /// 8, the last padded), each four `tdpbf16ps`; counted by the emulator where the CPU lacks AMX.
 #[test]
 fn the_amx_kernel_multiplies_tiles() {
-    if !runs_here() || !kernels().contains(&Kernel::Amx) || amx::available() {
+    if !runs_here() || !kernels().contains(&Kernel::Amx) || amx::state() == amx::State::Used {
         return;
     }
     let ((_a_values, a), (_b_values, b)) = (matrix(70, 200, Layout::Rows, 5), matrix(200, 100, Layout::Transposed, 6));
@@ -231,6 +231,19 @@ fn the_amx_kernel_multiplies_tiles() {
     assert_eq!(amx_emulator::products() - before, 3 * 4 * 7 * 4);
     let (sum, _) = dot(a, b, 69, 99, true);
     assert!((dst[69 * 100 + 99] as f64 - sum).abs() < 1e-4, "{} vs {sum}", dst[69 * 100 + 99]);
+}
+
+/// The check an AMX CPU runs before the kernel's first product passes (here on the emulator, or
+/// on the CPU's AMX), and runs the AMX kernel.
+#[test]
+fn the_amx_check_passes() {
+    if !runs_here() || !kernels().contains(&Kernel::Amx) {
+        return;
+    }
+    let before = amx_emulator::products();
+    // SAFETY: the CPU has AMX (`kernels` says so) or the emulator is installed.
+    assert!(unsafe { blocked::amx_agrees() });
+    assert!(amx::state() == amx::State::Used || amx_emulator::products() - before == 3 * 4 * 7 * 4);
 }
 
 /// Split over threads, by rows and (few row blocks) by columns too, a product gives the same
