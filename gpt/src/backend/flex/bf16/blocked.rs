@@ -66,7 +66,7 @@ pub(super) fn amx_state() -> amx::State {
     })
 }
 
-/// Whether the AMX kernel's product of a 70 × 200 by a 200 × 100 matrix (both kernels' edges: a
+/// Whether the AMX kernel's product of a 70 × 200 by a 200 × 100 matrix (the kernel's edges: a
 /// partial strip and block, in place and spilled, a padded last tile) is within 1e-5·Σ|a·b| of the
 /// f64 product of the rounded inputs, as the tests require of it. The kernel has been tested
 /// against an emulation of Intel's specification; this checks the CPU agrees, before anyone's
