@@ -23,7 +23,7 @@ unsafe fn load(ptr: *const f32, count: usize) -> __m512 {
 }
 
 /// Element `(i, j)` of `m` (a pointer only: it is read through masked loads).
-fn element(m: Matrix, i: usize, j: usize) -> *const f32 {
+fn element<T: Copy>(m: Matrix<T>, i: usize, j: usize) -> *const T {
     m.ptr.wrapping_offset(i as isize * m.row_stride + j as isize * m.col_stride)
 }
 
@@ -74,10 +74,9 @@ pub(super) unsafe fn pack_pairs_along_rows(m: Matrix, i0: usize, rows: usize, k0
 pub(super) unsafe fn pack_bf16_pairs_along_rows(m: Matrix<bf16>, i0: usize, rows: usize, k0: usize, kc: usize, out: &mut [u32]) {
     debug_assert!(m.col_stride == 1 && out.len() == kc.div_ceil(2) * NR);
     let pairs_of = |r: usize, c: usize, count: usize| {
-        let from = m.ptr.wrapping_offset((i0 + r) as isize * m.row_stride + (k0 + c) as isize);
         // SAFETY: `count` (≤ 32) values of row i0 + r from column k0 + c are inside the view; the
         // masked-off ones are never read (zeros: the odd last pair's high half among them).
-        unsafe { _mm512_maskz_loadu_epi16(words(count), from.cast()) }
+        unsafe { _mm512_maskz_loadu_epi16(words(count), element(m, i0 + r, k0 + c).cast()) }
     };
     // SAFETY: as the caller promises.
     unsafe { transpose_pairs(rows, kc, out, NR, pairs_of) }
@@ -318,9 +317,8 @@ pub(super) unsafe fn pack_pairs_across_rows<const WIDTH: usize>(m: Matrix, k0: u
 pub(super) unsafe fn pack_bf16_pairs_across_rows(m: Matrix<bf16>, k0: usize, kc: usize, j0: usize, cols: usize, out: &mut [u32]) {
     debug_assert!(m.col_stride == 1 && out.len() == kc.div_ceil(2) * NR);
     let row = |k: usize, h: usize, count: usize| {
-        let from = m.ptr.wrapping_offset(k as isize * m.row_stride + (j0 + h) as isize);
         // SAFETY: `count` (≤ 16) values of row k from column j0 + h are inside the view.
-        _mm512_cvtepu16_epi32(_mm512_castsi512_si256(unsafe { _mm512_maskz_loadu_epi16(words(count), from.cast()) }))
+        _mm512_cvtepu16_epi32(_mm512_castsi512_si256(unsafe { _mm512_maskz_loadu_epi16(words(count), element(m, k, j0 + h).cast()) }))
     };
     for p in 0..kc.div_ceil(2) {
         let k = k0 + 2 * p;

@@ -202,17 +202,38 @@ fn matches_f32_within_bf16_rounding() {
     }
 }
 
+/// Views (and the operands made of them) for a thread pool's closure.
 #[derive(Clone, Copy)]
-struct Views(Matrix, Matrix);
+struct Sent<T>(T);
 // SAFETY: the storage outlives the product and is only read.
-unsafe impl Send for Views {}
-unsafe impl Sync for Views {}
+unsafe impl<T> Send for Sent<T> {}
+unsafe impl<T> Sync for Sent<T> {}
 
-impl Views {
-    // A method: a closure then captures the whole (Sync) pair.
-    fn get(self) -> (Matrix, Matrix) {
-        (self.0, self.1)
+impl<T> Sent<T> {
+    // A method: a closure then captures the whole (Sync) value.
+    fn get(self) -> T {
+        self.0
     }
+}
+
+fn same_bits(x: &[f32], y: &[f32]) -> bool {
+    x.len() == y.len() && x.iter().zip(y).all(|(x, y)| x.to_bits() == y.to_bits())
+}
+
+/// `initial (+)= a·b` with `b` given two ways (`operands`), each on `kernel` in `pool`: the two
+/// results, `m × n` row-major.
+#[allow(clippy::too_many_arguments)]
+fn products_of_both(pool: &rayon::ThreadPool, kernel: Kernel, a: Matrix, operands: [Rhs; 2], n: usize, initial: &[f32], accumulate: bool, threads: bool) -> [Vec<f32>; 2] {
+    let inputs = Sent((a, operands));
+    let mut results = [initial.to_vec(), initial.to_vec()];
+    pool.install(|| {
+        let (a, operands) = inputs.get();
+        for (result, b) in results.iter_mut().zip(operands) {
+            // SAFETY: `initial` holds a.rows rows of n values; the views are inside their storage.
+            forcing(kernel, || unsafe { blocked::gemm(result.as_mut_ptr(), n, a, b, accumulate, threads) });
+        }
+    });
+    results
 }
 
 /// The AMX kernel runs its tiles: a 70 × 100 × 200 product is 3 strips of 32 rows, 4 calls of 32
@@ -262,14 +283,13 @@ fn threads_change_nothing() {
                 let (mut one, mut many) = (initial.clone(), initial.clone());
                 // SAFETY: m rows of n values; the views are inside their storage.
                 forcing(kernel, || unsafe { gemm_into(one.as_mut_ptr(), n, a, b, accumulate, false) });
-                let views = Views(a, b);
+                let views = Sent((a, b));
                 pool.install(|| {
                     let (a, b) = views.get();
                     // SAFETY: as above.
                     forcing(kernel, || unsafe { gemm_into(many.as_mut_ptr(), n, a, b, accumulate, true) })
                 });
-                let same = one.iter().zip(&many).all(|(x, y)| x.to_bits() == y.to_bits());
-                assert!(same, "{kernel:?} {m}x{n}x{k} accumulate {accumulate}");
+                assert!(same_bits(&one, &many), "{kernel:?} {m}x{n}x{k} accumulate {accumulate}");
             }
         }
     }
@@ -292,19 +312,10 @@ fn packed_operands_give_the_same_bits() {
                     seed += 1;
                     let ((_a_values, a), (_b_values, b)) = (matrix(m, k, Layout::Rows, seed), matrix(k, n, b_layout, seed + 1000));
                     let initial = random(m * n, seed + 2000);
-                    let (mut by_block, mut packed) = (initial.clone(), initial.clone());
-                    let views = Views(a, b);
-                    pool.install(|| {
-                        let (a, b) = views.get();
-                        let panels = PackedB::pack(b);
-                        // SAFETY: m rows of n values; the views are inside their storage.
-                        forcing(kernel, || unsafe {
-                            blocked::gemm(by_block.as_mut_ptr(), n, a, Rhs::View(b), accumulate, threads);
-                            blocked::gemm(packed.as_mut_ptr(), n, a, Rhs::Packed(&panels), accumulate, threads);
-                        });
-                    });
-                    let same = by_block.iter().zip(&packed).all(|(x, y)| x.to_bits() == y.to_bits());
-                    assert!(same, "{kernel:?} {m}x{n}x{k} {b_layout:?} accumulate {accumulate} threads {threads}");
+                    let b_view = Sent(b);
+                    let panels = pool.install(|| PackedB::pack(b_view.get()));
+                    let [by_block, packed] = products_of_both(&pool, kernel, a, [Rhs::View(b), Rhs::Packed(&panels)], n, &initial, accumulate, threads);
+                    assert!(same_bits(&by_block, &packed), "{kernel:?} {m}x{n}x{k} {b_layout:?} accumulate {accumulate} threads {threads}");
                 }
             }
         }
@@ -345,37 +356,13 @@ fn bf16_operands_give_the_bits_of_their_widening() {
                     seed += 1;
                     let (_a_values, a) = matrix(m, k, Layout::Rows, seed);
                     let operand = bf16_matrix(k, n, b_layout, seed + 1000);
-                    let (b_bf16, b_f32) = (operand.view, operand.widened_view);
                     let initial = random(m * n, seed + 2000);
-                    let (mut from_bf16_values, mut from_f32_values) = (initial.clone(), initial.clone());
-                    let views = Shared3(a, b_bf16, b_f32);
-                    pool.install(|| {
-                        let Shared3(a, b_bf16, b_f32) = views.get();
-                        // SAFETY: m rows of n values; the views are inside their storage.
-                        forcing(kernel, || unsafe {
-                            blocked::gemm(from_bf16_values.as_mut_ptr(), n, a, Rhs::Bf16(b_bf16), accumulate, threads);
-                            blocked::gemm(from_f32_values.as_mut_ptr(), n, a, Rhs::View(b_f32), accumulate, threads);
-                        });
-                    });
-                    let same = from_bf16_values.iter().zip(&from_f32_values).all(|(x, y)| x.to_bits() == y.to_bits());
-                    assert!(same, "{kernel:?} {m}x{n}x{k} {b_layout:?} accumulate {accumulate} threads {threads}");
+                    let operands = [Rhs::Bf16(operand.view), Rhs::View(operand.widened_view)];
+                    let [from_bf16, from_f32] = products_of_both(&pool, kernel, a, operands, n, &initial, accumulate, threads);
+                    assert!(same_bits(&from_bf16, &from_f32), "{kernel:?} {m}x{n}x{k} {b_layout:?} accumulate {accumulate} threads {threads}");
                 }
             }
         }
-    }
-}
-
-/// Three views for a thread pool's closure.
-#[derive(Clone, Copy)]
-struct Shared3(Matrix, Matrix<half::bf16>, Matrix);
-// SAFETY: the storage outlives the product and is only read.
-unsafe impl Send for Shared3 {}
-unsafe impl Sync for Shared3 {}
-
-impl Shared3 {
-    // A method: a closure then captures the whole (Sync) value.
-    fn get(self) -> Self {
-        self
     }
 }
 
