@@ -5,7 +5,12 @@
 //!
 //! It knows the instructions `super::amx` emits: LDTILECFG, TILERELEASE, TILEZERO, TILELOADD,
 //! TILESTORED and TDPBF16PS (VEX map 0F38, opcodes 49, 4B and 5C). Anything else it cannot decode
-//! gets the default SIGILL (the process dies, as it would have).
+//! gets the default SIGILL (the process dies, as it would have). Where the SDM says the CPU
+//! faults, it faults too (#GP as SIGSEGV, #UD as SIGILL), so that a kernel the emulator passes
+//! does not fault on AMX: a configuration LDTILECFG refuses (a palette other than 0 or 1, reserved
+//! bytes, tiles over 16 rows or 64 bytes, or with rows and no bytes), a tile instruction before a
+//! configuration or on a tile it left empty, and a `tdpbf16ps` whose tiles are not three
+//! different ones of matching shapes.
 
 use std::cell::{Cell, UnsafeCell};
 use std::sync::Once;
@@ -18,7 +23,57 @@ struct Tiles {
     data: [[[u8; 64]; 16]; 8],
 }
 
+/// A fault the CPU would raise: the signal Linux delivers for it, and what the emulator says.
+struct Fault(libc::c_int, &'static [u8]);
+
+/// #GP, which Linux delivers as SIGSEGV.
+fn general_protection(message: &'static [u8]) -> Fault {
+    Fault(libc::SIGSEGV, message)
+}
+
+/// #UD, delivered as SIGILL.
+fn undefined(message: &'static [u8]) -> Fault {
+    Fault(libc::SIGILL, message)
+}
+
+/// The SDM's checks of a 64-byte tile configuration (palette 1: 8 tiles of up to 16 rows of up
+/// to 64 bytes); palette 0 is the init state.
+fn check_config(config: &[u8; 64]) -> Result<(), Fault> {
+    if config[0] > 1 {
+        return Err(general_protection(b"AMX emulator: ldtilecfg of a palette other than 0 or 1 (#GP)\n"));
+    }
+    let reserved = config[2..16].iter().chain(&config[32..48]).chain(&config[56..64]);
+    if reserved.into_iter().any(|&byte| byte != 0) {
+        return Err(general_protection(b"AMX emulator: ldtilecfg with reserved bytes set (#GP)\n"));
+    }
+    for tile in 0..8 {
+        let (rows, bytes) = (config[48 + tile], u16::from_le_bytes([config[16 + 2 * tile], config[17 + 2 * tile]]));
+        if rows > 16 || bytes > 64 {
+            return Err(general_protection(b"AMX emulator: ldtilecfg of a tile over 16 rows or 64 bytes (#GP)\n"));
+        }
+        if (rows == 0) != (bytes == 0) {
+            return Err(general_protection(b"AMX emulator: ldtilecfg of a tile with rows and no bytes, or bytes and no rows (#GP)\n"));
+        }
+    }
+    Ok(())
+}
+
 impl Tiles {
+    fn configured(&self) -> bool {
+        self.config[0] != 0
+    }
+
+    /// A tile instruction's #UD: tiles not configured, or this one left empty.
+    fn usable(&self, tile: usize) -> Result<(), Fault> {
+        if !self.configured() {
+            return Err(undefined(b"AMX emulator: a tile instruction before ldtilecfg (#UD)\n"));
+        }
+        if self.rows(tile) == 0 {
+            return Err(undefined(b"AMX emulator: a tile instruction on a tile the configuration left empty (#UD)\n"));
+        }
+        Ok(())
+    }
+
     fn rows(&self, tile: usize) -> usize {
         self.config[48 + tile] as usize
     }
@@ -180,19 +235,26 @@ unsafe fn decode(code: *const u8, gregs: &[libc::greg_t; 23]) -> Option<(Instruc
 ///
 /// # Safety
 /// Its addresses are the faulting code's, which AMX would have read or written.
-unsafe fn execute(instruction: &Instruction, tiles: &mut Tiles) {
+unsafe fn execute(instruction: &Instruction, tiles: &mut Tiles) -> Result<(), Fault> {
     match *instruction {
         Instruction::LoadConfig(address) => {
             // SAFETY: 64 bytes the instruction reads.
-            tiles.config = unsafe { *(address as *const [u8; 64]) };
+            let config = unsafe { *(address as *const [u8; 64]) };
+            check_config(&config)?;
+            // Palette 0 is the init state: no tile configured.
+            tiles.config = if config[0] == 0 { [0; 64] } else { config };
             tiles.data = [[[0; 64]; 16]; 8];
         }
         Instruction::Release => {
             tiles.config = [0; 64];
             tiles.data = [[[0; 64]; 16]; 8];
         }
-        Instruction::Zero(tile) => tiles.data[tile] = [[0; 64]; 16],
+        Instruction::Zero(tile) => {
+            tiles.usable(tile)?;
+            tiles.data[tile] = [[0; 64]; 16];
+        }
         Instruction::Load { tile, address, stride } => {
+            tiles.usable(tile)?;
             let (rows, bytes) = (tiles.rows(tile), tiles.bytes(tile));
             tiles.data[tile] = [[0; 64]; 16];
             for row in 0..rows {
@@ -202,6 +264,7 @@ unsafe fn execute(instruction: &Instruction, tiles: &mut Tiles) {
             }
         }
         Instruction::Store { tile, address, stride } => {
+            tiles.usable(tile)?;
             let (rows, bytes) = (tiles.rows(tile), tiles.bytes(tile));
             for row in 0..rows {
                 let to = address.wrapping_add(row as u64 * stride) as *mut u8;
@@ -210,12 +273,19 @@ unsafe fn execute(instruction: &Instruction, tiles: &mut Tiles) {
             }
         }
         Instruction::DotBf16 { dst, a, b } => {
+            for tile in [dst, a, b] {
+                tiles.usable(tile)?;
+            }
+            if dst == a || dst == b || a == b {
+                return Err(undefined(b"AMX emulator: tdpbf16ps on a tile twice (#UD)\n"));
+            }
             PRODUCTS.with(|count| count.set(count.get() + 1));
             // The SDM's pseudo-code: per output, the even then the odd product of each pair added
             // in f32 (each product of two bf16 is exact in f32); outputs' subnormals flushed.
             let (rows, columns, pairs) = (tiles.rows(dst), tiles.bytes(dst) / 4, tiles.bytes(a) / 4);
-            if tiles.rows(a) != rows || tiles.rows(b) != pairs || tiles.bytes(b) != tiles.bytes(dst) {
-                fail(b"AMX emulator: tdpbf16ps on tiles of mismatched shapes\n");
+            let whole_pairs = tiles.bytes(a).is_multiple_of(4) && tiles.bytes(dst).is_multiple_of(4);
+            if !whole_pairs || tiles.rows(a) != rows || tiles.rows(b) != pairs || tiles.bytes(b) != tiles.bytes(dst) {
+                return Err(undefined(b"AMX emulator: tdpbf16ps on tiles of mismatched shapes (#UD)\n"));
             }
             for m in 0..rows {
                 let mut row = [0.0f32; 16];
@@ -235,16 +305,22 @@ unsafe fn execute(instruction: &Instruction, tiles: &mut Tiles) {
             }
         }
     }
+    Ok(())
 }
 
-/// Says `message` and dies by SIGILL (what a real fault would have done): nothing in a signal
-/// handler may unwind.
-fn fail(message: &[u8]) -> ! {
-    // SAFETY: write, signal and raise are async-signal-safe.
+/// Says `message` and dies by `signal` (what the fault would have done on AMX): nothing in a
+/// signal handler may unwind.
+fn fail(signal: libc::c_int, message: &[u8]) -> ! {
+    // SAFETY: write, signal, pthread_sigmask and raise are async-signal-safe; the signal is
+    // unblocked (SIGILL is, inside its own handler) so that it ends the process here.
     unsafe {
         libc::write(2, message.as_ptr().cast(), message.len());
-        libc::signal(libc::SIGILL, libc::SIG_DFL);
-        libc::raise(libc::SIGILL);
+        libc::signal(signal, libc::SIG_DFL);
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, signal);
+        libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+        libc::raise(signal);
         libc::abort()
     }
 }
@@ -256,9 +332,153 @@ extern "C" fn on_sigill(_signal: libc::c_int, _info: *mut libc::siginfo_t, conte
         let gregs = &mut context.uc_mcontext.gregs;
         let rip = gregs[libc::REG_RIP as usize];
         let Some((instruction, len)) = decode(rip as *const u8, gregs) else {
-            fail(b"AMX emulator: an illegal instruction it does not know\n");
+            fail(libc::SIGILL, b"AMX emulator: an illegal instruction it does not know\n");
         };
-        TILES.with(|tiles| execute(&instruction, &mut *tiles.get()));
+        if let Err(Fault(signal, message)) = TILES.with(|tiles| execute(&instruction, &mut *tiles.get())) {
+            fail(signal, message);
+        }
         gregs[libc::REG_RIP as usize] = rip + len as i64;
+    }
+}
+
+/// The faults the emulator raises are the CPU's: on a CPU with AMX the same instructions run
+/// natively, so these check the emulator's rules against the hardware. Each runs in a child
+/// process, which the fault ends.
+#[cfg(test)]
+mod tests {
+    use std::arch::asm;
+    use std::time::Duration;
+
+    use super::super::amx;
+    use super::super::child::{Outcome, in_child};
+
+    /// Palette 1 with tiles 0–7 of 16 rows of 64 bytes, then `change` applied.
+    fn config(change: impl FnOnce(&mut [u8; 64])) -> [u8; 64] {
+        let mut bytes = [0u8; 64];
+        bytes[0] = 1;
+        for tile in 0..8 {
+            bytes[16 + 2 * tile] = 64;
+            bytes[48 + tile] = 16;
+        }
+        change(&mut bytes);
+        bytes
+    }
+
+    /// # Safety
+    /// AMX runs here (or is emulated).
+    unsafe fn load(config: &[u8; 64]) {
+        // SAFETY: 64 readable bytes; as the caller promises.
+        unsafe { asm!("ldtilecfg [{}]", in(reg) config.as_ptr(), options(nostack, readonly)) };
+    }
+
+    /// How `instructions` end in a child whose tiles start released.
+    fn ending(instructions: impl FnOnce()) -> Outcome {
+        // SAFETY: the child runs tile instructions on its own thread only; AMX runs here (the
+        // callers check) or the emulator's handler, inherited, stands in.
+        unsafe {
+            in_child(
+                || {
+                    amx::release();
+                    instructions();
+                    true
+                },
+                Duration::from_secs(20),
+            )
+        }
+    }
+
+    /// Whether the tile instructions run here, natively or emulated (installing the emulator).
+    fn tiles_run_here() -> bool {
+        match amx::state() {
+            amx::State::Used => true,
+            amx::State::Absent if super::super::avx512_bf16() => {
+                super::install();
+                true
+            }
+            state => {
+                eprintln!("skipped: the tile instructions do not run here ({state:?})");
+                false
+            }
+        }
+    }
+
+    #[test]
+    fn ldtilecfg_refuses_what_the_cpu_refuses() {
+        if !tiles_run_here() {
+            return;
+        }
+        let gp = Outcome::Signalled(libc::SIGSEGV);
+        let refused: [(&str, [u8; 64]); 4] = [
+            ("palette 2", config(|c| c[0] = 2)),
+            ("a reserved byte", config(|c| c[5] = 1)),
+            ("17 rows", config(|c| c[48 + 3] = 17)),
+            ("68 bytes a row", config(|c| c[16 + 2 * 5] = 68)),
+        ];
+        for (what, bytes) in refused {
+            // SAFETY: `tiles_run_here`.
+            assert_eq!(ending(|| unsafe { load(&bytes) }), gp, "{what}");
+        }
+        let good = config(|_| {});
+        // SAFETY: as above.
+        assert_eq!(ending(|| unsafe { load(&good) }), Outcome::Returned(true), "the kernel's configuration");
+        let init = [0u8; 64];
+        // SAFETY: as above.
+        assert_eq!(ending(|| unsafe { load(&init) }), Outcome::Returned(true), "palette 0");
+    }
+
+    #[test]
+    fn tile_instructions_need_a_configuration_and_three_tiles() {
+        if !tiles_run_here() {
+            return;
+        }
+        let ud = Outcome::Signalled(libc::SIGILL);
+        // SAFETY: `tiles_run_here`.
+        assert_eq!(ending(|| unsafe { asm!("tilezero tmm0", options(nostack, nomem)) }), ud, "before ldtilecfg");
+        let good = config(|_| {});
+        let product = |instruction: fn()| {
+            ending(|| {
+                // SAFETY: `tiles_run_here`.
+                unsafe { load(&good) };
+                instruction();
+            })
+        };
+        // The assembler refuses a tile twice, so those are spelled out: VEX C4 E2 4A (map 0F38,
+        // B = tmm6, F3), opcode 5C, ModRM 11 C A. The first is `tdpbf16ps tmm0, tmm4, tmm6`
+        // spelled so, against the assembler's, to check the spelling.
+        // SAFETY (all four): the tiles are configured just before.
+        assert_eq!(product(|| unsafe { asm!("tdpbf16ps tmm0, tmm4, tmm6", options(nostack, nomem)) }), Outcome::Returned(true));
+        assert_eq!(product(|| unsafe { asm!(".byte 0xc4, 0xe2, 0x4a, 0x5c, 0xc4", options(nostack, nomem)) }), Outcome::Returned(true));
+        assert_eq!(product(|| unsafe { asm!(".byte 0xc4, 0xe2, 0x4a, 0x5c, 0xc0", options(nostack, nomem)) }), ud, "C is A");
+        assert_eq!(product(|| unsafe { asm!(".byte 0xc4, 0xe2, 0x4a, 0x5c, 0xc6", options(nostack, nomem)) }), ud, "A is B");
+    }
+
+    /// Rules the emulator keeps stricter than this test can say the CPU is (it runs only where
+    /// the CPU lacks AMX): the kernel never does these.
+    #[test]
+    fn the_emulator_refuses_odd_shapes() {
+        if amx::state() != amx::State::Absent || !tiles_run_here() {
+            return;
+        }
+        let gp = Outcome::Signalled(libc::SIGSEGV);
+        let rows_without_bytes = config(|c| c[16 + 2 * 2] = 0);
+        // SAFETY: the emulator is installed (`tiles_run_here`).
+        assert_eq!(ending(|| unsafe { load(&rows_without_bytes) }), gp);
+        // A holds 8 pairs a row, B 16 rows: mismatched.
+        let narrow_a = config(|c| c[16 + 2 * 4] = 32);
+        let outcome = ending(|| unsafe {
+            load(&narrow_a);
+            asm!("tdpbf16ps tmm0, tmm4, tmm6", options(nostack, nomem));
+        });
+        assert_eq!(outcome, Outcome::Signalled(libc::SIGILL));
+        // An empty tile.
+        let empty = config(|c| {
+            c[16 + 2 * 7] = 0;
+            c[48 + 7] = 0;
+        });
+        let outcome = ending(|| unsafe {
+            load(&empty);
+            asm!("tilezero tmm7", options(nostack, nomem));
+        });
+        assert_eq!(outcome, Outcome::Signalled(libc::SIGILL));
     }
 }

@@ -11,7 +11,7 @@ use rayon::prelude::*;
 
 use super::super::gemm::Matrix;
 use super::pack::{MR, NR, PAIR_TILE, Packer, STRIP_ROWS, pack_a, pack_b, pack_strip, panel_pairs};
-use super::{amx, avx512};
+use super::{amx, avx512, child};
 
 /// Whole tiles of pairs, so that only the last block of k is padded: a B panel is then 24 KiB (L1).
 const KC: usize = 192;
@@ -53,17 +53,30 @@ impl Kernel {
 }
 
 /// AMX as the products use it: [`amx::state`], or [`amx::State::FailedCheck`] when the AMX kernel
-/// gets [`amx_agrees`]'s product wrong on this CPU (asked once, before its first product).
+/// does not pass [`amx_agrees`] on this CPU (asked once, before its first product). The check runs
+/// in a child process: a kernel that faults there (it has run only on an emulator of Intel's
+/// specification) ends the child, and this process stays on AVX512-BF16.
 pub(super) fn amx_state() -> amx::State {
     static STATE: OnceLock<amx::State> = OnceLock::new();
-    *STATE.get_or_init(|| match amx::state() {
-        // SAFETY: `Used`: the CPU has AMX and Linux granted it.
-        amx::State::Used if !unsafe { amx_agrees() } => {
-            eprintln!("warning: the AMX kernel got a check product wrong on this CPU: the bf16 products run on AVX512-BF16");
-            amx::State::FailedCheck
-        }
-        state => state,
-    })
+    // SAFETY: `amx_agrees` runs only where `amx::state` says AMX is `Used`.
+    *STATE.get_or_init(|| checked(amx::state(), || unsafe { amx_agrees() }))
+}
+
+/// `state`, or `FailedCheck` where it is `Used` and `check` does not return true in a child process.
+pub(super) fn checked(state: amx::State, check: impl FnOnce() -> bool) -> amx::State {
+    if state != amx::State::Used {
+        return state;
+    }
+    // SAFETY: the check runs on this thread (no rayon) and takes no lock but the allocator's. AMX
+    // is granted to the child too: the permission is the process's, and inherited. It takes
+    // milliseconds; the limit ends a child stuck on a lock held at the fork.
+    let outcome = unsafe { child::in_child(check, std::time::Duration::from_secs(10)) };
+    if outcome == child::Outcome::Returned(true) {
+        return amx::State::Used;
+    }
+    let what = if outcome == child::Outcome::Returned(false) { "got a check product wrong".into() } else { format!("failed its check ({})", outcome.describe()) };
+    eprintln!("warning: the AMX kernel {what} on this CPU: the bf16 products run on AVX512-BF16");
+    amx::State::FailedCheck
 }
 
 /// Whether the AMX kernel's product of a 70 × 200 by a 200 × 100 matrix (the kernel's edges: a

@@ -7,7 +7,8 @@
 //! - `avx512`: the `vdpbf16ps` micro-kernel and the vector packing (x86-64 with AVX512-BF16,
 //!   detected at run time). Elsewhere the products stay f32.
 //! - `amx`: the `tdpbf16ps` micro-kernel (AMX, detected at run time, `LLMFS_AMX=0` to refuse it),
-//!   which `blocked` prefers where the CPU has it; `amx_emulator` runs it in the tests elsewhere.
+//!   which `blocked` prefers where the CPU has it, once its check has passed in a child process
+//!   (`child`); `amx_emulator` runs it in the tests elsewhere.
 
 use std::cell::Cell;
 use std::marker::PhantomData;
@@ -25,6 +26,8 @@ mod amx_emulator;
 mod avx512;
 #[cfg(target_arch = "x86_64")]
 mod blocked;
+#[cfg(target_arch = "x86_64")]
+mod child;
 #[cfg(target_arch = "x86_64")]
 mod frozen;
 // Only the rounding is used without the x86-64 kernels.

@@ -267,6 +267,26 @@ fn the_amx_check_passes() {
     assert!(amx::state() == amx::State::Used || amx_emulator::products() - before == 3 * 4 * 7 * 4);
 }
 
+/// The check runs in a child process: AMX is used where it passes there, not where it returns
+/// false or faults (the process goes on, on AVX512-BF16), and never where AMX is not `Used`.
+#[test]
+fn the_amx_check_decides_in_a_child_process() {
+    if !runs_here() || !kernels().contains(&Kernel::Amx) {
+        return;
+    }
+    // SAFETY: the CPU has AMX (`kernels` says so) or the emulator is installed.
+    assert_eq!(blocked::checked(amx::State::Used, || unsafe { blocked::amx_agrees() }), amx::State::Used);
+    assert_eq!(blocked::checked(amx::State::Used, || false), amx::State::FailedCheck);
+    let null = std::hint::black_box(std::ptr::null_mut::<u64>());
+    let faults = || {
+        // SAFETY: the write faults in the child, which it ends.
+        unsafe { null.write_volatile(1) };
+        true
+    };
+    assert_eq!(blocked::checked(amx::State::Used, faults), amx::State::FailedCheck);
+    assert_eq!(blocked::checked(amx::State::Refused, || unreachable!()), amx::State::Refused);
+}
+
 /// Split over threads, by rows and (few row blocks) by columns too, a product gives the same
 /// bits as on one: every value is summed in the same order.
 #[test]
