@@ -7,7 +7,7 @@ use gpt::burn::prelude::Device;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct RuntimeArgs {
-    /// auto, cpu, cuda, cuda:N, wgpu, vulkan, metal, tch-cpu, tch-cuda[:N] or tch-mps (a backend must be compiled in: see --help of cargo features)
+    /// auto, cpu, cuda, cuda:N, wgpu, vulkan, metal, tch-cpu, tch-cuda[:N] or tch-mps (a backend must be compiled in: see --help of cargo features); under mpirun, rank r of a node takes cuda:N+r
     #[arg(long, default_value = "auto")]
     pub device: DeviceSpec,
     /// CPU threads for the CPU backends, Flex and LibTorch (default: all cores)
@@ -19,10 +19,15 @@ pub struct RuntimeArgs {
 }
 
 impl RuntimeArgs {
-    /// Applies the thread count and returns the device (without autodiff: inference).
+    /// Applies the thread count and returns the device (without autodiff: inference). In a
+    /// data-parallel run each rank of a node takes its own GPU (`pipelines::distributed::gpu_shift`).
     pub fn device(&self) -> Result<Device> {
         gpt::backend::set_cpu_threads(self.threads)?;
-        let device = self.device.resolve()?;
+        let shift = pipelines::distributed::gpu_shift();
+        let device = self.device.resolve_on_gpu(shift)?;
+        if self.device.on_gpu(shift) != self.device {
+            eprintln!("rank {}: device {}", pipelines::distributed::current().rank(), self.device.on_gpu(shift));
+        }
         device.seed(self.seed);
         Ok(device)
     }

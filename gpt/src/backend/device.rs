@@ -145,9 +145,38 @@ impl DeviceSpec {
 
     /// The Burn device for this spec (without autodiff). `Auto` probes the GPUs it was built with.
     pub fn resolve(self) -> Result<Device> {
-        crate::backend::allocator::keep_freed_memory();
+        self.resolve_on_gpu(0)
+    }
+
+    /// This spec with its CUDA device numbers moved on by `by`: rank r of a node's data-parallel
+    /// ranks trains on `cuda:N+r` (as `torchrun`'s `LOCAL_RANK` picks a GPU). Other devices have
+    /// no number to move: the ranks share them.
+    pub fn on_gpu(self, by: usize) -> Self {
         match self {
-            Self::Auto => auto_device(),
+            Self::Cuda(i) => Self::Cuda(i + by),
+            Self::TchCuda(i) => Self::TchCuda(i + by),
+            other => other,
+        }
+    }
+
+    /// [`resolve`](Self::resolve) for the ranks of a node: [`on_gpu`](Self::on_gpu)`(by)`, and
+    /// `Auto`'s CUDA candidates moved on by `by` too. A moved CUDA device must initialise (an
+    /// error names it, not a panic at its first use: a node with fewer GPUs than ranks).
+    pub fn resolve_on_gpu(self, by: usize) -> Result<Device> {
+        crate::backend::allocator::keep_freed_memory();
+        let spec = self.on_gpu(by);
+        if by > 0 && spec != self {
+            let device = spec.resolve_on_gpu(0)?;
+            if !initialises(&device) {
+                return Err(GptError::Device(format!(
+                    "device `{spec}` (`{self}` moved on by this node's rank {by}) does not initialise: \
+                     does this node have fewer GPUs than ranks?"
+                )));
+            }
+            return Ok(device);
+        }
+        match self {
+            Self::Auto => auto_device(by),
             Self::Cpu => {
                 #[cfg(feature = "flex")]
                 return Ok(Device::flex());
@@ -239,7 +268,6 @@ mod tch {
 
 /// Whether a device can run a tiny computation. GPU runtimes panic when no driver or adapter is
 /// present, so the probe catches the panic (and keeps its message off the terminal).
-#[allow(dead_code)]
 fn initialises(device: &Device) -> bool {
     let previous = std::panic::take_hook();
     std::panic::set_hook(Box::new(|_| {}));
@@ -252,15 +280,17 @@ fn initialises(device: &Device) -> bool {
     ok
 }
 
-fn auto_device() -> Result<Device> {
+/// The first compiled-in device that initialises, CUDA's numbered `gpu` (a node's rank `gpu`).
+fn auto_device(gpu: usize) -> Result<Device> {
     #[allow(unused_mut)]
     let mut candidates: Vec<Device> = Vec::new();
     #[cfg(feature = "cuda")]
-    candidates.push(Device::cuda(0));
+    candidates.push(Device::cuda(gpu));
     #[cfg(feature = "tch")]
     if cfg!(not(target_os = "macos")) {
-        candidates.extend(tch::libtorch_device(DeviceSpec::TchCuda(0)).map(Device::new));
+        candidates.extend(tch::libtorch_device(DeviceSpec::TchCuda(gpu)).map(Device::new));
     }
+    let _ = gpu;
     #[cfg(feature = "metal")]
     candidates.push(Device::metal(DeviceKind::DefaultDevice));
     #[cfg(feature = "tch")]
@@ -427,5 +457,24 @@ mod tests {
     fn cpu_and_auto_resolve_without_a_gpu() {
         assert!(DeviceSpec::Cpu.resolve().is_ok());
         assert!(DeviceSpec::Auto.resolve().is_ok());
+    }
+
+    #[test]
+    fn a_nodes_ranks_move_on_the_cuda_numbers_only() {
+        assert_eq!(DeviceSpec::Cuda(0).on_gpu(3), DeviceSpec::Cuda(3));
+        assert_eq!(DeviceSpec::Cuda(2).on_gpu(1), DeviceSpec::Cuda(3));
+        assert_eq!(DeviceSpec::TchCuda(1).on_gpu(2), DeviceSpec::TchCuda(3));
+        for shared in [DeviceSpec::Cpu, DeviceSpec::Auto, DeviceSpec::Metal, DeviceSpec::Wgpu, DeviceSpec::TchCpu] {
+            assert_eq!(shared.on_gpu(5), shared);
+        }
+    }
+
+    #[cfg(feature = "flex")]
+    #[test]
+    fn ranks_share_the_cpu_and_auto_falls_back_to_it() {
+        assert_eq!(DeviceSpec::Cpu.resolve_on_gpu(3).unwrap(), Device::flex());
+        if !cfg!(any(feature = "cuda", feature = "tch", feature = "metal", feature = "vulkan", feature = "wgpu")) {
+            assert_eq!(DeviceSpec::Auto.resolve_on_gpu(3).unwrap(), Device::flex());
+        }
     }
 }

@@ -110,6 +110,29 @@ pub fn launched_world_size() -> Option<usize> {
     ["OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE"].iter().find_map(|var| std::env::var(var).ok()?.parse().ok())
 }
 
+/// How far this rank moves its CUDA device's number (`gpt::DeviceSpec::resolve_on_gpu`): its
+/// rank among the node's ranks, so that `mpirun -np 8 llmfs pretrain --device cuda` trains on
+/// eight GPUs, not eight times on `cuda:0`. None (0) in a world of one, and where the launcher
+/// gives each rank one GPU of its own (`CUDA_VISIBLE_DEVICES` naming one: Slurm's
+/// `--gpus-per-task=1`), which it sees as `cuda:0`.
+pub fn gpu_shift() -> usize {
+    let world = current();
+    gpu_shift_from(world.world_size(), world.rank(), |var| std::env::var(var).ok())
+}
+
+/// [`gpu_shift`] from the world and the launcher's variables: the node-local rank of Open MPI,
+/// MPICH (Hydra) or Slurm, else the rank (one node).
+fn gpu_shift_from(world_size: usize, rank: usize, var: impl Fn(&str) -> Option<String>) -> usize {
+    if world_size <= 1 {
+        return 0;
+    }
+    let visible = var("CUDA_VISIBLE_DEVICES").map(|list| list.split(',').filter(|d| !d.trim().is_empty()).count());
+    if visible == Some(1) {
+        return 0;
+    }
+    ["OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID", "SLURM_LOCALID"].iter().find_map(|name| var(name)?.trim().parse().ok()).unwrap_or(rank)
+}
+
 /// The ranks this process trains with: MPI's world when an MPI launcher started it with more
 /// than one rank, else [`Single`]. Launched with several ranks by a build without the `mpi`
 /// feature is an error (each rank would train alone and write the same run directory).
@@ -133,6 +156,20 @@ fn open_mpi(size: usize, _timeout: Duration) -> Result<Box<dyn Collective>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_rank_of_a_node_takes_its_own_gpu() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| move |name: &str| pairs.iter().find(|(n, _)| *n == name).map(|(_, v)| v.to_string());
+        assert_eq!(gpu_shift_from(1, 0, env(&[("OMPI_COMM_WORLD_LOCAL_RANK", "3")])), 0);
+        assert_eq!(gpu_shift_from(8, 11, env(&[("OMPI_COMM_WORLD_LOCAL_RANK", "3")])), 3);
+        assert_eq!(gpu_shift_from(8, 11, env(&[("MPI_LOCALRANKID", "2")])), 2);
+        assert_eq!(gpu_shift_from(8, 11, env(&[("SLURM_LOCALID", "1")])), 1);
+        // No node-local rank: one node, where the rank is the local one.
+        assert_eq!(gpu_shift_from(4, 2, env(&[])), 2);
+        // One GPU of its own per rank, seen as cuda:0; several visible: the local rank's.
+        assert_eq!(gpu_shift_from(8, 11, env(&[("OMPI_COMM_WORLD_LOCAL_RANK", "3"), ("CUDA_VISIBLE_DEVICES", "5")])), 0);
+        assert_eq!(gpu_shift_from(8, 11, env(&[("OMPI_COMM_WORLD_LOCAL_RANK", "3"), ("CUDA_VISIBLE_DEVICES", "0,1,2,3")])), 3);
+    }
 
     #[test]
     fn one_process_is_a_world_of_one() {
