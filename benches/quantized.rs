@@ -13,6 +13,7 @@
 use std::time::Duration;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use llmfs::gpt::backend::flex::test_values::values as random;
 use llmfs::gpt::backend::flex::{int8_times_transposed, linear, nf4_times_transposed, streaming_linear};
 use llmfs::gpt::burn::prelude::*;
 use llmfs::gpt::burn::tensor::DType;
@@ -23,17 +24,6 @@ llmfs::gpt::use_mimalloc!();
 const D_IN: usize = 2048;
 const D_OUT: usize = 8192;
 
-fn random(n: usize, seed: u64, scale: f32) -> Vec<f32> {
-    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            ((state >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * scale
-        })
-        .collect()
-}
 
 /// The f32 weight `[in, out]` holding `dequantized` (HF's `[out, in]`), contiguous.
 fn f32_weight(dequantized: Vec<f32>, device: &Device) -> Tensor<2> {

@@ -233,17 +233,7 @@ mod tests {
         assert!(out.iter().enumerate().all(|(i, &x)| same(x, want[3 * i])), "strided");
     }
 
-    fn random(n: usize, seed: u64, scale: f32) -> Vec<f32> {
-        let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        (0..n)
-            .map(|_| {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                scale * ((state >> 40) as f32 / (1u64 << 24) as f32 - 0.5)
-            })
-            .collect()
-    }
+    use super::super::test_values::values as random;
 
     /// The f16 product equals, bit for bit, the f32 GEMM of inputs rounded beforehand: in every
     /// layout the kernels multiply (rows, transposed, strided), accumulating or not, on one thread

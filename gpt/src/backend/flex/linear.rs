@@ -268,17 +268,7 @@ mod tests {
     use super::*;
 
     fn random<const D: usize>(shape: [usize; D], seed: u64, device: &Device) -> Tensor<D> {
-        let n: usize = shape.iter().product();
-        let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        let values: Vec<f32> = (0..n)
-            .map(|_| {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                (state >> 40) as f32 / (1u64 << 24) as f32 - 0.5
-            })
-            .collect();
-        Tensor::from_data(TensorData::new(values, shape), device)
+        super::super::test_values::tensor(shape, seed, 1.0, device)
     }
 
     fn assert_close<const D: usize>(what: &str, ours: Tensor<D>, burn: Tensor<D>) {

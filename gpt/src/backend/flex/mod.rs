@@ -23,6 +23,7 @@ mod parallel;
 mod precision;
 mod qlora;
 mod tensor;
+pub mod test_values;
 mod training;
 
 pub use attention::{causal_attention, causal_attention_by_burn_ops};

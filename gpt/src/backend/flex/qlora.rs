@@ -169,19 +169,7 @@ fn multiply(a: Matrix, b: Matrix) -> Vec<f32> {
 mod tests {
     use super::*;
 
-    fn random<const D: usize>(shape: [usize; D], seed: u64, scale: f32, device: &Device) -> Tensor<D> {
-        let n: usize = shape.iter().product();
-        let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        let values: Vec<f32> = (0..n)
-            .map(|_| {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                ((state >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * scale
-            })
-            .collect();
-        Tensor::from_data(TensorData::new(values, shape), device)
-    }
+    use super::super::test_values::tensor as random;
 
     fn assert_close<const D: usize>(what: &str, ours: Tensor<D>, burn: Tensor<D>) {
         let (a, b) = (ours.into_data().try_to_vec::<f32>().unwrap(), burn.into_data().try_to_vec::<f32>().unwrap());

@@ -35,15 +35,7 @@ fn kernels() -> Vec<Kernel> {
 }
 
 fn random(n: usize, seed: u64) -> Vec<f32> {
-    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state >> 40) as f32 / (1u64 << 24) as f32 - 0.5
-        })
-        .collect()
+    super::super::test_values::values(n, seed, 1.0)
 }
 
 /// How a matrix lies in memory.
