@@ -129,7 +129,7 @@ struct PretrainHooks {
 
 impl PretrainHooks {
     fn score(&self, model: &LanguageModelTraining, epoch: usize, step: usize) -> Result<Vec<MetricEvent>> {
-        if self.hellaswag.is_empty() || self.last_scored.lock().map_or(false, |last| *last == Some(step)) {
+        if self.hellaswag.is_empty() || self.last_scored.lock().is_ok_and(|last| *last == Some(step)) {
             return Ok(Vec::new());
         }
         let scores = hellaswag::evaluate(&model.model, &self.hellaswag, self.batch_size, |_| {})?;
@@ -165,12 +165,12 @@ impl TrainHooks<LanguageModelTraining> for PretrainHooks {
     }
 
     fn wants_step(&self, step: usize) -> bool {
-        self.hellaswag_every.is_some_and(|every| step % every == 0) || self.samples.as_ref().is_some_and(|s| s.wants_step(step))
+        self.hellaswag_every.is_some_and(|every| step.is_multiple_of(every)) || self.samples.as_ref().is_some_and(|s| s.wants_step(step))
     }
 
     fn step_end(&self, model: &LanguageModelTraining, epoch: usize, step: usize) -> Result<Vec<MetricEvent>> {
         let mut events = Vec::new();
-        if self.hellaswag_every.is_some_and(|every| step % every == 0) {
+        if self.hellaswag_every.is_some_and(|every| step.is_multiple_of(every)) {
             events.extend(self.score(model, epoch, step)?);
         }
         if let Some(samples) = self.samples.as_ref().filter(|s| s.wants_step(step)) {
@@ -250,7 +250,7 @@ pub fn pretrain(job: &PretrainJob) -> Result<LanguageModelReport> {
 /// `batch_size × seq_len` tokens (build-nanogpt's `grad_accum_steps`); it must divide evenly.
 pub fn accumulation_for(total_tokens: usize, batch_size: usize, seq_len: usize) -> Result<usize> {
     let micro = batch_size * seq_len;
-    if micro == 0 || total_tokens == 0 || total_tokens % micro != 0 {
+    if micro == 0 || total_tokens == 0 || !total_tokens.is_multiple_of(micro) {
         bail!("--total-batch {total_tokens} must be a positive multiple of batch size × sequence length ({batch_size} × {seq_len} = {micro})");
     }
     Ok(total_tokens / micro)

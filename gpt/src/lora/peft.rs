@@ -150,10 +150,10 @@ impl AdapterConfig {
 /// elsewhere); a hub id as it is.
 fn base_model_reference(base_model: &str) -> String {
     let path = Path::new(base_model);
-    if path.is_dir() {
-        if let Ok(absolute) = std::fs::canonicalize(path) {
-            return absolute.to_string_lossy().into_owned();
-        }
+    if path.is_dir()
+        && let Ok(absolute) = std::fs::canonicalize(path)
+    {
+        return absolute.to_string_lossy().into_owned();
     }
     base_model.to_string()
 }

@@ -105,7 +105,7 @@ impl KvCache {
     /// The number of new positions per row of a valid step's input.
     fn check_step(&self, tokens: &[u32], is_pad: &[bool], context: usize, vocab: usize) -> Result<usize> {
         let b = self.batch;
-        if b == 0 || tokens.is_empty() || tokens.len() % b != 0 || is_pad.len() != tokens.len() {
+        if b == 0 || tokens.is_empty() || !tokens.len().is_multiple_of(b) || is_pad.len() != tokens.len() {
             return Err(GptError::Generation(format!(
                 "forward_cached: {} tokens and {} padding flags do not make {b} equal rows",
                 tokens.len(),

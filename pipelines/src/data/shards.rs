@@ -532,7 +532,7 @@ impl ShardLoader {
             return Err(ShardError::State(format!("shard {} does not exist (there are {})", state.shard, self.shards.len())));
         };
         let batch = self.batch_size * self.seq_len;
-        if state.position + batch + 1 > len || state.position % batch != 0 {
+        if state.position + batch + 1 > len || !state.position.is_multiple_of(batch) {
             return Err(ShardError::State(format!(
                 "position {} is not the start of a {}-token batch within the {len} tokens of {}",
                 state.position,

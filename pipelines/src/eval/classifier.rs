@@ -64,7 +64,7 @@ pub struct SplitEvaluation {
 /// [`classify_texts`] classifies them.
 pub fn evaluate_messages(classifier: &Classifier, tokenizer: &Tokenizer, messages: &[Message], batch_size: usize) -> Result<SplitEvaluation> {
     let n_labels = classifier.labels().len();
-    if let Some(bad) = messages.iter().find(|m| m.label as usize >= n_labels) {
+    if let Some(bad) = messages.iter().find(|m| m.label >= n_labels) {
         anyhow::bail!("label {} is not one of the classifier's {n_labels} labels ({:?})", bad.label, bad.text);
     }
     let texts: Vec<String> = messages.iter().map(|m| m.text.clone()).collect();
@@ -73,8 +73,8 @@ pub fn evaluate_messages(classifier: &Classifier, tokenizer: &Tokenizer, message
     let mut pairs = Vec::with_capacity(messages.len());
     for (message, prediction) in messages.iter().zip(&predictions) {
         let predicted = classifier.labels().iter().position(|l| *l == prediction.label).unwrap_or(0);
-        pairs.push((message.label as usize, predicted));
-        loss -= prediction.probabilities[message.label as usize].max(1e-30).ln();
+        pairs.push((message.label, predicted));
+        loss -= prediction.probabilities[message.label].max(1e-30).ln();
     }
     let metrics = ClassificationMetrics::from_pairs(classifier.labels(), pairs);
     Ok(SplitEvaluation { loss: loss / messages.len().max(1) as f64, metrics })

@@ -276,7 +276,7 @@ impl TrainHooks<LanguageModelTraining> for SampleHook {
     }
 
     fn wants_step(&self, step: usize) -> bool {
-        self.every_steps.is_some_and(|every| step % every == 0)
+        self.every_steps.is_some_and(|every| step.is_multiple_of(every))
     }
 
     fn step_end(&self, model: &LanguageModelTraining, epoch: usize, step: usize) -> Result<Vec<MetricEvent>> {

@@ -41,7 +41,7 @@ pub fn after_batch(config: &TrainConfig, step: usize, stepped: bool, last_of_epo
     if !stepped {
         return AfterBatch::default();
     }
-    let evaluate = config.eval_every.is_some_and(|every| step % every == 0);
+    let evaluate = config.eval_every.is_some_and(|every| step.is_multiple_of(every));
     if last_of_epoch {
         return AfterBatch { evaluate, ..AfterBatch::default() };
     }
@@ -54,7 +54,7 @@ pub fn after_batch(config: &TrainConfig, step: usize, stepped: bool, last_of_epo
     } else {
         None
     };
-    let periodic = config.checkpoint_every.is_some_and(|every| step % every == 0);
+    let periodic = config.checkpoint_every.is_some_and(|every| step.is_multiple_of(every));
     AfterBatch { evaluate, checkpoint: periodic || stop.is_some(), stop }
 }
 

@@ -148,7 +148,7 @@ impl GptConfig {
         if self.vocab_size == 0 {
             return bad("vocab_size must be positive".into());
         }
-        if self.n_embd % self.n_head != 0 {
+        if !self.n_embd.is_multiple_of(self.n_head) {
             return bad(format!("n_embd {} is not divisible by n_head {}", self.n_embd, self.n_head));
         }
         // A corrupt or hostile config.json must not make the loader ask for absurd memory before a
