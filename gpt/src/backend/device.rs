@@ -281,9 +281,17 @@ fn initialises(device: &Device) -> bool {
 }
 
 /// The first compiled-in device that initialises, CUDA's numbered `gpu` (a node's rank `gpu`).
+/// A rank past the node's GPUs is an error, not a fall back to the next backend (the CPU).
 fn auto_device(gpu: usize) -> Result<Device> {
     #[allow(unused_mut)]
     let mut candidates: Vec<Device> = Vec::new();
+    #[cfg(feature = "cuda")]
+    if gpu > 0 && !initialises(&Device::cuda(gpu)) && initialises(&Device::cuda(0)) {
+        return Err(GptError::Device(format!(
+            "device `cuda:{gpu}` (`auto` moved on by this node's rank {gpu}) does not initialise, though `cuda:0` does: \
+             does this node have fewer GPUs than ranks?"
+        )));
+    }
     #[cfg(feature = "cuda")]
     candidates.push(Device::cuda(gpu));
     #[cfg(feature = "tch")]
