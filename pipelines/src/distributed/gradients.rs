@@ -4,7 +4,7 @@
 //! order, which is the same on every rank.
 
 use anyhow::Result;
-use gpt::burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
+use gpt::burn::module::{Module, ModuleMapper, ModuleVisitor, Param, ParamId};
 use gpt::burn::optim::GradientsParams;
 use gpt::burn::prelude::*;
 
@@ -15,24 +15,19 @@ use super::Collective;
 const BUCKET: usize = 1 << 23;
 
 /// `grads` averaged over the ranks: every rank gets the same mean gradient.
-pub fn average_gradients<M: Module>(model: &M, mut grads: GradientsParams, world: &dyn Collective) -> Result<GradientsParams> {
+///
+/// Each gradient is taken out of `grads` (then it is this function's alone, and the CPU backend
+/// hands its buffer over without a copy) into one buffer in the model's parameter order; each
+/// bucket of it is all-reduced into a scratch bucket, whose means go straight into the new
+/// gradients' buffers: two passes over the gradients besides MPI's.
+pub fn average_gradients<M: Module>(model: &M, grads: GradientsParams, world: &dyn Collective) -> Result<GradientsParams> {
+    average_in_buckets(model, grads, world, BUCKET)
+}
+
+/// [`average_gradients`] in buckets of `bucket` values.
+fn average_in_buckets<M: Module>(model: &M, mut grads: GradientsParams, world: &dyn Collective, bucket: usize) -> Result<GradientsParams> {
     if world.world_size() == 1 {
         return Ok(grads);
-    }
-    struct Gather<'a> {
-        grads: &'a GradientsParams,
-        values: Vec<f32>,
-    }
-    impl ModuleVisitor for Gather<'_> {
-        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-            if let Some(g) = self.grads.get::<D>(param.id) {
-                let data = g.into_data();
-                match data.as_slice::<f32>() {
-                    Ok(values) => self.values.extend_from_slice(values),
-                    Err(_) => self.values.extend(data.iter::<f32>()),
-                }
-            }
-        }
     }
     // One buffer of the gradients' size (124M parameters' are 0.5 GB: growing it by doubling
     // would copy them again).
@@ -44,29 +39,66 @@ pub fn average_gradients<M: Module>(model: &M, mut grads: GradientsParams, world
     }
     let mut count = Count(&grads, 0);
     model.visit(&mut count);
-    let mut gather = Gather { grads: &grads, values: Vec::with_capacity(count.1) };
-    model.visit(&mut gather);
-    let mut values = gather.values;
-    for bucket in values.chunks_mut(BUCKET) {
-        world.all_reduce_mean(bucket)?;
-    }
+    let count = count.1;
 
-    struct Scatter<'a> {
+    /// A gradient taken out: its parameter, shape and device.
+    type Taken = (ParamId, Shape, Device);
+    struct Take<'a> {
         grads: &'a mut GradientsParams,
-        values: &'a [f32],
+        values: Vec<f32>,
+        taken: Vec<Taken>,
     }
-    impl ModuleVisitor for Scatter<'_> {
+    impl ModuleVisitor for Take<'_> {
         fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
             if let Some(g) = self.grads.remove::<D>(param.id) {
-                let (n, shape, device) = (g.shape().num_elements(), g.shape(), g.device());
-                let (mine, rest) = self.values.split_at(n);
-                self.values = rest;
-                self.grads.register(param.id, Tensor::<D>::from_data(TensorData::new(mine.to_vec(), shape), &device));
+                self.taken.push((param.id, g.shape(), g.device()));
+                let data = g.into_data();
+                match data.as_slice::<f32>() {
+                    Ok(values) => self.values.extend_from_slice(values),
+                    Err(_) => self.values.extend(data.iter::<f32>()),
+                }
             }
         }
     }
-    model.visit(&mut Scatter { grads: &mut grads, values: &values });
-    Ok(grads)
+    let mut take = Take { grads: &mut grads, values: Vec::with_capacity(count), taken: Vec::new() };
+    model.visit(&mut take);
+    let (sent, taken) = (take.values, take.taken);
+
+    // The means, bucket by bucket, into each gradient's new buffer in turn.
+    let lengths: Vec<usize> = taken.iter().map(|(_, shape, _)| shape.num_elements()).collect();
+    let mut means: Vec<Vec<f32>> = lengths.iter().map(|&n| Vec::with_capacity(n)).collect();
+    let mut scratch = vec![0.0f32; bucket.min(sent.len())];
+    let mut filling = 0;
+    for values in sent.chunks(bucket) {
+        let mean = &mut scratch[..values.len()];
+        world.all_reduce_mean(values, mean)?;
+        let mut rest: &[f32] = mean;
+        while !rest.is_empty() {
+            let out = &mut means[filling];
+            let (now, later) = rest.split_at((lengths[filling] - out.len()).min(rest.len()));
+            out.extend_from_slice(now);
+            rest = later;
+            if out.len() == lengths[filling] {
+                filling += 1;
+            }
+        }
+    }
+
+    // Back in place, in the same order (the rank of each is the visitor's).
+    struct Give<I: Iterator<Item = (Taken, Vec<f32>)>> {
+        grads: GradientsParams,
+        next: std::iter::Peekable<I>,
+    }
+    impl<I: Iterator<Item = (Taken, Vec<f32>)>> ModuleVisitor for Give<I> {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            if let Some(((_, shape, device), mean)) = self.next.next_if(|((id, _, _), _)| *id == param.id) {
+                self.grads.register(param.id, Tensor::<D>::from_data(TensorData::new(mean, shape), &device));
+            }
+        }
+    }
+    let mut give = Give { grads, next: taken.into_iter().zip(means).peekable() };
+    model.visit(&mut give);
+    Ok(give.grads)
 }
 
 /// `model` with rank `root`'s parameter values on every rank (ids and gradient flags kept).
@@ -118,8 +150,8 @@ mod tests {
         fn world_size(&self) -> usize {
             2
         }
-        fn all_reduce_mean(&self, values: &mut [f32]) -> Result<()> {
-            values.iter_mut().enumerate().for_each(|(i, v)| *v = (*v + (self.0)(i)) / 2.0);
+        fn all_reduce_mean(&self, sent: &[f32], mean: &mut [f32]) -> Result<()> {
+            mean.iter_mut().zip(sent).enumerate().for_each(|(i, (m, v))| *m = (v + (self.0)(i)) / 2.0);
             Ok(())
         }
         fn all_reduce_sum(&self, _values: &mut [f64]) -> Result<()> {
@@ -154,6 +186,21 @@ mod tests {
         // d(sum(x·W + b))/dW[i][j] = x[i], /db = 1; Burn's Linear weight is [in, out].
         assert_eq!(weight, [0.5, 0.5, 1.0, 1.0, 1.5, 1.5]);
         assert_eq!(bias, [0.5, 0.5]);
+    }
+
+    /// Buckets that end inside a gradient: each mean lands in its own gradient, in order.
+    #[test]
+    fn buckets_across_gradients_keep_each_value_in_place() {
+        let device = Device::flex().autodiff();
+        let model = linear(&device);
+        let x = Tensor::<2>::from_data([[1.0, 2.0, 3.0]], &device);
+        for bucket in [1, 3, 4, 5, 8, 100] {
+            let grads = GradientsParams::from_grads(model.forward(x.clone()).sum().backward(), &model);
+            let averaged = average_in_buckets(&model, grads, &Pretend(|_| 0.0), bucket).unwrap();
+            let weight: Vec<f32> = averaged.get::<2>(model.weight.id).unwrap().into_data().iter().collect();
+            let bias: Vec<f32> = averaged.get::<1>(model.bias.as_ref().unwrap().id).unwrap().into_data().iter().collect();
+            assert_eq!((weight, bias), (vec![0.5, 0.5, 1.0, 1.0, 1.5, 1.5], vec![0.5, 0.5]), "buckets of {bucket}");
+        }
     }
 
     #[test]

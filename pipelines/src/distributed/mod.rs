@@ -25,8 +25,9 @@ pub trait Collective: Send + Sync {
     /// This process's rank, `0..world_size()`; rank 0 owns the run directory.
     fn rank(&self) -> usize;
     fn world_size(&self) -> usize;
-    /// Every rank's `values` become the element-wise mean over the ranks (gradients).
-    fn all_reduce_mean(&self, values: &mut [f32]) -> Result<()>;
+    /// `mean` becomes the element-wise mean over the ranks of each rank's `sent` (gradients; the
+    /// same lengths).
+    fn all_reduce_mean(&self, sent: &[f32], mean: &mut [f32]) -> Result<()>;
     /// Every rank's `values` become the element-wise sum over the ranks (losses and counts).
     fn all_reduce_sum(&self, values: &mut [f64]) -> Result<()>;
     /// Every rank's `values` become rank `root`'s (the initial weights).
@@ -48,7 +49,8 @@ impl Collective for Single {
     fn world_size(&self) -> usize {
         1
     }
-    fn all_reduce_mean(&self, _values: &mut [f32]) -> Result<()> {
+    fn all_reduce_mean(&self, sent: &[f32], mean: &mut [f32]) -> Result<()> {
+        mean.copy_from_slice(sent);
         Ok(())
     }
     fn all_reduce_sum(&self, _values: &mut [f64]) -> Result<()> {
@@ -174,8 +176,8 @@ mod tests {
     #[test]
     fn one_process_is_a_world_of_one() {
         let single = Single;
-        let mut values = [1.0f32, 2.0];
-        single.all_reduce_mean(&mut values).unwrap();
-        assert_eq!((single.rank(), single.world_size(), values), (0, 1, [1.0, 2.0]));
+        let mut mean = [0.0f32; 2];
+        single.all_reduce_mean(&[1.0, 2.0], &mut mean).unwrap();
+        assert_eq!((single.rank(), single.world_size(), mean), (0, 1, [1.0, 2.0]));
     }
 }

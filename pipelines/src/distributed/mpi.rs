@@ -63,11 +63,11 @@ impl Collective for MpiWorld {
         self.size
     }
 
-    fn all_reduce_mean(&self, values: &mut [f32]) -> Result<()> {
-        let sent = values.to_vec();
-        self.watchdog.time("an all-reduce of gradients", || self.world.all_reduce_into(&sent[..], values, SystemOperation::sum()));
+    fn all_reduce_mean(&self, sent: &[f32], mean: &mut [f32]) -> Result<()> {
+        ensure!(sent.len() == mean.len(), "an all-reduce of {} values into {}", sent.len(), mean.len());
+        self.watchdog.time("an all-reduce of gradients", || self.world.all_reduce_into(sent, mean, SystemOperation::sum()));
         let scale = 1.0 / self.size as f32;
-        values.iter_mut().for_each(|v| *v *= scale);
+        mean.iter_mut().for_each(|v| *v *= scale);
         Ok(())
     }
 

@@ -25,9 +25,10 @@ fn rank_body() {
         world.barrier().unwrap();
         return;
     }
-    let mut gradients = vec![(rank + 1) as f32, 10.0 * (rank + 1) as f32, -1.0];
-    world.all_reduce_mean(&mut gradients).unwrap();
-    assert_eq!(gradients, [1.5, 15.0, -1.0]);
+    let gradients = vec![(rank + 1) as f32, 10.0 * (rank + 1) as f32, -1.0];
+    let mut mean = vec![0.0; 3];
+    world.all_reduce_mean(&gradients, &mut mean).unwrap();
+    assert_eq!(mean, [1.5, 15.0, -1.0]);
     let mut metrics = [rank as f64 + 0.25, 1.0];
     world.all_reduce_sum(&mut metrics).unwrap();
     assert_eq!(metrics, [1.5, 2.0]);
