@@ -25,8 +25,9 @@ impl RuntimeArgs {
         gpt::backend::set_cpu_threads(self.threads)?;
         let shift = pipelines::distributed::gpu_shift();
         let device = self.device.resolve_on_gpu(shift)?;
-        if self.device.on_gpu(shift) != self.device {
-            eprintln!("rank {}: device {}", pipelines::distributed::current().rank(), self.device.on_gpu(shift));
+        let moved = self.device.on_gpu(shift);
+        if moved != self.device {
+            eprintln!("rank {}: device {moved}", pipelines::distributed::current().rank());
         }
         device.seed(self.seed);
         Ok(device)

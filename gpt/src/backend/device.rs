@@ -285,15 +285,20 @@ fn initialises(device: &Device) -> bool {
 fn auto_device(gpu: usize) -> Result<Device> {
     #[allow(unused_mut)]
     let mut candidates: Vec<Device> = Vec::new();
+    // CUDA first; probed here, once, so that a rank past the node's GPUs is told apart.
     #[cfg(feature = "cuda")]
-    if gpu > 0 && !initialises(&Device::cuda(gpu)) && initialises(&Device::cuda(0)) {
-        return Err(GptError::Device(format!(
-            "device `cuda:{gpu}` (`auto` moved on by this node's rank {gpu}) does not initialise, though `cuda:0` does: \
-             does this node have fewer GPUs than ranks?"
-        )));
+    {
+        let cuda = Device::cuda(gpu);
+        if initialises(&cuda) {
+            return Ok(cuda);
+        }
+        if gpu > 0 && initialises(&Device::cuda(0)) {
+            return Err(GptError::Device(format!(
+                "device `cuda:{gpu}` (`auto` moved on by this node's rank {gpu}) does not initialise, though `cuda:0` does: \
+                 does this node have fewer GPUs than ranks?"
+            )));
+        }
     }
-    #[cfg(feature = "cuda")]
-    candidates.push(Device::cuda(gpu));
     #[cfg(feature = "tch")]
     if cfg!(not(target_os = "macos")) {
         candidates.extend(tch::libtorch_device(DeviceSpec::TchCuda(gpu)).map(Device::new));

@@ -32,7 +32,6 @@ impl<T: Copy> Matrix<T> {
 }
 
 impl Matrix {
-
     /// A 2-D Flex f32 tensor in any layout, strided views included (the GEMM reads them as they are).
     pub fn of(flex: &FlexTensor) -> Self {
         let layout = flex.layout();

@@ -70,7 +70,8 @@ fn tile_state_granted() -> bool {
 #[repr(C, align(64))]
 struct Config([u8; 64]);
 
-static CONFIG: Config = {
+/// [`CONFIG`]'s bytes (the emulator's tests start from them).
+pub(super) const CONFIG_BYTES: [u8; 64] = {
     let mut bytes = [0u8; 64];
     bytes[0] = 1; // palette
     let mut tile = 0;
@@ -79,8 +80,10 @@ static CONFIG: Config = {
         bytes[48 + tile] = 16; // rows
         tile += 1;
     }
-    Config(bytes)
+    bytes
 };
+
+static CONFIG: Config = Config(CONFIG_BYTES);
 
 /// Loads [`CONFIG`] into this thread's tiles: before the kernels a task runs.
 ///

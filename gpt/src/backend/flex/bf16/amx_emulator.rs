@@ -42,12 +42,12 @@ fn check_config(config: &[u8; 64]) -> Result<(), Fault> {
     if config[0] > 1 {
         return Err(general_protection(b"AMX emulator: ldtilecfg of a palette other than 0 or 1 (#GP)\n"));
     }
-    let reserved = config[2..16].iter().chain(&config[32..48]).chain(&config[56..64]);
-    if reserved.into_iter().any(|&byte| byte != 0) {
+    let mut reserved = config[2..16].iter().chain(&config[32..48]).chain(&config[56..64]);
+    if reserved.any(|&byte| byte != 0) {
         return Err(general_protection(b"AMX emulator: ldtilecfg with reserved bytes set (#GP)\n"));
     }
     for tile in 0..8 {
-        let (rows, bytes) = (config[48 + tile], u16::from_le_bytes([config[16 + 2 * tile], config[17 + 2 * tile]]));
+        let (rows, bytes) = (rows_in(config, tile), bytes_in(config, tile));
         if rows > 16 || bytes > 64 {
             return Err(general_protection(b"AMX emulator: ldtilecfg of a tile over 16 rows or 64 bytes (#GP)\n"));
         }
@@ -56,6 +56,16 @@ fn check_config(config: &[u8; 64]) -> Result<(), Fault> {
         }
     }
     Ok(())
+}
+
+/// A configuration's rows of `tile`.
+fn rows_in(config: &[u8; 64], tile: usize) -> usize {
+    config[48 + tile] as usize
+}
+
+/// A configuration's bytes a row of `tile` (a little-endian u16).
+fn bytes_in(config: &[u8; 64], tile: usize) -> usize {
+    u16::from_le_bytes([config[16 + 2 * tile], config[17 + 2 * tile]]) as usize
 }
 
 impl Tiles {
@@ -75,11 +85,11 @@ impl Tiles {
     }
 
     fn rows(&self, tile: usize) -> usize {
-        self.config[48 + tile] as usize
+        rows_in(&self.config, tile)
     }
 
     fn bytes(&self, tile: usize) -> usize {
-        u16::from_le_bytes([self.config[16 + 2 * tile], self.config[17 + 2 * tile]]) as usize
+        bytes_in(&self.config, tile)
     }
 
     fn f32_at(&self, tile: usize, row: usize, lane: usize) -> f32 {
@@ -352,14 +362,9 @@ mod tests {
     use super::super::amx;
     use super::super::child::{Outcome, in_child};
 
-    /// Palette 1 with tiles 0–7 of 16 rows of 64 bytes, then `change` applied.
+    /// The kernel's configuration (palette 1, tiles 0–7 of 16 rows of 64 bytes), then `change` applied.
     fn config(change: impl FnOnce(&mut [u8; 64])) -> [u8; 64] {
-        let mut bytes = [0u8; 64];
-        bytes[0] = 1;
-        for tile in 0..8 {
-            bytes[16 + 2 * tile] = 64;
-            bytes[48 + tile] = 16;
-        }
+        let mut bytes = amx::CONFIG_BYTES;
         change(&mut bytes);
         bytes
     }

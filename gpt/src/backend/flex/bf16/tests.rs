@@ -316,18 +316,41 @@ fn packed_operands_give_the_same_bits() {
         return;
     }
     let pool = rayon::ThreadPoolBuilder::new().num_threads(3).build().expect("a thread pool");
-    let mut seed = 20_000;
+    let shapes = [(1, 1, 1), (7, 100, 33), (200, 70, 385), (50, 4130, 200), (300, 260, 600)];
+    for_each_right_operand_case(&shapes, 20_000, |case| {
+        let Case { kernel, m, n, k, b_layout, accumulate, threads, seed } = case;
+        let ((_a_values, a), (_b_values, b)) = (matrix(m, k, Layout::Rows, seed), matrix(k, n, b_layout, seed + 1000));
+        let initial = random(m * n, seed + 2000);
+        let b_view = Sent(b);
+        let panels = pool.install(|| PackedB::pack(b_view.get()));
+        let [by_block, packed] = products_of_both(&pool, kernel, a, [Rhs::View(b), Rhs::Packed(&panels)], n, &initial, accumulate, threads);
+        assert!(same_bits(&by_block, &packed), "{case:?}");
+    });
+}
+
+/// One case of the tests that compare two right operands: a kernel, a shape, B's layout,
+/// accumulation and threads, and the case's seed.
+#[derive(Debug, Clone, Copy)]
+struct Case {
+    kernel: Kernel,
+    m: usize,
+    n: usize,
+    k: usize,
+    b_layout: Layout,
+    accumulate: bool,
+    threads: bool,
+    seed: u64,
+}
+
+/// `check` on every kernel, shape, B layout, and (accumulate, threads) of (false, false) and
+/// (true, true); seeds count up from `seed`.
+fn for_each_right_operand_case(shapes: &[(usize, usize, usize)], mut seed: u64, mut check: impl FnMut(Case)) {
     for kernel in kernels() {
-        for (m, n, k) in [(1, 1, 1), (7, 100, 33), (200, 70, 385), (50, 4130, 200), (300, 260, 600)] {
+        for &(m, n, k) in shapes {
             for b_layout in LAYOUTS {
                 for (accumulate, threads) in [(false, false), (true, true)] {
                     seed += 1;
-                    let ((_a_values, a), (_b_values, b)) = (matrix(m, k, Layout::Rows, seed), matrix(k, n, b_layout, seed + 1000));
-                    let initial = random(m * n, seed + 2000);
-                    let b_view = Sent(b);
-                    let panels = pool.install(|| PackedB::pack(b_view.get()));
-                    let [by_block, packed] = products_of_both(&pool, kernel, a, [Rhs::View(b), Rhs::Packed(&panels)], n, &initial, accumulate, threads);
-                    assert!(same_bits(&by_block, &packed), "{kernel:?} {m}x{n}x{k} {b_layout:?} accumulate {accumulate} threads {threads}");
+                    check(Case { kernel, m, n, k, b_layout, accumulate, threads, seed });
                 }
             }
         }
@@ -360,22 +383,16 @@ fn bf16_operands_give_the_bits_of_their_widening() {
         return;
     }
     let pool = rayon::ThreadPoolBuilder::new().num_threads(3).build().expect("a thread pool");
-    let mut seed = 30_000;
-    for kernel in kernels() {
-        for (m, n, k) in [(1, 1, 1), (7, 100, 33), (200, 70, 385), (40, 4130, 65)] {
-            for b_layout in LAYOUTS {
-                for (accumulate, threads) in [(false, false), (true, true)] {
-                    seed += 1;
-                    let (_a_values, a) = matrix(m, k, Layout::Rows, seed);
-                    let operand = bf16_matrix(k, n, b_layout, seed + 1000);
-                    let initial = random(m * n, seed + 2000);
-                    let operands = [Rhs::Bf16(operand.view), Rhs::View(operand.widened_view)];
-                    let [from_bf16, from_f32] = products_of_both(&pool, kernel, a, operands, n, &initial, accumulate, threads);
-                    assert!(same_bits(&from_bf16, &from_f32), "{kernel:?} {m}x{n}x{k} {b_layout:?} accumulate {accumulate} threads {threads}");
-                }
-            }
-        }
-    }
+    let shapes = [(1, 1, 1), (7, 100, 33), (200, 70, 385), (40, 4130, 65)];
+    for_each_right_operand_case(&shapes, 30_000, |case| {
+        let Case { kernel, m, n, k, b_layout, accumulate, threads, seed } = case;
+        let (_a_values, a) = matrix(m, k, Layout::Rows, seed);
+        let operand = bf16_matrix(k, n, b_layout, seed + 1000);
+        let initial = random(m * n, seed + 2000);
+        let operands = [Rhs::Bf16(operand.view), Rhs::View(operand.widened_view)];
+        let [from_bf16, from_f32] = products_of_both(&pool, kernel, a, operands, n, &initial, accumulate, threads);
+        assert!(same_bits(&from_bf16, &from_f32), "{case:?}");
+    });
 }
 
 /// `vcvtne2ps2bf16` rounds as [`to_bf16`] does: ties, overflow, NaN, infinities, subnormals, and
