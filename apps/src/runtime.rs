@@ -1,7 +1,9 @@
 //! Flags every model-running command shares: which device, how many CPU threads, which seed (the
 //! inference commands' `--dtype` and `--quantize` are `pipelines::runs::WeightArgs`).
 
-use anyhow::Result;
+use std::time::Duration;
+
+use anyhow::{Result, bail};
 use gpt::DeviceSpec;
 use gpt::burn::prelude::Device;
 
@@ -32,4 +34,30 @@ impl RuntimeArgs {
         device.seed(self.seed);
         Ok(device)
     }
+}
+
+/// Runs a training command on its data-parallel ranks: with `--devices`, one thread per device in
+/// this process; under `mpirun`, MPI's ranks; else one process. `train` gets the runtime flags of
+/// its rank (its device).
+pub fn train_on_ranks(devices: &[DeviceSpec], collective_timeout_s: u64, runtime: &RuntimeArgs, train: impl Fn(RuntimeArgs) -> Result<()> + Sync) -> Result<()> {
+    let timeout = Duration::from_secs(collective_timeout_s);
+    if devices.is_empty() {
+        // Under `mpirun -np N`: the ranks of a data-parallel run (else one process).
+        let world = pipelines::distributed::init(timeout)?;
+        return world.finish(train(runtime.clone()));
+    }
+    if let Some(size) = pipelines::distributed::launched_world_size().filter(|&size| size > 1) {
+        bail!("--devices runs its ranks as threads of one process, but mpirun started {size}: under mpirun give each rank --device (rank r of a node takes cuda:N+r)");
+    }
+    // The ranks split the CPU threads, each on a pool of its own: on one shared pool each rank's
+    // products queued behind the other's (GPT-2 124M on two CPU ranks: 0.85× one process's speed).
+    let threads = runtime.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let per_rank = (threads / devices.len()).max(1);
+    let names: Vec<String> = devices.iter().map(|d| d.to_string()).collect();
+    eprintln!("{} data-parallel ranks in this process, on {}, {per_rank} CPU thread(s) each", devices.len(), names.join(", "));
+    pipelines::distributed::run_ranks(devices.len(), timeout, |rank| {
+        let world = pipelines::distributed::current();
+        let rank_runtime = RuntimeArgs { device: devices[rank], threads: None, seed: runtime.seed };
+        gpt::backend::on_own_cpu_threads(per_rank, &format!("rank {rank}"), || pipelines::distributed::in_world(world, || train(rank_runtime)))?
+    })
 }

@@ -92,9 +92,13 @@ pub struct TrainArgs {
     /// the CPU, with dynamic loss scaling as torch.amp.GradScaler)
     #[arg(long, default_value = "f32")]
     pub precision: Precision,
-    /// Under `mpirun`: seconds a rank waits for the others in a collective before every rank stops
+    /// Under `mpirun` or with --devices: seconds a rank waits for the others in a collective before every rank stops
     #[arg(long, default_value_t = pipelines::distributed::DEFAULT_TIMEOUT.as_secs())]
     pub collective_timeout: u64,
+    /// Data-parallel on several devices of this process, one rank (thread) each, e.g.
+    /// cuda:0,cuda:1 (in place of --device): as under mpirun, --batch-size is each rank's
+    #[arg(long, value_delimiter = ',')]
+    pub devices: Vec<gpt::DeviceSpec>,
     /// Plain one-line progress even in a terminal (no dashboard)
     #[arg(long)]
     pub plain: bool,
@@ -146,7 +150,7 @@ pub fn wants_dashboard(plain: bool) -> bool {
     !plain && std::io::IsTerminal::is_terminal(&std::io::stdout()) && std::env::var_os("CI").is_none()
 }
 
-#[derive(clap::Args, Debug)]
+#[derive(clap::Args, Debug, Clone)]
 pub struct SpamArgs {
     /// A preset/hub id (gpt2, gpt2-medium, ...), an HF-format directory, a run directory or random:<preset>
     #[arg(long, default_value = "gpt2")]
@@ -163,7 +167,7 @@ pub struct SpamArgs {
     pub classifier: ClassifierArgs,
 }
 
-#[derive(clap::Args, Debug)]
+#[derive(clap::Args, Debug, Clone)]
 pub struct ClassifyArgs {
     /// A preset/hub id, an HF-format directory (GPT-2 or Llama family), a run directory or random:<preset>
     #[arg(long)]
@@ -197,7 +201,7 @@ pub struct ClassifyArgs {
 }
 
 /// Where a labelled file keeps its texts and labels (`finetune classify`, `eval classify`).
-#[derive(clap::Args, Debug)]
+#[derive(clap::Args, Debug, Clone)]
 pub struct ColumnArgs {
     /// The column(s) holding the text; several (comma-separated) are joined with a newline
     #[arg(long, default_value = "text")]
@@ -213,7 +217,7 @@ impl ColumnArgs {
 }
 
 /// What every classifier fine-tuning takes besides its data.
-#[derive(clap::Args, Debug)]
+#[derive(clap::Args, Debug, Clone)]
 pub struct ClassifierArgs {
     /// What trains: last-block (+ final norm + head), head, last-n:K, all [default: last-block;
     /// with --lora-rank: the adapters and the head]
@@ -235,7 +239,7 @@ pub struct ClassifierArgs {
     pub runtime: RuntimeArgs,
 }
 
-#[derive(clap::Args, Debug)]
+#[derive(clap::Args, Debug, Clone)]
 pub struct InstructArgs {
     /// A preset/hub id (the book uses gpt2-medium), an HF-format directory or a run directory
     #[arg(long, default_value = "gpt2-medium")]
@@ -335,18 +339,26 @@ impl LoraArgs {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let timeout = match &args.task {
-        Task::Spam(args) => args.classifier.train.collective_timeout,
-        Task::Classify(args) => args.classifier.train.collective_timeout,
-        Task::Instruct(args) => args.train.collective_timeout,
-    };
-    // Under `mpirun -np N`: the ranks of a data-parallel run (else one process).
-    let world = pipelines::distributed::init(std::time::Duration::from_secs(timeout))?;
-    world.finish(match args.task {
-        Task::Spam(args) => run_spam(args),
-        Task::Classify(args) => run_classify(args),
-        Task::Instruct(args) => run_instruct(args),
-    })
+    use crate::runtime::train_on_ranks;
+    match args.task {
+        Task::Spam(args) => {
+            let train = &args.classifier.train;
+            train_on_ranks(&train.devices, train.collective_timeout, &args.classifier.runtime, |runtime| {
+                let mut args = args.clone();
+                args.classifier.runtime = runtime;
+                run_spam(args)
+            })
+        }
+        Task::Classify(args) => {
+            let train = &args.classifier.train;
+            train_on_ranks(&train.devices, train.collective_timeout, &args.classifier.runtime, |runtime| {
+                let mut args = args.clone();
+                args.classifier.runtime = runtime;
+                run_classify(args)
+            })
+        }
+        Task::Instruct(args) => train_on_ranks(&args.train.devices, args.train.collective_timeout, &args.runtime, |runtime| run_instruct(InstructArgs { runtime, ..args.clone() })),
+    }
 }
 
 fn run_instruct(args: InstructArgs) -> Result<()> {

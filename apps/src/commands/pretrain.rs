@@ -14,7 +14,7 @@ use crate::commands::eval::tasks::EvalTasksArgs;
 use crate::commands::track::TrackArgs;
 use crate::runtime::RuntimeArgs;
 
-#[derive(clap::Args, Debug)]
+#[derive(clap::Args, Debug, Clone)]
 pub struct Args {
     /// Directory with the token shards (*_val_000000.npy, *_train_*.npy)
     #[arg(long, default_value = "data/edu_fineweb10B")]
@@ -92,9 +92,13 @@ pub struct Args {
     pub json: bool,
     #[command(flatten)]
     pub eval_tasks: EvalTasksArgs,
-    /// Under `mpirun`: seconds a rank waits for the others in a collective before every rank stops
+    /// Under `mpirun` or with --devices: seconds a rank waits for the others in a collective before every rank stops
     #[arg(long, default_value_t = pipelines::distributed::DEFAULT_TIMEOUT.as_secs())]
     pub collective_timeout: u64,
+    /// Data-parallel on several devices of this process, one rank (thread) each, e.g.
+    /// cuda:0,cuda:1 (in place of --device): as under mpirun, --batch-size is each rank's
+    #[arg(long, value_delimiter = ',')]
+    pub devices: Vec<gpt::DeviceSpec>,
     /// Matrix products in f32, bf16-mixed (bf16 inputs, f32 accumulation; f32 weights and
     /// optimizer state: the CPU's AVX512-BF16 kernels), or f16-mixed (f16 inputs, emulated on
     /// the CPU, with dynamic loss scaling as torch.amp.GradScaler)
@@ -107,9 +111,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    // Under `mpirun -np N`: the ranks of a data-parallel run (else one process).
-    let world = pipelines::distributed::init(std::time::Duration::from_secs(args.collective_timeout))?;
-    world.finish(train(args))
+    crate::runtime::train_on_ranks(&args.devices, args.collective_timeout, &args.runtime, |runtime| train(Args { runtime, ..args.clone() }))
 }
 
 fn train(args: Args) -> Result<()> {

@@ -1,8 +1,8 @@
-//! Data-parallel pretraining with the real binary under `mpirun -np 2` (feature `mpi`; skipped
-//! with a note where there is no `mpirun`): two ranks with micro-batches of 4 train as one
-//! process with batches of 8 — the same losses step by step and the same final weights — and
-//! rank 0 alone writes the run directory.
-#![cfg(feature = "mpi")]
+//! Data-parallel training with the real binary, under `mpirun -np 2` (feature `mpi`; skipped
+//! with a note where there is no `mpirun`) and as two threads of one process (`--devices
+//! cpu,cpu`; the builds without `mpi`): two ranks with micro-batches of 4 train as one process
+//! with batches of 8 — the same losses step by step and the same final weights — and rank 0
+//! alone writes the run directory.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -12,6 +12,7 @@ use serde_json::Value;
 
 use crate::common::*;
 
+#[cfg(feature = "mpi")]
 fn have_mpirun() -> bool {
     let found = Command::new("mpirun").arg("--version").output().is_ok();
     if !found {
@@ -40,7 +41,11 @@ fn llmfs_on(home: &Path, ranks: usize) -> Command {
 
 fn pretrain_command(home: &Path, shards: &Path, run_dir: &Path, ranks: usize, batch: usize, extra: &[&str]) -> Command {
     let mut cmd = llmfs_on(home, ranks);
-    cmd.args(["pretrain", "--seq-len", "32", "--batch-size", &batch.to_string(), "--warmup-steps", "2", "--dropout", "0"])
+    cmd.args(["pretrain", "--seq-len", "32", "--batch-size", &batch.to_string(), "--warmup-steps", "2"]);
+    if !extra.contains(&"--dropout") {
+        cmd.args(["--dropout", "0"]);
+    }
+    cmd
         .args(["--eval-every", "5", "--eval-batches", "2", "--sample-every", "100", "--plain", "--json", "--device", "cpu", "--threads", "1"])
         .arg("--init")
         .arg(tiny_model_dir())
@@ -87,17 +92,54 @@ fn largest_weight_difference(a: &Path, b: &Path) -> f32 {
     a.iter().flat_map(|(name, x)| x.iter().zip(&b[name]).map(|(p, q)| (p - q).abs())).fold(0.0, f32::max)
 }
 
+#[cfg(feature = "mpi")]
 #[test]
 fn two_ranks_pretrain_as_one_process_with_their_batches_together() {
     if !have_mpirun() {
         return;
     }
+    two_ranks_pretrain_as_one_process(2, &[]);
+}
+
+/// The same with the two ranks as threads of one process (`--devices cpu,cpu`: the path that
+/// puts several GPUs under one process), their gradients averaged in its memory.
+#[cfg(not(feature = "mpi"))]
+#[test]
+fn two_threads_pretrain_as_one_process_with_their_batches_together() {
+    two_ranks_pretrain_as_one_process(1, &["--devices", "cpu,cpu"]);
+}
+
+/// Ranks as threads of one process and ranks as processes are the same ranks: with dropout (each
+/// rank's masks from its own stream), `--devices cpu,cpu` trains the model `mpirun -np 2` trains.
+#[cfg(feature = "mpi")]
+#[test]
+fn ranks_as_threads_train_what_ranks_as_processes_train() {
+    if !have_mpirun() {
+        return;
+    }
+    let home = tempfile::tempdir().unwrap();
+    let shards = prepare_shards(home.path());
+    let (processes, threads) = (home.path().join("processes"), home.path().join("threads"));
+    let flags = ["--steps", "6", "--dropout", "0.1"];
+    let out = pretrain(home.path(), &shards, &processes, 2, 4, &flags);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = pretrain(home.path(), &shards, &threads, 1, 4, &[&flags[..], &["--devices", "cpu,cpu"]].concat());
+    assert!(out.status.success(), "{}", stderr(&out));
+    let losses = |run_dir: &Path| events(run_dir, "train").iter().map(|e| e["loss"].as_f64().unwrap()).collect::<Vec<_>>();
+    assert_eq!(losses(&processes), losses(&threads));
+    let worst = largest_weight_difference(&processes, &threads);
+    assert_eq!(worst, 0.0, "weights differ by up to {worst}");
+}
+
+/// Two ranks (`processes` of them under mpirun, with the `ranks` flags) with micro-batches of 4
+/// against one process with batches of 8.
+fn two_ranks_pretrain_as_one_process(processes: usize, ranks: &[&str]) {
     let home = tempfile::tempdir().unwrap();
     let shards = prepare_shards(home.path());
     let (single, ddp) = (home.path().join("single"), home.path().join("ddp"));
     let out = pretrain(home.path(), &shards, &single, 1, 8, &["--steps", "10"]);
     assert!(out.status.success(), "{}", stderr(&out));
-    let out = pretrain(home.path(), &shards, &ddp, 2, 4, &["--steps", "10"]);
+    let out = pretrain(home.path(), &shards, &ddp, processes, 4, &[&["--steps", "10"], ranks].concat());
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stderr(&out).contains("256 tokens a step (4 × 32 × 1 accumulated × 2 ranks)"), "{}", stderr(&out));
     assert_eq!(stdout(&out).lines().filter(|l| l.starts_with('{')).count(), 1, "rank 0 alone reports: {}", stdout(&out));
@@ -136,6 +178,22 @@ fn two_ranks_pretrain_as_one_process_with_their_batches_together() {
     assert!(!out.status.success() && stderr(&out).contains("the run started on 2 rank(s) and resumes on 1"), "{}", stderr(&out));
 }
 
+/// `--devices` names the devices of one process's ranks: a device it does not know, or an MPI
+/// launch (whose ranks are processes, each with its --device), is an error before training.
+#[cfg(not(feature = "mpi"))]
+#[test]
+fn devices_are_checked_before_training() {
+    let home = tempfile::tempdir().unwrap();
+    let shards = home.path().join("no-shards");
+    let out = pretrain(home.path(), &shards, &home.path().join("a"), 1, 4, &["--devices", "cpu,tpu"]);
+    assert!(!out.status.success() && stderr(&out).contains("unknown device \"tpu\""), "{}", stderr(&out));
+    let mut cmd = pretrain_command(home.path(), &shards, &home.path().join("b"), 1, 4, &["--devices", "cpu,cpu"]);
+    let out = run(cmd.env("OMPI_COMM_WORLD_SIZE", "2"));
+    assert!(!out.status.success() && stderr(&out).contains("--devices runs its ranks as threads of one process, but mpirun started 2"), "{}", stderr(&out));
+    assert!(!home.path().join("b").exists(), "nothing written");
+}
+
+#[cfg(feature = "mpi")]
 /// The ranks `mpirun` (pid `parent`) started: its children running llmfs.
 fn ranks_of(parent: u32) -> Vec<u32> {
     let mut ranks = Vec::new();
@@ -154,36 +212,50 @@ fn ranks_of(parent: u32) -> Vec<u32> {
 
 /// One rank SIGKILLed mid-run: `mpirun` ends the run, the last complete checkpoint stays, and
 /// `--resume` on two ranks finishes with the weights of the run that was not interrupted.
+#[cfg(feature = "mpi")]
 #[test]
 fn a_run_with_a_killed_rank_resumes_to_the_uninterrupted_weights() {
     if !have_mpirun() {
         return;
     }
+    killed_and_resumed_on_two_ranks(2, &[], |mpirun| ranks_of(mpirun).into_iter().max());
+}
+
+/// The same with the ranks as threads: the process is killed.
+#[cfg(not(feature = "mpi"))]
+#[test]
+fn a_run_of_two_threads_killed_resumes_to_the_uninterrupted_weights() {
+    killed_and_resumed_on_two_ranks(1, &["--devices", "cpu,cpu"], Some);
+}
+
+/// Two ranks (`processes` under mpirun, with the `ranks` flags) trained 30 steps, and again with
+/// the process `victim(child)` SIGKILLed after step 12 and the run resumed.
+fn killed_and_resumed_on_two_ranks(processes: usize, ranks: &[&str], victim: impl Fn(u32) -> Option<u32>) {
     let home = tempfile::tempdir().unwrap();
     let shards = prepare_shards(home.path());
-    let flags = ["--steps", "30", "--checkpoint-every", "5"];
+    let flags = [&["--steps", "30", "--checkpoint-every", "5"], ranks].concat();
     let (whole, killed) = (home.path().join("whole"), home.path().join("killed"));
-    let out = pretrain(home.path(), &shards, &whole, 2, 4, &flags);
+    let out = pretrain(home.path(), &shards, &whole, processes, 4, &flags);
     assert!(out.status.success(), "{}", stderr(&out));
 
-    let mut child = pretrain_command(home.path(), &shards, &killed, 2, 4, &flags).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
+    let mut child = pretrain_command(home.path(), &shards, &killed, processes, 4, &flags).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
     let started = std::time::Instant::now();
-    let mut victim = None;
-    while victim.is_none() && started.elapsed() < std::time::Duration::from_secs(120) {
+    let mut chosen = None;
+    while chosen.is_none() && started.elapsed() < std::time::Duration::from_secs(120) {
         let trained = std::fs::read_to_string(killed.join("metrics.jsonl")).map(|t| t.lines().filter(|l| l.contains("\"train\"")).count()).unwrap_or(0);
         if trained >= 12 {
-            victim = ranks_of(child.id()).into_iter().max();
+            chosen = victim(child.id());
         }
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
-    let victim = victim.expect("a rank to kill after step 12");
-    kill_9(victim);
+    let chosen = chosen.expect("a rank to kill after step 12");
+    kill_9(chosen);
     let status = child.wait().unwrap();
     assert!(!status.success(), "the run stops when a rank dies");
     let trained = std::fs::read_to_string(killed.join("metrics.jsonl")).unwrap().lines().filter(|l| l.contains("\"train\"")).count();
     assert!(trained < 30, "killed before the end ({trained} steps logged)");
 
-    let out = pretrain(home.path(), &shards, &killed, 2, 4, &[&flags[..], &["--resume"]].concat());
+    let out = pretrain(home.path(), &shards, &killed, processes, 4, &[&flags[..], &["--resume"]].concat());
     assert!(out.status.success(), "{}", stderr(&out));
     let worst = largest_weight_difference(&whole, &killed);
     assert_eq!(worst, 0.0, "resumed weights differ from the uninterrupted run's by up to {worst}");
@@ -198,11 +270,23 @@ fn kill_9(pid: u32) {
 /// `finetune instruct` on two ranks with micro-batches of 4 trains as one process that
 /// accumulates two batches of 4 (both average the two batches' mean losses): each step's loss is
 /// the mean of the process's two micro-batch losses, and the final weights agree.
+#[cfg(feature = "mpi")]
 #[test]
 fn two_ranks_fine_tune_as_one_process_accumulating_their_batches() {
     if !have_mpirun() {
         return;
     }
+    two_ranks_fine_tune_as_one_process(2, &[]);
+}
+
+/// The same as two threads of one process (`finetune instruct --devices cpu,cpu`).
+#[cfg(not(feature = "mpi"))]
+#[test]
+fn two_threads_fine_tune_as_one_process_accumulating_their_batches() {
+    two_ranks_fine_tune_as_one_process(1, &["--devices", "cpu,cpu"]);
+}
+
+fn two_ranks_fine_tune_as_one_process(processes: usize, ranks: &[&str]) {
     let home = tempfile::tempdir().unwrap();
     let (single, ddp) = (home.path().join("single"), home.path().join("ddp"));
     let finetune = |ranks: usize, run_dir: &Path, extra: &[&str]| {
@@ -219,7 +303,7 @@ fn two_ranks_fine_tune_as_one_process_accumulating_their_batches() {
     };
     let out = finetune(1, &single, &["--grad-accumulation", "2"]);
     assert!(out.status.success(), "{}", stderr(&out));
-    let out = finetune(2, &ddp, &[]);
+    let out = finetune(processes, &ddp, ranks);
     assert!(out.status.success(), "{}", stderr(&out));
 
     // 51 training records: 12 micro-batches of 4, 6 steps of 8 either way.
@@ -239,11 +323,23 @@ fn two_ranks_fine_tune_as_one_process_accumulating_their_batches() {
 /// two ranks with micro-batches of 4 trains as one process accumulating two of them: the same
 /// step losses, weights and final scores (each rank scores its share of every split and the
 /// ranks add up their confusion matrices); rank 0 alone writes, with the world size in run.json.
+#[cfg(feature = "mpi")]
 #[test]
 fn two_ranks_fine_tune_a_classifier_as_one_process_accumulating_their_batches() {
     if !have_mpirun() {
         return;
     }
+    two_ranks_fine_tune_a_classifier_as_one_process(2, &[]);
+}
+
+/// The same as two threads of one process (`finetune spam --devices cpu,cpu`).
+#[cfg(not(feature = "mpi"))]
+#[test]
+fn two_threads_fine_tune_a_classifier_as_one_process_accumulating_their_batches() {
+    two_ranks_fine_tune_a_classifier_as_one_process(1, &["--devices", "cpu,cpu"]);
+}
+
+fn two_ranks_fine_tune_a_classifier_as_one_process(processes: usize, ranks: &[&str]) {
     let home = tempfile::tempdir().unwrap();
     let data = home.path().join("spam");
     pipelines::data::spam::prepare_spam(fixtures().join("data/sms_spam_collection.zip").to_str().unwrap(), &data, 123).unwrap();
@@ -262,7 +358,7 @@ fn two_ranks_fine_tune_a_classifier_as_one_process_accumulating_their_batches() 
     };
     let one = finetune(1, &single, &["--grad-accumulation", "2"]);
     assert!(one.status.success(), "{}", stderr(&one));
-    let two = finetune(2, &ddp, &[]);
+    let two = finetune(processes, &ddp, ranks);
     assert!(two.status.success(), "{}", stderr(&two));
     assert_eq!(stdout(&two).lines().count(), 1, "rank 0 alone reports: {}", stdout(&two));
     let (one, two) = (last_json(&one), last_json(&two));
@@ -295,6 +391,7 @@ fn two_ranks_fine_tune_a_classifier_as_one_process_accumulating_their_batches() 
 /// inf reaches both ranks through the all-reduce, so both skip the step and halve the loss scale
 /// (rank 0, whose own gradients were finite, included), as one process with the inf in its batch
 /// does; the losses and weights stay those of the one process.
+#[cfg(feature = "mpi")]
 #[test]
 fn two_ranks_skip_together_the_step_whose_gradients_overflowed_on_one() {
     if !have_mpirun() {

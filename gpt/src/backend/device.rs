@@ -371,6 +371,21 @@ pub fn on_cpu_workers<R: Send>(device: &Device, f: impl FnOnce() -> R + Send) ->
     }
 }
 
+/// Runs `f` on a rayon pool of its own, of `threads` threads named `name N`: the CPU kernels
+/// called inside split their work over it alone. One rank of several in one process gets its
+/// share of the cores this way, as an MPI rank gets its own `--threads`.
+pub fn on_own_cpu_threads<R: Send>(threads: usize, name: &str, f: impl FnOnce() -> R + Send) -> Result<R> {
+    let name = name.to_string();
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads.max(1))
+        .thread_name(move |i| format!("{name} {i}"))
+        // The caller's work runs on a worker: give it a main thread's room, not a worker's 2 MiB.
+        .stack_size(64 << 20)
+        .build()
+        .map_err(|e| GptError::Device(format!("cannot start {threads} CPU threads: {e}")))?;
+    Ok(pool.install(f))
+}
+
 /// Applies `--threads` when given (Flex and its matmuls use rayon's global pool, LibTorch its own
 /// intra-op pool: both are set; all cores otherwise). Call once, early.
 pub fn set_cpu_threads(threads: Option<usize>) -> Result<()> {

@@ -25,7 +25,7 @@ pub use fallback as kernels;
 #[cfg(feature = "flex")]
 pub use flex as kernels;
 
-pub use device::{DeviceSpec, compiled_backends, is_flex, is_libtorch, on_cpu_workers, set_cpu_threads};
+pub use device::{DeviceSpec, compiled_backends, is_flex, is_libtorch, on_cpu_workers, on_own_cpu_threads, set_cpu_threads};
 pub use precision::{MatmulPrecision, matmul_precision, set_matmul_precision};
 
 /// Up to this many rows a product by a weight matrix takes the streaming kernels (decoding):

@@ -2,9 +2,12 @@
 //!
 //! Burn's `Dropout::forward` draws one Bernoulli sample per element on one thread through its
 //! general random code, then multiplies twice. On the CPU the mask is drawn in parallel on the host
-//! ([`crate::backend::keep_mask`]), seeded from the device's own random stream (so `device.seed(..)`
-//! still makes runs reproducible), and applied with one multiplication, which is also what the
-//! backward pass multiplies the gradient by. Other backends keep Burn's dropout.
+//! ([`crate::backend::keep_mask`]), seeded from this thread's stream once [`seed_this_thread`] set
+//! it (training does), else from the device's own random stream (so `device.seed(..)` still makes
+//! runs reproducible), and applied with one multiplication, which is also what the backward pass
+//! multiplies the gradient by. Other backends keep Burn's dropout.
+
+use std::cell::Cell;
 
 use burn::nn::Dropout;
 use burn::prelude::*;
@@ -45,8 +48,25 @@ pub fn flex_mask(layer: &Dropout, n: usize, device: &Device) -> Option<Vec<f32>>
     Some(scaled_keep_mask(n, 1.0 - layer.prob, seed))
 }
 
-/// A 64-bit seed from the device's random stream: two uniform floats' bits, mixed.
+thread_local! {
+    /// The next state of this thread's mask seeds, once [`seed_this_thread`] set it.
+    static THREAD_STREAM: Cell<Option<u64>> = const { Cell::new(None) };
+}
+
+/// Seeds the dropout masks this thread draws on the CPU backend from now on. Burn keeps one random
+/// stream per process (`device.seed` sets it for every thread), so ranks that are threads of one
+/// process (`--devices`) would draw from it in whatever order they reach it: no run would repeat.
+pub fn seed_this_thread(seed: u64) {
+    THREAD_STREAM.set(Some(seed));
+}
+
+/// A 64-bit seed for one mask: the next of this thread's stream, else from the device's random
+/// stream (two uniform floats' bits, mixed).
 fn draw_seed(device: &Device) -> u64 {
+    if let Some(state) = THREAD_STREAM.get() {
+        THREAD_STREAM.set(Some(state.wrapping_add(0x9E37_79B9_7F4A_7C15)));
+        return splitmix64(state);
+    }
     let draws = Tensor::<1>::random([2], burn::tensor::Distribution::Default, device).into_data();
     let bits: Vec<u64> = draws.iter::<f32>().map(|v| u64::from(v.to_bits())).collect();
     splitmix64(bits.iter().fold(0x9E37_79B9_7F4A_7C15, |acc, b| splitmix64(acc ^ b)))
@@ -79,6 +99,22 @@ mod tests {
         assert_eq!(out, again);
         let next: Vec<f32> = forward(&layer, Tensor::<2>::ones([64, 300], &device)).into_data().try_to_vec::<f32>().unwrap();
         assert_ne!(out, next);
+
+        // A thread's own stream: the same masks whatever another thread draws or seeds meanwhile.
+        let masks = |seed: u64| {
+            let device = device.clone();
+            std::thread::spawn(move || {
+                seed_this_thread(seed);
+                (0..3).map(|_| forward(&DropoutConfig::new(0.25).init(), Tensor::<2>::ones([8, 50], &device)).into_data().try_to_vec::<f32>().unwrap()).collect::<Vec<_>>()
+            })
+        };
+        let (a, b) = (masks(7), masks(7));
+        device.seed(99);
+        let _ = forward(&layer, Tensor::<2>::ones([64, 300], &device));
+        let (a, b) = (a.join().unwrap(), b.join().unwrap());
+        assert_eq!(a, b);
+        assert!(a[0] != a[1] && a[1] != a[2], "each call draws a new mask");
+        assert_ne!(a, masks(8).join().unwrap());
 
         // Inactive: no autodiff, or evaluation mode, or p = 0.
         let plain = Tensor::<2>::ones([4, 4], &Device::flex());

@@ -14,23 +14,34 @@ use super::Collective;
 /// (PyTorch DDP's default bucket is 25 MB).
 const BUCKET: usize = 1 << 23;
 
+/// The buffers [`average_gradients`] fills, kept from one optimizer step to the next: fresh
+/// ones page-fault in the gradients' size every step (0.5 GB for GPT-2 124M, which took 0.4-1.1 s
+/// a step with two ranks in one process faulting at once, against 0.03 s to fill warm buffers).
+#[derive(Default)]
+pub struct GradientBuffers {
+    /// Every gradient, in the model's parameter order.
+    sent: Vec<f32>,
+    /// One bucket's means.
+    means: Vec<f32>,
+}
+
 /// `grads` averaged over the ranks: every rank gets the same mean gradient.
 ///
 /// Each gradient is taken out of `grads` (then it is this function's alone, and the CPU backend
-/// hands its buffer over without a copy) into one buffer in the model's parameter order; each
-/// bucket of it is all-reduced into a scratch bucket, whose means go straight into the new
-/// gradients' buffers: two passes over the gradients besides MPI's.
-pub fn average_gradients<M: Module>(model: &M, grads: GradientsParams, world: &dyn Collective) -> Result<GradientsParams> {
-    average_in_buckets(model, grads, world, BUCKET)
+/// hands its buffer over without a copy) and copied into one buffer in the model's parameter
+/// order; each bucket of that is all-reduced into a scratch bucket, whose means go back into the
+/// taken gradients' own buffers: two passes over the gradients besides MPI's, and no new memory.
+pub fn average_gradients<M: Module>(model: &M, grads: GradientsParams, world: &dyn Collective, buffers: &mut GradientBuffers) -> Result<GradientsParams> {
+    average_in_buckets(model, grads, world, buffers, BUCKET)
 }
 
 /// [`average_gradients`] in buckets of `bucket` values.
-fn average_in_buckets<M: Module>(model: &M, mut grads: GradientsParams, world: &dyn Collective, bucket: usize) -> Result<GradientsParams> {
+fn average_in_buckets<M: Module>(model: &M, mut grads: GradientsParams, world: &dyn Collective, buffers: &mut GradientBuffers, bucket: usize) -> Result<GradientsParams> {
     if world.world_size() == 1 {
         return Ok(grads);
     }
-    // One buffer of the gradients' size (124M parameters' are 0.5 GB: growing it by doubling
-    // would copy them again).
+    // The gradients' size, reserved once (124M parameters' are 0.5 GB: growing the buffer by
+    // doubling would copy them again).
     struct Count<'a>(&'a GradientsParams, usize);
     impl ModuleVisitor for Count<'_> {
         fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
@@ -39,64 +50,70 @@ fn average_in_buckets<M: Module>(model: &M, mut grads: GradientsParams, world: &
     }
     let mut count = Count(&grads, 0);
     model.visit(&mut count);
-    let count = count.1;
 
-    /// A gradient taken out: its parameter, shape and device.
-    type Taken = (ParamId, Shape, Device);
+    /// A gradient taken out: its parameter, device and values (f32).
+    type Taken = (ParamId, Device, TensorData);
     struct Take<'a> {
         grads: &'a mut GradientsParams,
-        values: Vec<f32>,
+        values: &'a mut Vec<f32>,
         taken: Vec<Taken>,
     }
     impl ModuleVisitor for Take<'_> {
         fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
             if let Some(g) = self.grads.remove::<D>(param.id) {
-                self.taken.push((param.id, g.shape(), g.device()));
-                let data = g.into_data();
-                match data.as_slice::<f32>() {
-                    Ok(values) => self.values.extend_from_slice(values),
-                    Err(_) => self.values.extend(data.iter::<f32>()),
+                let device = g.device();
+                let mut data = g.into_data();
+                if data.as_slice::<f32>().is_err() {
+                    data = TensorData::new(data.iter::<f32>().collect(), data.shape().clone());
                 }
+                if let Ok(values) = data.as_slice::<f32>() {
+                    self.values.extend_from_slice(values);
+                }
+                self.taken.push((param.id, device, data));
             }
         }
     }
-    let mut take = Take { grads: &mut grads, values: Vec::with_capacity(count), taken: Vec::new() };
+    buffers.sent.clear();
+    buffers.sent.reserve_exact(count.1);
+    let mut take = Take { grads: &mut grads, values: &mut buffers.sent, taken: Vec::new() };
     model.visit(&mut take);
-    let (sent, taken) = (take.values, take.taken);
+    let mut taken = take.taken;
+    let sent = &buffers.sent;
 
-    // The means, bucket by bucket, into each gradient's new buffer in turn.
-    let lengths: Vec<usize> = taken.iter().map(|(_, shape, _)| shape.num_elements()).collect();
-    let mut means: Vec<Vec<f32>> = lengths.iter().map(|&n| Vec::with_capacity(n)).collect();
-    let mut scratch = vec![0.0f32; bucket.min(sent.len())];
-    let mut filling = 0;
+    // The means, bucket by bucket, into each taken gradient's buffer in turn.
+    let mut outs: Vec<&mut [f32]> = taken.iter_mut().map(|(_, _, data)| data.as_mut_slice::<f32>()).collect::<Result<_, _>>().map_err(|e| anyhow::anyhow!("a gradient's values: {e:?}"))?;
+    buffers.means.resize(bucket.min(sent.len()), 0.0);
+    let (mut filling, mut filled) = (0, 0);
     for values in sent.chunks(bucket) {
-        let mean = &mut scratch[..values.len()];
+        let mean = &mut buffers.means[..values.len()];
         world.all_reduce_mean(values, mean)?;
         let mut rest: &[f32] = mean;
         while !rest.is_empty() {
-            let out = &mut means[filling];
-            let (now, later) = rest.split_at((lengths[filling] - out.len()).min(rest.len()));
-            out.extend_from_slice(now);
+            let out = &mut outs[filling][filled..];
+            let (now, later) = rest.split_at(out.len().min(rest.len()));
+            out[..now.len()].copy_from_slice(now);
             rest = later;
-            if out.len() == lengths[filling] {
-                filling += 1;
+            filled += now.len();
+            if filled == outs[filling].len() {
+                (filling, filled) = (filling + 1, 0);
             }
         }
     }
+    drop(outs);
 
     // Back in place, in the same order (the rank of each is the visitor's).
-    struct Give<I: Iterator<Item = (Taken, Vec<f32>)>> {
+    struct Give<I: Iterator<Item = Taken>> {
         grads: GradientsParams,
         next: std::iter::Peekable<I>,
     }
-    impl<I: Iterator<Item = (Taken, Vec<f32>)>> ModuleVisitor for Give<I> {
+    impl<I: Iterator<Item = Taken>> ModuleVisitor for Give<I> {
         fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-            if let Some(((_, shape, device), mean)) = self.next.next_if(|((id, _, _), _)| *id == param.id) {
-                self.grads.register(param.id, Tensor::<D>::from_data(TensorData::new(mean, shape), &device));
+            if let Some((_, device, mean)) = self.next.next_if(|(id, _, _)| *id == param.id) {
+                self.grads.register(param.id, Tensor::<D>::from_data(mean, &device));
             }
         }
     }
-    let mut give = Give { grads, next: taken.into_iter().zip(means).peekable() };
+    let mut give = Give { grads, next: taken.into_iter().peekable() };
     model.visit(&mut give);
     Ok(give.grads)
 }
@@ -180,7 +197,7 @@ mod tests {
         let x = Tensor::<2>::from_data([[1.0, 2.0, 3.0]], &device);
         let grads = GradientsParams::from_grads(model.forward(x).sum().backward(), &model);
         // The other rank's gradients are all zero: the mean halves ours.
-        let averaged = average_gradients(&model, grads, &Pretend(|_| 0.0)).unwrap();
+        let averaged = average_gradients(&model, grads, &Pretend(|_| 0.0), &mut GradientBuffers::default()).unwrap();
         let weight: Vec<f32> = averaged.get::<2>(model.weight.id).unwrap().into_data().iter().collect();
         let bias: Vec<f32> = averaged.get::<1>(model.bias.as_ref().unwrap().id).unwrap().into_data().iter().collect();
         // d(sum(x·W + b))/dW[i][j] = x[i], /db = 1; Burn's Linear weight is [in, out].
@@ -194,9 +211,11 @@ mod tests {
         let device = Device::flex().autodiff();
         let model = linear(&device);
         let x = Tensor::<2>::from_data([[1.0, 2.0, 3.0]], &device);
-        for bucket in [1, 3, 4, 5, 8, 100] {
+        // The same buffers throughout, as a run keeps them: nothing of one call's left in the next.
+        let mut buffers = GradientBuffers::default();
+        for bucket in [1, 3, 4, 5, 8, 100, 2] {
             let grads = GradientsParams::from_grads(model.forward(x.clone()).sum().backward(), &model);
-            let averaged = average_in_buckets(&model, grads, &Pretend(|_| 0.0), bucket).unwrap();
+            let averaged = average_in_buckets(&model, grads, &Pretend(|_| 0.0), &mut buffers, bucket).unwrap();
             let weight: Vec<f32> = averaged.get::<2>(model.weight.id).unwrap().into_data().iter().collect();
             let bias: Vec<f32> = averaged.get::<1>(model.bias.as_ref().unwrap().id).unwrap().into_data().iter().collect();
             assert_eq!((weight, bias), (vec![0.5, 0.5, 1.0, 1.0, 1.5, 1.5], vec![0.5, 0.5]), "buckets of {bucket}");

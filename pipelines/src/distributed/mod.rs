@@ -1,8 +1,9 @@
 //! Data-parallel training's collectives: every rank trains on its share of each global batch and
 //! the ranks average their gradients before the optimizer step. One small trait over the
-//! transports: [`Single`] (one process, the plain path: every call is a no-op) and, with the `mpi`
-//! feature, [`mpi::MpiWorld`] (`mpirun -np N llmfs …`: MPI launches the ranks, does the rendezvous
-//! and carries the buffers).
+//! transports: [`Single`] (one process, the plain path: every call is a no-op),
+//! [`threads::ThreadWorld`] (`--devices a,b,…`: one thread per device in one process) and, with the
+//! `mpi` feature, [`mpi::MpiWorld`] (`mpirun -np N llmfs …`: MPI launches the ranks, does the
+//! rendezvous and carries the buffers).
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -12,9 +13,11 @@ use anyhow::Result;
 mod gradients;
 #[cfg(feature = "mpi")]
 pub mod mpi;
+pub mod threads;
 mod watchdog;
 
-pub use gradients::{average_gradients, broadcast_parameters};
+pub use gradients::{GradientBuffers, average_gradients, broadcast_parameters};
+pub use threads::{in_world, run_ranks};
 pub use watchdog::Watchdog;
 
 /// How long a rank waits in a collective for the others before it stops (`--collective-timeout`).
@@ -25,6 +28,10 @@ pub trait Collective: Send + Sync {
     /// This process's rank, `0..world_size()`; rank 0 owns the run directory.
     fn rank(&self) -> usize;
     fn world_size(&self) -> usize;
+    /// Whether every rank is a thread of this process (then each was given its own device).
+    fn in_one_process(&self) -> bool {
+        false
+    }
     /// `mean` becomes the element-wise mean over the ranks of each rank's `sent` (gradients; the
     /// same lengths).
     fn all_reduce_mean(&self, sent: &[f32], mean: &mut [f32]) -> Result<()>;
@@ -48,6 +55,9 @@ impl Collective for Single {
     }
     fn world_size(&self) -> usize {
         1
+    }
+    fn in_one_process(&self) -> bool {
+        true
     }
     fn all_reduce_mean(&self, sent: &[f32], mean: &mut [f32]) -> Result<()> {
         mean.copy_from_slice(sent);
@@ -81,9 +91,10 @@ pub fn init(timeout: Duration) -> Result<WorldGuard> {
     Ok(WorldGuard)
 }
 
-/// The ranks training runs on: the world [`init`] joined, else one process.
+/// The ranks training runs on: the world of this thread if it is a rank of [`run_ranks`], else
+/// the world [`init`] joined, else one process.
 pub fn current() -> Arc<dyn Collective> {
-    WORLD.lock().ok().and_then(|w| w.clone()).unwrap_or_else(|| Arc::new(Single))
+    threads::this_threads_world().or_else(|| WORLD.lock().ok().and_then(|w| w.clone())).unwrap_or_else(|| Arc::new(Single))
 }
 
 /// Ends the world: MPI is finalised after a command that succeeded on this rank; after an error
@@ -116,9 +127,13 @@ pub fn launched_world_size() -> Option<usize> {
 /// rank among the node's ranks, so that `mpirun -np 8 llmfs pretrain --device cuda` trains on
 /// eight GPUs, not eight times on `cuda:0`. None (0) in a world of one, and where the launcher
 /// gives each rank one GPU of its own (`CUDA_VISIBLE_DEVICES` naming one: Slurm's
-/// `--gpus-per-task=1`), which it sees as `cuda:0`.
+/// `--gpus-per-task=1`), which it sees as `cuda:0`, and where the ranks are threads of one
+/// process (`--devices` named each one's device).
 pub fn gpu_shift() -> usize {
     let world = current();
+    if world.in_one_process() {
+        return 0;
+    }
     gpu_shift_from(world.world_size(), world.rank(), |var| std::env::var(var).ok())
 }
 

@@ -17,7 +17,7 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
 
-use crate::distributed::{Collective, average_gradients, broadcast_parameters};
+use crate::distributed::{Collective, GradientBuffers, average_gradients, broadcast_parameters};
 use crate::runs::{MetricEvent, MetricsLog, RunDir};
 use crate::train::checkpoint::{Checkpoints, Saved, TrainState};
 use crate::train::dashboard::{Dashboard, DashboardMetrics, Split, plain_line};
@@ -299,6 +299,7 @@ where
         world,
         inf_loss_at_step: inf_loss_at_step()?,
         allreduce_s: None,
+        gradient_buffers: GradientBuffers::default(),
     };
     let result = trainer.run(resume_from.map_or(TrainState { step: 0, epoch: 1, batch: 0 }, |s| s.at));
     let Trainer { learner, checkpoints, dashboard, interrupter, .. } = trainer;
@@ -356,6 +357,8 @@ struct Trainer<M, B, H> {
     /// Seconds the last optimizer step spent averaging the gradients over the ranks (gathering,
     /// all-reducing and scattering them), for its batch's event: the collective's share of a step.
     allreduce_s: Option<f64>,
+    /// Where the gradients are gathered for the all-reduce, kept between steps.
+    gradient_buffers: GradientBuffers,
 }
 
 /// Gradients of the batches since the last optimizer step.
@@ -446,7 +449,11 @@ where
         // Dropout masks depend only on (seed, epoch, batch) and differ between ranks: a resumed
         // run draws the same.
         let rank = (self.world.rank() as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        self.device.seed(self.config.seed ^ rank ^ ((at.epoch * batches + at.batch) as u64).wrapping_mul(0x2545_f491_4f6c_dd1d));
+        let seed = self.config.seed ^ rank ^ ((at.epoch * batches + at.batch) as u64).wrapping_mul(0x2545_f491_4f6c_dd1d);
+        self.device.seed(seed);
+        // The CPU's masks from this thread's own stream: ranks that are threads of one process
+        // share the device's.
+        gpt::ops::dropout::seed_this_thread(seed);
         let mut loss_scale = self.learner.loss_scale().unwrap_or(1.0);
         if self.inf_loss_at_step == Some(at.step + 1) && self.world.rank() + 1 == self.world.world_size() {
             loss_scale *= f32::INFINITY;
@@ -465,7 +472,7 @@ where
         let grads = pending.grads.grads();
         let grads = if pending.batches > 1 { scale_gradients(&self.learner.model, grads, 1.0 / pending.batches as f64) } else { grads };
         let started = Instant::now();
-        let grads = average_gradients(&self.learner.model, grads, self.world.as_ref())?;
+        let grads = average_gradients(&self.learner.model, grads, self.world.as_ref(), &mut self.gradient_buffers)?;
         if self.world.world_size() > 1 {
             self.allreduce_s = Some(started.elapsed().as_secs_f64());
         }
