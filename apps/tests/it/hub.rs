@@ -37,6 +37,32 @@ fn download_fills_the_hf_cache_and_offline_runs_use_it() {
     assert_eq!(last_json(&out)["token_ids"], serde_json::json!(GREEDY));
 }
 
+/// Another process (or rank) downloading the weights holds hf-hub's lock on them for longer than
+/// hf-hub waits for a lock (5 s): the download waits for it instead of failing, as every rank of
+/// a data-parallel run does while the first downloads the model.
+#[test]
+fn a_download_waits_for_another_download_of_the_same_file() {
+    let hub = FakeHub::start(HashMap::from([(REPO.to_string(), tiny_repo())]));
+    let home = tempfile::tempdir().unwrap();
+    let weights = std::fs::read(tiny_model_dir().join("model.safetensors")).unwrap();
+    let blobs = home.path().join("hub/models--llmfs-test--tiny-gpt2/blobs");
+    std::fs::create_dir_all(&blobs).unwrap();
+    let held = std::fs::File::create(blobs.join(format!("{}.lock", etag(&weights)))).unwrap();
+    held.lock().unwrap();
+    let other = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(6500));
+        drop(held);
+    });
+    let started = std::time::Instant::now();
+    let out = run(llmfs(home.path()).env("HF_ENDPOINT", &hub.url).args(["download", REPO]));
+    other.join().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("model.safetensors: another download of it is under way"), "{}", stderr(&out));
+    assert!(started.elapsed() >= std::time::Duration::from_millis(6500));
+    let dir = std::path::PathBuf::from(stdout(&out).trim());
+    assert_eq!(std::fs::read(dir.join("model.safetensors")).unwrap(), weights);
+}
+
 #[test]
 fn model_flag_downloads_when_missing_then_reuses_the_cache() {
     let hub = FakeHub::start(HashMap::from([(REPO.to_string(), tiny_repo())]));

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use hf_hub::api::sync::{Api, ApiBuilder, ApiError};
+use hf_hub::api::sync::{Api, ApiBuilder, ApiError, ApiRepo};
 use hf_hub::{Cache, Repo, RepoType};
 
 use crate::error::{GptError, Result};
@@ -83,15 +83,15 @@ pub fn fetch_model(repo_id: &str, options: &HubOptions) -> Result<PathBuf> {
     }
     let api = options.api().map_err(|e| hub_error(repo_id, "", options, e))?;
     let repo = api.repo(options.repo(repo_id));
-    let get = |file: &str| repo.get(file).map_err(|e| hub_error(repo_id, file, options, e));
+    let get = |file: &str| get_shared(&repo, file).map_err(|e| hub_error(repo_id, file, options, e));
     // Files a repo may lack are asked for with the model's first download only: the cache keeps
     // no record of a file the hub does not have, so asking again would ask on every run.
     let first_download = Cache::new(options.cache_dir.clone()).repo(options.repo(repo_id)).get("config.json").is_none();
     let config = get("config.json")?;
-    match repo.get(SINGLE_FILE) {
+    match get_shared(&repo, SINGLE_FILE) {
         Ok(_) => {}
         Err(e) if is_not_found(&e) => {
-            let index = repo.get(SHARD_INDEX).map_err(|e| {
+            let index = get_shared(&repo, SHARD_INDEX).map_err(|e| {
                 if is_not_found(&e) {
                     GptError::Hub(format!(
                         "{repo_id}: the repo has neither {SINGLE_FILE} nor {SHARD_INDEX} (llmfs reads safetensors weights only)"
@@ -110,10 +110,37 @@ pub fn fetch_model(repo_id: &str, options: &HubOptions) -> Result<PathBuf> {
     // (GPT-2 uses its compiled-in BPE; the Llama family needs these).
     if first_download {
         for optional in ["generation_config.json", "tokenizer.json", "tokenizer_config.json", "chat_template.jinja"] {
-            let _ = repo.get(optional);
+            let _ = get_shared(&repo, optional);
         }
     }
     Ok(config.parent().map(Path::to_path_buf).unwrap_or_default())
+}
+
+/// `repo.get(file)`: the cached file, else downloaded; and while another process or thread is
+/// downloading the same file, the file once it is done. hf-hub locks a file while it downloads
+/// it and gives up on a lock that another holds for 5 s: the ranks of a data-parallel run, which
+/// all load the same model at once, would fail on any model that takes longer to download.
+pub fn get_shared(repo: &ApiRepo, file: &str) -> std::result::Result<PathBuf, ApiError> {
+    after_other_downloads(file, || repo.get(file))
+}
+
+/// Calls `get` again after each wait for the download that holds its lock (the next call finds
+/// the file in the cache, or downloads it if that download failed), a few times at most.
+fn after_other_downloads(file: &str, mut get: impl FnMut() -> std::result::Result<PathBuf, ApiError>) -> std::result::Result<PathBuf, ApiError> {
+    const WAITS: usize = 8;
+    for wait in 0..=WAITS {
+        match get() {
+            Err(ApiError::LockAcquisition(lock)) if wait < WAITS => {
+                if wait == 0 {
+                    eprintln!("{file}: another download of it is under way ({}): waiting for it", lock.display());
+                }
+                // Blocks until the other download lets go (flock, as hf-hub locks).
+                std::fs::File::open(&lock)?.lock()?;
+            }
+            result => return result,
+        }
+    }
+    unreachable!("the last call's result is returned")
 }
 
 /// Whether the hub answered 404.
@@ -191,4 +218,48 @@ pub fn list_dataset(dataset: &str, revision: &str, options: &HubOptions) -> std:
     files.sort();
     let repo = api.repo(Repo::with_revision(dataset.to_string(), RepoType::Dataset, info.sha.clone()));
     Ok(DatasetFiles { repo, commit: info.sha, files })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::*;
+
+    #[test]
+    fn a_download_locked_by_another_is_waited_for_then_read_from_the_cache() {
+        let dir = tempfile::tempdir().unwrap();
+        let (lock, blob) = (dir.path().join("blob.lock"), dir.path().join("blob"));
+        // Another download holds the lock for 300 ms, then the file is there.
+        let held = std::fs::File::create(&lock).unwrap();
+        held.lock().unwrap();
+        let (lock_path, blob_path) = (lock.clone(), blob.clone());
+        let other = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(300));
+            std::fs::write(&blob_path, b"weights").unwrap();
+            drop(held);
+        });
+        let started = Instant::now();
+        let mut calls = 0;
+        let got = after_other_downloads("model.safetensors", || {
+            calls += 1;
+            // As hf-hub: the cached file if there, else the lock, which another holds.
+            if blob.is_file() { Ok(blob.clone()) } else { Err(ApiError::LockAcquisition(lock_path.clone())) }
+        })
+        .unwrap();
+        other.join().unwrap();
+        assert_eq!((got, calls), (blob, 2));
+        assert!(started.elapsed() >= Duration::from_millis(300));
+
+        // Other errors are not waited on; a lock never given up ends after a few waits.
+        let error = after_other_downloads("f", || Err(ApiError::InvalidResume)).unwrap_err();
+        assert!(matches!(error, ApiError::InvalidResume));
+        let mut calls = 0;
+        let error = after_other_downloads("f", || {
+            calls += 1;
+            Err(ApiError::LockAcquisition(lock.clone()))
+        })
+        .unwrap_err();
+        assert!(matches!(error, ApiError::LockAcquisition(_)) && calls == 9, "{calls} calls");
+    }
 }

@@ -461,7 +461,7 @@ impl Inputs {
             InputPlace::Local { files, .. } => Ok(files[index].clone()),
             InputPlace::Hub { dataset, repo, options, .. } => {
                 let name = &self.names[index];
-                repo.get(name).map_err(|e| anyhow!(hub_error(dataset, name, options, e)))
+                gpt::io::hub::get_shared(repo, name).map_err(|e| anyhow!(hub_error(dataset, name, options, e)))
             }
         }
     }

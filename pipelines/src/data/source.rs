@@ -209,7 +209,7 @@ impl DataSource {
     fn fetch(&self, name: &str) -> Result<PathBuf> {
         match &self.place {
             Place::Local { root } => Ok(root.join(name)),
-            Place::Hub { dataset, files, options, .. } => files.repo.get(name).map_err(|e| anyhow!(hub_error(dataset, name, options, e))),
+            Place::Hub { dataset, files, options, .. } => gpt::io::hub::get_shared(&files.repo, name).map_err(|e| anyhow!(hub_error(dataset, name, options, e))),
         }
     }
 
