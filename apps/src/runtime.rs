@@ -49,6 +49,14 @@ pub fn train_on_ranks(devices: &[DeviceSpec], collective_timeout_s: u64, runtime
     if let Some(size) = pipelines::distributed::launched_world_size().filter(|&size| size > 1) {
         bail!("--devices runs its ranks as threads of one process, but mpirun started {size}: under mpirun give each rank --device (rank r of a node takes cuda:N+r)");
     }
+    if devices.contains(&DeviceSpec::Auto) {
+        bail!("--devices names each rank's device (cuda:0,cuda:1, …): `auto` would put every rank on the same one");
+    }
+    for (i, device) in devices.iter().enumerate() {
+        if !matches!(device, DeviceSpec::Cpu | DeviceSpec::TchCpu) && devices[..i].contains(device) {
+            eprintln!("warning: --devices names {device} more than once: those ranks share its memory and its time");
+        }
+    }
     // The ranks split the CPU threads, each on a pool of its own: on one shared pool each rank's
     // products queued behind the other's (GPT-2 124M on two CPU ranks: 0.85× one process's speed).
     let threads = runtime.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));

@@ -187,6 +187,9 @@ fn devices_are_checked_before_training() {
     let shards = home.path().join("no-shards");
     let out = pretrain(home.path(), &shards, &home.path().join("a"), 1, 4, &["--devices", "cpu,tpu"]);
     assert!(!out.status.success() && stderr(&out).contains("unknown device \"tpu\""), "{}", stderr(&out));
+    let out = pretrain(home.path(), &shards, &home.path().join("a"), 1, 4, &["--devices", "cpu,auto"]);
+    assert!(!out.status.success() && stderr(&out).contains("`auto` would put every rank on the same one"), "{}", stderr(&out));
+    assert!(!home.path().join("a").exists(), "nothing written");
     let mut cmd = pretrain_command(home.path(), &shards, &home.path().join("b"), 1, 4, &["--devices", "cpu,cpu"]);
     let out = run(cmd.env("OMPI_COMM_WORLD_SIZE", "2"));
     assert!(!out.status.success() && stderr(&out).contains("--devices runs its ranks as threads of one process, but mpirun started 2"), "{}", stderr(&out));
