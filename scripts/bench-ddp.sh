@@ -34,8 +34,8 @@ if command -v mpirun >/dev/null; then
 else
     echo "note: no mpirun (bash scripts/setup-mpi.sh installs Open MPI): the mpirun row is left out" >&2
 fi
-cargo build --release "${features[@]}" --bin llmfs
-llmfs=target/release/llmfs
+cargo build --release --locked "${features[@]}" --bin llmfs
+llmfs="${CARGO_TARGET_DIR:-target}/release/llmfs"
 mkdir -p "$out"
 grep -m1 "model name" /proc/cpuinfo >&2 || true
 echo "$ranks ranks on $devices, $threads threads in all, $steps steps of B4×T256 per rank" >&2
@@ -81,8 +81,9 @@ for shape in shapes:
 unit = rows["one-1t"][0]
 print(f"{'shape':<22} {'tok/s':>8} {'scaling':>8} {'all-reduce s':>13} {'share':>6} {'last loss':>10}")
 for shape, (tps, allreduce, loss) in rows.items():
-    reduce = statistics.median(allreduce) if allreduce and allreduce[0] is not None else None
-    share = f"{reduce * tps / (4 * 256 * (ranks if shape != 'one-1t' else 1)):.0%}" if reduce else "-"
+    # Every shape but the unit trains the N ranks' global batch of 4 × 256 tokens each.
     workers = 1 if shape == "one-1t" else ranks
-    print(f"{labels[shape]:<22} {tps:>8.1f} {tps / (unit * workers):>7.0%} {reduce if reduce else 0:>13.3f} {share:>6} {loss:>10.5f}")
+    reduce = statistics.median(allreduce) if allreduce[0] is not None else 0.0
+    share = f"{reduce * tps / (4 * 256 * workers):.0%}" if reduce else "-"
+    print(f"{labels[shape]:<22} {tps:>8.1f} {tps / (unit * workers):>7.0%} {reduce:>13.3f} {share:>6} {loss:>10.5f}")
 PY

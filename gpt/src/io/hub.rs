@@ -128,19 +128,20 @@ pub fn get_shared(repo: &ApiRepo, file: &str) -> std::result::Result<PathBuf, Ap
 /// the file in the cache, or downloads it if that download failed), a few times at most.
 fn after_other_downloads(file: &str, mut get: impl FnMut() -> std::result::Result<PathBuf, ApiError>) -> std::result::Result<PathBuf, ApiError> {
     const WAITS: usize = 8;
-    for wait in 0..=WAITS {
+    let mut waits = 0;
+    loop {
         match get() {
-            Err(ApiError::LockAcquisition(lock)) if wait < WAITS => {
-                if wait == 0 {
+            Err(ApiError::LockAcquisition(lock)) if waits < WAITS => {
+                if waits == 0 {
                     eprintln!("{file}: another download of it is under way ({}): waiting for it", lock.display());
                 }
                 // Blocks until the other download lets go (flock, as hf-hub locks).
                 std::fs::File::open(&lock)?.lock()?;
+                waits += 1;
             }
             result => return result,
         }
     }
-    unreachable!("the last call's result is returned")
 }
 
 /// Whether the hub answered 404.

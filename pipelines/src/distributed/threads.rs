@@ -81,10 +81,11 @@ impl ThreadWorld {
     /// any rank reads another's buffers); without, the wait goes on (its last, once every rank is
     /// reading or writing the others' buffers and none may leave early).
     fn meet(&self, what: &'static str, give_up: bool) -> Result<()> {
+        let stopped = |failed: usize| anyhow!("rank {}: stopped in {what}: rank {failed} failed", self.rank);
         self.watchdog.time(what, || {
             let mut state = self.shared.lock();
-            if give_up && let Some((rank, _)) = &state.failed {
-                bail!("rank {}: stopped in {what}: rank {rank} failed", self.rank);
+            if give_up && let Some((failed, _)) = &state.failed {
+                return Err(stopped(*failed));
             }
             let generation = state.generation;
             state.arrived += 1;
@@ -99,10 +100,10 @@ impl ThreadWorld {
                 if state.generation != generation {
                     return Ok(());
                 }
-                if give_up && let Some(rank) = state.failed.as_ref().map(|(rank, _)| *rank) {
+                if give_up && let Some(failed) = state.failed.as_ref().map(|(rank, _)| *rank) {
                     // No longer waiting here: the meeting completes without this rank.
                     state.arrived -= 1;
-                    bail!("rank {}: stopped in {what}: rank {rank} failed", self.rank);
+                    return Err(stopped(failed));
                 }
             }
         })
