@@ -8,6 +8,7 @@
 #   bash scripts/gpu-check.sh tests    # there: parity tests on cuda
 #   bash scripts/gpu-check.sh cli      # there too: CLI jobs on cpu vs cuda, then benchmarks vs PyTorch
 #   bash scripts/gpu-check.sh profile  # after cli: the tuned training steps' GPU time, kernel by kernel
+#   bash scripts/gpu-check.sh ddp [S]  # there: --devices cuda:… with NCCL against one process and the host path
 #   bash scripts/gpu-check.sh bench 60 generate --batch 8   # one `llmfs bench` on cuda, into benches.jsonl
 #   bash scripts/gpu-check.sh report   # the benchmarks in $OUT so far, next to PyTorch's if it ran
 #
@@ -281,6 +282,97 @@ PY
     xz -6 <"$dir/kernels.log" >"$out/kernels.log.xz"
 }
 
+# NCCL for `--devices cuda:…` (CubeCL opens libnccl.so at run time): the system's, else the one a
+# CUDA build of PyTorch brings (nvidia-nccl-*: libnccl.so.2 only, a name cudarc does not try), as a
+# libnccl.so link in a directory put on LD_LIBRARY_PATH.
+nccl_lib() {
+    ldconfig -p 2>/dev/null | grep -q 'libnccl\.so ' && { echo "nccl: the system's" | tee -a "$out/summary.txt"; return; }
+    local found
+    found="$(python3 -c 'import nvidia.nccl, os; print(os.path.join(list(nvidia.nccl.__path__)[0], "lib"))' 2>/dev/null)"
+    found="$(ls "$found"/libnccl.so* 2>/dev/null | head -1)"
+    [ -n "$found" ] || found="$(timeout 30 find / -xdev -name 'libnccl.so*' 2>/dev/null | head -1)"
+    if [ -n "$found" ]; then
+        mkdir -p /tmp/llmfs-nccl && ln -sf "$found" /tmp/llmfs-nccl/libnccl.so
+        export LD_LIBRARY_PATH="/tmp/llmfs-nccl:${LD_LIBRARY_PATH:-}"
+    fi
+    echo "nccl: ${found:-not found (the --devices runs average through host memory)}" | tee -a "$out/summary.txt"
+}
+
+# On the GPU: data-parallel ranks as threads (`--devices`), their gradients averaged by NCCL on the
+# GPUs, against one process and against the host-memory path (LLMFS_NCCL=0). The tiny model first
+# (losses, step by step), then GPT-2 124M's tokens/s; with two GPUs or more, two ranks too.
+ddp() {
+    setup
+    nccl_lib
+    local limit=${1:-240} t0=$SECONDS fx=tests/fixtures d=/tmp/llmfs-ddp gpus
+    gpus=$(nvidia-smi -L 2>/dev/null | grep -c '^GPU')
+    rm -rf "$d" && mkdir -p "$d"
+    "$b/llmfs" prepare fineweb --shard-size 20000 --input "$fx/data/fineweb_edu_sample.parquet" --out "$d/shards" >/dev/null 2>>"$out/ddp.log"
+    echo "== data-parallel on $gpus GPU(s): --devices (NCCL) against one process" | tee -a "$out/summary.txt"
+    # name, then env assignments and flags; each run's losses and run.json are kept in $d.
+    one() {
+        local name=$1 start=$SECONDS
+        shift
+        timeout 120 env "$@" --run-dir "$d/$name" >>"$out/ddp.log" 2>&1
+        echo "$name: rc=$? ($((SECONDS - start)) s)" | tee -a "$out/summary.txt"
+    }
+    local tiny=("$b/llmfs" pretrain --init "$fx/gpt2-tiny" --data "$d/shards" --seq-len 32 --steps 20 --warmup-steps 2
+        --dropout 0 --eval-every 10 --eval-batches 2 --sample-every 1000 --plain --json)
+    one tiny-device "${tiny[@]}" --device cuda:0 --batch-size 4
+    one tiny-nccl "${tiny[@]}" --devices cuda:0 --batch-size 4
+    one tiny-host LLMFS_NCCL=0 "${tiny[@]}" --devices cuda:0 --batch-size 4
+    local runs=(tiny-device tiny-nccl tiny-host)
+    if [ "$gpus" -ge 2 ]; then
+        one tiny-device-b8 "${tiny[@]}" --device cuda:0 --batch-size 8
+        one tiny-nccl-2 "${tiny[@]}" --devices cuda:0,cuda:1 --batch-size 4
+        runs+=(tiny-device-b8 tiny-nccl-2)
+    fi
+    local big=("$b/llmfs" pretrain --config gpt2 --data "$d/shards" --seq-len 1024 --steps 8 --warmup-steps 2 --dropout 0
+        --eval-every 100000 --checkpoint-every 100000 --sample-every 100000 --eval-batches 1 --plain --json)
+    for name in big-device big-nccl big-host; do
+        [ $((limit - (SECONDS - t0))) -ge 80 ] || break
+        case $name in
+            big-device) one $name "${big[@]}" --device cuda:0 --batch-size 8 ;;
+            big-nccl) one $name "${big[@]}" --devices cuda:0 --batch-size 8 ;;
+            big-host) one $name LLMFS_NCCL=0 "${big[@]}" --devices cuda:0 --batch-size 8 ;;
+        esac
+        runs+=("$name")
+    done
+    if [ "$gpus" -ge 2 ] && [ $((limit - (SECONDS - t0))) -ge 80 ]; then
+        one big-nccl-2 "${big[@]}" --devices cuda:0,cuda:1 --batch-size 8
+        runs+=(big-nccl-2)
+    fi
+    python3 - "$d" "${runs[@]}" <<'PY' 2>&1 | tee -a "$out/summary.txt"
+import json, os, statistics, sys
+d, runs = sys.argv[1], sys.argv[2:]
+def load(name):
+    path = f"{d}/{name}/metrics.jsonl"
+    if not os.path.exists(path):
+        return None
+    events = [json.loads(l) for l in open(path) if l.strip()]
+    info = json.load(open(f"{d}/{name}/run.json"))
+    return [e for e in events if e.get("split") == "train"], info.get("gradients_averaged", "-")
+got = {name: load(name) for name in runs}
+def compare(a, b):
+    if not (got.get(a) and got.get(b)):
+        return
+    pairs = list(zip(got[a][0], got[b][0]))
+    worst = max((abs(x["loss"] - y["loss"]) / abs(x["loss"]) for x, y in pairs), default=float("nan"))
+    print(f"{b} ({got[b][1]}) against {a}: {len(pairs)} steps, worst relative loss difference {worst:.2e}; "
+          f"last losses {pairs[-1][0]['loss']:.5f} / {pairs[-1][1]['loss']:.5f}")
+compare("tiny-device", "tiny-nccl")
+compare("tiny-device", "tiny-host")
+compare("tiny-device-b8", "tiny-nccl-2")
+base = None
+for name in ("big-device", "big-nccl", "big-host", "big-nccl-2"):
+    if got.get(name):
+        tps = statistics.median(e["tokens_per_s"] for e in got[name][0][2:])
+        base = base or tps
+        print(f"{name:<11} GPT-2 124M B8xT1024 per rank: {tps:9.1f} tok/s ({tps / base:.3f}x big-device), gradients {got[name][1]}")
+PY
+    rm -rf "$d"/big-*
+}
+
 case "${1:-}" in
     build) build ;;
     tests) tests ;;
@@ -289,5 +381,6 @@ case "${1:-}" in
     bench) setup && shift && bench "$@" ;;
     report) setup && report ;;
     profile) profile "${2:-90}" ;;
-    *) echo "usage: $0 build|all [seconds]|tests [seconds]|cli|profile [seconds]|bench SECONDS NAME [ARGS]|report" >&2; exit 2 ;;
+    ddp) ddp "${2:-240}" ;;
+    *) echo "usage: $0 build|all [seconds]|tests [seconds]|cli|profile [seconds]|ddp [seconds]|bench SECONDS NAME [ARGS]|report" >&2; exit 2 ;;
 esac

@@ -63,9 +63,22 @@ pub fn train_on_ranks(devices: &[DeviceSpec], collective_timeout_s: u64, runtime
     let per_rank = (threads / devices.len()).max(1);
     let names: Vec<String> = devices.iter().map(|d| d.to_string()).collect();
     eprintln!("{} data-parallel ranks in this process, on {}, {per_rank} CPU thread(s) each", devices.len(), names.join(", "));
-    pipelines::distributed::run_ranks(devices.len(), timeout, |rank| {
+    let rank_main = |rank: usize| {
         let world = pipelines::distributed::current();
         let rank_runtime = RuntimeArgs { device: devices[rank], threads: None, seed: runtime.seed };
         gpt::backend::on_own_cpu_threads(per_rank, &format!("rank {rank}"), || pipelines::distributed::in_world(world, || train(rank_runtime)))?
-    })
+    };
+    // CUDA GPUs average their gradients between themselves (NCCL); the others through host memory.
+    match gpt::backend::collective::device_group(devices) {
+        Ok(group) => {
+            eprintln!("gradients averaged on the GPUs by NCCL");
+            pipelines::distributed::run_ranks_on_device_group(group, timeout, rank_main)
+        }
+        Err(why) => {
+            if devices.iter().any(|d| d.is_gpu()) {
+                eprintln!("gradients averaged through host memory: {why}");
+            }
+            pipelines::distributed::run_ranks(devices.len(), timeout, rank_main)
+        }
+    }
 }

@@ -172,6 +172,10 @@ fn two_ranks_pretrain_as_one_process(processes: usize, ranks: &[&str]) {
     assert!(worst <= 1e-4, "weights differ by up to {worst}");
     let run_json: Value = serde_json::from_slice(&std::fs::read(ddp.join("run.json")).unwrap()).unwrap();
     assert_eq!(run_json["config"]["world_size"], 2);
+    // CPU ranks have no transport of their own (CUDA's is NCCL): the gradients go through memory.
+    assert_eq!(run_json["gradients_averaged"], "through host memory");
+    let single_json: Value = serde_json::from_slice(&std::fs::read(single.join("run.json")).unwrap()).unwrap();
+    assert!(single_json.get("gradients_averaged").is_none(), "one process averages nothing");
 
     // A run resumes on the world size it started with.
     let out = pretrain(home.path(), &shards, &ddp, 1, 4, &["--steps", "10", "--resume"]);

@@ -6,12 +6,14 @@
 //!   back to Burn's ops when they hand their input back. Without the `flex` feature the same
 //!   functions come from `fallback.rs` and always hand their input back: the one place that
 //!   knows whether the CPU kernels are compiled in.
+//! - [`collective`]: gradients averaged between devices by the backend itself (NCCL on CUDA).
 //! - [`keep_mask`]: dropout masks drawn on the host.
 //! - [`precision`]: the products' precision (`--precision`), on every backend.
 
 use burn::prelude::*;
 
 pub mod allocator;
+pub mod collective;
 pub mod device;
 #[cfg(not(feature = "flex"))]
 pub mod fallback;

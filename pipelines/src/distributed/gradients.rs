@@ -31,8 +31,59 @@ pub struct GradientBuffers {
 /// hands its buffer over without a copy) and copied into one buffer in the model's parameter
 /// order; each bucket of that is all-reduced into a scratch bucket, whose means go back into the
 /// taken gradients' own buffers: two passes over the gradients besides MPI's, and no new memory.
+///
+/// Where the backend averages between the ranks' devices itself ([`Collective::device_group`]:
+/// NCCL between CUDA GPUs), each gradient is averaged there instead, and never leaves its GPU.
 pub fn average_gradients<M: Module>(model: &M, grads: GradientsParams, world: &dyn Collective, buffers: &mut GradientBuffers) -> Result<GradientsParams> {
+    if let Some(devices) = world.device_group() {
+        // A rank that failed stops the others here: inside NCCL they would wait for it forever.
+        world.barrier()?;
+        return average_each(model, grads, &OnDevices(devices));
+    }
     average_in_buckets(model, grads, world, buffers, BUCKET)
+}
+
+/// One gradient's mean over the ranks.
+trait GradientMean {
+    fn mean<const D: usize>(&self, gradient: Tensor<D>) -> Result<Tensor<D>>;
+}
+
+/// The backend's all-reduce between the ranks' devices (NCCL on CUDA).
+struct OnDevices<'a>(&'a [Device]);
+
+impl GradientMean for OnDevices<'_> {
+    fn mean<const D: usize>(&self, gradient: Tensor<D>) -> Result<Tensor<D>> {
+        Ok(gpt::backend::collective::all_reduce_mean(gradient, self.0))
+    }
+}
+
+/// `grads` with each gradient replaced by its mean over the ranks, one gradient at a time in the
+/// model's parameter order (the same on every rank, as the collectives need).
+fn average_each<M: Module>(model: &M, grads: GradientsParams, mean: &impl GradientMean) -> Result<GradientsParams> {
+    struct Average<'a, R> {
+        grads: GradientsParams,
+        mean: &'a R,
+        error: Option<anyhow::Error>,
+    }
+    impl<R: GradientMean> ModuleVisitor for Average<'_, R> {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            if self.error.is_some() {
+                return;
+            }
+            if let Some(gradient) = self.grads.remove::<D>(param.id) {
+                match self.mean.mean(gradient) {
+                    Ok(mean) => self.grads.register(param.id, mean),
+                    Err(error) => self.error = Some(error),
+                }
+            }
+        }
+    }
+    let mut average = Average { grads, mean, error: None };
+    model.visit(&mut average);
+    match average.error {
+        Some(error) => Err(error),
+        None => Ok(average.grads),
+    }
 }
 
 /// [`average_gradients`] in buckets of `bucket` values.
@@ -220,6 +271,58 @@ mod tests {
             let bias: Vec<f32> = averaged.get::<1>(model.bias.as_ref().unwrap().id).unwrap().into_data().iter().collect();
             assert_eq!((weight, bias), (vec![0.5, 0.5, 1.0, 1.0, 1.5, 1.5], vec![0.5, 0.5]), "buckets of {bucket}");
         }
+    }
+
+    /// A gradient's mean as the devices' path asks for it, here through a world's host memory.
+    struct ThroughHost<'a>(&'a dyn Collective);
+
+    impl GradientMean for ThroughHost<'_> {
+        fn mean<const D: usize>(&self, gradient: Tensor<D>) -> Result<Tensor<D>> {
+            let (shape, device) = (gradient.shape(), gradient.device());
+            let sent: Vec<f32> = gradient.into_data().iter().collect();
+            anyhow::ensure!(!sent.is_empty(), "an empty gradient");
+            let mut mean = vec![0.0; sent.len()];
+            self.0.all_reduce_mean(&sent, &mut mean)?;
+            Ok(Tensor::from_data(TensorData::new(mean, shape), &device))
+        }
+    }
+
+    /// The devices' path (one all-reduce per gradient, on two ranks with different batches) gives
+    /// every rank what the host path's buckets give, each mean in its own parameter's place.
+    #[test]
+    fn gradient_by_gradient_the_ranks_get_what_the_buckets_give() {
+        let both = crate::distributed::run_ranks(2, std::time::Duration::from_secs(60), |rank| {
+            let world = crate::distributed::current();
+            let device = Device::flex().autodiff();
+            // The same initial model on both ranks, as after broadcast_parameters.
+            let model = broadcast_parameters(linear(&device), world.as_ref(), 0)?;
+            let x = Tensor::<2>::from_data([[1.0 + rank as f32, -2.0, 0.5 * rank as f32]], &device);
+            let grads = || GradientsParams::from_grads(model.forward(x.clone()).powf_scalar(2.0).sum().backward(), &model);
+            let each = average_each(&model, grads(), &ThroughHost(world.as_ref()))?;
+            let buckets = average_in_buckets(&model, grads(), world.as_ref(), &mut GradientBuffers::default(), 4)?;
+            let values = |g: &GradientsParams| -> (Vec<f32>, Vec<f32>) {
+                (g.get::<2>(model.weight.id).unwrap().into_data().iter().collect(), g.get::<1>(model.bias.as_ref().unwrap().id).unwrap().into_data().iter().collect())
+            };
+            Ok((values(&each), values(&buckets)))
+        });
+        let (each, buckets) = both.unwrap();
+        assert_eq!(each, buckets);
+        assert_eq!((each.0.len(), each.1.len()), (6, 2));
+    }
+
+    #[test]
+    fn a_gradient_that_cannot_be_averaged_is_an_error() {
+        struct Refuses;
+        impl GradientMean for Refuses {
+            fn mean<const D: usize>(&self, _gradient: Tensor<D>) -> Result<Tensor<D>> {
+                anyhow::bail!("NCCL refused")
+            }
+        }
+        let device = Device::flex().autodiff();
+        let model = linear(&device);
+        let x = Tensor::<2>::from_data([[1.0, 2.0, 3.0]], &device);
+        let grads = GradientsParams::from_grads(model.forward(x).sum().backward(), &model);
+        assert_eq!(average_each(&model, grads, &Refuses).unwrap_err().to_string(), "NCCL refused");
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! Data-parallel training's collectives: every rank trains on its share of each global batch and
 //! the ranks average their gradients before the optimizer step. One small trait over the
 //! transports: [`Single`] (one process, the plain path: every call is a no-op),
-//! [`threads::ThreadWorld`] (`--devices a,b,…`: one thread per device in one process) and, with the
+//! [`threads::ThreadWorld`] (`--devices a,b,…`: one thread per device in one process, whose CUDA
+//! devices average their gradients themselves, with NCCL) and, with the
 //! `mpi` feature, [`mpi::MpiWorld`] (`mpirun -np N llmfs …`: MPI launches the ranks, does the
 //! rendezvous and carries the buffers).
 
@@ -9,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Result;
+use gpt::burn::prelude::Device;
 
 mod gradients;
 #[cfg(feature = "mpi")]
@@ -17,7 +19,7 @@ pub mod threads;
 mod watchdog;
 
 pub use gradients::{GradientBuffers, average_gradients, broadcast_parameters};
-pub use threads::{in_world, run_ranks};
+pub use threads::{in_world, run_ranks, run_ranks_on_device_group};
 pub use watchdog::Watchdog;
 
 /// How long a rank waits in a collective for the others before it stops (`--collective-timeout`).
@@ -31,6 +33,12 @@ pub trait Collective: Send + Sync {
     /// Whether every rank is a thread of this process (then each was given its own device).
     fn in_one_process(&self) -> bool {
         false
+    }
+    /// The ranks' devices, in rank order, where the backend averages gradients between them
+    /// itself (NCCL, for `--devices cuda:0,cuda:1`): then they stay on the devices. None: they go
+    /// through host memory ([`Self::all_reduce_mean`]).
+    fn device_group(&self) -> Option<&[Device]> {
+        None
     }
     /// `mean` becomes the element-wise mean over the ranks of each rank's `sent` (gradients; the
     /// same lengths).

@@ -2,8 +2,9 @@
 //! device, each a rank of a [`ThreadWorld`], as Burn's own DDP strategy runs one thread per
 //! device. The ranks exchange buffers in the process's memory: each publishes where its
 //! buffers are, and after all have, each reduces its share of the values, for every rank at
-//! once. Where the devices are GPUs the gradients still go through host memory, as under
-//! `mpirun`.
+//! once. Where every device is a CUDA GPU and NCCL is there, the ranks' gradients do not come
+//! here: the backend averages them between the GPUs ([`Collective::device_group`]). Other GPUs'
+//! go through host memory, as under `mpirun`.
 
 use std::any::Any;
 use std::cell::RefCell;
@@ -11,6 +12,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
 use anyhow::{Result, anyhow, bail};
+use gpt::burn::prelude::Device;
 
 use super::{Collective, Watchdog};
 
@@ -57,12 +59,14 @@ pub struct ThreadWorld {
     rank: usize,
     shared: Arc<Shared>,
     watchdog: Watchdog,
+    /// Every rank's device, where the backend averages gradients between them.
+    device_group: Option<Arc<[Device]>>,
 }
 
 impl ThreadWorld {
     /// The `size` ranks of one process; `timeout`: the longest a collective may wait for the
     /// others before the process stops.
-    fn ranks(size: usize, timeout: Duration) -> Vec<ThreadWorld> {
+    fn ranks(size: usize, timeout: Duration, device_group: Option<Arc<[Device]>>) -> Vec<ThreadWorld> {
         let shared = Arc::new(Shared { size, state: Mutex::new(State { published: vec![Published::default(); size], ..State::default() }), changed: Condvar::new() });
         (0..size)
             .map(|rank| {
@@ -71,7 +75,7 @@ impl ThreadWorld {
                     eprintln!("error: {message}");
                     std::process::exit(1);
                 });
-                ThreadWorld { rank, shared: shared.clone(), watchdog }
+                ThreadWorld { rank, shared: shared.clone(), watchdog, device_group: device_group.clone() }
             })
             .collect()
     }
@@ -145,6 +149,10 @@ impl Collective for ThreadWorld {
 
     fn in_one_process(&self) -> bool {
         true
+    }
+
+    fn device_group(&self) -> Option<&[Device]> {
+        self.device_group.as_deref()
     }
 
     fn all_reduce_mean(&self, sent: &[f32], mean: &mut [f32]) -> Result<()> {
@@ -228,8 +236,19 @@ pub fn in_world<T>(world: Arc<dyn Collective>, f: impl FnOnce() -> T) -> T {
 /// ([`super::current`] gives it there). Returns when all have returned: rank 0's value, or the
 /// error of the rank that failed first (the others stop at their next collective).
 pub fn run_ranks<T: Send>(size: usize, timeout: Duration, rank_main: impl Fn(usize) -> Result<T> + Sync) -> Result<T> {
+    run(size, timeout, None, rank_main)
+}
+
+/// [`run_ranks`] with rank r on `devices[r]`, between which the backend averages the gradients
+/// itself ([`Collective::device_group`]: `gpt::backend::collective::device_group` says which
+/// devices can). One device is a group too: the backend's all-reduce runs, over one rank.
+pub fn run_ranks_on_device_group<T: Send>(devices: Vec<Device>, timeout: Duration, rank_main: impl Fn(usize) -> Result<T> + Sync) -> Result<T> {
+    run(devices.len(), timeout, Some(devices.into()), rank_main)
+}
+
+fn run<T: Send>(size: usize, timeout: Duration, device_group: Option<Arc<[Device]>>, rank_main: impl Fn(usize) -> Result<T> + Sync) -> Result<T> {
     anyhow::ensure!(size > 0, "no devices to train on");
-    let worlds = ThreadWorld::ranks(size, timeout);
+    let worlds = ThreadWorld::ranks(size, timeout, device_group);
     let shared = worlds[0].shared.clone();
     let rank_main = &rank_main;
     let mut results: Vec<Result<T>> = std::thread::scope(|scope| {

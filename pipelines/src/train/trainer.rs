@@ -259,6 +259,10 @@ where
     }
     if leader {
         job.run.record_in_run_json("matmul", serde_json::json!(precision.path()))?;
+        if world.world_size() > 1 || world.device_group().is_some() {
+            let how = if world.device_group().is_some() { "on the devices (NCCL)" } else { "through host memory" };
+            job.run.record_in_run_json("gradients_averaged", serde_json::json!(how))?;
+        }
     }
     let dir = job.run.checkpoints();
     let resume_from = if job.resume { latest_complete_checkpoint(&dir)? } else { None };
@@ -473,7 +477,8 @@ where
         let grads = if pending.batches > 1 { scale_gradients(&self.learner.model, grads, 1.0 / pending.batches as f64) } else { grads };
         let started = Instant::now();
         let grads = average_gradients(&self.learner.model, grads, self.world.as_ref(), &mut self.gradient_buffers)?;
-        if self.world.world_size() > 1 {
+        // On the devices the call only queues the all-reduce: its seconds would say nothing.
+        if self.world.world_size() > 1 && self.world.device_group().is_none() {
             self.allreduce_s = Some(started.elapsed().as_secs_f64());
         }
         pending.batches = 0;

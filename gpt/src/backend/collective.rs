@@ -1,0 +1,67 @@
+//! Gradients averaged by the backend between the devices of one process, without a trip through
+//! host memory: Burn's `all_reduce`, which is NCCL on CUDA (CubeCL loads `libnccl.so` at run
+//! time). The CPU backends and LibTorch have no such transport: ranks on them exchange gradients
+//! through host memory (`pipelines::distributed`).
+
+use burn::prelude::*;
+use burn::tensor::distributed::{ReduceOperation, all_reduce};
+
+use super::DeviceSpec;
+
+/// What turns the devices' own all-reduce off (`LLMFS_NCCL=0`): the gradients then go through
+/// host memory, as on the CPU. To compare the two, or to get round an NCCL that misbehaves.
+pub const NCCL_ENV: &str = "LLMFS_NCCL";
+
+/// The devices of `specs`, in order, where the backend averages tensors between them itself:
+/// every one a CUDA device (CubeCL's), NCCL's library found, and [`NCCL_ENV`] not `0`. Else why
+/// not, for the run's log.
+pub fn device_group(specs: &[DeviceSpec]) -> Result<Vec<Device>, String> {
+    if !specs.iter().all(|spec| matches!(spec, DeviceSpec::Cuda(_))) {
+        return Err("only CUDA devices (not LibTorch's) average between themselves".into());
+    }
+    if std::env::var(NCCL_ENV).is_ok_and(|value| value.trim() == "0") {
+        return Err(format!("{NCCL_ENV}=0"));
+    }
+    nccl_found()?;
+    specs.iter().map(|spec| spec.resolve().map_err(|e| e.to_string())).collect()
+}
+
+/// Whether CubeCL will find NCCL: it asks cudarc this same question when it opens a CUDA device
+/// and refuses collectives without it, panicking in the rank that asks.
+#[cfg(feature = "cuda")]
+fn nccl_found() -> Result<(), String> {
+    // SAFETY: only tries to dlopen each of cudarc's candidate names for the library.
+    if unsafe { cudarc::nccl::sys::is_culib_present() } {
+        Ok(())
+    } else {
+        Err("NCCL's library (libnccl.so) was not found: install NCCL (Debian/Ubuntu: libnccl-dev), or put a directory with libnccl.so on LD_LIBRARY_PATH".into())
+    }
+}
+
+#[cfg(not(feature = "cuda"))]
+fn nccl_found() -> Result<(), String> {
+    Err("this llmfs was built without the `cuda` feature".into())
+}
+
+/// `tensor`'s element-wise mean over `devices`: every rank passes its own tensor (on its own device,
+/// one of `devices`) and the same `devices`, and the ranks call it for the same tensors in the
+/// same order; each gets the mean on its device. NCCL's average: a sum in f32 over the ranks,
+/// then divided by their number, the same values on every rank.
+pub fn all_reduce_mean<const D: usize>(tensor: Tensor<D>, devices: &[Device]) -> Tensor<D> {
+    all_reduce(tensor, ReduceOperation::Mean, devices.to_vec()).resolve()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_cuda_devices_average_between_themselves() {
+        let why = device_group(&[DeviceSpec::Cpu, DeviceSpec::Cpu]).unwrap_err();
+        assert!(why.contains("only CUDA devices"), "{why}");
+        let why = device_group(&[DeviceSpec::TchCuda(0), DeviceSpec::TchCuda(1)]).unwrap_err();
+        assert!(why.contains("only CUDA devices"), "{why}");
+        #[cfg(not(feature = "cuda"))]
+        assert!(device_group(&[DeviceSpec::Cuda(0), DeviceSpec::Cuda(1)]).unwrap_err().contains("without the `cuda` feature"));
+    }
+}
