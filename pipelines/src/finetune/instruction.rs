@@ -162,14 +162,18 @@ pub fn finetune_instruction(job: &InstructionFinetune) -> Result<LanguageModelRe
         (true, false) => " (prompt masked in the loss)",
         _ => "",
     };
-    eprintln!(
-        "{}: {train_len} train / {validation_len} validation / {test_len} test {} from {}{masked}",
-        job.lm.model,
-        if is_chat { "conversations" } else { "records" },
-        path.display(),
-    );
-    if is_chat {
-        eprintln!("conversations rendered with {}", rendering.origin);
+    // Data-parallel: rank 0 alone reports and writes.
+    let leader = crate::distributed::current().rank() == 0;
+    if leader {
+        eprintln!(
+            "{}: {train_len} train / {validation_len} validation / {test_len} test {} from {}{masked}",
+            job.lm.model,
+            if is_chat { "conversations" } else { "records" },
+            path.display(),
+        );
+        if is_chat {
+            eprintln!("conversations rendered with {}", rendering.origin);
+        }
     }
     let mut lm = job.lm.clone();
     lm.details = json!({
@@ -193,6 +197,7 @@ pub fn finetune_instruction(job: &InstructionFinetune) -> Result<LanguageModelRe
     // so that chat, serve, generate-responses and an export render as training did. GPT-2's
     // compiled-in tokenizer and adapter-only runs have no such file: the flag is given again.
     if let Some((source, _)) = &job.chat_template
+        && leader
         && report.model_dir.join(gpt::text::hf_tokenizer::TOKENIZER_FILE).is_file()
     {
         let file = report.model_dir.join(gpt::text::hf_tokenizer::CHAT_TEMPLATE_FILE);
