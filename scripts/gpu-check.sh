@@ -220,7 +220,7 @@ cli() {
 
 # On the GPU, everything within one time budget (seconds; device time is short): the parity tests
 # with both CLI jobs beside them (they check results, not speed), then each benchmark alone on the
-# GPU while its time limit still fits, most wanted first, then the kernel profile if time is left.
+# GPU while its time limit still fits, most wanted first, then data-parallel training (`ddp`) and the kernel profile if time is left.
 all() {
     local budget=${1:-540} t0=$SECONDS
     setup
@@ -239,6 +239,7 @@ all() {
     [ "$(left)" -ge 120 ] && torch_bench 120
     [ "$(left)" -ge 50 ] && bench 50 generate
     report
+    [ "$(left)" -ge 120 ] && ddp "$(($(left) - 10))"
     [ "$(left)" -ge 60 ] && profile "$(($(left) - 10))"
     echo "done in $((SECONDS - t0)) s of $budget" | tee -a "$out/summary.txt"
 }
