@@ -101,6 +101,7 @@ setup() {
         nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
         echo "cuda: $cuda_home; nvrtc: ${nvrtc:-not found}; fixtures via: ${built_at:-?}; cpu: $(nproc) cores"
     } | tee -a "$out/summary.txt"
+    nccl_lib
 }
 
 # On the GPU: every parity test with LLMFS_TEST_DEVICE=cuda.
@@ -109,7 +110,7 @@ tests() {
     echo "== parity tests on cuda (LLMFS_TEST_DEVICE=cuda)" | tee -a "$out/summary.txt"
     local start=$SECONDS
     LLMFS_TEST_DEVICE=cuda timeout "${1:-240}" "$b/backends" --test-threads 1 --nocapture >"$out/tests.log" 2>&1
-    echo "backends (parity, generation, classifier, llama, loss_and_adamw, mixed_precision): rc=$? ($((SECONDS - start)) s) $(grep -h '^test result' "$out/tests.log" | tail -1)" |
+    echo "backends (parity, generation, classifier, llama, loss_and_adamw, mixed_precision, device_collective): rc=$? ($((SECONDS - start)) s) $(grep -h '^test result' "$out/tests.log" | tail -1)" |
         tee -a "$out/summary.txt"
     grep -h "FAILED\|panicked" "$out/tests.log" | head -20 >>"$out/summary.txt"
     grep -h "max abs diff\|rel err\|tolerance" "$out/tests.log" | sort | uniq | head -40 >>"$out/summary.txt"
@@ -304,7 +305,6 @@ nccl_lib() {
 # (losses, step by step), then GPT-2 124M's tokens/s; with two GPUs or more, two ranks too.
 ddp() {
     setup
-    nccl_lib
     local limit=${1:-240} t0=$SECONDS fx=tests/fixtures d=/tmp/llmfs-ddp gpus
     gpus=$(nvidia-smi -L 2>/dev/null | grep -c '^GPU')
     rm -rf "$d" && mkdir -p "$d"

@@ -5,6 +5,7 @@ mod common_http;
 #[path = "../../../gpt/tests/it/common/mod.rs"]
 mod gpt_common;
 
+mod device_collective;
 mod distributed;
 mod eval_tasks;
 mod finetune_classifier;
