@@ -1,4 +1,4 @@
-//! llmfs: GPT-2 from scratch in Rust, on Burn. This crate re-exports the workspace crates:
+//! llmfs: GPT models from scratch in Rust, on Burn. This crate re-exports the workspace crates:
 //! [`gpt`] (model, weights, tokenizer, generation) and [`pipelines`] (data, training, evaluation).
 
 pub use gpt;

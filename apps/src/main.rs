@@ -13,7 +13,7 @@ gpt::use_mimalloc!();
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "llmfs", version, about = "GPT-2 from scratch in Rust, on Burn: download, generate, fine-tune, classify")]
+#[command(name = "llmfs", version, about = "GPT models from scratch in Rust, on Burn (GPT-2 and the Llama family): download, generate, chat, serve, pretrain, fine-tune, evaluate")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
