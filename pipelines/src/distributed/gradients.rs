@@ -1,7 +1,8 @@
 //! What data-parallel training exchanges: the gradients, averaged over the ranks before the
 //! optimizer step (and before clipping, so the global norm is the global batch's), and the
 //! initial weights, rank 0's on every rank. Both as flat f32 buffers in the model's parameter
-//! order, which is the same on every rank.
+//! order, which is the same on every rank; between CUDA GPUs that average themselves (NCCL), each
+//! gradient where it is, in that order too.
 
 use anyhow::Result;
 use gpt::burn::module::{Module, ModuleMapper, ModuleVisitor, Param, ParamId};
@@ -280,7 +281,6 @@ mod tests {
         fn mean<const D: usize>(&self, gradient: Tensor<D>) -> Result<Tensor<D>> {
             let (shape, device) = (gradient.shape(), gradient.device());
             let sent: Vec<f32> = gradient.into_data().iter().collect();
-            anyhow::ensure!(!sent.is_empty(), "an empty gradient");
             let mut mean = vec![0.0; sent.len()];
             self.0.all_reduce_mean(&sent, &mut mean)?;
             Ok(Tensor::from_data(TensorData::new(mean, shape), &device))
