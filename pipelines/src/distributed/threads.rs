@@ -275,6 +275,11 @@ fn run<T: Send>(size: usize, timeout: Duration, device_group: Option<Arc<[Device
         handles.into_iter().map(|handle| handle.map_err(|e| anyhow!("cannot start a rank's thread: {e}"))?.join().unwrap_or_else(|_| Err(anyhow!("a rank's thread panicked")))).collect()
     });
     if let Some((rank, error)) = shared.lock().failed.take() {
+        // Every rank refusing the same (a flag, a file) is not one rank's failure.
+        let same_everywhere = results.iter().all(|r| r.as_ref().err().is_some_and(|e| format!("{e:#}") == error));
+        if same_everywhere {
+            bail!("{error}");
+        }
         bail!("rank {rank}: {error}");
     }
     results.swap_remove(0)
@@ -362,6 +367,9 @@ mod tests {
         })
         .unwrap_err();
         assert_eq!(error.to_string(), "rank 1: the shard is unreadable");
+        // Every rank failing alike (a flag every rank refuses): the error alone.
+        let error = run_ranks(3, TIMEOUT, |_| -> Result<()> { bail!("--quantize int8 is for inference") }).unwrap_err();
+        assert_eq!(error.to_string(), "--quantize int8 is for inference");
         // A panic is a failure too, not a hang of the others.
         let error = run_ranks(2, TIMEOUT, |rank| {
             if rank == 0 {
