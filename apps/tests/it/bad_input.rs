@@ -159,8 +159,8 @@ fn every_input_file_fails_cleanly_through_the_cli() {
     let tokens: Vec<u16> = (0..4096).map(|i| (i * 7 % 50000) as u16).collect();
     let val = shards.join("edufineweb_val_000000.npy");
     let train = shards.join("edufineweb_train_000001.npy");
-    pipelines::data::shards::write_tokens(&val, &tokens).unwrap();
-    pipelines::data::shards::write_tokens(&train, &tokens).unwrap();
+    pipelines::data::shards::write_tokens(&val, &tokens, pipelines::data::shards::TokenType::Uint16).unwrap();
+    pipelines::data::shards::write_tokens(&train, &tokens, pipelines::data::shards::TokenType::Uint16).unwrap();
     let valid_shard = std::fs::read(&train).unwrap();
     let (shards_arg, run_arg) = (shards.to_str().unwrap().to_string(), home.join("run").to_str().unwrap().to_string());
     cases += sweep("npy shard", &train, &valid_shard, false, || {

@@ -73,9 +73,9 @@ fn gpt2_token_shards_are_scored_as_the_text_they_decode_to() {
     let shards = home.path().join("shards");
     std::fs::create_dir_all(&shards).unwrap();
     let tokens: Vec<u16> = gpt::Tokenizer::gpt2().encode(&text).into_iter().map(|id| id as u16).collect();
-    pipelines::data::shards::write_tokens(&shards.join("docs_val_000000.npy"), &tokens).unwrap();
+    pipelines::data::shards::write_tokens(&shards.join("docs_val_000000.npy"), &tokens, pipelines::data::shards::TokenType::Uint16).unwrap();
     // A train shard beside it is not evaluated: the val shards are.
-    pipelines::data::shards::write_tokens(&shards.join("docs_train_000001.npy"), &tokens[..10]).unwrap();
+    pipelines::data::shards::write_tokens(&shards.join("docs_train_000001.npy"), &tokens[..10], pipelines::data::shards::TokenType::Uint16).unwrap();
     let out = perplexity(home.path(), "gpt2-tiny", &shards, &["--seq-len", "40", "--stride", "16"]);
     assert_matches(&out, &reference_case("gpt2-tiny", 40, 16));
 

@@ -1,11 +1,14 @@
-//! FineWeb-Edu → GPT-2 token shards, as build-nanogpt's `fineweb.py` makes them, byte for byte.
+//! FineWeb-Edu → token shards, as build-nanogpt's `fineweb.py` makes them, byte for byte with
+//! GPT-2's tokenizer (the default); with a Llama-family model's (`--tokenizer MODEL`), the same
+//! shards of its ids, `uint32` where its vocabulary needs more than 16 bits.
 //!
 //! 1. The documents: the parquet files of a Hugging Face data set config (by default
 //!    `HuggingFaceFW/fineweb-edu`, `sample-10BT` = the files under `sample/10BT/`), downloaded one
 //!    at a time into the HF cache through hf-hub, or local parquet files; files in name order, rows
 //!    in file order, column `text`. Record batches are streamed: the data set is never in memory.
 //! 2. Each document becomes `[50256] + encode_ordinary(text)` (GPT-2 BPE), tokenised in parallel
-//!    (rayon), in document order.
+//!    (rayon), in document order; with another tokenizer, its beginning-of-sequence token (else its
+//!    end of text) takes 50256's place.
 //! 3. The tokens fill shards of `shard_size` tokens exactly as `fineweb.py` fills them: a document
 //!    that fits (`token_count + len(tokens) < shard_size`) is appended; otherwise its first tokens
 //!    complete the shard, which is written, and the rest starts the next one; what is left at the
@@ -13,7 +16,8 @@
 //!    `edufineweb_train_000001.npy`, ... (`.npy`, `<u2`, see [`crate::data::shards`]). In effect,
 //!    shard k holds tokens `[k*S, (k+1)*S)` of all documents' tokens in a row.
 //!
-//! A manifest (`fineweb_manifest.json`) records the settings, every finished shard (tokens,
+//! A manifest (`fineweb_manifest.json`) records the settings (the tokenizer, and a fingerprint of
+//! its ids that `pretrain` checks a model's tokenizer against), every finished shard (tokens,
 //! sha256, and where in the input the next shard starts), and whether the run finished. A rerun
 //! with the same settings keeps the finished full shards and goes on from the last one, so an
 //! interrupted run resumes, a finished one is not redone, and a small `--max-docs` run can be
@@ -28,15 +32,16 @@ use anyhow::{Context, Result, anyhow, bail, ensure};
 use arrow_array::{Array, ArrayRef};
 use gpt::io::HubOptions;
 use gpt::io::hub::hub_error;
-use gpt::{EOT_TOKEN, Tokenizer};
+use gpt::Tokenizer;
 use hf_hub::api::sync::ApiRepo;
 use hf_hub::{Repo, RepoType};
 use indicatif::{ProgressBar, ProgressStyle};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
 use crate::data::parquet_file::{self, Texts};
-use crate::data::shards::{self, npy_header, shard_file_name, write_tokens};
+use crate::data::shards::{self, TokenType, npy_header, shard_file_name, write_tokens};
 
 /// The data set `fineweb.py` reads.
 pub const DEFAULT_DATASET: &str = "HuggingFaceFW/fineweb-edu";
@@ -82,18 +87,45 @@ pub struct PrepareOptions {
     pub force: bool,
     /// Draw a progress bar on stderr.
     pub progress: bool,
+    /// The tokenizer, and how the manifest names it (`gpt2`, a hub id, a model directory).
+    pub tokenizer: (String, Tokenizer),
 }
 
 impl Default for PrepareOptions {
     fn default() -> Self {
-        Self { shard_size: DEFAULT_SHARD_SIZE, max_docs: None, max_tokens: None, workers: None, force: false, progress: false }
+        let tokenizer = ("gpt2".into(), Tokenizer::gpt2());
+        Self { shard_size: DEFAULT_SHARD_SIZE, max_docs: None, max_tokens: None, workers: None, force: false, progress: false, tokenizer }
     }
+}
+
+/// Whether two tokenizers give the same ids, in 16 hex digits: a hash of the vocabulary's size,
+/// the token that starts each document, and the ids of a text with words, digits, accents, CJK,
+/// an emoji and code. `pretrain` refuses a model whose tokenizer's differs from its shards'.
+pub fn tokenizer_fingerprint(tokenizer: &Tokenizer) -> String {
+    const PROBE: &str = "The quick brown fox jumps over the lazy dog. 1234567890 Ünïcödé ñ 你好，世界 🤖\n\tdef f(x):\n        return x ** 2  # code";
+    let mut hasher = Sha256::new();
+    hasher.update((tokenizer.vocab_size() as u64).to_le_bytes());
+    hasher.update(tokenizer.start_id().to_le_bytes());
+    for id in tokenizer.encode_ordinary(PROBE) {
+        hasher.update(id.to_le_bytes());
+    }
+    shards::hex(&hasher.finalize()[..8])
+}
+
+/// GPT-2's fingerprint: the tokenizer of a manifest written before manifests recorded one.
+fn gpt2_fingerprint() -> String {
+    tokenizer_fingerprint(&Tokenizer::gpt2())
 }
 
 /// What decides the bytes of the shards. A rerun must have the same.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Settings {
     pub tokenizer: String,
+    /// [`tokenizer_fingerprint`] of the tokenizer.
+    #[serde(default = "gpt2_fingerprint")]
+    pub tokenizer_fingerprint: String,
+    #[serde(default)]
+    pub token_type: TokenType,
     pub prefix: String,
     pub shard_size: usize,
     pub source: SourceRecord,
@@ -113,7 +145,8 @@ pub enum SourceRecord {
 impl Settings {
     /// Why `self` (the manifest's) and `other` (this run's) would make different shards, if they would.
     fn difference(&self, other: &Settings) -> Option<String> {
-        let what = if self.tokenizer != other.tokenizer {
+        // A tokenizer is what its ids are: the same one from a moved directory makes the same shards.
+        let what = if self.tokenizer_fingerprint != other.tokenizer_fingerprint {
             format!("tokenizer {} vs {}", self.tokenizer, other.tokenizer)
         } else if self.prefix != other.prefix {
             format!("prefix {} vs {}", self.prefix, other.prefix)
@@ -270,8 +303,11 @@ pub fn prepare_fineweb(source: &Source, out_dir: &Path, options: &PrepareOptions
         _ => None,
     };
     let inputs = Inputs::open(source, pinned_revision.as_deref())?;
+    let (tokenizer_name, tokenizer) = &options.tokenizer;
     let settings = Settings {
-        tokenizer: "gpt2".into(),
+        tokenizer: tokenizer_name.clone(),
+        tokenizer_fingerprint: tokenizer_fingerprint(tokenizer),
+        token_type: TokenType::for_vocab(tokenizer.vocab_size()),
         prefix: SHARD_PREFIX.into(),
         shard_size: options.shard_size,
         source: inputs.record(),
@@ -291,7 +327,7 @@ pub fn prepare_fineweb(source: &Source, out_dir: &Path, options: &PrepareOptions
             Some(_) => Vec::new(),
             None if options.force => Vec::new(),
             None => {
-                if previous.finished && previous.limits == limits && all_present(out_dir, &previous.shards) {
+                if previous.finished && previous.limits == limits && all_present(out_dir, previous) {
                     return Ok(PrepareReport {
                         out_dir: out_dir.to_path_buf(),
                         manifest: manifest_path,
@@ -330,7 +366,7 @@ pub fn prepare_fineweb(source: &Source, out_dir: &Path, options: &PrepareOptions
     let start = kept.last().map(|s| s.end).unwrap_or_default();
     let mut filler = ShardFiller::new(out_dir, &manifest_path, settings, limits, kept, options.progress)?;
     let pool = rayon::ThreadPoolBuilder::new().num_threads(workers).build().context("cannot start the tokeniser threads")?;
-    let (stop, end, tokens_processed) = pool.install(|| stream_documents(&inputs, start, limits, &mut filler))?;
+    let (stop, end, tokens_processed) = pool.install(|| stream_documents(&inputs, start, limits, tokenizer, &mut filler))?;
     let manifest = filler.finish(stop, end)?;
     // Shard files past the end of this run (an earlier, longer run; a crash before its manifest
     // was written) would be read by a loader as if they belonged here.
@@ -359,15 +395,15 @@ pub fn prepare_fineweb(source: &Source, out_dir: &Path, options: &PrepareOptions
 
 /// Whether every shard is on disk with the size and header its record says (the hash is not
 /// recomputed: that would read every shard again; `sha256sum` against the manifest does it).
-fn shard_present(out_dir: &Path, shard: &ShardRecord) -> bool {
+fn shard_present(out_dir: &Path, shard: &ShardRecord, token_type: TokenType) -> bool {
     let path = out_dir.join(&shard.name);
-    let expected = (npy_header(shard.tokens).len() + 2 * shard.tokens) as u64;
+    let expected = (npy_header(shard.tokens, token_type).len() + token_type.width() * shard.tokens) as u64;
     std::fs::metadata(&path).is_ok_and(|m| m.len() == expected && shard.bytes == expected)
         && shards::TokenFile::open(&path).is_ok_and(|f| f.len() == shard.tokens)
 }
 
-fn all_present(out_dir: &Path, shards: &[ShardRecord]) -> bool {
-    shards.iter().all(|s| shard_present(out_dir, s))
+fn all_present(out_dir: &Path, manifest: &Manifest) -> bool {
+    manifest.shards.iter().all(|s| shard_present(out_dir, s, manifest.settings.token_type))
 }
 
 /// The earlier run's shards this run would write identically: the leading full shards that are
@@ -382,7 +418,7 @@ fn reusable_shards(out_dir: &Path, previous: &Manifest, limits: Limits) -> Vec<S
             shard.tokens == shard_size
                 && limits.max_docs.is_none_or(|max| shard.end.documents_started() <= max)
                 && limits.max_tokens.is_none_or(|max| ((index + 1) * shard_size) as u64 <= max)
-                && shard_present(out_dir, shard)
+                && shard_present(out_dir, shard, previous.settings.token_type)
         })
         .map(|(_, shard)| shard.clone())
         .collect()
@@ -531,13 +567,12 @@ struct TextBatch {
 
 /// Reads the documents from `start` on and feeds them, tokenised, to `filler`. Returns why it
 /// stopped, the position after the last document, and the tokens it tokenised.
-fn stream_documents(inputs: &Inputs, start: Position, limits: Limits, filler: &mut ShardFiller) -> Result<(StopReason, Position, u64)> {
-    let tokenizer = Tokenizer::gpt2();
+fn stream_documents(inputs: &Inputs, start: Position, limits: Limits, tokenizer: &Tokenizer, filler: &mut ShardFiller) -> Result<(StopReason, Position, u64)> {
     let stop_reading = AtomicBool::new(false);
     std::thread::scope(|scope| {
         let (sender, receiver) = sync_channel(READ_AHEAD);
         let reader = scope.spawn(|| read_batches(inputs, start, limits.max_docs, &stop_reading, sender));
-        let result = tokenise_batches(inputs, start, limits, &tokenizer, receiver, filler);
+        let result = tokenise_batches(inputs, start, limits, tokenizer, receiver, filler);
         stop_reading.store(true, Ordering::SeqCst);
         let read = reader.join().map_err(|_| anyhow!("the parquet reader thread panicked"))?;
         // The reader's own error explains a stop better than "the channel closed".
@@ -564,7 +599,7 @@ fn tokenise_batches(
     for batch in receiver {
         let file_name = &inputs.names[batch.file];
         let texts = Texts::of(&batch.texts).with_context(|| format!("{file_name}: column `{TEXT_COLUMN}`"))?;
-        let documents: Vec<Vec<u16>> = (0..batch.texts.len())
+        let documents: Vec<Vec<u32>> = (0..batch.texts.len())
             .into_par_iter()
             .map(|i| {
                 let row = batch.first_row + i as u64;
@@ -595,15 +630,12 @@ fn tokenise_batches(
     Ok((StopReason::EndOfInput, position, processed))
 }
 
-/// `[50256] + encode_ordinary(text)` as `uint16`.
-fn encode_document(tokenizer: &Tokenizer, text: &str) -> Result<Vec<u16>> {
-    let ids = tokenizer.encode_ordinary(text);
-    let mut tokens = Vec::with_capacity(ids.len() + 1);
-    tokens.push(EOT_TOKEN as u16);
-    for id in ids {
-        // As fineweb.py's assert: impossible with GPT-2's 50,257 tokens, fatal if it happened.
-        tokens.push(u16::try_from(id).map_err(|_| anyhow!("token id {id} does not fit in uint16"))?);
-    }
+/// `[50256] + encode_ordinary(text)` with GPT-2's tokenizer; another's starts with its
+/// beginning-of-sequence token, or else its end of text (`Tokenizer::start_id`).
+fn encode_document(tokenizer: &Tokenizer, text: &str) -> Result<Vec<u32>> {
+    let mut tokens = Vec::with_capacity(text.len() / 4 + 2);
+    tokens.push(tokenizer.start_id());
+    tokenizer.try_encode_ordinary_into(text, &mut tokens)?;
     Ok(tokens)
 }
 
@@ -679,7 +711,7 @@ struct ShardFiller {
     out_dir: PathBuf,
     manifest_path: PathBuf,
     manifest: Manifest,
-    buffer: Vec<u16>,
+    buffer: Vec<u32>,
     shard_size: usize,
     progress: ProgressBar,
 }
@@ -722,7 +754,7 @@ impl ShardFiller {
 
     /// Adds the tokens of the document at `at` (its first `at.offset` tokens, already in a shard,
     /// are not in `tokens`).
-    fn push(&mut self, at: Position, tokens: &[u16]) -> Result<()> {
+    fn push(&mut self, at: Position, tokens: &[u32]) -> Result<()> {
         let mut rest = tokens;
         let mut offset = at.offset;
         loop {
@@ -746,7 +778,8 @@ impl ShardFiller {
 
     fn write_shard(&mut self, end: Position) -> Result<()> {
         let name = shard_file_name(&self.manifest.settings.prefix, self.manifest.shards.len());
-        let written = write_tokens(&self.out_dir.join(&name), &self.buffer)?;
+        // The type fits every id of the tokenizer's vocabulary (fineweb.py asserts it for uint16).
+        let written = write_tokens(&self.out_dir.join(&name), &self.buffer, self.manifest.settings.token_type)?;
         self.manifest.tokens += self.buffer.len() as u64;
         self.manifest.documents = end.documents_started();
         self.manifest.shards.push(ShardRecord { name: name.clone(), tokens: self.buffer.len(), bytes: written.bytes, sha256: written.sha256, end });

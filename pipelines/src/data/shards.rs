@@ -1,11 +1,12 @@
 //! Token shards: 1-D `uint16` numpy `.npy` files (what build-nanogpt's `fineweb.py` writes and its
-//! `DataLoaderLite` reads), and [`ShardLoader`], which cuts them into `[B, T]` batches.
+//! `DataLoaderLite` reads), or `uint32` ones for tokenizers of more than 65,536 tokens (Llama 3's
+//! 128,256), and [`ShardLoader`], which cuts them into `[B, T]` batches.
 //!
 //! The `.npy` v1.0 layout: the magic `\x93NUMPY`, version bytes `1 0`, a little-endian `u16` header
 //! length, then a Python dict literal `{'descr': '<u2', 'fortran_order': False, 'shape': (N,), }`
-//! padded with spaces and ended by `\n` so that the data starts at a multiple of 64 bytes, then the
-//! N tokens as little-endian `u16`. [`write_tokens`] writes exactly the bytes of `np.save`;
-//! [`TokenFile`] memory-maps a shard and checks its header.
+//! (`'<u4'` for `uint32`) padded with spaces and ended by `\n` so that the data starts at a
+//! multiple of 64 bytes, then the N tokens, little-endian. [`write_tokens`] writes exactly the
+//! bytes of `np.save`; [`TokenFile`] memory-maps a shard and checks its header.
 //!
 //! ```no_run
 //! use pipelines::data::shards::{ShardLoader, Split};
@@ -35,13 +36,45 @@ const GROWTH_AXIS_MAX_DIGITS: usize = 21;
 /// How many tokens are converted to bytes at a time when writing.
 const WRITE_CHUNK: usize = 1 << 16;
 
+/// How a shard stores its tokens: numpy's `uint16` (`'<u2'`) or `uint32` (`'<u4'`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TokenType {
+    #[default]
+    Uint16,
+    Uint32,
+}
+
+impl TokenType {
+    /// The narrowest that holds every id of a vocabulary of `vocab_size` tokens.
+    pub fn for_vocab(vocab_size: usize) -> Self {
+        if vocab_size <= 1 << 16 { Self::Uint16 } else { Self::Uint32 }
+    }
+
+    /// Bytes a token.
+    pub fn width(self) -> usize {
+        match self {
+            Self::Uint16 => 2,
+            Self::Uint32 => 4,
+        }
+    }
+
+    /// numpy's name in a header.
+    fn descr(self) -> &'static str {
+        match self {
+            Self::Uint16 => "<u2",
+            Self::Uint32 => "<u4",
+        }
+    }
+}
+
 /// What can go wrong with shards. Every message names the file (or directory) at fault.
 #[derive(Debug, thiserror::Error)]
 pub enum ShardError {
     #[error("{}: {source}", path.display())]
     Io { path: PathBuf, source: std::io::Error },
-    /// Not a 1-D little-endian `uint16` `.npy` file, or cut short.
-    #[error("{}: not a uint16 token shard: {reason}", path.display())]
+    /// Not a 1-D little-endian `uint16`/`uint32` `.npy` file, or cut short.
+    #[error("{}: not a token shard: {reason}", path.display())]
     Format { path: PathBuf, reason: String },
     #[error("no {split} token shards (`*_{split}_*.npy`) in {}", dir.display())]
     NoShards { dir: PathBuf, split: Split },
@@ -93,11 +126,11 @@ pub fn shard_file_name(prefix: &str, index: usize) -> String {
     format!("{prefix}_{split}_{index:06}.npy")
 }
 
-/// The `.npy` v1.0 header of a 1-D `<u2` array of `len` elements, byte for byte as `np.save`
-/// writes it (numpy ≥ 1.x `_write_array_header` + `_wrap_header`).
-pub fn npy_header(len: usize) -> Vec<u8> {
+/// The `.npy` v1.0 header of a 1-D array of `len` tokens, byte for byte as `np.save` writes it
+/// (numpy ≥ 1.x `_write_array_header` + `_wrap_header`).
+pub fn npy_header(len: usize, token_type: TokenType) -> Vec<u8> {
     let shape = format!("({len},)");
-    let mut dict = format!("{{'descr': '<u2', 'fortran_order': False, 'shape': {shape}, }}");
+    let mut dict = format!("{{'descr': '{}', 'fortran_order': False, 'shape': {shape}, }}", token_type.descr());
     // Spare room so that the length could grow in place (numpy pads by the digits of the length).
     dict.push_str(&" ".repeat(GROWTH_AXIS_MAX_DIGITS.saturating_sub(len.to_string().len())));
     let prefix_len = NPY_MAGIC.len() + 2 + 2; // magic, version, u16 header length
@@ -118,15 +151,22 @@ pub fn npy_header(len: usize) -> Vec<u8> {
 /// A shard written by [`write_tokens`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WrittenShard {
-    /// File size in bytes (header + 2 bytes a token).
+    /// File size in bytes (header + 2 or 4 bytes a token).
     pub bytes: u64,
     /// sha256 of the whole file, lowercase hex.
     pub sha256: String,
 }
 
-/// Writes `tokens` as a `.npy` file (the bytes of `np.save(path, np.array(tokens, dtype=np.uint16))`),
-/// atomically: a temporary file in the same directory, synced, then renamed over `path`.
-pub fn write_tokens(path: &Path, tokens: &[u16]) -> Result<WrittenShard> {
+/// Writes `tokens` as a `.npy` file (the bytes of `np.save(path, np.array(tokens, dtype=np.uint16))`,
+/// or `np.uint32`), atomically: a temporary file in the same directory, synced, then renamed over
+/// `path`. A token that does not fit `token_type` is an error, and nothing is written.
+pub fn write_tokens<T: Copy + Into<u32>>(path: &Path, tokens: &[T], token_type: TokenType) -> Result<WrittenShard> {
+    if token_type == TokenType::Uint16
+        && let Some(at) = tokens.iter().position(|&t| t.into() > u32::from(u16::MAX))
+    {
+        let reason = format!("token {at} is {}, which does not fit in uint16", tokens[at].into());
+        return Err(ShardError::Format { path: path.to_path_buf(), reason });
+    }
     let mut hasher = Sha256::new();
     let mut bytes = 0u64;
     gpt::io::write_atomic_with(path, |tmp| {
@@ -136,11 +176,14 @@ pub fn write_tokens(path: &Path, tokens: &[u16]) -> Result<WrittenShard> {
             bytes += chunk.len() as u64;
             out.write_all(chunk)
         };
-        put(&npy_header(tokens.len()), &mut out)?;
-        let mut buffer = Vec::with_capacity(2 * WRITE_CHUNK);
+        put(&npy_header(tokens.len(), token_type), &mut out)?;
+        let mut buffer = Vec::with_capacity(token_type.width() * WRITE_CHUNK);
         for chunk in tokens.chunks(WRITE_CHUNK) {
             buffer.clear();
-            buffer.extend(chunk.iter().flat_map(|t| t.to_le_bytes()));
+            match token_type {
+                TokenType::Uint16 => buffer.extend(chunk.iter().flat_map(|&t| (t.into() as u16).to_le_bytes())),
+                TokenType::Uint32 => buffer.extend(chunk.iter().flat_map(|&t| t.into().to_le_bytes())),
+            }
             put(&buffer, &mut out)?;
         }
         out.flush() // write_atomic_with syncs the file before the rename
@@ -172,11 +215,12 @@ pub struct TokenFile {
     mmap: Mmap,
     data_start: usize,
     len: usize,
+    token_type: TokenType,
 }
 
 impl TokenFile {
-    /// Maps `path` and checks that it is a 1-D little-endian `uint16` `.npy` file (v1, v2 or v3
-    /// header) holding exactly the tokens its header announces.
+    /// Maps `path` and checks that it is a 1-D little-endian `uint16` or `uint32` `.npy` file (v1,
+    /// v2 or v3 header) holding exactly the tokens its header announces.
     pub fn open(path: &Path) -> Result<Self> {
         let file = File::open(path).map_err(io_error(path))?;
         let size = file.metadata().map_err(io_error(path))?.len();
@@ -187,19 +231,19 @@ impl TokenFile {
         // SAFETY: the map is read-only; a shard rewritten under a running reader is the same hazard
         // as for numpy's own mmap mode. Our writers never modify a shard in place (they rename).
         let mmap = unsafe { Mmap::map(&file) }.map_err(io_error(path))?;
-        let (data_start, len) = parse_header(&mmap).map_err(bad)?;
-        let expected = data_start as u64 + 2 * len as u64;
+        let (data_start, len, token_type) = parse_header(&mmap).map_err(bad)?;
+        let data_bytes = token_type.width() as u64 * len as u64;
+        let expected = data_start as u64 + data_bytes;
         if size < expected {
             return Err(bad(format!(
-                "truncated: the header announces {len} tokens ({} bytes of data) but only {} bytes follow it",
-                2 * len as u64,
+                "truncated: the header announces {len} tokens ({data_bytes} bytes of data) but only {} bytes follow it",
                 size - data_start as u64
             )));
         }
         if size > expected {
             return Err(bad(format!("{} unexpected bytes after the {len} tokens the header announces", size - expected)));
         }
-        Ok(Self { path: path.to_path_buf(), mmap, data_start, len })
+        Ok(Self { path: path.to_path_buf(), mmap, data_start, len, token_type })
     }
 
     pub fn path(&self) -> &Path {
@@ -215,35 +259,41 @@ impl TokenFile {
         self.len == 0
     }
 
+    pub fn token_type(&self) -> TokenType {
+        self.token_type
+    }
+
     /// The token at `index`, if there is one.
-    pub fn get(&self, index: usize) -> Option<u16> {
-        (index < self.len).then(|| {
-            let at = self.data_start + 2 * index;
-            u16::from_le_bytes([self.mmap[at], self.mmap[at + 1]])
-        })
+    pub fn get(&self, index: usize) -> Option<u32> {
+        (index < self.len).then(|| self.tokens(index..index + 1).next().unwrap_or_default())
     }
 
     /// The tokens in `range` (panics when it goes past the end, like slicing).
-    pub fn tokens(&self, range: Range<usize>) -> impl ExactSizeIterator<Item = u16> + '_ {
+    pub fn tokens(&self, range: Range<usize>) -> impl ExactSizeIterator<Item = u32> + '_ {
         assert!(range.start <= range.end && range.end <= self.len, "token range {range:?} out of 0..{}", self.len);
-        self.mmap[self.data_start + 2 * range.start..self.data_start + 2 * range.end]
-            .chunks_exact(2)
-            .map(|pair| u16::from_le_bytes([pair[0], pair[1]]))
+        let width = self.token_type.width();
+        self.mmap[self.data_start + width * range.start..self.data_start + width * range.end]
+            .chunks_exact(width)
+            .map(|bytes| match *bytes {
+                [a, b] => u32::from(u16::from_le_bytes([a, b])),
+                [a, b, c, d] => u32::from_le_bytes([a, b, c, d]),
+                _ => unreachable!("chunks of the token width"),
+            })
     }
 
     /// All tokens, copied.
-    pub fn to_vec(&self) -> Vec<u16> {
+    pub fn to_vec(&self) -> Vec<u32> {
         self.tokens(0..self.len).collect()
     }
 }
 
 /// Reads a whole shard into memory.
-pub fn read_tokens(path: &Path) -> Result<Vec<u16>> {
+pub fn read_tokens(path: &Path) -> Result<Vec<u32>> {
     Ok(TokenFile::open(path)?.to_vec())
 }
 
-/// Checks a `.npy` header; returns (offset of the data, number of elements).
-fn parse_header(bytes: &[u8]) -> Result<(usize, usize), String> {
+/// Checks a `.npy` header; returns (offset of the data, number of elements, their type).
+fn parse_header(bytes: &[u8]) -> Result<(usize, usize, TokenType), String> {
     if !bytes.starts_with(NPY_MAGIC) {
         return Err("bad magic: a .npy file starts with \\x93NUMPY".into());
     }
@@ -256,11 +306,12 @@ fn parse_header(bytes: &[u8]) -> Result<(usize, usize), String> {
     let text = bytes.get(prefix..prefix + header_len).ok_or_else(|| format!("truncated header ({header_len} bytes announced)"))?;
     let text = std::str::from_utf8(text).map_err(|_| "the header is not text".to_string())?;
     let dict = PyDict::parse(text.trim_end()).map_err(|e| format!("unreadable header {:?}: {e}", text.trim_end()))?;
-    match dict.get("descr") {
-        Some(PyValue::Str(d)) if d == "<u2" => {}
-        Some(PyValue::Str(d)) => return Err(format!("dtype is {d:?}, expected '<u2' (little-endian uint16)")),
+    let token_type = match dict.get("descr") {
+        Some(PyValue::Str(d)) if d == "<u2" => TokenType::Uint16,
+        Some(PyValue::Str(d)) if d == "<u4" => TokenType::Uint32,
+        Some(PyValue::Str(d)) => return Err(format!("dtype is {d:?}, expected '<u2' or '<u4' (little-endian uint16 or uint32)")),
         _ => return Err("the header has no 'descr' string".into()),
-    }
+    };
     match dict.get("fortran_order") {
         Some(PyValue::Bool(false)) => {}
         Some(PyValue::Bool(true)) => return Err("the array is in Fortran order (expected C order)".into()),
@@ -271,7 +322,7 @@ fn parse_header(bytes: &[u8]) -> Result<(usize, usize), String> {
         Some(PyValue::Tuple(shape)) => return Err(format!("the array is {}-D (shape {shape:?}), expected 1-D", shape.len())),
         _ => return Err("the header has no 'shape' tuple".into()),
     };
-    Ok((prefix + header_len, len))
+    Ok((prefix + header_len, len, token_type))
 }
 
 /// The values a `.npy` header dict holds.
@@ -507,11 +558,11 @@ impl ShardLoader {
         let mut inputs = Vec::with_capacity(n);
         let mut targets = Vec::with_capacity(n);
         let mut window = self.tokens.tokens(self.position..self.position + n + 1);
-        let mut previous = window.next().map(u32::from).unwrap_or_default();
+        let mut previous = window.next().unwrap_or_default();
         for token in window {
             inputs.push(previous);
             targets.push(i64::from(token));
-            previous = u32::from(token);
+            previous = token;
         }
         self.position += self.tokens_per_step();
         if self.position + self.tokens_per_step() + 1 > self.tokens.len() {
@@ -552,8 +603,10 @@ mod tests {
 
     #[test]
     fn header_parser_reads_numpy_headers_and_rejects_others() {
-        let h = npy_header(5);
-        assert_eq!(parse_header(&h), Ok((128, 5)));
+        let h = npy_header(5, TokenType::Uint16);
+        assert_eq!(parse_header(&h), Ok((128, 5, TokenType::Uint16)));
+        let h = npy_header(5, TokenType::Uint32);
+        assert_eq!(parse_header(&h), Ok((128, 5, TokenType::Uint32)));
         let dict = PyDict::parse("{'descr': '<u2', 'fortran_order': False, 'shape': (3, 4), }").unwrap();
         assert_eq!(dict.get("shape"), Some(&PyValue::Tuple(vec![3, 4])));
         assert_eq!(PyDict::parse("{'shape': ()}").unwrap().get("shape"), Some(&PyValue::Tuple(vec![])));

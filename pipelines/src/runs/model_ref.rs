@@ -109,6 +109,15 @@ impl ModelRef {
         Ok(gpt::hf::load_tokenizer(&self.spec()?)?)
     }
 
+    /// The tokenizer `text` names: `gpt2` is GPT-2's BPE (compiled in: nothing to fetch), else
+    /// the tokenizer of the model `text` names, as [`Self::tokenizer`].
+    pub fn tokenizer_named(text: &str) -> Result<Tokenizer> {
+        if text == "gpt2" {
+            return Ok(Tokenizer::gpt2());
+        }
+        Self::resolve(text).tokenizer()
+    }
+
     /// Loads the classifier: a run's `model/` (or `adapter/`), a classifier directory or a
     /// classifier's adapter.
     pub fn load_classifier(&self, device: &Device) -> Result<Classifier> {

@@ -11,11 +11,11 @@ use std::sync::Arc;
 use crate::common_http::fixtures;
 use pipelines::data::fineweb::{self, MANIFEST_FILE, Manifest, PrepareOptions, PrepareReport, Source, StopReason};
 use pipelines::data::shards::{
-    self, LoaderState, ShardError, ShardLoader, Split, TokenFile, npy_header, read_tokens, shard_file_name, sha256_file, write_tokens,
+    self, LoaderState, ShardError, ShardLoader, Split, TokenFile, TokenType, npy_header, read_tokens, shard_file_name, sha256_file, write_tokens,
 };
 use serde_json::Value;
 
-const EOT: u16 = 50256;
+const EOT: u32 = 50256;
 
 fn sample_parquet() -> PathBuf {
     fixtures().join("data/fineweb_edu_sample.parquet")
@@ -68,7 +68,7 @@ fn expected_files(run: &Value) -> Vec<(String, u64, String)> {
 }
 
 /// All tokens of the shards in shard order.
-fn all_tokens(dir: &Path, shards: usize) -> Vec<u16> {
+fn all_tokens(dir: &Path, shards: usize) -> Vec<u32> {
     (0..shards).flat_map(|i| read_tokens(&dir.join(shard_file_name("edufineweb", i))).unwrap()).collect()
 }
 
@@ -295,10 +295,10 @@ fn npy_header_is_what_np_save_writes() {
     expected.extend([b' '; 128 - 10 - 57 - 1]);
     expected.push(b'\n');
     assert_eq!(expected.len(), 128);
-    assert_eq!(npy_header(5), expected);
+    assert_eq!(npy_header(5, TokenType::Uint16), expected);
     // Every 1-D length gives a 128-byte header (numpy leaves room for 21 digits).
     for len in [0, 25_000, 100_000_000, usize::MAX] {
-        let header = npy_header(len);
+        let header = npy_header(len, TokenType::Uint16);
         assert_eq!(header.len(), 128, "{len}");
         assert!(String::from_utf8_lossy(&header).contains(&format!("'shape': ({len},), }}")));
         assert_eq!(header[127], b'\n');
@@ -310,7 +310,7 @@ fn npy_header_is_what_np_save_writes() {
     let tokens = read_tokens(&shard).unwrap();
     assert_eq!(tokens.len(), 21_553);
     let copy = out.path().join("copy.npy");
-    let written = write_tokens(&copy, &tokens).unwrap();
+    let written = write_tokens(&copy, &tokens, TokenType::Uint16).unwrap();
     assert_eq!(std::fs::read(&copy).unwrap(), std::fs::read(&shard).unwrap());
     assert_eq!(written.sha256, sha256_file(&shard).unwrap());
     assert_eq!(written.bytes, 128 + 2 * 21_553);
@@ -320,26 +320,42 @@ fn npy_header_is_what_np_save_writes() {
 fn npy_round_trip_and_token_access() {
     let dir = tempfile::tempdir().unwrap();
     let tokens: Vec<u16> = (0..70_000u32).map(|i| (i * 7919 % 65_536) as u16).collect();
+    let wide: Vec<u32> = tokens.iter().map(|&t| u32::from(t)).collect();
     let path = dir.path().join("t.npy");
-    write_tokens(&path, &tokens).unwrap();
+    write_tokens(&path, &tokens, TokenType::Uint16).unwrap();
     let file = TokenFile::open(&path).unwrap();
-    assert_eq!(file.len(), 70_000);
-    assert_eq!(file.to_vec(), tokens);
-    assert_eq!(file.get(69_999), Some(tokens[69_999]));
+    assert_eq!((file.len(), file.token_type()), (70_000, TokenType::Uint16));
+    assert_eq!(file.to_vec(), wide);
+    assert_eq!(file.get(69_999), Some(wide[69_999]));
     assert_eq!(file.get(70_000), None);
-    assert_eq!(file.tokens(10..13).collect::<Vec<_>>(), tokens[10..13]);
+    assert_eq!(file.tokens(10..13).collect::<Vec<_>>(), wide[10..13]);
     // Little-endian on disk.
     let bytes = std::fs::read(&path).unwrap();
     assert_eq!(&bytes[128..132], &[tokens[0].to_le_bytes(), tokens[1].to_le_bytes()].concat()[..]);
-    write_tokens(&path, &[]).unwrap();
+    write_tokens::<u32>(&path, &[], TokenType::Uint16).unwrap();
     assert!(TokenFile::open(&path).unwrap().is_empty());
+
+    // uint32 (Llama 3's 128,256 ids): numpy's '<u4', 4 bytes a token.
+    let ids: Vec<u32> = (0..1000u32).map(|i| i * 128_249 % 128_256).collect();
+    let written = write_tokens(&path, &ids, TokenType::Uint32).unwrap();
+    assert_eq!(written.bytes, 128 + 4 * 1000);
+    let bytes = std::fs::read(&path).unwrap();
+    assert!(String::from_utf8_lossy(&bytes[..128]).contains("{'descr': '<u4', 'fortran_order': False, 'shape': (1000,), }"));
+    assert_eq!(&bytes[128..136], &[ids[0].to_le_bytes(), ids[1].to_le_bytes()].concat()[..]);
+    let file = TokenFile::open(&path).unwrap();
+    assert_eq!((file.to_vec(), file.token_type()), (ids.clone(), TokenType::Uint32));
+    assert_eq!(file.tokens(998..1000).collect::<Vec<_>>(), ids[998..]);
+    // An id past 65,535 in a uint16 shard: an error naming it, and the file as it was.
+    let error = write_tokens(&path, &[7u32, 70_000], TokenType::Uint16).unwrap_err().to_string();
+    assert!(error.contains("token 1 is 70000, which does not fit in uint16"), "{error}");
+    assert_eq!(TokenFile::open(&path).unwrap().len(), 1000);
 }
 
 #[test]
 fn bad_npy_files_are_errors_naming_the_file() {
     let dir = tempfile::tempdir().unwrap();
     let good = {
-        let mut b = npy_header(3);
+        let mut b = npy_header(3, TokenType::Uint16);
         b.extend([1, 0, 2, 0, 3, 0]);
         b
     };
@@ -386,7 +402,7 @@ fn numbered_shards(dir: &Path, lens: &[usize]) -> Vec<PathBuf> {
         .enumerate()
         .map(|(s, &len)| {
             let path = dir.join(shard_file_name("test", s));
-            write_tokens(&path, &(0..len).map(|p| (1000 * s + p) as u16).collect::<Vec<_>>()).unwrap();
+            write_tokens(&path, &(0..len).map(|p| (1000 * s + p) as u16).collect::<Vec<_>>(), TokenType::Uint16).unwrap();
             path
         })
         .collect()

@@ -63,7 +63,7 @@ fn valid_npy() -> &'static Vec<u8> {
     NPY.get_or_init(|| {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("shard.npy");
-        shards::write_tokens(&path, &(0..64u16).map(|t| t * 1000).collect::<Vec<_>>()).unwrap();
+        shards::write_tokens(&path, &(0..64u16).map(|t| t * 1000).collect::<Vec<_>>(), shards::TokenType::Uint16).unwrap();
         std::fs::read(path).unwrap()
     })
 }

@@ -19,7 +19,7 @@ fn write_shards(dir: &Path, lens: &[usize]) {
     let cycle: Vec<u16> = (0..17).map(|i| 200 + (i * 7 % 17) as u16).collect();
     for (index, &len) in lens.iter().enumerate() {
         let tokens: Vec<u16> = (0..len).map(|i| cycle[(i + index * 5) % cycle.len()]).collect();
-        write_tokens(&dir.join(shard_file_name("edufineweb", index)), &tokens).unwrap();
+        write_tokens(&dir.join(shard_file_name("edufineweb", index)), &tokens, pipelines::data::shards::TokenType::Uint16).unwrap();
     }
 }
 

@@ -1,4 +1,5 @@
-//! `llmfs prepare fineweb`: FineWeb-Edu (or local parquet files) → GPT-2 token shards.
+//! `llmfs prepare fineweb`: FineWeb-Edu (or local parquet files) → token shards (GPT-2's tokens,
+//! or another model's with `--tokenizer`).
 
 use std::path::PathBuf;
 
@@ -22,6 +23,10 @@ pub struct FinewebArgs {
     /// Branch, tag or commit of the data set repo (a resumed run keeps the commit it started with)
     #[arg(long, default_value = "main")]
     pub revision: String,
+    /// Whose tokens: gpt2 (build-nanogpt's shards), or a model (hub id, directory, run) whose
+    /// tokenizer to use, to pretrain that model family (uint32 shards past 65,536 tokens)
+    #[arg(long, default_value = "gpt2")]
+    pub tokenizer: String,
     /// Tokens per shard
     #[arg(long, default_value_t = fineweb::DEFAULT_SHARD_SIZE)]
     pub shard_size: usize,
@@ -53,7 +58,14 @@ pub fn run(args: FinewebArgs) -> Result<()> {
             options: gpt::io::HubOptions { revision: args.revision.clone(), ..gpt::io::HubOptions::from_env() },
         },
     };
+    let tokenizer = pipelines::runs::ModelRef::tokenizer_named(&args.tokenizer).with_context(|| format!("--tokenizer {}", args.tokenizer))?;
+    // A directory is recorded absolute, so that `pretrain` finds it from anywhere.
+    let name = match std::path::Path::new(&args.tokenizer).canonicalize() {
+        Ok(dir) if dir.is_dir() => dir.to_string_lossy().into_owned(),
+        _ => args.tokenizer.clone(),
+    };
     let options = PrepareOptions {
+        tokenizer: (name, tokenizer),
         shard_size: args.shard_size,
         max_docs: args.max_docs,
         max_tokens: args.max_tokens,
