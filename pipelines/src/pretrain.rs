@@ -1,10 +1,11 @@
-//! Pretraining GPT-2 on token shards (build-nanogpt's `train_gpt2.py` on the one training loop):
+//! Pretraining on token shards (build-nanogpt's `train_gpt2.py` on the one training loop), GPT-2
+//! or a Llama-family model on shards of its own tokenizer's ids:
 //! batches of `B` windows of `T + 1` tokens read in shard order exactly as its `DataLoaderLite`
 //! reads them (one process), a total batch in tokens reached with gradient accumulation, AdamW
 //! (0.9, 0.95) with decay on 2-D weights, global-norm clipping, warmup + cosine, validation loss
 //! and HellaSwag every N steps, sample generations, checkpoints and `--resume`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result, bail};
@@ -15,10 +16,12 @@ use serde_json::json;
 
 use crate::runs::MetricEvent;
 use crate::data::hellaswag::Example;
+use crate::data::fineweb::{shards_tokenizer, tokenizer_fingerprint};
 use crate::data::shards::{Split, TokenFile, find_shards};
 use crate::eval::hellaswag;
 use crate::eval::tasks::hook::EvalTasks;
 use crate::finetune::language_model::{LanguageModelJob, LanguageModelReport, SampleHook, load_for_training, train_language_model};
+use crate::runs::ModelRef;
 use crate::train::steps::{LanguageModelTraining, LmBatch};
 use crate::train::trainer::{BatchSource, TrainHooks};
 
@@ -119,6 +122,7 @@ impl BatchSource<LmBatch> for ShardWindows {
 /// not an event in pretraining (build-nanogpt counts steps only): nothing happens at an epoch's end.
 struct PretrainHooks {
     final_step: usize,
+    tokenizer: Tokenizer,
     samples: Option<SampleHook>,
     hellaswag: Vec<Example>,
     hellaswag_every: Option<usize>,
@@ -132,7 +136,7 @@ impl PretrainHooks {
         if self.hellaswag.is_empty() || self.last_scored.lock().is_ok_and(|last| *last == Some(step)) {
             return Ok(Vec::new());
         }
-        let scores = hellaswag::evaluate(&model.model, &self.hellaswag, self.batch_size, |_| {})?;
+        let scores = hellaswag::evaluate_with(&model.model, &self.tokenizer, &self.hellaswag, self.batch_size, |_| {})?;
         if let Ok(mut last) = self.last_scored.lock() {
             *last = Some(step);
         }
@@ -183,10 +187,8 @@ impl TrainHooks<LanguageModelTraining> for PretrainHooks {
 /// Pretrains `job.lm.model` (a `random:<preset>` model from scratch, or weights to continue).
 pub fn pretrain(job: &PretrainJob) -> Result<LanguageModelReport> {
     let model = load_for_training(&job.lm)?;
-    // The shards `llmfs prepare fineweb` writes hold GPT-2's token ids.
-    if model.as_gpt2().is_none() {
-        bail!("{}: a {} model; pretraining runs GPT-2 models only so far (the token shards are GPT-2's)", job.lm.model, model.architecture());
-    }
+    let (tokenizer, shards_tokenizer) = tokenizer_for_shards(&job.data, &job.lm.model, model.vocab_size())?;
+    let from_scratch = job.lm.model.starts_with("random:");
     let context = model.context_length();
     if job.seq_len == 0 || job.seq_len > context {
         bail!("--seq-len {} must be in 1..={context} (the model's context)", job.seq_len);
@@ -225,14 +227,14 @@ pub fn pretrain(job: &PretrainJob) -> Result<LanguageModelReport> {
     }
     let print = !lm.dashboard;
     let samples = job.sample_prompt.as_ref().map(|prompt| {
-        let tokenizer = Tokenizer::gpt2();
         let prompt_ids = tokenizer.encode(prompt);
-        let mut hook = SampleHook::new(lm.run_dir.join("samples.jsonl"), prompt, prompt_ids, tokenizer, job.sample_tokens, |text| text.to_string(), print);
+        let mut hook = SampleHook::new(lm.run_dir.join("samples.jsonl"), prompt, prompt_ids, tokenizer.clone(), job.sample_tokens, |text| text.to_string(), print);
         hook.every_steps = job.sample_every;
         hook
     });
     let hooks = PretrainHooks {
         final_step: lm.train.total_steps(train_data.len()),
+        tokenizer: tokenizer.clone(),
         samples,
         hellaswag: job.hellaswag.clone(),
         hellaswag_every: job.hellaswag_every,
@@ -240,10 +242,42 @@ pub fn pretrain(job: &PretrainJob) -> Result<LanguageModelReport> {
         print,
         last_scored: Mutex::new(None),
     };
-    let tasks = job.eval_tasks.hook(Tokenizer::gpt2(), hellaswag::default_batch_size(&job.lm.device), print);
+    let tasks = job.eval_tasks.hook(tokenizer, hellaswag::default_batch_size(&job.lm.device), print);
     lm.details = json!({ "data": job.data, "seq_len": job.seq_len, "hellaswag_examples": job.hellaswag.len(),
         "tokens_per_step": batch_size * job.seq_len * lm.train.grad_accumulation, "eval_tasks": job.eval_tasks.describe(), "extra": lm.details });
-    train_language_model(&lm, model, Arc::new(train_data), Arc::new(valid_data), (hooks, tasks), |_| Ok(()))
+    let report = train_language_model(&lm, model, Arc::new(train_data), Arc::new(valid_data), (hooks, tasks), |_| Ok(()))?;
+    // A model trained from scratch has no tokenizer files of its own: it gets its shards' (none
+    // for GPT-2's, which is compiled in), so that generate, chat and serve find them.
+    if from_scratch && world.rank() == 0 && shards_tokenizer != "gpt2" && report.model_dir.join("config.json").is_file() {
+        gpt::hf::copy_model_tokenizer(&shards_tokenizer, &report.model_dir)
+            .with_context(|| format!("copying the tokenizer files of {shards_tokenizer} to {}", report.model_dir.display()))?;
+    }
+    Ok(report)
+}
+
+/// The run's tokenizer: the model's, which must be the one the shards in `data` were made with
+/// (their manifest's fingerprint; shards without one are build-nanogpt's, of GPT-2's ids). A model
+/// of random weights has none of its own and takes the shards'. Also returns how the shards name
+/// their tokenizer.
+fn tokenizer_for_shards(data: &Path, model: &str, model_vocab: usize) -> Result<(Tokenizer, String)> {
+    let (shards_tokenizer, fingerprint) = shards_tokenizer(data)?;
+    let tokenizer = match ModelRef::resolve(model).tokenizer() {
+        Ok(tokenizer) => tokenizer,
+        Err(_) if model.starts_with("random:") => ModelRef::tokenizer_named(&shards_tokenizer)
+            .with_context(|| format!("{model} has no tokenizer, and the shards' ({shards_tokenizer}) cannot be loaded"))?,
+        Err(error) => return Err(error),
+    };
+    if tokenizer_fingerprint(&tokenizer) != fingerprint {
+        bail!(
+            "{} holds token ids of {shards_tokenizer}'s tokenizer, and {model} has another: \
+             make shards of its ids with `llmfs prepare fineweb --tokenizer {model}`",
+            data.display()
+        );
+    }
+    if tokenizer.vocab_size() > model_vocab {
+        bail!("{model} embeds {model_vocab} tokens, fewer than the {} of the shards' tokenizer ({shards_tokenizer})", tokenizer.vocab_size());
+    }
+    Ok((tokenizer, shards_tokenizer))
 }
 
 /// Gradient-accumulation steps that make a total batch of `total_tokens` from micro-batches of

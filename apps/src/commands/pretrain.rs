@@ -1,5 +1,6 @@
-//! `llmfs pretrain`: train a GPT-2 language model on token shards (`llmfs prepare fineweb`), from
-//! scratch (`--config`) or from weights (`--init`), with build-nanogpt's recipe as defaults.
+//! `llmfs pretrain`: train a language model on token shards (`llmfs prepare fineweb`), from
+//! scratch (`--config`) or from weights (`--init`), with build-nanogpt's recipe as defaults: GPT-2
+//! on GPT-2's shards, a Llama-family model on shards of its tokenizer's ids (`--tokenizer`).
 
 use std::path::PathBuf;
 
@@ -19,7 +20,8 @@ pub struct Args {
     /// Directory with the token shards (*_val_000000.npy, *_train_*.npy)
     #[arg(long, default_value = "data/edu_fineweb10B")]
     pub data: PathBuf,
-    /// Train from scratch with this preset's shape (gpt2, gpt2-medium, ..., tiny)
+    /// Train from scratch with this preset's shape (gpt2, gpt2-medium, ..., tiny; smollm2-135m,
+    /// smollm2-360m, qwen3-0.6b, llama-3.2-1b, llama-tiny: the shards' tokenizer)
     #[arg(long, conflicts_with = "init")]
     pub config: Option<String>,
     /// Continue from these weights (a preset/hub id, an HF directory or a run directory)

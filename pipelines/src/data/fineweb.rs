@@ -112,6 +112,17 @@ pub fn tokenizer_fingerprint(tokenizer: &Tokenizer) -> String {
     shards::hex(&hasher.finalize()[..8])
 }
 
+/// Whose ids the shards in `dir` hold: their tokenizer's name and [`tokenizer_fingerprint`], from
+/// their manifest; a directory without one holds build-nanogpt's shards, of GPT-2's ids.
+pub fn shards_tokenizer(dir: &Path) -> Result<(String, String)> {
+    let path = dir.join(MANIFEST_FILE);
+    if !path.is_file() {
+        return Ok(("gpt2".into(), gpt2_fingerprint()));
+    }
+    let settings = Manifest::load(&path)?.settings;
+    Ok((settings.tokenizer, settings.tokenizer_fingerprint))
+}
+
 /// GPT-2's fingerprint: the tokenizer of a manifest written before manifests recorded one.
 fn gpt2_fingerprint() -> String {
     tokenizer_fingerprint(&Tokenizer::gpt2())

@@ -111,7 +111,7 @@ fn every_document_is_eot_then_its_gpt2_tokens() {
     assert_eq!(lengths.iter().map(|l| l - 1).collect::<Vec<_>>(), parquet_token_counts());
     // The first document, decoded, is the first row's text.
     let first_end = tokens[1..].iter().position(|&t| t == EOT).unwrap() + 1;
-    let ids: Vec<u32> = tokens[1..first_end].iter().map(|&t| t as u32).collect();
+    let ids: Vec<u32> = tokens[1..first_end].to_vec();
     assert_eq!(gpt::Tokenizer::gpt2().decode(&ids).unwrap(), first_text());
 }
 
@@ -130,14 +130,47 @@ fn parquet_token_counts() -> Vec<u64> {
 }
 
 fn first_text() -> String {
+    texts(1).remove(0)
+}
+
+/// The first `n` rows' `text`, read independently of the code under test.
+fn texts(n: usize) -> Vec<String> {
     use parquet::file::reader::{FileReader, SerializedFileReader};
     let reader = SerializedFileReader::new(std::fs::File::open(sample_parquet()).unwrap()).unwrap();
-    let row = reader.get_row_iter(None).unwrap().next().unwrap().unwrap();
-    let (_, value) = row.get_column_iter().find(|(name, _)| name.as_str() == "text").unwrap();
-    match value {
-        parquet::record::Field::Str(s) => s.clone(),
-        other => panic!("{other:?}"),
-    }
+    let rows = reader.get_row_iter(None).unwrap().take(n);
+    rows.map(|row| {
+        let row = row.unwrap();
+        let (_, value) = row.get_column_iter().find(|(name, _)| name.as_str() == "text").unwrap();
+        match value {
+            parquet::record::Field::Str(s) => s.clone(),
+            other => panic!("{other:?}"),
+        }
+    })
+    .collect()
+}
+
+/// A Llama 3 tokenizer (the fixture's: 128,256 ids) makes uint32 shards: each document is its
+/// `<|begin_of_text|>` and then the tokenizer's ids of its text, and the manifest says whose.
+#[test]
+fn a_llama_tokenizer_makes_uint32_shards_of_bos_then_its_ids() {
+    let llama = gpt::Tokenizer::from_model_dir(&fixtures().join("llama-tiny")).unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let with_llama = PrepareOptions { max_docs: Some(20), tokenizer: ("llama-tiny".into(), llama.clone()), ..options(5_000) };
+    let report = prepare(&sample_parquet(), out.path(), &with_llama).unwrap();
+    let manifest = Manifest::load(&out.path().join(MANIFEST_FILE)).unwrap();
+    assert_eq!((manifest.settings.tokenizer.as_str(), manifest.settings.token_type), ("llama-tiny", TokenType::Uint32));
+    assert_eq!(manifest.settings.tokenizer_fingerprint, fineweb::tokenizer_fingerprint(&llama));
+    assert_ne!(manifest.settings.tokenizer_fingerprint, fineweb::tokenizer_fingerprint(&gpt::Tokenizer::gpt2()));
+    let tokens = all_tokens(out.path(), report.shards.len());
+    let bos = 128_000; // <|begin_of_text|>
+    let expected: Vec<u32> = texts(20).iter().flat_map(|text| std::iter::once(bos).chain(llama.encode_ordinary(text))).collect();
+    assert_eq!(tokens.len(), expected.len());
+    assert!(tokens == expected, "the shards are not [BOS] + the tokenizer's ids of each document");
+    assert!(tokens.iter().any(|&t| t > 65_535), "ids past uint16 (why the shards are uint32)");
+    assert!(report.shards.iter().all(|s| TokenFile::open(&out.path().join(&s.name)).unwrap().token_type() == TokenType::Uint32));
+    // GPT-2's tokens into the same directory: other settings, refused.
+    let error = prepare(&sample_parquet(), out.path(), &PrepareOptions { max_docs: Some(20), ..options(5_000) }).unwrap_err();
+    assert!(format!("{error:#}").contains("tokenizer llama-tiny vs gpt2"), "{error:#}");
 }
 
 #[test]
@@ -526,7 +559,7 @@ fn the_loader_reads_prepared_shards() {
     assert_eq!(train.total_tokens(), 118_714 - 25_000);
     let expected = read_tokens(&out.path().join("edufineweb_train_000001.npy")).unwrap();
     let batch = train.next_batch().unwrap();
-    assert_eq!(batch.inputs, expected[..256].iter().map(|&t| t as u32).collect::<Vec<_>>());
+    assert_eq!(batch.inputs, expected[..256].to_vec());
     assert_eq!(batch.targets, expected[1..257].iter().map(|&t| t as i64).collect::<Vec<_>>());
     let val = ShardLoader::new(out.path(), Split::Val, 4, 64, 0, 1).unwrap();
     assert_eq!(val.shards(), [out.path().join("edufineweb_val_000000.npy")]);

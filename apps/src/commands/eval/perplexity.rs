@@ -172,12 +172,18 @@ fn npy_files(dir: &Path) -> Result<Vec<std::path::PathBuf>> {
     Ok(files)
 }
 
-/// GPT-2 token shards as they are, concatenated; their bytes are those of the decoded tokens.
+/// Token shards as they are, concatenated; their bytes are those of the decoded tokens. They must
+/// hold the ids of the model's tokenizer (their manifest's fingerprint; GPT-2's without one).
 fn read_shards(dir: &Path, shards: &[std::path::PathBuf], tokenizer: &Tokenizer, model: &str) -> Result<Corpus> {
-    ensure!(tokenizer.is_gpt2(), "{}: token shards hold GPT-2 token ids, and {model} has its own tokenizer", dir.display());
+    let (shards_tokenizer, fingerprint) = pipelines::data::fineweb::shards_tokenizer(dir)?;
+    ensure!(
+        pipelines::data::fineweb::tokenizer_fingerprint(tokenizer) == fingerprint,
+        "{}: the token shards hold ids of {shards_tokenizer}'s tokenizer, and {model} has another",
+        dir.display()
+    );
     let mut ids = Vec::new();
     for shard in shards {
-        ids.extend(read_tokens(shard).with_context(|| format!("reading the token shard {}", shard.display()))?.into_iter().map(u32::from));
+        ids.extend(read_tokens(shard).with_context(|| format!("reading the token shard {}", shard.display()))?);
     }
     ensure!(!ids.is_empty(), "{}: the token shards hold no tokens", dir.display());
     let bytes = tokenizer.decode_bytes(&ids).with_context(|| format!("decoding the tokens of {}", dir.display()))?.len();
