@@ -5,7 +5,7 @@
 //! 1. The documents: the parquet files of a Hugging Face data set config (by default
 //!    `HuggingFaceFW/fineweb-edu`, `sample-10BT` = the files under `sample/10BT/`), downloaded one
 //!    at a time into the HF cache through hf-hub, or local parquet files; files in name order, rows
-//!    in file order, column `text`. Record batches are streamed: the data set is never in memory.
+//!    in file order, column `text` (or another: `PrepareOptions::text_column`). Record batches are streamed: the data set is never in memory.
 //! 2. Each document becomes `[50256] + encode_ordinary(text)` (GPT-2 BPE), tokenised in parallel
 //!    (rayon), in document order; with another tokenizer, its beginning-of-sequence token (else its
 //!    end of text) takes 50256's place.
@@ -55,6 +55,10 @@ pub const SHARD_PREFIX: &str = "edufineweb";
 pub const MANIFEST_FILE: &str = "fineweb_manifest.json";
 /// The parquet column holding the documents.
 pub const TEXT_COLUMN: &str = "text";
+
+fn default_text_column() -> String {
+    TEXT_COLUMN.into()
+}
 /// Rows a record batch holds: the unit of parallel tokenisation.
 const BATCH_ROWS: usize = 1024;
 /// Record batches read ahead of the tokeniser.
@@ -89,12 +93,14 @@ pub struct PrepareOptions {
     pub progress: bool,
     /// The tokenizer, and how the manifest names it (`gpt2`, a hub id, a model directory).
     pub tokenizer: (String, Tokenizer),
+    /// The string column that holds the documents.
+    pub text_column: String,
 }
 
 impl Default for PrepareOptions {
     fn default() -> Self {
         let tokenizer = ("gpt2".into(), Tokenizer::gpt2());
-        Self { shard_size: DEFAULT_SHARD_SIZE, max_docs: None, max_tokens: None, workers: None, force: false, progress: false, tokenizer }
+        Self { shard_size: DEFAULT_SHARD_SIZE, max_docs: None, max_tokens: None, workers: None, force: false, progress: false, tokenizer, text_column: default_text_column() }
     }
 }
 
@@ -137,6 +143,8 @@ pub struct Settings {
     pub tokenizer_fingerprint: String,
     #[serde(default)]
     pub token_type: TokenType,
+    #[serde(default = "default_text_column")]
+    pub text_column: String,
     pub prefix: String,
     pub shard_size: usize,
     pub source: SourceRecord,
@@ -159,6 +167,8 @@ impl Settings {
         // A tokenizer is what its ids are: the same one from a moved directory makes the same shards.
         let what = if self.tokenizer_fingerprint != other.tokenizer_fingerprint {
             format!("tokenizer {} vs {}", self.tokenizer, other.tokenizer)
+        } else if self.text_column != other.text_column {
+            format!("text column {} vs {}", self.text_column, other.text_column)
         } else if self.prefix != other.prefix {
             format!("prefix {} vs {}", self.prefix, other.prefix)
         } else if self.shard_size != other.shard_size {
@@ -319,6 +329,7 @@ pub fn prepare_fineweb(source: &Source, out_dir: &Path, options: &PrepareOptions
         tokenizer: tokenizer_name.clone(),
         tokenizer_fingerprint: tokenizer_fingerprint(tokenizer),
         token_type: TokenType::for_vocab(tokenizer.vocab_size()),
+        text_column: options.text_column.clone(),
         prefix: SHARD_PREFIX.into(),
         shard_size: options.shard_size,
         source: inputs.record(),
@@ -377,7 +388,7 @@ pub fn prepare_fineweb(source: &Source, out_dir: &Path, options: &PrepareOptions
     let start = kept.last().map(|s| s.end).unwrap_or_default();
     let mut filler = ShardFiller::new(out_dir, &manifest_path, settings, limits, kept, options.progress)?;
     let pool = rayon::ThreadPoolBuilder::new().num_threads(workers).build().context("cannot start the tokeniser threads")?;
-    let (stop, end, tokens_processed) = pool.install(|| stream_documents(&inputs, start, limits, tokenizer, &mut filler))?;
+    let (stop, end, tokens_processed) = pool.install(|| stream_documents(&inputs, &options.text_column, start, limits, tokenizer, &mut filler))?;
     let manifest = filler.finish(stop, end)?;
     // Shard files past the end of this run (an earlier, longer run; a crash before its manifest
     // was written) would be read by a loader as if they belonged here.
@@ -578,12 +589,12 @@ struct TextBatch {
 
 /// Reads the documents from `start` on and feeds them, tokenised, to `filler`. Returns why it
 /// stopped, the position after the last document, and the tokens it tokenised.
-fn stream_documents(inputs: &Inputs, start: Position, limits: Limits, tokenizer: &Tokenizer, filler: &mut ShardFiller) -> Result<(StopReason, Position, u64)> {
+fn stream_documents(inputs: &Inputs, column: &str, start: Position, limits: Limits, tokenizer: &Tokenizer, filler: &mut ShardFiller) -> Result<(StopReason, Position, u64)> {
     let stop_reading = AtomicBool::new(false);
     std::thread::scope(|scope| {
         let (sender, receiver) = sync_channel(READ_AHEAD);
-        let reader = scope.spawn(|| read_batches(inputs, start, limits.max_docs, &stop_reading, sender));
-        let result = tokenise_batches(inputs, start, limits, tokenizer, receiver, filler);
+        let reader = scope.spawn(|| read_batches(inputs, column, start, limits.max_docs, &stop_reading, sender));
+        let result = tokenise_batches(inputs, column, start, limits, tokenizer, receiver, filler);
         stop_reading.store(true, Ordering::SeqCst);
         let read = reader.join().map_err(|_| anyhow!("the parquet reader thread panicked"))?;
         // The reader's own error explains a stop better than "the channel closed".
@@ -596,6 +607,7 @@ fn stream_documents(inputs: &Inputs, start: Position, limits: Limits, tokenizer:
 /// filler in order.
 fn tokenise_batches(
     inputs: &Inputs,
+    column: &str,
     start: Position,
     limits: Limits,
     tokenizer: &Tokenizer,
@@ -609,12 +621,12 @@ fn tokenise_batches(
     }
     for batch in receiver {
         let file_name = &inputs.names[batch.file];
-        let texts = Texts::of(&batch.texts).with_context(|| format!("{file_name}: column `{TEXT_COLUMN}`"))?;
+        let texts = Texts::of(&batch.texts).with_context(|| format!("{file_name}: column `{column}`"))?;
         let documents: Vec<Vec<u32>> = (0..batch.texts.len())
             .into_par_iter()
             .map(|i| {
                 let row = batch.first_row + i as u64;
-                let text = texts.get(i).ok_or_else(|| anyhow!("{file_name}: row {row}: `{TEXT_COLUMN}` is null"))?;
+                let text = texts.get(i).ok_or_else(|| anyhow!("{file_name}: row {row}: `{column}` is null"))?;
                 encode_document(tokenizer, text).with_context(|| format!("{file_name}: row {row}"))
             })
             .collect::<Result<_>>()?;
@@ -651,9 +663,9 @@ fn encode_document(tokenizer: &Tokenizer, text: &str) -> Result<Vec<u32>> {
 }
 
 /// The producing side (its own thread): fetches the input files in order from `start` on
-/// (downloading each only when it is reached) and sends their `text` column in record batches.
-/// Stops early when the consumer is gone, `stop` is set, or `max_docs` rows have been sent.
-fn read_batches(inputs: &Inputs, start: Position, max_docs: Option<u64>, stop: &AtomicBool, sender: SyncSender<TextBatch>) -> Result<()> {
+/// (downloading each only when it is reached) and sends their `column` in record batches. Stops
+/// early when the consumer is gone, `stop` is set, or `max_docs` rows have been sent.
+fn read_batches(inputs: &Inputs, column: &str, start: Position, max_docs: Option<u64>, stop: &AtomicBool, sender: SyncSender<TextBatch>) -> Result<()> {
     let mut document = start.documents;
     for file in start.file..inputs.names.len() {
         if stop.load(Ordering::SeqCst) || max_docs.is_some_and(|max| document >= max) {
@@ -661,7 +673,7 @@ fn read_batches(inputs: &Inputs, start: Position, max_docs: Option<u64>, stop: &
         }
         let path = inputs.fetch(file)?;
         let skip = if file == start.file { start.row } else { 0 };
-        match parquet_file::guard(&path, || read_file_batches(&path, file, skip, &mut document, max_docs, stop, &sender))? {
+        match parquet_file::guard(&path, || read_file_batches(&path, column, file, skip, &mut document, max_docs, stop, &sender))? {
             ReadOutcome::Continue => {}
             ReadOutcome::Stop => return Ok(()),
         }
@@ -675,11 +687,12 @@ enum ReadOutcome {
     Stop,
 }
 
-/// One file of [`read_batches`]: its `text` column from row `skip` on, counting `document`.
-fn read_file_batches(path: &Path, file: usize, skip: u64, document: &mut u64, max_docs: Option<u64>, stop: &AtomicBool, sender: &SyncSender<TextBatch>) -> Result<ReadOutcome> {
+/// One file of [`read_batches`]: its `column` from row `skip` on, counting `document`.
+#[allow(clippy::too_many_arguments)]
+fn read_file_batches(path: &Path, column: &str, file: usize, skip: u64, document: &mut u64, max_docs: Option<u64>, stop: &AtomicBool, sender: &SyncSender<TextBatch>) -> Result<ReadOutcome> {
     let context = || format!("cannot read {}", path.display());
     let builder = parquet_file::open(path)?;
-    let mask = parquet_file::project(path, &builder, &[TEXT_COLUMN])?;
+    let mask = parquet_file::project(path, &builder, &[column])?;
     // Skip whole row groups without decoding them, then rows within the first one read.
     let mut groups = Vec::new();
     let mut first_row = 0u64;

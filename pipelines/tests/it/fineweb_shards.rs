@@ -135,18 +135,42 @@ fn first_text() -> String {
 
 /// The first `n` rows' `text`, read independently of the code under test.
 fn texts(n: usize) -> Vec<String> {
+    column_strings("text", n)
+}
+
+/// The first `n` rows of string column `column`, read independently of the code under test.
+fn column_strings(column: &str, n: usize) -> Vec<String> {
     use parquet::file::reader::{FileReader, SerializedFileReader};
     let reader = SerializedFileReader::new(std::fs::File::open(sample_parquet()).unwrap()).unwrap();
     let rows = reader.get_row_iter(None).unwrap().take(n);
     rows.map(|row| {
         let row = row.unwrap();
-        let (_, value) = row.get_column_iter().find(|(name, _)| name.as_str() == "text").unwrap();
+        let (_, value) = row.get_column_iter().find(|(name, _)| name.as_str() == column).unwrap();
         match value {
             parquet::record::Field::Str(s) => s.clone(),
             other => panic!("{other:?}"),
         }
     })
     .collect()
+}
+
+/// Another column than `text` (`--text-column`): its strings are the documents, and the manifest
+/// says which; a column the files lack is an error naming the file and the columns it has.
+#[test]
+fn another_text_column_makes_the_documents() {
+    let out = tempfile::tempdir().unwrap();
+    let urls = PrepareOptions { max_docs: Some(30), text_column: "url".into(), ..options(1_000) };
+    let report = prepare(&sample_parquet(), out.path(), &urls).unwrap();
+    let gpt2 = gpt::Tokenizer::gpt2();
+    let expected: Vec<u32> = column_strings("url", 30).iter().flat_map(|url| std::iter::once(EOT).chain(gpt2.encode_ordinary(url))).collect();
+    assert_eq!(all_tokens(out.path(), report.shards.len()), expected);
+    assert_eq!(Manifest::load(&out.path().join(MANIFEST_FILE)).unwrap().settings.text_column, "url");
+    // The same directory with the default column: other settings.
+    let error = prepare(&sample_parquet(), out.path(), &PrepareOptions { max_docs: Some(30), ..options(1_000) }).unwrap_err();
+    assert!(format!("{error:#}").contains("text column url vs text"), "{error:#}");
+    let error = prepare(&sample_parquet(), tempfile::tempdir().unwrap().path(), &PrepareOptions { text_column: "body".into(), ..options(1_000) }).unwrap_err();
+    let message = format!("{error:#}");
+    assert!(message.contains("fineweb_edu_sample.parquet: no `body` column (it has: text, id, dump, url"), "{message}");
 }
 
 /// A Llama 3 tokenizer (the fixture's: 128,256 ids) makes uint32 shards: each document is its

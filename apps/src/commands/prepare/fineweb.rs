@@ -27,6 +27,9 @@ pub struct FinewebArgs {
     /// tokenizer to use, to pretrain that model family (uint32 shards past 65,536 tokens)
     #[arg(long, default_value = "gpt2")]
     pub tokenizer: String,
+    /// The string column that holds the documents
+    #[arg(long, default_value = fineweb::TEXT_COLUMN)]
+    pub text_column: String,
     /// Tokens per shard
     #[arg(long, default_value_t = fineweb::DEFAULT_SHARD_SIZE)]
     pub shard_size: usize,
@@ -66,6 +69,7 @@ pub fn run(args: FinewebArgs) -> Result<()> {
     };
     let options = PrepareOptions {
         tokenizer: (name, tokenizer),
+        text_column: args.text_column.clone(),
         shard_size: args.shard_size,
         max_docs: args.max_docs,
         max_tokens: args.max_tokens,
