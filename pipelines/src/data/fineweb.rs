@@ -5,7 +5,8 @@
 //! 1. The documents: the parquet files of a Hugging Face data set config (by default
 //!    `HuggingFaceFW/fineweb-edu`, `sample-10BT` = the files under `sample/10BT/`), downloaded one
 //!    at a time into the HF cache through hf-hub, or local parquet files; files in name order, rows
-//!    in file order, column `text` (or another: `PrepareOptions::text_column`). Record batches are streamed: the data set is never in memory.
+//!    in file order, column `text` (or another: `PrepareOptions::text_column`). Record batches
+//!    are streamed: the data set is never in memory.
 //! 2. Each document becomes `[50256] + encode_ordinary(text)` (GPT-2 BPE), tokenised in parallel
 //!    (rayon), in document order; with another tokenizer, its beginning-of-sequence token (else its
 //!    end of text) takes 50256's place.
