@@ -4,9 +4,10 @@
 //!
 //! 1. The documents: the parquet files of a Hugging Face data set config (by default
 //!    `HuggingFaceFW/fineweb-edu`, `sample-10BT` = the files under `sample/10BT/`), downloaded one
-//!    at a time into the HF cache through hf-hub, or local parquet files; files in name order, rows
-//!    in file order, column `text` (or another: `PrepareOptions::text_column`). Record batches
-//!    are streamed: the data set is never in memory.
+//!    at a time into the HF cache through hf-hub, or local files ([`local_input_files`]: parquet,
+//!    JSONL, JSON, CSV, TSV, `.txt`); files in name order, rows in file order, column `text` (or
+//!    another: `PrepareOptions::text_column`). Parquet record batches are streamed: the data set
+//!    is never in memory; the other formats are read a whole file at a time.
 //! 2. Each document becomes `[50256] + encode_ordinary(text)` (GPT-2 BPE), tokenised in parallel
 //!    (rayon), in document order; with another tokenizer, its beginning-of-sequence token (else its
 //!    end of text) takes 50256's place.
@@ -42,6 +43,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::data::parquet_file::{self, Texts};
+use crate::data::records::{self, read_records};
 use crate::data::shards::{self, TokenType, npy_header, shard_file_name, write_tokens};
 
 /// The data set `fineweb.py` reads.
@@ -69,7 +71,7 @@ const MANIFEST_FORMAT: u32 = 1;
 /// Where the documents come from.
 #[derive(Clone, Debug)]
 pub enum Source {
-    /// A parquet file, or a directory whose `*.parquet` files are read in name order.
+    /// A data file, or a directory whose data files are read in name order ([`local_input_files`]).
     Local(PathBuf),
     /// A data set on the Hugging Face hub: the parquet files of `config` (see [`config_folder`]),
     /// in name order, downloaded into the HF cache one by one.
@@ -484,7 +486,7 @@ impl Inputs {
     fn open(source: &Source, pinned_revision: Option<&str>) -> Result<Self> {
         match source {
             Source::Local(path) => {
-                let files = local_parquet_files(path)?;
+                let files = local_input_files(path)?;
                 let names = files
                     .iter()
                     .map(|f| f.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default())
@@ -526,20 +528,37 @@ impl Inputs {
     }
 }
 
-/// A parquet file, or the `*.parquet` files directly in a directory, sorted by name.
-pub fn local_parquet_files(path: &Path) -> Result<Vec<PathBuf>> {
+/// A data file, or the data files directly in a directory, sorted by name: parquet (streamed),
+/// JSONL, a JSON list, CSV, TSV (read whole, as `records` reads them) and plain text (a `.txt`
+/// file is one document).
+pub fn local_input_files(path: &Path) -> Result<Vec<PathBuf>> {
     let meta = std::fs::metadata(path).with_context(|| format!("cannot read the input {}", path.display()))?;
     if meta.is_file() {
+        ensure!(is_input_file(path), "{}: not a data file this reads ({})", path.display(), INPUT_KINDS);
         return Ok(vec![path.to_path_buf()]);
     }
     let mut files: Vec<PathBuf> = std::fs::read_dir(path)
         .with_context(|| format!("cannot list {}", path.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.is_file() && p.extension().is_some_and(|e| e == "parquet"))
+        .filter(|p| p.is_file() && is_input_file(p) && !p.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.')))
         .collect();
     files.sort();
-    ensure!(!files.is_empty(), "no *.parquet files in {}", path.display());
+    ensure!(!files.is_empty(), "no data files ({INPUT_KINDS}) in {}", path.display());
     Ok(files)
+}
+
+const INPUT_KINDS: &str = "*.parquet, *.jsonl, *.json, *.csv, *.tsv, *.txt";
+
+fn is_input_file(path: &Path) -> bool {
+    records::is_data_file(path) || is_text_file(path)
+}
+
+fn is_text_file(path: &Path) -> bool {
+    path.extension().is_some_and(|e| e.eq_ignore_ascii_case("txt"))
+}
+
+fn is_parquet(path: &Path) -> bool {
+    path.extension().is_some_and(|e| e.eq_ignore_ascii_case("parquet"))
 }
 
 /// The repo folder of a data set config: `sample-10BT` → `sample/10BT` (FineWeb-Edu's layout),
@@ -674,12 +693,52 @@ fn read_batches(inputs: &Inputs, column: &str, start: Position, max_docs: Option
         }
         let path = inputs.fetch(file)?;
         let skip = if file == start.file { start.row } else { 0 };
-        match parquet_file::guard(&path, || read_file_batches(&path, column, file, skip, &mut document, max_docs, stop, &sender))? {
+        let read = if is_parquet(&path) {
+            parquet_file::guard(&path, || read_file_batches(&path, column, file, skip, &mut document, max_docs, stop, &sender))?
+        } else {
+            let texts = read_whole_file(&path, column)?;
+            send_texts(texts, file, skip, &mut document, max_docs, stop, &sender)
+        };
+        match read {
             ReadOutcome::Continue => {}
             ReadOutcome::Stop => return Ok(()),
         }
     }
     Ok(())
+}
+
+/// The documents of a file that is not parquet: a `.txt` file's whole text, else each record's
+/// `column` (a record without it, or with something else than a string there, is an error naming it).
+fn read_whole_file(path: &Path, column: &str) -> Result<Vec<String>> {
+    if is_text_file(path) {
+        return Ok(vec![std::fs::read_to_string(path).with_context(|| format!("cannot read {} as UTF-8 text", path.display()))?]);
+    }
+    read_records(path, Some(&[column.to_string()]))?
+        .into_iter()
+        .map(|record| match record.object()?.get(column) {
+            Some(serde_json::Value::String(text)) => Ok(text.clone()),
+            Some(other) => bail!("{}: `{column}` is {}, not a string", record.location(), super::json_kind(other)),
+            None => bail!("{}: no `{column}`", record.location()),
+        })
+        .collect()
+}
+
+/// [`read_file_batches`] for documents already read: from row `skip` on, in batches.
+fn send_texts(texts: Vec<String>, file: usize, skip: u64, document: &mut u64, max_docs: Option<u64>, stop: &AtomicBool, sender: &SyncSender<TextBatch>) -> ReadOutcome {
+    let mut row = skip;
+    for chunk in texts.get(skip as usize..).unwrap_or_default().chunks(BATCH_ROWS) {
+        let room = max_docs.map_or(chunk.len(), |max| (max.saturating_sub(*document) as usize).min(chunk.len()));
+        let texts: ArrayRef = std::sync::Arc::new(arrow_array::StringArray::from_iter_values(&chunk[..room]));
+        if room > 0 && sender.send(TextBatch { file, first_row: row, first_document: *document, texts }).is_err() {
+            return ReadOutcome::Stop;
+        }
+        row += room as u64;
+        *document += room as u64;
+        if max_docs.is_some_and(|max| *document >= max) || stop.load(Ordering::SeqCst) {
+            return ReadOutcome::Stop;
+        }
+    }
+    ReadOutcome::Continue
 }
 
 /// Whether [`read_batches`] goes on with the next file.

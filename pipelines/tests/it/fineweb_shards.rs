@@ -173,6 +173,45 @@ fn another_text_column_makes_the_documents() {
     assert!(message.contains("fineweb_edu_sample.parquet: no `body` column (it has: text, id, dump, url"), "{message}");
 }
 
+/// JSONL, JSON, CSV and plain-text inputs make the shards the same documents make from parquet,
+/// byte for byte; a run resumed or extended part-way through a JSONL file goes on from the right
+/// record; a record without the column is an error naming its line.
+#[test]
+fn jsonl_and_text_files_make_the_shards_parquet_makes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let docs = texts(40);
+    let jsonl = tmp.path().join("docs.jsonl");
+    let lines: Vec<String> = docs.iter().map(|t| serde_json::json!({ "id": 1, "text": t }).to_string()).collect();
+    std::fs::write(&jsonl, lines.join("\n") + "\n").unwrap();
+    let from_parquet = tmp.path().join("parquet");
+    prepare(&sample_parquet(), &from_parquet, &PrepareOptions { max_docs: Some(40), ..options(3_000) }).unwrap();
+    let from_jsonl = tmp.path().join("jsonl");
+    // 15 documents first (its full shards are kept), then the rest: the extension starts from the
+    // record after the last full shard's end.
+    prepare(&jsonl, &from_jsonl, &PrepareOptions { max_docs: Some(15), ..options(3_000) }).unwrap();
+    let report = prepare(&jsonl, &from_jsonl, &options(3_000)).unwrap();
+    assert!(report.reused_shards > 0, "the first run's full shards are kept");
+    assert_eq!(npy_files(&from_jsonl), npy_files(&from_parquet));
+    assert_eq!(report.documents, 40);
+
+    // A directory of .txt files: each is one document, in name order.
+    let txt = tmp.path().join("txt");
+    std::fs::create_dir_all(&txt).unwrap();
+    for (i, doc) in docs[..3].iter().enumerate() {
+        std::fs::write(txt.join(format!("{}.txt", 3 - i)), doc).unwrap();
+    }
+    let out = tmp.path().join("from-txt");
+    let report = prepare(&txt, &out, &options(100_000)).unwrap();
+    let gpt2 = gpt::Tokenizer::gpt2();
+    let expected: Vec<u32> = docs[..3].iter().rev().flat_map(|d| std::iter::once(EOT).chain(gpt2.encode_ordinary(d))).collect();
+    assert_eq!(all_tokens(&out, report.shards.len()), expected);
+
+    // A record without the column.
+    std::fs::write(&jsonl, format!("{}\n{{\"body\": \"x\"}}\n", lines[0])).unwrap();
+    let error = prepare(&jsonl, &tmp.path().join("bad"), &options(3_000)).unwrap_err();
+    assert!(format!("{error:#}").contains("docs.jsonl: line 2: no `text`"), "{error:#}");
+}
+
 /// A Llama 3 tokenizer (the fixture's: 128,256 ids) makes uint32 shards: each document is its
 /// `<|begin_of_text|>` and then the tokenizer's ids of its text, and the manifest says whose.
 #[test]
@@ -315,7 +354,12 @@ fn input_errors_name_the_file_and_row() {
     let empty_dir = dir.path().join("empty");
     std::fs::create_dir(&empty_dir).unwrap();
     let error = format!("{:#}", prepare(&empty_dir, &out, &options(1000)).unwrap_err());
-    assert!(error.contains("no *.parquet files in") && error.contains("empty"), "{error}");
+    assert!(error.contains("no data files (*.parquet, *.jsonl, *.json, *.csv, *.tsv, *.txt) in") && error.contains("empty"), "{error}");
+    // A file of another kind.
+    let pdf = dir.path().join("paper.pdf");
+    std::fs::write(&pdf, "%PDF").unwrap();
+    let error = format!("{:#}", prepare(&pdf, &out, &options(1000)).unwrap_err());
+    assert!(error.contains("paper.pdf: not a data file this reads"), "{error}");
 
     let not_parquet = dir.path().join("notes.parquet");
     std::fs::write(&not_parquet, "just text").unwrap();

@@ -11,7 +11,8 @@ pub struct FinewebArgs {
     /// Output directory for the shards and fineweb_manifest.json
     #[arg(long)]
     pub out: PathBuf,
-    /// Local parquet file, or a directory of them (read in name order), instead of the hub
+    /// A local data file, or a directory of them (read in name order), instead of the hub:
+    /// parquet (streamed), JSONL, JSON, CSV, TSV (their --text-column) or .txt (one document each)
     #[arg(long, visible_alias = "data")]
     pub input: Option<PathBuf>,
     /// Hugging Face data set repo
