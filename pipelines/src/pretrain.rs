@@ -268,9 +268,10 @@ fn tokenizer_for_shards(data: &Path, model: &str, model_vocab: usize) -> Result<
         Err(error) => return Err(error),
     };
     if tokenizer_fingerprint(&tokenizer) != fingerprint {
+        let its = if tokenizer.is_gpt2() { "gpt2" } else { model };
         bail!(
             "{} holds token ids of {shards_tokenizer}'s tokenizer, and {model} has another: \
-             make shards of its ids with `llmfs prepare fineweb --tokenizer {model}`",
+             make shards of its ids with `llmfs prepare fineweb --tokenizer {its}`",
             data.display()
         );
     }

@@ -168,3 +168,43 @@ fn hub_errors_are_clear() {
     let err = stderr(&out);
     assert!(err.contains("HF_HUB_OFFLINE") && err.contains("--input") && err.contains("datasets--llmfs-test--fineweb-edu"), "{err}");
 }
+
+/// Your own files and a Llama-family model, end to end on the command line: `.txt` documents
+/// tokenized with the fixture Llama 3 tokenizer (`--tokenizer DIR`, recorded as an absolute path),
+/// a `random:llama-tiny` pretrained from scratch on them (the shards' tokenizer, whose files its
+/// saved model gets), and `generate` on that run, which finds them.
+#[test]
+fn a_llama_model_pretrains_from_scratch_on_your_own_text_files() {
+    let home = tempfile::tempdir().unwrap();
+    let corpus = home.path().join("corpus");
+    std::fs::create_dir_all(&corpus).unwrap();
+    let text = std::fs::read_to_string(fixtures().join("data/perplexity_text.txt")).unwrap();
+    for (i, part) in text.split("\n\n").filter(|p| !p.trim().is_empty()).enumerate() {
+        std::fs::write(corpus.join(format!("{i:03}.txt")), part.repeat(5)).unwrap();
+    }
+    let shards = home.path().join("shards");
+    let llama = fixtures().join("llama-tiny");
+    let out = run(llmfs(home.path()).args(["prepare", "fineweb", "--input"]).arg(&corpus).arg("--out").arg(&shards).arg("--tokenizer").arg(&llama).args(["--shard-size", "600"]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let manifest: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(shards.join("fineweb_manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest["settings"]["tokenizer"], llama.canonicalize().unwrap().to_string_lossy().as_ref());
+    assert_eq!(manifest["settings"]["token_type"], "uint32");
+
+    let run_dir = home.path().join("run");
+    let out = run(llmfs(home.path())
+        .args(["pretrain", "--config", "llama-tiny", "--data"])
+        .arg(&shards)
+        .args(["--seq-len", "16", "--batch-size", "2", "--steps", "3", "--warmup-steps", "1", "--eval-every", "3", "--eval-batches", "1"])
+        .args(["--sample-every", "100", "--plain", "--device", "cpu", "--threads", "2", "--run-dir"])
+        .arg(&run_dir));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(run_dir.join("model/tokenizer.json").is_file(), "the shards' tokenizer saved with the model");
+    let out = run(llmfs(home.path()).args(["generate", "--device", "cpu", "--prompt", "The Union", "--max-new-tokens", "3", "--model"]).arg(&run_dir));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).starts_with("The Union"), "{}", stdout(&out));
+
+    // GPT-2 on these shards: refused, naming the command that makes its own.
+    let out = run(llmfs(home.path()).args(["pretrain", "--config", "tiny", "--data"]).arg(&shards).args(["--seq-len", "16", "--steps", "1", "--plain", "--run-dir"]).arg(home.path().join("gpt2")));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("make shards of its ids with `llmfs prepare fineweb --tokenizer gpt2`"), "{}", stderr(&out));
+}
