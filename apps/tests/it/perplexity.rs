@@ -1,6 +1,6 @@
 //! `llmfs eval perplexity` end to end with the real binary: the tiny GPT-2 and Llama fixtures on
-//! `tests/fixtures/data/perplexity_text.txt` (and the same documents as JSONL records, and as a
-//! GPT-2 token shard), compared with `tests/fixtures/perplexity_reference.json` (transformers'
+//! `tests/fixtures/data/perplexity_text.txt` (and the same documents as JSONL records, as a GPT-2
+//! token shard, and as a Llama token shard from `prepare fineweb --tokenizer`), compared with `tests/fixtures/perplexity_reference.json` (transformers'
 //! strided computation; scripts/reference/perplexity_reference.py) to 1e-4 relative.
 
 use std::path::Path;
@@ -78,6 +78,18 @@ fn gpt2_token_shards_are_scored_as_the_text_they_decode_to() {
     pipelines::data::shards::write_tokens(&shards.join("docs_train_000001.npy"), &tokens[..10], pipelines::data::shards::TokenType::Uint16).unwrap();
     let out = perplexity(home.path(), "gpt2-tiny", &shards, &["--seq-len", "40", "--stride", "16"]);
     assert_matches(&out, &reference_case("gpt2-tiny", 40, 16));
+
+    // The same text as the one document of a shard of the Llama tokenizer's ids (`prepare fineweb
+    // --tokenizer`: <|begin_of_text|> and its ids, which is what the tokenizer makes of the text):
+    // transformers' numbers for the text.
+    let corpus = home.path().join("corpus");
+    std::fs::create_dir_all(&corpus).unwrap();
+    std::fs::write(corpus.join("text.txt"), &text).unwrap();
+    let llama_shards = home.path().join("llama-shards");
+    let out = run(llmfs(home.path()).args(["prepare", "fineweb", "--input"]).arg(&corpus).arg("--out").arg(&llama_shards).arg("--tokenizer").arg(fixtures().join("llama-tiny")));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = perplexity(home.path(), "llama-tiny", &llama_shards, &["--seq-len", "64", "--stride", "24"]);
+    assert_matches(&out, &reference_case("llama-tiny", 64, 24));
 
     // Shards hold GPT-2 ids: a model with another tokenizer is refused.
     let out = perplexity(home.path(), "llama-tiny", &shards, &[]);

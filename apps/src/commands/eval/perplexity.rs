@@ -186,7 +186,11 @@ fn read_shards(dir: &Path, shards: &[std::path::PathBuf], tokenizer: &Tokenizer,
         ids.extend(read_tokens(shard).with_context(|| format!("reading the token shard {}", shard.display()))?);
     }
     ensure!(!ids.is_empty(), "{}: the token shards hold no tokens", dir.display());
-    let bytes = tokenizer.decode_bytes(&ids).with_context(|| format!("decoding the tokens of {}", dir.display()))?.len();
+    // The documents' own bytes: the token `prepare fineweb` starts each document with (GPT-2's
+    // <|endoftext|>, Llama 3's <|begin_of_text|>) is not part of their text.
+    let start = tokenizer.start_id();
+    let text: Vec<u32> = ids.iter().copied().filter(|&id| id != start).collect();
+    let bytes = tokenizer.decode_bytes(&text).with_context(|| format!("decoding the tokens of {}", dir.display()))?.len();
     let names: Vec<String> = shards.iter().filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned())).collect();
     Ok(Corpus { ids, bytes, what: format!("{} ({})", dir.display(), names.join(", ")) })
 }
