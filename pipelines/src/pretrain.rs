@@ -187,8 +187,8 @@ impl TrainHooks<LanguageModelTraining> for PretrainHooks {
 /// Pretrains `job.lm.model` (a `random:<preset>` model from scratch, or weights to continue).
 pub fn pretrain(job: &PretrainJob) -> Result<LanguageModelReport> {
     let model = load_for_training(&job.lm)?;
-    let (tokenizer, shards_tokenizer) = tokenizer_for_shards(&job.data, &job.lm.model, model.vocab_size())?;
     let from_scratch = job.lm.model.starts_with("random:");
+    let (tokenizer, shards_tokenizer) = tokenizer_for_shards(&job.data, &job.lm.model, from_scratch, model.vocab_size())?;
     let context = model.context_length();
     if job.seq_len == 0 || job.seq_len > context {
         bail!("--seq-len {} must be in 1..={context} (the model's context)", job.seq_len);
@@ -257,13 +257,13 @@ pub fn pretrain(job: &PretrainJob) -> Result<LanguageModelReport> {
 
 /// The run's tokenizer: the model's, which must be the one the shards in `data` were made with
 /// (their manifest's fingerprint; shards without one are build-nanogpt's, of GPT-2's ids). A model
-/// of random weights has none of its own and takes the shards'. Also returns how the shards name
-/// their tokenizer.
-fn tokenizer_for_shards(data: &Path, model: &str, model_vocab: usize) -> Result<(Tokenizer, String)> {
+/// of random weights (`from_scratch`) may have none of its own and then takes the shards'. Also
+/// returns how the shards name their tokenizer.
+fn tokenizer_for_shards(data: &Path, model: &str, from_scratch: bool, model_vocab: usize) -> Result<(Tokenizer, String)> {
     let (shards_tokenizer, fingerprint) = shards_tokenizer(data)?;
     let tokenizer = match ModelRef::resolve(model).tokenizer() {
         Ok(tokenizer) => tokenizer,
-        Err(_) if model.starts_with("random:") => ModelRef::tokenizer_named(&shards_tokenizer)
+        Err(_) if from_scratch => ModelRef::tokenizer_named(&shards_tokenizer)
             .with_context(|| format!("{model} has no tokenizer, and the shards' ({shards_tokenizer}) cannot be loaded"))?,
         Err(error) => return Err(error),
     };

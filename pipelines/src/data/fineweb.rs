@@ -693,11 +693,12 @@ fn read_batches(inputs: &Inputs, column: &str, start: Position, max_docs: Option
         }
         let path = inputs.fetch(file)?;
         let skip = if file == start.file { start.row } else { 0 };
+        let mut sink = BatchSink { file, row: skip, document: &mut document, max_docs, stop, sender: &sender };
         let read = if is_parquet(&path) {
-            parquet_file::guard(&path, || read_file_batches(&path, column, file, skip, &mut document, max_docs, stop, &sender))?
+            parquet_file::guard(&path, || read_file_batches(&path, column, skip, &mut sink))?
         } else {
             let texts = read_whole_file(&path, column)?;
-            send_texts(texts, file, skip, &mut document, max_docs, stop, &sender)
+            send_texts(&texts, skip, &mut sink)
         };
         match read {
             ReadOutcome::Continue => {}
@@ -724,17 +725,9 @@ fn read_whole_file(path: &Path, column: &str) -> Result<Vec<String>> {
 }
 
 /// [`read_file_batches`] for documents already read: from row `skip` on, in batches.
-fn send_texts(texts: Vec<String>, file: usize, skip: u64, document: &mut u64, max_docs: Option<u64>, stop: &AtomicBool, sender: &SyncSender<TextBatch>) -> ReadOutcome {
-    let mut row = skip;
+fn send_texts(texts: &[String], skip: u64, sink: &mut BatchSink) -> ReadOutcome {
     for chunk in texts.get(skip as usize..).unwrap_or_default().chunks(BATCH_ROWS) {
-        let room = max_docs.map_or(chunk.len(), |max| (max.saturating_sub(*document) as usize).min(chunk.len()));
-        let texts: ArrayRef = std::sync::Arc::new(arrow_array::StringArray::from_iter_values(&chunk[..room]));
-        if room > 0 && sender.send(TextBatch { file, first_row: row, first_document: *document, texts }).is_err() {
-            return ReadOutcome::Stop;
-        }
-        row += room as u64;
-        *document += room as u64;
-        if max_docs.is_some_and(|max| *document >= max) || stop.load(Ordering::SeqCst) {
+        if let ReadOutcome::Stop = sink.send(std::sync::Arc::new(arrow_array::StringArray::from_iter_values(chunk))) {
             return ReadOutcome::Stop;
         }
     }
@@ -747,9 +740,40 @@ enum ReadOutcome {
     Stop,
 }
 
-/// One file of [`read_batches`]: its `column` from row `skip` on, counting `document`.
-#[allow(clippy::too_many_arguments)]
-fn read_file_batches(path: &Path, column: &str, file: usize, skip: u64, document: &mut u64, max_docs: Option<u64>, stop: &AtomicBool, sender: &SyncSender<TextBatch>) -> Result<ReadOutcome> {
+/// Where [`read_batches`] is in one file (its next row, the next document) and where its batches go.
+struct BatchSink<'a> {
+    file: usize,
+    row: u64,
+    document: &'a mut u64,
+    max_docs: Option<u64>,
+    stop: &'a AtomicBool,
+    sender: &'a SyncSender<TextBatch>,
+}
+
+impl BatchSink<'_> {
+    /// Sends the next rows' texts, cut where `max_docs` is reached; whether to go on.
+    fn send(&mut self, mut texts: ArrayRef) -> ReadOutcome {
+        if let Some(max) = self.max_docs {
+            let room = max.saturating_sub(*self.document) as usize;
+            if room < texts.len() {
+                texts = texts.slice(0, room);
+            }
+        }
+        let rows = texts.len() as u64;
+        if rows > 0 && self.sender.send(TextBatch { file: self.file, first_row: self.row, first_document: *self.document, texts }).is_err() {
+            return ReadOutcome::Stop; // the consumer stopped
+        }
+        self.row += rows;
+        *self.document += rows;
+        if self.max_docs.is_some_and(|max| *self.document >= max) || self.stop.load(Ordering::SeqCst) {
+            return ReadOutcome::Stop;
+        }
+        ReadOutcome::Continue
+    }
+}
+
+/// One parquet file of [`read_batches`]: its `column` from row `skip` on.
+fn read_file_batches(path: &Path, column: &str, skip: u64, sink: &mut BatchSink) -> Result<ReadOutcome> {
     let context = || format!("cannot read {}", path.display());
     let builder = parquet_file::open(path)?;
     let mask = parquet_file::project(path, &builder, &[column])?;
@@ -765,24 +789,11 @@ fn read_file_batches(path: &Path, column: &str, file: usize, skip: u64, document
         }
     }
     let within = (skip - first_row.min(skip)) as usize;
-    let mut row = skip.max(first_row);
+    sink.row = skip.max(first_row);
     let reader = builder.with_projection(mask).with_row_groups(groups).with_offset(within).with_batch_size(BATCH_ROWS).build().with_context(context)?;
     for batch in reader {
         let batch = batch.with_context(context)?;
-        let mut texts = batch.column(0).clone();
-        if let Some(max) = max_docs {
-            let room = max.saturating_sub(*document) as usize;
-            if room < texts.len() {
-                texts = texts.slice(0, room);
-            }
-        }
-        let rows = texts.len() as u64;
-        if rows > 0 && sender.send(TextBatch { file, first_row: row, first_document: *document, texts }).is_err() {
-            return Ok(ReadOutcome::Stop); // the consumer stopped
-        }
-        row += rows;
-        *document += rows;
-        if max_docs.is_some_and(|max| *document >= max) || stop.load(Ordering::SeqCst) {
+        if let ReadOutcome::Stop = sink.send(batch.column(0).clone()) {
             return Ok(ReadOutcome::Stop);
         }
     }
