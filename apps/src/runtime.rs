@@ -43,7 +43,7 @@ pub fn train_on_ranks(devices: &[DeviceSpec], collective_timeout_s: u64, runtime
     let timeout = Duration::from_secs(collective_timeout_s);
     if devices.is_empty() {
         // Under `mpirun -np N`: the ranks of a data-parallel run (else one process).
-        let world = pipelines::distributed::init(timeout)?;
+        let world = pipelines::distributed::init(timeout, runtime.device)?;
         return world.finish(train(runtime.clone()));
     }
     if let Some(size) = pipelines::distributed::launched_world_size().filter(|&size| size > 1) {

@@ -43,6 +43,44 @@ fn nccl_found() -> Result<(), String> {
     Err("this llmfs was built without the `cuda` feature".into())
 }
 
+/// The number of the CUDA device (CubeCL's) that `spec` moved on by `by` trains on, as a rank
+/// of an `mpirun` world moves it by its node-local rank: `cuda:N` gives N + `by`, `auto` gives
+/// `by` where it picks `cuda:by`. None for every other device.
+pub fn cuda_number(spec: DeviceSpec, by: usize) -> Option<usize> {
+    match spec.on_gpu(by) {
+        DeviceSpec::Cuda(number) => Some(number),
+        DeviceSpec::Auto => auto_picks_cuda(by),
+        _ => None,
+    }
+}
+
+#[cfg(feature = "cuda")]
+fn auto_picks_cuda(number: usize) -> Option<usize> {
+    let device = DeviceSpec::Auto.resolve_on_gpu(number).ok()?;
+    (device == Device::cuda(number)).then_some(number)
+}
+
+#[cfg(not(feature = "cuda"))]
+fn auto_picks_cuda(_number: usize) -> Option<usize> {
+    None
+}
+
+/// Where the processes of one run meet to form NCCL's group: NCCL's first rank listens at this
+/// address and every process makes its group's id from it. Burn mints an NCCL id in each process
+/// and has no way to hand one over, so without this each process would form a group of its own.
+pub const NCCL_COMM_ID_ENV: &str = "NCCL_COMM_ID";
+
+/// Makes the processes of this node meet on `port` of the loopback interface when they form
+/// their NCCL group (see [`NCCL_COMM_ID_ENV`]); every process must be given the same port.
+///
+/// # Safety
+/// No other thread may read or write the environment meanwhile (`std::env::set_var`): call it
+/// before the run's device and worker threads start.
+pub unsafe fn meet_on_port(port: u16) {
+    // SAFETY: the caller's promise.
+    unsafe { std::env::set_var(NCCL_COMM_ID_ENV, format!("127.0.0.1:{port}")) }
+}
+
 /// `tensor`'s element-wise mean over `devices`: every rank passes its own tensor (on its own device,
 /// one of `devices`) and the same `devices`, and the ranks call it for the same tensors in the
 /// same order; each gets the mean on its device. NCCL's average: a sum in f32 over the ranks,
@@ -63,5 +101,16 @@ mod tests {
         assert!(why.contains("only CUDA devices"), "{why}");
         #[cfg(not(feature = "cuda"))]
         assert!(device_group(&[DeviceSpec::Cuda(0), DeviceSpec::Cuda(1)]).unwrap_err().contains("without the `cuda` feature"));
+    }
+
+    #[test]
+    fn a_ranks_cuda_number_moves_with_its_node_local_rank() {
+        assert_eq!(cuda_number(DeviceSpec::Cuda(0), 3), Some(3));
+        assert_eq!(cuda_number(DeviceSpec::Cuda(2), 1), Some(3));
+        for spec in [DeviceSpec::Cpu, DeviceSpec::TchCuda(0), DeviceSpec::Wgpu] {
+            assert_eq!(cuda_number(spec, 1), None, "{spec}");
+        }
+        #[cfg(not(feature = "cuda"))]
+        assert_eq!(cuda_number(DeviceSpec::Auto, 1), None);
     }
 }

@@ -39,7 +39,14 @@ pub fn average_gradients<M: Module>(model: &M, grads: GradientsParams, world: &d
     if let Some(devices) = world.device_group() {
         // A rank that failed stops the others here: inside NCCL they would wait for it forever.
         world.barrier()?;
-        return average_each(model, grads, &OnDevices(devices));
+        let averaged = average_each(model, grads, &OnDevices(devices))?;
+        // NCCL's work is only queued: waiting for it under the timeout stops a run whose group
+        // never forms, or whose other rank hangs inside NCCL, instead of hanging it. (One wait a
+        // step, which the step's loss would soon make anyway.)
+        if let Some(device) = model.devices().into_iter().next() {
+            world.wait_timed("NCCL's all-reduce of the gradients", &mut || device.sync().map_err(|e| anyhow::anyhow!("the device failed: {e}")))?;
+        }
+        return Ok(averaged);
     }
     average_in_buckets(model, grads, world, buffers, BUCKET)
 }

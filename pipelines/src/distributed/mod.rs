@@ -4,17 +4,19 @@
 //! [`threads::ThreadWorld`] (`--devices a,b,…`: one thread per device in one process, whose CUDA
 //! devices average their gradients themselves, with NCCL) and, with the
 //! `mpi` feature, [`mpi::MpiWorld`] (`mpirun -np N llmfs …`: MPI launches the ranks, does the
-//! rendezvous and carries the buffers).
+//! rendezvous and carries the buffers, except between CUDA GPUs of one node: NCCL, [`node_gpus`]).
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Result;
+use gpt::DeviceSpec;
 use gpt::burn::prelude::Device;
 
 mod gradients;
 #[cfg(feature = "mpi")]
 pub mod mpi;
+mod node_gpus;
 pub mod threads;
 mod watchdog;
 
@@ -49,6 +51,12 @@ pub trait Collective: Send + Sync {
     fn broadcast(&self, values: &mut [f32], root: usize) -> Result<()>;
     /// Returns when every rank has called it.
     fn barrier(&self) -> Result<()>;
+    /// Runs `wait`, a wait for this rank's device to finish what it was given (NCCL's all-reduce
+    /// among it), under the collective timeout: a rank whose NCCL waits for ever stops the run.
+    fn wait_timed(&self, what: &'static str, wait: &mut dyn FnMut() -> Result<()>) -> Result<()> {
+        let _ = what;
+        wait()
+    }
     /// Ends every rank now (MPI_Abort): after an error on one rank, the others would wait for it.
     fn abort(&self) -> !;
 }
@@ -88,10 +96,10 @@ impl Collective for Single {
 /// The world of this process once [`init`] made it: training asks for it with [`current`].
 static WORLD: Mutex<Option<Arc<dyn Collective>>> = Mutex::new(None);
 
-/// Joins the ranks this process was launched with ([`world`]) for the commands that train;
-/// the world lasts until the guard's [`WorldGuard::finish`].
-pub fn init(timeout: Duration) -> Result<WorldGuard> {
-    let world: Arc<dyn Collective> = Arc::from(world(timeout)?);
+/// Joins the ranks this process was launched with ([`world`]) for the commands that train on
+/// `device` (each rank's `--device`); the world lasts until the guard's [`WorldGuard::finish`].
+pub fn init(timeout: Duration, device: DeviceSpec) -> Result<WorldGuard> {
+    let world: Arc<dyn Collective> = Arc::from(world(timeout, device)?);
     if world.world_size() > 1 {
         eprintln!("rank {} of {}", world.rank(), world.world_size());
     }
@@ -138,7 +146,11 @@ pub fn launched_world_size() -> Option<usize> {
 /// `--gpus-per-task=1`), which it sees as `cuda:0`, and where the ranks are threads of one
 /// process (`--devices` named each one's device).
 pub fn gpu_shift() -> usize {
-    let world = current();
+    gpu_shift_of(current().as_ref())
+}
+
+/// [`gpu_shift`] in `world`.
+fn gpu_shift_of(world: &dyn Collective) -> usize {
     if world.in_one_process() {
         return 0;
     }
@@ -161,20 +173,21 @@ fn gpu_shift_from(world_size: usize, rank: usize, var: impl Fn(&str) -> Option<S
 /// The ranks this process trains with: MPI's world when an MPI launcher started it with more
 /// than one rank, else [`Single`]. Launched with several ranks by a build without the `mpi`
 /// feature is an error (each rank would train alone and write the same run directory).
-pub fn world(timeout: Duration) -> Result<Box<dyn Collective>> {
+/// MPI's ranks on CUDA GPUs of one node average their gradients with NCCL ([`node_gpus`]).
+pub fn world(timeout: Duration, device: DeviceSpec) -> Result<Box<dyn Collective>> {
     match launched_world_size() {
-        Some(size) if size > 1 => open_mpi(size, timeout),
+        Some(size) if size > 1 => open_mpi(size, timeout, device),
         _ => Ok(Box::new(Single)),
     }
 }
 
 #[cfg(feature = "mpi")]
-fn open_mpi(_size: usize, timeout: Duration) -> Result<Box<dyn Collective>> {
-    Ok(Box::new(mpi::MpiWorld::init(timeout)?))
+fn open_mpi(_size: usize, timeout: Duration, device: DeviceSpec) -> Result<Box<dyn Collective>> {
+    Ok(Box::new(mpi::MpiWorld::init(timeout, device)?))
 }
 
 #[cfg(not(feature = "mpi"))]
-fn open_mpi(size: usize, _timeout: Duration) -> Result<Box<dyn Collective>> {
+fn open_mpi(size: usize, _timeout: Duration, _device: DeviceSpec) -> Result<Box<dyn Collective>> {
     anyhow::bail!("launched as one of {size} MPI ranks, but this llmfs was built without the `mpi` feature (cargo build --features mpi; scripts/setup-mpi.sh installs Open MPI)")
 }
 

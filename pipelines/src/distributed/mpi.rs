@@ -1,5 +1,6 @@
 //! The MPI transport (feature `mpi`, the `mpi` crate over Open MPI or MPICH): `mpirun -np N`
-//! starts the ranks and MPI's world communicator carries every collective. Sums run in f32 for
+//! starts the ranks and MPI's world communicator carries every collective, except the gradients of
+//! ranks on CUDA GPUs of one node, which NCCL averages on the GPUs (`node_gpus`). Sums run in f32 for
 //! gradients (as NCCL and PyTorch's DDP do) and in f64 for metrics.
 
 use std::time::Duration;
@@ -10,6 +11,9 @@ use mpi::environment::Universe;
 use mpi::topology::SimpleCommunicator;
 use mpi::traits::*;
 
+use gpt::DeviceSpec;
+use gpt::burn::prelude::Device;
+
 use super::{Collective, Watchdog};
 
 pub struct MpiWorld {
@@ -17,6 +21,8 @@ pub struct MpiWorld {
     rank: usize,
     size: usize,
     watchdog: Watchdog,
+    /// Every rank's GPU, where they average their gradients with NCCL (CUDA GPUs of one node).
+    device_group: Option<Vec<Device>>,
     /// MPI is finalised when this drops, after the communicator.
     _universe: Universe,
 }
@@ -27,8 +33,9 @@ unsafe impl Send for MpiWorld {}
 unsafe impl Sync for MpiWorld {}
 
 impl MpiWorld {
-    /// Joins the ranks `mpirun` started. `timeout`: the longest a collective may wait for the others.
-    pub fn init(timeout: Duration) -> Result<Self> {
+    /// Joins the ranks `mpirun` started, which train on `device` (each rank's `--device`).
+    /// `timeout`: the longest a collective may wait for the others.
+    pub fn init(timeout: Duration, device: DeviceSpec) -> Result<Self> {
         let (universe, threading) = mpi::initialize_with_threading(mpi::Threading::Multiple).context("MPI was already initialised in this process")?;
         ensure!(threading == mpi::Threading::Multiple, "this MPI library gives {threading:?} threading, llmfs needs Multiple (its watchdog may abort from another thread)");
         let world = universe.world();
@@ -40,7 +47,10 @@ impl MpiWorld {
             eprintln!("error: {message}");
             aborting.abort();
         });
-        Ok(Self { world, rank, size, watchdog, _universe: universe })
+        let mut world = Self { world, rank, size, watchdog, device_group: None, _universe: universe };
+        let node = mpi::environment::processor_name().unwrap_or_default();
+        world.device_group = super::node_gpus::nccl_between_processes(&world, device, &node)?;
+        Ok(world)
     }
 }
 
@@ -61,6 +71,14 @@ impl Collective for MpiWorld {
 
     fn world_size(&self) -> usize {
         self.size
+    }
+
+    fn device_group(&self) -> Option<&[Device]> {
+        self.device_group.as_deref()
+    }
+
+    fn wait_timed(&self, what: &'static str, wait: &mut dyn FnMut() -> Result<()>) -> Result<()> {
+        self.watchdog.time(what, wait)
     }
 
     fn all_reduce_mean(&self, sent: &[f32], mean: &mut [f32]) -> Result<()> {

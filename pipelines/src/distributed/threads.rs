@@ -155,6 +155,10 @@ impl Collective for ThreadWorld {
         self.device_group.as_deref()
     }
 
+    fn wait_timed(&self, what: &'static str, wait: &mut dyn FnMut() -> Result<()>) -> Result<()> {
+        self.watchdog.time(what, wait)
+    }
+
     fn all_reduce_mean(&self, sent: &[f32], mean: &mut [f32]) -> Result<()> {
         anyhow::ensure!(sent.len() == mean.len(), "an all-reduce of {} values into {}", sent.len(), mean.len());
         let all = self.exchange("an all-reduce of gradients", Published { read: sent.as_ptr() as usize, write: mean.as_mut_ptr() as usize, len: sent.len() })?;

@@ -477,7 +477,8 @@ where
         let grads = if pending.batches > 1 { scale_gradients(&self.learner.model, grads, 1.0 / pending.batches as f64) } else { grads };
         let started = Instant::now();
         let grads = average_gradients(&self.learner.model, grads, self.world.as_ref(), &mut self.gradient_buffers)?;
-        // On the devices the call only queues the all-reduce: its seconds would say nothing.
+        // On the devices the call waits for the rest of the backward pass too: its seconds would
+        // not be the all-reduce's.
         if self.world.world_size() > 1 && self.world.device_group().is_none() {
             self.allreduce_s = Some(started.elapsed().as_secs_f64());
         }

@@ -14,7 +14,7 @@ const SCENARIO: &str = "LLMFS_MPI_TEST_SCENARIO";
 #[test]
 fn rank_body() {
     let Ok(scenario) = std::env::var(SCENARIO) else { return };
-    let world = distributed::world(Duration::from_secs(if scenario == "hang" { 2 } else { 60 })).unwrap();
+    let world = distributed::world(Duration::from_secs(if scenario == "hang" { 2 } else { 60 }), gpt::DeviceSpec::Cpu).unwrap();
     let (rank, size) = (world.rank(), world.world_size());
     assert_eq!(size, 2);
     if scenario == "hang" {
