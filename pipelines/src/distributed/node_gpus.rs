@@ -20,19 +20,32 @@ use super::Collective;
 /// name of the machine this rank runs on. Rank 0 says which way the gradients go.
 #[cfg_attr(not(feature = "mpi"), allow(dead_code))]
 pub(super) fn nccl_between_processes(world: &dyn Collective, device: DeviceSpec, node: &str) -> Result<Option<Vec<Device>>> {
-    // The same on every rank (same flag), so either all ranks take part or none.
-    if !matches!(device, DeviceSpec::Cuda(_) | DeviceSpec::Auto) {
+    // The same on every rank (same build, same flag), so either all ranks take part or none.
+    if !cfg!(feature = "cuda") || !matches!(device, DeviceSpec::Cuda(_) | DeviceSpec::Auto) {
         return Ok(None);
     }
-    use gpt::backend::collective::{cuda_number, device_group};
-    let number = cuda_number(device, super::gpu_shift_of(world));
-    // A rank off CUDA has nothing to say (`auto` on a machine without GPUs); one on CUDA says why not NCCL.
-    let own = number.ok_or(None).and_then(|n| device_group(&[DeviceSpec::Cuda(n)]).map(|_| n).map_err(Some));
     let say = |message: &str| {
         if world.rank() == 0 {
             eprintln!("{message}");
         }
     };
+    // The address first: setting the environment is safe only while no other thread reads it, so
+    // before anything (`auto`'s probe) starts a device's threads. Unused where no group forms.
+    // Rank 0 picks a free port of this node; 0 says it found none. A port below 2^24 is exact in f32.
+    let mut port = [if world.rank() == 0 { free_port().map_or(0.0, f32::from) } else { 0.0 }];
+    world.broadcast(&mut port, 0)?;
+    if port[0] == 0.0 {
+        say("gradients averaged through host memory (MPI): no free port on this node for NCCL's processes to meet on");
+        return Ok(None);
+    }
+    // SAFETY: no device, rayon or CubeCL thread has started in this process yet, and llmfs's one
+    // other thread (the collective watchdog) does not read the environment.
+    unsafe { gpt::backend::collective::meet_on_port(port[0] as u16) };
+
+    use gpt::backend::collective::{cuda_number, device_group};
+    let number = cuda_number(device, super::gpu_shift_of(world));
+    // A rank off CUDA has nothing to say (`auto` on a machine without GPUs); one on CUDA says why not NCCL.
+    let own = number.ok_or(None).and_then(|n| device_group(&[DeviceSpec::Cuda(n)]).map(|_| n).map_err(Some));
     let numbers = match agree(world, own, node)? {
         Ok(numbers) => numbers,
         Err(why) => {
@@ -42,15 +55,6 @@ pub(super) fn nccl_between_processes(world: &dyn Collective, device: DeviceSpec,
             return Ok(None);
         }
     };
-    // Rank 0 picks a free port of this node; 0 says it found none. A port below 2^24 is exact in f32.
-    let mut port = [if world.rank() == 0 { free_port().map_or(0.0, f32::from) } else { 0.0 }];
-    world.broadcast(&mut port, 0)?;
-    if port[0] == 0.0 {
-        say("gradients averaged through host memory (MPI): no free port on this node for NCCL's processes to meet on");
-        return Ok(None);
-    }
-    // SAFETY: the world is being formed: this rank's device and worker threads have not started.
-    unsafe { gpt::backend::collective::meet_on_port(port[0] as u16) };
     let devices = numbers.iter().map(|&number| DeviceSpec::Cuda(number).resolve()).collect::<Result<Vec<_>, _>>()?;
     say(&format!("gradients averaged on the GPUs by NCCL, between the {} processes of this node", world.world_size()));
     Ok(Some(devices))
