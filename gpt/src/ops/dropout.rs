@@ -72,11 +72,10 @@ fn draw_seed(device: &Device) -> u64 {
     splitmix64(bits.iter().fold(0x9E37_79B9_7F4A_7C15, |acc, b| splitmix64(acc ^ b)))
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "flex"))]
 mod tests {
     use super::*;
 
-    #[cfg(feature = "flex")]
     #[test]
     fn dropout_zeroes_scales_and_passes_the_gradient_through_the_same_mask() {
         use burn::nn::DropoutConfig;
