@@ -3,10 +3,12 @@
 //! `tokenizer_config.json` (or `chat_template.jinja`), and the end-of-sequence ids of
 //! `generation_config.json` / `config.json` (a number or a list).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use serde_json::Value;
 
+use super::byte_level_bpe::ByteLevelBpe;
 use super::chat_template::ChatTemplate;
 use crate::error::{GptError, Result};
 use crate::models::llama::config::token_ids;
@@ -27,6 +29,9 @@ pub struct HfTokenizer {
     pub(crate) bos_text: Option<String>,
     pub(crate) eos_text: Option<String>,
     pub(crate) chat_template: Option<ChatTemplate>,
+    /// `tokenizer.json`'s path, read again for the fast path the first time it is asked for.
+    path: PathBuf,
+    fast: OnceLock<Option<ByteLevelBpe>>,
 }
 
 impl HfTokenizer {
@@ -64,9 +69,28 @@ impl HfTokenizer {
             None => None,
         };
         let (bos_text, eos_text) = (token_text("bos_token"), token_text("eos_token"));
-        Ok(Self { inner, origin: path.display().to_string(), eos_ids, bos_id, pad_id, bos_text, eos_text, chat_template })
+        Ok(Self { inner, origin: path.display().to_string(), eos_ids, bos_id, pad_id, bos_text, eos_text, chat_template, path, fast: OnceLock::new() })
+    }
+
+    /// The fast path for `encode_ordinary` ([`ByteLevelBpe`]), where this `tokenizer.json` has a
+    /// shape it reproduces and [`FAST_BPE_ENV`] is not `0`; built the first time it is asked for
+    /// (reading a vocabulary of 128k tokens and 280k merges takes a moment that generation need
+    /// not pay).
+    pub(crate) fn fast(&self) -> Option<&ByteLevelBpe> {
+        self.fast
+            .get_or_init(|| {
+                if std::env::var(FAST_BPE_ENV).is_ok_and(|v| v.trim() == "0") {
+                    return None;
+                }
+                let json: Value = serde_json::from_slice(&std::fs::read(&self.path).ok()?).ok()?;
+                ByteLevelBpe::from_json(&json)
+            })
+            .as_ref()
     }
 }
+
+/// `LLMFS_FAST_BPE=0` encodes every text with `tokenizers` (to compare, or to get round the fast path).
+pub const FAST_BPE_ENV: &str = "LLMFS_FAST_BPE";
 
 /// The tokenizer files a model directory may hold, in the order `transformers` writes them.
 pub const TOKENIZER_FILES: [&str; 4] = [TOKENIZER_FILE, TOKENIZER_CONFIG, "special_tokens_map.json", CHAT_TEMPLATE_FILE];

@@ -13,6 +13,9 @@
 //! alternatives are tried in the pattern's order at each position, as the regex does. The character
 //! classes `\p{L}`, `\p{N}` and `\s` are read from regex-syntax, the tables of the regex itself, so
 //! they match it code point for code point (tests compare the two on generated and real text).
+//!
+//! [`llama3_pieces`] does the same for the split pattern of Llama 3's `tokenizer.json` (and
+//! Qwen2's, one digit a piece), for [`super::byte_level_bpe`].
 
 use std::sync::OnceLock;
 
@@ -103,9 +106,8 @@ impl Pieces<'_> {
         let bytes = s.as_bytes();
         // '(?:[sdmt]|ll|ve|re)
         if bytes[0] == b'\'' {
-            match bytes.get(1..3) {
-                Some(b"ll" | b"ve" | b"re") => return 3,
-                _ => {}
+            if let Some(b"ll" | b"ve" | b"re") = bytes.get(1..3) {
+                return 3;
             }
             if matches!(bytes.get(1), Some(b's' | b'd' | b'm' | b't')) {
                 return 2;
@@ -141,12 +143,156 @@ impl Pieces<'_> {
     }
 }
 
+/// The split pattern of Llama 3's `tokenizer.json` (tiktoken's `cl100k_base` with letters cased
+/// alike), with `\p{N}{1,3}`; Qwen2's is the same with `\p{N}` (one digit a piece).
+pub const LLAMA3_PATTERN: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+pub const QWEN2_PATTERN: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+
+/// The pieces of `text` under [`LLAMA3_PATTERN`] (`max_digits` 3) or [`QWEN2_PATTERN`]
+/// (`max_digits` 1), in one forward pass as [`pieces`] does for GPT-2's.
+pub fn llama3_pieces(text: &str, max_digits: usize) -> Llama3Pieces<'_> {
+    Llama3Pieces { rest: text, classes: CharClasses::get(), max_digits }
+}
+
+pub struct Llama3Pieces<'a> {
+    rest: &'a str,
+    classes: &'static CharClasses,
+    max_digits: usize,
+}
+
+impl<'a> Iterator for Llama3Pieces<'a> {
+    type Item = &'a str;
+
+    fn next(&mut self) -> Option<&'a str> {
+        if self.rest.is_empty() {
+            return None;
+        }
+        let (piece, rest) = self.rest.split_at(self.piece_len());
+        self.rest = rest;
+        Some(piece)
+    }
+}
+
+impl Llama3Pieces<'_> {
+    /// The length in bytes of the match at the start of the (non-empty) rest: the pattern's
+    /// alternatives in its order.
+    fn piece_len(&self) -> usize {
+        let s = self.rest;
+        let mut chars = s.chars();
+        let first = chars.next().unwrap_or(' ');
+        let second = chars.next();
+        // (?i:'s|'t|'re|'ve|'m|'ll|'d): cased alike by Unicode's simple folding, where `ſ` is an s.
+        if first == '\'' && let Some(c1) = second {
+            let fold = |c: char| if c == 'ſ' { 's' } else { c.to_ascii_lowercase() };
+            let c2 = chars.next().map(fold);
+            match (fold(c1), c2) {
+                ('s' | 't' | 'm' | 'd', _) => return 1 + c1.len_utf8(),
+                ('r', Some('e')) | ('v', Some('e')) | ('l', Some('l')) => return 3,
+                _ => {}
+            }
+        }
+        let class = self.classes.of(first);
+        let second_class = second.map(|c| self.classes.of(c));
+        let newline = |c: char| c == '\r' || c == '\n';
+        // [^\r\n\p{L}\p{N}]?\p{L}+
+        if class == CharClass::Letter {
+            return self.run_len(s, |c| c == CharClass::Letter);
+        }
+        if class != CharClass::Number && !newline(first) && second_class == Some(CharClass::Letter) {
+            let at = first.len_utf8();
+            return at + self.run_len(&s[at..], |c| c == CharClass::Letter);
+        }
+        // \p{N}{1,max}
+        if class == CharClass::Number {
+            return s.char_indices().take_while(|&(_, c)| self.classes.of(c) == CharClass::Number).take(self.max_digits).map(|(i, c)| i + c.len_utf8()).last().unwrap_or(0);
+        }
+        //  ?[^\s\p{L}\p{N}]+[\r\n]*
+        let other_at = if class == CharClass::Other {
+            Some(0)
+        } else if first == ' ' && second_class == Some(CharClass::Other) {
+            Some(1)
+        } else {
+            None
+        };
+        if let Some(at) = other_at {
+            let end = at + self.run_len(&s[at..], |c| c == CharClass::Other);
+            return end + s[end..].bytes().take_while(|&b| b == b'\r' || b == b'\n').count();
+        }
+        // Whitespace from here on (the classes leave nothing else).
+        let run = self.run_len(s, |c| c == CharClass::Space);
+        // \s*[\r\n]+: up to the run's last newline.
+        if let Some(last_newline) = s[..run].rfind(['\r', '\n']) {
+            return last_newline + 1;
+        }
+        // \s+(?!\S): the run, if it ends the text; else the run but its last character, if that
+        // leaves one. \s+: the one character.
+        if run == s.len() {
+            return run;
+        }
+        let last = s[..run].chars().next_back().map_or(0, char::len_utf8);
+        if run > last { run - last } else { run }
+    }
+
+    /// The length in bytes of the run of characters whose class passes `keep` at the start of `s`.
+    fn run_len(&self, s: &str, keep: impl Fn(CharClass) -> bool) -> usize {
+        s.char_indices().find(|&(_, c)| !keep(self.classes.of(c))).map_or(s.len(), |(i, _)| i)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn split(text: &str) -> Vec<&str> {
         pieces(text).collect()
+    }
+
+    fn llama3_split(text: &str) -> Vec<&str> {
+        llama3_pieces(text, 3).collect()
+    }
+
+    /// The pattern's own matches (fancy_regex, the engine `tokenizers` runs it on here).
+    fn regex_split<'a>(pattern: &str, text: &'a str) -> Vec<&'a str> {
+        let regex = fancy_regex::Regex::new(pattern).unwrap();
+        regex.find_iter(text).map(|m| m.unwrap().as_str()).collect()
+    }
+
+    #[test]
+    fn splits_like_llama3() {
+        assert_eq!(llama3_split("Hello world"), ["Hello", " world"]);
+        assert_eq!(llama3_split("I'LL don'T we've"), ["I", "'LL", " don", "'T", " we", "'ve"]);
+        assert_eq!(llama3_split("12345 x"), ["123", "45", " x"]);
+        assert_eq!(llama3_split("a  b\n\n  c\t\td  "), ["a", " ", " b", "\n\n", " ", " c", "\t", "\td", "  "]);
+        assert_eq!(llama3_split("(hi)...\n\nok"), ["(hi", ")...\n\n", "ok"]);
+        assert_eq!(llama3_split("x \r\n y"), ["x", " \r\n", " y"]);
+        assert_eq!(llama3_pieces("2024", 1).collect::<Vec<_>>(), ["2", "0", "2", "4"]);
+    }
+
+    /// The scanner against the pattern itself, on text built from the characters each
+    /// alternative turns on (letters of several scripts, digits, `'`, `ſ`, spaces of several
+    /// kinds, newlines, punctuation, an emoji, a combining mark).
+    #[test]
+    fn llama3_pieces_are_the_patterns_matches() {
+        let alphabet: Vec<char> = "aZé Ж中'sStTrReEvVlLmMdDſ0١²Ⅻ \t\r\n\u{a0}\u{2028}.,!?-_(\"🙂\u{301}".chars().collect();
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for (pattern, digits) in [(LLAMA3_PATTERN, 3), (QWEN2_PATTERN, 1)] {
+            let regex = fancy_regex::Regex::new(pattern).unwrap();
+            for _ in 0..3000 {
+                let len = (next() % 24) as usize;
+                let text: String = (0..len).map(|_| alphabet[(next() % alphabet.len() as u64) as usize]).collect();
+                let expected: Vec<&str> = regex.find_iter(&text).map(|m| m.unwrap().as_str()).collect();
+                let got: Vec<&str> = llama3_pieces(&text, digits).collect();
+                assert_eq!(got, expected, "{pattern} on {text:?}");
+            }
+        }
+        let text = "The café's owner said: \"We'll open at 9:30!\"\n\n\tMenu — 12,500 ₽\r\n  • soup\u{a0}\u{a0}x   \n";
+        assert_eq!(llama3_split(text), regex_split(LLAMA3_PATTERN, text));
     }
 
     #[test]

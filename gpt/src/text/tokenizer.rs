@@ -152,7 +152,11 @@ impl Tokenizer {
     pub fn try_encode_ordinary_into(&self, text: &str, ids: &mut Vec<u32>) -> Result<()> {
         match &self.kind {
             Kind::Gpt2(bpe) => bpe.encode_ordinary_into(text, ids),
-            Kind::Hf(hf) => ids.extend(hf_encode(hf, text, false)?),
+            Kind::Hf(hf) => {
+                if !hf.fast().is_some_and(|fast| fast.encode_ordinary_into(text, ids)) {
+                    ids.extend(hf_encode(hf, text, false)?);
+                }
+            }
         }
         Ok(())
     }

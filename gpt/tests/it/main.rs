@@ -6,6 +6,7 @@ mod common;
 mod attention_mask;
 mod classifier;
 mod bnb_checkpoint;
+mod fast_bpe;
 mod fuzz_loaders;
 mod generation;
 mod llama;

@@ -1,0 +1,106 @@
+//! The fast path for byte-level `tokenizer.json`s (`gpt::text::byte_level_bpe`) against
+//! `tokenizers` itself, on the fixture's Llama 3 tokenizer: the same pieces as its split pattern
+//! (through fancy_regex, the engine `tokenizers` runs it on here) and the same ids as its
+//! `encode(text, false)`, on generated text dense in what the pattern decides and on the
+//! fixtures' real text; texts holding an added token's text are left to `tokenizers`.
+
+use std::sync::OnceLock;
+
+use fancy_regex::Regex;
+use gpt::Tokenizer;
+use gpt::text::byte_level_bpe::ByteLevelBpe;
+use gpt::text::pretokenize::{LLAMA3_PATTERN, llama3_pieces};
+use proptest::prelude::*;
+
+use crate::common::family_fixture_dir;
+
+fn tokenizer_json(model: &str) -> serde_json::Value {
+    let path = family_fixture_dir(model).join("tokenizer.json");
+    serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap()
+}
+
+fn fast() -> &'static ByteLevelBpe {
+    static FAST: OnceLock<ByteLevelBpe> = OnceLock::new();
+    FAST.get_or_init(|| ByteLevelBpe::from_json(&tokenizer_json("llama-tiny")).expect("Llama 3's tokenizer.json takes the fast path"))
+}
+
+fn reference() -> &'static tokenizers::Tokenizer {
+    static REFERENCE: OnceLock<tokenizers::Tokenizer> = OnceLock::new();
+    REFERENCE.get_or_init(|| tokenizers::Tokenizer::from_file(family_fixture_dir("llama-tiny").join("tokenizer.json")).unwrap())
+}
+
+fn reference_ids(text: &str) -> Vec<u32> {
+    reference().encode_fast(text, false).unwrap().get_ids().to_vec()
+}
+
+fn fast_ids(text: &str) -> Option<Vec<u32>> {
+    let mut ids = vec![7]; // what was there before stays
+    let taken = fast().encode_ordinary_into(text, &mut ids);
+    assert_eq!(ids[0], 7);
+    taken.then(|| ids[1..].to_vec())
+}
+
+/// Bits of text the pattern's alternatives turn on, and any character at all.
+fn text() -> impl Strategy<Value = String> {
+    let bits = prop::sample::select(vec![
+        " ", " ", "  ", "\t", "\n", "\r\n", "\n\n", "\u{a0}", "\u{2028}", "\u{3000}", "\u{85}", "'", "'s", "'T", "'ll", "'LL", "'ve",
+        "'Re", "'d", "'m", "ſ", "s", "l", "v", "e", "word", "Words", "Z", "é", "Ж", "中文", "ß", "0", "42", "12345", "²", "٣", "Ⅻ",
+        ".", ",", "!?", "...", "-", "_", "(", "\"", "😀", "\u{301}", "\u{200d}", "<|", "|>", "<b>",
+    ]);
+    let piece = prop_oneof![4 => bits.prop_map(str::to_string), 1 => any::<char>().prop_map(String::from)];
+    prop::collection::vec(piece, 0..40).prop_map(|v| v.concat())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(5_000))]
+
+    #[test]
+    fn llama3_pieces_are_the_patterns_matches(text in text()) {
+        static PATTERN: OnceLock<Regex> = OnceLock::new();
+        let pattern = PATTERN.get_or_init(|| Regex::new(LLAMA3_PATTERN).unwrap());
+        let expected: Vec<&str> = pattern.find_iter(&text).map(|m| m.unwrap().as_str()).collect();
+        prop_assert_eq!(llama3_pieces(&text, 3).collect::<Vec<_>>(), expected);
+    }
+
+    #[test]
+    fn ids_are_tokenizers(text in text()) {
+        prop_assert_eq!(fast_ids(&text), Some(reference_ids(&text)));
+    }
+}
+
+#[test]
+fn real_text_encodes_as_tokenizers_does() {
+    let data = family_fixture_dir("data");
+    let mut tokens = 0;
+    for name in ["perplexity_text.txt", "perplexity_docs.jsonl", "instruction_data_60.json", "hellaswag_val_40.jsonl", "sms_spam_300.tsv"] {
+        let text = std::fs::read_to_string(data.join(name)).unwrap();
+        let expected = reference_ids(&text);
+        assert_eq!(fast_ids(&text).as_ref(), Some(&expected), "{name}");
+        tokens += expected.len();
+    }
+    assert!(tokens > 15_000, "{tokens}");
+    // Long runs: quadratic merging up to 2 KB a piece, `tokenizers` past that.
+    for text in ["=".repeat(300), " ".repeat(500) + "x", "ab".repeat(1500), "9".repeat(100)] {
+        let expected = reference_ids(&text);
+        if let Some(ids) = fast_ids(&text) {
+            assert_eq!(ids, expected, "{text:?}");
+        }
+        assert_eq!(Tokenizer::from_model_dir(&family_fixture_dir("llama-tiny")).unwrap().encode_ordinary(&text), expected);
+    }
+}
+
+#[test]
+fn added_tokens_and_other_shapes_go_to_tokenizers() {
+    // An added token's text is cut out by `tokenizers` before splitting: the fast path declines.
+    for text in ["<|begin_of_text|>Hello", "a <|eot_id|> b"] {
+        assert_eq!(fast_ids(text), None, "{text}");
+        let tokenizer = Tokenizer::from_model_dir(&family_fixture_dir("llama-tiny")).unwrap();
+        assert_eq!(tokenizer.encode_ordinary(text), reference_ids(text), "{text}");
+    }
+    // Qwen3's normalizer (NFC) is not reproduced here.
+    assert!(ByteLevelBpe::from_json(&tokenizer_json("qwen3-tiny")).is_none());
+    // Nor a pattern of another kind.
+    let mut json = tokenizer_json("llama-tiny");
+    json["pre_tokenizer"]["pretokenizers"][0]["pattern"]["Regex"] = serde_json::Value::from(r"\p{L}+|\s+");
+    assert!(ByteLevelBpe::from_json(&json).is_none());
+}
