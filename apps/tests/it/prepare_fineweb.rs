@@ -227,14 +227,7 @@ fn llama_shards_are_the_same_with_the_fast_tokenizer_path() {
             .arg(&llama)
             .args(["--shard-size", "50000"]));
         assert!(out.status.success(), "{}", stderr(&out));
-        let mut shards: Vec<(String, String)> = std::fs::read_dir(&out_dir)
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .filter(|p| p.extension().is_some_and(|e| e == "npy"))
-            .map(|p| (p.file_name().unwrap().to_string_lossy().into_owned(), sha256_file(&p).unwrap()))
-            .collect();
-        shards.sort();
-        shards
+        shard_hashes(&out_dir)
     };
     let fast = prepare("fast", "1");
     assert!(fast.len() >= 2, "{fast:?}");

@@ -76,14 +76,23 @@ impl CharClasses {
     }
 }
 
-/// The pieces of `text`, in order; together they are exactly `text`.
+/// The pieces of `text` under GPT-2's pattern, in order; together they are exactly `text`.
 pub fn pieces(text: &str) -> Pieces<'_> {
-    Pieces { rest: text, classes: CharClasses::get() }
+    Pieces { rest: text, classes: CharClasses::get(), pattern: Pattern::Gpt2 }
+}
+
+/// Which split pattern [`Pieces`] follows.
+#[derive(Debug, Clone, Copy)]
+enum Pattern {
+    Gpt2,
+    /// [`LLAMA3_PATTERN`] (3 digits a piece at most) or [`QWEN2_PATTERN`] (1).
+    Llama3 { max_digits: usize },
 }
 
 pub struct Pieces<'a> {
     rest: &'a str,
     classes: &'static CharClasses,
+    pattern: Pattern,
 }
 
 impl<'a> Iterator for Pieces<'a> {
@@ -93,15 +102,19 @@ impl<'a> Iterator for Pieces<'a> {
         if self.rest.is_empty() {
             return None;
         }
-        let (piece, rest) = self.rest.split_at(self.piece_len());
+        let len = match self.pattern {
+            Pattern::Gpt2 => self.gpt2_len(),
+            Pattern::Llama3 { max_digits } => self.llama3_len(max_digits),
+        };
+        let (piece, rest) = self.rest.split_at(len);
         self.rest = rest;
         Some(piece)
     }
 }
 
 impl Pieces<'_> {
-    /// The length in bytes of the match at the start of the (non-empty) rest.
-    fn piece_len(&self) -> usize {
+    /// The length in bytes of GPT-2's match at the start of the (non-empty) rest.
+    fn gpt2_len(&self) -> usize {
         let s = self.rest;
         let bytes = s.as_bytes();
         // '(?:[sdmt]|ll|ve|re)
@@ -125,21 +138,16 @@ impl Pieces<'_> {
             _ => (0, class),
         };
         if run_class != CharClass::Space {
-            return run_start + self.run_len(&s[run_start..], run_class);
+            return run_start + self.run_len(&s[run_start..], |c| c == run_class);
         }
         // Whitespace: `\s++$` takes a run that reaches the end; `\s+(?!\S)` a longer run but its
         // last character (which then starts the next piece, e.g. " word"); `\s` one character.
-        let run = self.run_len(s, CharClass::Space);
+        let run = self.run_len(s, |c| c == CharClass::Space);
         if run == s.len() {
             return run;
         }
         let last = s[..run].chars().next_back().map_or(0, char::len_utf8);
         if run > first.len_utf8() { run - last } else { run }
-    }
-
-    /// The length in bytes of the run of `class` characters at the start of `s`.
-    fn run_len(&self, s: &str, class: CharClass) -> usize {
-        s.char_indices().find(|&(_, c)| self.classes.of(c) != class).map_or(s.len(), |(i, _)| i)
     }
 }
 
@@ -149,34 +157,15 @@ pub const LLAMA3_PATTERN: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}
 pub const QWEN2_PATTERN: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
 /// The pieces of `text` under [`LLAMA3_PATTERN`] (`max_digits` 3) or [`QWEN2_PATTERN`]
-/// (`max_digits` 1), in one forward pass as [`pieces`] does for GPT-2's.
-pub fn llama3_pieces(text: &str, max_digits: usize) -> Llama3Pieces<'_> {
-    Llama3Pieces { rest: text, classes: CharClasses::get(), max_digits }
+/// (`max_digits` 1), in one forward pass as for GPT-2's.
+pub fn llama3_pieces(text: &str, max_digits: usize) -> Pieces<'_> {
+    Pieces { rest: text, classes: CharClasses::get(), pattern: Pattern::Llama3 { max_digits } }
 }
 
-pub struct Llama3Pieces<'a> {
-    rest: &'a str,
-    classes: &'static CharClasses,
-    max_digits: usize,
-}
-
-impl<'a> Iterator for Llama3Pieces<'a> {
-    type Item = &'a str;
-
-    fn next(&mut self) -> Option<&'a str> {
-        if self.rest.is_empty() {
-            return None;
-        }
-        let (piece, rest) = self.rest.split_at(self.piece_len());
-        self.rest = rest;
-        Some(piece)
-    }
-}
-
-impl Llama3Pieces<'_> {
-    /// The length in bytes of the match at the start of the (non-empty) rest: the pattern's
-    /// alternatives in its order.
-    fn piece_len(&self) -> usize {
+impl Pieces<'_> {
+    /// The length in bytes of Llama 3's match at the start of the (non-empty) rest: the
+    /// pattern's alternatives in its order.
+    fn llama3_len(&self, max_digits: usize) -> usize {
         let s = self.rest;
         let mut chars = s.chars();
         let first = chars.next().unwrap_or(' ');
@@ -204,7 +193,8 @@ impl Llama3Pieces<'_> {
         }
         // \p{N}{1,max}
         if class == CharClass::Number {
-            return s.char_indices().take_while(|&(_, c)| self.classes.of(c) == CharClass::Number).take(self.max_digits).map(|(i, c)| i + c.len_utf8()).last().unwrap_or(0);
+            let digits = s.char_indices().take_while(|&(_, c)| self.classes.of(c) == CharClass::Number).take(max_digits);
+            return digits.last().map_or(0, |(i, c)| i + c.len_utf8());
         }
         //  ?[^\s\p{L}\p{N}]+[\r\n]*
         let other_at = if class == CharClass::Other {
