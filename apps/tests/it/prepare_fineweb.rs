@@ -209,27 +209,29 @@ fn a_llama_model_pretrains_from_scratch_on_your_own_text_files() {
     assert!(stderr(&out).contains("make shards of its ids with `llmfs prepare fineweb --tokenizer gpt2`"), "{}", stderr(&out));
 }
 
-/// The fast path for Llama 3's tokenizer (`gpt::text::byte_level_bpe`) writes the shards that
-/// `tokenizers` writes (`LLMFS_FAST_BPE=0`), byte for byte, for the whole FineWeb-Edu sample.
+/// The fast path for Llama 3's and Qwen3's tokenizers (`gpt::text::byte_level_bpe`) writes the
+/// shards that `tokenizers` writes (`LLMFS_FAST_BPE=0`), byte for byte, for the whole
+/// FineWeb-Edu sample.
 #[test]
 fn llama_shards_are_the_same_with_the_fast_tokenizer_path() {
     let home = tempfile::tempdir().unwrap();
-    let llama = fixtures().join("llama-tiny");
-    let prepare = |name: &str, fast: &str| {
-        let out_dir = home.path().join(name);
-        let out = run(llmfs(home.path())
-            .env("LLMFS_FAST_BPE", fast)
-            .args(["prepare", "fineweb", "--input"])
-            .arg(sample())
-            .arg("--out")
-            .arg(&out_dir)
-            .arg("--tokenizer")
-            .arg(&llama)
-            .args(["--shard-size", "50000"]));
-        assert!(out.status.success(), "{}", stderr(&out));
-        shard_hashes(&out_dir)
-    };
-    let fast = prepare("fast", "1");
-    assert!(fast.len() >= 2, "{fast:?}");
-    assert_eq!(fast, prepare("tokenizers", "0"));
+    for model in ["llama-tiny", "qwen3-tiny"] {
+        let prepare = |fast: &str| {
+            let out_dir = home.path().join(format!("{model}-{fast}"));
+            let out = run(llmfs(home.path())
+                .env("LLMFS_FAST_BPE", fast)
+                .args(["prepare", "fineweb", "--input"])
+                .arg(sample())
+                .arg("--out")
+                .arg(&out_dir)
+                .arg("--tokenizer")
+                .arg(fixtures().join(model))
+                .args(["--shard-size", "50000"]));
+            assert!(out.status.success(), "{}", stderr(&out));
+            shard_hashes(&out_dir)
+        };
+        let fast = prepare("1");
+        assert!(fast.len() >= 2, "{model}: {fast:?}");
+        assert_eq!(fast, prepare("0"), "{model}");
+    }
 }

@@ -1,5 +1,6 @@
-//! A fast path for the `tokenizer.json`s of Llama 3 and its kind (byte-level BPE over the
-//! cl100k-style split pattern, no normalizer): `encode_ordinary` with [`super::pretokenize`]'s
+//! A fast path for the `tokenizer.json`s of Llama 3, Qwen2 and Qwen3 (byte-level BPE over the
+//! cl100k-style split pattern; Qwen's NFC normalizer where the text is NFC already):
+//! `encode_ordinary` with [`super::pretokenize`]'s
 //! one-pass scanner for the pattern and a pair-rank BPE, the same ids as `tokenizers`
 //! (tested on the fixture's tokenizer), several times faster. It takes only the shapes it
 //! reproduces exactly; any other `tokenizer.json`, and any text holding an added token's
@@ -24,29 +25,36 @@ pub struct ByteLevelBpe {
     ignore_merges: bool,
     /// 3 for Llama 3's pattern, 1 for Qwen2's.
     max_digits: usize,
+    /// An NFC normalizer (Qwen's): only texts that are NFC already take this path.
+    nfc: bool,
     /// The added tokens' texts, which `tokenizers` cuts out before splitting.
     added: AhoCorasick,
 }
 
 impl ByteLevelBpe {
     /// The fast path for this `tokenizer.json`, where it has a shape this reproduces exactly: no
-    /// normalizer, truncation or padding; the split pattern of Llama 3 or Qwen2, isolated, then
-    /// ByteLevel without its own regex; a BPE without dropout, unknown token, affixes or byte
-    /// fallback, whose vocabulary is byte-level throughout; added tokens without strip options.
-    /// None for any other.
+    /// normalizer but NFC, no truncation or padding; the split pattern of Llama 3 or Qwen2,
+    /// isolated, then ByteLevel without its own regex; a BPE without dropout, unknown token,
+    /// affixes or byte fallback, whose vocabulary is byte-level throughout; added tokens without
+    /// strip options. None for any other.
     pub fn from_json(json: &Value) -> Option<Self> {
         let null = |key: &str| json.get(key).is_none_or(Value::is_null);
-        if !null("normalizer") || !null("truncation") || !null("padding") {
+        if !null("truncation") || !null("padding") {
             return None;
         }
+        let nfc = match json.get("normalizer") {
+            None | Some(Value::Null) => false,
+            Some(normalizer) if normalizer.get("type").and_then(Value::as_str) == Some("NFC") => true,
+            Some(_) => return None,
+        };
         let max_digits = split_pattern_digits(json.get("pre_tokenizer")?)?;
         let model = json.get("model")?;
         let field = |key: &str| model.get(key).unwrap_or(&Value::Null);
         let plain = model.get("type")?.as_str()? == "BPE"
             && field("dropout").is_null()
             && field("unk_token").is_null()
-            && field("continuing_subword_prefix").is_null()
-            && field("end_of_word_suffix").is_null()
+            && none_or_empty(field("continuing_subword_prefix"))
+            && none_or_empty(field("end_of_word_suffix"))
             && !field("byte_fallback").as_bool().unwrap_or(false);
         if !plain {
             return None;
@@ -87,14 +95,14 @@ impl ByteLevelBpe {
             added.push(token.get("content")?.as_str()?.to_string());
         }
         let added = AhoCorasick::new(&added).ok()?;
-        Some(Self { byte_ids, vocab, merges, ignore_merges, max_digits, added })
+        Some(Self { byte_ids, vocab, merges, ignore_merges, max_digits, nfc, added })
     }
 
     /// Appends `text`'s ids without special tokens, as `tokenizers`' `encode(text, false)`; false
     /// (and `ids` as it was) where `tokenizers` has to: the text holds an added token's text, or
-    /// a piece too long for this loop.
+    /// a piece too long for this loop, or the normalizer would change it.
     pub fn encode_ordinary_into(&self, text: &str, ids: &mut Vec<u32>) -> bool {
-        if self.added.is_match(text) {
+        if self.added.is_match(text) || (self.nfc && !unicode_normalization_alignments::is_nfc(text)) {
             return false;
         }
         let start = ids.len();
@@ -139,6 +147,11 @@ impl ByteLevelBpe {
             }
         }
     }
+}
+
+/// A prefix or suffix `tokenizers` would add: none, or the empty string (Qwen's files).
+fn none_or_empty(value: &Value) -> bool {
+    value.is_null() || value.as_str() == Some("")
 }
 
 /// 3 or 1 (the longest run of digits a piece takes) where `pre_tokenizer` is Llama 3's or

@@ -1,8 +1,9 @@
 //! The fast path for byte-level `tokenizer.json`s (`gpt::text::byte_level_bpe`) against
-//! `tokenizers` itself, on the fixture's Llama 3 tokenizer: the same pieces as its split pattern
-//! (through fancy_regex, the engine `tokenizers` runs it on here) and the same ids as its
-//! `encode(text, false)`, on generated text dense in what the pattern decides and on the
-//! fixtures' real text; texts holding an added token's text are left to `tokenizers`.
+//! `tokenizers` itself, on the fixtures' Llama 3 and Qwen3 tokenizers: the same pieces as Llama
+//! 3's split pattern (through fancy_regex, the engine `tokenizers` runs it on here) and the same
+//! ids as `encode(text, false)`, on generated text dense in what the pattern decides and on the
+//! fixtures' real text; texts holding an added token's text, and for Qwen3 texts its NFC
+//! normalizer would change, are left to `tokenizers`.
 
 use std::sync::OnceLock;
 
@@ -19,23 +20,26 @@ fn tokenizer_json(model: &str) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap()
 }
 
-fn fast() -> &'static ByteLevelBpe {
-    static FAST: OnceLock<ByteLevelBpe> = OnceLock::new();
-    FAST.get_or_init(|| ByteLevelBpe::from_json(&tokenizer_json("llama-tiny")).expect("Llama 3's tokenizer.json takes the fast path"))
+/// The fixture tokenizers that take the fast path: Llama 3's and Qwen3's.
+const MODELS: [&str; 2] = ["llama-tiny", "qwen3-tiny"];
+
+fn fast(model: usize) -> &'static ByteLevelBpe {
+    static FAST: OnceLock<Vec<ByteLevelBpe>> = OnceLock::new();
+    &FAST.get_or_init(|| MODELS.iter().map(|m| ByteLevelBpe::from_json(&tokenizer_json(m)).unwrap_or_else(|| panic!("{m} takes the fast path"))).collect())[model]
 }
 
-fn reference() -> &'static tokenizers::Tokenizer {
-    static REFERENCE: OnceLock<tokenizers::Tokenizer> = OnceLock::new();
-    REFERENCE.get_or_init(|| tokenizers::Tokenizer::from_file(family_fixture_dir("llama-tiny").join("tokenizer.json")).unwrap())
+fn reference(model: usize) -> &'static tokenizers::Tokenizer {
+    static REFERENCE: OnceLock<Vec<tokenizers::Tokenizer>> = OnceLock::new();
+    &REFERENCE.get_or_init(|| MODELS.iter().map(|m| tokenizers::Tokenizer::from_file(family_fixture_dir(m).join("tokenizer.json")).unwrap()).collect())[model]
 }
 
-fn reference_ids(text: &str) -> Vec<u32> {
-    reference().encode_fast(text, false).unwrap().get_ids().to_vec()
+fn reference_ids(model: usize, text: &str) -> Vec<u32> {
+    reference(model).encode_fast(text, false).unwrap().get_ids().to_vec()
 }
 
-fn fast_ids(text: &str) -> Option<Vec<u32>> {
+fn fast_ids(model: usize, text: &str) -> Option<Vec<u32>> {
     let mut ids = vec![7]; // what was there before stays
-    let taken = fast().encode_ordinary_into(text, &mut ids);
+    let taken = fast(model).encode_ordinary_into(text, &mut ids);
     assert_eq!(ids[0], 7);
     taken.then(|| ids[1..].to_vec())
 }
@@ -64,7 +68,10 @@ proptest! {
 
     #[test]
     fn ids_are_tokenizers(text in text()) {
-        prop_assert_eq!(fast_ids(&text), Some(reference_ids(&text)));
+        prop_assert_eq!(fast_ids(0, &text), Some(reference_ids(0, &text)));
+        // Qwen3 normalizes to NFC first: a text that is NFC takes the fast path, others do not.
+        let nfc = unicode_normalization_alignments::is_nfc(&text);
+        prop_assert_eq!(fast_ids(1, &text), nfc.then(|| reference_ids(1, &text)));
     }
 }
 
@@ -74,32 +81,42 @@ fn real_text_encodes_as_tokenizers_does() {
     let mut tokens = 0;
     for name in ["perplexity_text.txt", "perplexity_docs.jsonl", "instruction_data_60.json", "hellaswag_val_40.jsonl", "sms_spam_300.tsv"] {
         let text = std::fs::read_to_string(data.join(name)).unwrap();
-        let expected = reference_ids(&text);
-        assert_eq!(fast_ids(&text).as_ref(), Some(&expected), "{name}");
-        tokens += expected.len();
+        for model in 0..MODELS.len() {
+            let expected = reference_ids(model, &text);
+            assert_eq!(fast_ids(model, &text).as_ref(), Some(&expected), "{name} with {}", MODELS[model]);
+            tokens += expected.len();
+        }
     }
-    assert!(tokens > 15_000, "{tokens}");
+    assert!(tokens > 30_000, "{tokens}");
     // Long runs: quadratic merging up to 2 KB a piece, `tokenizers` past that.
     for text in ["=".repeat(300), " ".repeat(500) + "x", "ab".repeat(1500), "9".repeat(100)] {
-        let expected = reference_ids(&text);
-        if let Some(ids) = fast_ids(&text) {
-            assert_eq!(ids, expected, "{text:?}");
+        for (model, name) in MODELS.iter().enumerate() {
+            let expected = reference_ids(model, &text);
+            if let Some(ids) = fast_ids(model, &text) {
+                assert_eq!(ids, expected, "{text:?} with {name}");
+            }
+            assert_eq!(Tokenizer::from_model_dir(&family_fixture_dir(name)).unwrap().encode_ordinary(&text), expected);
         }
-        assert_eq!(Tokenizer::from_model_dir(&family_fixture_dir("llama-tiny")).unwrap().encode_ordinary(&text), expected);
     }
 }
 
 #[test]
 fn added_tokens_and_other_shapes_go_to_tokenizers() {
     // An added token's text is cut out by `tokenizers` before splitting: the fast path declines.
-    for text in ["<|begin_of_text|>Hello", "a <|eot_id|> b"] {
-        assert_eq!(fast_ids(text), None, "{text}");
-        let tokenizer = Tokenizer::from_model_dir(&family_fixture_dir("llama-tiny")).unwrap();
-        assert_eq!(tokenizer.encode_ordinary(text), reference_ids(text), "{text}");
+    for (model, text) in [(0, "<|begin_of_text|>Hello"), (0, "a <|eot_id|> b"), (1, "<|im_start|>user"), (1, "x <think> y")] {
+        assert_eq!(fast_ids(model, text), None, "{text}");
+        let tokenizer = Tokenizer::from_model_dir(&family_fixture_dir(MODELS[model])).unwrap();
+        assert_eq!(tokenizer.encode_ordinary(text), reference_ids(model, text), "{text}");
     }
-    // Qwen3's normalizer (NFC) is not reproduced here.
-    assert!(ByteLevelBpe::from_json(&tokenizer_json("qwen3-tiny")).is_none());
-    // Nor a pattern of another kind.
+    // Qwen3's NFC: "é" as e + a combining accent is not NFC, so `tokenizers` composes it.
+    let decomposed = "cafe\u{301} au lait";
+    assert_eq!(fast_ids(1, decomposed), None);
+    let qwen = Tokenizer::from_model_dir(&family_fixture_dir("qwen3-tiny")).unwrap();
+    assert_eq!(qwen.encode_ordinary(decomposed), reference_ids(1, "caf\u{e9} au lait"));
+    // A normalizer or a pattern of another kind.
+    let mut json = tokenizer_json("qwen3-tiny");
+    json["normalizer"] = serde_json::json!({"type": "NFKC"});
+    assert!(ByteLevelBpe::from_json(&json).is_none());
     let mut json = tokenizer_json("llama-tiny");
     json["pre_tokenizer"]["pretokenizers"][0]["pattern"]["Regex"] = serde_json::Value::from(r"\p{L}+|\s+");
     assert!(ByteLevelBpe::from_json(&json).is_none());
