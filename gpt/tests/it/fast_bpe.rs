@@ -81,9 +81,9 @@ fn real_text_encodes_as_tokenizers_does() {
     let mut tokens = 0;
     for name in ["perplexity_text.txt", "perplexity_docs.jsonl", "instruction_data_60.json", "hellaswag_val_40.jsonl", "sms_spam_300.tsv"] {
         let text = std::fs::read_to_string(data.join(name)).unwrap();
-        for model in 0..MODELS.len() {
+        for (model, tokenizer) in MODELS.iter().enumerate() {
             let expected = reference_ids(model, &text);
-            assert_eq!(fast_ids(model, &text).as_ref(), Some(&expected), "{name} with {}", MODELS[model]);
+            assert_eq!(fast_ids(model, &text).as_ref(), Some(&expected), "{name} with {tokenizer}");
             tokens += expected.len();
         }
     }
