@@ -83,8 +83,8 @@ impl ByteLevelBpe {
             };
             let merged = *id_of_text.get(format!("{left}{right}").as_str())?;
             let pair = (*id_of_text.get(left)?, *id_of_text.get(right)?);
-            // A pair listed twice keeps its first (lowest) rank, as `tokenizers` does.
-            merges.entry(pair).or_insert((u32::try_from(rank).ok()?, merged));
+            // A pair listed twice takes its last rank, as `tokenizers`' map collects them.
+            merges.insert(pair, (u32::try_from(rank).ok()?, merged));
         }
         let mut added = Vec::new();
         for token in json.get("added_tokens")?.as_array()? {

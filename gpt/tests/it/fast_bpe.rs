@@ -113,6 +113,20 @@ fn added_tokens_and_other_shapes_go_to_tokenizers() {
     assert_eq!(fast_ids(1, decomposed), None);
     let qwen = Tokenizer::from_model_dir(&family_fixture_dir("qwen3-tiny")).unwrap();
     assert_eq!(qwen.encode_ordinary(decomposed), reference_ids(1, "caf\u{e9} au lait"));
+    // A merge listed twice counts at its last place, in both (here the first 3,000 merges moved
+    // last, after every other).
+    let mut json = tokenizer_json("llama-tiny");
+    let first_merges: Vec<serde_json::Value> = json["model"]["merges"].as_array().unwrap()[..3000].to_vec();
+    json["model"]["merges"].as_array_mut().unwrap().extend(first_merges);
+    json["model"]["ignore_merges"] = serde_json::Value::from(false);
+    let fast = ByteLevelBpe::from_json(&json).unwrap();
+    let reference: tokenizers::Tokenizer = json.to_string().parse().unwrap();
+    let text = std::fs::read_to_string(family_fixture_dir("data").join("perplexity_text.txt")).unwrap();
+    let text = text.as_str();
+    let mut ids = Vec::new();
+    assert!(fast.encode_ordinary_into(text, &mut ids));
+    assert_eq!(ids, reference.encode_fast(text, false).unwrap().get_ids());
+    assert_ne!(ids, reference_ids(0, text), "the moved merges change the ids");
     // A normalizer or a pattern of another kind.
     let mut json = tokenizer_json("qwen3-tiny");
     json["normalizer"] = serde_json::json!({"type": "NFKC"});
