@@ -143,12 +143,19 @@ impl Pieces<'_> {
         // Whitespace: `\s++$` takes a run that reaches the end; `\s+(?!\S)` a longer run but its
         // last character (which then starts the next piece, e.g. " word"); `\s` one character.
         let run = self.run_len(s, |c| c == CharClass::Space);
-        if run == s.len() {
-            return run;
-        }
-        let last = s[..run].chars().next_back().map_or(0, char::len_utf8);
-        if run > first.len_utf8() { run - last } else { run }
+        space_piece_len(s, run)
     }
+}
+
+/// The piece a run of `run` bytes of whitespace at the start of `s` makes, as both patterns end:
+/// the run, if it ends the text; else the run but its last character (which then starts the next
+/// piece, e.g. " word"), if that leaves one; else the one character.
+fn space_piece_len(s: &str, run: usize) -> usize {
+    if run == s.len() {
+        return run;
+    }
+    let last = s[..run].chars().next_back().map_or(0, char::len_utf8);
+    if run > last { run - last } else { run }
 }
 
 /// The split pattern of Llama 3's `tokenizer.json` (tiktoken's `cl100k_base` with letters cased
@@ -214,13 +221,8 @@ impl Pieces<'_> {
         if let Some(last_newline) = s[..run].rfind(['\r', '\n']) {
             return last_newline + 1;
         }
-        // \s+(?!\S): the run, if it ends the text; else the run but its last character, if that
-        // leaves one. \s+: the one character.
-        if run == s.len() {
-            return run;
-        }
-        let last = s[..run].chars().next_back().map_or(0, char::len_utf8);
-        if run > last { run - last } else { run }
+        // \s+(?!\S), then \s+.
+        space_piece_len(s, run)
     }
 
     /// The length in bytes of the run of characters whose class passes `keep` at the start of `s`.

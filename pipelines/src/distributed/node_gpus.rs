@@ -49,7 +49,7 @@ pub(super) fn nccl_between_processes(world: &dyn Collective, device: DeviceSpec,
     let numbers = match agree(world, own, node)? {
         Ok(numbers) => numbers,
         Err(why) => {
-            if device != DeviceSpec::Auto || (world.rank() == 0 && number.is_some()) {
+            if device != DeviceSpec::Auto || number.is_some() {
                 say(&format!("gradients averaged through host memory (MPI): {why}"));
             }
             return Ok(None);
